@@ -1,0 +1,111 @@
+"""The `tendsocial` command (Typer). Each command is a thin shell over a plain function."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="TendSocial pipeline.")
+db_app = typer.Typer(no_args_is_help=True, help="Database schema.")
+company_app = typer.Typer(no_args_is_help=True, help="Companies and their API keys.")
+account_app = typer.Typer(no_args_is_help=True, help="Social platform accounts.")
+app.add_typer(db_app, name="db")
+app.add_typer(company_app, name="company")
+app.add_typer(account_app, name="account")
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: str = "head") -> None:
+    """Apply migrations (embedded PostgreSQL unless DATABASE_URL is set)."""
+    from models.database import sync_engine
+    from models.migrate import upgrade
+
+    upgrade(sync_engine(), revision)
+    console.print(f"database at {revision}")
+
+
+@company_app.command("create")
+def company_create(
+    name: str,
+    as_json: Annotated[bool, typer.Option("--json", help="Print {id, apiKey} as JSON.")] = False,
+) -> None:
+    """Create a company and print its API key (shown once)."""
+    from dispatch.admin import create_company
+    from models.database import sync_session
+
+    with sync_session() as session:
+        company = create_company(session, name=name)
+    if as_json:
+        typer.echo(
+            json.dumps({"id": str(company.id), "name": company.name, "apiKey": company.api_key})
+        )
+    else:
+        console.print(f"company [bold]{company.name}[/] id {company.id}")
+        console.print(f"API key (shown once): [bold]{company.api_key}[/]")
+
+
+@account_app.command("add")
+def account_add(
+    company: Annotated[uuid.UUID, typer.Option("--company", help="Company id.")],
+    platform: Annotated[str, typer.Option("--platform")],
+    handle: Annotated[str, typer.Option("--handle")],
+    access_token: Annotated[str, typer.Option("--access-token")],
+    refresh_token: Annotated[str | None, typer.Option("--refresh-token")] = None,
+    base_url: Annotated[str | None, typer.Option("--base-url", help="Instance/PDS URL.")] = None,
+    external_id: Annotated[
+        str | None, typer.Option("--external-id", help="The platform's account id.")
+    ] = None,
+    max_characters: Annotated[int | None, typer.Option("--max-characters")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Store a platform account and its tokens (encrypted at rest; never printed)."""
+    from dispatch.admin import add_account
+    from models.database import sync_session
+
+    try:
+        with sync_session() as session:
+            account = add_account(
+                session,
+                company_id=company,
+                platform=platform,
+                handle=handle,
+                access_token=access_token,
+                refresh_token=refresh_token,
+                base_url=base_url,
+                external_id=external_id,
+                max_characters=max_characters,
+            )
+            account_id, stored_platform = account.id, account.platform
+    except ValueError as exc:
+        err_console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from exc
+    if as_json:
+        typer.echo(json.dumps({"id": str(account_id), "platform": stored_platform}))
+    else:
+        console.print(f"{stored_platform} account @{handle} id {account_id}")
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to bind.")] = 8000,
+    workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
+) -> None:
+    """Run the API and webhook server (uvicorn)."""
+    import uvicorn
+
+    uvicorn.run(
+        "dispatch.main:app",
+        host=host,
+        port=port,
+        workers=workers,
+        log_level="info",
+        proxy_headers=True,
+    )

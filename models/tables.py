@@ -1,0 +1,245 @@
+"""The data model (SQLAlchemy 2.0, typed). Every instant is UTC `timestamptz`.
+
+Field names follow the seed document; additions serve the design: leases and attempt markers on
+`PublishLog` for exactly-once publishing, platform-side idempotency state (record key, container
+id), a dispatch generation so a retried target gets a fresh Cloud Task name.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    SmallInteger,
+    String,
+    Text,
+    UniqueConstraint,
+    Uuid,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from models.crypto import EncryptedText
+
+PLATFORMS = ("linkedin", "x", "instagram", "facebook", "threads", "bluesky", "mastodon")
+
+POST_STATUSES = ("pending", "processing", "published", "failed", "cancelled")
+TARGET_STATUSES = ("pending", "processing", "success", "failed", "retry", "cancelled")
+ACCOUNT_STATUSES = ("active", "needs_reconnect")
+JOB_STATUSES = ("pending", "running", "completed", "failed")
+
+
+def _in(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+class Base(DeclarativeBase):
+    type_annotation_map: ClassVar[dict[Any, Any]] = {
+        datetime: DateTime(timezone=True),
+        dict[str, Any]: JSONB,
+    }
+
+
+class Timestamped:
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(server_default=func.now(), onupdate=func.now())
+
+
+def new_id() -> uuid.UUID:
+    return uuid.uuid4()
+
+
+class Company(Timestamped, Base):
+    __tablename__ = "companies"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(200))
+    #: SHA-256 of the API key; the key itself is shown once and never stored.
+    api_key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+
+
+class SocialAccount(Timestamped, Base):
+    __tablename__ = "social_accounts"
+    __table_args__ = (
+        UniqueConstraint("company_id", "platform", "external_id"),
+        CheckConstraint(_in("platform", PLATFORMS), name="social_accounts_platform"),
+        CheckConstraint(_in("status", ACCOUNT_STATUSES), name="social_accounts_status"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    company_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("companies.id", ondelete="CASCADE"), index=True
+    )
+    platform: Mapped[str] = mapped_column(String(20))
+    #: The platform's own id for the account (X user id, Bluesky DID, IG user id, page id...).
+    external_id: Mapped[str] = mapped_column(String(200))
+    handle: Mapped[str] = mapped_column(String(200))
+    #: Instance or PDS base URL where the platform has one (Mastodon, Bluesky).
+    base_url: Mapped[str | None] = mapped_column(String(500))
+    access_token: Mapped[str] = mapped_column(EncryptedText())
+    refresh_token: Mapped[str | None] = mapped_column(EncryptedText())
+    token_expires_at: Mapped[datetime | None]
+    #: Text limit of the account's instance (Mastodon); None = the platform default.
+    max_characters: Mapped[int | None] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(20), server_default="active")
+    status_reason: Mapped[str | None] = mapped_column(Text)
+
+    def __repr__(self) -> str:  # never leak tokens through a repr in a log line
+        return f"SocialAccount(id={self.id}, platform={self.platform}, handle={self.handle})"
+
+
+class MediaAsset(Timestamped, Base):
+    __tablename__ = "media_assets"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    company_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("companies.id", ondelete="CASCADE"), index=True
+    )
+    url: Mapped[str] = mapped_column(String(2000))
+    mime_type: Mapped[str] = mapped_column(String(100))
+    size_bytes: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class ScheduledPost(Timestamped, Base):
+    __tablename__ = "scheduled_posts"
+    __table_args__ = (
+        UniqueConstraint("company_id", "idempotency_key", name="scheduled_posts_idempotency_key"),
+        CheckConstraint(_in("status", POST_STATUSES), name="scheduled_posts_status"),
+        Index("scheduled_posts_due", "status", "scheduled_at"),
+        Index("scheduled_posts_company_created", "company_id", "created_at"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    company_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("companies.id", ondelete="CASCADE"))
+    user_id: Mapped[str | None] = mapped_column(String(200))
+    content: Mapped[str] = mapped_column(Text)
+    media_asset_ids: Mapped[list[uuid.UUID]] = mapped_column(
+        ARRAY(Uuid()), server_default=text("'{}'")
+    )
+    scheduled_at: Mapped[datetime]
+    #: IANA zone the user scheduled in (display and recurrence); `scheduled_at` is the instant.
+    timezone: Mapped[str] = mapped_column(String(64), server_default="UTC")
+    status: Mapped[str] = mapped_column(String(20), server_default="pending")
+    cloud_task_names: Mapped[list[str]] = mapped_column(ARRAY(Text), server_default=text("'{}'"))
+    #: Scoped per company: one company's key can never collide with another's.
+    idempotency_key: Mapped[str] = mapped_column(String(200))
+    results: Mapped[dict[str, Any] | None]
+    error_message: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, server_default="0")
+    last_attempt_at: Mapped[datetime | None]
+    #: `[{platform, accountId, customContent?}]` as requested (the seed's field).
+    platforms: Mapped[list[dict[str, Any]]] = mapped_column(JSONB)
+    rescheduled_from_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("scheduled_posts.id", ondelete="SET NULL")
+    )
+
+    publish_logs: Mapped[list[PublishLog]] = relationship(
+        back_populates="post", order_by="PublishLog.created_at", lazy="raise"
+    )
+
+
+class PublishLog(Timestamped, Base):
+    """One (post, platform, account) target: its status, attempts and platform result."""
+
+    __tablename__ = "publish_logs"
+    __table_args__ = (
+        UniqueConstraint("scheduled_post_id", "platform", "account_id"),
+        CheckConstraint(_in("status", TARGET_STATUSES), name="publish_logs_status"),
+        CheckConstraint(_in("platform", PLATFORMS), name="publish_logs_platform"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    scheduled_post_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("scheduled_posts.id", ondelete="CASCADE"), index=True
+    )
+    platform: Mapped[str] = mapped_column(String(20), index=True)
+    account_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("social_accounts.id", ondelete="CASCADE"), index=True
+    )
+    #: Order of the target in the request, so answers list platforms as the user did.
+    position: Mapped[int] = mapped_column(SmallInteger, server_default="0")
+    custom_content: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(20), server_default="pending", index=True)
+    remote_id: Mapped[str | None] = mapped_column(String(500))
+    remote_url: Mapped[str | None] = mapped_column(String(2000))
+    error_code: Mapped[str | None] = mapped_column(String(100))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, server_default="0")
+    next_retry_at: Mapped[datetime | None]
+    last_retry_at: Mapped[datetime | None]
+    idempotency_key: Mapped[str] = mapped_column(String(300), unique=True)
+    raw_response: Mapped[dict[str, Any] | None]
+    #: Claim lease: a `processing` target whose lease ran out may be claimed again (reconciling).
+    lease_expires_at: Mapped[datetime | None]
+    #: Set right before the one non-idempotent platform call; a later attempt that finds it set
+    #: and no result reconciles instead of publishing blindly.
+    publish_started_at: Mapped[datetime | None]
+    #: Platform-side idempotency state: Bluesky record key, Instagram/Threads container id...
+    platform_state: Mapped[dict[str, Any]] = mapped_column(
+        JSONB, server_default=text("'{}'::jsonb")
+    )
+    cloud_task_name: Mapped[str | None] = mapped_column(String(1000))
+    #: Bumped by the retry endpoint so the re-enqueued Cloud Task gets a fresh name.
+    dispatch_generation: Mapped[int] = mapped_column(Integer, server_default="0")
+    published_at: Mapped[datetime | None]
+
+    post: Mapped[ScheduledPost] = relationship(back_populates="publish_logs", lazy="raise")
+
+
+class AnalyticsSyncJob(Timestamped, Base):
+    __tablename__ = "analytics_sync_jobs"
+    __table_args__ = (
+        CheckConstraint(_in("status", JOB_STATUSES), name="analytics_sync_jobs_status"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    #: The trigger's job for a child (one per company x platform); None for the trigger itself.
+    parent_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("analytics_sync_jobs.id", ondelete="CASCADE"), index=True
+    )
+    company_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("companies.id", ondelete="CASCADE"), index=True
+    )
+    content_type: Mapped[str | None] = mapped_column(String(50))
+    platform: Mapped[str | None] = mapped_column(String(20))
+    scheduled_for: Mapped[datetime]
+    priority: Mapped[str] = mapped_column(String(20), server_default="normal")
+    status: Mapped[str] = mapped_column(String(20), server_default="pending")
+    started_at: Mapped[datetime | None]
+    completed_at: Mapped[datetime | None]
+    items_processed: Mapped[int] = mapped_column(Integer, server_default="0")
+    items_failed: Mapped[int] = mapped_column(Integer, server_default="0")
+    error_message: Mapped[str | None] = mapped_column(Text)
+    cloud_task_name: Mapped[str | None] = mapped_column(String(1000))
+    idempotency_key: Mapped[str] = mapped_column(String(300), unique=True)
+
+
+class PostMetricSnapshot(Base):
+    """Metrics of one published target at one instant: normalised counts plus the raw payload."""
+
+    __tablename__ = "post_metric_snapshots"
+    __table_args__ = (Index("post_metric_snapshots_latest", "publish_log_id", "collected_at"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    publish_log_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("publish_logs.id", ondelete="CASCADE")
+    )
+    collected_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    impressions: Mapped[int | None] = mapped_column(BigInteger)
+    reach: Mapped[int | None] = mapped_column(BigInteger)
+    likes: Mapped[int | None] = mapped_column(BigInteger)
+    comments: Mapped[int | None] = mapped_column(BigInteger)
+    shares: Mapped[int | None] = mapped_column(BigInteger)
+    saves: Mapped[int | None] = mapped_column(BigInteger)
+    clicks: Mapped[int | None] = mapped_column(BigInteger)
+    raw: Mapped[dict[str, Any] | None]
