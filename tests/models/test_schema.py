@@ -1,0 +1,60 @@
+"""The migrated schema equals the models; tokens are encrypted at rest."""
+
+from __future__ import annotations
+
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import text
+from sqlalchemy.engine import Engine
+
+from dispatch.admin import add_account, create_company
+from models.database import sync_session
+from models.tables import Base, SocialAccount
+
+
+def test_autogenerate_finds_no_difference_after_migrating(db: Engine) -> None:
+    with db.connect() as conn:
+        context = MigrationContext.configure(
+            conn, opts={"compare_type": True, "compare_server_default": True}
+        )
+        assert compare_metadata(context, Base.metadata) == []
+        assert conn.scalar(text("SELECT version_num FROM alembic_version")) == "0001"
+
+
+def test_every_instant_is_timestamptz(db: Engine) -> None:
+    with db.connect() as conn:
+        kinds = set(
+            conn.scalars(
+                text(
+                    "SELECT DISTINCT data_type FROM information_schema.columns "
+                    "WHERE table_schema = 'public' AND data_type LIKE 'timestamp%'"
+                )
+            )
+        )
+    assert kinds == {"timestamp with time zone"}
+
+
+def test_tokens_are_encrypted_at_rest_and_read_back(db: Engine) -> None:
+    with sync_session() as session:
+        company = create_company(session, name="Cipher")
+        account = add_account(
+            session,
+            company_id=company.id,
+            platform="x",
+            handle="cipher",
+            access_token="plain-access-token-123",
+            refresh_token="plain-refresh-token-456",
+        )
+        account_id = account.id
+    with db.connect() as conn:
+        raw = conn.execute(
+            text("SELECT access_token, refresh_token FROM social_accounts WHERE id = :id"),
+            {"id": account_id},
+        ).one()
+    assert b"plain-access-token-123" not in bytes(raw.access_token)
+    assert b"plain-refresh-token-456" not in bytes(raw.refresh_token)
+    with sync_session() as session:
+        stored = session.get(SocialAccount, account_id)
+        assert stored is not None
+        assert stored.access_token == "plain-access-token-123"
+        assert "plain-access-token" not in repr(stored)
