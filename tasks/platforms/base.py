@@ -30,7 +30,7 @@ class PermanentError(PlatformError):
 
 
 class TransientError(PlatformError):
-    """5xx, 429, throttling, still processing: retry, not before `retry_at` when the platform says."""
+    """5xx, 429, throttling, still processing: retry, not before `retry_at` if the platform says."""
 
     def __init__(
         self, message: str, *, code: str = "", raw: Any = None, retry_at: datetime | None = None

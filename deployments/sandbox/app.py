@@ -1,0 +1,156 @@
+"""The sandbox FastAPI app: every platform router present plus the `/_sandbox` control API."""
+
+from __future__ import annotations
+
+import base64
+import importlib
+import logging
+from datetime import timedelta
+from typing import Any
+
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from deployments.sandbox.core import FAULT_KINDS, SandboxState, get_sandbox
+
+logger = logging.getLogger(__name__)
+
+PLATFORM_MODULES: tuple[str, ...] = (
+    "linkedin",
+    "x",
+    "mastodon",
+    "bluesky",
+    "instagram",
+    "facebook",
+    "threads",
+)
+
+#: A 1x1 white JPEG, served by `/_sandbox/media/{name}` so media flows need no network.
+TINY_JPEG: bytes = base64.b64decode(
+    "/9j/4AAQSkZJRgABAQEASABIAAD/2wBDAP//////////////////////////////////////////////////////"
+    "////////////////////////////////////////////////////////////wgALCAABAAEBAREA/8QAFBABAAAA"
+    "AAAAAAAAAAAAAAAAAP/aAAgBAQABPxA="
+)
+
+
+class _CamelModel(BaseModel):
+    model_config = ConfigDict(populate_by_name=True, extra="forbid")
+
+
+class FaultRequest(_CamelModel):
+    platform: str
+    kind: str
+    count: int = Field(default=1, ge=1)
+    operation: str | None = None
+    retry_after_seconds: int | None = Field(default=None, alias="retryAfterSeconds")
+    delay_seconds: float | None = Field(default=None, alias="delaySeconds")
+
+
+class AccountRequest(_CamelModel):
+    platform: str
+    external_id: str = Field(alias="externalId")
+    handle: str
+    access_token: str = Field(alias="accessToken")
+    refresh_token: str | None = Field(default=None, alias="refreshToken")
+    extra: dict[str, Any] = Field(default_factory=dict)
+
+
+class ClockRequest(_CamelModel):
+    advance_seconds: float = Field(alias="advanceSeconds")
+
+
+def _control_router() -> APIRouter:
+    router = APIRouter(prefix="/_sandbox", tags=["sandbox control"])
+
+    @router.get("/healthz")
+    async def healthz(request_state: SandboxState = Depends(get_sandbox)) -> dict[str, Any]:
+        return {"status": "ok", "platforms": sorted(request_state.platforms_loaded)}
+
+    @router.post("/faults", status_code=201)
+    async def add_fault(
+        body: FaultRequest, state: SandboxState = Depends(get_sandbox)
+    ) -> dict[str, Any]:
+        if body.kind not in FAULT_KINDS:
+            raise HTTPException(422, f"unknown fault kind {body.kind!r}")
+        async with state.lock:
+            state.faults.add(
+                body.platform,
+                body.kind,
+                count=body.count,
+                operation=body.operation,
+                retry_after_seconds=body.retry_after_seconds,
+                delay_seconds=body.delay_seconds,
+            )
+            return {"pending": state.faults.pending(body.platform)}
+
+    @router.get("/posts")
+    async def list_posts(
+        platform: str | None = None, state: SandboxState = Depends(get_sandbox)
+    ) -> dict[str, Any]:
+        if platform is None:
+            return {"posts": state.posts}
+        return {"posts": state.posts.get(platform, [])}
+
+    @router.post("/reset")
+    async def reset(state: SandboxState = Depends(get_sandbox)) -> dict[str, str]:
+        async with state.lock:
+            state.reset()
+        return {"status": "reset"}
+
+    @router.post("/accounts", status_code=201)
+    async def add_account(
+        body: AccountRequest, state: SandboxState = Depends(get_sandbox)
+    ) -> dict[str, Any]:
+        async with state.lock:
+            account = state.add_account(
+                body.platform,
+                external_id=body.external_id,
+                handle=body.handle,
+                access_token=body.access_token,
+                refresh_token=body.refresh_token,
+                extra=body.extra,
+            )
+        return {"platform": account.platform, "externalId": account.external_id}
+
+    @router.post("/clock")
+    async def advance_clock(
+        body: ClockRequest, state: SandboxState = Depends(get_sandbox)
+    ) -> dict[str, str]:
+        """Move the sandbox's notion of now (idempotency windows, post ages) forward."""
+        async with state.lock:
+            state.clock_offset += timedelta(seconds=body.advance_seconds)
+        return {"now": state.now().isoformat()}
+
+    @router.get("/media/{name}")
+    async def media(name: str) -> Response:
+        return Response(TINY_JPEG, media_type="image/jpeg")
+
+    return router
+
+
+def create_sandbox_app() -> FastAPI:
+    """Build the app with the routers of every platform module that exists yet."""
+    app = FastAPI(title="TendSocial sandbox platforms", docs_url="/_sandbox/docs")
+    state = SandboxState()
+    app.state.sandbox = state
+    app.include_router(_control_router())
+    for name in PLATFORM_MODULES:
+        try:
+            module = importlib.import_module(f"deployments.sandbox.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"deployments.sandbox.{name}":
+                raise
+            logger.info("sandbox platform %s not present yet", name)
+            continue
+        router = getattr(module, "router", None)
+        if isinstance(router, APIRouter):
+            app.include_router(router)
+            state.platforms_loaded.add(name)
+    return app
+
+
+def run_sandbox(host: str = "127.0.0.1", port: int = 8700) -> None:
+    """Serve the sandbox in the foreground (the CLI's `sandbox` command)."""
+    import uvicorn
+
+    uvicorn.run(create_sandbox_app(), host=host, port=port, log_level="info")

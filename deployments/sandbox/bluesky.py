@@ -1,0 +1,265 @@
+"""A Bluesky PDS on `/bluesky`: XRPC sessions, records (caller-chosen rkeys), blobs, getPosts.
+
+As on the real PDS, creating a record under a key that already exists answers 500
+`InternalServerError` (atproto#3718), and `getRecord` needs no auth.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
+
+from deployments.sandbox.core import (
+    Fault,
+    SandboxAccount,
+    SandboxState,
+    bearer_token,
+    fault_delay,
+    get_sandbox,
+    post_age_seconds,
+    pseudo_count,
+)
+from tasks.platforms.bluesky import TID_RE, new_tid
+from tasks.platforms.limits import BLUESKY_MAX_BYTES, BLUESKY_MAX_GRAPHEMES, graphemes
+
+PLATFORM = "bluesky"
+COLLECTION = "app.bsky.feed.post"
+WINDOW_LIMIT = 3000
+GET_POSTS_MAX = 25
+
+router = APIRouter(prefix="/bluesky/xrpc", tags=["bluesky"])
+
+
+def fake_cid(data: bytes) -> str:
+    """A CIDv1-looking string (dag-cbor, sha-256) derived from the content."""
+    digest = base64.b32encode(hashlib.sha256(data).digest()).decode().lower().rstrip("=")
+    return f"bafyrei{digest}"
+
+
+def _answer(
+    state: SandboxState, status: int, body: Any, *, fault: Fault | None = None
+) -> JSONResponse:
+    limit, remaining, reset = state.rate_window(PLATFORM, limit=WINDOW_LIMIT, window_seconds=300)
+    if fault is not None and fault.kind == "rate_limit":
+        remaining, reset = 0, int(state.now().timestamp()) + fault.retry_after
+    headers = {
+        "ratelimit-limit": str(limit),
+        "ratelimit-remaining": str(remaining),
+        "ratelimit-reset": str(reset),
+        "ratelimit-policy": f"{limit};w=300",
+    }
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _xrpc_error(state: SandboxState, status: int, error: str, message: str) -> JSONResponse:
+    return _answer(state, status, {"error": error, "message": message})
+
+
+async def _authenticate(
+    state: SandboxState, request: Request, operation: str
+) -> tuple[JSONResponse | None, SandboxAccount | None, Fault | None]:
+    """Auth plus the shared faults; returns (early answer, account, publish-only fault)."""
+    account = state.account_for_token(PLATFORM, bearer_token(request))
+    if account is None:
+        return _xrpc_error(state, 401, "InvalidToken", "Token could not be verified"), None, None
+    async with state.lock:
+        fault = state.faults.take(PLATFORM, operation)
+        if fault is not None and fault.kind == "revoked_token":
+            state.revoke_account(PLATFORM, account.external_id)
+    if fault is None:
+        return None, account, None
+    if fault.kind == "expired_token":
+        return _xrpc_error(state, 400, "ExpiredToken", "Token has expired"), None, None
+    if fault.kind == "revoked_token":
+        return _xrpc_error(state, 401, "InvalidToken", "Token has been revoked"), None, None
+    if fault.kind == "rate_limit":
+        body = {"error": "RateLimitExceeded", "message": "Rate Limit Exceeded"}
+        return _answer(state, 429, body, fault=fault), None, None
+    if fault.kind == "server_error":
+        return _xrpc_error(state, 502, "UpstreamFailure", "Upstream Failure"), None, None
+    if fault.kind == "timeout_before_accept":
+        await fault_delay(fault)
+        return _xrpc_error(state, 504, "UpstreamTimeout", "Upstream Timeout"), None, None
+    return None, account, fault
+
+
+def _uri(did: str, rkey: str) -> str:
+    return f"at://{did}/{COLLECTION}/{rkey}"
+
+
+def _find(state: SandboxState, did: str, rkey: str) -> dict[str, Any] | None:
+    posts = state.find_posts(PLATFORM, account=did, rkey=rkey)
+    return posts[0] if posts else None
+
+
+@router.post("/com.atproto.repo.createRecord")
+async def create_record(request: Request, state: SandboxState = Depends(get_sandbox)) -> Any:
+    early, account, fault = await _authenticate(state, request, "publish")
+    if early is not None:
+        return early
+    assert account is not None
+    body = await request.json()
+    repo, record = body.get("repo"), body.get("record") or {}
+    if repo not in (account.external_id, account.handle):
+        return _xrpc_error(state, 401, "AuthRequired", "Input/repo must be the authenticated user")
+    if body.get("collection") != COLLECTION:
+        return _xrpc_error(state, 400, "InvalidRequest", "sandbox only stores app.bsky.feed.post")
+    text = str(record.get("text", ""))
+    if graphemes(text) > BLUESKY_MAX_GRAPHEMES or len(text.encode()) > BLUESKY_MAX_BYTES:
+        message = (
+            f"Invalid {COLLECTION} record: Record/text must not be longer than "
+            f"{BLUESKY_MAX_GRAPHEMES} graphemes"
+        )
+        return _xrpc_error(state, 400, "InvalidRequest", message)
+    if "createdAt" not in record:
+        message = f'Invalid {COLLECTION} record: Record must have the property "createdAt"'
+        return _xrpc_error(state, 400, "InvalidRequest", message)
+    rkey = body.get("rkey")
+    if rkey is not None and not TID_RE.match(str(rkey)):
+        return _xrpc_error(state, 400, "InvalidRequest", f"Invalid record key: {rkey}")
+    if fault is not None and fault.kind == "duplicate":
+        return _xrpc_error(state, 500, "InternalServerError", "Internal Server Error")
+    async with state.lock:
+        rkey = str(rkey or new_tid())
+        if _find(state, account.external_id, rkey) is not None:
+            return _xrpc_error(state, 500, "InternalServerError", "Internal Server Error")
+        uri = _uri(account.external_id, rkey)
+        cid = fake_cid(repr(sorted(record.items())).encode() + uri.encode())
+        state.record_post(
+            PLATFORM,
+            {
+                "id": uri,
+                "uri": uri,
+                "cid": cid,
+                "rkey": rkey,
+                "text": text,
+                "record": record,
+                "account": account.external_id,
+                "handle": account.handle,
+                "url": f"https://bsky.app/profile/{account.handle}/post/{rkey}",
+            },
+        )
+    if fault is not None and fault.kind == "timeout_after_accept":
+        await fault_delay(fault)
+    commit = {"cid": fake_cid(cid.encode()), "rev": new_tid()}
+    return _answer(
+        state, 200, {"uri": uri, "cid": cid, "commit": commit, "validationStatus": "valid"}
+    )
+
+
+@router.get("/com.atproto.repo.getRecord")
+async def get_record(
+    repo: str, collection: str, rkey: str, state: SandboxState = Depends(get_sandbox)
+) -> Any:
+    async with state.lock:
+        fault = state.faults.take(PLATFORM, "lookup")
+    if fault is not None and fault.kind == "server_error":
+        return _xrpc_error(state, 502, "UpstreamFailure", "Upstream Failure")
+    if fault is not None and fault.kind == "rate_limit":
+        body = {"error": "RateLimitExceeded", "message": "Rate Limit Exceeded"}
+        return _answer(state, 429, body, fault=fault)
+    did = repo
+    for account in state.accounts.get(PLATFORM, {}).values():
+        if repo == account.handle:
+            did = account.external_id
+    post = _find(state, did, rkey) if collection == COLLECTION else None
+    if post is None:
+        message = f"Could not locate record: {_uri(did, rkey)}"
+        return _xrpc_error(state, 400, "RecordNotFound", message)
+    return _answer(state, 200, {"uri": post["uri"], "cid": post["cid"], "value": post["record"]})
+
+
+@router.post("/com.atproto.repo.uploadBlob")
+async def upload_blob(request: Request, state: SandboxState = Depends(get_sandbox)) -> Any:
+    early, _, _ = await _authenticate(state, request, "media")
+    if early is not None:
+        return early
+    data = await request.body()
+    mime = request.headers.get("content-type", "application/octet-stream")
+    blob = {"$type": "blob", "ref": {"$link": fake_cid(data)}, "mimeType": mime, "size": len(data)}
+    return _answer(state, 200, {"blob": blob})
+
+
+@router.get("/app.bsky.feed.getPosts")
+async def get_posts(request: Request, state: SandboxState = Depends(get_sandbox)) -> Any:
+    async with state.lock:
+        fault = state.faults.take(PLATFORM, "metrics")
+    if fault is not None and fault.kind == "rate_limit":
+        body = {"error": "RateLimitExceeded", "message": "Rate Limit Exceeded"}
+        return _answer(state, 429, body, fault=fault)
+    uris = request.query_params.getlist("uris")
+    if len(uris) > GET_POSTS_MAX:
+        message = f"Error: uris must not have more than {GET_POSTS_MAX} elements"
+        return _xrpc_error(state, 400, "InvalidRequest", message)
+    by_uri = {p["uri"]: p for p in state.posts.get(PLATFORM, [])}
+    posts = []
+    for uri in uris:
+        post = by_uri.get(uri)
+        if post is None:
+            continue
+        age = post_age_seconds(state, post)
+        posts.append(
+            {
+                "uri": uri,
+                "cid": post["cid"],
+                "author": {"did": post["account"], "handle": post["handle"]},
+                "record": post["record"],
+                "indexedAt": post["created_at"],
+                **{
+                    name: pseudo_count(uri, name, age_seconds=age)
+                    for name in ("likeCount", "repostCount", "replyCount", "quoteCount")
+                },
+            }
+        )
+    return _answer(state, 200, {"posts": posts})
+
+
+@router.post("/com.atproto.server.refreshSession")
+async def refresh_session(request: Request, state: SandboxState = Depends(get_sandbox)) -> Any:
+    """Bearer refreshJwt → a new pair; the old refreshJwt is revoked (rotation)."""
+    async with state.lock:
+        fault = state.faults.take(PLATFORM, "refresh")
+        if fault is not None and fault.kind == "server_error":
+            return _xrpc_error(state, 502, "UpstreamFailure", "Upstream Failure")
+        issued = state.refresh(PLATFORM, bearer_token(request), rotate=True)
+    if issued is None:
+        return _xrpc_error(state, 400, "ExpiredToken", "Token has been revoked")
+    account, access, refresh = issued
+    body = {
+        "accessJwt": access,
+        "refreshJwt": refresh,
+        "handle": account.handle,
+        "did": account.external_id,
+        "active": True,
+    }
+    return _answer(state, 200, body)
+
+
+@router.post("/com.atproto.server.createSession")
+async def create_session(request: Request, state: SandboxState = Depends(get_sandbox)) -> Any:
+    """Login with an app password registered as the account's `extra.password`."""
+    body = await request.json()
+    identifier, password = body.get("identifier"), body.get("password")
+    async with state.lock:
+        for account in state.accounts.get(PLATFORM, {}).values():
+            if (
+                identifier in (account.handle, account.external_id)
+                and password
+                and (password == account.extra.get("password"))
+            ):
+                access, refresh = f"bsky-at-{new_tid()}", f"bsky-rt-{new_tid()}"
+                state.access_tokens.setdefault(PLATFORM, {})[access] = account.external_id
+                state.refresh_tokens.setdefault(PLATFORM, {})[refresh] = account.external_id
+                session = {
+                    "accessJwt": access,
+                    "refreshJwt": refresh,
+                    "handle": account.handle,
+                    "did": account.external_id,
+                    "active": True,
+                }
+                return _answer(state, 200, session)
+    return _xrpc_error(state, 401, "AuthenticationRequired", "Invalid identifier or password")

@@ -1,0 +1,302 @@
+"""A Mastodon instance on `/mastodon`: statuses with `Idempotency-Key` (1 h), media, instance
+configuration, account timelines and status look-ups. Tokens never expire; unknown or revoked
+tokens answer 401 "The access token is invalid"."""
+
+from __future__ import annotations
+
+import html
+from datetime import datetime, timedelta
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
+
+from deployments.sandbox.core import (
+    Fault,
+    SandboxAccount,
+    SandboxState,
+    bearer_token,
+    fault_delay,
+    get_sandbox,
+    post_age_seconds,
+    pseudo_count,
+)
+from tasks.platforms.limits import MASTODON_DEFAULT_MAX_CHARACTERS, mastodon_length
+
+PLATFORM = "mastodon"
+WINDOW_LIMIT = 300
+IDEMPOTENCY_TTL = timedelta(hours=1)
+
+router = APIRouter(prefix="/mastodon", tags=["mastodon"])
+
+
+def _iso(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _answer(
+    state: SandboxState, status: int, body: Any, *, fault: Fault | None = None
+) -> JSONResponse:
+    limit, remaining, reset = state.rate_window(PLATFORM, limit=WINDOW_LIMIT, window_seconds=300)
+    reset_at = datetime.fromtimestamp(reset, state.now().tzinfo)
+    if fault is not None and fault.kind == "rate_limit":
+        remaining, reset_at = 0, state.now() + timedelta(seconds=fault.retry_after)
+    headers = {
+        "X-RateLimit-Limit": str(limit),
+        "X-RateLimit-Remaining": str(remaining),
+        "X-RateLimit-Reset": _iso(reset_at),
+    }
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _error(state: SandboxState, status: int, message: str) -> JSONResponse:
+    return _answer(state, status, {"error": message})
+
+
+def max_characters(state: SandboxState) -> int:
+    return int(
+        state.platform_extra(PLATFORM).get("max_characters", MASTODON_DEFAULT_MAX_CHARACTERS)
+    )
+
+
+async def _authenticate(
+    state: SandboxState, request: Request, operation: str
+) -> tuple[JSONResponse | None, SandboxAccount | None, Fault | None]:
+    account = state.account_for_token(PLATFORM, bearer_token(request))
+    if account is None:
+        return _error(state, 401, "The access token is invalid"), None, None
+    async with state.lock:
+        fault = state.faults.take(PLATFORM, operation)
+        if fault is not None and fault.kind == "revoked_token":
+            state.revoke_account(PLATFORM, account.external_id)
+    if fault is None:
+        return None, account, None
+    if fault.kind in ("expired_token", "revoked_token"):
+        return _error(state, 401, "The access token is invalid"), None, None
+    if fault.kind == "rate_limit":
+        return _answer(state, 429, {"error": "Too many requests"}, fault=fault), None, None
+    if fault.kind == "server_error":
+        return _error(state, 503, "Service Unavailable"), None, None
+    if fault.kind == "timeout_before_accept":
+        await fault_delay(fault)
+        return _error(state, 503, "Service Unavailable"), None, None
+    return None, account, fault
+
+
+def _instance_base(request: Request) -> str:
+    return str(request.base_url).rstrip("/") + "/mastodon"
+
+
+def _account_entity(request: Request, account: SandboxAccount) -> dict[str, Any]:
+    return {
+        "id": account.external_id,
+        "username": account.handle.split("@")[0],
+        "acct": account.handle,
+        "display_name": account.handle,
+        "url": f"{_instance_base(request)}/@{account.handle.split('@')[0]}",
+    }
+
+
+def _status(request: Request, state: SandboxState, post: dict[str, Any]) -> dict[str, Any]:
+    account = state.account(PLATFORM, post["account"])
+    age = post_age_seconds(state, post)
+    return {
+        "id": post["id"],
+        "created_at": post["created_at"],
+        "uri": post["uri"],
+        "url": post["url"],
+        "content": post["content"],
+        "visibility": post["visibility"],
+        "language": post.get("language"),
+        "spoiler_text": post.get("spoiler_text", ""),
+        "sensitive": False,
+        "account": _account_entity(request, account) if account else None,
+        "media_attachments": post.get("media_attachments", []),
+        "favourites_count": pseudo_count(post["id"], "favourites", age_seconds=age),
+        "reblogs_count": pseudo_count(post["id"], "reblogs", age_seconds=age),
+        "replies_count": pseudo_count(post["id"], "replies", age_seconds=age),
+    }
+
+
+async def _params(request: Request) -> dict[str, Any]:
+    """Status parameters from JSON or a form (`media_ids[]` repeated)."""
+    if request.headers.get("content-type", "").startswith("application/json"):
+        return dict(await request.json())
+    form = await request.form()
+    params: dict[str, Any] = {k: v for k, v in form.items() if not k.endswith("[]")}
+    params["media_ids"] = form.getlist("media_ids[]")
+    return params
+
+
+@router.post("/api/v1/statuses")
+async def create_status(request: Request, state: SandboxState = Depends(get_sandbox)) -> Any:
+    early, account, fault = await _authenticate(state, request, "publish")
+    if early is not None:
+        return early
+    assert account is not None
+    params = await _params(request)
+    text = str(params.get("status") or "")
+    media_ids = [str(m) for m in params.get("media_ids") or []]
+    key = request.headers.get("idempotency-key")
+    extra = state.platform_extra(PLATFORM)
+    async with state.lock:
+        if key:
+            remembered = extra.setdefault("idempotency", {}).get((account.external_id, key))
+            if remembered is not None and remembered[1] > state.now():
+                return _answer(state, 200, _status(request, state, remembered[0]))
+    if not text.strip() and not media_ids:
+        return _error(state, 422, "Validation failed: Text can't be blank")
+    limit = max_characters(state)
+    if mastodon_length(text) > limit:
+        return _error(state, 422, f"Validation failed: Text character limit of {limit} exceeded")
+    uploads = extra.setdefault("media", {})
+    attachments = []
+    for media_id in media_ids:
+        media = uploads.get(media_id)
+        if media is None or media["account"] != account.external_id:
+            return _error(state, 422, "Validation failed: Media attachments are invalid")
+        if media["processing"]:
+            message = (
+                "Cannot attach files that have not finished processing. Try again in a moment!"
+            )
+            return _error(state, 422, message)
+        attachments.append(media["entity"])
+    async with state.lock:
+        status_id = state.new_numeric_id()
+        username = account.handle.split("@")[0]
+        post = state.record_post(
+            PLATFORM,
+            {
+                "id": status_id,
+                "text": text,
+                "content": f"<p>{html.escape(text)}</p>",
+                "account": account.external_id,
+                "url": f"{_instance_base(request)}/@{username}/{status_id}",
+                "uri": f"{_instance_base(request)}/users/{username}/statuses/{status_id}",
+                "visibility": params.get("visibility") or "public",
+                "language": params.get("language"),
+                "idempotency_key": key,
+                "media_attachments": attachments,
+            },
+        )
+        if key:
+            expires = state.now() + IDEMPOTENCY_TTL
+            extra.setdefault("idempotency", {})[(account.external_id, key)] = (post, expires)
+    if fault is not None and fault.kind == "timeout_after_accept":
+        await fault_delay(fault)
+    return _answer(state, 200, _status(request, state, post))
+
+
+@router.get("/api/v1/statuses/{status_id}")
+async def get_status(
+    status_id: str, request: Request, state: SandboxState = Depends(get_sandbox)
+) -> Any:
+    early, _, _ = await _authenticate(state, request, "metrics")
+    if early is not None:
+        return early
+    posts = state.find_posts(PLATFORM, id=status_id)
+    if not posts:
+        return _error(state, 404, "Record not found")
+    return _answer(state, 200, _status(request, state, posts[0]))
+
+
+@router.get("/api/v1/statuses")
+async def get_statuses(request: Request, state: SandboxState = Depends(get_sandbox)) -> Any:
+    """Mastodon 4.3 batch look-up: `id[]` repeated; unknown ids are left out."""
+    early, _, _ = await _authenticate(state, request, "metrics")
+    if early is not None:
+        return early
+    ids = request.query_params.getlist("id[]")
+    by_id = {p["id"]: p for p in state.posts.get(PLATFORM, [])}
+    return _answer(state, 200, [_status(request, state, by_id[i]) for i in ids if i in by_id])
+
+
+@router.get("/api/v1/accounts/verify_credentials")
+async def verify_credentials(request: Request, state: SandboxState = Depends(get_sandbox)) -> Any:
+    early, account, _ = await _authenticate(state, request, "lookup")
+    if early is not None:
+        return early
+    assert account is not None
+    return _answer(state, 200, _account_entity(request, account))
+
+
+@router.get("/api/v1/accounts/{account_id}/statuses")
+async def account_statuses(
+    account_id: str, request: Request, state: SandboxState = Depends(get_sandbox)
+) -> Any:
+    early, _, _ = await _authenticate(state, request, "lookup")
+    if early is not None:
+        return early
+    limit = min(int(request.query_params.get("limit", "20")), 40)
+    posts = sorted(
+        state.find_posts(PLATFORM, account=account_id), key=lambda p: int(p["id"]), reverse=True
+    )
+    return _answer(state, 200, [_status(request, state, p) for p in posts[:limit]])
+
+
+@router.get("/api/v2/instance")
+async def instance(request: Request, state: SandboxState = Depends(get_sandbox)) -> Any:
+    body = {
+        "domain": request.url.hostname,
+        "title": "TendSocial sandbox",
+        "version": "4.3.0",
+        "configuration": {
+            "statuses": {
+                "max_characters": max_characters(state),
+                "max_media_attachments": 4,
+                "characters_reserved_per_url": 23,
+            },
+            "media_attachments": {
+                "supported_mime_types": ["image/jpeg", "image/png", "image/gif", "video/mp4"],
+                "image_size_limit": 16777216,
+            },
+        },
+    }
+    return _answer(state, 200, body)
+
+
+@router.post("/api/v2/media")
+async def upload_media(request: Request, state: SandboxState = Depends(get_sandbox)) -> Any:
+    """Images are processed synchronously (200); video answers 202 until polled once."""
+    early, account, _ = await _authenticate(state, request, "media")
+    if early is not None:
+        return early
+    assert account is not None
+    form = await request.form()
+    upload = form.get("file")
+    if upload is None or isinstance(upload, str):
+        return _error(state, 422, "Validation failed: File can't be blank")
+    content_type = upload.content_type or "application/octet-stream"
+    media_id = state.new_numeric_id()
+    is_image = content_type.startswith("image/")
+    url = f"{_instance_base(request)}/system/media_attachments/{media_id}"
+    entity = {
+        "id": media_id,
+        "type": "image" if is_image else "video",
+        "url": url if is_image else None,
+        "preview_url": url,
+        "description": form.get("description"),
+    }
+    async with state.lock:
+        state.platform_extra(PLATFORM).setdefault("media", {})[media_id] = {
+            "account": account.external_id,
+            "processing": not is_image,
+            "entity": entity,
+        }
+    return _answer(state, 200 if is_image else 202, entity)
+
+
+@router.get("/api/v1/media/{media_id}")
+async def get_media(
+    media_id: str, request: Request, state: SandboxState = Depends(get_sandbox)
+) -> Any:
+    early, _, _ = await _authenticate(state, request, "media")
+    if early is not None:
+        return early
+    media = state.platform_extra(PLATFORM).get("media", {}).get(media_id)
+    if media is None:
+        return _error(state, 404, "Record not found")
+    if media["processing"]:
+        media["processing"] = False
+        return _answer(state, 206, media["entity"])
+    return _answer(state, 200, media["entity"])

@@ -1,0 +1,278 @@
+"""Bluesky (AT Protocol) adapter. Idempotency comes from a caller-chosen record key: the TID is
+persisted before the first createRecord, so a retry either finds the record or re-creates it
+under the same key (which the PDS refuses) — never a second post."""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+import httpx
+
+from tasks.platforms.base import (
+    AccountContext,
+    MediaItem,
+    MetricCounts,
+    NeedsReconnectError,
+    PermanentError,
+    PlatformState,
+    PostContent,
+    PublishResult,
+    TokenExpiredError,
+    TokenSet,
+    TransientError,
+    UnknownOutcomeError,
+)
+from tasks.platforms.limits import validate_bluesky
+
+COLLECTION = "app.bsky.feed.post"
+TID_RE = re.compile(r"^[234567abcdefghij][234567abcdefghijklmnopqrstuvwxyz]{12}$")
+_B32_SORTABLE = "234567abcdefghijklmnopqrstuvwxyz"
+_CLOCK_ID = int.from_bytes(os.urandom(2), "big") & 0x3FF
+_tid_lock = threading.Lock()
+_last_micros = 0
+
+
+def new_tid() -> str:
+    """A fresh TID: 53 bits of microseconds + 10-bit clock id, base32-sortable, 13 chars."""
+    global _last_micros
+    with _tid_lock:
+        micros = max(time.time_ns() // 1000, _last_micros + 1)
+        _last_micros = micros
+    value = (micros << 10) | _CLOCK_ID
+    chars = []
+    for _ in range(13):
+        chars.append(_B32_SORTABLE[value & 0x1F])
+        value >>= 5
+    return "".join(reversed(chars))
+
+
+class BlueskyAdapter:
+    platform: ClassVar[str] = "bluesky"
+    metrics_batch_size: ClassVar[int] = 25
+
+    def __init__(self, *, http: httpx.AsyncClient, base_url: str, **_options: Any) -> None:
+        self.http = http
+        self.base_url = base_url.rstrip("/")
+
+    @staticmethod
+    def validate_content(
+        text: str, *, media_count: int, max_characters: int | None = None
+    ) -> list[str]:
+        return validate_bluesky(text, media_count=media_count, max_characters=max_characters)
+
+    # ------------------------------------------------------------------ publish
+    async def publish(
+        self, *, account: AccountContext, content: PostContent, state: PlatformState
+    ) -> PublishResult:
+        problems = self.validate_content(content.text, media_count=len(content.media))
+        if problems:
+            raise PermanentError("; ".join(problems), code="content_invalid")
+        rkey = state.get("rkey")
+        if rkey is not None:
+            # An earlier attempt may have landed: the pinned key makes that a cheap read.
+            found = await self.reconcile(account=account, content=content, state=state)
+            if found is not None:
+                return found
+        record: dict[str, Any] = {
+            "$type": COLLECTION,
+            "text": content.text,
+            "createdAt": _iso_millis(state.get("created_at")),
+        }
+        if content.media:
+            images = [await self._upload(account=account, item=item) for item in content.media]
+            record["embed"] = {"$type": "app.bsky.embed.images", "images": images}
+        if rkey is None:
+            rkey = new_tid()
+            await state.save(rkey=rkey, created_at=record["createdAt"])
+        body = {
+            "repo": account.external_id,
+            "collection": COLLECTION,
+            "rkey": rkey,
+            "record": record,
+        }
+        try:
+            response = await self.http.post(
+                self._xrpc(account, "com.atproto.repo.createRecord"),
+                json=body,
+                headers=_bearer(account.access_token),
+            )
+        except httpx.TimeoutException as exc:
+            raise UnknownOutcomeError(f"Bluesky did not answer createRecord: {exc!r}") from exc
+        except httpx.TransportError as exc:
+            raise UnknownOutcomeError(
+                f"Bluesky connection failed in createRecord: {exc!r}"
+            ) from exc
+        if response.status_code == 200:
+            data = response.json()
+            return self._result(account, uri=data["uri"], raw=data)
+        raise _error(response, publish=True)
+
+    async def reconcile(
+        self, *, account: AccountContext, content: PostContent, state: PlatformState
+    ) -> PublishResult | None:
+        """getRecord with the pinned key: 200 means the post exists."""
+        rkey = state.get("rkey")
+        if rkey is None:
+            return None
+        params = {"repo": account.external_id, "collection": COLLECTION, "rkey": rkey}
+        try:
+            response = await self.http.get(
+                self._xrpc(account, "com.atproto.repo.getRecord"), params=params
+            )
+        except httpx.HTTPError as exc:
+            raise TransientError(f"Bluesky getRecord failed in transit: {exc!r}") from exc
+        if response.status_code == 200:
+            data = response.json()
+            return self._result(account, uri=data["uri"], raw=data)
+        if response.status_code == 400 and _xrpc_error(response) == "RecordNotFound":
+            return None
+        raise _error(response, publish=False)
+
+    # ------------------------------------------------------------------ tokens
+    async def refresh_token(self, *, account: AccountContext) -> TokenSet:
+        """refreshSession with the refreshJwt: a new (rotated) accessJwt/refreshJwt pair."""
+        if not account.refresh_token:
+            raise NeedsReconnectError("Bluesky account has no refresh token", code="no_session")
+        try:
+            response = await self.http.post(
+                self._xrpc(account, "com.atproto.server.refreshSession"),
+                headers=_bearer(account.refresh_token),
+            )
+        except httpx.HTTPError as exc:
+            raise TransientError(f"Bluesky refreshSession failed in transit: {exc!r}") from exc
+        if response.status_code in (400, 401):
+            raise NeedsReconnectError(
+                f"Bluesky refused the session refresh: {_message(response)}",
+                code=_xrpc_error(response) or str(response.status_code),
+                raw=_json(response),
+            )
+        if response.status_code != 200:
+            raise _error(response, publish=False)
+        data = response.json()
+        return TokenSet(access_token=data["accessJwt"], refresh_token=data["refreshJwt"])
+
+    # ------------------------------------------------------------------ metrics
+    async def fetch_metrics(
+        self, *, account: AccountContext, remote_ids: Sequence[str]
+    ) -> dict[str, MetricCounts]:
+        """Counts from app.bsky.feed.getPosts (≤25 URIs a call); remote ids are at:// URIs."""
+        metrics: dict[str, MetricCounts] = {}
+        ids = list(remote_ids)
+        for start in range(0, len(ids), self.metrics_batch_size):
+            batch = ids[start : start + self.metrics_batch_size]
+            try:
+                response = await self.http.get(
+                    self._xrpc(account, "app.bsky.feed.getPosts"),
+                    params=[("uris", uri) for uri in batch],
+                    headers=_bearer(account.access_token),
+                )
+            except httpx.HTTPError as exc:
+                raise TransientError(f"Bluesky getPosts failed in transit: {exc!r}") from exc
+            if response.status_code != 200:
+                raise _error(response, publish=False)
+            for post in response.json().get("posts", []):
+                metrics[post["uri"]] = MetricCounts(
+                    likes=post.get("likeCount"),
+                    comments=post.get("replyCount"),
+                    shares=(post.get("repostCount") or 0) + (post.get("quoteCount") or 0),
+                    raw={k: v for k, v in post.items() if k.endswith("Count")},
+                )
+        return metrics
+
+    # ------------------------------------------------------------------ helpers
+    def _xrpc(self, account: AccountContext, method: str) -> str:
+        base = (account.base_url or self.base_url).rstrip("/")
+        return f"{base}/xrpc/{method}"
+
+    def _result(self, account: AccountContext, *, uri: str, raw: Any) -> PublishResult:
+        rkey = uri.rsplit("/", 1)[-1]
+        profile = account.handle or account.external_id
+        return PublishResult(
+            remote_id=uri, remote_url=f"https://bsky.app/profile/{profile}/post/{rkey}", raw=raw
+        )
+
+    async def _upload(self, *, account: AccountContext, item: MediaItem) -> dict[str, Any]:
+        """uploadBlob is idempotent (content-addressed), so this prep step is safe to redo."""
+        try:
+            source = await self.http.get(item.url)
+            source.raise_for_status()
+            response = await self.http.post(
+                self._xrpc(account, "com.atproto.repo.uploadBlob"),
+                content=source.content,
+                headers={**_bearer(account.access_token), "Content-Type": item.mime_type},
+            )
+        except httpx.HTTPStatusError as exc:
+            raise TransientError(f"media {item.url} could not be fetched: {exc!r}") from exc
+        except httpx.HTTPError as exc:
+            raise TransientError(f"Bluesky uploadBlob failed in transit: {exc!r}") from exc
+        if response.status_code != 200:
+            raise _error(response, publish=False)
+        return {"alt": "", "image": response.json()["blob"]}
+
+
+def _iso_millis(value: str | None) -> str:
+    if value:
+        return value
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def _json(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return response.text
+
+
+def _xrpc_error(response: httpx.Response) -> str:
+    body = _json(response)
+    return str(body.get("error", "")) if isinstance(body, dict) else ""
+
+
+def _message(response: httpx.Response) -> str:
+    body = _json(response)
+    if isinstance(body, dict):
+        return str(body.get("message") or body.get("error") or body)
+    return str(body)
+
+
+def retry_at_from_headers(headers: httpx.Headers) -> datetime | None:
+    reset = headers.get("ratelimit-reset")
+    if reset and reset.isdigit():
+        return datetime.fromtimestamp(int(reset), UTC)
+    return None
+
+
+def _error(response: httpx.Response, *, publish: bool) -> Exception:
+    status = response.status_code
+    name = _xrpc_error(response)
+    message = f"Bluesky answered {status} {name}: {_message(response)}"
+    raw = _json(response)
+    if status == 429:
+        return TransientError(
+            message,
+            code="RateLimitExceeded",
+            raw=raw,
+            retry_at=retry_at_from_headers(response.headers),
+        )
+    if name == "ExpiredToken":
+        return TokenExpiredError(message, code=name, raw=raw)
+    if status == 401:
+        if "revoked" in _message(response).lower() or name == "AccountTakedown":
+            return NeedsReconnectError(message, code=name, raw=raw)
+        return TokenExpiredError(message, code=name or "401", raw=raw)
+    if status >= 500:
+        if publish:
+            # With a pinned record key a 500 is often "record exists"; reconcile decides.
+            return UnknownOutcomeError(message, code=name or str(status), raw=raw)
+        return TransientError(message, code=name or str(status), raw=raw)
+    return PermanentError(message, code=name or str(status), raw=raw)

@@ -1,0 +1,702 @@
+"""What the Meta adapters (Instagram, Facebook Pages, Threads) share: Graph error classification,
+usage-header parsing, one request helper and the container publish flow of Instagram/Threads.
+
+Graph's HTTP status is not a reliable classifier (a throttle is a 400, a token error may be a
+500), so `classify_graph_error` switches on `error.code` / `error_subcode` first and only falls
+back to `is_transient` and the status when the code says nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, ClassVar
+
+import httpx
+
+from tasks.platforms.base import (
+    AccountContext,
+    MetricCounts,
+    NeedsReconnectError,
+    PermanentError,
+    PlatformError,
+    PlatformState,
+    PostContent,
+    PublishResult,
+    TokenExpiredError,
+    TokenSet,
+    TransientError,
+    UnknownOutcomeError,
+)
+
+logger = logging.getLogger(__name__)
+
+# --------------------------------------------------------------------------- classification
+TOKEN_CODES: frozenset[int] = frozenset({190, 102})
+#: 190 subcode meaning "expired": the only token error a refresh can cure.
+EXPIRED_SUBCODE = 463
+THROTTLE_CODES: frozenset[int] = frozenset({4, 17, 32, 613, *range(80001, 80015)})
+TRANSIENT_CODES: frozenset[int] = frozenset({1, 2, 9007, *THROTTLE_CODES})
+#: Subcodes that decide on their own, whatever the code says.
+TRANSIENT_SUBCODES: frozenset[int] = frozenset(
+    {
+        2207027,  # media not ready: poll, then publish
+        2207052,  # media fetch failed: make a new container
+        2207042,  # daily publishing limit: wait for the rolling window
+        1390008,  # 368 "posting too fast"
+    }
+)
+PERMANENT_SUBCODES: frozenset[int] = frozenset(
+    {2207001, 2207010, 2207004, 2207005, 2207009, 2207050, 36003, 1366051}
+)
+PERMANENT_CODES: frozenset[int] = frozenset(
+    {10, 100, 368, 506, 36003, *range(200, 300), *PERMANENT_SUBCODES}
+)
+#: When the daily publishing limit hits and no usage header says how long to wait.
+DAILY_LIMIT_FALLBACK = timedelta(hours=1)
+USAGE_HEADERS: tuple[str, ...] = (
+    "x-business-use-case-usage",
+    "x-page-usage",
+    "x-app-usage",
+    "x-ad-account-usage",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class GraphErrorInfo:
+    status: int
+    code: int | None
+    subcode: int | None
+    message: str
+    is_transient: bool
+
+    @property
+    def label(self) -> str:
+        if self.code is None:
+            return f"http_{self.status}"
+        return f"{self.code}/{self.subcode}" if self.subcode is not None else str(self.code)
+
+
+def parse_graph_error(status: int, body: Any) -> GraphErrorInfo:
+    """The `error` object of a Graph answer; tolerant of HTML error pages and odd types."""
+    error = body.get("error") if isinstance(body, dict) else None
+    if not isinstance(error, dict):
+        return GraphErrorInfo(status, None, None, f"HTTP {status}", False)
+
+    def as_int(value: Any) -> int | None:
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            return None
+
+    return GraphErrorInfo(
+        status=status,
+        code=as_int(error.get("code")),
+        subcode=as_int(error.get("error_subcode")),
+        message=str(error.get("error_user_msg") or error.get("message") or f"HTTP {status}"),
+        is_transient=bool(error.get("is_transient")),
+    )
+
+
+def _regain_minutes(value: Any) -> list[float]:
+    """Every `estimated_time_to_regain_access` in a (possibly nested) usage header value."""
+    found: list[float] = []
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if key == "estimated_time_to_regain_access" and isinstance(item, int | float):
+                found.append(float(item))
+            else:
+                found.extend(_regain_minutes(item))
+    elif isinstance(value, list):
+        for item in value:
+            found.extend(_regain_minutes(item))
+    return found
+
+
+def usage_retry_at(headers: Mapping[str, str], *, now: datetime | None = None) -> datetime | None:
+    """When Meta says access comes back: the largest `estimated_time_to_regain_access` (minutes)
+    of the usage headers, or `Retry-After` seconds; None when no header says."""
+    now = now or datetime.now(UTC)
+    lowered = {key.lower(): value for key, value in headers.items()}
+    minutes: list[float] = []
+    for name in USAGE_HEADERS:
+        raw = lowered.get(name)
+        if not raw:
+            continue
+        try:
+            minutes.extend(_regain_minutes(json.loads(raw)))
+        except ValueError:
+            logger.debug("unparseable %s header", name)
+    waits = [timedelta(minutes=m) for m in minutes if m > 0]
+    retry_after = lowered.get("retry-after", "")
+    if retry_after.isdigit():
+        waits.append(timedelta(seconds=int(retry_after)))
+    return now + max(waits) if waits else None
+
+
+def classify_graph_error(
+    *,
+    status: int,
+    body: Any,
+    headers: Mapping[str, str] | None = None,
+    refreshable: bool,
+    now: datetime | None = None,
+) -> PlatformError:
+    """Map a Graph error answer onto the taxonomy (see the module docstring for the order)."""
+    info = parse_graph_error(status, body)
+    message = f"Graph error {info.label}: {info.message}"
+    retry_at = usage_retry_at(headers or {}, now=now)
+    code, subcode = info.code, info.subcode
+
+    if code in TOKEN_CODES:
+        if subcode == EXPIRED_SUBCODE and refreshable:
+            return TokenExpiredError(message, code=info.label, raw=body)
+        return NeedsReconnectError(message, code=info.label, raw=body)
+    if subcode in TRANSIENT_SUBCODES:
+        if subcode == 2207042 and retry_at is None:
+            retry_at = (now or datetime.now(UTC)) + DAILY_LIMIT_FALLBACK
+        return TransientError(message, code=info.label, raw=body, retry_at=retry_at)
+    if subcode in PERMANENT_SUBCODES:
+        return PermanentError(message, code=info.label, raw=body)
+    if code in TRANSIENT_CODES:
+        return TransientError(message, code=info.label, raw=body, retry_at=retry_at)
+    if code in PERMANENT_CODES:
+        return PermanentError(message, code=info.label, raw=body)
+    if info.is_transient or status >= 500 or status == 429:
+        return TransientError(message, code=info.label, raw=body, retry_at=retry_at)
+    return PermanentError(message, code=info.label, raw=body)
+
+
+def is_throttle(error: PlatformError) -> bool:
+    """A throttle answer means the call was refused before any work was done."""
+    code = error.code.split("/", 1)[0]
+    return code.isdigit() and int(code) in THROTTLE_CODES
+
+
+def is_not_ready(error: PlatformError) -> bool:
+    return error.code.startswith("9007") or error.code.endswith("/2207027")
+
+
+# --------------------------------------------------------------------------- requests
+#: Transport errors after which the request surely never reached the server.
+NOT_SENT_ERRORS: tuple[type[Exception], ...] = (
+    httpx.ConnectError,
+    httpx.ConnectTimeout,
+    httpx.PoolTimeout,
+)
+
+
+class GraphClient:
+    """One Graph host: versioned URLs, bearer token, errors raised as the taxonomy."""
+
+    def __init__(
+        self,
+        *,
+        http: httpx.AsyncClient,
+        base_url: str,
+        graph_version: str,
+        refreshable: bool,
+        timeout: float | None = None,
+    ) -> None:
+        self.http = http
+        self.base_url = base_url.rstrip("/")
+        self.graph_version = graph_version
+        self.refreshable = refreshable
+        self.timeout = timeout
+
+    def url(self, path: str, *, versioned: bool = True) -> str:
+        prefix = f"{self.base_url}/{self.graph_version}" if versioned else self.base_url
+        return f"{prefix}/{path.lstrip('/')}"
+
+    async def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        token: str,
+        params: Mapping[str, str] | None = None,
+        data: Mapping[str, str] | None = None,
+        publish: bool = False,
+        versioned: bool = True,
+        token_in_query: bool = False,
+    ) -> dict[str, Any]:
+        """One Graph call. `publish=True` marks the single non-idempotent call of a flow: a
+        timeout or server error there becomes `UnknownOutcomeError` instead of a plain retry."""
+        query = dict(params or {})
+        headers: dict[str, str] = {}
+        if token_in_query:
+            query["access_token"] = token
+        else:
+            headers["Authorization"] = f"Bearer {token}"
+        extra: dict[str, Any] = {}
+        if self.timeout is not None:
+            extra["timeout"] = self.timeout
+        try:
+            response = await self.http.request(
+                method,
+                self.url(path, versioned=versioned),
+                params=query,
+                data=dict(data) if data is not None else None,
+                headers=headers,
+                **extra,
+            )
+        except NOT_SENT_ERRORS as exc:
+            raise TransientError(f"Graph unreachable: {exc!r}", code="network") from exc
+        except httpx.TransportError as exc:
+            if publish:
+                raise UnknownOutcomeError(
+                    f"Graph publish call lost its answer: {exc!r}", code="timeout"
+                ) from exc
+            raise TransientError(f"Graph call failed: {exc!r}", code="network") from exc
+
+        try:
+            body: Any = response.json()
+        except ValueError:
+            body = None
+        if response.is_success and isinstance(body, dict) and "error" not in body:
+            return body
+        if response.is_success:
+            message = f"Graph answered {response.status_code} without a JSON object"
+            if publish:
+                raise UnknownOutcomeError(message, code="bad_body", raw=response.text)
+            raise TransientError(message, code="bad_body", raw=response.text)
+        error = classify_graph_error(
+            status=response.status_code,
+            body=body if body is not None else response.text,
+            headers=response.headers,
+            refreshable=self.refreshable,
+        )
+        if (
+            publish
+            and isinstance(error, TransientError)
+            and not (is_throttle(error) or is_not_ready(error))
+        ):
+            # A server error on the publish call may come after the post went out.
+            raise UnknownOutcomeError(error.message, code=error.code, raw=error.raw) from error
+        raise error
+
+
+# --------------------------------------------------------------------------- adapters' common base
+def graph_timestamp(value: str) -> datetime | None:
+    """Graph's `2026-11-27T20:55:19+0000` (also ISO with `Z`/`+00:00`)."""
+    try:
+        return datetime.strptime(value, "%Y-%m-%dT%H:%M:%S%z")
+    except ValueError:
+        try:
+            return datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+
+
+#: How far before our first attempt a matching post still counts as ours (clock skew).
+RECONCILE_SKEW = timedelta(minutes=5)
+
+
+class GraphAdapter:
+    """Constructor, options and per-media metrics shared by the three Meta adapters."""
+
+    platform: ClassVar[str] = "meta"
+    metrics_batch_size: ClassVar[int] = 1
+    #: Whether a 190/463 (expired) is worth one refresh on this platform.
+    token_refreshable: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        *,
+        http: httpx.AsyncClient,
+        base_url: str,
+        graph_version: str = "v21.0",
+        app_id: str = "",
+        app_secret: str = "",
+        request_timeout: float | None = None,
+        poll_interval: float = 1.0,
+        poll_timeout: float = 20.0,
+        not_ready_retries: int = 2,
+        **_options: Any,
+    ) -> None:
+        """`request_timeout` overrides the client's timeout per call; `poll_*` bound the
+        container wait (short, so a handler stays within the queue's redelivery timeout);
+        `not_ready_retries` is how often a 9007 "not ready" publish is polled and retried."""
+        self.http = http
+        self.base_url = base_url
+        self.graph_version = graph_version
+        self.app_id = app_id
+        self.app_secret = app_secret
+        self.request_timeout = request_timeout
+        self.poll_interval = poll_interval
+        self.poll_timeout = poll_timeout
+        self.not_ready_retries = not_ready_retries
+
+    def validate_content(
+        self, text: str, *, media_count: int, max_characters: int | None = None
+    ) -> list[str]:
+        """The platform's pre-flight problems (see `tasks.platforms.limits`); none by default."""
+        return []
+
+    def check_content(self, account: AccountContext, content: PostContent) -> None:
+        problems = self.validate_content(
+            content.text, media_count=len(content.media), max_characters=account.max_characters
+        )
+        if problems:
+            raise PermanentError("; ".join(problems), code="content_invalid")
+
+    def graph(self, account: AccountContext, *, refreshable: bool | None = None) -> GraphClient:
+        return GraphClient(
+            http=self.http,
+            base_url=account.base_url or self.base_url,
+            graph_version=self.graph_version,
+            refreshable=self.token_refreshable if refreshable is None else refreshable,
+            timeout=self.request_timeout,
+        )
+
+    async def fetch_metrics(
+        self, *, account: AccountContext, remote_ids: Sequence[str]
+    ) -> dict[str, MetricCounts]:
+        """Per-media insights; a media Meta refuses for good (deleted, too few viewers) is left
+        out rather than failing the others."""
+        graph = self.graph(account)
+        results: dict[str, MetricCounts] = {}
+        for remote_id in remote_ids:
+            try:
+                results[remote_id] = await self.metrics_for(graph, account, remote_id)
+            except PermanentError as exc:
+                logger.info("%s metrics for %s unavailable: %s", self.platform, remote_id, exc)
+        return results
+
+    async def metrics_for(
+        self, graph: GraphClient, account: AccountContext, remote_id: str
+    ) -> MetricCounts:
+        raise NotImplementedError
+
+    async def insights(
+        self, graph: GraphClient, account: AccountContext, remote_id: str, metrics: Sequence[str]
+    ) -> dict[str, Any]:
+        """`{metric: data[].values[0].value}` of `GET /{id}/insights`."""
+        body = await graph.call(
+            "GET",
+            f"{remote_id}/insights",
+            token=account.access_token,
+            params={"metric": ",".join(metrics)},
+        )
+        values: dict[str, Any] = {}
+        for entry in body.get("data", []):
+            entry_values = entry.get("values") or [{}]
+            values[str(entry.get("name"))] = entry_values[0].get("value")
+        return values
+
+    async def refresh_long_lived(self, *, account: AccountContext, grant_type: str) -> TokenSet:
+        """Meta's long-lived token refresh (IG `ig_refresh_token`, Threads `th_refresh_token`):
+        the unexpired access token buys a new 60-day one; any refusal means reconnect."""
+        graph = self.graph(account, refreshable=False)
+        try:
+            body = await graph.call(
+                "GET",
+                "refresh_access_token",
+                token=account.access_token,
+                params={"grant_type": grant_type},
+                versioned=False,
+                token_in_query=True,
+            )
+        except PermanentError as exc:
+            raise NeedsReconnectError(exc.message, code=exc.code, raw=exc.raw) from exc
+        token = body.get("access_token")
+        if not isinstance(token, str) or not token:
+            raise TransientError("refresh answered without an access_token", raw=body)
+        expires_in = body.get("expires_in")
+        expires_at = (
+            datetime.now(UTC) + timedelta(seconds=int(expires_in))
+            if isinstance(expires_in, int | float)
+            else None
+        )
+        return TokenSet(access_token=token, refresh_token=None, expires_at=expires_at)
+
+
+def as_int(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return int(value)
+    if isinstance(value, dict):
+        return sum(int(v) for v in value.values() if isinstance(v, int | float))
+    return None
+
+
+# --------------------------------------------------------------------------- container flow
+@dataclass(frozen=True, slots=True)
+class ContainerSpec:
+    """The names that differ between Instagram's and Threads' container APIs."""
+
+    create_edge: str
+    publish_edge: str
+    list_edge: str
+    status_field: str
+    text_field: str
+
+
+class ContainerAdapter(GraphAdapter):
+    """Container → poll → publish, with the container id as the idempotency checkpoint.
+
+    State keys: `container_id` (saved right after creation), `container_created_at`,
+    `media_id` (saved once the publish call answered).
+    """
+
+    spec: ClassVar[ContainerSpec]
+
+    def container_params(self, content: PostContent) -> dict[str, str]:
+        """Validate the content and build the (parent) container-creation parameters."""
+        raise NotImplementedError
+
+    def carousel_children(self, content: PostContent) -> list[dict[str, str]]:
+        """Parameters of each carousel item container; empty for a single-media post."""
+        return []
+
+    # ------------------------------------------------------------------ the interface
+    async def publish(
+        self, *, account: AccountContext, content: PostContent, state: PlatformState
+    ) -> PublishResult:
+        self.check_content(account, content)
+        params = self.container_params(content)
+        children = self.carousel_children(content)
+        graph = self.graph(account)
+        if state.get("media_id"):
+            return await self.result(graph, account, str(state.get("media_id")))
+
+        container_id: str | None = state.get("container_id")
+        if container_id:
+            found = await self._reuse_checkpoint(graph, account, content, state, container_id)
+            if isinstance(found, PublishResult):
+                return found
+            container_id = found
+        if not container_id:
+            if children:
+                params = {
+                    **params,
+                    "children": await self._carousel(graph, account, state, children),
+                }
+            container_id = await self._create_container(graph, account, state, params)
+
+        for attempt in range(self.not_ready_retries + 1):
+            await self._wait_finished(graph, account, container_id)
+            try:
+                body = await graph.call(
+                    "POST",
+                    f"{account.external_id}/{self.spec.publish_edge}",
+                    token=account.access_token,
+                    data={"creation_id": container_id},
+                    publish=True,
+                )
+            except TransientError as exc:
+                if is_not_ready(exc) and attempt < self.not_ready_retries:
+                    logger.info("%s container %s not ready yet", self.platform, container_id)
+                    await asyncio.sleep(self.poll_interval)
+                    continue
+                raise
+            media_id = str(body.get("id", ""))
+            if not media_id:
+                raise UnknownOutcomeError("publish answered without an id", raw=body)
+            await state.save(media_id=media_id)
+            return await self.result(graph, account, media_id)
+        raise TransientError("container never became publishable")  # pragma: no cover
+
+    async def reconcile(
+        self, *, account: AccountContext, content: PostContent, state: PlatformState
+    ) -> PublishResult | None:
+        graph = self.graph(account)
+        if state.get("media_id"):
+            return await self.result(graph, account, str(state.get("media_id")))
+        container_id = state.get("container_id")
+        if not container_id:
+            return None
+        try:
+            status, _ = await self.container_status(graph, account, container_id)
+        except PermanentError:
+            # The container is gone (purged after expiry): look for the post itself.
+            return await self.find_published(graph, account, content, state)
+        if status != "PUBLISHED":
+            return None
+        found = await self.find_published(graph, account, content, state)
+        if found is None:
+            raise TransientError(
+                f"container {container_id} is PUBLISHED but its media is not listed yet"
+            )
+        return found
+
+    # ------------------------------------------------------------------ steps
+    async def _reuse_checkpoint(
+        self,
+        graph: GraphClient,
+        account: AccountContext,
+        content: PostContent,
+        state: PlatformState,
+        container_id: str,
+    ) -> PublishResult | str | None:
+        """An earlier attempt made a container: PUBLISHED → its result, never a second publish;
+        FINISHED / IN_PROGRESS → reuse it; ERROR / EXPIRED / gone → None (make a fresh one)."""
+        try:
+            status, _ = await self.container_status(graph, account, container_id)
+        except PermanentError:
+            status = "GONE"
+            # Purged containers can no longer vouch for themselves: look for the post first.
+            found = await self.find_published(graph, account, content, state)
+            if found is not None:
+                return found
+        if status == "PUBLISHED":
+            found = await self.find_published(graph, account, content, state)
+            if found is None:
+                raise TransientError(
+                    f"container {container_id} is PUBLISHED but its media is not listed yet"
+                )
+            return found
+        if status in ("FINISHED", "IN_PROGRESS"):
+            return container_id
+        logger.info("%s container %s is %s; making a new one", self.platform, container_id, status)
+        await state.save(container_id=None, child_container_ids=[])
+        return None
+
+    async def _carousel(
+        self,
+        graph: GraphClient,
+        account: AccountContext,
+        state: PlatformState,
+        children: list[dict[str, str]],
+    ) -> str:
+        """Create (or resume) the item containers, each saved as made, and wait for them all."""
+        made: list[str] = list(state.get("child_container_ids") or [])
+        for params in children[len(made) :]:
+            body = await graph.call(
+                "POST",
+                f"{account.external_id}/{self.spec.create_edge}",
+                token=account.access_token,
+                data={**params, "is_carousel_item": "true"},
+            )
+            made.append(str(body["id"]))
+            await state.save(child_container_ids=list(made))
+        for child in made:
+            await self._wait_finished(graph, account, child)
+        return ",".join(made)
+
+    async def _create_container(
+        self,
+        graph: GraphClient,
+        account: AccountContext,
+        state: PlatformState,
+        params: dict[str, str],
+    ) -> str:
+        created_at = datetime.now(UTC)
+        body = await graph.call(
+            "POST",
+            f"{account.external_id}/{self.spec.create_edge}",
+            token=account.access_token,
+            data=params,
+        )
+        container_id = str(body.get("id", ""))
+        if not container_id:
+            raise TransientError("container creation answered without an id", raw=body)
+        await state.save(container_id=container_id, container_created_at=created_at.isoformat())
+        return container_id
+
+    async def container_status(
+        self, graph: GraphClient, account: AccountContext, container_id: str
+    ) -> tuple[str, str | None]:
+        """(status, error detail) of a container, e.g. ("ERROR", "FAILED_DOWNLOADING_VIDEO")."""
+        extra = "error_message" if self.spec.status_field == "status" else "status"
+        fields = f"{self.spec.status_field},{extra}"
+        body = await graph.call(
+            "GET", container_id, token=account.access_token, params={"fields": fields}
+        )
+        status = str(body.get(self.spec.status_field, "")).upper()
+        detail = body.get(extra)
+        return status, str(detail) if detail else None
+
+    async def _wait_finished(
+        self, graph: GraphClient, account: AccountContext, container_id: str
+    ) -> None:
+        """Poll with short intervals until FINISHED, within `poll_timeout` (the handler must stay
+        shorter than the queue's redelivery timeout; a later attempt resumes the container)."""
+        deadline = time.monotonic() + self.poll_timeout
+        while True:
+            status, detail = await self.container_status(graph, account, container_id)
+            if status == "FINISHED":
+                return
+            if status == "PUBLISHED":
+                raise UnknownOutcomeError(
+                    f"container {container_id} is already PUBLISHED", code="PUBLISHED"
+                )
+            if status == "ERROR":
+                raise PermanentError(
+                    f"container {container_id} failed: {detail or 'ERROR'}",
+                    code="container_error",
+                )
+            if status == "EXPIRED":
+                raise TransientError(f"container {container_id} expired", code="EXPIRED")
+            if time.monotonic() + self.poll_interval > deadline:
+                raise TransientError(
+                    f"container {container_id} still {status or 'unknown'} after "
+                    f"{self.poll_timeout:g}s",
+                    code="IN_PROGRESS",
+                    retry_at=datetime.now(UTC) + timedelta(seconds=max(self.poll_interval, 5)),
+                )
+            await asyncio.sleep(self.poll_interval)
+
+    async def find_published(
+        self,
+        graph: GraphClient,
+        account: AccountContext,
+        content: PostContent,
+        state: PlatformState,
+    ) -> PublishResult | None:
+        """The account's recent media whose text matches ours and that appeared after our first
+        container; the earliest such one is the post an earlier attempt made."""
+        text_field = self.spec.text_field
+        body = await graph.call(
+            "GET",
+            f"{account.external_id}/{self.spec.list_edge}",
+            token=account.access_token,
+            params={"fields": f"id,{text_field},timestamp,permalink", "limit": "50"},
+        )
+        created_raw = state.get("container_created_at")
+        since = (
+            datetime.fromisoformat(created_raw) - RECONCILE_SKEW
+            if isinstance(created_raw, str)
+            else None
+        )
+        expected = content.text.strip()
+        matches: list[tuple[datetime, dict[str, Any]]] = []
+        for item in body.get("data", []):
+            if str(item.get(text_field) or "").strip() != expected:
+                continue
+            stamp = graph_timestamp(str(item.get("timestamp", ""))) or datetime.now(UTC)
+            if since is not None and stamp < since:
+                continue
+            matches.append((stamp, item))
+        if not matches:
+            return None
+        _, item = min(matches, key=lambda pair: pair[0])
+        media_id = str(item["id"])
+        await state.save(media_id=media_id)
+        permalink = item.get("permalink")
+        if permalink:
+            return PublishResult(remote_id=media_id, remote_url=str(permalink), raw=item)
+        return await self.result(graph, account, media_id)
+
+    async def result(
+        self, graph: GraphClient, account: AccountContext, media_id: str
+    ) -> PublishResult:
+        """The published media with its permalink; a failed permalink read leaves the URL empty
+        rather than failing a post that is live."""
+        try:
+            body = await graph.call(
+                "GET", media_id, token=account.access_token, params={"fields": "permalink"}
+            )
+        except PlatformError as exc:
+            logger.warning("%s permalink of %s unavailable: %s", self.platform, media_id, exc)
+            return PublishResult(remote_id=media_id, remote_url=None, raw=None)
+        permalink = body.get("permalink")
+        return PublishResult(
+            remote_id=media_id, remote_url=str(permalink) if permalink else None, raw=body
+        )

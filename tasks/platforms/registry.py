@@ -1,0 +1,80 @@
+"""Platform names and the one place that turns a name into a configured adapter."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from typing import Any
+
+import httpx
+
+from tasks.platforms.base import PlatformAdapter
+from tasks.platforms.settings import PlatformSettings
+
+PLATFORMS: tuple[str, ...] = (
+    "linkedin",
+    "x",
+    "instagram",
+    "facebook",
+    "threads",
+    "bluesky",
+    "mastodon",
+)
+ALIASES: dict[str, str] = {"twitter": "x"}
+
+#: platform → (module, adapter class). Imported lazily so one missing module breaks only itself.
+_ADAPTERS: dict[str, tuple[str, str]] = {
+    "linkedin": ("tasks.platforms.linkedin", "LinkedInAdapter"),
+    "x": ("tasks.platforms.x", "XAdapter"),
+    "instagram": ("tasks.platforms.instagram", "InstagramAdapter"),
+    "facebook": ("tasks.platforms.facebook", "FacebookAdapter"),
+    "threads": ("tasks.platforms.threads", "ThreadsAdapter"),
+    "bluesky": ("tasks.platforms.bluesky", "BlueskyAdapter"),
+    "mastodon": ("tasks.platforms.mastodon", "MastodonAdapter"),
+}
+
+
+def normalize_platform(name: str) -> str:
+    """The canonical platform name ("Twitter" → "x"); ValueError for unknown names."""
+    key = name.strip().lower()
+    key = ALIASES.get(key, key)
+    if key not in PLATFORMS:
+        raise ValueError(f"unknown platform {name!r}; expected one of {', '.join(PLATFORMS)}")
+    return key
+
+
+def _options(platform: str, settings: PlatformSettings) -> dict[str, Any]:
+    if platform == "linkedin":
+        return {
+            "version": settings.linkedin_version,
+            "client_id": settings.linkedin_client_id,
+            "client_secret": settings.linkedin_client_secret,
+        }
+    if platform == "x":
+        return {"client_id": settings.x_client_id, "client_secret": settings.x_client_secret}
+    if platform in ("instagram", "facebook", "threads"):
+        return {
+            "graph_version": settings.meta_graph_version,
+            "app_id": getattr(settings, f"{platform}_app_id"),
+            "app_secret": getattr(settings, f"{platform}_app_secret"),
+        }
+    return {}
+
+
+def build_adapter(
+    platform: str, *, http: httpx.AsyncClient, settings: PlatformSettings
+) -> PlatformAdapter:
+    """A ready adapter for `platform` on the shared client, configured from `settings`."""
+    name = normalize_platform(platform)
+    module_name, class_name = _ADAPTERS[name]
+    adapter_class = getattr(importlib.import_module(module_name), class_name)
+    options = _accepted(adapter_class, _options(name, settings))
+    return adapter_class(http=http, base_url=settings.base_url(name), **options)
+
+
+def _accepted(adapter_class: type, options: dict[str, Any]) -> dict[str, Any]:
+    """Only the options the constructor takes, so a new setting never breaks an old adapter."""
+    parameters = inspect.signature(adapter_class).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return options
+    return {key: value for key, value in options.items() if key in parameters}

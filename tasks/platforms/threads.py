@@ -1,0 +1,101 @@
+"""Threads: container → `threads_publish`, with the same container checkpoint as Instagram.
+
+Text-only posts are allowed. `auto_publish_text` is deliberately not used: it collapses the two
+steps into one call and loses the checkpoint that makes a retry safe.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import httpx
+
+from tasks.platforms.base import (
+    AccountContext,
+    MediaItem,
+    MetricCounts,
+    PermanentError,
+    PostContent,
+    TokenSet,
+)
+from tasks.platforms.limits import validate_threads
+from tasks.platforms.meta import ContainerAdapter, ContainerSpec, GraphClient, as_int
+
+THREADS_VERSION = "v1.0"
+INSIGHT_METRICS: tuple[str, ...] = ("views", "likes", "replies", "reposts", "quotes", "shares")
+
+
+def _media_params(media: MediaItem) -> dict[str, str]:
+    if media.mime_type.startswith("image/"):
+        return {"media_type": "IMAGE", "image_url": media.url}
+    if media.mime_type.startswith("video/"):
+        return {"media_type": "VIDEO", "video_url": media.url}
+    raise PermanentError(f"unsupported media type {media.mime_type}", code="media_type")
+
+
+class ThreadsAdapter(ContainerAdapter):
+    """Text, image, video and carousel threads (`external_id` = threads-user-id).
+
+    Threads' API is `v1.0`, so that is the default version here. Options as for Instagram.
+    """
+
+    platform: ClassVar[str] = "threads"
+    metrics_batch_size: ClassVar[int] = 1
+    token_refreshable: ClassVar[bool] = True
+    spec: ClassVar[ContainerSpec] = ContainerSpec(
+        create_edge="threads",
+        publish_edge="threads_publish",
+        list_edge="threads",
+        status_field="status",
+        text_field="text",
+    )
+
+    def __init__(
+        self,
+        *,
+        http: httpx.AsyncClient,
+        base_url: str,
+        graph_version: str = THREADS_VERSION,
+        **options: Any,
+    ) -> None:
+        """Threads has its own API versions (only `v1.0` so far): a Facebook Graph version
+        such as `v21.0`, which the registry passes to every Meta adapter, does not apply."""
+        if not graph_version.startswith("v1."):
+            graph_version = THREADS_VERSION
+        super().__init__(http=http, base_url=base_url, graph_version=graph_version, **options)
+
+    def validate_content(
+        self, text: str, *, media_count: int, max_characters: int | None = None
+    ) -> list[str]:
+        return validate_threads(text, media_count=media_count, max_characters=max_characters)
+
+    def container_params(self, content: PostContent) -> dict[str, str]:
+        if not content.media:
+            return {"media_type": "TEXT", "text": content.text}
+        if len(content.media) > 1:
+            self.carousel_children(content)  # validates every item
+            return {"media_type": "CAROUSEL", "text": content.text}
+        return {**_media_params(content.media[0]), "text": content.text}
+
+    def carousel_children(self, content: PostContent) -> list[dict[str, str]]:
+        if len(content.media) < 2:
+            return []
+        return [_media_params(media) for media in content.media]
+
+    async def refresh_token(self, *, account: AccountContext) -> TokenSet:
+        return await self.refresh_long_lived(account=account, grant_type="th_refresh_token")
+
+    async def metrics_for(
+        self, graph: GraphClient, account: AccountContext, remote_id: str
+    ) -> MetricCounts:
+        """`shares` sums reposts, quotes and shares: the ways a thread spreads."""
+        values = await self.insights(graph, account, remote_id, INSIGHT_METRICS)
+        spread = [as_int(values.get(k)) for k in ("reposts", "quotes", "shares")]
+        known = [v for v in spread if v is not None]
+        return MetricCounts(
+            impressions=as_int(values.get("views")),
+            likes=as_int(values.get("likes")),
+            comments=as_int(values.get("replies")),
+            shares=sum(known) if known else None,
+            raw=values,
+        )

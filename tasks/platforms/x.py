@@ -1,0 +1,285 @@
+"""X API v2 adapter. X has no idempotency key, so a lost answer is reconciled by reading the
+account's own timeline, and a duplicate-content 403 after a retry is usually our first post."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any, ClassVar
+
+import httpx
+
+from tasks.platforms.base import (
+    AccountContext,
+    MediaItem,
+    MetricCounts,
+    NeedsReconnectError,
+    PermanentError,
+    PlatformState,
+    PostContent,
+    PublishResult,
+    TokenExpiredError,
+    TokenSet,
+    TransientError,
+    UnknownOutcomeError,
+)
+from tasks.platforms.limits import validate_x
+
+DUPLICATE_DETAIL = "duplicate content"
+#: How many recent tweets reconcile reads; a lost post is among the newest few.
+RECONCILE_WINDOW = 20
+CLOCK_SKEW = timedelta(minutes=5)
+
+
+class XAdapter:
+    platform: ClassVar[str] = "x"
+    metrics_batch_size: ClassVar[int] = 100
+
+    def __init__(
+        self,
+        *,
+        http: httpx.AsyncClient,
+        base_url: str,
+        client_id: str = "",
+        client_secret: str = "",
+        **_options: Any,
+    ) -> None:
+        self.http = http
+        self.base_url = base_url.rstrip("/")
+        self.client_id = client_id
+        self.client_secret = client_secret
+
+    @staticmethod
+    def validate_content(
+        text: str, *, media_count: int, max_characters: int | None = None
+    ) -> list[str]:
+        return validate_x(text, media_count=media_count, max_characters=max_characters)
+
+    # ------------------------------------------------------------------ publish
+    async def publish(
+        self, *, account: AccountContext, content: PostContent, state: PlatformState
+    ) -> PublishResult:
+        problems = self.validate_content(
+            content.text, media_count=len(content.media), max_characters=account.max_characters
+        )
+        if problems:
+            raise PermanentError("; ".join(problems), code="content_invalid")
+        body: dict[str, Any] = {"text": content.text}
+        if content.media:
+            media_ids = [await self._upload(account=account, item=item) for item in content.media]
+            body["media"] = {"media_ids": media_ids}
+        await state.save(
+            publish_started_at=state.get("publish_started_at") or datetime.now(UTC).isoformat()
+        )
+        try:
+            response = await self.http.post(
+                f"{self.base_url}/2/tweets", json=body, headers=self._auth(account)
+            )
+        except httpx.TimeoutException as exc:
+            raise UnknownOutcomeError(f"X did not answer the post in time: {exc!r}") from exc
+        except httpx.TransportError as exc:
+            raise UnknownOutcomeError(f"X connection failed during the post: {exc!r}") from exc
+        if response.status_code in (200, 201):
+            tweet_id = str(response.json()["data"]["id"])
+            return self._result(account, tweet_id, response.json())
+        if response.status_code == 403 and DUPLICATE_DETAIL in _detail(response).lower():
+            found = await self.reconcile(account=account, content=content, state=state)
+            if found is not None:
+                return found
+            raise PermanentError(
+                "X rejected the text as a duplicate of an older post",
+                code="duplicate",
+                raw=_json(response),
+            )
+        raise _error(response, publish=True)
+
+    async def reconcile(
+        self, *, account: AccountContext, content: PostContent, state: PlatformState
+    ) -> PublishResult | None:
+        """Our post, if it is among the account's newest tweets with exactly this text."""
+        response = await self._get(
+            f"/2/users/{account.external_id}/tweets",
+            account=account,
+            params={"max_results": RECONCILE_WINDOW, "tweet.fields": "created_at,text"},
+        )
+        since = _since(state)
+        for tweet in response.json().get("data", []):
+            created = _parse_time(tweet.get("created_at"))
+            if since is not None and created is not None and created < since:
+                continue  # an older tweet with the same words is not this attempt's
+            if tweet.get("text") == content.text:
+                return self._result(account, str(tweet["id"]), tweet)
+        return None
+
+    # ------------------------------------------------------------------ tokens
+    async def refresh_token(self, *, account: AccountContext) -> TokenSet:
+        """Refresh grant; X refresh tokens are single-use, so the caller must store the new one."""
+        if not account.refresh_token:
+            raise NeedsReconnectError("X account has no refresh token", code="no_refresh_token")
+        form = {
+            "grant_type": "refresh_token",
+            "refresh_token": account.refresh_token,
+            "client_id": self.client_id,
+        }
+        auth = (self.client_id, self.client_secret) if self.client_secret else None
+        try:
+            response = await self.http.post(
+                f"{self.base_url}/2/oauth2/token", data=form, auth=auth or httpx.USE_CLIENT_DEFAULT
+            )
+        except httpx.HTTPError as exc:
+            raise TransientError(f"X token refresh failed in transit: {exc!r}") from exc
+        if response.status_code in (400, 401):
+            raise NeedsReconnectError(
+                "X refused the refresh token", code="invalid_grant", raw=_json(response)
+            )
+        if response.status_code != 200:
+            raise _error(response, publish=False)
+        data = response.json()
+        expires_in = data.get("expires_in")
+        return TokenSet(
+            access_token=data["access_token"],
+            refresh_token=data.get("refresh_token"),
+            expires_at=datetime.now(UTC) + timedelta(seconds=expires_in) if expires_in else None,
+        )
+
+    # ------------------------------------------------------------------ metrics
+    async def fetch_metrics(
+        self, *, account: AccountContext, remote_ids: Sequence[str]
+    ) -> dict[str, MetricCounts]:
+        metrics: dict[str, MetricCounts] = {}
+        ids = list(remote_ids)
+        for start in range(0, len(ids), self.metrics_batch_size):
+            batch = ids[start : start + self.metrics_batch_size]
+            response = await self._get(
+                "/2/tweets",
+                account=account,
+                params={"ids": ",".join(batch), "tweet.fields": "public_metrics"},
+            )
+            for tweet in response.json().get("data", []):
+                public = tweet.get("public_metrics") or {}
+                metrics[str(tweet["id"])] = MetricCounts(
+                    impressions=public.get("impression_count"),
+                    likes=public.get("like_count"),
+                    comments=public.get("reply_count"),
+                    shares=_sum(public.get("retweet_count"), public.get("quote_count")),
+                    saves=public.get("bookmark_count"),
+                    raw=public,
+                )
+        return metrics
+
+    # ------------------------------------------------------------------ helpers
+    def _auth(self, account: AccountContext) -> dict[str, str]:
+        return {"Authorization": f"Bearer {account.access_token}"}
+
+    def _result(self, account: AccountContext, tweet_id: str, raw: Any) -> PublishResult:
+        return PublishResult(
+            remote_id=tweet_id,
+            remote_url=f"https://x.com/{account.handle}/status/{tweet_id}",
+            raw=raw,
+        )
+
+    async def _get(
+        self, path: str, *, account: AccountContext, params: dict[str, Any]
+    ) -> httpx.Response:
+        try:
+            response = await self.http.get(
+                f"{self.base_url}{path}", params=params, headers=self._auth(account)
+            )
+        except httpx.HTTPError as exc:
+            raise TransientError(f"X read {path} failed in transit: {exc!r}") from exc
+        if response.status_code != 200:
+            raise _error(response, publish=False)
+        return response
+
+    async def _upload(self, *, account: AccountContext, item: MediaItem) -> str:
+        """Simple v2 image upload; safe to redo (an unused media id just expires)."""
+        try:
+            source = await self.http.get(item.url)
+            source.raise_for_status()
+            response = await self.http.post(
+                f"{self.base_url}/2/media/upload",
+                files={"media": ("media", source.content, item.mime_type)},
+                data={"media_category": "tweet_image"},
+                headers=self._auth(account),
+            )
+        except httpx.HTTPStatusError as exc:
+            raise TransientError(f"media {item.url} could not be fetched: {exc!r}") from exc
+        except httpx.HTTPError as exc:
+            raise TransientError(f"X media upload failed in transit: {exc!r}") from exc
+        if response.status_code != 200:
+            raise _error(response, publish=False)
+        return str(response.json()["data"]["id"])
+
+
+def _json(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return response.text
+
+
+def _detail(response: httpx.Response) -> str:
+    body = _json(response)
+    if isinstance(body, dict):
+        return str(body.get("detail") or body.get("title") or body)
+    return str(body)
+
+
+def _sum(*values: int | None) -> int | None:
+    present = [v for v in values if v is not None]
+    return sum(present) if present else None
+
+
+def _parse_time(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def _since(state: PlatformState) -> datetime | None:
+    """The first attempt's start, less clock-skew slack: older matches are someone else's."""
+    started = _parse_time(state.get("publish_started_at"))
+    return None if started is None else started - CLOCK_SKEW
+
+
+def _epoch(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        return datetime.fromtimestamp(int(value), UTC)
+    except (ValueError, OverflowError):
+        return None
+
+
+def retry_at_from_headers(headers: httpx.Headers) -> datetime | None:
+    """When to try again: the 24-hour bucket's reset when it is empty, else the 15-minute one."""
+    for prefix in ("x-user-limit-24hour", "x-app-limit-24hour"):
+        if headers.get(f"{prefix}-remaining") == "0":
+            return _epoch(headers.get(f"{prefix}-reset"))
+    reset = _epoch(headers.get("x-rate-limit-reset"))
+    if reset is not None:
+        return reset
+    retry_after = headers.get("retry-after")
+    if retry_after and retry_after.isdigit():
+        return datetime.now(UTC) + timedelta(seconds=int(retry_after))
+    return None
+
+
+def _error(response: httpx.Response, *, publish: bool) -> Exception:
+    status = response.status_code
+    message = f"X answered {status}: {_detail(response)}"
+    raw = _json(response)
+    if status == 429:
+        return TransientError(
+            message, code="rate_limited", raw=raw, retry_at=retry_at_from_headers(response.headers)
+        )
+    if status == 401:
+        return TokenExpiredError(message, code="unauthorized", raw=raw)
+    if status >= 500:
+        if publish:
+            return UnknownOutcomeError(message, code=str(status), raw=raw)
+        return TransientError(message, code=str(status), raw=raw)
+    return PermanentError(message, code=str(status), raw=raw)

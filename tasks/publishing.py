@@ -1,0 +1,393 @@
+"""Publish one target (post × platform × account) exactly once: the shared publishing task.
+
+Plain async code, the same with or without Prefect. Each step commits on its own so a crash at
+any point leaves a state the next delivery can continue from:
+
+1. claim the target with one conditional UPDATE (a lease on `processing`; `attempts` fences it);
+2. if an earlier attempt started the platform call and recorded no result, *reconcile* first;
+3. mark `publish_started_at`, then make the one non-idempotent platform call;
+4. record the outcome only while still holding the claim, and roll the post's status up.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from models import queries
+from models.tables import MediaAsset, PublishLog, ScheduledPost, SocialAccount
+from tasks.platforms.base import (
+    AccountContext,
+    MediaItem,
+    NeedsReconnectError,
+    PermanentError,
+    PlatformAdapter,
+    PlatformError,
+    PlatformState,
+    PostContent,
+    PublishResult,
+    TokenExpiredError,
+    TransientError,
+    UnknownOutcomeError,
+)
+
+log = logging.getLogger(__name__)
+
+OutcomeKind = Literal[
+    "published",  # this attempt published (or reconciled an earlier success)
+    "already_published",  # the target was settled as success before: nothing was called
+    "failed",  # settled as failed: permanent error, needs reconnect, or the final attempt
+    "retry",  # transient: let the queue retry (optionally not before `retry_at`)
+    "busy",  # another attempt holds a fresh claim, or the platform's wait is not over
+    "cancelled",  # the target was cancelled before it could be claimed
+    "settled",  # the target had already failed for good; nothing was called
+    "not_found",  # no such target
+]
+
+
+@dataclass(frozen=True, slots=True)
+class PublishJob:
+    """One delivery of a publish task, as the webhook received it."""
+
+    scheduled_post_id: uuid.UUID
+    platform: str
+    account_id: uuid.UUID
+    idempotency_key: str
+    #: Zero-based attempt number from `X-CloudTasks-TaskRetryCount`.
+    retry_count: int = 0
+    #: True when the queue will not deliver this task again after this attempt.
+    final_attempt: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class PublishOutcome:
+    kind: OutcomeKind
+    target_id: uuid.UUID | None = None
+    status: str | None = None
+    remote_id: str | None = None
+    remote_url: str | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+    retry_at: datetime | None = None
+    attempts: int = 0
+    dispatch_generation: int = 0
+
+
+AdapterFactory = Callable[[str], PlatformAdapter]
+
+
+@dataclass(frozen=True, slots=True)
+class PublishSettings:
+    #: Longer than the dispatch deadline, so a live attempt is never taken over.
+    lease_seconds: float = 90.0
+    #: Refresh tokens that expire within this margin before using them.
+    refresh_margin_seconds: float = 120.0
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _outcome_of(target: PublishLog, kind: OutcomeKind) -> PublishOutcome:
+    return PublishOutcome(
+        kind=kind,
+        target_id=target.id,
+        status=target.status,
+        remote_id=target.remote_id,
+        remote_url=target.remote_url,
+        error_code=target.error_code,
+        error_message=target.error_message,
+        retry_at=target.next_retry_at,
+        attempts=target.attempts,
+        dispatch_generation=target.dispatch_generation,
+    )
+
+
+def _raw(value: Any) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    return value if isinstance(value, dict) else {"body": value}
+
+
+class Publisher:
+    """Runs publish jobs against the database and the platform adapters."""
+
+    def __init__(
+        self,
+        *,
+        sessions: async_sessionmaker[AsyncSession],
+        adapters: AdapterFactory,
+        settings: PublishSettings | None = None,
+    ) -> None:
+        self.sessions = sessions
+        self.adapters = adapters
+        self.settings = settings or PublishSettings()
+
+    async def publish(self, job: PublishJob) -> PublishOutcome:
+        claimed = await self._claim(job)
+        if isinstance(claimed, PublishOutcome):
+            return claimed
+        target, post, account, media = claimed
+        attempt = target.attempts
+        content = PostContent(
+            text=target.custom_content if target.custom_content is not None else post.content,
+            media=tuple(
+                MediaItem(url=m.url, mime_type=m.mime_type, size_bytes=m.size_bytes) for m in media
+            ),
+            idempotency_key=target.idempotency_key,
+            scheduled_at=post.scheduled_at,
+        )
+        if account.status != "active":
+            error = NeedsReconnectError(
+                f"the {account.platform} account @{account.handle} needs reconnecting",
+                code="needs_reconnect",
+            )
+            return await self._settle_error(target=target, attempt=attempt, job=job, error=error)
+        state = PlatformState(
+            target.platform_state,
+            saver=lambda values: self._save_state(target.id, attempt, values),
+        )
+        try:
+            result = await self._run_adapter(
+                target=target, attempt=attempt, account=account, content=content, state=state
+            )
+        except PlatformError as error:
+            return await self._settle_error(target=target, attempt=attempt, job=job, error=error)
+        return await self._settle_success(target=target, attempt=attempt, result=result)
+
+    # ----------------------------------------------------------------------- steps
+    async def _claim(
+        self, job: PublishJob
+    ) -> PublishOutcome | tuple[PublishLog, ScheduledPost, SocialAccount, list[MediaAsset]]:
+        async with self.sessions() as session, session.begin():
+            target = await queries.claim_target(
+                session,
+                post_id=job.scheduled_post_id,
+                platform=job.platform,
+                account_id=job.account_id,
+                idempotency_key=job.idempotency_key,
+                lease_seconds=self.settings.lease_seconds,
+            )
+            if target is None:
+                return await self._unclaimed(session, job)
+            post = await session.get(ScheduledPost, target.scheduled_post_id)
+            account = await session.get(SocialAccount, target.account_id)
+            assert post is not None and account is not None
+            media = []
+            if post.media_asset_ids:
+                by_id = {
+                    m.id: m
+                    for m in await session.scalars(
+                        select(MediaAsset).where(MediaAsset.id.in_(post.media_asset_ids))
+                    )
+                }
+                media = [by_id[i] for i in post.media_asset_ids if i in by_id]
+            await queries.roll_up_post_status(session, post.id)
+            await session.execute(
+                update(ScheduledPost)
+                .where(ScheduledPost.id == post.id)
+                .values(attempts=ScheduledPost.attempts + 1, last_attempt_at=func.now())
+            )
+            return target, post, account, media
+
+    async def _unclaimed(self, session: AsyncSession, job: PublishJob) -> PublishOutcome:
+        """Why the claim failed, as an outcome; nothing is changed."""
+        target = await queries.find_target(
+            session,
+            post_id=job.scheduled_post_id,
+            platform=job.platform,
+            account_id=job.account_id,
+            idempotency_key=job.idempotency_key,
+        )
+        if target is None:
+            return PublishOutcome(kind="not_found")
+        kind: OutcomeKind = {
+            "success": "already_published",
+            "cancelled": "cancelled",
+            "failed": "settled",
+        }.get(target.status, "busy")  # type: ignore[assignment]
+        outcome = _outcome_of(target, kind)
+        if kind == "busy" and target.status == "processing":
+            outcome = PublishOutcome(
+                kind="busy",
+                target_id=target.id,
+                status=target.status,
+                retry_at=target.lease_expires_at,
+                attempts=target.attempts,
+            )
+        return outcome
+
+    async def _run_adapter(
+        self,
+        *,
+        target: PublishLog,
+        attempt: int,
+        account: SocialAccount,
+        content: PostContent,
+        state: PlatformState,
+    ) -> PublishResult:
+        adapter = self.adapters(target.platform)
+        context = await self._fresh_context(adapter, account)
+        for refreshed in (False, True):
+            try:
+                if target.publish_started_at is not None:
+                    found = await adapter.reconcile(account=context, content=content, state=state)
+                    if found is not None:
+                        log.info("reconciled an earlier attempt", extra=_log_extra(target))
+                        return found
+                await self._mark_started(target, attempt)
+                return await adapter.publish(account=context, content=content, state=state)
+            except TokenExpiredError:
+                if refreshed:
+                    raise
+                context = await self._refresh(adapter, account, used=context)
+        raise AssertionError("unreachable")
+
+    async def _mark_started(self, target: PublishLog, attempt: int) -> None:
+        """Persist the 'attempting' marker before the non-idempotent call."""
+        stamp = _now()
+        async with self.sessions() as session, session.begin():
+            if not await queries.update_claimed_target(
+                session, target_id=target.id, attempt=attempt, values={"publish_started_at": stamp}
+            ):
+                raise TransientError("lost the claim before publishing", code="claim_lost")
+        target.publish_started_at = stamp
+
+    async def _save_state(self, target_id: uuid.UUID, attempt: int, values: dict) -> None:
+        async with self.sessions() as session, session.begin():
+            if not await queries.update_claimed_target(
+                session, target_id=target_id, attempt=attempt, values={"platform_state": values}
+            ):
+                raise TransientError("lost the claim while saving state", code="claim_lost")
+
+    # ----------------------------------------------------------------------- tokens
+    def _context(self, account: SocialAccount) -> AccountContext:
+        return AccountContext(
+            account_id=str(account.id),
+            external_id=account.external_id,
+            handle=account.handle,
+            access_token=account.access_token,
+            refresh_token=account.refresh_token,
+            base_url=account.base_url,
+            max_characters=account.max_characters,
+        )
+
+    async def _fresh_context(
+        self, adapter: PlatformAdapter, account: SocialAccount
+    ) -> AccountContext:
+        """Refresh just in time when the stored token is about to expire."""
+        context = self._context(account)
+        margin = timedelta(seconds=self.settings.refresh_margin_seconds)
+        if account.token_expires_at is not None and account.token_expires_at <= _now() + margin:
+            context = await self._refresh(adapter, account, used=context)
+        return context
+
+    async def _refresh(
+        self, adapter: PlatformAdapter, account: SocialAccount, *, used: AccountContext
+    ) -> AccountContext:
+        """Refresh under the account's row lock; reuse a token another attempt just refreshed.
+
+        A rotating refresh token is saved in the same transaction that holds the lock, and an
+        empty refresh token never overwrites the stored one. A refusal marks the account
+        `needs_reconnect` (committed even though the publish then fails).
+        """
+        async with self.sessions() as session, session.begin():
+            locked = await queries.lock_account(session, account.id)
+            if locked is None:
+                raise PermanentError("account no longer exists", code="account_missing")
+            if locked.access_token != used.access_token:
+                return self._context(locked)
+            try:
+                tokens = await adapter.refresh_token(account=self._context(locked))
+            except NeedsReconnectError as error:
+                await queries.mark_account_needs_reconnect(
+                    session, account_id=locked.id, reason=error.message
+                )
+                raise
+            locked.access_token = tokens.access_token
+            if tokens.refresh_token:
+                locked.refresh_token = tokens.refresh_token
+            locked.token_expires_at = tokens.expires_at
+            await session.flush()
+            return self._context(locked)
+
+    # ----------------------------------------------------------------------- outcomes
+    async def _settle_success(
+        self, *, target: PublishLog, attempt: int, result: PublishResult
+    ) -> PublishOutcome:
+        values = {
+            "status": "success",
+            "remote_id": result.remote_id,
+            "remote_url": result.remote_url,
+            "raw_response": _raw(result.raw),
+            "error_code": None,
+            "error_message": None,
+            "lease_expires_at": None,
+            "next_retry_at": None,
+            "published_at": _now(),
+        }
+        return await self._record(target=target, attempt=attempt, values=values, kind="published")
+
+    async def _settle_error(
+        self, *, target: PublishLog, attempt: int, job: PublishJob, error: PlatformError
+    ) -> PublishOutcome:
+        retryable = isinstance(error, TransientError | UnknownOutcomeError)
+        values: dict[str, Any] = {
+            "error_code": error.code or type(error).__name__,
+            "error_message": error.message,
+            "raw_response": _raw(error.raw),
+            "lease_expires_at": None,
+        }
+        if isinstance(error, NeedsReconnectError):
+            async with self.sessions() as session, session.begin():
+                await queries.mark_account_needs_reconnect(
+                    session, account_id=target.account_id, reason=error.message
+                )
+            values["error_code"] = "needs_reconnect"
+        if retryable and not job.final_attempt:
+            retry_at = error.retry_at if isinstance(error, TransientError) else None
+            values |= {"status": "retry", "next_retry_at": retry_at}
+            if retry_at is not None:
+                # The webhook re-enqueues at the reset under a fresh task name.
+                values["dispatch_generation"] = target.dispatch_generation + 1
+                values["cloud_task_name"] = None
+            return await self._record(target=target, attempt=attempt, values=values, kind="retry")
+        if retryable:
+            values["error_message"] = f"gave up after {attempt} attempts: {error.message}"
+        values |= {"status": "failed", "next_retry_at": None}
+        return await self._record(target=target, attempt=attempt, values=values, kind="failed")
+
+    async def _record(
+        self, *, target: PublishLog, attempt: int, values: dict[str, Any], kind: OutcomeKind
+    ) -> PublishOutcome:
+        async with self.sessions() as session, session.begin():
+            owned = await queries.update_claimed_target(
+                session, target_id=target.id, attempt=attempt, values=values
+            )
+            if owned:
+                await queries.roll_up_post_status(session, target.scheduled_post_id)
+            current = await session.get(PublishLog, target.id, populate_existing=True)
+        assert current is not None
+        if not owned:
+            log.warning(
+                "claim lost before recording; another attempt owns the target",
+                extra=_log_extra(target),
+            )
+            return _outcome_of(current, "busy")
+        log.info("publish attempt settled as %s", current.status, extra=_log_extra(target))
+        return _outcome_of(current, kind)
+
+
+def _log_extra(target: PublishLog) -> dict[str, str]:
+    return {
+        "post_id": str(target.scheduled_post_id),
+        "platform": target.platform,
+        "target_id": str(target.id),
+    }

@@ -1,0 +1,86 @@
+"""Content limits per platform, table-driven."""
+
+from __future__ import annotations
+
+import pytest
+
+from tasks.platforms.limits import (
+    escape_little_text,
+    graphemes,
+    mastodon_length,
+    validate_content,
+    x_weighted_length,
+)
+from tasks.platforms.registry import PLATFORMS
+
+FAMILY = "\U0001f468\u200d\U0001f469\u200d\U0001f467"  # one grapheme, five code points
+
+
+@pytest.mark.parametrize(
+    ("text", "weight"),
+    [
+        ("hello", 5),
+        ("日本語", 6),
+        ("é", 1),
+        ("e\u0301", 1),  # NFC turns it into é
+        (FAMILY, 2),
+        ("\u2014", 1),  # em dash sits in 8208-8223
+        ("see https://example.com/a/very/long/path/indeed", 4 + 23),
+    ],
+)
+def test_x_weighted_length(text: str, weight: int) -> None:
+    assert x_weighted_length(text) == weight
+
+
+@pytest.mark.parametrize(
+    ("platform", "text", "media_count", "max_characters", "ok"),
+    [
+        ("x", "a" * 280, 0, None, True),
+        ("x", "a" * 281, 0, None, False),
+        ("x", "日" * 140, 0, None, True),
+        ("x", "日" * 141, 0, None, False),
+        ("x", "a" * 281, 0, 4000, True),
+        ("x", "pics", 5, None, False),
+        ("bluesky", FAMILY * 300, 0, None, False),  # 300 graphemes but 5,400 bytes
+        ("bluesky", "é" * 300, 0, None, True),
+        ("bluesky", "é" * 301, 0, None, False),
+        ("bluesky", "a" * 290 + "é" * 10, 0, None, True),
+        ("threads", "a" * 500, 0, None, True),
+        ("threads", "a" * 501, 0, None, False),
+        ("threads", "a" * 497 + "\U0001f600", 0, None, False),  # emoji counts 4 bytes
+        ("mastodon", "a" * 500, 0, None, True),
+        ("mastodon", "a" * 501, 0, None, False),
+        ("mastodon", "a" * 501, 0, 1000, True),
+        ("mastodon", "x " + "https://example.com/" + "p" * 600, 0, None, True),
+        ("linkedin", "a" * 3000, 0, None, True),
+        ("linkedin", "a" * 2999 + "#", 0, None, False),  # escaped it is 3001
+        ("instagram", "caption", 0, None, False),  # an image is required
+        ("instagram", "caption", 1, None, True),
+        ("instagram", "a" * 2201, 1, None, False),
+        ("instagram", " ".join(f"#t{i}" for i in range(31)), 1, None, False),
+        ("facebook", "a" * 63206, 0, None, True),
+        ("facebook", "a" * 63207, 0, None, False),
+        ("facebook", "", 0, None, False),
+        ("x", "", 1, None, True),
+    ],
+)
+def test_validate_content(
+    platform: str, text: str, media_count: int, max_characters: int | None, ok: bool
+) -> None:
+    problems = validate_content(
+        platform, text, media_count=media_count, max_characters=max_characters
+    )
+    assert (problems == []) is ok, problems
+
+
+def test_every_platform_has_a_validator() -> None:
+    for platform in PLATFORMS:
+        assert validate_content(platform, "hi", media_count=1) == []
+    with pytest.raises(ValueError):
+        validate_content("myspace", "hi", media_count=0)
+
+
+def test_helpers() -> None:
+    assert graphemes(FAMILY + "a") == 2
+    assert mastodon_length("@alice@example.social hi") == len("@alice hi")
+    assert escape_little_text("a(b)\\") == "a\\(b\\)\\\\"
