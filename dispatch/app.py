@@ -5,15 +5,21 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import httpx
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from dispatch import api
+from dispatch import api, webhooks
+from dispatch.caller_auth import CertificateCache, check_webhook_settings
 from dispatch.errors import install_error_handlers
 from dispatch.limits import BodySizeLimit
 from dispatch.queue import TaskQueue
 from dispatch.scheduling import Scheduler
 from dispatch.settings import ApiSettings
+from tasks.platforms.base import PlatformAdapter
+from tasks.platforms.registry import build_adapter
+from tasks.platforms.settings import PlatformSettings
+from tasks.publishing import Publisher
 
 
 def default_task_queue() -> TaskQueue:
@@ -28,12 +34,31 @@ def create_app(
     settings: ApiSettings | None = None,
     queue: TaskQueue | None = None,
     sessions: async_sessionmaker[AsyncSession] | None = None,
+    platform_settings: PlatformSettings | None = None,
 ) -> FastAPI:
     settings = settings or ApiSettings()
 
+    check_webhook_settings(settings)
+    platform_settings = platform_settings or PlatformSettings()
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        yield
+        async with httpx.AsyncClient(
+            timeout=platform_settings.platform_http_timeout_seconds,
+            limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
+            follow_redirects=False,
+        ) as http:
+            adapters: dict[str, PlatformAdapter] = {}
+
+            def adapter_for(platform: str) -> PlatformAdapter:
+                if platform not in adapters:
+                    adapters[platform] = build_adapter(
+                        platform, http=http, settings=platform_settings
+                    )
+                return adapters[platform]
+
+            app.state.publisher = Publisher(sessions=app.state.sessions, adapters=adapter_for)
+            yield
         close = getattr(app.state.queue, "close", None)
         if close is not None:
             await close()
@@ -52,7 +77,9 @@ def create_app(
     app.state.sessions = sessions
     app.state.queue = queue if queue is not None else default_task_queue()
     app.state.scheduler = Scheduler(sessions=sessions, queue=app.state.queue, settings=settings)
+    app.state.oidc_certs = CertificateCache(settings.oidc_certs_url)
     install_error_handlers(app)
     app.include_router(api.router)
+    app.include_router(webhooks.router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     return app

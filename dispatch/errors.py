@@ -7,6 +7,8 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as SATimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 
@@ -59,6 +61,25 @@ def install_error_handlers(app: FastAPI) -> None:
                 problems=problems,
             ),
             status_code=422,
+        )
+
+    @app.exception_handler(DBAPIError)
+    async def _database(request: Request, exc: DBAPIError) -> JSONResponse:
+        """A database we cannot reach is a reason to retry, not a server error."""
+        if isinstance(exc, OperationalError | InterfaceError) or exc.connection_invalidated:
+            return JSONResponse(
+                error_body("database_unavailable", "database unavailable; retry later"),
+                status_code=503,
+                headers={"Retry-After": "5"},
+            )
+        raise exc
+
+    @app.exception_handler(SATimeoutError)
+    async def _pool_timeout(request: Request, exc: SATimeoutError) -> JSONResponse:
+        return JSONResponse(
+            error_body("database_busy", "database busy; retry later"),
+            status_code=503,
+            headers={"Retry-After": "2"},
         )
 
     @app.exception_handler(StarletteHTTPException)

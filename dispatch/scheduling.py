@@ -319,6 +319,20 @@ class Scheduler:
                 await queries.record_task_names(session, post_id=post_id, names=names)
         return len(names)
 
+    async def enqueue_target(self, target_id: uuid.UUID, *, run_at: datetime | None) -> str:
+        """Enqueue one target under its current dispatch generation (raises if the queue fails)."""
+        async with self.sessions() as session:
+            target = await session.get(PublishLog, target_id)
+        if target is None:
+            raise LookupError(f"no target {target_id}")
+        spec = publish_task_spec(target=target, run_at=run_at, settings=self.settings)
+        name = await self.queue.enqueue(spec)
+        async with self.sessions() as session, session.begin():
+            await queries.record_task_names(
+                session, post_id=target.scheduled_post_id, names={target.id: name}
+            )
+        return name
+
     async def cancel(self, *, company_id: uuid.UUID, post_id: uuid.UUID) -> PostView:
         """Cancel every open target; 409 once any target is published or publishing."""
         async with self.sessions() as session, session.begin():

@@ -18,6 +18,19 @@ class ApiSettings(BaseSettings):
     #: How webhook callers prove themselves: the secret header, a Cloud Tasks OIDC token, or both
     #: accepted.
     webhook_auth: Literal["secret", "oidc", "both"] = Field(default="secret", alias="WEBHOOK_AUTH")
+    #: OIDC checks when `WEBHOOK_AUTH` is `oidc` or `both`: the service account Cloud Tasks signs
+    #: as, the audience it was given (default: the called URL), where its signing certificates
+    #: live (Google's, or the emulator's `/certs`) and the issuers to accept.
+    oidc_service_account: str | None = Field(default=None, alias="TASKS_OIDC_SERVICE_ACCOUNT")
+    oidc_audience: str | None = Field(default=None, alias="TASKS_OIDC_AUDIENCE")
+    oidc_certs_url: str = Field(
+        default="https://www.googleapis.com/oauth2/v1/certs", alias="OIDC_CERTS_URL"
+    )
+    oidc_issuers: list[str] = Field(
+        default=["https://accounts.google.com", "accounts.google.com"], alias="OIDC_ISSUERS"
+    )
+    #: The publish queue's max_attempts: the attempt numbered this (1-based) is the last one.
+    publish_max_attempts: int = Field(default=4, ge=1, alias="PUBLISH_MAX_ATTEMPTS")
     #: Requests larger than this are refused with 413 before they are parsed.
     max_body_bytes: int = Field(default=1_048_576, alias="MAX_REQUEST_BODY_BYTES")
     #: Cloud Tasks refuses schedule times more than 30 days ahead; posts further out wait for the

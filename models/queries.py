@@ -213,3 +213,106 @@ async def targets_of_posts(
     for row in rows:
         grouped[row.scheduled_post_id].append(row)
     return grouped
+
+
+# --------------------------------------------------------------------------- publishing
+async def claim_target(
+    session: AsyncSession,
+    *,
+    post_id: uuid.UUID,
+    platform: str,
+    account_id: uuid.UUID,
+    idempotency_key: str,
+    lease_seconds: float,
+) -> PublishLog | None:
+    """Claim one target for one attempt, or None when another attempt holds it or it settled.
+
+    The single conditional UPDATE is the whole race: a pending target, a `retry` target whose
+    wait is over, or a `processing` target whose lease ran out (its worker died) can be claimed;
+    `attempts` is bumped and doubles as the fencing token of this claim.
+    """
+    now = func.now()
+    return await session.scalar(
+        update(PublishLog)
+        .where(
+            PublishLog.scheduled_post_id == post_id,
+            PublishLog.platform == platform,
+            PublishLog.account_id == account_id,
+            PublishLog.idempotency_key == idempotency_key,
+            or_(
+                PublishLog.status == "pending",
+                and_(
+                    PublishLog.status == "retry",
+                    or_(PublishLog.next_retry_at.is_(None), PublishLog.next_retry_at <= now),
+                ),
+                and_(PublishLog.status == "processing", PublishLog.lease_expires_at < now),
+            ),
+        )
+        .values(
+            status="processing",
+            attempts=PublishLog.attempts + 1,
+            lease_expires_at=now + func.make_interval(0, 0, 0, 0, 0, 0, lease_seconds),
+            last_retry_at=now,
+            next_retry_at=None,
+        )
+        .returning(PublishLog)
+        .execution_options(populate_existing=True)
+    )
+
+
+async def find_target(
+    session: AsyncSession,
+    *,
+    post_id: uuid.UUID,
+    platform: str,
+    account_id: uuid.UUID,
+    idempotency_key: str,
+) -> PublishLog | None:
+    return await session.scalar(
+        select(PublishLog).where(
+            PublishLog.scheduled_post_id == post_id,
+            PublishLog.platform == platform,
+            PublishLog.account_id == account_id,
+            PublishLog.idempotency_key == idempotency_key,
+        )
+    )
+
+
+async def update_claimed_target(
+    session: AsyncSession, *, target_id: uuid.UUID, attempt: int, values: dict[str, Any]
+) -> bool:
+    """Change a target only while this attempt still holds its claim (status and fencing token).
+
+    False means the lease ran out and another attempt took over: this one must not write.
+    """
+    updated = await session.scalar(
+        update(PublishLog)
+        .where(
+            PublishLog.id == target_id,
+            PublishLog.status == "processing",
+            PublishLog.attempts == attempt,
+        )
+        .values(**values)
+        .returning(PublishLog.id)
+    )
+    return updated is not None
+
+
+async def lock_account(session: AsyncSession, account_id: uuid.UUID) -> SocialAccount | None:
+    """Row lock on the account: token refreshes serialise on it (rotating refresh tokens)."""
+    return await session.scalar(
+        select(SocialAccount)
+        .where(SocialAccount.id == account_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+
+
+async def mark_account_needs_reconnect(
+    session: AsyncSession, *, account_id: uuid.UUID, reason: str
+) -> None:
+    await session.execute(
+        update(SocialAccount)
+        .where(SocialAccount.id == account_id)
+        .values(status="needs_reconnect", status_reason=reason)
+    )

@@ -22,6 +22,8 @@ from sqlalchemy.engine import URL, Engine
 
 from models.database import normalize_url, reset_engines
 
+pytest_plugins = ["tests.sandbox_fixture"]
+
 REPORT_FILE = Path(".data/test-report.json")
 _postgres_passed = 0
 

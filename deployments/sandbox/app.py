@@ -83,6 +83,13 @@ def _control_router() -> APIRouter:
             )
             return {"pending": state.faults.pending(body.platform)}
 
+    @router.delete("/faults")
+    async def clear_faults(state: SandboxState = Depends(get_sandbox)) -> dict[str, str]:
+        """Drop every planned fault, keeping accounts and posts (tests sharing a sandbox)."""
+        async with state.lock:
+            state.faults.clear()
+        return {"status": "cleared"}
+
     @router.get("/posts")
     async def list_posts(
         platform: str | None = None, state: SandboxState = Depends(get_sandbox)

@@ -1,0 +1,96 @@
+"""The sandbox platforms as a real server (uvicorn in a thread), for every test that needs the
+outside world: adapter tests, publishing tests, end-to-end tests."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from deployments.sandbox.app import create_sandbox_app
+from tests.servers import serve_in_thread
+
+
+class SandboxHandle:
+    """Talks to the running sandbox's control API over HTTP."""
+
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url
+        self._control = httpx.Client(base_url=base_url, timeout=10)
+
+    def url(self, platform: str) -> str:
+        """The platform's base URL, e.g. `http://127.0.0.1:PORT/linkedin`."""
+        return f"{self.base_url}/{platform}"
+
+    def media_url(self, name: str = "pixel.jpg") -> str:
+        return f"{self.base_url}/_sandbox/media/{name}"
+
+    def reset(self) -> None:
+        self._control.post("/_sandbox/reset").raise_for_status()
+
+    def inject(
+        self,
+        platform: str,
+        kind: str,
+        *,
+        count: int = 1,
+        operation: str | None = None,
+        retry_after_seconds: int | None = None,
+        delay_seconds: float | None = None,
+    ) -> None:
+        body: dict[str, Any] = {"platform": platform, "kind": kind, "count": count}
+        if operation is not None:
+            body["operation"] = operation
+        if retry_after_seconds is not None:
+            body["retryAfterSeconds"] = retry_after_seconds
+        if delay_seconds is not None:
+            body["delaySeconds"] = delay_seconds
+        self._control.post("/_sandbox/faults", json=body).raise_for_status()
+
+    def clear_faults(self) -> None:
+        self._control.delete("/_sandbox/faults").raise_for_status()
+
+    def posts(self, platform: str) -> list[dict[str, Any]]:
+        answer = self._control.get("/_sandbox/posts", params={"platform": platform})
+        answer.raise_for_status()
+        return answer.json()["posts"]
+
+    def add_account(
+        self,
+        platform: str,
+        *,
+        external_id: str,
+        handle: str,
+        access_token: str,
+        refresh_token: str | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        body: dict[str, Any] = {
+            "platform": platform,
+            "externalId": external_id,
+            "handle": handle,
+            "accessToken": access_token,
+        }
+        if refresh_token is not None:
+            body["refreshToken"] = refresh_token
+        if extra:
+            body["extra"] = extra
+        self._control.post("/_sandbox/accounts", json=body).raise_for_status()
+
+    def advance_clock(self, seconds: float) -> None:
+        self._control.post("/_sandbox/clock", json={"advanceSeconds": seconds}).raise_for_status()
+
+    def close(self) -> None:
+        self._control.close()
+
+
+@pytest.fixture(scope="session")
+def sandbox() -> Iterator[SandboxHandle]:
+    with serve_in_thread(create_sandbox_app()) as base_url:
+        handle = SandboxHandle(base_url)
+        try:
+            yield handle
+        finally:
+            handle.close()
