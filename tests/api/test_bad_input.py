@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import uuid
+
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
@@ -19,8 +20,8 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from dispatch.app import create_app
 from dispatch.queue import InMemoryTaskQueue
-
-from tests.api.conftest import Api, CompanyFixture, make_company
+from dispatch.settings import ApiSettings
+from tests.api.conftest import WEBHOOK_SECRET, Api, CompanyFixture, make_company
 
 FINGERPRINT_SQL = text(
     """
@@ -51,7 +52,11 @@ def fuzz_company(database_url: object) -> CompanyFixture:
 def _operations() -> tuple[dict[str, schemathesis.APIOperation], list[tuple[str, GenerationMode]]]:
     """Every operation of the app's own OpenAPI document (built without a database), and the
     generation modes that apply to it (an operation without inputs has no invalid input)."""
-    spec = create_app(queue=InMemoryTaskQueue(), sessions=async_sessionmaker()).openapi()
+    spec = create_app(
+        settings=ApiSettings(WEBHOOK_SECRET=WEBHOOK_SECRET),
+        queue=InMemoryTaskQueue(),
+        sessions=async_sessionmaker(),
+    ).openapi()
     schema = schemathesis.openapi.from_dict(spec)
     operations = {op.label: op for op in (r.ok() for r in schema.get_all_operations())}
     runs = []

@@ -9,7 +9,7 @@ import sys
 import uuid
 
 from sqlalchemy import select
-from sqlalchemy.engine import Engine, URL
+from sqlalchemy.engine import URL, Engine
 from sqlalchemy.orm import Session
 
 from dispatch.auth import hash_api_key
