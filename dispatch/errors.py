@@ -65,7 +65,14 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(DBAPIError)
     async def _database(request: Request, exc: DBAPIError) -> JSONResponse:
-        """A database we cannot reach is a reason to retry, not a server error."""
+        """A database we cannot reach, or a transaction that lost a race, is a reason to retry,
+        not a server error."""
+        if getattr(exc.orig, "sqlstate", None) in ("40001", "40P01"):
+            return JSONResponse(
+                error_body("conflict_retry", "concurrent update; retry"),
+                status_code=503,
+                headers={"Retry-After": "1"},
+            )
         if isinstance(exc, OperationalError | InterfaceError) or exc.connection_invalidated:
             return JSONResponse(
                 error_body("database_unavailable", "database unavailable; retry later"),

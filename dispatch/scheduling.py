@@ -449,12 +449,17 @@ class Scheduler:
     async def _lock_post_targets(
         self, session: AsyncSession, *, company_id: uuid.UUID, post_id: uuid.UUID
     ) -> list[PublishLog]:
-        post = await session.scalar(
-            select(ScheduledPost.id)
-            .where(ScheduledPost.id == post_id, ScheduledPost.company_id == company_id)
-            .with_for_update()
+        """Lock the post's targets (404 for another company's post).
+
+        Locks go target rows first, post row second (via the roll-up) — the same order as the
+        publishing task's claim — so a cancel racing a dispatch can wait, never deadlock.
+        """
+        owned = await session.scalar(
+            select(ScheduledPost.id).where(
+                ScheduledPost.id == post_id, ScheduledPost.company_id == company_id
+            )
         )
-        if post is None:
+        if owned is None:
             raise ApiError(404, "not_found", "scheduled post not found")
         return await queries.post_targets(session, post_id, for_update=True)
 

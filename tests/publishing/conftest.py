@@ -62,8 +62,9 @@ class Stack:
         }
         http = client or httpx.Client(timeout=60)
         try:
-            return http.post(self.base_url + "/api/jobs/publish-post", json=task.body,
-                             headers=headers)
+            return http.post(
+                self.base_url + "/api/jobs/publish-post", json=task.body, headers=headers
+            )
         finally:
             if client is None:
                 http.close()
@@ -107,8 +108,13 @@ def make_tenant(stack: Stack, *, name: str = "Pub Co") -> Tenant:
             }.get(platform, f"{abs(hash((suffix, platform))) % 10**12}")
             handle = f"{platform}-{suffix}"
             access, refresh = f"at-{platform}-{suffix}", f"rt-{platform}-{suffix}"
-            stack.sandbox.add_account(platform, external_id=external, handle=handle,
-                                      access_token=access, refresh_token=refresh)
+            stack.sandbox.add_account(
+                platform,
+                external_id=external,
+                handle=handle,
+                access_token=access,
+                refresh_token=refresh,
+            )
             account = add_account(
                 session,
                 company_id=company.id,
@@ -118,7 +124,8 @@ def make_tenant(stack: Stack, *, name: str = "Pub Co") -> Tenant:
                 refresh_token=refresh,
                 external_id=external,
                 base_url=stack.sandbox.url(platform)
-                if platform in ("mastodon", "bluesky") else None,
+                if platform in ("mastodon", "bluesky")
+                else None,
             )
             tenant.accounts[platform] = account.id
     with stack.api(tenant.api_key) as http:
@@ -135,7 +142,10 @@ def tenant(stack: Stack) -> Tenant:
 
 
 def schedule(
-    stack: Stack, tenant: Tenant, *platforms: str, content: str | None = None,
+    stack: Stack,
+    tenant: Tenant,
+    *platforms: str,
+    content: str | None = None,
     **extra: Any,
 ) -> dict[str, Any]:
     body = {

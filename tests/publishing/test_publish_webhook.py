@@ -59,8 +59,10 @@ def test_fifty_concurrent_deliveries_publish_exactly_once(
 ) -> None:
     post = schedule(stack, tenant, "mastodon")
     task = stack.task_for(post["scheduledPostId"], "mastodon")
-    with httpx.Client(timeout=60, limits=httpx.Limits(max_connections=50)) as client, \
-            concurrent.futures.ThreadPoolExecutor(max_workers=50) as pool:
+    with (
+        httpx.Client(timeout=60, limits=httpx.Limits(max_connections=50)) as client,
+        concurrent.futures.ThreadPoolExecutor(max_workers=50) as pool,
+    ):
         answers = list(pool.map(lambda _: stack.deliver(task, client=client), range(50)))
     codes = [a.status_code for a in answers]
     assert set(codes) <= {200, 503}
@@ -74,10 +76,15 @@ def test_wrong_or_missing_secret_is_401_and_changes_nothing(
 ) -> None:
     post = schedule(stack, tenant, "x")
     task = stack.task_for(post["scheduledPostId"], "x")
-    for headers in ({}, {"X-Webhook-Secret": "nope"}, {"X-Webhook-Secret": SECRET[:-1]},
-                    {"X-Webhook-Secret": SECRET + "x"}):
-        answer = httpx.post(stack.base_url + "/api/jobs/publish-post", json=task.body,
-                            headers=headers)
+    for headers in (
+        {},
+        {"X-Webhook-Secret": "nope"},
+        {"X-Webhook-Secret": SECRET[:-1]},
+        {"X-Webhook-Secret": SECRET + "x"},
+    ):
+        answer = httpx.post(
+            stack.base_url + "/api/jobs/publish-post", json=task.body, headers=headers
+        )
         assert answer.status_code == 401
         assert answer.json()["error"]["code"] == "unauthenticated"
     assert target(db, post["scheduledPostId"], "x").status == "pending"
@@ -88,15 +95,24 @@ def test_alias_path_and_malformed_body(stack: Stack, tenant: Tenant) -> None:
     post = schedule(stack, tenant, "linkedin")
     task = stack.task_for(post["scheduledPostId"], "linkedin")
     headers = {"X-Webhook-Secret": SECRET}
-    bad = httpx.post(stack.base_url + "/api/jobs/publish-post", content=b"{not json",
-                     headers={**headers, "Content-Type": "application/json"})
+    bad = httpx.post(
+        stack.base_url + "/api/jobs/publish-post",
+        content=b"{not json",
+        headers={**headers, "Content-Type": "application/json"},
+    )
     assert bad.status_code == 422 and bad.json()["error"]["code"] == "validation_error"
-    unknown = httpx.post(stack.base_url + "/api/jobs/publish-post",
-                         json={**task.body, "idempotencyKey": "nope"}, headers=headers)
+    unknown = httpx.post(
+        stack.base_url + "/api/jobs/publish-post",
+        json={**task.body, "idempotencyKey": "nope"},
+        headers=headers,
+    )
     assert unknown.status_code == 404
-    ok = httpx.post(stack.base_url + "/api/webhooks/publish-post",
-                    json={**task.body, "content": "ignored", "mediaAssetIds": []},
-                    headers=headers, timeout=30)
+    ok = httpx.post(
+        stack.base_url + "/api/webhooks/publish-post",
+        json={**task.body, "content": "ignored", "mediaAssetIds": []},
+        headers=headers,
+        timeout=30,
+    )
     assert ok.status_code == 200 and ok.json()["status"] == "success"
     assert len(posts_with(stack, "linkedin", post["content"])) == 1
 
@@ -119,8 +135,7 @@ def test_rate_limit_defers_to_the_reset_without_calling_early(
     assert early.status_code == 503 and int(early.headers["Retry-After"]) > 500
     assert posts_with(stack, "x", post["content"]) == []
     with Session(db) as s, s.begin():  # the reset passes
-        s.execute(update(PublishLog).where(PublishLog.id == stored.id)
-                  .values(next_retry_at=None))
+        s.execute(update(PublishLog).where(PublishLog.id == stored.id).values(next_retry_at=None))
     later = stack.deliver(requeued, retry_count=0)
     assert later.status_code == 200 and later.json()["status"] == "success"
     assert len(posts_with(stack, "x", post["content"])) == 1
@@ -162,9 +177,7 @@ def test_permanent_error_fails_without_retry_and_final_attempt_fails(
     assert post["scheduledPostId"] in [p["scheduledPostId"] for p in failed_view["items"]]
 
 
-def test_retry_endpoint_republishes_only_the_failed_platform(
-    stack: Stack, db: Engine
-) -> None:
+def test_retry_endpoint_republishes_only_the_failed_platform(stack: Stack, db: Engine) -> None:
     tenant = make_tenant(stack, name="Retry Co")
     post = schedule(stack, tenant, "linkedin", "threads", "mastodon")
     stack.sandbox.inject("threads", "server_error", count=20)
@@ -179,7 +192,9 @@ def test_retry_endpoint_republishes_only_the_failed_platform(
         retried = http.post(f"/api/social-posts/{post['scheduledPostId']}/retry")
     assert retried.status_code == 200
     assert {p["platform"]: p["status"] for p in retried.json()["platforms"]} == {
-        "linkedin": "success", "threads": "pending", "mastodon": "success",
+        "linkedin": "success",
+        "threads": "pending",
+        "mastodon": "success",
     }
     fresh = stack.task_for(post["scheduledPostId"], "threads")
     assert fresh.task_id.endswith("-g1")

@@ -1,0 +1,146 @@
+"""Exactly once under the failures that double-post in other schedulers:
+a worker that dies after the platform accepted, and a cancel racing the dispatch."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import select, update
+from sqlalchemy.engine import URL, Engine
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.orm import Session
+
+from models.tables import PublishLog
+from tasks.platforms.base import PlatformAdapter
+from tasks.platforms.registry import PLATFORMS, build_adapter
+from tasks.platforms.settings import PlatformSettings
+from tasks.publishing import Publisher, PublishJob
+from tests.publishing.conftest import Stack, Tenant, schedule
+
+
+class WorkerDied(BaseException):
+    """Stands for SIGKILL: nothing after the platform call runs, no handler sees it."""
+
+
+class DiesAfterPublish:
+    """The real adapter; the process 'dies' right after the platform accepted the post."""
+
+    def __init__(self, inner: PlatformAdapter) -> None:
+        self.inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def publish(self, **kwargs: Any) -> Any:
+        await self.inner.publish(**kwargs)
+        raise WorkerDied
+
+
+@pytest.fixture
+async def sessions(database_url: URL) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    engine = create_async_engine(database_url)
+    yield async_sessionmaker(engine, expire_on_commit=False)
+    await engine.dispose()
+
+
+def posts_with(stack: Stack, platform: str, text: str) -> list[dict]:
+    return [p for p in stack.sandbox.posts(platform) if text in (p.get("text") or "")]
+
+
+@pytest.mark.parametrize("platform", PLATFORMS)
+async def test_worker_dies_after_accept_then_redelivery_reconciles(
+    stack: Stack,
+    tenant: Tenant,
+    db: Engine,
+    sessions: async_sessionmaker[AsyncSession],
+    platform: str,
+) -> None:
+    post = schedule(stack, tenant, platform)
+    task = stack.task_for(post["scheduledPostId"], platform)
+    settings = PlatformSettings(**{f"{p}_api_base_url": stack.sandbox.url(p) for p in PLATFORMS})
+    async with httpx.AsyncClient(timeout=5) as http:
+        publisher = Publisher(
+            sessions=sessions,
+            adapters=lambda name: DiesAfterPublish(
+                build_adapter(name, http=http, settings=settings)
+            ),
+        )
+        with pytest.raises(WorkerDied):
+            await publisher.publish(
+                PublishJob(
+                    scheduled_post_id=uuid.UUID(post["scheduledPostId"]),
+                    platform=platform,
+                    account_id=tenant.accounts[platform],
+                    idempotency_key=task.body["idempotencyKey"],
+                )
+            )
+    assert len(posts_with(stack, platform, post["content"])) == 1
+    with Session(db) as s, s.begin():
+        row = s.scalar(
+            select(PublishLog).where(
+                PublishLog.scheduled_post_id == uuid.UUID(post["scheduledPostId"])
+            )
+        )
+        assert row is not None
+        assert row.status == "processing" and row.publish_started_at is not None
+        row_id = row.id
+        # The dead worker's lease runs out (the real lease is 90 s).
+        s.execute(
+            update(PublishLog)
+            .where(PublishLog.id == row.id)
+            .values(lease_expires_at=row.lease_expires_at.replace(year=2000))
+        )
+    # Cloud Tasks saw no answer and redelivers the task.
+    answer = stack.deliver(task, retry_count=1)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["status"] == "success"
+    posts = posts_with(stack, platform, post["content"])
+    assert len(posts) == 1, posts
+    with Session(db) as s:
+        row = s.get(PublishLog, row_id)
+        assert row is not None and row.status == "success" and row.attempts == 2
+        assert row.remote_id and row.remote_url
+
+
+def test_cancel_racing_dispatch_is_one_or_the_other(
+    stack: Stack, tenant: Tenant, db: Engine
+) -> None:
+    outcomes = set()
+    with (
+        httpx.Client(
+            base_url=stack.base_url,
+            timeout=30,
+            headers={"Authorization": f"Bearer {tenant.api_key}"},
+        ) as api,
+        httpx.Client(timeout=30) as hook,
+        concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool,
+    ):
+        for _ in range(12):
+            post = schedule(stack, tenant, "mastodon")
+            task = stack.task_for(post["scheduledPostId"], "mastodon")
+            cancel = pool.submit(api.post, f"/api/social-posts/{post['scheduledPostId']}/cancel")
+            deliver = pool.submit(stack.deliver, task, client=hook)
+            cancel_answer, delivery = cancel.result(), deliver.result()
+            published = posts_with(stack, "mastodon", post["content"])
+            with Session(db) as s:
+                status = s.scalar(
+                    select(PublishLog.status).where(
+                        PublishLog.scheduled_post_id == uuid.UUID(post["scheduledPostId"])
+                    )
+                )
+            if cancel_answer.status_code == 409:
+                assert len(published) == 1 and status == "success"
+                assert delivery.json()["status"] == "success"
+                outcomes.add("published")
+            else:
+                assert cancel_answer.status_code == 200, cancel_answer.text
+                assert published == [] and status == "cancelled"
+                assert delivery.status_code == 200
+                assert delivery.json()["outcome"] == "cancelled"
+                outcomes.add("cancelled")
+    assert outcomes  # at least one race ran to a consistent end
