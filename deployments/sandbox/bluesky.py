@@ -81,6 +81,9 @@ async def _authenticate(
         return _answer(state, 429, body, fault=fault), None, None
     if fault.kind == "server_error":
         return _xrpc_error(state, 502, "UpstreamFailure", "Upstream Failure"), None, None
+    if fault.kind == "invalid_content":
+        message = "Invalid app.bsky.feed.post record: Record/text is not allowed"
+        return _xrpc_error(state, 400, "InvalidRequest", message), None, None
     if fault.kind == "timeout_before_accept":
         await fault_delay(fault)
         return _xrpc_error(state, 504, "UpstreamTimeout", "Upstream Timeout"), None, None

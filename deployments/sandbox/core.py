@@ -30,6 +30,7 @@ FAULT_KINDS: frozenset[str] = frozenset(
         "duplicate",
         "expired_token",
         "revoked_token",
+        "invalid_content",  # a permanent validation error, as for text the platform refuses
     }
 )
 #: How long a timeout fault holds the answer when the test names no delay: past any sane

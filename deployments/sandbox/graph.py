@@ -192,6 +192,8 @@ def fault_error(platform: str, fault: Fault, *, owner: str) -> GraphError:
         )
     if fault.kind == "duplicate":
         return GraphError("Duplicate status message", code=506)
+    if fault.kind == "invalid_content":
+        return GraphError("The caption you provided is not allowed.", code=100, subcode=2207010)
     if fault.kind == "expired_token":
         return GraphError(
             "Error validating access token: Session has expired on Friday, 27-Nov-26 "

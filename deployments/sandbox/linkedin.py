@@ -119,6 +119,9 @@ async def _gate(
         return _error(429, "TOO_MANY_REQUESTS", message, serviceErrorCode=101), None, None
     if fault.kind == "server_error":
         return _error(500, "INTERNAL_SERVER_ERROR", "Internal Server Error"), None, None
+    if fault.kind == "invalid_content":
+        message = "/commentary :: the commentary contains content that is not allowed"
+        return _error(400, "INVALID_CONTENT", message), None, None
     if fault.kind == "timeout_before_accept":
         await fault_delay(fault)
         return _error(504, "GATEWAY_TIMEOUT", "Gateway Timeout"), None, None

@@ -77,6 +77,8 @@ async def _authenticate(
         return _answer(state, 429, {"error": "Too many requests"}, fault=fault), None, None
     if fault.kind == "server_error":
         return _error(state, 503, "Service Unavailable"), None, None
+    if fault.kind == "invalid_content":
+        return _error(state, 422, "Validation failed: Text contains forbidden content"), None, None
     if fault.kind == "timeout_before_accept":
         await fault_delay(fault)
         return _error(state, 503, "Service Unavailable"), None, None

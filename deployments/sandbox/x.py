@@ -118,6 +118,11 @@ async def _common_fault(
         return _answer(
             state, 503, _problem(503, "Service Unavailable", "Service Unavailable")
         ), None
+    if fault.kind == "invalid_content":
+        body = _problem(
+            400, "Invalid Request", "One or more parameters to your request was invalid."
+        )
+        return _answer(state, 400, body), None
     if fault.kind == "timeout_before_accept":
         await fault_delay(fault)
         return _answer(

@@ -206,3 +206,19 @@ def test_retry_endpoint_republishes_only_the_failed_platform(stack: Stack, db: E
     with stack.api(tenant.api_key) as http:
         view = http.get(f"/api/social-posts/{post['scheduledPostId']}").json()
     assert view["status"] == "published" and view["summary"] == "3 of 3 platforms published"
+
+
+@pytest.mark.parametrize("platform", PLATFORMS)
+def test_content_the_platform_refuses_fails_for_good_with_its_message(
+    stack: Stack, tenant: Tenant, db: Engine, platform: str
+) -> None:
+    post = schedule(stack, tenant, platform)
+    operation = "container" if platform in ("instagram", "threads") else "publish"
+    stack.sandbox.inject(platform, "invalid_content", operation=operation, count=5)
+    answer = stack.deliver(stack.task_for(post["scheduledPostId"], platform))
+    assert answer.status_code == 200, answer.text  # 200: Cloud Tasks must not retry
+    assert answer.json()["status"] == "failed"
+    stored = target(db, post["scheduledPostId"], platform)
+    assert stored.status == "failed" and stored.attempts == 1
+    assert stored.error_message and stored.error_code
+    assert posts_with(stack, platform, post["content"]) == []
