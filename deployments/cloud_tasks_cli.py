@@ -1,0 +1,154 @@
+"""`tendsocial emulator | queues apply | tasks list/describe/delete/run` — Cloud Tasks commands.
+
+Thin shells over plain functions: the emulator's `run()`, `apply_queues()`, and the official
+client (aimed at `CLOUD_TASKS_EMULATOR_HOST` when set, else Google).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TypeVar
+
+import typer
+from google.api_core import exceptions as gexc
+from google.cloud import tasks_v2
+from rich.console import Console
+from rich.table import Table
+
+from deployments.queues import apply_queues
+from dispatch.cloud_tasks import CloudTasksSettings, make_client
+
+T = TypeVar("T")
+console = Console()
+queues_app = typer.Typer(no_args_is_help=True, help="Cloud Tasks queues.")
+tasks_app = typer.Typer(no_args_is_help=True, help="Cloud Tasks tasks (emulator or Google).")
+
+
+def _with_client(fn: Callable[[tasks_v2.CloudTasksAsyncClient], Awaitable[T]]) -> T:
+    async def main() -> T:
+        client = make_client(CloudTasksSettings())
+        try:
+            return await fn(client)
+        finally:
+            await client.transport.close()
+
+    try:
+        return asyncio.run(main())
+    except gexc.GoogleAPICallError as exc:
+        console.print(f"[red]{exc.code.name if exc.code else 'error'}[/red]: {exc.message}")
+        raise typer.Exit(1) from exc
+
+
+def _task_name(name: str, queue: str | None) -> str:
+    settings = CloudTasksSettings()
+    return name if "/" in name else f"{settings.queue_path(queue)}/tasks/{name}"
+
+
+def emulator(
+    host: str = typer.Option("127.0.0.1", help="Bind address (keep it on loopback)."),
+    port: int = typer.Option(8123, help="gRPC port; OIDC certs are served on port + 1."),
+    state: Path | None = typer.Option(
+        None, help="State directory [default: $CLOUD_TASKS_EMULATOR_STATE or .data/...]"
+    ),
+    tombstone_seconds: float = typer.Option(3600.0, help="How long a used task name stays taken."),
+    dlq: list[str] = typer.Option([], help="Queue id whose retried-out tasks go to <id>-dlq."),
+    dlq_all: bool = typer.Option(False, help="Every queue gets a <id>-dlq dead-letter copy."),
+    issuer: str | None = typer.Option(None, help="OIDC issuer [default: http://HOST:PORT]"),
+) -> None:
+    """Run the local Cloud Tasks v2 emulator until Ctrl-C / SIGTERM."""
+    from dispatch.emulator import run
+
+    run(
+        host,
+        port,
+        state_path=state,
+        tombstone_seconds=tombstone_seconds,
+        issuer=issuer,
+        dead_letter_queues=dlq,
+        dead_letter_all=dlq_all,
+    )
+
+
+@queues_app.command("apply")
+def queues_apply() -> None:
+    """Create or update the project's queues (emulator or Google)."""
+    stored = asyncio.run(apply_queues(CloudTasksSettings()))
+    table = Table("queue", "state", "rate/s", "concurrent", "max attempts", "backoff")
+    for q in stored:
+        rc, rl = q.retry_config, q.rate_limits
+        table.add_row(
+            q.name.rsplit("/", 1)[1],
+            q.state.name,
+            f"{rl.max_dispatches_per_second:g}",
+            str(rl.max_concurrent_dispatches),
+            str(rc.max_attempts),
+            f"{rc.min_backoff.total_seconds():g}-{rc.max_backoff.total_seconds():g}s "
+            f"x{rc.max_doublings}",
+        )
+    console.print(table)
+
+
+@tasks_app.command("list")
+def tasks_list(
+    queue: str | None = typer.Option(None, help="Queue id [default: GCP_TASKS_QUEUE]"),
+) -> None:
+    """List the pending tasks of a queue."""
+    settings = CloudTasksSettings()
+
+    async def fetch(client: tasks_v2.CloudTasksAsyncClient) -> list[tasks_v2.Task]:
+        pager = await client.list_tasks(parent=settings.queue_path(queue))
+        return [t async for t in pager]
+
+    table = Table("task", "schedule time (UTC)", "dispatches", "responses", "last status", "url")
+    for t in _with_client(fetch):
+        last = t.last_attempt.response_status
+        table.add_row(
+            t.name.rsplit("/", 1)[1],
+            t.schedule_time.isoformat(timespec="seconds"),
+            str(t.dispatch_count),
+            str(t.response_count),
+            f"{last.code} {last.message}" if t.dispatch_count else "",
+            t.http_request.url,
+        )
+    console.print(table)
+
+
+@tasks_app.command("describe")
+def tasks_describe(
+    name: str, queue: str | None = typer.Option(None, help="Queue of a short id")
+) -> None:
+    """Show one task in full (NAME: short id or full resource name)."""
+    full = _task_name(name, queue)
+    task = _with_client(
+        lambda c: c.get_task(request={"name": full, "response_view": tasks_v2.Task.View.FULL})
+    )
+    console.print(tasks_v2.Task.to_dict(task))
+
+
+@tasks_app.command("delete")
+def tasks_delete(
+    name: str, queue: str | None = typer.Option(None, help="Queue of a short id")
+) -> None:
+    """Delete a task (its name stays taken for the tombstone window)."""
+    full = _task_name(name, queue)
+    _with_client(lambda c: c.delete_task(name=full))
+    console.print(f"deleted {full}")
+
+
+@tasks_app.command("run")
+def tasks_run(
+    name: str, queue: str | None = typer.Option(None, help="Queue of a short id, e.g. default-dlq")
+) -> None:
+    """Dispatch a task now, even in a paused queue (e.g. re-run a dead-letter copy)."""
+    full = _task_name(name, queue)
+    task = _with_client(lambda c: c.run_task(name=full))
+    console.print(f"dispatched {task.name}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the Cloud Tasks commands to the `tendsocial` app."""
+    app.command("emulator")(emulator)
+    app.add_typer(queues_app, name="queues")
+    app.add_typer(tasks_app, name="tasks")

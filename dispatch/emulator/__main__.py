@@ -1,0 +1,36 @@
+"""`python -m dispatch.emulator [--host H] [--port P] [--state DIR] ...`"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from dispatch.emulator.server import run
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Local Google Cloud Tasks v2 emulator")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8123)
+    parser.add_argument("--http-port", type=int, default=None, help="certs endpoint (port+1)")
+    parser.add_argument("--state", default=None, help="state directory")
+    parser.add_argument("--tombstone-seconds", type=float, default=3600.0)
+    parser.add_argument("--issuer", default=None)
+    parser.add_argument("--dlq", action="append", default=[], help="queue id with a DLQ")
+    parser.add_argument("--dlq-all", action="store_true")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    run(
+        args.host,
+        args.port,
+        state_path=args.state,
+        tombstone_seconds=args.tombstone_seconds,
+        http_port=args.http_port,
+        issuer=args.issuer,
+        dead_letter_queues=args.dlq,
+        dead_letter_all=args.dlq_all,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,190 @@
+"""`CloudTasksQueue` (the project's TaskQueue) and `apply_queues` against the emulator, plus
+the `tendsocial tasks` / `queues` commands."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from google.api_core import exceptions as gexc
+from google.cloud import tasks_v2
+from typer.testing import CliRunner
+
+from deployments.queues import apply_queues
+from dispatch.cloud_tasks import CloudTasksQueue, CloudTasksSettings
+from dispatch.emulator import RunningEmulator
+from dispatch.queue import TaskQueue, TaskSpec
+from tests.emulator.conftest import PARENT, Target, eventually, make_client
+
+SERVICE_ACCOUNT = "publisher@test-project.iam.gserviceaccount.com"
+
+
+@pytest.fixture
+def settings(emulator: RunningEmulator) -> CloudTasksSettings:
+    return CloudTasksSettings(
+        gcp_project_id="test-project",
+        gcp_location="us-central1",
+        gcp_tasks_queue="default",
+        cloud_tasks_emulator_host=emulator.address,
+    )
+
+
+@pytest.fixture
+async def queue(settings: CloudTasksSettings) -> AsyncIterator[CloudTasksQueue]:
+    await apply_queues(settings)
+    q = CloudTasksQueue(settings)
+    yield q
+    await q.close()
+
+
+def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GCP_PROJECT_ID", "p1")
+    monkeypatch.setenv("GCP_TASKS_QUEUE", "q1")
+    monkeypatch.setenv("CLOUD_TASKS_EMULATOR_HOST", "127.0.0.1:9999")
+    monkeypatch.setenv("TASKS_OIDC_SERVICE_ACCOUNT", "sa@p1.iam.gserviceaccount.com")
+    s = CloudTasksSettings()
+    assert s.queue_path() == "projects/p1/locations/us-central1/queues/q1"
+    assert s.cloud_tasks_emulator_host == "127.0.0.1:9999"
+    assert s.tasks_oidc_service_account == "sa@p1.iam.gserviceaccount.com"
+    assert s.tasks_dispatch_deadline_seconds == 30
+    monkeypatch.delenv("GCP_PROJECT_ID")
+    assert CloudTasksSettings().gcp_project_id == "tendsocial-local"
+
+
+async def test_apply_queues_is_idempotent(settings: CloudTasksSettings) -> None:
+    first = await apply_queues(settings)
+    second = await apply_queues(settings)
+    assert [q.name for q in first] == [q.name for q in second]
+    by_id = {q.name.rsplit("/", 1)[1]: q for q in second}
+    assert set(by_id) == {"default", "analytics", "default-dlq"}
+    default = by_id["default"]
+    assert default.retry_config.max_attempts == 4
+    assert default.retry_config.min_backoff == timedelta(seconds=5)
+    assert default.retry_config.max_doublings == 2
+    assert default.rate_limits.max_dispatches_per_second == 500
+    assert default.rate_limits.max_concurrent_dispatches == 1000
+    assert default.state == tasks_v2.Queue.State.RUNNING
+    assert by_id["default-dlq"].state == tasks_v2.Queue.State.PAUSED
+
+
+async def test_enqueue_is_idempotent_and_get_cancel(
+    queue: CloudTasksQueue, target: Target, hook: str
+) -> None:
+    tq: TaskQueue = queue
+    later = datetime.now(UTC) + timedelta(minutes=10)
+    spec = TaskSpec(
+        task_id="post-abc123", url=target.url(hook), body={"id": 1}, schedule_time=later
+    )
+    name = await tq.enqueue(spec)
+    assert name == f"{PARENT}/queues/default/tasks/post-abc123"
+    assert await tq.enqueue(spec) == name  # ALREADY_EXISTS counts as success
+    info = await tq.get(name)
+    assert info is not None
+    assert info.name == name
+    assert info.schedule_time is not None
+    assert abs((info.schedule_time - later).total_seconds()) < 0.001
+    assert info.dispatch_count == 0
+    pager = await queue.client().list_tasks(parent=queue.settings.queue_path())
+    assert len([t async for t in pager]) == 1
+    await tq.cancel(name)
+    await tq.cancel(name)  # already gone: still fine
+    assert await tq.get(name) is None
+    assert await tq.enqueue(spec) == name  # a cancelled name stays reserved: still success
+    assert await tq.get(name) is None
+    await tq.ping()
+
+
+async def test_enqueued_task_is_delivered_as_json(
+    queue: CloudTasksQueue, target: Target, hook: str
+) -> None:
+    spec = TaskSpec(
+        task_id="deliver-1",
+        url=target.url(hook),
+        body={"postId": "p1", "platform": "x"},
+        headers={"X-Webhook-Secret": "s3cret"},
+        queue="analytics",
+    )
+    name = await queue.enqueue(spec)
+    assert "/queues/analytics/" in name
+    full = await queue.client().get_task(request={"name": name, "response_view": "FULL"})
+    assert full.dispatch_deadline == timedelta(seconds=30)
+    await eventually(lambda: target.received(hook))
+    got = target.received(hook)[0]
+    assert got.headers["Content-Type"] == "application/json"
+    assert got.headers["X-Webhook-Secret"] == "s3cret"
+    assert got.headers["X-CloudTasks-QueueName"] == "analytics"
+    assert json.loads(got.body) == {"postId": "p1", "platform": "x"}
+    assert "Authorization" not in got.headers
+
+
+async def test_oidc_when_configured(
+    settings: CloudTasksSettings, target: Target, hook: str
+) -> None:
+    await apply_queues(settings)
+    oidc = settings.model_copy(
+        update={
+            "tasks_oidc_service_account": SERVICE_ACCOUNT,
+            "tasks_oidc_audience": "https://api.example",
+        }
+    )
+    q = CloudTasksQueue(oidc)
+    try:
+        name = await q.enqueue(TaskSpec(task_id="oidc-1", url=target.url(hook), body={}))
+        task = await q.client().get_task(name=name)
+        assert task.http_request.oidc_token.service_account_email == SERVICE_ACCOUNT
+        assert task.http_request.oidc_token.audience == "https://api.example"
+        await eventually(lambda: target.received(hook))
+        assert target.received(hook)[0].headers["Authorization"].startswith("Bearer ey")
+    finally:
+        await q.close()
+
+
+async def test_ping_fails_when_queue_is_missing(emulator: RunningEmulator) -> None:
+    q = CloudTasksQueue(
+        CloudTasksSettings(
+            gcp_project_id="test-project",
+            gcp_tasks_queue="nope",
+            cloud_tasks_emulator_host=emulator.address,
+        )
+    )
+    try:
+        with pytest.raises(gexc.NotFound):
+            await q.ping()
+    finally:
+        await q.close()
+
+
+async def test_cli_lists_describes_and_runs_tasks(
+    queue: CloudTasksQueue, emulator: RunningEmulator, target: Target, hook: str
+) -> None:
+    from deployments.cli import app
+
+    env = {
+        "CLOUD_TASKS_EMULATOR_HOST": emulator.address,
+        "GCP_PROJECT_ID": "test-project",
+        "GCP_LOCATION": "us-central1",
+        "COLUMNS": "200",
+    }
+    client = make_client(emulator.address)
+    await client.pause_queue(name=queue.settings.queue_path())
+    await queue.enqueue(TaskSpec(task_id="cli-task", url=target.url(hook), body={"a": 1}))
+    runner = CliRunner()
+
+    def invoke(*args: str) -> str:
+        result = runner.invoke(app, list(args), env=env)
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    assert "cli-task" in await asyncio.to_thread(invoke, "tasks", "list")
+    assert "cli-task" in await asyncio.to_thread(invoke, "tasks", "describe", "cli-task")
+    assert "dispatched" in await asyncio.to_thread(invoke, "tasks", "run", "cli-task")
+    await eventually(lambda: target.received(hook))
+    await queue.enqueue(TaskSpec(task_id="cli-doomed", url=target.url(hook), body={}))
+    assert "deleted" in await asyncio.to_thread(invoke, "tasks", "delete", "cli-doomed")
+    assert await queue.get("cli-doomed") is None
+    out = await asyncio.to_thread(invoke, "queues", "apply")
+    assert "default-dlq" in out and "PAUSED" in out
+    await client.transport.close()
