@@ -1,0 +1,103 @@
+"""Schedule through the API → the emulator fires the webhook at the instant → published."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytest
+from sqlalchemy import select
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
+
+from models.tables import PublishLog
+from tasks.platforms.registry import PLATFORMS
+from tests.publishing.conftest import Stack, make_tenant
+
+
+def wait_settled(stack: Stack, api_key: str, post_id: str, *, within: float = 30) -> dict:
+    deadline = time.monotonic() + within
+    with httpx.Client(
+        base_url=stack.base_url, timeout=10, headers={"Authorization": f"Bearer {api_key}"}
+    ) as http:
+        while True:
+            post = http.get(f"/api/social-posts/{post_id}").json()
+            if post["status"] in ("published", "failed", "cancelled"):
+                return post
+            if time.monotonic() > deadline:
+                raise AssertionError(f"post not settled: {post}")
+            time.sleep(0.1)
+
+
+def test_each_platform_published_at_its_instant(cloud_stack: Stack, db: Engine) -> None:
+    tenant = make_tenant(cloud_stack, name="Story Co")
+    content = f"Story {uuid.uuid4().hex[:8]}"
+    scheduled_at = datetime.now(UTC) + timedelta(seconds=2)
+    with httpx.Client(
+        base_url=cloud_stack.base_url,
+        timeout=30,
+        headers={"Authorization": f"Bearer {tenant.api_key}"},
+    ) as http:
+        answer = http.post(
+            "/api/social-posts/schedule",
+            json={
+                "content": content,
+                "platforms": [
+                    {"platform": p, "accountId": str(tenant.accounts[p])} for p in PLATFORMS
+                ],
+                "scheduledAt": scheduled_at.isoformat(),
+                "mediaAssetIds": [tenant.media_id],
+            },
+        )
+    assert answer.status_code == 201, answer.text
+    post_id = answer.json()["scheduledPostId"]
+    assert all(name for name in answer.json()["platforms"])
+    time.sleep(0.5)  # before the instant nothing is published
+    assert not any(
+        content in (p.get("text") or "")
+        for platform in PLATFORMS
+        for p in cloud_stack.sandbox.posts(platform)
+    )
+    post = wait_settled(cloud_stack, tenant.api_key, post_id)
+    assert post["status"] == "published", post
+    assert post["summary"] == "7 of 7 platforms published"
+    for platform in PLATFORMS:
+        mine = [p for p in cloud_stack.sandbox.posts(platform) if content in (p.get("text") or "")]
+        assert len(mine) == 1, (platform, mine)
+    with Session(db) as s:
+        targets = s.scalars(
+            select(PublishLog).where(PublishLog.scheduled_post_id == uuid.UUID(post_id))
+        ).all()
+    assert all(t.remote_url and t.published_at for t in targets)
+    assert min(t.published_at for t in targets) >= scheduled_at  # not before its instant
+    assert max(t.published_at for t in targets) - scheduled_at < timedelta(seconds=8)
+
+
+@pytest.mark.parametrize("failing", ["instagram"])
+def test_one_platform_fails_for_good_two_of_three(cloud_stack: Stack, failing: str) -> None:
+    tenant = make_tenant(cloud_stack, name="Partial Co")
+    cloud_stack.sandbox.inject(failing, "invalid_content", operation="container", count=10)
+    with httpx.Client(
+        base_url=cloud_stack.base_url,
+        timeout=30,
+        headers={"Authorization": f"Bearer {tenant.api_key}"},
+    ) as http:
+        post = http.post(
+            "/api/social-posts/schedule",
+            json={
+                "content": f"Partial {uuid.uuid4().hex[:8]}",
+                "platforms": [
+                    {"platform": p, "accountId": str(tenant.accounts[p])}
+                    for p in ("linkedin", "x", failing)
+                ],
+                "scheduledAt": (datetime.now(UTC) + timedelta(seconds=1)).isoformat(),
+                "mediaAssetIds": [tenant.media_id],
+            },
+        ).json()
+    settled = wait_settled(cloud_stack, tenant.api_key, post["scheduledPostId"])
+    assert settled["status"] == "failed"
+    assert settled["summary"] == "2 of 3 platforms published, 1 failed"
+    failed = [t for t in settled["platforms"] if t["status"] == "failed"]
+    assert [t["platform"] for t in failed] == [failing] and failed[0]["errorMessage"]

@@ -1,0 +1,90 @@
+"""The webhook accepts only Cloud Tasks' own OIDC tokens: forged, expired, wrong-audience,
+wrong-issuer or wrong-account tokens answer 401 and change nothing."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import httpx
+from google.auth import crypt, jwt
+from sqlalchemy import select
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
+
+from dispatch.emulator.oidc import OidcSigner
+from models.tables import PublishLog
+from tests.e2e.conftest import SERVICE_ACCOUNT, Emulator
+from tests.publishing.conftest import Stack, make_tenant
+
+
+def test_only_genuine_tokens_pass(
+    cloud_stack: Stack, emulator: Emulator, db: Engine, tmp_path: object
+) -> None:
+    tenant = make_tenant(cloud_stack, name="Oidc Co")
+    with httpx.Client(
+        base_url=cloud_stack.base_url,
+        timeout=30,
+        headers={"Authorization": f"Bearer {tenant.api_key}"},
+    ) as http:
+        post = http.post(
+            "/api/social-posts/schedule",
+            json={
+                "content": f"Oidc {uuid.uuid4().hex[:6]}",
+                "platforms": [{"platform": "x", "accountId": str(tenant.accounts["x"])}],
+                "scheduledAt": (datetime.now(UTC) + timedelta(days=2)).isoformat(),
+            },
+        ).json()
+    body = {
+        "scheduledPostId": post["scheduledPostId"],
+        "platform": "x",
+        "accountId": str(tenant.accounts["x"]),
+        "idempotencyKey": f"publish-{post['scheduledPostId']}-x-{tenant.accounts['x']}",
+    }
+    url = f"{cloud_stack.base_url}/api/jobs/publish-post"
+    genuine = OidcSigner(key_dir=emulator.state, issuer=f"http://{emulator.host}")
+    stranger = OidcSigner(
+        key_dir=__import__("pathlib").Path(str(tmp_path)), issuer=f"http://{emulator.host}"
+    )
+    now = int(time.time())
+
+    def signed(signer: OidcSigner, **claims: object) -> str:
+        payload = {
+            "iss": f"http://{emulator.host}",
+            "aud": url,
+            "email": SERVICE_ACCOUNT,
+            "email_verified": True,
+            "iat": now,
+            "exp": now + 600,
+            **claims,
+        }
+        key = crypt.RSASigner.from_string(signer._key_pem, key_id=signer.kid)  # noqa: SLF001
+        return jwt.encode(key, payload).decode()
+
+    refused = {
+        "forged": signed(stranger),
+        "expired": signed(genuine, iat=now - 7200, exp=now - 3600),
+        "wrong audience": signed(genuine, aud="https://elsewhere.example/hook"),
+        "wrong issuer": signed(genuine, iss="https://accounts.example"),
+        "wrong account": signed(genuine, email="intruder@evil.iam.gserviceaccount.com"),
+        "unverified email": signed(genuine, email_verified=False),
+        "garbage": "not.a.token",
+    }
+    for reason, token in refused.items():
+        answer = httpx.post(url, json=body, headers={"Authorization": f"Bearer {token}"})
+        assert answer.status_code == 401, reason
+        assert answer.json()["error"]["code"] == "unauthenticated", reason
+    secret_only = httpx.post(url, json=body, headers={"X-Webhook-Secret": "x" * 40})
+    assert secret_only.status_code == 401  # this service accepts OIDC only
+    with Session(db) as s:
+        status = s.scalar(
+            select(PublishLog.status).where(
+                PublishLog.scheduled_post_id == uuid.UUID(post["scheduledPostId"])
+            )
+        )
+    assert status == "pending"
+    accepted = httpx.post(
+        url, json=body, headers={"Authorization": f"Bearer {signed(genuine)}"}, timeout=30
+    )
+    assert accepted.status_code == 200 and accepted.json()["status"] == "success"
