@@ -59,7 +59,7 @@ def test_only_genuine_tokens_pass(
             "exp": now + 600,
             **claims,
         }
-        key = crypt.RSASigner.from_string(signer._key_pem, key_id=signer.kid)  # noqa: SLF001
+        key = crypt.RSASigner.from_string(signer._key_pem, key_id=signer.kid)
         return jwt.encode(key, payload).decode()
 
     refused = {
