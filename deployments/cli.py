@@ -109,3 +109,20 @@ def serve(
         log_level="info",
         proxy_headers=True,
     )
+
+
+from deployments.cloud_tasks_cli import register as _register_cloud_tasks  # noqa: E402
+
+_register_cloud_tasks(app)
+
+from deployments.reporter_cli import register as _register_reporter  # noqa: E402
+
+_register_reporter(app)
+
+from deployments.flows_cli import register as _register_flows  # noqa: E402
+
+_register_flows(app)
+
+from deployments.dev_cli import register as _register_dev  # noqa: E402
+
+_register_dev(app)

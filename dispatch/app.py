@@ -9,17 +9,18 @@ import httpx
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from dispatch import api, webhooks
+from dispatch import analytics, api, webhooks
 from dispatch.caller_auth import CertificateCache, check_webhook_settings
 from dispatch.errors import install_error_handlers
 from dispatch.limits import BodySizeLimit
+from dispatch.observability import RequestContext
 from dispatch.queue import TaskQueue
 from dispatch.scheduling import Scheduler
 from dispatch.settings import ApiSettings
 from tasks.platforms.base import PlatformAdapter
 from tasks.platforms.registry import build_adapter
 from tasks.platforms.settings import PlatformSettings
-from tasks.publishing import Publisher
+from tasks.publishing import AdapterFactory, Publisher
 
 
 def default_task_queue() -> TaskQueue:
@@ -35,7 +36,11 @@ def create_app(
     queue: TaskQueue | None = None,
     sessions: async_sessionmaker[AsyncSession] | None = None,
     platform_settings: PlatformSettings | None = None,
+    adapters: AdapterFactory | None = None,
 ) -> FastAPI:
+    """The app. `adapters` replaces the platform adapters (benchmarks measure the app without
+    the adapter layer this way); by default each platform's adapter is built once per process
+    on one shared HTTP client."""
     settings = settings or ApiSettings()
 
     check_webhook_settings(settings)
@@ -48,16 +53,19 @@ def create_app(
             limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
             follow_redirects=False,
         ) as http:
-            adapters: dict[str, PlatformAdapter] = {}
+            built: dict[str, PlatformAdapter] = {}
 
             def adapter_for(platform: str) -> PlatformAdapter:
-                if platform not in adapters:
-                    adapters[platform] = build_adapter(
+                if platform not in built:
+                    built[platform] = build_adapter(
                         platform, http=http, settings=platform_settings
                     )
-                return adapters[platform]
+                return built[platform]
 
-            app.state.publisher = Publisher(sessions=app.state.sessions, adapters=adapter_for)
+            app.state.adapters = adapters or adapter_for
+            app.state.publisher = Publisher(
+                sessions=app.state.sessions, adapters=app.state.adapters
+            )
             yield
         close = getattr(app.state.queue, "close", None)
         if close is not None:
@@ -81,5 +89,7 @@ def create_app(
     install_error_handlers(app)
     app.include_router(api.router)
     app.include_router(webhooks.router)
+    app.include_router(analytics.router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestContext)
     return app

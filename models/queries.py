@@ -3,16 +3,24 @@ INSERT ... ON CONFLICT, so concurrent callers never check-then-write."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Select, and_, case, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from models.tables import Company, PublishLog, ScheduledPost, SocialAccount
+from models.tables import (
+    RUN_STATES,
+    Company,
+    PublishLog,
+    RunRecord,
+    ScheduledPost,
+    SocialAccount,
+)
 
 #: Target statuses after which nothing will happen to the target by itself.
 SETTLED_TARGET_STATUSES = ("success", "failed", "cancelled")
@@ -118,7 +126,15 @@ def _rolled_up_status() -> Any:
 
 
 async def roll_up_post_status(session: AsyncSession, post_id: uuid.UUID) -> str | None:
-    """Recompute the post's status from its targets in one statement; returns the new status."""
+    """Recompute the post's status from its targets; returns the new status.
+
+    The post row is locked first, in its own statement: under READ COMMITTED the UPDATE that
+    follows then reads its targets with a snapshot taken after the lock, so two targets
+    settling at the same instant cannot each miss the other's result.
+    """
+    await session.execute(
+        select(ScheduledPost.id).where(ScheduledPost.id == post_id).with_for_update()
+    )
     rolled = (
         select(_rolled_up_status()).where(PublishLog.scheduled_post_id == post_id).scalar_subquery()
     )
@@ -315,4 +331,536 @@ async def mark_account_needs_reconnect(
         update(SocialAccount)
         .where(SocialAccount.id == account_id)
         .values(status="needs_reconnect", status_reason=reason)
+    )
+
+
+# --------------------------------------------------------------------------- run records
+# The Prefect visibility outbox (issue 5). A run record describes one finished run (a publish
+# attempt, an analytics sync) and is written in the SAME transaction as the outcome it describes,
+# so Prefect shows exactly what the database committed. `flows/reporter.py` ships the records to
+# Prefect in `sequence` order; nothing on the request path ever talks to Prefect.
+
+#: Final states a run record may carry (Prefect state types, plus AWAITING_RETRY: a SCHEDULED
+#: state named "AwaitingRetry" whose scheduled time is `next_run_at`).
+RUN_RECORD_STATES = RUN_STATES
+
+
+def run_log_line(level: int, message: str, *, at: datetime | None = None) -> dict[str, Any]:
+    """One entry of `RunRecord.logs`: stdlib level number, message, ISO 8601 UTC timestamp."""
+    stamp = at or datetime.now(UTC)
+    return {"level": level, "message": message, "timestamp": stamp.isoformat()}
+
+
+def run_record_values(
+    *,
+    flow_name: str,
+    run_name: str,
+    tags: Sequence[str],
+    parameters: dict[str, Any],
+    state: str,
+    started_at: datetime,
+    ended_at: datetime,
+    state_message: str | None = None,
+    next_run_at: datetime | None = None,
+    logs: Sequence[dict[str, Any]] = (),
+) -> dict[str, Any]:
+    """The row of one run record, validated; for callers that insert it themselves (sync code:
+    `session.execute(insert(RunRecord).values(**run_record_values(...)))`)."""
+    if state not in RUN_RECORD_STATES:
+        raise ValueError(f"unknown run state {state!r}; one of {RUN_RECORD_STATES}")
+    if started_at.tzinfo is None or ended_at.tzinfo is None:
+        raise ValueError("run record instants must be timezone-aware")
+    return {
+        "flow_name": flow_name,
+        "run_name": run_name[:200],
+        "tags": list(dict.fromkeys(tags)),
+        "parameters": json.loads(json.dumps(parameters, default=str)),
+        "state": state,
+        "state_message": state_message,
+        "started_at": started_at,
+        "ended_at": max(ended_at, started_at),
+        "next_run_at": next_run_at,
+        "logs": list(logs),
+    }
+
+
+async def add_run_record(
+    session: AsyncSession,
+    *,
+    flow_name: str,
+    run_name: str,
+    tags: Sequence[str],
+    parameters: dict[str, Any],
+    state: str,
+    started_at: datetime,
+    ended_at: datetime,
+    state_message: str | None = None,
+    next_run_at: datetime | None = None,
+    logs: Sequence[dict[str, Any]] = (),
+) -> uuid.UUID:
+    """Queue one finished run for the Prefect UI, inside the caller's open transaction.
+
+    Call it in the same transaction that commits the run's outcome: then the run shows in Prefect
+    if and only if the outcome committed. Arguments:
+
+    - `flow_name`: the Prefect flow (`publish-post`, `sync-analytics`, `sync-platform-analytics`);
+    - `run_name`: readable, e.g. `linkedin · 3f2a9c1e`;
+    - `tags`: e.g. `company:<id>`, `platform:<name>`, `post:<id>`;
+    - `parameters`: JSON-able inputs of the run (non-JSON values are stringified);
+    - `state`: one of `RUN_RECORD_STATES` (`COMPLETED`, `FAILED`, `AWAITING_RETRY`, ...);
+    - `state_message`: the error message of a failure (shown on the state in the UI);
+    - `started_at` / `ended_at`: the real instants of the run (timezone-aware);
+    - `next_run_at`: for `AWAITING_RETRY`/`SCHEDULED`, when the next attempt is due;
+    - `logs`: entries from `run_log_line(...)`.
+
+    Returns the record id (the reporter derives the Prefect run's idempotency key from it).
+    """
+    values = run_record_values(
+        flow_name=flow_name,
+        run_name=run_name,
+        tags=tags,
+        parameters=parameters,
+        state=state,
+        started_at=started_at,
+        ended_at=ended_at,
+        state_message=state_message,
+        next_run_at=next_run_at,
+        logs=logs,
+    )
+    record_id = await session.scalar(insert(RunRecord).values(**values).returning(RunRecord.id))
+    assert record_id is not None
+    return record_id
+
+
+async def claim_unshipped_run_records(session: AsyncSession, *, limit: int) -> list[RunRecord]:
+    """The oldest unshipped records, row-locked for this transaction (`SKIP LOCKED`: several
+    reporters split the backlog instead of queueing behind each other)."""
+    rows = await session.scalars(
+        select(RunRecord)
+        .where(RunRecord.shipped_at.is_(None))
+        .order_by(RunRecord.sequence)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return list(rows.all())
+
+
+async def mark_run_record_shipped(
+    session: AsyncSession,
+    *,
+    record_id: uuid.UUID,
+    flow_run_id: uuid.UUID | None,
+    error: str | None = None,
+) -> None:
+    """Done with a record: shipped as `flow_run_id`, or given up on with `error` (rejected)."""
+    await session.execute(
+        update(RunRecord)
+        .where(RunRecord.id == record_id)
+        .values(
+            shipped_at=func.now(),
+            prefect_flow_run_id=flow_run_id,
+            attempts=RunRecord.attempts + 1,
+            last_error=error,
+        )
+    )
+
+
+async def note_run_record_failure(
+    session: AsyncSession, *, record_id: uuid.UUID, error: str
+) -> None:
+    """A shipping attempt failed (Prefect down, timeout): keep the record queued, note why."""
+    await session.execute(
+        update(RunRecord)
+        .where(RunRecord.id == record_id)
+        .values(attempts=RunRecord.attempts + 1, last_error=error[:2000])
+    )
+
+
+async def unshipped_run_record_count(session: AsyncSession) -> int:
+    count = await session.scalar(
+        select(func.count()).select_from(RunRecord).where(RunRecord.shipped_at.is_(None))
+    )
+    return int(count or 0)
+
+
+# --------------------------------------------------------------------------- analytics and sweeper
+# Imported here, not at the top, so this section stays self-contained in a shared file.
+from sqlalchemy import DateTime, Text, Uuid, literal, true  # noqa: E402
+from sqlalchemy.dialects.postgresql import ARRAY  # noqa: E402
+from sqlalchemy.orm import aliased  # noqa: E402
+
+from models.tables import AnalyticsSyncJob, PostMetricSnapshot  # noqa: E402
+
+# Statements of the analytics fan-out (`flows.analytics`), the per-platform metrics task
+# (`tasks.metrics`), the metrics API and the due-post sweeper (`flows.sweeper`).
+
+#: Child sync-job statuses after which nothing will happen to the job by itself.
+SETTLED_JOB_STATUSES = ("completed", "failed")
+
+
+async def insert_sync_job_once(
+    session: AsyncSession, *, values: dict[str, Any]
+) -> uuid.UUID | None:
+    """Insert a sync job unless its idempotency key exists; the new id, or None on conflict."""
+    return await session.scalar(
+        insert(AnalyticsSyncJob)
+        .values(**values)
+        .on_conflict_do_nothing(index_elements=["idempotency_key"])
+        .returning(AnalyticsSyncJob.id)
+    )
+
+
+async def sync_job_id_by_key(session: AsyncSession, idempotency_key: str) -> uuid.UUID | None:
+    return await session.scalar(
+        select(AnalyticsSyncJob.id).where(AnalyticsSyncJob.idempotency_key == idempotency_key)
+    )
+
+
+async def insert_child_sync_jobs(
+    session: AsyncSession,
+    *,
+    parent_id: uuid.UUID,
+    key_prefix: str,
+    scheduled_for: datetime,
+    company_id: uuid.UUID | None,
+) -> list[AnalyticsSyncJob]:
+    """One pending child per company × platform with an active account, in one statement.
+
+    `INSERT ... SELECT ... ON CONFLICT DO NOTHING` on the child's idempotency key
+    (`<key_prefix>:<company>:<platform>`), so a concurrent twin of the trigger creates nothing.
+    """
+    accounts = select(
+        func.gen_random_uuid(),
+        literal(parent_id, Uuid()),
+        SocialAccount.company_id,
+        SocialAccount.platform,
+        literal(scheduled_for, DateTime(timezone=True)),
+        literal("pending"),
+        literal("posts"),
+        func.concat(
+            literal(key_prefix), ":", SocialAccount.company_id, ":", SocialAccount.platform
+        ),
+    ).where(SocialAccount.status == "active")
+    if company_id is not None:
+        accounts = accounts.where(SocialAccount.company_id == company_id)
+    accounts = accounts.group_by(SocialAccount.company_id, SocialAccount.platform)
+    columns = [
+        "id",
+        "parent_id",
+        "company_id",
+        "platform",
+        "scheduled_for",
+        "status",
+        "content_type",
+        "idempotency_key",
+    ]
+    rows = await session.scalars(
+        insert(AnalyticsSyncJob)
+        .from_select(columns, accounts)
+        .on_conflict_do_nothing(index_elements=["idempotency_key"])
+        .returning(AnalyticsSyncJob)
+    )
+    return list(rows.all())
+
+
+async def unenqueued_child_jobs(
+    session: AsyncSession, parent_id: uuid.UUID
+) -> list[AnalyticsSyncJob]:
+    """Pending children whose task was never created (the enqueue failed or the process died)."""
+    rows = await session.scalars(
+        select(AnalyticsSyncJob).where(
+            AnalyticsSyncJob.parent_id == parent_id,
+            AnalyticsSyncJob.status == "pending",
+            AnalyticsSyncJob.cloud_task_name.is_(None),
+        )
+    )
+    return list(rows.all())
+
+
+async def record_sync_task_names(session: AsyncSession, names: dict[uuid.UUID, str]) -> None:
+    """Store many children's task names in one UPDATE (unnest of two arrays)."""
+    if not names:
+        return
+    pairs = (
+        func.unnest(
+            literal(list(names), ARRAY(Uuid())), literal(list(names.values()), ARRAY(Text()))
+        )
+        .table_valued("job_id", "name")
+        .render_derived(name="pairs")
+    )
+    await session.execute(
+        update(AnalyticsSyncJob)
+        .where(AnalyticsSyncJob.id == pairs.c.job_id)
+        .values(cloud_task_name=pairs.c.name)
+    )
+
+
+async def complete_empty_sync_job(session: AsyncSession, job_id: uuid.UUID) -> None:
+    await session.execute(
+        update(AnalyticsSyncJob)
+        .where(AnalyticsSyncJob.id == job_id)
+        .values(status="completed", completed_at=func.now())
+    )
+
+
+async def claim_sync_job(
+    session: AsyncSession, *, job_id: uuid.UUID, lease_seconds: float
+) -> AnalyticsSyncJob | None:
+    """Claim a child job for one run, or None when it is not claimable now.
+
+    Claimable: `pending` and due (`scheduled_for` reached: a job deferred to a platform's
+    rate-limit reset is not run early by a stray delivery), or `running` with its lease run out
+    (its worker died). `started_at` is the lease start and doubles as the claim's fencing token.
+    """
+    now = func.now()
+    return await session.scalar(
+        update(AnalyticsSyncJob)
+        .where(
+            AnalyticsSyncJob.id == job_id,
+            AnalyticsSyncJob.parent_id.is_not(None),
+            or_(
+                and_(AnalyticsSyncJob.status == "pending", AnalyticsSyncJob.scheduled_for <= now),
+                and_(
+                    AnalyticsSyncJob.status == "running",
+                    AnalyticsSyncJob.started_at
+                    < now - func.make_interval(0, 0, 0, 0, 0, 0, lease_seconds),
+                ),
+            ),
+        )
+        .values(status="running", started_at=now, completed_at=None)
+        .returning(AnalyticsSyncJob)
+        .execution_options(populate_existing=True)
+    )
+
+
+async def update_claimed_sync_job(
+    session: AsyncSession, *, job_id: uuid.UUID, started_at: datetime, values: dict[str, Any]
+) -> bool:
+    """Change a child only while this run still holds its claim; False when another took over."""
+    updated = await session.scalar(
+        update(AnalyticsSyncJob)
+        .where(
+            AnalyticsSyncJob.id == job_id,
+            AnalyticsSyncJob.status == "running",
+            AnalyticsSyncJob.started_at == started_at,
+        )
+        .values(**values)
+        .returning(AnalyticsSyncJob.id)
+    )
+    return updated is not None
+
+
+async def roll_up_sync_parent(session: AsyncSession, parent_id: uuid.UUID) -> str | None:
+    """Settle the parent once every child settled, in one conditional UPDATE.
+
+    `completed` when all children completed, `failed` when all settled and any failed; counts
+    are the children's sums. Returns the new status, or None while children are still open.
+    Call it after settling the child, in the same transaction: the parent's row lock makes
+    concurrent last children roll up one after the other, and the last one sees every child
+    (each statement under READ COMMITTED reads what committed before it).
+    """
+    await session.execute(
+        select(AnalyticsSyncJob.id).where(AnalyticsSyncJob.id == parent_id).with_for_update()
+    )
+    child = AnalyticsSyncJob.__table__.alias("child")
+
+    def of_children(expression: Any) -> Any:
+        return select(expression).where(child.c.parent_id == parent_id).scalar_subquery()
+
+    all_settled = of_children(func.bool_and(child.c.status.in_(SETTLED_JOB_STATUSES)))
+    all_completed = of_children(func.bool_and(child.c.status == "completed"))
+    failed_children = of_children(func.count().filter(child.c.status == "failed"))
+    return await session.scalar(
+        update(AnalyticsSyncJob)
+        .where(
+            AnalyticsSyncJob.id == parent_id,
+            AnalyticsSyncJob.status.not_in(SETTLED_JOB_STATUSES),
+            all_settled.is_(True),
+        )
+        .values(
+            status=case((all_completed, "completed"), else_="failed"),
+            items_processed=of_children(func.coalesce(func.sum(child.c.items_processed), 0)),
+            items_failed=of_children(func.coalesce(func.sum(child.c.items_failed), 0)),
+            completed_at=func.now(),
+            error_message=case(
+                (all_completed, None),
+                else_=func.concat(failed_children, " platform sync(s) failed"),
+            ),
+        )
+        .returning(AnalyticsSyncJob.status)
+    )
+
+
+async def metric_targets(
+    session: AsyncSession, *, company_id: uuid.UUID, platform: str, published_after: datetime
+) -> list[tuple[PublishLog, datetime, datetime | None]]:
+    """The company's published targets on `platform` since `published_after`:
+    (target, when it was published, when its latest snapshot was collected or None)."""
+    latest = (
+        select(func.max(PostMetricSnapshot.collected_at))
+        .where(PostMetricSnapshot.publish_log_id == PublishLog.id)
+        .scalar_subquery()
+    )
+    published = func.coalesce(PublishLog.published_at, ScheduledPost.scheduled_at)
+    rows = await session.execute(
+        select(PublishLog, published, latest)
+        .join(ScheduledPost, ScheduledPost.id == PublishLog.scheduled_post_id)
+        .where(
+            ScheduledPost.company_id == company_id,
+            PublishLog.platform == platform,
+            PublishLog.status == "success",
+            PublishLog.remote_id.is_not(None),
+            published > published_after,
+        )
+        .order_by(PublishLog.account_id, PublishLog.id)
+    )
+    return [(target, at, last) for target, at, last in rows.all()]
+
+
+async def accounts_by_id(
+    session: AsyncSession, account_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, SocialAccount]:
+    rows = await session.scalars(select(SocialAccount).where(SocialAccount.id.in_(account_ids)))
+    return {account.id: account for account in rows}
+
+
+async def insert_metric_snapshots(
+    session: AsyncSession, snapshots: Sequence[dict[str, Any]]
+) -> None:
+    if snapshots:
+        await session.execute(insert(PostMetricSnapshot), list(snapshots))
+
+
+async def latest_post_metrics(
+    session: AsyncSession, *, company_id: uuid.UUID, post_id: uuid.UUID
+) -> list[tuple[PublishLog, PostMetricSnapshot | None]] | None:
+    """Each target of the company's post with its latest snapshot; None for no such post."""
+    post = await company_post(session, company_id=company_id, post_id=post_id)
+    if post is None:
+        return None
+    latest = (
+        select(PostMetricSnapshot)
+        .where(PostMetricSnapshot.publish_log_id == PublishLog.id)
+        .order_by(PostMetricSnapshot.collected_at.desc())
+        .limit(1)
+        .lateral()
+    )
+    snapshot = aliased(PostMetricSnapshot, latest)
+    rows = await session.execute(
+        select(PublishLog, snapshot)
+        .outerjoin(latest, true())
+        .where(PublishLog.scheduled_post_id == post_id)
+        .order_by(PublishLog.position, PublishLog.id)
+    )
+    return [(target, snap) for target, snap in rows.all()]
+
+
+async def sync_job(session: AsyncSession, job_id: uuid.UUID) -> AnalyticsSyncJob | None:
+    return await session.get(AnalyticsSyncJob, job_id)
+
+
+async def company_child_jobs(
+    session: AsyncSession, *, parent_id: uuid.UUID, company_id: uuid.UUID
+) -> list[AnalyticsSyncJob]:
+    rows = await session.scalars(
+        select(AnalyticsSyncJob)
+        .where(AnalyticsSyncJob.parent_id == parent_id, AnalyticsSyncJob.company_id == company_id)
+        .order_by(AnalyticsSyncJob.platform)
+    )
+    return list(rows.all())
+
+
+async def mark_missed_targets(
+    session: AsyncSession, *, scheduled_before: datetime, message: str
+) -> list[PublishLog]:
+    """Fail every open (pending / retry) target of a post scheduled before `scheduled_before`.
+
+    Targets being published (`processing`) are left to their lease. Returns the failed targets.
+    """
+    late_posts = select(ScheduledPost.id).where(
+        ScheduledPost.status.in_(("pending", "processing")),
+        ScheduledPost.scheduled_at < scheduled_before,
+    )
+    rows = await session.scalars(
+        update(PublishLog)
+        .where(
+            PublishLog.scheduled_post_id.in_(late_posts),
+            PublishLog.status.in_(("pending", "retry")),
+        )
+        .values(
+            status="failed",
+            error_code="missed",
+            error_message=message,
+            next_retry_at=None,
+            lease_expires_at=None,
+        )
+        .returning(PublishLog)
+    )
+    return list(rows.all())
+
+
+async def posts_awaiting_enqueue(session: AsyncSession, *, horizon: datetime) -> list[uuid.UUID]:
+    """Posts inside the Cloud Tasks window with a pending target that has no task yet."""
+    rows = await session.scalars(
+        select(ScheduledPost.id)
+        .where(
+            ScheduledPost.status.in_(("pending", "processing")),
+            ScheduledPost.scheduled_at <= horizon,
+            select(PublishLog.id)
+            .where(
+                PublishLog.scheduled_post_id == ScheduledPost.id,
+                PublishLog.status == "pending",
+                PublishLog.cloud_task_name.is_(None),
+            )
+            .exists(),
+        )
+        .order_by(ScheduledPost.scheduled_at)
+    )
+    return list(rows.all())
+
+
+async def due_targets_with_task(session: AsyncSession, *, now: datetime) -> list[PublishLog]:
+    """Open targets that are due now and have a task name on record (the task may be lost)."""
+    rows = await session.scalars(
+        select(PublishLog)
+        .join(ScheduledPost, ScheduledPost.id == PublishLog.scheduled_post_id)
+        .where(
+            ScheduledPost.scheduled_at <= now,
+            PublishLog.cloud_task_name.is_not(None),
+            or_(
+                PublishLog.status == "pending",
+                and_(
+                    PublishLog.status == "retry",
+                    or_(PublishLog.next_retry_at.is_(None), PublishLog.next_retry_at <= now),
+                ),
+            ),
+        )
+    )
+    return list(rows.all())
+
+
+async def bump_dispatch_generation(
+    session: AsyncSession, *, target_id: uuid.UUID, generation: int, task_name: str
+) -> PublishLog | None:
+    """Give a target whose task was lost a new dispatch generation (hence a fresh task name).
+
+    Conditional on the target being unchanged since it was read (same generation, same task,
+    still open), so two sweepers recover it once; None when someone else got there first.
+    """
+    return await session.scalar(
+        update(PublishLog)
+        .where(
+            PublishLog.id == target_id,
+            PublishLog.dispatch_generation == generation,
+            PublishLog.cloud_task_name == task_name,
+            PublishLog.status.in_(("pending", "retry")),
+        )
+        .values(
+            status="pending",
+            dispatch_generation=PublishLog.dispatch_generation + 1,
+            cloud_task_name=None,
+            next_retry_at=None,
+        )
+        .returning(PublishLog)
+        .execution_options(populate_existing=True)
     )

@@ -16,6 +16,7 @@ from sqlalchemy import (
     CheckConstraint,
     DateTime,
     ForeignKey,
+    Identity,
     Index,
     Integer,
     SmallInteger,
@@ -243,3 +244,48 @@ class PostMetricSnapshot(Base):
     saves: Mapped[int | None] = mapped_column(BigInteger)
     clicks: Mapped[int | None] = mapped_column(BigInteger)
     raw: Mapped[dict[str, Any] | None]
+
+
+RUN_STATES = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED", "SCHEDULED", "AWAITING_RETRY")
+
+
+class RunRecord(Base):
+    """One finished run (publish attempt, analytics sync) waiting to be shown in Prefect.
+
+    A transactional outbox: written in the same transaction as the outcome it describes, then
+    shipped to the Prefect API by the reporter (flows/reporter.py), in `sequence` order. The
+    request path never talks to Prefect, so Prefect being slow or down cannot slow or fail it.
+    """
+
+    __tablename__ = "run_records"
+    __table_args__ = (
+        CheckConstraint(_in("state", RUN_STATES), name="run_records_state"),
+        Index(
+            "run_records_unshipped",
+            "sequence",
+            postgresql_where=text("shipped_at IS NULL"),
+        ),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    #: Commit-ish order for shipping (an identity column: cheap, monotonic per insert).
+    sequence: Mapped[int] = mapped_column(BigInteger, Identity(always=False), unique=True)
+    flow_name: Mapped[str] = mapped_column(String(100))
+    run_name: Mapped[str] = mapped_column(String(200))
+    tags: Mapped[list[str]] = mapped_column(ARRAY(Text), server_default=text("'{}'"))
+    parameters: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+    #: Prefect state type of the final state (`AWAITING_RETRY` is a SCHEDULED state by name).
+    state: Mapped[str] = mapped_column(String(20))
+    state_message: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[datetime]
+    ended_at: Mapped[datetime]
+    #: For a retry: when the next attempt is due (the Scheduled state's scheduled_time).
+    next_run_at: Mapped[datetime | None]
+    #: `[{level, message, timestamp}]`, level as a stdlib number, timestamp ISO 8601.
+    logs: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, server_default=text("'[]'::jsonb"))
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    shipped_at: Mapped[datetime | None]
+    prefect_flow_run_id: Mapped[uuid.UUID | None]
+    #: Shipping attempts (failed ones included): a poison record is visible, not silent.
+    attempts: Mapped[int] = mapped_column(Integer, server_default="0")
+    last_error: Mapped[str | None] = mapped_column(Text)

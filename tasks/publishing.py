@@ -7,6 +7,11 @@ any point leaves a state the next delivery can continue from:
 2. if an earlier attempt started the platform call and recorded no result, *reconcile* first;
 3. mark `publish_started_at`, then make the one non-idempotent platform call;
 4. record the outcome only while still holding the claim, and roll the post's status up.
+
+Every claimed attempt also leaves a run record (the Prefect visibility outbox) committed in the
+same transaction as its outcome; `flows/reporter.py` ships it to Prefect later, so Prefect never
+sits on this path. Deliveries that claim nothing (busy, already settled) change nothing and leave
+no record.
 """
 
 from __future__ import annotations
@@ -14,7 +19,8 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
@@ -82,6 +88,32 @@ class PublishOutcome:
 
 AdapterFactory = Callable[[str], PlatformAdapter]
 
+PUBLISH_FLOW_NAME = "publish-post"
+
+
+@dataclass(slots=True)
+class _RunCapture:
+    """What the run record of one attempt needs, collected while the attempt runs."""
+
+    job: PublishJob
+    started_at: datetime
+    company_id: uuid.UUID | None = None
+    attempt: int = 0
+    recorded: bool = False
+    logs: list[dict[str, Any]] = field(default_factory=list)
+
+
+#: The attempt running in this task's context (a contextvar keeps the step signatures unchanged).
+_current_run: ContextVar[_RunCapture | None] = ContextVar("publish_run", default=None)
+
+
+def _note(level: int, message: str, *args: Any, target: PublishLog) -> None:
+    """Log a line and keep it for the attempt's run record (its log lines in the Prefect UI)."""
+    log.log(level, message, *args, extra=_log_extra(target))
+    run = _current_run.get()
+    if run is not None:
+        run.logs.append(queries.run_log_line(level, message % args if args else message))
+
 
 @dataclass(frozen=True, slots=True)
 class PublishSettings:
@@ -131,11 +163,27 @@ class Publisher:
         self.settings = settings or PublishSettings()
 
     async def publish(self, job: PublishJob) -> PublishOutcome:
+        run = _RunCapture(job=job, started_at=_now())
+        token = _current_run.set(run)
+        try:
+            return await self._publish(job, run)
+        except Exception as error:
+            if run.company_id is not None and not run.recorded:
+                await self._record_crash(run, error)
+            raise
+        finally:
+            _current_run.reset(token)
+
+    async def _publish(self, job: PublishJob, run: _RunCapture) -> PublishOutcome:
         claimed = await self._claim(job)
         if isinstance(claimed, PublishOutcome):
             return claimed
         target, post, account, media = claimed
         attempt = target.attempts
+        run.company_id, run.attempt = post.company_id, attempt
+        _note(
+            logging.INFO, "attempt %d claimed the %s target", attempt, job.platform, target=target
+        )
         content = PostContent(
             text=target.custom_content if target.custom_content is not None else post.content,
             media=tuple(
@@ -240,9 +288,10 @@ class Publisher:
                 if target.publish_started_at is not None:
                     found = await adapter.reconcile(account=context, content=content, state=state)
                     if found is not None:
-                        log.info("reconciled an earlier attempt", extra=_log_extra(target))
+                        _note(logging.INFO, "reconciled an earlier attempt", target=target)
                         return found
                 await self._mark_started(target, attempt)
+                _note(logging.INFO, "publishing to %s", target.platform, target=target)
                 return await adapter.publish(account=context, content=content, state=state)
             except TokenExpiredError:
                 if refreshed:
@@ -373,16 +422,82 @@ class Publisher:
             )
             if owned:
                 await queries.roll_up_post_status(session, target.scheduled_post_id)
+                level = logging.INFO if values["status"] == "success" else logging.WARNING
+                detail = values.get("error_message") or values.get("remote_url") or ""
+                _note(level, "settled as %s %s", values["status"], detail, target=target)
+            else:
+                _note(
+                    logging.WARNING,
+                    "claim lost before recording; another attempt owns the target",
+                    target=target,
+                )
+            run = _current_run.get()
+            if run is not None:
+                await queries.add_run_record(
+                    session, **_run_record(run, target=target, values=values, owned=owned)
+                )
+                run.recorded = True
             current = await session.get(PublishLog, target.id, populate_existing=True)
         assert current is not None
-        if not owned:
-            log.warning(
-                "claim lost before recording; another attempt owns the target",
-                extra=_log_extra(target),
-            )
-            return _outcome_of(current, "busy")
-        log.info("publish attempt settled as %s", current.status, extra=_log_extra(target))
-        return _outcome_of(current, kind)
+        return _outcome_of(current, kind if owned else "busy")
+
+    async def _record_crash(self, run: _RunCapture, error: Exception) -> None:
+        """An attempt that ended in an unexpected error still shows up (as Crashed); best effort:
+        the error may be the database itself, and the original error is what the caller sees."""
+        message = f"{type(error).__name__}: {error}"
+        run.logs.append(queries.run_log_line(logging.ERROR, f"attempt crashed: {message}"))
+        try:
+            async with self.sessions() as session, session.begin():
+                await queries.add_run_record(
+                    session, **_run_fields(run), state="CRASHED", state_message=message
+                )
+        except Exception:
+            log.exception("could not write the run record of a crashed attempt")
+
+
+def _run_fields(run: _RunCapture) -> dict[str, Any]:
+    """Name, tags, parameters, times and log lines of an attempt's run record."""
+    job = run.job
+    post = str(job.scheduled_post_id)
+    name = f"{job.platform} · {post[:8]}"
+    return {
+        "flow_name": PUBLISH_FLOW_NAME,
+        "run_name": name if run.attempt <= 1 else f"{name} · #{run.attempt}",
+        "tags": [f"company:{run.company_id}", f"platform:{job.platform}", f"post:{post}"],
+        "parameters": {
+            "scheduled_post_id": post,
+            "platform": job.platform,
+            "account_id": str(job.account_id),
+            "idempotency_key": job.idempotency_key,
+            "retry_count": job.retry_count,
+            "final_attempt": job.final_attempt,
+            "attempt": run.attempt,
+        },
+        "started_at": run.started_at,
+        "ended_at": _now(),
+        "logs": run.logs,
+    }
+
+
+def _run_record(
+    run: _RunCapture, *, target: PublishLog, values: dict[str, Any], owned: bool
+) -> dict[str, Any]:
+    """The run record of an attempt that reached `_record`: its final state from the outcome."""
+    status = values.get("status")
+    if not owned:
+        state, message = "FAILED", "claim lost: another attempt owns the target"
+    elif status == "success":
+        where = values.get("remote_url") or values.get("remote_id")
+        state, message = "COMPLETED", f"published {where}" if where else "published"
+    elif status == "retry":
+        state, message = "AWAITING_RETRY", values.get("error_message")
+    else:
+        state, message = "FAILED", values.get("error_message")
+    return _run_fields(run) | {
+        "state": state,
+        "state_message": message,
+        "next_run_at": values.get("next_retry_at") if status == "retry" else None,
+    }
 
 
 def _log_extra(target: PublishLog) -> dict[str, str]:

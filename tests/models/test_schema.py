@@ -18,7 +18,7 @@ def test_autogenerate_finds_no_difference_after_migrating(db: Engine) -> None:
             conn, opts={"compare_type": True, "compare_server_default": True}
         )
         assert compare_metadata(context, Base.metadata) == []
-        assert conn.scalar(text("SELECT version_num FROM alembic_version")) == "0001"
+        assert conn.scalar(text("SELECT version_num FROM alembic_version")) == "0002"
 
 
 def test_every_instant_is_timestamptz(db: Engine) -> None:

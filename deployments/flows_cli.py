@@ -1,0 +1,40 @@
+"""`tendsocial sweep` and `tendsocial flows serve`: the flows from the command line."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Annotated
+
+import typer
+
+flows_app = typer.Typer(no_args_is_help=True, help="Prefect flows and their deployments.")
+
+
+def sweep(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the counts as JSON.")] = False,
+) -> None:
+    """Run the due-post sweeper once (no Prefect server needed)."""
+    from flows.sweeper import run_sweep_once
+
+    report = asyncio.run(run_sweep_once())
+    if as_json:
+        typer.echo(json.dumps(report.as_dict()))
+    else:
+        typer.echo(
+            f"missed {report.missed_targets}, enqueued {report.enqueued_targets}, "
+            f"recovered {report.recovered_targets} target(s)"
+        )
+
+
+@flows_app.command("serve")
+def flows_serve() -> None:
+    """Register the Prefect deployments (sync every 6 h, sweeper daily) and run them."""
+    from deployments.prefect_flows import serve_flows
+
+    serve_flows()
+
+
+def register(app: typer.Typer) -> None:
+    app.command("sweep")(sweep)
+    app.add_typer(flows_app, name="flows")

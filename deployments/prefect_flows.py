@@ -1,0 +1,49 @@
+"""Prefect deployments of the flows: the 6-hourly analytics sync and the daily due-post sweeper.
+
+`deployment_definitions()` declares them (no server call); `serve_flows()` registers them with
+the Prefect server in `PREFECT_API_URL` and runs them from this long-lived process (the local
+stack; production may `deploy` the same definitions to a work pool instead). Cloud Scheduler can
+start the same sync without Prefect through `POST /api/jobs/sync-analytics`; both paths share
+the idempotency key per window, so running both never fans out twice in a window.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+#: Every 6 hours on the hour (UTC), as in the seed.
+SYNC_ANALYTICS_CRON = "0 */6 * * *"
+#: Daily, shortly after midnight UTC.
+SWEEPER_CRON = "15 0 * * *"
+#: The trigger key of scheduled syncs; Cloud Scheduler sends the same, so one parent per window.
+SCHEDULED_SYNC_KEY = "scheduled"
+
+
+def deployment_definitions() -> list[Any]:
+    """The RunnerDeployments (built locally, nothing sent to a server)."""
+    from flows.analytics import sync_analytics_flow
+    from flows.sweeper import enqueue_due_posts_flow
+
+    return [
+        sync_analytics_flow.to_deployment(
+            name="sync-analytics-every-6h",
+            cron=SYNC_ANALYTICS_CRON,
+            parameters={"idempotency_key": SCHEDULED_SYNC_KEY},
+            tags=["analytics"],
+            description="Fan out one child Cloud Task per company × platform.",
+        ),
+        enqueue_due_posts_flow.to_deployment(
+            name="enqueue-due-posts-daily",
+            cron=SWEEPER_CRON,
+            tags=["publishing", "sweeper"],
+            description="Enqueue posts entering the 30-day window, recover lost tasks, "
+            "fail missed posts.",
+        ),
+    ]
+
+
+def serve_flows() -> None:
+    """Register the deployments and run their scheduled runs until interrupted."""
+    from prefect import serve
+
+    serve(*deployment_definitions())

@@ -1,0 +1,468 @@
+"""Fetch metrics for one company × platform: the shared metrics task behind each analytics child.
+
+Plain async code, the same with or without Prefect. One run:
+
+1. claims the child `AnalyticsSyncJob` with one conditional UPDATE (`pending` → `running`; a
+   `running` job whose lease — `started_at` + `lease_seconds` — ran out may be claimed again;
+   `started_at` fences every later write). A settled job answers "settled" and does nothing;
+2. selects the company's published targets on that platform (`PublishLog` success with a remote
+   id) whose metrics are due (cadence below), grouped by account;
+3. calls the adapter's `fetch_metrics` in batches of its `metrics_batch_size` (X 100, Bluesky 25,
+   Mastodon / LinkedIn 20, Meta 1) and stores one `PostMetricSnapshot` per post per batch, each
+   batch in its own transaction, so a deferred or retried run only fetches what is still due;
+4. settles the job (items processed / failed, status, message) and rolls the parent up in the
+   same transaction.
+
+**Cadence by post age** (age from `published_at`; "last" is the latest snapshot's
+`collected_at`; a 30-minute slack absorbs the jitter of a 6-hourly schedule):
+
+| age | fetched when last snapshot is older than |
+|---|---|
+| < 24 h | 30 min — every sync (a repeated or retried sync does not refetch) |
+| < 7 days | 6 h − slack — about every sync |
+| < 30 days | 24 h − slack — daily |
+| ≥ 30 days | never: metrics of old posts barely move and X drops non-public metrics at 30 days |
+
+**Errors.** A rate limit with a reset time (`TransientError.retry_at`, HTTP 429) defers the whole
+child to the reset: the job goes back to `pending` with `scheduled_for` = the reset and the
+webhook enqueues it again under a fresh task name (other platforms' children are unaffected). An
+expired token is refreshed once (under the account's row lock, as publishing does). A revoked
+token (`NeedsReconnectError`, the account is marked `needs_reconnect`) or a permission / permanent
+error fails that account's posts with a clear message; the child then settles `failed`. Other
+transient errors release the claim and ask the queue to retry, until its last attempt, which
+settles the job `failed`. Posts a platform no longer returns (deleted) count as failed items but
+do not fail the job.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from itertools import groupby
+from typing import Any, Literal
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from models import queries
+from models.tables import AnalyticsSyncJob, PublishLog, SocialAccount
+from tasks.platforms.base import (
+    AccountContext,
+    MetricCounts,
+    NeedsReconnectError,
+    PermanentError,
+    PlatformAdapter,
+    PlatformError,
+    TokenExpiredError,
+    TransientError,
+)
+
+log = logging.getLogger(__name__)
+
+#: (age below which, minimum time between snapshots); older posts are not fetched any more.
+CADENCE: tuple[tuple[timedelta, timedelta], ...] = (
+    (timedelta(hours=24), timedelta(hours=1)),
+    (timedelta(days=7), timedelta(hours=6)),
+    (timedelta(days=30), timedelta(days=1)),
+)
+CADENCE_SLACK = timedelta(minutes=30)
+MAX_POST_AGE = CADENCE[-1][0]
+_MAX_MESSAGE = 2000
+
+MetricsOutcomeKind = Literal[
+    "completed",  # settled completed now
+    "failed",  # settled failed now (token/permission errors, or the last attempt)
+    "deferred",  # rate limited: back to pending until `retry_at`; enqueue it again then
+    "retry",  # transient: claim released, let the queue retry
+    "not_due",  # pending but deferred to a later time: its task exists (or must be re-created)
+    "busy",  # another run holds a fresh claim
+    "settled",  # already completed / failed: nothing done
+    "not_found",  # no such child job
+]
+
+AdapterFactory = Callable[[str], PlatformAdapter]
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsJob:
+    """One delivery of a child sync task."""
+
+    job_id: uuid.UUID
+    #: True when the queue will not deliver this task again after this attempt.
+    final_attempt: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsOutcome:
+    kind: MetricsOutcomeKind
+    job_id: uuid.UUID | None = None
+    status: str | None = None
+    platform: str | None = None
+    idempotency_key: str | None = None
+    scheduled_for: datetime | None = None
+    items_processed: int = 0
+    items_failed: int = 0
+    error_message: str | None = None
+    retry_at: datetime | None = None
+    parent_status: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsSettings:
+    #: Longer than the analytics queue's dispatch deadline, so a live run is never taken over.
+    lease_seconds: float = 120.0
+    refresh_margin_seconds: float = 120.0
+
+
+def metrics_due(
+    *, published_at: datetime, last_collected_at: datetime | None, now: datetime
+) -> bool:
+    """Whether a post of this age needs a new snapshot now (the cadence table above)."""
+    age = now - published_at
+    for below, interval in CADENCE:
+        if age < below:
+            return last_collected_at is None or now - last_collected_at >= interval - CADENCE_SLACK
+    return False
+
+
+def snapshot_values(target_id: uuid.UUID, counts: MetricCounts) -> dict[str, Any]:
+    raw = counts.raw if isinstance(counts.raw, dict) or counts.raw is None else {"body": counts.raw}
+    return {
+        "id": uuid.uuid4(),
+        "publish_log_id": target_id,
+        "impressions": counts.impressions,
+        "reach": counts.reach,
+        "likes": counts.likes,
+        "comments": counts.comments,
+        "shares": counts.shares,
+        "saves": counts.saves,
+        "clicks": counts.clicks,
+        "raw": raw,
+    }
+
+
+def _outcome(job: AnalyticsSyncJob, kind: MetricsOutcomeKind, **extra: Any) -> MetricsOutcome:
+    values: dict[str, Any] = {
+        "job_id": job.id,
+        "status": job.status,
+        "platform": job.platform,
+        "idempotency_key": job.idempotency_key,
+        "scheduled_for": job.scheduled_for,
+        "items_processed": job.items_processed,
+        "items_failed": job.items_failed,
+        "error_message": job.error_message,
+    }
+    return MetricsOutcome(kind=kind, **(values | extra))
+
+
+def _refused(account: SocialAccount, error: PlatformError, count: int) -> str:
+    """The job's message for an account whose metrics could not be read (token, permission)."""
+    if isinstance(error, NeedsReconnectError | TokenExpiredError):
+        why = f"{account.platform} account @{account.handle} needs reconnecting"
+    else:
+        why = f"{account.platform} refused metrics for @{account.handle}"
+    return f"{why} ({error.message}); {count} post(s) not synced"
+
+
+class _Deferred(Exception):
+    def __init__(self, error: TransientError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+@dataclass(slots=True)
+class _Tally:
+    processed: int = 0
+    failed: int = 0
+    errors: list[str] | None = None
+
+    def fail(self, count: int, message: str) -> None:
+        self.failed += count
+        self.errors = [*(self.errors or []), message]
+
+
+class MetricsSync:
+    """Runs child sync jobs against the database and the platform adapters."""
+
+    def __init__(
+        self,
+        *,
+        sessions: async_sessionmaker[AsyncSession],
+        adapters: AdapterFactory,
+        settings: MetricsSettings | None = None,
+    ) -> None:
+        self.sessions = sessions
+        self.adapters = adapters
+        self.settings = settings or MetricsSettings()
+
+    async def sync(self, job: MetricsJob) -> MetricsOutcome:
+        claimed = await self._claim(job.job_id)
+        if isinstance(claimed, MetricsOutcome):
+            return claimed
+        child, due, accounts = claimed
+        assert child.company_id is not None and child.platform is not None
+        tally = _Tally()
+        adapter = self.adapters(child.platform)
+        try:
+            for account_id, group in groupby(due, key=lambda t: t.account_id):
+                targets = list(group)
+                account = accounts.get(account_id)
+                if account is None or account.status != "active":
+                    handle = account.handle if account else str(account_id)
+                    tally.fail(
+                        len(targets),
+                        f"{child.platform} account @{handle} needs reconnecting; "
+                        f"{len(targets)} post(s) not synced",
+                    )
+                    continue
+                await self._sync_account(
+                    adapter=adapter, account=account, targets=targets, child=child, tally=tally
+                )
+        except _Deferred as deferred:
+            return await self._defer(child, tally=tally, error=deferred.error)
+        except PlatformError as error:
+            if not job.final_attempt:
+                return await self._release(child, tally=tally, error=error)
+            tally.fail(0, f"gave up after the last attempt: {error.message}")
+        return await self._settle(child, tally=tally)
+
+    # ----------------------------------------------------------------------- steps
+    async def _claim(
+        self, job_id: uuid.UUID
+    ) -> MetricsOutcome | tuple[AnalyticsSyncJob, list[PublishLog], dict[uuid.UUID, SocialAccount]]:
+        now = datetime.now(UTC)
+        async with self.sessions() as session, session.begin():
+            child = await queries.claim_sync_job(
+                session, job_id=job_id, lease_seconds=self.settings.lease_seconds
+            )
+            if child is None:
+                return await self._unclaimed(session, job_id)
+            assert child.company_id is not None and child.platform is not None
+            rows = await queries.metric_targets(
+                session,
+                company_id=child.company_id,
+                platform=child.platform,
+                published_after=now - MAX_POST_AGE,
+            )
+            due = [
+                target
+                for target, published_at, last in rows
+                if metrics_due(published_at=published_at, last_collected_at=last, now=now)
+            ]
+            accounts = await queries.accounts_by_id(session, list({t.account_id for t in due}))
+        return child, due, accounts
+
+    async def _unclaimed(self, session: AsyncSession, job_id: uuid.UUID) -> MetricsOutcome:
+        child = await queries.sync_job(session, job_id)
+        if child is None or child.parent_id is None:
+            return MetricsOutcome(kind="not_found")
+        if child.status in queries.SETTLED_JOB_STATUSES:
+            return _outcome(child, "settled")
+        if child.status == "pending":
+            return _outcome(child, "not_due", retry_at=child.scheduled_for)
+        lease_end = (child.started_at or datetime.now(UTC)) + timedelta(
+            seconds=self.settings.lease_seconds
+        )
+        return _outcome(child, "busy", retry_at=lease_end)
+
+    async def _sync_account(
+        self,
+        *,
+        adapter: PlatformAdapter,
+        account: SocialAccount,
+        targets: Sequence[PublishLog],
+        child: AnalyticsSyncJob,
+        tally: _Tally,
+    ) -> None:
+        """Fetch and store one account's due posts batch by batch; settle-worthy errors are
+        tallied, a rate limit raises `_Deferred`, other transient errors propagate."""
+        try:
+            context = await self._fresh_context(adapter, account)
+        except (NeedsReconnectError, PermanentError) as error:
+            tally.fail(len(targets), _refused(account, error, len(targets)))
+            return
+        size = max(1, adapter.metrics_batch_size)
+        for start in range(0, len(targets), size):
+            batch = targets[start : start + size]
+            try:
+                counts, context = await self._fetch(adapter, account, context, batch)
+            except TransientError as error:
+                if error.retry_at is not None:
+                    raise _Deferred(error) from error
+                raise
+            except (NeedsReconnectError, PermanentError, TokenExpiredError) as error:
+                if isinstance(error, NeedsReconnectError):
+                    await self._mark_reconnect(account, error.message)
+                left = len(targets) - start
+                tally.fail(left, _refused(account, error, left))
+                return
+            snapshots = [
+                snapshot_values(t.id, counts[t.remote_id]) for t in batch if t.remote_id in counts
+            ]
+            async with self.sessions() as session, session.begin():
+                if not await queries.update_claimed_sync_job(
+                    session,
+                    job_id=child.id,
+                    started_at=child.started_at,
+                    values={"started_at": child.started_at},
+                ):
+                    raise TransientError("lost the claim while storing metrics", code="claim_lost")
+                await queries.insert_metric_snapshots(session, snapshots)
+            tally.processed += len(snapshots)
+            tally.failed += len(batch) - len(snapshots)
+
+    async def _fetch(
+        self,
+        adapter: PlatformAdapter,
+        account: SocialAccount,
+        context: AccountContext,
+        batch: Sequence[PublishLog],
+    ) -> tuple[dict[str, MetricCounts], AccountContext]:
+        remote_ids = [t.remote_id for t in batch if t.remote_id]
+        try:
+            return await adapter.fetch_metrics(account=context, remote_ids=remote_ids), context
+        except TokenExpiredError:
+            context = await self._refresh(adapter, account, used=context)
+            return await adapter.fetch_metrics(account=context, remote_ids=remote_ids), context
+
+    # ----------------------------------------------------------------------- settling
+    async def _write(
+        self, child: AnalyticsSyncJob, values: dict[str, Any], *, roll_up: bool
+    ) -> tuple[AnalyticsSyncJob, str | None] | None:
+        async with self.sessions() as session, session.begin():
+            owned = await queries.update_claimed_sync_job(
+                session, job_id=child.id, started_at=child.started_at, values=values
+            )
+            if not owned:
+                return None
+            parent_status = None
+            if roll_up and child.parent_id is not None:
+                parent_status = await queries.roll_up_sync_parent(session, child.parent_id)
+            current = await session.get(AnalyticsSyncJob, child.id, populate_existing=True)
+        assert current is not None
+        return current, parent_status
+
+    async def _settle(self, child: AnalyticsSyncJob, *, tally: _Tally) -> MetricsOutcome:
+        status = "failed" if tally.errors else "completed"
+        message = "; ".join(tally.errors or [])[:_MAX_MESSAGE] or None
+        written = await self._write(
+            child,
+            {
+                "status": status,
+                "completed_at": datetime.now(UTC),
+                "items_processed": AnalyticsSyncJob.items_processed + tally.processed,
+                "items_failed": AnalyticsSyncJob.items_failed + tally.failed,
+                "error_message": message,
+            },
+            roll_up=True,
+        )
+        if written is None:
+            return await self._lost(child)
+        current, parent_status = written
+        log.info(
+            "metrics sync settled as %s",
+            status,
+            extra={"job_id": str(child.id), "platform": child.platform},
+        )
+        return _outcome(current, status, parent_status=parent_status)  # type: ignore[arg-type]
+
+    async def _defer(
+        self, child: AnalyticsSyncJob, *, tally: _Tally, error: TransientError
+    ) -> MetricsOutcome:
+        assert error.retry_at is not None
+        retry_at = max(error.retry_at, datetime.now(UTC) + timedelta(seconds=1))
+        written = await self._write(
+            child,
+            {
+                "status": "pending",
+                "scheduled_for": retry_at,
+                "cloud_task_name": None,
+                "items_processed": AnalyticsSyncJob.items_processed + tally.processed,
+                "items_failed": AnalyticsSyncJob.items_failed + tally.failed,
+                "error_message": f"rate limited until {retry_at.isoformat()}: {error.message}",
+            },
+            roll_up=False,
+        )
+        if written is None:
+            return await self._lost(child)
+        return _outcome(written[0], "deferred", retry_at=retry_at)
+
+    async def _release(
+        self, child: AnalyticsSyncJob, *, tally: _Tally, error: PlatformError
+    ) -> MetricsOutcome:
+        written = await self._write(
+            child,
+            {
+                "status": "pending",
+                "items_processed": AnalyticsSyncJob.items_processed + tally.processed,
+                "items_failed": AnalyticsSyncJob.items_failed + tally.failed,
+                "error_message": f"will retry: {error.message}"[:_MAX_MESSAGE],
+            },
+            roll_up=False,
+        )
+        if written is None:
+            return await self._lost(child)
+        return _outcome(written[0], "retry")
+
+    async def _lost(self, child: AnalyticsSyncJob) -> MetricsOutcome:
+        log.warning("claim lost; another run owns the sync job", extra={"job_id": str(child.id)})
+        async with self.sessions() as session:
+            current = await queries.sync_job(session, child.id)
+        assert current is not None
+        return _outcome(current, "busy")
+
+    # ----------------------------------------------------------------------- tokens
+    @staticmethod
+    def _context(account: SocialAccount) -> AccountContext:
+        return AccountContext(
+            account_id=str(account.id),
+            external_id=account.external_id,
+            handle=account.handle,
+            access_token=account.access_token,
+            refresh_token=account.refresh_token,
+            base_url=account.base_url,
+            max_characters=account.max_characters,
+        )
+
+    async def _fresh_context(
+        self, adapter: PlatformAdapter, account: SocialAccount
+    ) -> AccountContext:
+        context = self._context(account)
+        margin = timedelta(seconds=self.settings.refresh_margin_seconds)
+        expires = account.token_expires_at
+        if expires is not None and expires <= datetime.now(UTC) + margin:
+            context = await self._refresh(adapter, account, used=context)
+        return context
+
+    async def _refresh(
+        self, adapter: PlatformAdapter, account: SocialAccount, *, used: AccountContext
+    ) -> AccountContext:
+        """Refresh under the account's row lock (rotating refresh tokens are single-use), reusing
+        a token another run refreshed meanwhile; a refusal marks the account needs_reconnect."""
+        async with self.sessions() as session, session.begin():
+            locked = await queries.lock_account(session, account.id)
+            if locked is None:
+                raise PermanentError("account no longer exists", code="account_missing")
+            if locked.access_token != used.access_token:
+                return self._context(locked)
+            try:
+                tokens = await adapter.refresh_token(account=self._context(locked))
+            except NeedsReconnectError as error:
+                await queries.mark_account_needs_reconnect(
+                    session, account_id=locked.id, reason=error.message
+                )
+                raise
+            locked.access_token = tokens.access_token
+            if tokens.refresh_token:
+                locked.refresh_token = tokens.refresh_token
+            locked.token_expires_at = tokens.expires_at
+            await session.flush()
+            return self._context(locked)
+
+    async def _mark_reconnect(self, account: SocialAccount, reason: str) -> None:
+        async with self.sessions() as session, session.begin():
+            await queries.mark_account_needs_reconnect(
+                session, account_id=account.id, reason=reason
+            )

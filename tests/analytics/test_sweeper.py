@@ -1,0 +1,173 @@
+"""The due-post sweeper against the emulator: posts entering the 30-day window, lost tasks
+recovered without a duplicate post, and late posts failed as "missed"."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from typer.testing import CliRunner
+
+from deployments.cli import app as cli
+from dispatch.cloud_tasks import CloudTasksQueue
+from flows.sweeper import SweepReport, sweep_due_posts
+from models.database import reset_engines
+from tests.analytics.conftest import SECRET, Stack, make_tenant, schedule, wait_for
+
+
+async def sweep(
+    stack: Stack, sessions: async_sessionmaker[AsyncSession], queue: CloudTasksQueue
+) -> SweepReport:
+    return await sweep_due_posts(sessions=sessions, queue=queue, api_settings=stack.api_settings)
+
+
+def targets(stack: Stack, post_id: str) -> list:
+    return stack.sql(
+        "SELECT status, error_code, error_message, cloud_task_name, dispatch_generation "
+        "FROM publish_logs WHERE scheduled_post_id = :p",
+        p=uuid.UUID(post_id),
+    )
+
+
+def move_post(stack: Stack, post_id: str, when: datetime) -> None:
+    stack.sql("UPDATE scheduled_posts SET scheduled_at = :at WHERE id = :p", at=when, p=post_id)
+
+
+def test_sweep_command_enqueues_a_far_post_once_inside_the_window(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tenant = make_tenant(stack, platforms=("mastodon",))
+    post = schedule(
+        stack, tenant, platforms=("mastodon",), at=datetime.now(UTC) + timedelta(days=40)
+    )
+    post_id = post["scheduledPostId"]
+    assert targets(stack, post_id)[0].cloud_task_name is None  # beyond Cloud Tasks' horizon
+
+    env = {
+        "DATABASE_URL": stack.database_url.render_as_string(hide_password=False),
+        "CLOUD_TASKS_EMULATOR_HOST": stack.tasks_settings.cloud_tasks_emulator_host,
+        "GCP_PROJECT_ID": stack.tasks_settings.gcp_project_id,
+        "GCP_LOCATION": stack.tasks_settings.gcp_location,
+        "GCP_TASKS_QUEUE": stack.tasks_settings.gcp_tasks_queue,
+        "WEBHOOK_URL": stack.base_url,
+        "WEBHOOK_SECRET": SECRET,
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    reset_engines()
+    try:
+
+        def run_sweep() -> dict:
+            result = CliRunner().invoke(cli, ["sweep", "--json"])
+            assert result.exit_code == 0, result.output
+            return json.loads(result.output.strip().splitlines()[-1])
+
+        assert run_sweep()["enqueuedTargets"] == 0
+        when = datetime.now(UTC) + timedelta(days=20)
+        move_post(stack, post_id, when)
+        assert run_sweep()["enqueuedTargets"] == 1
+        name = targets(stack, post_id)[0].cloud_task_name
+        assert name and name.endswith("-mastodon-g0")
+        assert run_sweep()["enqueuedTargets"] == 0  # once
+        assert targets(stack, post_id)[0].cloud_task_name == name
+    finally:
+        monkeypatch.undo()
+        reset_engines()
+
+
+async def test_sweep_finds_the_enqueued_task_in_the_emulator(
+    stack: Stack, sessions: async_sessionmaker[AsyncSession], tasks_queue: CloudTasksQueue
+) -> None:
+    tenant = make_tenant(stack, platforms=("mastodon",))
+    post = schedule(
+        stack, tenant, platforms=("mastodon",), at=datetime.now(UTC) + timedelta(days=45)
+    )
+    when = (datetime.now(UTC) + timedelta(days=10)).replace(microsecond=0)
+    move_post(stack, post["scheduledPostId"], when)
+    report = await sweep(stack, sessions, tasks_queue)
+    assert report.enqueued_targets >= 1
+    name = targets(stack, post["scheduledPostId"])[0].cloud_task_name
+    task = await tasks_queue.get(name)
+    assert task is not None and task.schedule_time == when
+
+
+async def test_lost_task_is_recovered_once_without_a_duplicate_post(
+    stack: Stack, sessions: async_sessionmaker[AsyncSession], tasks_queue: CloudTasksQueue
+) -> None:
+    tenant = make_tenant(stack, platforms=("mastodon",))
+    post = schedule(
+        stack, tenant, platforms=("mastodon",), at=datetime.now(UTC) + timedelta(minutes=5)
+    )
+    post_id = post["scheduledPostId"]
+    old_name = targets(stack, post_id)[0].cloud_task_name
+    assert await tasks_queue.get(old_name) is not None
+    await tasks_queue.cancel(old_name)  # the queue lost it (purged)
+    move_post(stack, post_id, datetime.now(UTC) - timedelta(minutes=1))  # now due
+
+    report = await sweep(stack, sessions, tasks_queue)
+    assert report.recovered_targets == 1
+    recovered = targets(stack, post_id)[0]
+    assert recovered.dispatch_generation == 1 and recovered.cloud_task_name != old_name
+
+    def published() -> bool:
+        return targets(stack, post_id)[0].status == "success"
+
+    wait_for(published, what="recovered post published")
+    again = await sweep(stack, sessions, tasks_queue)
+    assert again.recovered_targets == 0
+    content = stack.sql("SELECT content FROM scheduled_posts WHERE id = :p", p=post_id)[0][0]
+    sent = [p for p in stack.sandbox.posts("mastodon") if content in (p.get("text") or "")]
+    assert len(sent) == 1
+    assert stack.sql("SELECT status FROM scheduled_posts WHERE id = :p", p=post_id)[0][0] == (
+        "published"
+    )
+
+
+async def test_a_live_task_is_left_alone(
+    stack: Stack, sessions: async_sessionmaker[AsyncSession], tasks_queue: CloudTasksQueue
+) -> None:
+    tenant = make_tenant(stack, platforms=("mastodon",))
+    post = schedule(
+        stack, tenant, platforms=("mastodon",), at=datetime.now(UTC) + timedelta(minutes=5)
+    )
+    post_id = post["scheduledPostId"]
+    move_post(stack, post_id, datetime.now(UTC) - timedelta(minutes=1))  # due, task still there
+    report = await sweep(stack, sessions, tasks_queue)
+    assert report.recovered_targets == 0
+    assert targets(stack, post_id)[0].dispatch_generation == 0
+    await tasks_queue.cancel(targets(stack, post_id)[0].cloud_task_name)
+    stack.sql(
+        "UPDATE publish_logs SET status = 'cancelled' WHERE scheduled_post_id = :p", p=post_id
+    )
+
+
+async def test_a_post_three_days_late_is_failed_as_missed(
+    stack: Stack, sessions: async_sessionmaker[AsyncSession], tasks_queue: CloudTasksQueue
+) -> None:
+    tenant = make_tenant(stack, platforms=("mastodon", "bluesky"))
+    post = schedule(
+        stack,
+        tenant,
+        platforms=("mastodon", "bluesky"),
+        at=datetime.now(UTC) + timedelta(days=40),
+    )
+    post_id = post["scheduledPostId"]
+    move_post(stack, post_id, datetime.now(UTC) - timedelta(days=3))
+
+    report = await sweep(stack, sessions, tasks_queue)
+    assert report.missed_targets == 2
+    rows = targets(stack, post_id)
+    assert {(r.status, r.error_code) for r in rows} == {("failed", "missed")}
+    assert all("not published late" in r.error_message for r in rows)
+    assert all(r.cloud_task_name is None for r in rows)
+    assert stack.sql("SELECT status FROM scheduled_posts WHERE id = :p", p=post_id)[0][0] == (
+        "failed"
+    )
+    with stack.api(tenant.api_key) as http:
+        view = http.get(f"/api/social-posts/{post_id}")
+    assert view.status_code == 200
+    assert view.json()["status"] == "failed"
+    assert {p["errorCode"] for p in view.json()["platforms"]} == {"missed"}

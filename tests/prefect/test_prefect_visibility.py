@@ -1,0 +1,158 @@
+"""Every publish attempt is a Prefect run; Prefect never sits on the publishing path."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.engine import URL, Engine
+from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
+
+from flows import reporter as reporter_module
+from flows.reporter import PrefectRuns, ReporterThread, idempotency_key, ship_batch
+from models import queries
+from models.tables import RunRecord
+from tests.prefect.conftest import PrefectHandle
+from tests.publishing.conftest import Stack, make_tenant, schedule
+
+
+def _deliver_all(
+    stack: Stack, posts: list[dict], platforms: tuple[str, ...]
+) -> list[httpx.Response]:
+    with httpx.Client(timeout=30) as client:
+        return [
+            stack.deliver(stack.task_for(post["scheduledPostId"], platform), client=client)
+            for post in posts
+            for platform in platforms
+        ]
+
+
+def test_every_publish_attempt_becomes_a_prefect_run(
+    stack: Stack, prefect: PrefectHandle, start_reporter: Callable[[], ReporterThread]
+) -> None:
+    start_reporter()
+    tenant = make_tenant(stack, name="Visible Co")
+    posts = [schedule(stack, tenant, "linkedin", "mastodon") for _ in range(4)]
+    answers = _deliver_all(stack, posts, ("linkedin", "mastodon"))
+    assert [a.status_code for a in answers] == [200] * 8
+    # one permanent failure and one transient failure (a retry) among the attempts
+    failing = schedule(stack, tenant, "x", "bluesky")
+    stack.sandbox.inject("x", "revoked_token")
+    stack.sandbox.inject("bluesky", "server_error", operation="publish")
+    assert _deliver_all(stack, [failing], ("x",))[0].json()["status"] == "failed"
+    assert _deliver_all(stack, [failing], ("bluesky",))[0].status_code == 503
+
+    runs = prefect.wait_for_runs(tags=[f"company:{tenant.id}"], count=10)
+    assert len(runs) == 10
+    by_name = {r["name"]: r for r in runs}
+    for post in posts:
+        post_id = post["scheduledPostId"]
+        run = by_name[f"linkedin · {post_id[:8]}"]
+        assert set(run["tags"]) == {f"company:{tenant.id}", "platform:linkedin", f"post:{post_id}"}
+        assert run["parameters"]["scheduled_post_id"] == post_id
+        assert run["parameters"]["account_id"] == str(tenant.accounts["linkedin"])
+        assert run["parameters"]["attempt"] == 1
+        assert run["state_name"] == "Completed"
+        assert run["state"]["message"].startswith("published")
+        # the real start is the run's expected start; the real end is in a label
+        started = datetime.fromisoformat(run["labels"]["tendsocial.started_at"])
+        assert datetime.fromisoformat(run["expected_start_time"]) == started
+        assert datetime.fromisoformat(run["labels"]["tendsocial.ended_at"]) >= started
+    failed = by_name[f"x · {failing['scheduledPostId'][:8]}"]
+    assert failed["state_type"] == "FAILED" and failed["state"]["message"]
+    retry = by_name[f"bluesky · {failing['scheduledPostId'][:8]}"]
+    assert retry["state_type"] == "SCHEDULED" and retry["state_name"] == "AwaitingRetry"
+    messages = [line["message"] for line in prefect.logs(runs[0]["id"])]
+    assert any("claimed" in m for m in messages) and any("settled as" in m for m in messages)
+    assert any(r["flow_id"] for r in runs)
+    flow = httpx.get(f"{prefect.api_url}/flows/{runs[0]['flow_id']}", timeout=10).json()
+    assert flow["name"] == "publish-post"
+
+
+def test_publishing_during_a_prefect_outage_is_unaffected_and_caught_up(
+    stack: Stack,
+    prefect: PrefectHandle,
+    start_reporter: Callable[[], ReporterThread],
+    db: Engine,
+) -> None:
+    start_reporter()
+    tenant = make_tenant(stack, name="Outage Co")
+    contents = [f"outage {uuid.uuid4().hex[:10]}" for _ in range(6)]
+    posts = [schedule(stack, tenant, "linkedin", content=c) for c in contents]
+    prefect.stop()
+    try:
+        started = time.monotonic()
+        answers = _deliver_all(stack, posts, ("linkedin",))
+        elapsed = time.monotonic() - started
+        assert [a.json()["status"] for a in answers] == ["success"] * 6
+        assert elapsed < 5, f"webhooks slowed down by the outage: {elapsed:.1f}s"
+        with db.connect() as conn:
+            queued = conn.scalar(
+                select(func.count())
+                .select_from(RunRecord)
+                .where(RunRecord.tags.contains([f"company:{tenant.id}"]))
+                .where(RunRecord.shipped_at.is_(None))
+            )
+        assert queued == 6
+    finally:
+        prefect.restart()
+    runs = prefect.wait_for_runs(tags=[f"company:{tenant.id}"], count=6, timeout=40)
+    assert len(runs) == 6
+    assert {r["name"] for r in runs} == {f"linkedin · {p['scheduledPostId'][:8]}" for p in posts}
+    published = [p.get("text") or "" for p in stack.sandbox.posts("linkedin")]
+    for content in contents:  # each post published exactly once on the platform
+        assert sum(content in t for t in published) == 1
+
+
+@pytest.mark.asyncio
+async def test_a_crash_between_creating_the_run_and_marking_it_shipped_does_not_duplicate(
+    database_url: URL, prefect: PrefectHandle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = create_async_engine(database_url, pool_size=2)
+    sessions = async_sessionmaker(engine, expire_on_commit=False)
+    marker = f"crash-test:{uuid.uuid4()}"
+    now = datetime.now(UTC)
+    async with sessions() as session, session.begin():
+        record_id = await queries.add_run_record(
+            session,
+            flow_name="publish-post",
+            run_name="x · crashtst",
+            tags=[marker],
+            parameters={"n": 1},
+            state="COMPLETED",
+            started_at=now - timedelta(seconds=2),
+            ended_at=now,
+            logs=[queries.run_log_line(logging.INFO, "hello")],
+        )
+
+    async def crash(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("reporter died before marking the record shipped")
+
+    async with httpx.AsyncClient(base_url=prefect.api_url, timeout=10) as http:
+        runs = PrefectRuns(http)
+        monkeypatch.setattr(reporter_module.queries, "mark_run_record_shipped", crash)
+        with pytest.raises(RuntimeError):
+            await ship_batch(sessions, runs, batch_size=1000)
+        monkeypatch.undo()
+        assert len(prefect.runs(tags=[marker])) == 1  # created in Prefect, not marked shipped
+        async with sessions() as session:
+            record = await session.get(RunRecord, record_id)
+            assert record is not None and record.shipped_at is None
+        result = await ship_batch(sessions, runs, batch_size=1000)
+        assert result.error is None
+    runs_in_prefect = prefect.runs(tags=[marker])
+    assert len(runs_in_prefect) == 1
+    assert runs_in_prefect[0]["idempotency_key"] == idempotency_key(record_id)
+    assert runs_in_prefect[0]["state_name"] == "Completed"
+    assert len(prefect.logs(runs_in_prefect[0]["id"])) == 2  # "hello" + the closing line
+    async with sessions() as session:
+        record = await session.get(RunRecord, record_id)
+        assert record is not None and record.shipped_at is not None
+        assert str(record.prefect_flow_run_id) == runs_in_prefect[0]["id"]
+    await engine.dispose()
