@@ -1,4 +1,4 @@
-"""Conformance with recordings of the real service (`/work/shared/fixtures/cloud-tasks-golden`).
+"""Conformance with recordings of the real service (`../shared/fixtures/cloud-tasks-golden`).
 
 Every case of realcloud.json is driven from the file through the official client over gRPC; the
 dispatch.json HTTP case is replayed against a real local target.
@@ -18,7 +18,13 @@ from google.cloud import tasks_v2
 
 from tests.emulator.conftest import PARENT, Reply, Target, create_queue, eventually, http_task
 
-GOLDEN = Path(os.environ.get("CLOUD_TASKS_GOLDEN", "/work/shared/fixtures/cloud-tasks-golden"))
+#: `../shared` beside the repository (as in CI), unless CLOUD_TASKS_GOLDEN says otherwise.
+GOLDEN = Path(
+    os.environ.get(
+        "CLOUD_TASKS_GOLDEN",
+        Path(__file__).resolve().parents[2].parent / "shared/fixtures/cloud-tasks-golden",
+    )
+)
 CASES: list[dict[str, str]] = json.loads((GOLDEN / "realcloud.json").read_text())
 DISPATCH: list[dict[str, Any]] = json.loads((GOLDEN / "dispatch.json").read_text())
 
