@@ -314,6 +314,23 @@ async def update_claimed_target(
     return updated is not None
 
 
+async def update_claimed_target_returning(
+    session: AsyncSession, *, target_id: uuid.UUID, attempt: int, values: dict[str, Any]
+) -> PublishLog | None:
+    """`update_claimed_target` that hands back the updated target (None: the claim was lost)."""
+    return await session.scalar(
+        update(PublishLog)
+        .where(
+            PublishLog.id == target_id,
+            PublishLog.status == "processing",
+            PublishLog.attempts == attempt,
+        )
+        .values(**values)
+        .returning(PublishLog)
+        .execution_options(populate_existing=True)
+    )
+
+
 async def lock_account(session: AsyncSession, account_id: uuid.UUID) -> SocialAccount | None:
     """Row lock on the account: token refreshes serialise on it (rotating refresh tokens)."""
     return await session.scalar(

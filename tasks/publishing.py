@@ -225,9 +225,15 @@ class Publisher:
             )
             if target is None:
                 return await self._unclaimed(session, job)
-            post = await session.get(ScheduledPost, target.scheduled_post_id)
-            account = await session.get(SocialAccount, target.account_id)
-            assert post is not None and account is not None
+            loaded = (
+                await session.execute(
+                    select(ScheduledPost, SocialAccount).where(
+                        ScheduledPost.id == target.scheduled_post_id,
+                        SocialAccount.id == target.account_id,
+                    )
+                )
+            ).one()
+            post, account = loaded
             media = []
             if post.media_asset_ids:
                 by_id = {
@@ -237,11 +243,16 @@ class Publisher:
                     )
                 }
                 media = [by_id[i] for i in post.media_asset_ids if i in by_id]
-            await queries.roll_up_post_status(session, post.id)
+            # A claimed target is unsettled, so the post is `processing` whatever the others
+            # are; no roll-up query is needed here (cancelled posts have no claimable target).
             await session.execute(
                 update(ScheduledPost)
                 .where(ScheduledPost.id == post.id)
-                .values(attempts=ScheduledPost.attempts + 1, last_attempt_at=func.now())
+                .values(
+                    status="processing",
+                    attempts=ScheduledPost.attempts + 1,
+                    last_attempt_at=func.now(),
+                )
             )
             return target, post, account, media
 
@@ -417,9 +428,10 @@ class Publisher:
         self, *, target: PublishLog, attempt: int, values: dict[str, Any], kind: OutcomeKind
     ) -> PublishOutcome:
         async with self.sessions() as session, session.begin():
-            owned = await queries.update_claimed_target(
+            current = await queries.update_claimed_target_returning(
                 session, target_id=target.id, attempt=attempt, values=values
             )
+            owned = current is not None
             if owned:
                 await queries.roll_up_post_status(session, target.scheduled_post_id)
                 level = logging.INFO if values["status"] == "success" else logging.WARNING
@@ -437,7 +449,8 @@ class Publisher:
                     session, **_run_record(run, target=target, values=values, owned=owned)
                 )
                 run.recorded = True
-            current = await session.get(PublishLog, target.id, populate_existing=True)
+            if current is None:
+                current = await session.get(PublishLog, target.id, populate_existing=True)
         assert current is not None
         return _outcome_of(current, kind if owned else "busy")
 

@@ -106,6 +106,8 @@ async def test_enqueued_task_is_delivered_as_json(
         body={"postId": "p1", "platform": "x"},
         headers={"X-Webhook-Secret": "s3cret"},
         queue="analytics",
+        # a moment ahead, so GetTask below sees it pending however loaded the machine is
+        schedule_time=datetime.now(UTC) + timedelta(seconds=1.5),
     )
     name = await queue.enqueue(spec)
     assert "/queues/analytics/" in name
@@ -132,7 +134,14 @@ async def test_oidc_when_configured(
     )
     q = CloudTasksQueue(oidc)
     try:
-        name = await q.enqueue(TaskSpec(task_id="oidc-1", url=target.url(hook), body={}))
+        name = await q.enqueue(
+            TaskSpec(
+                task_id="oidc-1",
+                url=target.url(hook),
+                body={},
+                schedule_time=datetime.now(UTC) + timedelta(seconds=1.5),
+            )
+        )
         task = await q.client().get_task(name=name)
         assert task.http_request.oidc_token.service_account_email == SERVICE_ACCOUNT
         assert task.http_request.oidc_token.audience == "https://api.example"
