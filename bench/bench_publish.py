@@ -14,7 +14,6 @@ import asyncio
 import os
 import secrets
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -27,6 +26,9 @@ from sqlalchemy import create_engine, text
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from loadgen import encode_post, post_all  # noqa: E402
 
 from dispatch.admin import add_account, create_company  # noqa: E402
 from models.database import ensure_database, normalize_url  # noqa: E402
@@ -122,33 +124,19 @@ def start_api(*, factory: str, port: int, env: dict[str, str], workers: int) -> 
     return process
 
 
-async def load(base_url: str, bodies: list[dict], *, concurrency: int) -> dict[str, float]:
-    latencies: list[float] = []
-    codes: dict[int, int] = {}
-    queue: asyncio.Queue[dict] = asyncio.Queue()
-    for body in bodies:
-        queue.put_nowait(body)
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=base_url, timeout=60, limits=limits) as http:
-        # warm-up: connections and the first adapter of each platform
-        async def worker() -> None:
-            while not queue.empty():
-                body = queue.get_nowait()
-                started = time.perf_counter()
-                answer = await http.post("/api/jobs/publish-post", json=body, headers={
-                    "X-Webhook-Secret": SECRET, "X-CloudTasks-TaskRetryCount": "0"})
-                latencies.append(time.perf_counter() - started)
-                codes[answer.status_code] = codes.get(answer.status_code, 0) + 1
-
-        started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        wall = time.perf_counter() - started
-    latencies.sort()
+def load(port: int, bodies: list[dict], *, concurrency: int) -> dict[str, float]:
+    requests = [
+        encode_post(host=f"127.0.0.1:{port}", path="/api/jobs/publish-post", body=body,
+                    headers={"X-Webhook-Secret": SECRET, "X-CloudTasks-TaskRetryCount": "0"})
+        for body in bodies
+    ]
+    result = asyncio.run(
+        post_all(host="127.0.0.1", port=port, requests=requests, concurrency=concurrency))
     return {
-        "rate": len(bodies) / wall,
-        "p50": statistics.median(latencies) * 1000,
-        "p99": latencies[int(len(latencies) * 0.99) - 1] * 1000,
-        "ok": codes.get(200, 0),
+        "rate": result.rate,
+        "p50": result.percentile(0.5) * 1000,
+        "p99": result.percentile(0.99) * 1000,
+        "ok": result.codes.get(200, 0),
         "total": len(bodies),
     }
 
@@ -188,8 +176,7 @@ def main() -> None:
             port = free_port()
             api = start_api(factory=factory, port=port, env=env, workers=args.workers)
             try:
-                results[mode] = asyncio.run(
-                    load(f"http://127.0.0.1:{port}", bodies, concurrency=args.concurrency))
+                results[mode] = load(port, bodies, concurrency=args.concurrency)
             finally:
                 api.terminate()
                 api.wait(timeout=20)
