@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -69,7 +70,7 @@ def dev(
     if prefect:
         table.add_row("Prefect UI", stack.prefect_url)
     table.add_row(
-        "Database", "embedded PostgreSQL" if "host=/" in stack.database_url else "DATABASE_URL"
+        "Database", "DATABASE_URL" if os.environ.get("DATABASE_URL") else "embedded PostgreSQL"
     )
     table.add_row("Data folder", str(stack.data_dir))
     table.add_row("Demo API key", demo["apiKey"])

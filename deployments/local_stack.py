@@ -181,6 +181,7 @@ def prepare(*, data_dir: Path, ports: Ports) -> LocalStack:
     """Database up and migrated, environment for the children computed; nothing else started."""
     check_dependencies()
     check_ports_free(ports)
+
     data_dir = data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     os.environ["TENDSOCIAL_DATA_DIR"] = str(data_dir)
