@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Cloud Scheduler: every 6 hours, POST the analytics trigger with an OIDC token.
-# The idempotency key is the scheduled slot, so a retried trigger is a no-op.
+# The webhook keys the sync on this key plus the 6-hour UTC window, so a retried trigger
+# in the same window is a no-op.
 set -euo pipefail
 : "${GCP_PROJECT_ID:?}" "${GCP_LOCATION:?}" "${WEBHOOK_URL:?}"
 INVOKER="tendsocial-scheduler@${GCP_PROJECT_ID}.iam.gserviceaccount.com"
@@ -9,7 +10,7 @@ args=(
   --schedule="0 */6 * * *" --time-zone="Etc/UTC"
   --uri="${WEBHOOK_URL}/api/jobs/sync-analytics" --http-method=POST
   --headers="Content-Type=application/json"
-  --message-body='{"companyId": null, "idempotencyKey": "scheduler-slot"}'
+  --message-body='{"companyId": null, "idempotencyKey": "cloud-scheduler"}'
   --oidc-service-account-email="$INVOKER" --oidc-token-audience="${WEBHOOK_URL}/api/jobs/sync-analytics"
   --attempt-deadline=60s
 )
