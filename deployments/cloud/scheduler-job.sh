@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Cloud Scheduler: every 6 hours, POST the analytics trigger with an OIDC token.
-# The webhook keys the sync on this key plus the 6-hour UTC window, so a retried trigger
+# The webhook keys the sync on this key plus the 6-hour UTC window (the Prefect deployment
+# uses the same key), so a retried or doubled trigger
 # in the same window is a no-op.
 set -euo pipefail
 : "${GCP_PROJECT_ID:?}" "${GCP_LOCATION:?}" "${WEBHOOK_URL:?}"
@@ -10,7 +11,7 @@ args=(
   --schedule="0 */6 * * *" --time-zone="Etc/UTC"
   --uri="${WEBHOOK_URL}/api/jobs/sync-analytics" --http-method=POST
   --headers="Content-Type=application/json"
-  --message-body='{"companyId": null, "idempotencyKey": "cloud-scheduler"}'
+  --message-body='{"companyId": null, "idempotencyKey": "scheduled"}'
   --oidc-service-account-email="$INVOKER" --oidc-token-audience="${WEBHOOK_URL}/api/jobs/sync-analytics"
   --attempt-deadline=60s
 )
