@@ -92,11 +92,14 @@ def sync_engine() -> Engine:
 @cache
 def async_engine() -> AsyncEngine:
     settings = DatabaseSettings()
+    # No pre-ping on the hot path (a round trip per checkout): a connection the server dropped
+    # fails one request, which answers 503 (Cloud Tasks retries), and SQLAlchemy then
+    # invalidates the whole pool; `pool_recycle` retires idle connections before servers do.
     return create_async_engine(
         database_url(),
         pool_size=settings.pool_size,
         max_overflow=settings.max_overflow,
-        pool_pre_ping=True,
+        pool_recycle=1800,
     )
 
 

@@ -240,40 +240,51 @@ async def claim_target(
     account_id: uuid.UUID,
     idempotency_key: str,
     lease_seconds: float,
-) -> PublishLog | None:
+) -> tuple[PublishLog, bool] | None:
     """Claim one target for one attempt, or None when another attempt holds it or it settled.
 
     The single conditional UPDATE is the whole race: a pending target, a `retry` target whose
     wait is over, or a `processing` target whose lease ran out (its worker died) can be claimed;
     `attempts` is bumped and doubles as the fencing token of this claim.
+
+    The same statement stamps `publish_started_at` (the "attempting" marker) if it is not set,
+    so it is durable before the platform call without a transaction of its own. The flag returned
+    beside the target says whether an *earlier* attempt had already set it: then that attempt's
+    outcome is unknown and this one must reconcile before publishing.
     """
     now = func.now()
-    return await session.scalar(
-        update(PublishLog)
-        .where(
-            PublishLog.scheduled_post_id == post_id,
-            PublishLog.platform == platform,
-            PublishLog.account_id == account_id,
-            PublishLog.idempotency_key == idempotency_key,
-            or_(
-                PublishLog.status == "pending",
-                and_(
-                    PublishLog.status == "retry",
-                    or_(PublishLog.next_retry_at.is_(None), PublishLog.next_retry_at <= now),
+    row = (
+        await session.execute(
+            update(PublishLog)
+            .where(
+                PublishLog.scheduled_post_id == post_id,
+                PublishLog.platform == platform,
+                PublishLog.account_id == account_id,
+                PublishLog.idempotency_key == idempotency_key,
+                or_(
+                    PublishLog.status == "pending",
+                    and_(
+                        PublishLog.status == "retry",
+                        or_(PublishLog.next_retry_at.is_(None), PublishLog.next_retry_at <= now),
+                    ),
+                    and_(PublishLog.status == "processing", PublishLog.lease_expires_at < now),
                 ),
-                and_(PublishLog.status == "processing", PublishLog.lease_expires_at < now),
-            ),
+            )
+            .values(
+                status="processing",
+                attempts=PublishLog.attempts + 1,
+                lease_expires_at=now + func.make_interval(0, 0, 0, 0, 0, 0, lease_seconds),
+                last_retry_at=now,
+                next_retry_at=None,
+                publish_started_at=func.coalesce(PublishLog.publish_started_at, now),
+            )
+            .returning(PublishLog, (PublishLog.publish_started_at < now).label("earlier"))
+            .execution_options(populate_existing=True)
         )
-        .values(
-            status="processing",
-            attempts=PublishLog.attempts + 1,
-            lease_expires_at=now + func.make_interval(0, 0, 0, 0, 0, 0, lease_seconds),
-            last_retry_at=now,
-            next_retry_at=None,
-        )
-        .returning(PublishLog)
-        .execution_options(populate_existing=True)
-    )
+    ).one_or_none()
+    if row is None:
+        return None
+    return row[0], bool(row[1])
 
 
 async def find_target(

@@ -5,7 +5,8 @@ any point leaves a state the next delivery can continue from:
 
 1. claim the target with one conditional UPDATE (a lease on `processing`; `attempts` fences it);
 2. if an earlier attempt started the platform call and recorded no result, *reconcile* first;
-3. mark `publish_started_at`, then make the one non-idempotent platform call;
+3. the claim also stamped `publish_started_at` (durable before the one non-idempotent
+   platform call), then make that call;
 4. record the outcome only while still holding the claim, and roll the post's status up.
 
 Every claimed attempt also leaves a run record (the Prefect visibility outbox) committed in the
@@ -116,6 +117,18 @@ def _note(level: int, message: str, *args: Any, target: PublishLog) -> None:
 
 
 @dataclass(frozen=True, slots=True)
+class _Claim:
+    """What one claimed attempt works with, read in the claim's transaction."""
+
+    target: PublishLog
+    post: ScheduledPost
+    account: SocialAccount
+    media: list[MediaAsset]
+    #: An earlier attempt started the platform call and recorded nothing: look before publishing.
+    reconcile_first: bool
+
+
+@dataclass(frozen=True, slots=True)
 class PublishSettings:
     #: Longer than the dispatch deadline, so a live attempt is never taken over.
     lease_seconds: float = 90.0
@@ -178,7 +191,7 @@ class Publisher:
         claimed = await self._claim(job)
         if isinstance(claimed, PublishOutcome):
             return claimed
-        target, post, account, media = claimed
+        target, post, account, media = claimed.target, claimed.post, claimed.account, claimed.media
         attempt = target.attempts
         run.company_id, run.attempt = post.company_id, attempt
         _note(
@@ -204,18 +217,20 @@ class Publisher:
         )
         try:
             result = await self._run_adapter(
-                target=target, attempt=attempt, account=account, content=content, state=state
+                target=target,
+                account=account,
+                content=content,
+                state=state,
+                reconcile_first=claimed.reconcile_first,
             )
         except PlatformError as error:
             return await self._settle_error(target=target, attempt=attempt, job=job, error=error)
         return await self._settle_success(target=target, attempt=attempt, result=result)
 
     # ----------------------------------------------------------------------- steps
-    async def _claim(
-        self, job: PublishJob
-    ) -> PublishOutcome | tuple[PublishLog, ScheduledPost, SocialAccount, list[MediaAsset]]:
+    async def _claim(self, job: PublishJob) -> PublishOutcome | _Claim:
         async with self.sessions() as session, session.begin():
-            target = await queries.claim_target(
+            claimed = await queries.claim_target(
                 session,
                 post_id=job.scheduled_post_id,
                 platform=job.platform,
@@ -223,8 +238,9 @@ class Publisher:
                 idempotency_key=job.idempotency_key,
                 lease_seconds=self.settings.lease_seconds,
             )
-            if target is None:
+            if claimed is None:
                 return await self._unclaimed(session, job)
+            target, earlier_attempt_started = claimed
             loaded = (
                 await session.execute(
                     select(ScheduledPost, SocialAccount).where(
@@ -254,7 +270,13 @@ class Publisher:
                     last_attempt_at=func.now(),
                 )
             )
-            return target, post, account, media
+            return _Claim(
+                target=target,
+                post=post,
+                account=account,
+                media=media,
+                reconcile_first=earlier_attempt_started,
+            )
 
     async def _unclaimed(self, session: AsyncSession, job: PublishJob) -> PublishOutcome:
         """Why the claim failed, as an outcome; nothing is changed."""
@@ -287,21 +309,20 @@ class Publisher:
         self,
         *,
         target: PublishLog,
-        attempt: int,
         account: SocialAccount,
         content: PostContent,
         state: PlatformState,
+        reconcile_first: bool,
     ) -> PublishResult:
         adapter = self.adapters(target.platform)
         context = await self._fresh_context(adapter, account)
+        if reconcile_first:
+            found = await adapter.reconcile(account=context, content=content, state=state)
+            if found is not None:
+                _note(logging.INFO, "reconciled an earlier attempt", target=target)
+                return found
         for refreshed in (False, True):
             try:
-                if target.publish_started_at is not None:
-                    found = await adapter.reconcile(account=context, content=content, state=state)
-                    if found is not None:
-                        _note(logging.INFO, "reconciled an earlier attempt", target=target)
-                        return found
-                await self._mark_started(target, attempt)
                 _note(logging.INFO, "publishing to %s", target.platform, target=target)
                 return await adapter.publish(account=context, content=content, state=state)
             except TokenExpiredError:
@@ -309,16 +330,6 @@ class Publisher:
                     raise
                 context = await self._refresh(adapter, account, used=context)
         raise AssertionError("unreachable")
-
-    async def _mark_started(self, target: PublishLog, attempt: int) -> None:
-        """Persist the 'attempting' marker before the non-idempotent call."""
-        stamp = _now()
-        async with self.sessions() as session, session.begin():
-            if not await queries.update_claimed_target(
-                session, target_id=target.id, attempt=attempt, values={"publish_started_at": stamp}
-            ):
-                raise TransientError("lost the claim before publishing", code="claim_lost")
-        target.publish_started_at = stamp
 
     async def _save_state(self, target_id: uuid.UUID, attempt: int, values: dict) -> None:
         async with self.sessions() as session, session.begin():
