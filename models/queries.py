@@ -143,6 +143,7 @@ async def roll_up_post_status(session: AsyncSession, post_id: uuid.UUID) -> str 
         .where(ScheduledPost.id == post_id)
         .values(status=func.coalesce(rolled, ScheduledPost.status))
         .returning(ScheduledPost.status)
+        .execution_options(synchronize_session=False)
     )
 
 
@@ -279,7 +280,7 @@ async def claim_target(
                 publish_started_at=func.coalesce(PublishLog.publish_started_at, now),
             )
             .returning(PublishLog, (PublishLog.publish_started_at < now).label("earlier"))
-            .execution_options(populate_existing=True)
+            .execution_options(populate_existing=True, synchronize_session=False)
         )
     ).one_or_none()
     if row is None:
@@ -321,6 +322,7 @@ async def update_claimed_target(
         )
         .values(**values)
         .returning(PublishLog.id)
+        .execution_options(synchronize_session=False)
     )
     return updated is not None
 
@@ -338,7 +340,7 @@ async def update_claimed_target_returning(
         )
         .values(**values)
         .returning(PublishLog)
-        .execution_options(populate_existing=True)
+        .execution_options(populate_existing=True, synchronize_session=False)
     )
 
 
@@ -348,7 +350,7 @@ async def lock_account(session: AsyncSession, account_id: uuid.UUID) -> SocialAc
         select(SocialAccount)
         .where(SocialAccount.id == account_id)
         .with_for_update()
-        .execution_options(populate_existing=True)
+        .execution_options(populate_existing=True, synchronize_session=False)
     )
 
 
@@ -657,7 +659,7 @@ async def claim_sync_job(
         )
         .values(status="running", started_at=now, completed_at=None)
         .returning(AnalyticsSyncJob)
-        .execution_options(populate_existing=True)
+        .execution_options(populate_existing=True, synchronize_session=False)
     )
 
 
@@ -890,5 +892,5 @@ async def bump_dispatch_generation(
             next_retry_at=None,
         )
         .returning(PublishLog)
-        .execution_options(populate_existing=True)
+        .execution_options(populate_existing=True, synchronize_session=False)
     )

@@ -269,6 +269,7 @@ class Publisher:
                     attempts=ScheduledPost.attempts + 1,
                     last_attempt_at=func.now(),
                 )
+                .execution_options(synchronize_session=False)
             )
             return _Claim(
                 target=target,
