@@ -33,6 +33,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
 
 SECRET = "bench-webhook-secret-0123456789abcdef"
 PLATFORM = "linkedin"
@@ -180,35 +181,23 @@ async def make_targets(company_id: uuid.UUID, account_id: uuid.UUID, count: int)
 
 
 async def fire(app_url: str, bodies: list[dict], concurrency: int) -> dict[str, float]:
-    import httpx
+    """Load through the lean keep-alive client (bench/loadgen.py), so the load generator takes
+    as little as possible of the two cores the measured processes share."""
+    from loadgen import encode_post, post_all
 
-    latencies: list[float] = []
-    failures = 0
-    queue: asyncio.Queue[dict] = asyncio.Queue()
-    for body in bodies:
-        queue.put_nowait(body)
+    host_port = app_url.removeprefix("http://")
+    host, _, port = host_port.partition(":")
     headers = {"X-Webhook-Secret": SECRET, "X-CloudTasks-TaskRetryCount": "0"}
-
-    async def worker(http: httpx.AsyncClient) -> None:
-        nonlocal failures
-        while not queue.empty():
-            body = queue.get_nowait()
-            started = time.perf_counter()
-            answer = await http.post("/api/jobs/publish-post", json=body, headers=headers)
-            latencies.append(time.perf_counter() - started)
-            if answer.status_code != 200 or answer.json().get("status") != "success":
-                failures += 1
-
-    limits = httpx.Limits(max_connections=concurrency)
-    async with httpx.AsyncClient(base_url=app_url, timeout=60, limits=limits) as http:
-        started = time.perf_counter()
-        await asyncio.gather(*(worker(http) for _ in range(concurrency)))
-        wall = time.perf_counter() - started
+    requests = [
+        encode_post(host=host_port, path="/api/jobs/publish-post", body=body, headers=headers)
+        for body in bodies
+    ]
+    result = await post_all(host=host, port=int(port), requests=requests, concurrency=concurrency)
     return {
-        "rps": len(bodies) / wall,
-        "p50": percentile(latencies, 50) * 1000,
-        "p99": percentile(latencies, 99) * 1000,
-        "failures": failures,
+        "rps": result.rate,
+        "p50": result.percentile(0.50) * 1000,
+        "p99": result.percentile(0.99) * 1000,
+        "failures": len(bodies) - result.codes.get(200, 0),
     }
 
 
