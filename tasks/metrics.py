@@ -48,6 +48,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from models import queries
 from models.tables import AnalyticsSyncJob, PublishLog, SocialAccount
+from tasks.accounts import fresh_context, refresh_tokens
 from tasks.platforms.base import (
     AccountContext,
     MetricCounts,
@@ -279,7 +280,12 @@ class MetricsSync:
         """Fetch and store one account's due posts batch by batch; settle-worthy errors are
         tallied, a rate limit raises `_Deferred`, other transient errors propagate."""
         try:
-            context = await self._fresh_context(adapter, account)
+            context = await fresh_context(
+                self.sessions,
+                adapter=adapter,
+                account=account,
+                margin_seconds=self.settings.refresh_margin_seconds,
+            )
         except (NeedsReconnectError, PermanentError) as error:
             tally.fail(len(targets), _refused(account, error, len(targets)))
             return
@@ -324,7 +330,9 @@ class MetricsSync:
         try:
             return await adapter.fetch_metrics(account=context, remote_ids=remote_ids), context
         except TokenExpiredError:
-            context = await self._refresh(adapter, account, used=context)
+            context = await refresh_tokens(
+                self.sessions, adapter=adapter, account=account, used=context
+            )
             return await adapter.fetch_metrics(account=context, remote_ids=remote_ids), context
 
     # ----------------------------------------------------------------------- settling
@@ -412,54 +420,6 @@ class MetricsSync:
             current = await queries.sync_job(session, child.id)
         assert current is not None
         return _outcome(current, "busy")
-
-    # ----------------------------------------------------------------------- tokens
-    @staticmethod
-    def _context(account: SocialAccount) -> AccountContext:
-        return AccountContext(
-            account_id=str(account.id),
-            external_id=account.external_id,
-            handle=account.handle,
-            access_token=account.access_token,
-            refresh_token=account.refresh_token,
-            base_url=account.base_url,
-            max_characters=account.max_characters,
-        )
-
-    async def _fresh_context(
-        self, adapter: PlatformAdapter, account: SocialAccount
-    ) -> AccountContext:
-        context = self._context(account)
-        margin = timedelta(seconds=self.settings.refresh_margin_seconds)
-        expires = account.token_expires_at
-        if expires is not None and expires <= datetime.now(UTC) + margin:
-            context = await self._refresh(adapter, account, used=context)
-        return context
-
-    async def _refresh(
-        self, adapter: PlatformAdapter, account: SocialAccount, *, used: AccountContext
-    ) -> AccountContext:
-        """Refresh under the account's row lock (rotating refresh tokens are single-use), reusing
-        a token another run refreshed meanwhile; a refusal marks the account needs_reconnect."""
-        async with self.sessions() as session, session.begin():
-            locked = await queries.lock_account(session, account.id)
-            if locked is None:
-                raise PermanentError("account no longer exists", code="account_missing")
-            if locked.access_token != used.access_token:
-                return self._context(locked)
-            try:
-                tokens = await adapter.refresh_token(account=self._context(locked))
-            except NeedsReconnectError as error:
-                await queries.mark_account_needs_reconnect(
-                    session, account_id=locked.id, reason=error.message
-                )
-                raise
-            locked.access_token = tokens.access_token
-            if tokens.refresh_token:
-                locked.refresh_token = tokens.refresh_token
-            locked.token_expires_at = tokens.expires_at
-            await session.flush()
-            return self._context(locked)
 
     async def _mark_reconnect(self, account: SocialAccount, reason: str) -> None:
         async with self.sessions() as session, session.begin():

@@ -22,7 +22,7 @@ import uuid
 from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from sqlalchemy import func, select, update
@@ -30,11 +30,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from models import queries
 from models.tables import MediaAsset, PublishLog, ScheduledPost, SocialAccount
+from tasks.accounts import fresh_context, refresh_tokens
 from tasks.platforms.base import (
-    AccountContext,
     MediaItem,
     NeedsReconnectError,
-    PermanentError,
     PlatformAdapter,
     PlatformError,
     PlatformState,
@@ -316,7 +315,12 @@ class Publisher:
         reconcile_first: bool,
     ) -> PublishResult:
         adapter = self.adapters(target.platform)
-        context = await self._fresh_context(adapter, account)
+        context = await fresh_context(
+            self.sessions,
+            adapter=adapter,
+            account=account,
+            margin_seconds=self.settings.refresh_margin_seconds,
+        )
         if reconcile_first:
             found = await adapter.reconcile(account=context, content=content, state=state)
             if found is not None:
@@ -329,7 +333,9 @@ class Publisher:
             except TokenExpiredError:
                 if refreshed:
                     raise
-                context = await self._refresh(adapter, account, used=context)
+                context = await refresh_tokens(
+                    self.sessions, adapter=adapter, account=account, used=context
+                )
         raise AssertionError("unreachable")
 
     async def _save_state(self, target_id: uuid.UUID, attempt: int, values: dict) -> None:
@@ -338,57 +344,6 @@ class Publisher:
                 session, target_id=target_id, attempt=attempt, values={"platform_state": values}
             ):
                 raise TransientError("lost the claim while saving state", code="claim_lost")
-
-    # ----------------------------------------------------------------------- tokens
-    def _context(self, account: SocialAccount) -> AccountContext:
-        return AccountContext(
-            account_id=str(account.id),
-            external_id=account.external_id,
-            handle=account.handle,
-            access_token=account.access_token,
-            refresh_token=account.refresh_token,
-            base_url=account.base_url,
-            max_characters=account.max_characters,
-        )
-
-    async def _fresh_context(
-        self, adapter: PlatformAdapter, account: SocialAccount
-    ) -> AccountContext:
-        """Refresh just in time when the stored token is about to expire."""
-        context = self._context(account)
-        margin = timedelta(seconds=self.settings.refresh_margin_seconds)
-        if account.token_expires_at is not None and account.token_expires_at <= _now() + margin:
-            context = await self._refresh(adapter, account, used=context)
-        return context
-
-    async def _refresh(
-        self, adapter: PlatformAdapter, account: SocialAccount, *, used: AccountContext
-    ) -> AccountContext:
-        """Refresh under the account's row lock; reuse a token another attempt just refreshed.
-
-        A rotating refresh token is saved in the same transaction that holds the lock, and an
-        empty refresh token never overwrites the stored one. A refusal marks the account
-        `needs_reconnect` (committed even though the publish then fails).
-        """
-        async with self.sessions() as session, session.begin():
-            locked = await queries.lock_account(session, account.id)
-            if locked is None:
-                raise PermanentError("account no longer exists", code="account_missing")
-            if locked.access_token != used.access_token:
-                return self._context(locked)
-            try:
-                tokens = await adapter.refresh_token(account=self._context(locked))
-            except NeedsReconnectError as error:
-                await queries.mark_account_needs_reconnect(
-                    session, account_id=locked.id, reason=error.message
-                )
-                raise
-            locked.access_token = tokens.access_token
-            if tokens.refresh_token:
-                locked.refresh_token = tokens.refresh_token
-            locked.token_expires_at = tokens.expires_at
-            await session.flush()
-            return self._context(locked)
 
     # ----------------------------------------------------------------------- outcomes
     async def _settle_success(

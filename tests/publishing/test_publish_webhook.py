@@ -222,3 +222,23 @@ def test_content_the_platform_refuses_fails_for_good_with_its_message(
     assert stored.status == "failed" and stored.attempts == 1
     assert stored.error_message and stored.error_code
     assert posts_with(stack, platform, post["content"]) == []
+
+
+@pytest.mark.parametrize("platform", ["x", "bluesky"])
+def test_expired_token_is_refreshed_once_and_the_rotated_tokens_saved(
+    stack: Stack, tenant: Tenant, db: Engine, platform: str
+) -> None:
+    with Session(db) as s:
+        before = s.get(SocialAccount, tenant.accounts[platform])
+        assert before is not None
+        old_access, old_refresh = before.access_token, before.refresh_token
+    post = schedule(stack, tenant, platform)
+    stack.sandbox.inject(platform, "expired_token", operation="publish")
+    answer = stack.deliver(stack.task_for(post["scheduledPostId"], platform))
+    assert answer.status_code == 200 and answer.json()["status"] == "success", answer.text
+    assert len(posts_with(stack, platform, post["content"])) == 1
+    with Session(db) as s:
+        after = s.get(SocialAccount, tenant.accounts[platform])
+        assert after is not None and after.status == "active"
+        assert after.access_token != old_access
+        assert after.refresh_token and after.refresh_token != old_refresh  # rotated and kept
