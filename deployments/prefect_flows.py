@@ -21,8 +21,7 @@ SCHEDULED_SYNC_KEY = "scheduled"
 
 def deployment_definitions() -> list[Any]:
     """The RunnerDeployments (built locally, nothing sent to a server)."""
-    from flows.analytics import sync_analytics_flow
-    from flows.sweeper import enqueue_due_posts_flow
+    from flows.prefect_flows import enqueue_due_posts_flow, sync_analytics_flow
 
     return [
         sync_analytics_flow.to_deployment(

@@ -3,8 +3,8 @@ child Cloud Task per company × platform with an active account.
 
 `start_sync` is the business logic, a plain async function: the webhook
 (`POST /api/jobs/sync-analytics`, called by Cloud Scheduler) awaits it directly, so Prefect is
-never on the request path; `sync_analytics_flow` is the thin Prefect wrapper the 6-hourly
-deployment runs (`deployments/prefect_flows.py`).
+never on the request path; `flows.prefect_flows.sync_analytics_flow` is the thin Prefect
+wrapper the 6-hourly deployment runs (`deployments/prefect_flows.py`).
 
 Idempotency: the parent's key is the trigger's `idempotencyKey` within the current sync window
 (6 h, UTC), so a retried or repeated trigger finds the same parent and fans out nothing new
@@ -27,9 +27,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
-from prefect import flow
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -239,36 +237,3 @@ async def record_child_task(
 ) -> None:
     async with sessions() as session, session.begin():
         await queries.record_sync_task_names(session, {job_id: name})
-
-
-# --------------------------------------------------------------------------- Prefect
-@flow(name="sync-analytics", log_prints=True)
-async def sync_analytics_flow(
-    idempotency_key: str = "prefect-schedule", company_id: str | None = None
-) -> dict[str, Any]:
-    """Thin wrapper for the Prefect deployment: the same fan-out the webhook runs."""
-    from sqlalchemy.ext.asyncio import create_async_engine
-
-    from dispatch.cloud_tasks import CloudTasksQueue
-    from models.database import database_url
-
-    engine = create_async_engine(database_url())
-    queue = CloudTasksQueue()
-    try:
-        result = await start_sync(
-            sessions=async_sessionmaker(engine, expire_on_commit=False),
-            queue=queue,
-            api_settings=ApiSettings(),
-            trigger=SyncTrigger(
-                idempotency_key=idempotency_key,
-                company_id=uuid.UUID(company_id) if company_id else None,
-            ),
-        )
-    finally:
-        await queue.close()
-        await engine.dispose()
-    return {
-        "jobId": str(result.job_id),
-        "jobsCreated": result.jobs_created,
-        "enqueueFailures": result.enqueue_failures,
-    }

@@ -1,8 +1,8 @@
 """The `enqueue-due-posts` sweeper: makes sure every open publish target has a live Cloud Task.
 
-`sweep_due_posts` is plain async; `enqueue_due_posts_flow` is the thin Prefect wrapper run by the
-daily deployment, and `tendsocial sweep` runs it once (also on start of the local stack). One
-pass, in this order:
+`sweep_due_posts` is plain async; `flows.prefect_flows.enqueue_due_posts_flow` is the thin
+Prefect wrapper run by the daily deployment, and `tendsocial sweep` runs it once (also on start
+of the local stack). One pass, in this order:
 
 1. **Missed.** Open targets (`pending` / `retry`) of posts more than `MISSED_POST_LATENESS_HOURS`
    (48 h) behind schedule are failed with error code `missed` and their posts rolled up: a post is
@@ -26,7 +26,6 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from prefect import flow
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -172,12 +171,6 @@ async def _recover_lost(
         if isinstance(result, BaseException):
             log.warning("lost-task recovery failed: %s", type(result).__name__)
     return sum(result is True for result in results)
-
-
-@flow(name="enqueue-due-posts", log_prints=True)
-async def enqueue_due_posts_flow() -> dict[str, int]:
-    """Thin wrapper for the daily Prefect deployment and `tendsocial sweep`."""
-    return (await run_sweep_once()).as_dict()
 
 
 async def run_sweep_once() -> SweepReport:
