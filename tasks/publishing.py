@@ -242,10 +242,9 @@ class Publisher:
             target, earlier_attempt_started = claimed
             loaded = (
                 await session.execute(
-                    select(ScheduledPost, SocialAccount).where(
-                        ScheduledPost.id == target.scheduled_post_id,
-                        SocialAccount.id == target.account_id,
-                    )
+                    select(ScheduledPost, SocialAccount)
+                    .join(SocialAccount, SocialAccount.id == target.account_id)
+                    .where(ScheduledPost.id == target.scheduled_post_id)
                 )
             ).one()
             post, account = loaded

@@ -6,6 +6,7 @@ empties the 24-hour bucket (`x-user-limit-24hour-*`), otherwise the 15-minute on
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
@@ -198,11 +199,35 @@ async def user_tweets(
     fields = set(request.query_params.get("tweet.fields", "").split(","))
     posts = sorted(
         state.find_posts(PLATFORM, account=user_id), key=lambda p: int(p["id"]), reverse=True
-    )[:max_results]
-    if not posts:
+    )
+    start_time = request.query_params.get("start_time")
+    if start_time:
+        try:
+            since = datetime.fromisoformat(start_time.replace("Z", "+00:00"))
+        except ValueError:
+            detail = "Invalid 'start_time':'" + start_time + "'."
+            return _answer(state, 400, _problem(400, "Invalid Request", detail))
+        posts = [p for p in posts if _created(p) >= since]
+    token = request.query_params.get("pagination_token")
+    offset = int(token.removeprefix("page-")) if token and token.startswith("page-") else 0
+    page = posts[offset : offset + max_results]
+    if not page:
         return _answer(state, 200, {"meta": {"result_count": 0}})
-    meta = {"result_count": len(posts), "newest_id": posts[0]["id"], "oldest_id": posts[-1]["id"]}
-    return _answer(state, 200, {"data": [_tweet(p, fields, state) for p in posts], "meta": meta})
+    meta: dict[str, Any] = {
+        "result_count": len(page),
+        "newest_id": page[0]["id"],
+        "oldest_id": page[-1]["id"],
+    }
+    if offset + max_results < len(posts):
+        meta["next_token"] = f"page-{offset + max_results}"
+    return _answer(state, 200, {"data": [_tweet(p, fields, state) for p in page], "meta": meta})
+
+
+def _created(post: dict[str, Any]) -> datetime:
+    value = post["created_at"]
+    if isinstance(value, datetime):
+        return value
+    return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
 
 
 @router.get("/2/tweets")

@@ -30,7 +30,10 @@ from tasks.platforms.limits import escape_little_text, validate_linkedin
 
 DUPLICATE_RE = re.compile(r"duplicate of (urn:li:(?:share|ugcPost):\d+)")
 REVOKED_CODES = {"REVOKED_ACCESS_TOKEN", "65601"}
-RECONCILE_WINDOW = 20
+#: Reconcile pages back through the author's posts to the first attempt, 100 a page; past
+#: this many pages it cannot rule out an earlier success and asks to be retried.
+RECONCILE_PAGE_SIZE = 100
+RECONCILE_MAX_PAGES = 10
 CLOCK_SKEW = timedelta(minutes=5)
 
 
@@ -123,26 +126,38 @@ class LinkedInAdapter:
     async def reconcile(
         self, *, account: AccountContext, content: PostContent, state: PlatformState
     ) -> PublishResult | None:
-        """The author's newest posts, matched on the commentary we send."""
+        """The author's posts since the first attempt (newest first), matched on the escaped
+        commentary we send; pages back until older posts begin, so a burst cannot hide ours."""
         author = self.author_urn(account)
-        response = await self._get(
-            f"/rest/posts?q=author&author={quote(author, safe='')}"
-            f"&count={RECONCILE_WINDOW}&sortBy=LAST_MODIFIED",
-            account=account,
-            extra_headers={"X-RestLi-Method": "FINDER"},
-        )
         wanted = escape_little_text(content.text)
         started = state.get("publish_started_at")
         since_ms = None
         if started:
             since = datetime.fromisoformat(started) - CLOCK_SKEW
             since_ms = int(since.timestamp() * 1000)
-        for element in response.json().get("elements", []):
-            if since_ms is not None and int(element.get("createdAt") or since_ms) < since_ms:
-                continue  # an older post with the same words is not this attempt's
-            if element.get("commentary") == wanted:
-                return self._result(str(element["id"]), raw=element)
-        return None
+        for page in range(RECONCILE_MAX_PAGES):
+            response = await self._get(
+                f"/rest/posts?q=author&author={quote(author, safe='')}"
+                f"&start={page * RECONCILE_PAGE_SIZE}&count={RECONCILE_PAGE_SIZE}"
+                "&sortBy=LAST_MODIFIED",
+                account=account,
+                extra_headers={"X-RestLi-Method": "FINDER"},
+            )
+            elements = response.json().get("elements", [])
+            reached_older = False
+            for element in elements:
+                created = int(element.get("createdAt") or 0)
+                if since_ms is not None and created < since_ms:
+                    reached_older = True  # an older post with the same words is not ours
+                    continue
+                if element.get("commentary") == wanted:
+                    return self._result(str(element["id"]), raw=element)
+            if reached_older or len(elements) < RECONCILE_PAGE_SIZE:
+                return None
+        raise UnknownOutcomeError(
+            f"could not rule out an earlier post: more than "
+            f"{RECONCILE_PAGE_SIZE * RECONCILE_MAX_PAGES} posts since the first attempt"
+        )
 
     # ------------------------------------------------------------------ tokens
     async def refresh_token(self, *, account: AccountContext) -> TokenSet:

@@ -27,7 +27,10 @@ from tasks.platforms.limits import validate_x
 
 DUPLICATE_DETAIL = "duplicate content"
 #: How many recent tweets reconcile reads; a lost post is among the newest few.
-RECONCILE_WINDOW = 20
+#: Reconcile reads the account's timeline since the first attempt, 100 tweets a page; past this
+#: many pages it cannot rule out an earlier success and asks to be retried instead of posting.
+RECONCILE_PAGE_SIZE = 100
+RECONCILE_MAX_PAGES = 10
 CLOCK_SKEW = timedelta(minutes=5)
 
 
@@ -96,20 +99,38 @@ class XAdapter:
     async def reconcile(
         self, *, account: AccountContext, content: PostContent, state: PlatformState
     ) -> PublishResult | None:
-        """Our post, if it is among the account's newest tweets with exactly this text."""
-        response = await self._get(
-            f"/2/users/{account.external_id}/tweets",
-            account=account,
-            params={"max_results": RECONCILE_WINDOW, "tweet.fields": "created_at,text"},
-        )
+        """Our post, if the account tweeted exactly this text since the first attempt began.
+
+        Pages through the timeline from that instant (less clock-skew slack), so a burst of
+        newer posts cannot hide it; if the pages run out before the timeline does, the outcome
+        stays unknown (retry) rather than risking a second post.
+        """
         since = _since(state)
-        for tweet in response.json().get("data", []):
-            created = _parse_time(tweet.get("created_at"))
-            if since is not None and created is not None and created < since:
-                continue  # an older tweet with the same words is not this attempt's
-            if tweet.get("text") == content.text:
-                return self._result(account, str(tweet["id"]), tweet)
-        return None
+        params: dict[str, Any] = {
+            "max_results": RECONCILE_PAGE_SIZE,
+            "tweet.fields": "created_at,text",
+        }
+        if since is not None:
+            params["start_time"] = since.strftime("%Y-%m-%dT%H:%M:%SZ")
+        for _ in range(RECONCILE_MAX_PAGES):
+            response = await self._get(
+                f"/2/users/{account.external_id}/tweets", account=account, params=params
+            )
+            body = response.json()
+            for tweet in body.get("data", []):
+                created = _parse_time(tweet.get("created_at"))
+                if since is not None and created is not None and created < since:
+                    continue  # an older tweet with the same words is not this attempt's
+                if tweet.get("text") == content.text:
+                    return self._result(account, str(tweet["id"]), tweet)
+            next_token = body.get("meta", {}).get("next_token")
+            if not next_token:
+                return None
+            params["pagination_token"] = next_token
+        raise UnknownOutcomeError(
+            f"could not rule out an earlier post: more than "
+            f"{RECONCILE_PAGE_SIZE * RECONCILE_MAX_PAGES} tweets since the first attempt"
+        )
 
     # ------------------------------------------------------------------ tokens
     async def refresh_token(self, *, account: AccountContext) -> TokenSet:

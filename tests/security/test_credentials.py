@@ -1,0 +1,68 @@
+"""Credentials: API keys are stored hashed only and looked up by hash; the webhook secret is
+compared in constant time and refused at start-up when short; both-mode webhooks still reject a
+caller with neither proof."""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+
+import httpx
+import pytest
+from sqlalchemy import text
+from sqlalchemy.engine import Engine
+
+from dispatch import caller_auth
+from dispatch.app import create_app
+from dispatch.queue import InMemoryTaskQueue
+from dispatch.settings import ApiSettings
+from tests.publishing.conftest import SECRET, Stack, make_tenant
+
+
+def test_api_keys_are_stored_hashed_and_never_in_clear(secure_stack: Stack, db: Engine) -> None:
+    tenant = make_tenant(secure_stack, name="Hashed Co")
+    with db.connect() as conn:
+        row = conn.execute(
+            text("SELECT row_to_json(c)::text FROM companies c WHERE id = :id"), {"id": tenant.id}
+        ).scalar_one()
+    assert tenant.api_key not in row
+    assert hashlib.sha256(tenant.api_key.encode()).hexdigest() in row
+    with secure_stack.api(tenant.api_key[:-1] + ("A" if tenant.api_key[-1] != "A" else "B")) as h:
+        assert h.get("/api/social-posts").status_code == 401
+
+
+@pytest.mark.parametrize("secret", [None, "", "short", "x" * 31])
+def test_app_refuses_to_start_with_a_missing_or_short_webhook_secret(secret: str | None) -> None:
+    with pytest.raises(RuntimeError, match="WEBHOOK_SECRET"):
+        create_app(settings=ApiSettings(WEBHOOK_SECRET=secret), queue=InMemoryTaskQueue())
+
+
+def test_webhook_secret_is_compared_in_constant_time() -> None:
+    assert "hmac.compare_digest" in inspect.getsource(caller_auth._secret_ok)
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"X-Webhook-Secret": SECRET.upper()},
+        {"X-Webhook-Secret": SECRET[::-1]},
+        {"X-Webhook-Secret": SECRET[:16]},
+        {"X-Webhook-Secret": "é" * 40},
+        {"Authorization": f"Bearer {SECRET}"},
+        {"X-Webhook-Secret": ""},
+    ],
+    ids=["case", "reversed", "half", "non-ascii", "as-bearer", "empty"],
+)
+def test_webhook_rejects_secret_variants(secure_stack: Stack, headers: dict[str, str]) -> None:
+    answer = httpx.post(
+        f"{secure_stack.base_url}/api/jobs/publish-post",
+        json={
+            "scheduledPostId": "00000000-0000-0000-0000-000000000000",
+            "platform": "x",
+            "accountId": "00000000-0000-0000-0000-000000000000",
+            "idempotencyKey": "k",
+        },
+        headers={k: v.encode("latin-1") for k, v in headers.items()},
+    )
+    assert answer.status_code == 401
+    assert answer.json()["error"]["code"] == "unauthenticated"
