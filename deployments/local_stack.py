@@ -102,7 +102,8 @@ def check_dependencies() -> None:
             __import__(module)
         except ImportError as exc:
             raise StackError(
-                f"missing dependency {module!r}: run  .venv/bin/pip install -e '.[dev]'"
+                f"missing dependency {module!r}: install as the README says "
+                "(pip install --require-hashes -r requirements.lock)"
             ) from exc
 
 
