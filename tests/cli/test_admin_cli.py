@@ -32,9 +32,23 @@ def test_company_create_and_account_add(database_url: URL, db: Engine) -> None:
     assert created.returncode == 0, created.stderr
     company = json.loads(created.stdout)
     added = _run(
-        "account", "add", "--company", company["id"], "--platform", "mastodon",
-        "--handle", "cli", "--access-token", "tok-secret-1", "--refresh-token", "",
-        "--base-url", "https://social.example", "--external-id", "1234", "--json",
+        "account",
+        "add",
+        "--company",
+        company["id"],
+        "--platform",
+        "mastodon",
+        "--handle",
+        "cli",
+        "--access-token",
+        "tok-secret-1",
+        "--refresh-token",
+        "",
+        "--base-url",
+        "https://social.example",
+        "--external-id",
+        "1234",
+        "--json",
     )
     assert added.returncode == 0, added.stderr
     account_id = uuid.UUID(json.loads(added.stdout)["id"])
@@ -46,14 +60,26 @@ def test_company_create_and_account_add(database_url: URL, db: Engine) -> None:
         account = s.scalar(select(SocialAccount).where(SocialAccount.id == account_id))
         assert account is not None
         assert (account.platform, account.external_id, account.base_url) == (
-            "mastodon", "1234", "https://social.example",
+            "mastodon",
+            "1234",
+            "https://social.example",
         )
         assert account.refresh_token is None  # an empty refresh token stores nothing
 
 
 def test_unknown_platform_is_a_clear_error(database_url: URL) -> None:
     company = json.loads(_run("company", "create", "Err Co", "--json").stdout)
-    answer = _run("account", "add", "--company", company["id"], "--platform", "myspace",
-                  "--handle", "h", "--access-token", "t")
+    answer = _run(
+        "account",
+        "add",
+        "--company",
+        company["id"],
+        "--platform",
+        "myspace",
+        "--handle",
+        "h",
+        "--access-token",
+        "t",
+    )
     assert answer.returncode == 2
     assert "unknown platform" in answer.stderr

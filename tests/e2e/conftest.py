@@ -24,9 +24,7 @@ from dispatch.app import create_app
 from dispatch.cloud_tasks import CloudTasksQueue, CloudTasksSettings
 from dispatch.emulator.oidc import oidc_endpoints
 from dispatch.settings import ApiSettings
-from tasks.platforms.registry import PLATFORMS
-from tasks.platforms.settings import PlatformSettings
-from tests.publishing.conftest import Stack
+from tests.publishing.conftest import Stack, sandbox_platforms
 from tests.sandbox_fixture import SandboxHandle
 from tests.servers import free_port, serve_in_thread
 
@@ -95,10 +93,7 @@ def cloud_stack(database_url: URL, sandbox: SandboxHandle, emulator: Emulator) -
         OIDC_CERTS_URL=endpoints.certs_url,
         OIDC_ISSUERS=[endpoints.issuer],
     )
-    platforms = PlatformSettings(
-        **{f"{p}_api_base_url": sandbox.url(p) for p in PLATFORMS},
-        platform_http_timeout_seconds=2.0,
-    )
+    platforms = sandbox_platforms(sandbox, timeout=2.0)
     app = create_app(
         settings=settings, queue=CloudTasksQueue(tasks_settings), platform_settings=platforms
     )

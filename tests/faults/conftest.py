@@ -28,9 +28,7 @@ from bench.bench_load import ServiceProcess, apply_fast_queue, emulator_process,
 from dispatch.app import create_app
 from dispatch.cloud_tasks import CloudTasksQueue, CloudTasksSettings
 from dispatch.settings import ApiSettings
-from tasks.platforms.registry import PLATFORMS
-from tasks.platforms.settings import PlatformSettings
-from tests.publishing.conftest import Stack
+from tests.publishing.conftest import Stack, sandbox_platforms
 from tests.sandbox_fixture import SandboxHandle
 from tests.servers import serve_in_thread
 
@@ -189,10 +187,7 @@ def cloud_app(
     settings = ApiSettings(
         WEBHOOK_URL=f"http://127.0.0.1:{port}", WEBHOOK_SECRET=SECRET, PUBLISH_MAX_ATTEMPTS=40
     )
-    platforms = PlatformSettings(
-        **{f"{p}_api_base_url": sandbox.url(p) for p in PLATFORMS},
-        platform_http_timeout_seconds=1.5,
-    )
+    platforms = sandbox_platforms(sandbox, timeout=1.5)
     queue = CloudTasksQueue(CloudTasksSettings(cloud_tasks_emulator_host=emulator.host_port))
     app = create_app(settings=settings, queue=queue, platform_settings=platforms, sessions=sessions)
     recorder = StatusRecorder(app)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -78,17 +79,28 @@ class Tenant:
     media_id: str | None = None
 
 
-@pytest.fixture(scope="session")
-def stack(database_url: URL, sandbox: SandboxHandle) -> Iterator[Stack]:
+def sandbox_platforms(sandbox: SandboxHandle, *, timeout: float = 1.0) -> PlatformSettings:
+    """Every platform's base URL pointed at the sandbox."""
+    return PlatformSettings(
+        **{f"{p}_api_base_url": sandbox.url(p) for p in PLATFORMS},
+        platform_http_timeout_seconds=timeout,
+    )
+
+
+@contextmanager
+def running_stack(sandbox: SandboxHandle) -> Iterator[Stack]:
+    """The app exactly as production builds it, on an in-memory queue, served over HTTP."""
     queue = InMemoryTaskQueue()
     settings = ApiSettings(WEBHOOK_URL="http://127.0.0.1:9", WEBHOOK_SECRET=SECRET)
-    platforms = PlatformSettings(
-        **{f"{p}_api_base_url": sandbox.url(p) for p in PLATFORMS},
-        platform_http_timeout_seconds=1.0,
-    )
-    app = create_app(settings=settings, queue=queue, platform_settings=platforms)
+    app = create_app(settings=settings, queue=queue, platform_settings=sandbox_platforms(sandbox))
     with serve_in_thread(app) as base_url:
         yield Stack(base_url=base_url, queue=queue, sandbox=sandbox)
+
+
+@pytest.fixture(scope="session")
+def stack(database_url: URL, sandbox: SandboxHandle) -> Iterator[Stack]:
+    with running_stack(sandbox) as running:
+        yield running
 
 
 @pytest.fixture(autouse=True)

@@ -18,9 +18,8 @@ from sqlalchemy.orm import Session
 from models.tables import PublishLog
 from tasks.platforms.base import PlatformAdapter
 from tasks.platforms.registry import PLATFORMS, build_adapter
-from tasks.platforms.settings import PlatformSettings
 from tasks.publishing import Publisher, PublishJob
-from tests.publishing.conftest import Stack, Tenant, schedule
+from tests.publishing.conftest import Stack, Tenant, sandbox_platforms, schedule
 
 
 class WorkerDied(BaseException):
@@ -62,7 +61,7 @@ async def test_worker_dies_after_accept_then_redelivery_reconciles(
 ) -> None:
     post = schedule(stack, tenant, platform)
     task = stack.task_for(post["scheduledPostId"], platform)
-    settings = PlatformSettings(**{f"{p}_api_base_url": stack.sandbox.url(p) for p in PLATFORMS})
+    settings = sandbox_platforms(stack.sandbox)
     async with httpx.AsyncClient(timeout=5) as http:
         publisher = Publisher(
             sessions=sessions,
