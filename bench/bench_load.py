@@ -179,7 +179,9 @@ def api_process(
     return ServiceProcess(args=args, port=port, log=log, env=env, ready_path="/healthz")
 
 
-async def apply_fast_queue(emulator_host: str, *, max_attempts: int = 30) -> None:
+async def apply_fast_queue(
+    emulator_host: str, *, max_attempts: int = 30, max_concurrent_dispatches: int = 1000
+) -> None:
     """The publish queue with short backoff (0.5 s .. 2 s) so fault tests retry within seconds;
     production's policy (4 attempts, 5 s .. 20 s) is in deployments/queues.py."""
     from deployments.queues import QueueDefinition, apply_queues
@@ -192,7 +194,7 @@ async def apply_fast_queue(emulator_host: str, *, max_attempts: int = 30) -> Non
         max_backoff_seconds=2,
         max_doublings=2,
         max_dispatches_per_second=500,
-        max_concurrent_dispatches=1000,
+        max_concurrent_dispatches=max_concurrent_dispatches,
     )
     await apply_queues(CloudTasksSettings(cloud_tasks_emulator_host=emulator_host), queues=(fast,))
 
@@ -413,6 +415,7 @@ def run_load(
     concurrency: int = 32,
     lead_seconds: float | None = None,
     drain_timeout: float = 600,
+    dispatch_concurrency: int = 1000,
 ) -> LoadResult:
     """Start emulator, sandbox and API as processes, schedule `posts` x 3 targets due at one
     instant, wait for the drain and measure. The caller owns the (migrated) database."""
@@ -424,7 +427,9 @@ def run_load(
         for service in (emulator, sandbox):
             service.start()
             started.append(service)
-        asyncio.run(apply_fast_queue(emulator.host_port))
+        asyncio.run(
+            apply_fast_queue(emulator.host_port, max_concurrent_dispatches=dispatch_concurrency)
+        )
         api = api_process(
             database_url=database_url,
             emulator_host=emulator.host_port,
@@ -527,6 +532,13 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32, help="schedule requests in flight")
     parser.add_argument("--lead-seconds", type=float, default=None)
     parser.add_argument(
+        "--dispatch-concurrency",
+        type=int,
+        default=1000,
+        help="the queue's max_concurrent_dispatches (production: 1000 over many instances; "
+        "one local API process serves far fewer at once)",
+    )
+    parser.add_argument(
         "--database-url",
         default=os.environ.get("TEST_DATABASE_URL") or os.environ.get("DATABASE_URL"),
         help="a PostgreSQL server URL (a scratch database is created on it)",
@@ -542,6 +554,7 @@ def main() -> None:
             workdir=Path(workdir),
             concurrency=args.concurrency,
             lead_seconds=args.lead_seconds,
+            dispatch_concurrency=args.dispatch_concurrency,
         )
     print("\n".join(result.lines()))
     if result.problems or result.states.get("success", 0) != result.targets:

@@ -202,6 +202,10 @@ def prepare(*, data_dir: Path, ports: Ports) -> LocalStack:
         "WEBHOOK_SECRET": os.environ.get("WEBHOOK_SECRET") or _stable_secret(data_dir),
         "PREFECT_API_URL": f"http://127.0.0.1:{ports.prefect}/api",
         "PREFECT_HOME": str(data_dir / "prefect"),
+        # one local API process: the queue sends no more at once than it serves well
+        "TASKS_PUBLISH_MAX_CONCURRENT_DISPATCHES": os.environ.get(
+            "TASKS_PUBLISH_MAX_CONCURRENT_DISPATCHES", "48"
+        ),
         **{f"{p.upper()}_API_BASE_URL": f"{sandbox}/{p}" for p in DEMO_PLATFORMS},
     }
     return LocalStack(data_dir=data_dir, ports=ports, database_url=env["DATABASE_URL"], env=env)

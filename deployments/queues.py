@@ -7,6 +7,7 @@ here, so nothing else on a production queue is touched.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -30,6 +31,16 @@ class QueueDefinition:
     paused: bool = False
 
 
+#: Requests the publish queue may have in flight. It should match what the service can take at
+#: once: instances x containerConcurrency on Cloud Run (20 x 80 in deployments/cloud/service.yaml,
+#: so 1000 leaves headroom). One local API process takes far fewer, and a queue that pushes 1000
+#: requests into it at once makes them wait on the database pool until dispatch deadlines cut them
+#: off (bench_load.py: 3,000 targets drain in ~120 s at 1000, ~40 s at 48), so `tendsocial dev`
+#: sets `TASKS_PUBLISH_MAX_CONCURRENT_DISPATCHES`.
+PUBLISH_MAX_CONCURRENT_DISPATCHES = int(
+    os.environ.get("TASKS_PUBLISH_MAX_CONCURRENT_DISPATCHES", "1000")
+)
+
 QUEUES: tuple[QueueDefinition, ...] = (
     # Publishing: first attempt + 3 retries after 5 s, 10 s, 20 s (the seed's policy).
     QueueDefinition(
@@ -39,7 +50,7 @@ QUEUES: tuple[QueueDefinition, ...] = (
         max_backoff_seconds=20,
         max_doublings=2,
         max_dispatches_per_second=500,
-        max_concurrent_dispatches=1000,
+        max_concurrent_dispatches=PUBLISH_MAX_CONCURRENT_DISPATCHES,
     ),
     # Analytics fan-out: slower, gentler on the platforms' rate limits.
     QueueDefinition(
