@@ -27,6 +27,7 @@ from tasks.platforms.base import (
     UnknownOutcomeError,
 )
 from tasks.platforms.limits import escape_little_text, validate_linkedin
+from tasks.platforms.oauth import refresh_grant
 
 DUPLICATE_RE = re.compile(r"duplicate of (urn:li:(?:share|ugcPost):\d+)")
 REVOKED_CODES = {"REVOKED_ACCESS_TOKEN", "65601"}
@@ -170,24 +171,12 @@ class LinkedInAdapter:
             "client_id": self.client_id,
             "client_secret": self.client_secret,
         }
-        try:
-            response = await self.http.post(
-                f"{self.oauth_base_url}/oauth/v2/accessToken", data=form
-            )
-        except httpx.HTTPError as exc:
-            raise TransientError(f"LinkedIn token refresh failed in transit: {exc!r}") from exc
-        if response.status_code in (400, 401):
-            raise NeedsReconnectError(
-                "LinkedIn refused the refresh token", code="invalid_grant", raw=_json(response)
-            )
-        if response.status_code != 200:
-            raise _error(response, publish=False)
-        data = response.json()
-        expires_in = data.get("expires_in")
-        return TokenSet(
-            access_token=data["access_token"],
-            refresh_token=data.get("refresh_token"),
-            expires_at=datetime.now(UTC) + timedelta(seconds=expires_in) if expires_in else None,
+        return await refresh_grant(
+            self.http,
+            platform="LinkedIn",
+            url=f"{self.oauth_base_url}/oauth/v2/accessToken",
+            form=form,
+            error_for=lambda response: _error(response, publish=False),
         )
 
     # ------------------------------------------------------------------ metrics

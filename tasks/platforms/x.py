@@ -24,6 +24,7 @@ from tasks.platforms.base import (
     UnknownOutcomeError,
 )
 from tasks.platforms.limits import validate_x
+from tasks.platforms.oauth import refresh_grant
 
 DUPLICATE_DETAIL = "duplicate content"
 #: How many recent tweets reconcile reads; a lost post is among the newest few.
@@ -142,25 +143,13 @@ class XAdapter:
             "refresh_token": account.refresh_token,
             "client_id": self.client_id,
         }
-        auth = (self.client_id, self.client_secret) if self.client_secret else None
-        try:
-            response = await self.http.post(
-                f"{self.base_url}/2/oauth2/token", data=form, auth=auth or httpx.USE_CLIENT_DEFAULT
-            )
-        except httpx.HTTPError as exc:
-            raise TransientError(f"X token refresh failed in transit: {exc!r}") from exc
-        if response.status_code in (400, 401):
-            raise NeedsReconnectError(
-                "X refused the refresh token", code="invalid_grant", raw=_json(response)
-            )
-        if response.status_code != 200:
-            raise _error(response, publish=False)
-        data = response.json()
-        expires_in = data.get("expires_in")
-        return TokenSet(
-            access_token=data["access_token"],
-            refresh_token=data.get("refresh_token"),
-            expires_at=datetime.now(UTC) + timedelta(seconds=expires_in) if expires_in else None,
+        return await refresh_grant(
+            self.http,
+            platform="X",
+            url=f"{self.base_url}/2/oauth2/token",
+            form=form,
+            auth=(self.client_id, self.client_secret) if self.client_secret else None,
+            error_for=lambda response: _error(response, publish=False),
         )
 
     # ------------------------------------------------------------------ metrics
