@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import json
 import uuid
+import warnings
 from typing import Annotated
 
 import typer
 from rich.console import Console
+
+# platformdirs warns on every start where XDG_RUNTIME_DIR is unset (containers, CI); the
+# embedded PostgreSQL then uses /tmp, which is fine: keep the CLI's output clean.
+warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="TendSocial pipeline.")
 db_app = typer.Typer(no_args_is_help=True, help="Database schema.")

@@ -61,7 +61,7 @@ def dev(
             stop_all(stack)
             raise
     except StackError as exc:
-        err_console.print(f"[red]error:[/] {exc}")
+        err_console.print(f"[red]error:[/] {exc}", soft_wrap=True)
         raise typer.Exit(1) from exc
     table = Table(title="TendSocial local stack", show_header=False)
     table.add_row("API + webhooks", f"{stack.api_url}  (docs: {stack.api_url}/docs)")

@@ -43,13 +43,14 @@ class Ports:
     sandbox: int = 8700
     prefect: int = 4200
 
-    def named(self) -> dict[str, int]:
+    def named(self) -> dict[str, tuple[int, str]]:
+        """What listens where, and the `tendsocial dev` option that moves it."""
         return {
-            "API server": self.api,
-            "Cloud Tasks emulator": self.emulator,
-            "emulator OIDC certificates": self.emulator + 1,
-            "sandbox platforms": self.sandbox,
-            "Prefect server": self.prefect,
+            "API server": (self.api, "--api-port"),
+            "Cloud Tasks emulator": (self.emulator, "--emulator-port"),
+            "emulator OIDC certificates": (self.emulator + 1, "--emulator-port"),
+            "sandbox platforms": (self.sandbox, "--sandbox-port"),
+            "Prefect server": (self.prefect, "--prefect-port"),
         }
 
 
@@ -84,15 +85,15 @@ class LocalStack:
 
 # --------------------------------------------------------------------------- checks
 def check_ports_free(ports: Ports) -> None:
-    for name, port in ports.named().items():
+    for name, (port, option) in ports.named().items():
         with socket.socket() as sock:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 sock.bind(("127.0.0.1", port))
             except OSError as exc:
                 raise StackError(
-                    f"port {port} ({name}) is already in use; stop what uses it or pick "
-                    f"another port with the matching --*-port option"
+                    f"port {port} ({name}) is already in use: free it or choose another "
+                    f"with {option}"
                 ) from exc
 
 

@@ -168,3 +168,29 @@ def test_dev_stack_publishes_shows_runs_and_survives_a_restart(
         assert _sandbox_posts(demo, pending_content) == {"linkedin": 1, "x": 1, "instagram": 1}
     finally:
         stack.stop()
+
+
+def test_a_port_clash_is_a_one_line_error(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        answer = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "deployments",
+                "dev",
+                "--data-dir",
+                str(tmp_path),
+                "--api-port",
+                str(port),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    assert answer.returncode == 1
+    errors = [line for line in answer.stderr.splitlines() if line.strip()]
+    assert errors[-1].startswith(f"error: port {port} (API server) is already in use"), errors
