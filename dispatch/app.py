@@ -20,7 +20,7 @@ from dispatch.settings import ApiSettings
 from tasks.platforms.base import PlatformAdapter
 from tasks.platforms.registry import build_adapter
 from tasks.platforms.settings import PlatformSettings
-from tasks.publishing import AdapterFactory, Publisher
+from tasks.publishing import AdapterFactory, Publisher, PublishSettings
 
 
 def default_task_queue() -> TaskQueue:
@@ -64,7 +64,9 @@ def create_app(
 
             app.state.adapters = adapters or adapter_for
             app.state.publisher = Publisher(
-                sessions=app.state.sessions, adapters=app.state.adapters
+                sessions=app.state.sessions,
+                adapters=app.state.adapters,
+                settings=PublishSettings(lease_seconds=settings.publish_lease_seconds),
             )
             yield
         close = getattr(app.state.queue, "close", None)

@@ -29,6 +29,10 @@ class ApiSettings(BaseSettings):
     oidc_issuers: list[str] = Field(
         default=["https://accounts.google.com", "accounts.google.com"], alias="OIDC_ISSUERS"
     )
+    #: How long a claimed target stays leased to its attempt: longer than the dispatch deadline
+    #: (30 s) plus the platform's slowest answer, so a live attempt is never taken over; a
+    #: worker that died frees its target when the lease runs out.
+    publish_lease_seconds: float = Field(default=90.0, ge=10, alias="PUBLISH_LEASE_SECONDS")
     #: The publish queue's max_attempts: the attempt numbered this (1-based) is the last one.
     publish_max_attempts: int = Field(default=4, ge=1, alias="PUBLISH_MAX_ATTEMPTS")
     #: Requests larger than this are refused with 413 before they are parsed.

@@ -2,7 +2,7 @@
 on the same port: the emulator redelivers, every target ends published exactly once (attempts
 cut off after the platform accepted are reconciled, not re-posted) and none stays `processing`.
 
-Leases are 90 s (`PublishSettings.lease_seconds`, not exposed as a setting), so after the kill
+Leases are 90 s (`PUBLISH_LEASE_SECONDS`); rather than wait that out, after the kill
 the test makes that time pass in the database: it expires the leases the dead process held,
 which is exactly the state the targets are in 90 s later.
 """
