@@ -12,7 +12,7 @@ Behaviour worth knowing in tests:
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
@@ -24,6 +24,7 @@ from deployments.sandbox.graph import (
     age_seconds,
     authorize,
     check_version,
+    cursor_page,
     graph_params,
     graph_time,
     insights_answer,
@@ -176,24 +177,8 @@ async def published_posts(
         request, state, platform=PLATFORM, params=params, operation="lookup", owner=page_id
     )
     fields = wanted_fields(params, "id")
-    limit = min(int(params.get("limit", "25")), 100)
     posts = list(reversed(state.find_posts(PLATFORM, account=page_id)))
-    if "since" in params:  # Graph's time-based paging: a unix timestamp
-        since = datetime.fromtimestamp(int(params["since"]), UTC)
-        posts = [p for p in posts if _created(p) >= since]
-    after = params.get("after", "")
-    offset = int(after.removeprefix("cursor-")) if after.startswith("cursor-") else 0
-    page = posts[offset : offset + limit]
-    paging: dict[str, Any] = {}
-    if page:
-        paging["cursors"] = {"before": f"cursor-{offset}", "after": f"cursor-{offset + len(page)}"}
-    if offset + limit < len(posts):
-        paging["next"] = str(request.url.include_query_params(after=f"cursor-{offset + limit}"))
-    return {"data": [_post_fields(state, post, fields) for post in page], "paging": paging}
-
-
-def _created(post: dict[str, Any]) -> datetime:
-    return datetime.fromisoformat(str(post["created_at"]).replace("Z", "+00:00"))
+    return cursor_page(request, params, posts, lambda post: _post_fields(state, post, fields))
 
 
 @router.get("/{version}/{post_id}/insights")

@@ -16,7 +16,7 @@ import json
 import re
 import secrets
 from collections.abc import Callable, Coroutine
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -383,3 +383,30 @@ def carousel_children(state: SandboxState, platform: str, *, owner: str, param: 
 def refuse_carousel_item(container: dict[str, Any]) -> None:
     if container.get("is_carousel_item"):
         raise GraphError("(#100) A carousel item cannot be published by itself", code=100)
+
+
+def cursor_page(
+    request: Request,
+    params: dict[str, str],
+    posts: list[dict[str, Any]],
+    render: Callable[[dict[str, Any]], dict[str, Any]],
+) -> dict[str, Any]:
+    """One page of a newest-first Graph edge: `limit` (≤ 100), Graph's `since` (unix time) and
+    the `after` cursor, answered with `paging.cursors` and `paging.next` like the real API."""
+    limit = min(int(params.get("limit", "25")), 100)
+    if "since" in params:
+        since = datetime.fromtimestamp(int(params["since"]), UTC)
+        posts = [
+            p
+            for p in posts
+            if datetime.fromisoformat(str(p["created_at"]).replace("Z", "+00:00")) >= since
+        ]
+    after = params.get("after", "")
+    offset = int(after.removeprefix("cursor-")) if after.startswith("cursor-") else 0
+    page = posts[offset : offset + limit]
+    paging: dict[str, Any] = {}
+    if page:
+        paging["cursors"] = {"before": f"cursor-{offset}", "after": f"cursor-{offset + len(page)}"}
+    if offset + limit < len(posts):
+        paging["next"] = str(request.url.include_query_params(after=f"cursor-{offset + limit}"))
+    return {"data": [render(post) for post in page], "paging": paging}

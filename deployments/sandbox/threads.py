@@ -23,6 +23,7 @@ from deployments.sandbox.graph import (
     check_version,
     container_status,
     containers,
+    cursor_page,
     graph_params,
     graph_time,
     insights_answer,
@@ -107,9 +108,8 @@ async def list_threads(
         request, state, platform=PLATFORM, params=params, operation="lookup", owner=user_id
     )
     fields = wanted_fields(params, "id")
-    limit = int(params.get("limit", "25"))
-    posts = list(reversed(state.find_posts(PLATFORM, account=user_id)))[:limit]
-    return {"data": [_media_fields(post, fields) for post in posts], "paging": {}}
+    posts = list(reversed(state.find_posts(PLATFORM, account=user_id)))
+    return cursor_page(request, params, posts, lambda post: _media_fields(post, fields))
 
 
 @router.post("/{version}/{user_id}/threads_publish")

@@ -294,6 +294,9 @@ def graph_timestamp(value: str) -> datetime | None:
 
 
 #: How far before our first attempt a matching post still counts as ours (clock skew).
+#: Reconcile reads the account's media 100 a page, at most this many pages.
+RECONCILE_PAGE_SIZE = 100
+RECONCILE_MAX_PAGES = 10
 RECONCILE_SKEW = timedelta(minutes=5)
 
 
@@ -650,15 +653,14 @@ class ContainerAdapter(GraphAdapter):
         content: PostContent,
         state: PlatformState,
     ) -> PublishResult | None:
-        """The account's recent media whose text matches ours and that appeared after our first
-        container; the earliest such one is the post an earlier attempt made."""
+        """The account's media whose text matches ours and that appeared after our first
+        container; the earliest such one is the post an earlier attempt made.
+
+        The edge lists newest first; it is read page by page (`after` cursors) until media older
+        than our first container show up, so a burst of newer posts cannot hide ours. Past the
+        page bound the outcome stays unknown (retry) rather than risking a second post.
+        """
         text_field = self.spec.text_field
-        body = await graph.call(
-            "GET",
-            f"{account.external_id}/{self.spec.list_edge}",
-            token=account.access_token,
-            params={"fields": f"id,{text_field},timestamp,permalink", "limit": "50"},
-        )
         created_raw = state.get("container_created_at")
         since = (
             datetime.fromisoformat(created_raw) - RECONCILE_SKEW
@@ -667,13 +669,34 @@ class ContainerAdapter(GraphAdapter):
         )
         expected = content.text.strip()
         matches: list[tuple[datetime, dict[str, Any]]] = []
-        for item in body.get("data", []):
-            if str(item.get(text_field) or "").strip() != expected:
-                continue
-            stamp = graph_timestamp(str(item.get("timestamp", ""))) or datetime.now(UTC)
-            if since is not None and stamp < since:
-                continue
-            matches.append((stamp, item))
+        params = {
+            "fields": f"id,{text_field},timestamp,permalink",
+            "limit": str(RECONCILE_PAGE_SIZE),
+        }
+        for _ in range(RECONCILE_MAX_PAGES):
+            body = await graph.call(
+                "GET",
+                f"{account.external_id}/{self.spec.list_edge}",
+                token=account.access_token,
+                params=params,
+            )
+            reached_older = False
+            for item in body.get("data", []):
+                stamp = graph_timestamp(str(item.get("timestamp", ""))) or datetime.now(UTC)
+                if since is not None and stamp < since:
+                    reached_older = True
+                    continue
+                if str(item.get(text_field) or "").strip() == expected:
+                    matches.append((stamp, item))
+            paging = body.get("paging") or {}
+            if reached_older or not paging.get("next"):
+                break
+            params["after"] = str((paging.get("cursors") or {}).get("after", ""))
+        else:  # more pages remain: the earliest match (ours) may be further back
+            raise UnknownOutcomeError(
+                "could not rule out an earlier post: more than "
+                f"{RECONCILE_PAGE_SIZE * RECONCILE_MAX_PAGES} media since the first container"
+            )
         if not matches:
             return None
         _, item = min(matches, key=lambda pair: pair[0])
