@@ -98,6 +98,12 @@ async def test_retried_out_task_is_removed_and_copied_to_dlq(
         parent=queue.name, task=http_task(name, target.url(hook), http={"body": b"{}"})
     )
     await eventually(lambda: len(target.received(hook)) == 1)
+
+    async def first_attempt_recorded() -> bool:
+        # the retry is scheduled from the clock when the 500 is recorded, not when it is sent
+        return (await manual_client.get_task(name=name)).dispatch_count >= 1
+
+    await eventually(first_attempt_recorded)
     await clock.advance(1)
     await eventually(lambda: len(target.received(hook)) == 2)
 
