@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Select, and_, case, func, or_, select, update
+from sqlalchemy import Select, and_, bindparam, case, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -114,7 +114,7 @@ async def cancel_open_targets(session: AsyncSession, post_id: uuid.UUID) -> None
 
 def _rolled_up_status() -> Any:
     """The post status implied by its targets (the seed's roll-up rules, plus cancellation)."""
-    t = PublishLog.status
+    t = PublishLog.__table__.c.status
     all_of = func.bool_and
     return case(
         (all_of(t == "cancelled"), "cancelled"),
@@ -125,6 +125,23 @@ def _rolled_up_status() -> Any:
     )
 
 
+_posts = ScheduledPost.__table__
+_LOCK_POST = select(_posts.c.id).where(_posts.c.id == bindparam("b_post_id")).with_for_update()
+_ROLL_UP_POST = (
+    update(_posts)
+    .where(_posts.c.id == bindparam("b_post_id"))
+    .values(
+        status=func.coalesce(
+            select(_rolled_up_status())
+            .where(PublishLog.__table__.c.scheduled_post_id == bindparam("b_post_id"))
+            .scalar_subquery(),
+            _posts.c.status,
+        )
+    )
+    .returning(_posts.c.status)
+)
+
+
 async def roll_up_post_status(session: AsyncSession, post_id: uuid.UUID) -> str | None:
     """Recompute the post's status from its targets; returns the new status.
 
@@ -132,19 +149,9 @@ async def roll_up_post_status(session: AsyncSession, post_id: uuid.UUID) -> str 
     follows then reads its targets with a snapshot taken after the lock, so two targets
     settling at the same instant cannot each miss the other's result.
     """
-    await session.execute(
-        select(ScheduledPost.id).where(ScheduledPost.id == post_id).with_for_update()
-    )
-    rolled = (
-        select(_rolled_up_status()).where(PublishLog.scheduled_post_id == post_id).scalar_subquery()
-    )
-    return await session.scalar(
-        update(ScheduledPost)
-        .where(ScheduledPost.id == post_id)
-        .values(status=func.coalesce(rolled, ScheduledPost.status))
-        .returning(ScheduledPost.status)
-        .execution_options(synchronize_session=False)
-    )
+    params = {"b_post_id": post_id}
+    await session.execute(_LOCK_POST, params)
+    return (await session.execute(_ROLL_UP_POST, params)).scalar_one_or_none()
 
 
 async def reopen_failed_targets(
@@ -233,6 +240,46 @@ async def targets_of_posts(
 
 
 # --------------------------------------------------------------------------- publishing
+_targets = PublishLog.__table__
+_now = func.now()
+
+#: Built once: the hot path binds parameters into it instead of constructing the statement per
+#: call (Core, not an ORM-enabled UPDATE: the caller gets a plain row and a detached target).
+_CLAIM = (
+    update(_targets)
+    .where(
+        _targets.c.scheduled_post_id == bindparam("b_post_id"),
+        _targets.c.platform == bindparam("b_platform"),
+        _targets.c.account_id == bindparam("b_account_id"),
+        _targets.c.idempotency_key == bindparam("b_idempotency_key"),
+        or_(
+            _targets.c.status == "pending",
+            and_(
+                _targets.c.status == "retry",
+                or_(_targets.c.next_retry_at.is_(None), _targets.c.next_retry_at <= _now),
+            ),
+            and_(_targets.c.status == "processing", _targets.c.lease_expires_at < _now),
+        ),
+    )
+    .values(
+        status="processing",
+        attempts=_targets.c.attempts + 1,
+        lease_expires_at=_now + func.make_interval(0, 0, 0, 0, 0, 0, bindparam("b_lease_seconds")),
+        last_retry_at=_now,
+        next_retry_at=None,
+        publish_started_at=func.coalesce(_targets.c.publish_started_at, _now),
+    )
+    .returning(*_targets.c, (_targets.c.publish_started_at < _now).label("earlier"))
+)
+
+
+def detached_target(row: Any) -> PublishLog:
+    """A `PublishLog` built from a returned row (not attached to any session)."""
+    values = dict(row._mapping)
+    values.pop("earlier", None)
+    return PublishLog(**values)
+
+
 async def claim_target(
     session: AsyncSession,
     *,
@@ -253,39 +300,43 @@ async def claim_target(
     beside the target says whether an *earlier* attempt had already set it: then that attempt's
     outcome is unknown and this one must reconcile before publishing.
     """
-    now = func.now()
     row = (
         await session.execute(
-            update(PublishLog)
-            .where(
-                PublishLog.scheduled_post_id == post_id,
-                PublishLog.platform == platform,
-                PublishLog.account_id == account_id,
-                PublishLog.idempotency_key == idempotency_key,
-                or_(
-                    PublishLog.status == "pending",
-                    and_(
-                        PublishLog.status == "retry",
-                        or_(PublishLog.next_retry_at.is_(None), PublishLog.next_retry_at <= now),
-                    ),
-                    and_(PublishLog.status == "processing", PublishLog.lease_expires_at < now),
-                ),
-            )
-            .values(
-                status="processing",
-                attempts=PublishLog.attempts + 1,
-                lease_expires_at=now + func.make_interval(0, 0, 0, 0, 0, 0, lease_seconds),
-                last_retry_at=now,
-                next_retry_at=None,
-                publish_started_at=func.coalesce(PublishLog.publish_started_at, now),
-            )
-            .returning(PublishLog, (PublishLog.publish_started_at < now).label("earlier"))
-            .execution_options(populate_existing=True, synchronize_session=False)
+            _CLAIM,
+            {
+                "b_post_id": post_id,
+                "b_platform": platform,
+                "b_account_id": account_id,
+                "b_idempotency_key": idempotency_key,
+                "b_lease_seconds": lease_seconds,
+            },
         )
     ).one_or_none()
     if row is None:
         return None
-    return row[0], bool(row[1])
+    return detached_target(row), bool(row.earlier)
+
+
+_accounts = SocialAccount.__table__
+_MARK_POST_PROCESSING = (
+    update(_posts)
+    .where(_posts.c.id == bindparam("b_post_id"))
+    .values(status="processing", attempts=_posts.c.attempts + 1, last_attempt_at=_now)
+    .returning(*_posts.c)
+)
+_ACCOUNT_BY_ID = select(_accounts).where(_accounts.c.id == bindparam("b_account_id"))
+
+
+async def mark_post_processing(session: AsyncSession, post_id: uuid.UUID) -> ScheduledPost:
+    """Count an attempt on the post and show it `processing`; returns the post (detached)."""
+    row = (await session.execute(_MARK_POST_PROCESSING, {"b_post_id": post_id})).one()
+    return ScheduledPost(**row._mapping)
+
+
+async def account_by_id(session: AsyncSession, account_id: uuid.UUID) -> SocialAccount:
+    """The account with its tokens decrypted (detached: changes go through `lock_account`)."""
+    row = (await session.execute(_ACCOUNT_BY_ID, {"b_account_id": account_id})).one()
+    return SocialAccount(**row._mapping)
 
 
 async def find_target(
@@ -331,17 +382,19 @@ async def update_claimed_target_returning(
     session: AsyncSession, *, target_id: uuid.UUID, attempt: int, values: dict[str, Any]
 ) -> PublishLog | None:
     """`update_claimed_target` that hands back the updated target (None: the claim was lost)."""
-    return await session.scalar(
-        update(PublishLog)
-        .where(
-            PublishLog.id == target_id,
-            PublishLog.status == "processing",
-            PublishLog.attempts == attempt,
+    row = (
+        await session.execute(
+            update(_targets)
+            .where(
+                _targets.c.id == target_id,
+                _targets.c.status == "processing",
+                _targets.c.attempts == attempt,
+            )
+            .values(**values)
+            .returning(*_targets.c)
         )
-        .values(**values)
-        .returning(PublishLog)
-        .execution_options(populate_existing=True, synchronize_session=False)
-    )
+    ).one_or_none()
+    return None if row is None else detached_target(row)
 
 
 async def lock_account(session: AsyncSession, account_id: uuid.UUID) -> SocialAccount | None:
@@ -414,6 +467,9 @@ def run_record_values(
     }
 
 
+_INSERT_RUN_RECORD = insert(RunRecord.__table__).returning(RunRecord.__table__.c.id)
+
+
 async def add_run_record(
     session: AsyncSession,
     *,
@@ -457,8 +513,7 @@ async def add_run_record(
         next_run_at=next_run_at,
         logs=logs,
     )
-    record_id = await session.scalar(insert(RunRecord).values(**values).returning(RunRecord.id))
-    assert record_id is not None
+    record_id = (await session.execute(_INSERT_RUN_RECORD, values)).scalar_one()
     return record_id
 
 

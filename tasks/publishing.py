@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from sqlalchemy import func, select, update
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from models import queries
@@ -240,14 +240,10 @@ class Publisher:
             if claimed is None:
                 return await self._unclaimed(session, job)
             target, earlier_attempt_started = claimed
-            loaded = (
-                await session.execute(
-                    select(ScheduledPost, SocialAccount)
-                    .join(SocialAccount, SocialAccount.id == target.account_id)
-                    .where(ScheduledPost.id == target.scheduled_post_id)
-                )
-            ).one()
-            post, account = loaded
+            # A claimed target is unsettled, so the post is `processing` whatever the others
+            # are; no roll-up query is needed here (cancelled posts have no claimable target).
+            post = await queries.mark_post_processing(session, target.scheduled_post_id)
+            account = await queries.account_by_id(session, target.account_id)
             media = []
             if post.media_asset_ids:
                 by_id = {
@@ -257,18 +253,6 @@ class Publisher:
                     )
                 }
                 media = [by_id[i] for i in post.media_asset_ids if i in by_id]
-            # A claimed target is unsettled, so the post is `processing` whatever the others
-            # are; no roll-up query is needed here (cancelled posts have no claimable target).
-            await session.execute(
-                update(ScheduledPost)
-                .where(ScheduledPost.id == post.id)
-                .values(
-                    status="processing",
-                    attempts=ScheduledPost.attempts + 1,
-                    last_attempt_at=func.now(),
-                )
-                .execution_options(synchronize_session=False)
-            )
             return _Claim(
                 target=target,
                 post=post,
