@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 
 import httpx
 from fastapi import FastAPI
@@ -48,18 +48,20 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with httpx.AsyncClient(
-            timeout=platform_settings.platform_http_timeout_seconds,
-            limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
-            follow_redirects=False,
-        ) as http:
+        # One HTTP client per platform: each keeps its own small keep-alive pool (httpcore
+        # checks every pooled connection on each request, so one big shared pool costs CPU).
+        async with AsyncExitStack() as clients:
             built: dict[str, PlatformAdapter] = {}
 
             def adapter_for(platform: str) -> PlatformAdapter:
                 if platform not in built:
-                    built[platform] = build_adapter(
-                        platform, http=http, settings=platform_settings
+                    http = httpx.AsyncClient(
+                        timeout=platform_settings.platform_http_timeout_seconds,
+                        limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
+                        follow_redirects=False,
                     )
+                    clients.push_async_callback(http.aclose)
+                    built[platform] = build_adapter(platform, http=http, settings=platform_settings)
                 return built[platform]
 
             app.state.adapters = adapters or adapter_for

@@ -210,9 +210,13 @@ class Publisher:
                 code="needs_reconnect",
             )
             return await self._settle_error(target=target, attempt=attempt, job=job, error=error)
+        # The claim stamped the first attempt's start durably; adapters that key their
+        # reconcile window on it (X, LinkedIn, Mastodon) find it here and need no write.
+        initial = dict(target.platform_state or {})
+        if target.publish_started_at is not None:
+            initial.setdefault("publish_started_at", target.publish_started_at.isoformat())
         state = PlatformState(
-            target.platform_state,
-            saver=lambda values: self._save_state(target.id, attempt, values),
+            initial, saver=lambda values: self._save_state(target.id, attempt, values)
         )
         try:
             result = await self._run_adapter(

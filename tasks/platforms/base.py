@@ -135,6 +135,9 @@ class PlatformState:
         return self.values.get(key, default)
 
     async def save(self, **updates: Any) -> None:
+        """Persist the updates; values already stored as given cost no write."""
+        if all(key in self.values and self.values[key] == value for key, value in updates.items()):
+            return
         self.values.update(updates)
         if self._saver is not None:
             await self._saver(dict(self.values))
