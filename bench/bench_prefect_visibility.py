@@ -283,7 +283,10 @@ def main() -> None:
             if mode == "on" and reporter is None:
                 reporter = spawn(["-m", "deployments", "reporter"], reporter_env)
                 os.setpriority(os.PRIO_PGRP, reporter.pid, NICE)
-                time.sleep(1.0)
+                # measure a running reporter, not its start-up (imports take seconds of CPU)
+                before, deadline = backlog(), time.monotonic() + 30
+                while backlog() >= before and time.monotonic() < deadline:
+                    time.sleep(0.2)
             if mode == "off" and reporter is not None:
                 stop(reporter)
                 reporter = None

@@ -43,6 +43,7 @@ import asyncio
 import contextlib
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -74,6 +75,16 @@ class ReporterSettings(BaseSettings):
     #: Wait between polls when the queue is empty.
     idle_seconds: float = Field(default=0.5, alias="REPORTER_IDLE_SECONDS")
     max_backoff_seconds: float = Field(default=10.0, alias="REPORTER_MAX_BACKOFF_SECONDS")
+    #: Shipping is background work: paced so that Prefect's server (and the database it shares)
+    #: never competes with publishing at full speed (each shipped run costs the server and its
+    #: database about as much CPU as several webhooks). 5 runs/s is 18,000 an hour; a burst
+    #: beyond that waits in the outbox and is shipped when it has passed.
+    max_runs_per_second: float = Field(default=5.0, gt=0, alias="REPORTER_MAX_RUNS_PER_SECOND")
+
+    @property
+    def paced_batch_size(self) -> int:
+        """Batches no larger than one second's worth, so the pace is smooth, not bursty."""
+        return max(1, min(self.batch_size, int(self.max_runs_per_second)))
 
 
 def idempotency_key(record_id: uuid.UUID) -> str:
@@ -292,8 +303,9 @@ async def run_reporter(
     async with prefect_http_client(settings) as http:
         runs = PrefectRuns(http)
         while not stop.is_set():
+            started = time.monotonic()
             try:
-                result = await ship_batch(sessions, runs, batch_size=settings.batch_size)
+                result = await ship_batch(sessions, runs, batch_size=settings.paced_batch_size)
             except Exception as error:  # the database itself; keep going
                 result = BatchResult(error=error)
             if result.error is not None:
@@ -307,7 +319,9 @@ async def run_reporter(
                 wait = backoff
             else:
                 backoff = 0.0
-                wait = 0.0 if result.claimed >= settings.batch_size else settings.idle_seconds
+                full = result.claimed >= settings.paced_batch_size
+                pace = result.claimed / settings.max_runs_per_second - (time.monotonic() - started)
+                wait = max(pace, 0.0) if full else max(pace, settings.idle_seconds)
             if wait:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=wait)
