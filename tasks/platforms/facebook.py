@@ -22,7 +22,6 @@ from tasks.platforms.base import (
     PostContent,
     PublishResult,
     TokenSet,
-    UnknownOutcomeError,
 )
 from tasks.platforms.limits import validate_facebook
 from tasks.platforms.meta import (
@@ -30,6 +29,7 @@ from tasks.platforms.meta import (
     GraphAdapter,
     GraphClient,
     as_int,
+    graph_pages,
     graph_timestamp,
 )
 
@@ -41,11 +41,6 @@ INSIGHT_METRICS: tuple[str, ...] = (
 COUNT_FIELDS = "shares,reactions.summary(total_count),comments.summary(total_count)"
 #: Error answers that mean "this already went out": 506 duplicate post, photos already posted.
 ALREADY_POSTED_CODES: tuple[str, ...] = ("506", "100/1366051")
-
-
-#: Reconcile reads the Page's posts since the attempt, 100 a page, at most this many pages.
-RECONCILE_PAGE_SIZE = 100
-RECONCILE_MAX_PAGES = 10
 
 
 class FacebookAdapter(GraphAdapter):
@@ -186,35 +181,21 @@ class FacebookAdapter(GraphAdapter):
         """
         attempted = datetime.fromisoformat(str(state.get("feed_attempted_at")))
         since = attempted - RECONCILE_SKEW
-        params = {
-            "fields": "id,message,created_time",
-            "limit": str(RECONCILE_PAGE_SIZE),
-            "since": str(int(since.timestamp())),
-        }
         matches: list[tuple[datetime, str]] = []
-        for _ in range(RECONCILE_MAX_PAGES):
-            body = await graph.call(
-                "GET",
-                f"{account.external_id}/published_posts",
-                token=account.access_token,
-                params=params,
-            )
-            for item in body.get("data", []):
+        async for page in graph_pages(
+            graph,
+            f"{account.external_id}/published_posts",
+            token=account.access_token,
+            params={"fields": "id,message,created_time", "since": str(int(since.timestamp()))},
+            what="Page posts since the attempt",
+        ):
+            for item in page:
                 if str(item.get("message") or "").strip() != content.text.strip():
                     continue
                 created = graph_timestamp(str(item.get("created_time", "")))
                 if created is None or created < since:
                     continue
                 matches.append((created, str(item["id"])))
-            paging = body.get("paging") or {}
-            if not paging.get("next"):
-                break
-            params["after"] = str((paging.get("cursors") or {}).get("after", ""))
-        else:  # more pages remain: the earliest match (ours) may be further back
-            raise UnknownOutcomeError(
-                "could not rule out an earlier post: more than "
-                f"{RECONCILE_PAGE_SIZE * RECONCILE_MAX_PAGES} Page posts since the attempt"
-            )
         if not matches:
             return None
         post_id = min(matches)[1]

@@ -12,7 +12,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
@@ -298,6 +298,28 @@ def graph_timestamp(value: str) -> datetime | None:
 RECONCILE_PAGE_SIZE = 100
 RECONCILE_MAX_PAGES = 10
 RECONCILE_SKEW = timedelta(minutes=5)
+
+
+async def graph_pages(
+    graph: GraphClient, path: str, *, token: str, params: dict[str, str], what: str
+) -> AsyncIterator[list[dict[str, Any]]]:
+    """The pages of a newest-first Graph edge, following `after` cursors (reconcile look-ups).
+
+    Past `RECONCILE_MAX_PAGES` with pages still left, an earlier post cannot be ruled out: the
+    outcome stays unknown (retry) rather than risking a second post.
+    """
+    query = {"limit": str(RECONCILE_PAGE_SIZE), **params}
+    for _ in range(RECONCILE_MAX_PAGES):
+        body = await graph.call("GET", path, token=token, params=query)
+        yield body.get("data", [])
+        paging = body.get("paging") or {}
+        if not paging.get("next"):
+            return
+        query["after"] = str((paging.get("cursors") or {}).get("after", ""))
+    raise UnknownOutcomeError(
+        f"could not rule out an earlier post: more than "
+        f"{RECONCILE_PAGE_SIZE * RECONCILE_MAX_PAGES} {what}"
+    )
 
 
 class GraphAdapter:
@@ -669,34 +691,24 @@ class ContainerAdapter(GraphAdapter):
         )
         expected = content.text.strip()
         matches: list[tuple[datetime, dict[str, Any]]] = []
-        params = {
-            "fields": f"id,{text_field},timestamp,permalink",
-            "limit": str(RECONCILE_PAGE_SIZE),
-        }
-        for _ in range(RECONCILE_MAX_PAGES):
-            body = await graph.call(
-                "GET",
-                f"{account.external_id}/{self.spec.list_edge}",
-                token=account.access_token,
-                params=params,
-            )
+        pages = graph_pages(
+            graph,
+            f"{account.external_id}/{self.spec.list_edge}",
+            token=account.access_token,
+            params={"fields": f"id,{text_field},timestamp,permalink"},
+            what="media since the first container",
+        )
+        async for page in pages:
             reached_older = False
-            for item in body.get("data", []):
+            for item in page:
                 stamp = graph_timestamp(str(item.get("timestamp", ""))) or datetime.now(UTC)
                 if since is not None and stamp < since:
                     reached_older = True
                     continue
                 if str(item.get(text_field) or "").strip() == expected:
                     matches.append((stamp, item))
-            paging = body.get("paging") or {}
-            if reached_older or not paging.get("next"):
+            if reached_older:
                 break
-            params["after"] = str((paging.get("cursors") or {}).get("after", ""))
-        else:  # more pages remain: the earliest match (ours) may be further back
-            raise UnknownOutcomeError(
-                "could not rule out an earlier post: more than "
-                f"{RECONCILE_PAGE_SIZE * RECONCILE_MAX_PAGES} media since the first container"
-            )
         if not matches:
             return None
         _, item = min(matches, key=lambda pair: pair[0])
