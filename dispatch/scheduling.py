@@ -294,30 +294,7 @@ class Scheduler:
         horizon = datetime.now(UTC) + timedelta(seconds=self.settings.enqueue_horizon_seconds)
         if not targets or post.scheduled_at > horizon:
             return 0
-        specs = {
-            t.id: publish_task_spec(target=t, run_at=post.scheduled_at, settings=self.settings)
-            for t in targets
-        }
-        results = await asyncio.gather(
-            *(self.queue.enqueue(spec) for spec in specs.values()), return_exceptions=True
-        )
-        names: dict[uuid.UUID, str] = {}
-        for target_id, result in zip(specs, results, strict=True):
-            if isinstance(result, BaseException):
-                log.warning(
-                    "enqueue failed; the sweeper will retry",
-                    extra={
-                        "post_id": str(post_id),
-                        "target_id": str(target_id),
-                        "error": type(result).__name__,
-                    },
-                )
-            else:
-                names[target_id] = result
-        if names:
-            async with self.sessions() as session, session.begin():
-                await queries.record_task_names(session, post_id=post_id, names=names)
-        return len(names)
+        return await self._enqueue_targets(post_id, targets, run_at=post.scheduled_at)
 
     async def enqueue_target(self, target_id: uuid.UUID, *, run_at: datetime | None) -> str:
         """Enqueue one target under its current dispatch generation (raises if the queue fails)."""
@@ -432,20 +409,44 @@ class Scheduler:
             if not reopened:
                 raise ApiError(409, "nothing_to_retry", "no failed target to retry")
             await queries.roll_up_post_status(session, post_id)
-        specs = {
-            t.id: publish_task_spec(target=t, run_at=None, settings=self.settings) for t in reopened
-        }
-        results = await asyncio.gather(
-            *(self.queue.enqueue(s) for s in specs.values()), return_exceptions=True
-        )
-        names = {tid: r for tid, r in zip(specs, results, strict=True) if isinstance(r, str)}
-        if names:
-            async with self.sessions() as session, session.begin():
-                await queries.record_task_names(session, post_id=post_id, names=names)
+        await self._enqueue_targets(post_id, reopened, run_at=None)
         async with self.sessions() as session:
             return await load_post_view(session, company_id=company_id, post_id=post_id)
 
     # ----------------------------------------------------------------------- helpers
+    async def _enqueue_targets(
+        self, post_id: uuid.UUID, targets: Sequence[PublishLog], *, run_at: datetime | None
+    ) -> int:
+        """Enqueue the targets concurrently and record the names of the tasks created.
+
+        A queue outage is logged, not raised: the targets stay without a task name and the
+        sweeper enqueues them later. Returns how many tasks were enqueued.
+        """
+        specs = {
+            t.id: publish_task_spec(target=t, run_at=run_at, settings=self.settings)
+            for t in targets
+        }
+        results = await asyncio.gather(
+            *(self.queue.enqueue(spec) for spec in specs.values()), return_exceptions=True
+        )
+        names: dict[uuid.UUID, str] = {}
+        for target_id, result in zip(specs, results, strict=True):
+            if isinstance(result, BaseException):
+                log.warning(
+                    "enqueue failed; the sweeper will retry",
+                    extra={
+                        "post_id": str(post_id),
+                        "target_id": str(target_id),
+                        "error": type(result).__name__,
+                    },
+                )
+            else:
+                names[target_id] = result
+        if names:
+            async with self.sessions() as session, session.begin():
+                await queries.record_task_names(session, post_id=post_id, names=names)
+        return len(names)
+
     async def _lock_post_targets(
         self, session: AsyncSession, *, company_id: uuid.UUID, post_id: uuid.UUID
     ) -> list[PublishLog]:
