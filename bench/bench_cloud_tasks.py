@@ -163,7 +163,7 @@ def start_processes(state: str) -> tuple[int, int, list[subprocess.Popen[bytes]]
     port, target_port = free_port(), free_port()
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     emulator = subprocess.Popen(
-        [sys.executable, "-m", "dispatch.emulator", "--port", str(port), "--state", state],
+        [sys.executable, "-m", "deployments.emulator", "--port", str(port), "--state", state],
         cwd=REPO,
         env=env,
         stdout=subprocess.DEVNULL,

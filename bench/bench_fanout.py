@@ -55,7 +55,7 @@ def free_port() -> int:
 def start_emulator(state: Path) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "dispatch.emulator", "--port", str(port), "--state", str(state)],
+        [sys.executable, "-m", "deployments.emulator", "--port", str(port), "--state", str(state)],
         cwd=REPO,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

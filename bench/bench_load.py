@@ -1,7 +1,7 @@
 """Load: N posts x 3 platforms due at the same instant, through the emulator and the sandbox.
 
 Every piece runs as its own process, as in production: the Cloud Tasks emulator
-(`python -m dispatch.emulator`), the sandbox platforms (`tendsocial sandbox`) and the API
+(`python -m deployments.emulator`), the sandbox platforms (`tendsocial sandbox`) and the API
 (`tendsocial serve`); PostgreSQL is `--database-url` / `TEST_DATABASE_URL` / `DATABASE_URL`, or
 an embedded server of the run's own. A fresh database is created, migrated and dropped.
 
@@ -149,7 +149,7 @@ class ServiceProcess:
 
 def emulator_process(*, state: Path, log: Path) -> ServiceProcess:
     port = free_port_pair()
-    args = [sys.executable, "-m", "dispatch.emulator", "--port", str(port), "--state", str(state)]
+    args = [sys.executable, "-m", "deployments.emulator", "--port", str(port), "--state", str(state)]
     return ServiceProcess(args=args, port=port, log=log)
 
 

@@ -58,7 +58,7 @@ def emulator(
     issuer: str | None = typer.Option(None, help="OIDC issuer [default: http://HOST:PORT]"),
 ) -> None:
     """Run the local Cloud Tasks v2 emulator until Ctrl-C / SIGTERM."""
-    from dispatch.emulator import run
+    from deployments.emulator import run
 
     run(
         host,

@@ -23,7 +23,7 @@ from dispatch.schemas import PostView, ScheduleRequest, TargetView
 from dispatch.settings import ApiSettings
 from models import queries
 from models.tables import MediaAsset, PublishLog, ScheduledPost
-from tasks.platforms.limits import validate_content
+from tasks.platforms.text_limits import validate_content
 from tasks.platforms.registry import normalize_platform
 
 log = logging.getLogger(__name__)

@@ -24,7 +24,7 @@ from deployments.sandbox.core import (
     pseudo_count,
 )
 from tasks.platforms.bluesky import TID_RE, new_tid
-from tasks.platforms.limits import BLUESKY_MAX_BYTES, BLUESKY_MAX_GRAPHEMES, graphemes
+from tasks.platforms.text_limits import BLUESKY_MAX_BYTES, BLUESKY_MAX_GRAPHEMES, graphemes
 
 PLATFORM = "bluesky"
 COLLECTION = "app.bsky.feed.post"

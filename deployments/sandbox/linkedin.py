@@ -26,7 +26,7 @@ from deployments.sandbox.core import (
     post_age_seconds,
     pseudo_count,
 )
-from tasks.platforms.limits import LINKEDIN_MAX_CHARACTERS, LINKEDIN_RESERVED
+from tasks.platforms.text_limits import LINKEDIN_MAX_CHARACTERS, LINKEDIN_RESERVED
 
 PLATFORM = "linkedin"
 #: How many months back a `LinkedIn-Version` stays active in the sandbox.

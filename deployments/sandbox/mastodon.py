@@ -21,7 +21,7 @@ from deployments.sandbox.core import (
     post_age_seconds,
     pseudo_count,
 )
-from tasks.platforms.limits import MASTODON_DEFAULT_MAX_CHARACTERS, mastodon_length
+from tasks.platforms.text_limits import MASTODON_DEFAULT_MAX_CHARACTERS, mastodon_length
 
 PLATFORM = "mastodon"
 WINDOW_LIMIT = 300

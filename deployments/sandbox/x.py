@@ -22,7 +22,7 @@ from deployments.sandbox.core import (
     post_age_seconds,
     pseudo_count,
 )
-from tasks.platforms.limits import x_weighted_length
+from tasks.platforms.text_limits import x_weighted_length
 
 PLATFORM = "x"
 WINDOW_LIMIT = 100

@@ -28,7 +28,7 @@ from tasks.platforms.base import (
     TransientError,
     UnknownOutcomeError,
 )
-from tasks.platforms.limits import validate_bluesky
+from tasks.platforms.text_limits import validate_bluesky
 
 COLLECTION = "app.bsky.feed.post"
 TID_RE = re.compile(r"^[234567abcdefghij][234567abcdefghijklmnopqrstuvwxyz]{12}$")

@@ -23,8 +23,8 @@ from tasks.platforms.base import (
     PublishResult,
     TokenSet,
 )
-from tasks.platforms.limits import validate_facebook
-from tasks.platforms.meta import (
+from tasks.platforms.text_limits import validate_facebook
+from tasks.platforms.graph import (
     RECONCILE_SKEW,
     GraphAdapter,
     GraphClient,

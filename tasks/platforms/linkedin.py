@@ -26,7 +26,7 @@ from tasks.platforms.base import (
     TransientError,
     UnknownOutcomeError,
 )
-from tasks.platforms.limits import escape_little_text, validate_linkedin
+from tasks.platforms.text_limits import escape_little_text, validate_linkedin
 from tasks.platforms.oauth import refresh_grant
 
 DUPLICATE_RE = re.compile(r"duplicate of (urn:li:(?:share|ugcPost):\d+)")

@@ -27,7 +27,7 @@ from tasks.platforms.base import (
     TransientError,
     UnknownOutcomeError,
 )
-from tasks.platforms.limits import MASTODON_DEFAULT_MAX_CHARACTERS, validate_mastodon
+from tasks.platforms.text_limits import MASTODON_DEFAULT_MAX_CHARACTERS, validate_mastodon
 
 #: Re-send with the same key only well inside the server's one-hour window.
 IDEMPOTENCY_WINDOW = timedelta(minutes=55)

@@ -23,7 +23,7 @@ from tasks.platforms.base import (
     TransientError,
     UnknownOutcomeError,
 )
-from tasks.platforms.limits import validate_x
+from tasks.platforms.text_limits import validate_x
 from tasks.platforms.oauth import refresh_grant
 
 DUPLICATE_DETAIL = "duplicate content"

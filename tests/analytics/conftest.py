@@ -28,7 +28,7 @@ from deployments.queues import apply_queues
 from dispatch.admin import add_account, create_company
 from dispatch.app import create_app
 from dispatch.cloud_tasks import CloudTasksQueue, CloudTasksSettings
-from dispatch.emulator import RunningEmulator, serve
+from deployments.emulator import RunningEmulator, serve
 from dispatch.settings import ApiSettings
 from models.migrate import upgrade
 from tasks.platforms.registry import PLATFORMS

@@ -22,7 +22,7 @@ from sqlalchemy.engine import URL
 from deployments.queues import apply_queues
 from dispatch.app import create_app
 from dispatch.cloud_tasks import CloudTasksQueue, CloudTasksSettings
-from dispatch.emulator.oidc import oidc_endpoints
+from deployments.emulator.oidc import oidc_endpoints
 from dispatch.settings import ApiSettings
 from tests.publishing.conftest import Stack, sandbox_platforms
 from tests.sandbox_fixture import SandboxHandle
@@ -56,7 +56,7 @@ def emulator() -> Iterator[Emulator]:
         [
             sys.executable,
             "-m",
-            "dispatch.emulator",
+            "deployments.emulator",
             "--port",
             str(port),
             "--state",

@@ -13,7 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from dispatch.emulator.oidc import OidcSigner
+from deployments.emulator.oidc import OidcSigner
 from models.tables import PublishLog
 from tests.e2e.conftest import SERVICE_ACCOUNT, Emulator
 from tests.publishing.conftest import Stack, make_tenant

@@ -22,7 +22,7 @@ import pytest
 from google.cloud import tasks_v2
 from google.cloud.tasks_v2.services.cloud_tasks.transports import CloudTasksGrpcAsyncIOTransport
 
-from dispatch.emulator import ManualClock, RunningEmulator, serve
+from deployments.emulator import ManualClock, RunningEmulator, serve
 
 REPO = Path(__file__).resolve().parents[2]
 PARENT = "projects/test-project/locations/us-central1"
@@ -207,14 +207,14 @@ def free_port_pair() -> int:
 
 
 class EmulatorProcess:
-    """`python -m dispatch.emulator` in a subprocess (for SIGTERM / SIGKILL tests)."""
+    """`python -m deployments.emulator` in a subprocess (for SIGTERM / SIGKILL tests)."""
 
     def __init__(self, state: Path, port: int) -> None:
         self.state, self.port = state, port
         self.address = f"127.0.0.1:{port}"
         env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "dispatch.emulator", "--port", str(port), "--state", str(state)],
+            [sys.executable, "-m", "deployments.emulator", "--port", str(port), "--state", str(state)],
             cwd=REPO,
             env=env,
             stdout=subprocess.PIPE,

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from deployments.queues import apply_queues
 from dispatch.cloud_tasks import CloudTasksQueue, CloudTasksSettings
-from dispatch.emulator import RunningEmulator
+from deployments.emulator import RunningEmulator
 from dispatch.queue import TaskQueue, TaskSpec
 from tests.emulator.conftest import PARENT, Target, eventually, make_client
 

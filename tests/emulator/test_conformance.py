@@ -1,4 +1,4 @@
-"""Conformance with recordings of the real service (`../shared/fixtures/cloud-tasks-golden`).
+"""Conformance with recordings of the real service (`tests/emulator/recordings/`, see its README).
 
 Every case of realcloud.json is driven from the file through the official client over gRPC; the
 dispatch.json HTTP case is replayed against a real local target.
@@ -7,7 +7,6 @@ dispatch.json HTTP case is replayed against a real local target.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -18,13 +17,8 @@ from google.cloud import tasks_v2
 
 from tests.emulator.conftest import PARENT, Reply, Target, create_queue, eventually, http_task
 
-#: `../shared` beside the repository (as in CI), unless CLOUD_TASKS_GOLDEN says otherwise.
-GOLDEN = Path(
-    os.environ.get(
-        "CLOUD_TASKS_GOLDEN",
-        Path(__file__).resolve().parents[2].parent / "shared/fixtures/cloud-tasks-golden",
-    )
-)
+#: Recordings of Google's real Cloud Tasks answers, kept in the repository beside this test.
+GOLDEN = Path(__file__).resolve().parent / "recordings"
 CASES: list[dict[str, str]] = json.loads((GOLDEN / "realcloud.json").read_text())
 DISPATCH: list[dict[str, Any]] = json.loads((GOLDEN / "dispatch.json").read_text())
 

@@ -11,7 +11,7 @@ from google.auth.transport.requests import Request
 from google.cloud import tasks_v2
 from google.oauth2 import id_token
 
-from dispatch.emulator import ManualClock, RunningEmulator, oidc_endpoints, serve
+from deployments.emulator import ManualClock, RunningEmulator, oidc_endpoints, serve
 from tests.emulator.conftest import (
     PARENT,
     Reply,

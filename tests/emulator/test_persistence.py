@@ -13,7 +13,7 @@ import pytest
 from google.api_core import exceptions as gexc
 from google.cloud import tasks_v2
 
-from dispatch.emulator import serve
+from deployments.emulator import serve
 from tests.emulator.conftest import (
     EmulatorProcess,
     Reply,

@@ -9,8 +9,8 @@ import pytest
 from google.api_core import exceptions as gexc
 from google.cloud import tasks_v2
 
-from dispatch.emulator import ManualClock, backoff_seconds, retries_exhausted
-from dispatch.emulator.retry import parse_retry_after
+from deployments.emulator import ManualClock, backoff_seconds, retries_exhausted
+from deployments.emulator.retry import parse_retry_after
 from tests.emulator.conftest import Reply, Target, create_queue, eventually, http_task
 
 Client = tasks_v2.CloudTasksAsyncClient

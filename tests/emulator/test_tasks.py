@@ -12,7 +12,7 @@ import pytest
 from google.api_core import exceptions as gexc
 from google.cloud import tasks_v2
 
-from dispatch.emulator import ManualClock, default_state_dir
+from deployments.emulator import ManualClock, default_state_dir
 from tests.emulator.conftest import Reply, Target, create_queue, eventually, http_task
 
 Client = tasks_v2.CloudTasksAsyncClient

@@ -19,7 +19,7 @@ from tasks.platforms.base import (
     TransientError,
     UnknownOutcomeError,
 )
-from tasks.platforms.limits import threads_length
+from tasks.platforms.text_limits import threads_length
 from tasks.platforms.threads import ThreadsAdapter
 
 TH_USER = "25000000000000001"

@@ -31,18 +31,18 @@ from google.protobuf import duration_pb2, field_mask_pb2, timestamp_pb2
 from google.rpc import status_pb2
 from grpc import StatusCode
 
-from dispatch.emulator.clock import Clock
-from dispatch.emulator.delivery import Delivery
-from dispatch.emulator.oidc import OidcSigner
-from dispatch.emulator.retry import (
+from deployments.emulator.clock import Clock
+from deployments.emulator.delivery import Delivery
+from deployments.emulator.oidc import OidcSigner
+from deployments.emulator.retry import (
     backoff_seconds,
     grpc_code_for_http,
     parse_retry_after,
     retries_exhausted,
 )
-from dispatch.emulator.store import Store
+from deployments.emulator.store import Store
 
-log = logging.getLogger("dispatch.emulator")
+log = logging.getLogger("deployments.emulator")
 
 QueuePb: Any = queue_types.Queue.pb()
 TaskPb: Any = task_types.Task.pb()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tasks.platforms.limits import (
+from tasks.platforms.text_limits import (
     escape_little_text,
     graphemes,
     mastodon_length,

@@ -1,7 +1,7 @@
 """A local Google Cloud Tasks v2 emulator (gRPC), reached with the official client.
 
 Start it with `serve(...)` inside an event loop, `run(...)` (blocking, handles SIGINT/SIGTERM),
-`python -m dispatch.emulator`, or `tendsocial emulator`. Emulator-only extras:
+`python -m deployments.emulator`, or `tendsocial emulator`. Emulator-only extras:
 
 - dead-letter copies: a task that runs out of retries is deleted like on Google and, when a queue
   named `<queue>-dlq` exists (or `dead_letter_queues` / `dead_letter_all` say so, creating it
@@ -9,10 +9,10 @@ Start it with `serve(...)` inside an event loop, `run(...)` (blocking, handles S
 - OIDC tokens signed with the emulator's own key, verifiable against `oidc_endpoints(...)`.
 """
 
-from dispatch.emulator.clock import Clock, ManualClock, SystemClock
-from dispatch.emulator.oidc import OidcEndpoints, oidc_endpoints
-from dispatch.emulator.retry import backoff_seconds, retries_exhausted
-from dispatch.emulator.server import RunningEmulator, default_state_dir, run, serve
+from deployments.emulator.clock import Clock, ManualClock, SystemClock
+from deployments.emulator.oidc import OidcEndpoints, oidc_endpoints
+from deployments.emulator.retry import backoff_seconds, retries_exhausted
+from deployments.emulator.server import RunningEmulator, default_state_dir, run, serve
 
 __all__ = [
     "Clock",

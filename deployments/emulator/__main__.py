@@ -1,11 +1,11 @@
-"""`python -m dispatch.emulator [--host H] [--port P] [--state DIR] ...`"""
+"""`python -m deployments.emulator [--host H] [--port P] [--state DIR] ...`"""
 
 from __future__ import annotations
 
 import argparse
 import logging
 
-from dispatch.emulator.server import run
+from deployments.emulator.server import run
 
 
 def main(argv: list[str] | None = None) -> None:

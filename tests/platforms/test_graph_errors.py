@@ -17,7 +17,7 @@ from tasks.platforms.base import (
     TokenExpiredError,
     TransientError,
 )
-from tasks.platforms.meta import classify_graph_error, usage_retry_at
+from tasks.platforms.graph import classify_graph_error, usage_retry_at
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 

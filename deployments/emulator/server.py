@@ -22,12 +22,12 @@ from google.cloud.tasks_v2.types import queue as queue_types
 from google.cloud.tasks_v2.types import task as task_types
 from google.protobuf import empty_pb2
 
-from dispatch.emulator.clock import Clock, SystemClock
-from dispatch.emulator.engine import ApiError, Engine
-from dispatch.emulator.oidc import OidcSigner, start_certs_server
-from dispatch.emulator.store import Store
+from deployments.emulator.clock import Clock, SystemClock
+from deployments.emulator.engine import ApiError, Engine
+from deployments.emulator.oidc import OidcSigner, start_certs_server
+from deployments.emulator.store import Store
 
-log = logging.getLogger("dispatch.emulator")
+log = logging.getLogger("deployments.emulator")
 
 SERVICE = "google.cloud.tasks.v2.CloudTasks"
 STATE_ENV = "CLOUD_TASKS_EMULATOR_STATE"
