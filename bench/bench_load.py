@@ -149,7 +149,15 @@ class ServiceProcess:
 
 def emulator_process(*, state: Path, log: Path) -> ServiceProcess:
     port = free_port_pair()
-    args = [sys.executable, "-m", "deployments.emulator", "--port", str(port), "--state", str(state)]
+    args = [
+        sys.executable,
+        "-m",
+        "deployments.emulator",
+        "--port",
+        str(port),
+        "--state",
+        str(state),
+    ]
     return ServiceProcess(args=args, port=port, log=log)
 
 

@@ -78,14 +78,26 @@ def seed(url: str, *, sandbox: str, targets: int) -> tuple[list[dict], list[dict
             token = f"bench-{platform}-{secrets.token_hex(6)}"
             external = str(10**11 + PLATFORMS.index(platform))
             account = add_account(
-                session, company_id=company.id, platform=platform, handle=f"bench_{platform}",
-                access_token=token, refresh_token=f"r-{token}", external_id=external,
+                session,
+                company_id=company.id,
+                platform=platform,
+                handle=f"bench_{platform}",
+                access_token=token,
+                refresh_token=f"r-{token}",
+                external_id=external,
                 base_url=f"{sandbox}/mastodon" if platform == "mastodon" else None,
             )
             accounts[platform] = account.id
-            httpx.post(f"{sandbox}/_sandbox/accounts", json={
-                "platform": platform, "externalId": external, "handle": f"bench_{platform}",
-                "accessToken": token, "refreshToken": f"r-{token}"}).raise_for_status()
+            httpx.post(
+                f"{sandbox}/_sandbox/accounts",
+                json={
+                    "platform": platform,
+                    "externalId": external,
+                    "handle": f"bench_{platform}",
+                    "accessToken": token,
+                    "refreshToken": f"r-{token}",
+                },
+            ).raise_for_status()
     sets: list[list[dict]] = [[], []]
     with engine.begin() as conn:
         for which in range(2):
@@ -94,31 +106,74 @@ def seed(url: str, *, sandbox: str, targets: int) -> tuple[list[dict], list[dict
                 post_id = uuid.uuid4()
                 platform = PLATFORMS[i % len(PLATFORMS)]
                 key = f"publish-{post_id}-{platform}-{accounts[platform]}"
-                posts.append({"id": post_id, "company_id": company.id,
-                              "content": f"bench {which} {i} {post_id.hex[:8]}",
-                              "key": f"bench-{post_id}",
-                              "platforms": f'[{{"platform": "{platform}"}}]'})
-                logs.append({"id": uuid.uuid4(), "post": post_id, "platform": platform,
-                             "account": accounts[platform], "key": key})
-                sets[which].append({"scheduledPostId": str(post_id), "platform": platform,
-                                    "accountId": str(accounts[platform]), "idempotencyKey": key})
-            conn.execute(text(
-                "INSERT INTO scheduled_posts (id, company_id, content, scheduled_at, "
-                "idempotency_key, platforms) VALUES (:id, :company_id, :content, now(), :key, "
-                "CAST(:platforms AS jsonb))"), posts)
-            conn.execute(text(
-                "INSERT INTO publish_logs (id, scheduled_post_id, platform, account_id, "
-                "idempotency_key) VALUES (:id, :post, :platform, :account, :key)"), logs)
+                posts.append(
+                    {
+                        "id": post_id,
+                        "company_id": company.id,
+                        "content": f"bench {which} {i} {post_id.hex[:8]}",
+                        "key": f"bench-{post_id}",
+                        "platforms": f'[{{"platform": "{platform}"}}]',
+                    }
+                )
+                logs.append(
+                    {
+                        "id": uuid.uuid4(),
+                        "post": post_id,
+                        "platform": platform,
+                        "account": accounts[platform],
+                        "key": key,
+                    }
+                )
+                sets[which].append(
+                    {
+                        "scheduledPostId": str(post_id),
+                        "platform": platform,
+                        "accountId": str(accounts[platform]),
+                        "idempotencyKey": key,
+                    }
+                )
+            conn.execute(
+                text(
+                    "INSERT INTO scheduled_posts (id, company_id, content, scheduled_at, "
+                    "idempotency_key, platforms) VALUES (:id, :company_id, :content, now(), :key, "
+                    "CAST(:platforms AS jsonb))"
+                ),
+                posts,
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO publish_logs (id, scheduled_post_id, platform, account_id, "
+                    "idempotency_key) VALUES (:id, :post, :platform, :account, :key)"
+                ),
+                logs,
+            )
     engine.dispose()
     return sets[0], sets[1]
 
 
 def start_api(*, factory: str, port: int, env: dict[str, str], workers: int) -> subprocess.Popen:
     process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", f"publish_apps:{factory}", "--factory",
-         "--app-dir", str(ROOT / "bench"), "--host", "127.0.0.1", "--port", str(port),
-         "--workers", str(workers), "--log-level", "warning", "--no-access-log"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            f"publish_apps:{factory}",
+            "--factory",
+            "--app-dir",
+            str(ROOT / "bench"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+            "--log-level",
+            "warning",
+            "--no-access-log",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     wait_http(f"http://127.0.0.1:{port}/healthz")
     return process
@@ -126,12 +181,17 @@ def start_api(*, factory: str, port: int, env: dict[str, str], workers: int) -> 
 
 def load(port: int, bodies: list[dict], *, concurrency: int) -> dict[str, float]:
     requests = [
-        encode_post(host=f"127.0.0.1:{port}", path="/api/jobs/publish-post", body=body,
-                    headers={"X-Webhook-Secret": SECRET, "X-CloudTasks-TaskRetryCount": "0"})
+        encode_post(
+            host=f"127.0.0.1:{port}",
+            path="/api/jobs/publish-post",
+            body=body,
+            headers={"X-Webhook-Secret": SECRET, "X-CloudTasks-TaskRetryCount": "0"},
+        )
         for body in bodies
     ]
     result = asyncio.run(
-        post_all(host="127.0.0.1", port=port, requests=requests, concurrency=concurrency))
+        post_all(host="127.0.0.1", port=port, requests=requests, concurrency=concurrency)
+    )
     return {
         "rate": result.rate,
         "p50": result.percentile(0.5) * 1000,
@@ -155,24 +215,32 @@ def main() -> None:
     upgrade(create_engine(url))
     url_text = url.render_as_string(hide_password=False)
     sandbox_port = free_port()
-    env = {**os.environ, "DATABASE_URL": url_text, "WEBHOOK_SECRET": SECRET,
-           "TOKEN_ENCRYPTION_KEY": os.environ.get("TOKEN_ENCRYPTION_KEY")
-           or __import__("cryptography.fernet").fernet.Fernet.generate_key().decode(),
-           "PYTHONPATH": str(ROOT)}
+    env = {
+        **os.environ,
+        "DATABASE_URL": url_text,
+        "WEBHOOK_SECRET": SECRET,
+        "TOKEN_ENCRYPTION_KEY": os.environ.get("TOKEN_ENCRYPTION_KEY")
+        or __import__("cryptography.fernet").fernet.Fernet.generate_key().decode(),
+        "PYTHONPATH": str(ROOT),
+    }
     os.environ["TOKEN_ENCRYPTION_KEY"] = env["TOKEN_ENCRYPTION_KEY"]
     sandbox_url = f"http://127.0.0.1:{sandbox_port}"
     for platform in ("linkedin", "x", "mastodon", "bluesky", "instagram", "facebook", "threads"):
         env[f"{platform.upper()}_API_BASE_URL"] = f"{sandbox_url}/{platform}"
     sandbox = subprocess.Popen(
         [sys.executable, "-m", "deployments", "sandbox", "--port", str(sandbox_port)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     results = {}
     try:
         wait_http(f"{sandbox_url}/_sandbox/healthz")
         real_set, baseline_set = seed(url_text, sandbox=sandbox_url, targets=args.targets)
-        for mode, factory, bodies in (("adapters + sandbox", "adapter_app", real_set),
-                                      ("baseline (no adapter)", "baseline_app", baseline_set)):
+        for mode, factory, bodies in (
+            ("adapters + sandbox", "adapter_app", real_set),
+            ("baseline (no adapter)", "baseline_app", baseline_set),
+        ):
             port = free_port()
             api = start_api(factory=factory, port=port, env=env, workers=args.workers)
             try:
@@ -188,16 +256,22 @@ def main() -> None:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
 
-    print(f"\npublish webhook benchmark: {args.targets} targets per mode, concurrency "
-          f"{args.concurrency}, {args.workers} API worker(s), {os.cpu_count()} cores")
+    print(
+        f"\npublish webhook benchmark: {args.targets} targets per mode, concurrency "
+        f"{args.concurrency}, {args.workers} API worker(s), {os.cpu_count()} cores"
+    )
     print(f"{'mode':<24}{'webhooks/s':>12}{'p50 ms':>10}{'p99 ms':>10}{'200s':>12}")
     for mode, r in results.items():
-        print(f"{mode:<24}{r['rate']:>12.1f}{r['p50']:>10.1f}{r['p99']:>10.1f}"
-              f"{int(r['ok']):>7}/{int(r['total'])}")
+        print(
+            f"{mode:<24}{r['rate']:>12.1f}{r['p50']:>10.1f}{r['p99']:>10.1f}"
+            f"{int(r['ok']):>7}/{int(r['total'])}"
+        )
     real, baseline = results["adapters + sandbox"], results["baseline (no adapter)"]
     print(f"ratio adapters/baseline: {real['rate'] / baseline['rate']:.2f}  (goal ≥ 0.70)")
-    print(f"goal ≥ 500 webhooks/s: {'met' if real['rate'] >= 500 else 'not met'} "
-          f"({real['rate']:.0f}/s)")
+    print(
+        f"goal ≥ 500 webhooks/s: {'met' if real['rate'] >= 500 else 'not met'} "
+        f"({real['rate']:.0f}/s)"
+    )
 
 
 if __name__ == "__main__":

@@ -30,8 +30,13 @@ class LoadResult:
 
 def encode_post(*, host: str, path: str, body: dict, headers: dict[str, str]) -> bytes:
     payload = json.dumps(body).encode()
-    lines = [f"POST {path} HTTP/1.1", f"Host: {host}", "Content-Type: application/json",
-             f"Content-Length: {len(payload)}", *(f"{k}: {v}" for k, v in headers.items())]
+    lines = [
+        f"POST {path} HTTP/1.1",
+        f"Host: {host}",
+        "Content-Type: application/json",
+        f"Content-Length: {len(payload)}",
+        *(f"{k}: {v}" for k, v in headers.items()),
+    ]
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + payload
 
 
@@ -48,9 +53,7 @@ async def _read_response(reader: asyncio.StreamReader) -> int:
     return status
 
 
-async def post_all(
-    *, host: str, port: int, requests: list[bytes], concurrency: int
-) -> LoadResult:
+async def post_all(*, host: str, port: int, requests: list[bytes], concurrency: int) -> LoadResult:
     """Send every pre-encoded request once over `concurrency` keep-alive connections."""
     pending = list(reversed(requests))
     result = LoadResult(wall_seconds=0.0)

@@ -23,8 +23,8 @@ from dispatch.schemas import PostView, ScheduleRequest, TargetView
 from dispatch.settings import ApiSettings
 from models import queries
 from models.tables import MediaAsset, PublishLog, ScheduledPost
-from tasks.platforms.text_limits import validate_content
 from tasks.platforms.registry import normalize_platform
+from tasks.platforms.text_limits import validate_content
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,6 @@ from tasks.platforms.base import (
     PublishResult,
     TokenSet,
 )
-from tasks.platforms.text_limits import validate_facebook
 from tasks.platforms.graph import (
     RECONCILE_SKEW,
     GraphAdapter,
@@ -32,6 +31,7 @@ from tasks.platforms.graph import (
     graph_pages,
     graph_timestamp,
 )
+from tasks.platforms.text_limits import validate_facebook
 
 INSIGHT_METRICS: tuple[str, ...] = (
     "post_total_media_view_unique",

@@ -360,7 +360,7 @@ class GraphAdapter:
     def validate_content(
         self, text: str, *, media_count: int, max_characters: int | None = None
     ) -> list[str]:
-        """The platform's pre-flight problems (see `tasks.platforms.text_limits`); none by default."""
+        """Pre-flight problems (`tasks.platforms.text_limits`); none by default."""
         return []
 
     def check_content(self, account: AccountContext, content: PostContent) -> None:

@@ -18,8 +18,8 @@ from tasks.platforms.base import (
     PostContent,
     TokenSet,
 )
-from tasks.platforms.text_limits import validate_instagram
 from tasks.platforms.graph import ContainerAdapter, ContainerSpec, GraphClient, as_int
+from tasks.platforms.text_limits import validate_instagram
 
 INSIGHT_METRICS: tuple[str, ...] = (
     "views",

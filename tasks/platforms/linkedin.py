@@ -26,8 +26,8 @@ from tasks.platforms.base import (
     TransientError,
     UnknownOutcomeError,
 )
-from tasks.platforms.text_limits import escape_little_text, validate_linkedin
 from tasks.platforms.oauth import refresh_grant
+from tasks.platforms.text_limits import escape_little_text, validate_linkedin
 
 DUPLICATE_RE = re.compile(r"duplicate of (urn:li:(?:share|ugcPost):\d+)")
 REVOKED_CODES = {"REVOKED_ACCESS_TOKEN", "65601"}

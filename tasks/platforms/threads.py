@@ -18,8 +18,8 @@ from tasks.platforms.base import (
     PostContent,
     TokenSet,
 )
-from tasks.platforms.text_limits import validate_threads
 from tasks.platforms.graph import ContainerAdapter, ContainerSpec, GraphClient, as_int
+from tasks.platforms.text_limits import validate_threads
 
 THREADS_VERSION = "v1.0"
 INSIGHT_METRICS: tuple[str, ...] = ("views", "likes", "replies", "reposts", "quotes", "shares")

@@ -23,8 +23,8 @@ from tasks.platforms.base import (
     TransientError,
     UnknownOutcomeError,
 )
-from tasks.platforms.text_limits import validate_x
 from tasks.platforms.oauth import refresh_grant
+from tasks.platforms.text_limits import validate_x
 
 DUPLICATE_DETAIL = "duplicate content"
 #: How many recent tweets reconcile reads; a lost post is among the newest few.

@@ -24,11 +24,11 @@ from sqlalchemy.engine import URL, Engine
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import sessionmaker
 
+from deployments.emulator import RunningEmulator, serve
 from deployments.queues import apply_queues
 from dispatch.admin import add_account, create_company
 from dispatch.app import create_app
 from dispatch.cloud_tasks import CloudTasksQueue, CloudTasksSettings
-from deployments.emulator import RunningEmulator, serve
 from dispatch.settings import ApiSettings
 from models.migrate import upgrade
 from tasks.platforms.registry import PLATFORMS

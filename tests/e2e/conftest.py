@@ -19,10 +19,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import URL
 
+from deployments.emulator.oidc import oidc_endpoints
 from deployments.queues import apply_queues
 from dispatch.app import create_app
 from dispatch.cloud_tasks import CloudTasksQueue, CloudTasksSettings
-from deployments.emulator.oidc import oidc_endpoints
 from dispatch.settings import ApiSettings
 from tests.publishing.conftest import Stack, sandbox_platforms
 from tests.sandbox_fixture import SandboxHandle

@@ -214,7 +214,15 @@ class EmulatorProcess:
         self.address = f"127.0.0.1:{port}"
         env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "deployments.emulator", "--port", str(port), "--state", str(state)],
+            [
+                sys.executable,
+                "-m",
+                "deployments.emulator",
+                "--port",
+                str(port),
+                "--state",
+                str(state),
+            ],
             cwd=REPO,
             env=env,
             stdout=subprocess.PIPE,

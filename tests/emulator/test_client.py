@@ -13,9 +13,9 @@ from google.api_core import exceptions as gexc
 from google.cloud import tasks_v2
 from typer.testing import CliRunner
 
+from deployments.emulator import RunningEmulator
 from deployments.queues import apply_queues
 from dispatch.cloud_tasks import CloudTasksQueue, CloudTasksSettings
-from deployments.emulator import RunningEmulator
 from dispatch.queue import TaskQueue, TaskSpec
 from tests.emulator.conftest import PARENT, Target, eventually, make_client
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from tasks.platforms.registry import PLATFORMS
 from tasks.platforms.text_limits import (
     escape_little_text,
     graphemes,
@@ -11,7 +12,6 @@ from tasks.platforms.text_limits import (
     validate_content,
     x_weighted_length,
 )
-from tasks.platforms.registry import PLATFORMS
 
 FAMILY = "\U0001f468\u200d\U0001f469\u200d\U0001f467"  # one grapheme, five code points
 
