@@ -58,7 +58,7 @@ def serve_app(port: int, sandbox_url: str) -> None:
     from dispatch.app import create_app
     from dispatch.queue import InMemoryTaskQueue
     from dispatch.settings import ApiSettings
-    from tasks.platforms.settings import PlatformSettings
+    from models.settings import PlatformSettings
 
     app = create_app(
         settings=ApiSettings(WEBHOOK_URL="http://127.0.0.1:9", WEBHOOK_SECRET=SECRET),
@@ -148,7 +148,7 @@ def setup_tenant(sandbox_url: str) -> tuple[uuid.UUID, uuid.UUID]:
 
 async def make_targets(company_id: uuid.UUID, account_id: uuid.UUID, count: int) -> list[dict]:
     """`count` single-platform posts, inserted directly; returns the webhook bodies."""
-    from models import queries
+    from models.posts import insert_post_once
     from models.database import async_session_factory
 
     bodies = []
@@ -156,7 +156,7 @@ async def make_targets(company_id: uuid.UUID, account_id: uuid.UUID, count: int)
         for _ in range(count):
             key = uuid.uuid4().hex
             target_key = f"{key}:{PLATFORM}"
-            post_id = await queries.insert_post_once(
+            post_id = await insert_post_once(
                 session,
                 values={
                     "company_id": company_id,

@@ -18,7 +18,8 @@ from rich.console import Console
 from rich.table import Table
 
 from deployments.queues import apply_queues
-from dispatch.cloud_tasks import CloudTasksSettings, make_client
+from models.settings import load_settings
+from tasks.cloud_tasks import make_client
 
 T = TypeVar("T")
 console = Console()
@@ -28,7 +29,7 @@ tasks_app = typer.Typer(no_args_is_help=True, help="Cloud Tasks tasks (emulator 
 
 def _with_client(fn: Callable[[tasks_v2.CloudTasksAsyncClient], Awaitable[T]]) -> T:
     async def main() -> T:
-        client = make_client(CloudTasksSettings())
+        client = make_client(load_settings().queues)
         try:
             return await fn(client)
         finally:
@@ -42,7 +43,7 @@ def _with_client(fn: Callable[[tasks_v2.CloudTasksAsyncClient], Awaitable[T]]) -
 
 
 def _task_name(name: str, queue: str | None) -> str:
-    settings = CloudTasksSettings()
+    settings = load_settings().queues
     return name if "/" in name else f"{settings.queue_path(queue)}/tasks/{name}"
 
 
@@ -74,7 +75,7 @@ def emulator(
 @queues_app.command("apply")
 def queues_apply() -> None:
     """Create or update the project's queues (emulator or Google)."""
-    stored = asyncio.run(apply_queues(CloudTasksSettings()))
+    stored = asyncio.run(apply_queues(load_settings().queues))
     table = Table("queue", "state", "rate/s", "concurrent", "max attempts", "backoff")
     for q in stored:
         rc, rl = q.retry_config, q.rate_limits
@@ -95,7 +96,7 @@ def tasks_list(
     queue: str | None = typer.Option(None, help="Queue id [default: GCP_TASKS_QUEUE]"),
 ) -> None:
     """List the pending tasks of a queue."""
-    settings = CloudTasksSettings()
+    settings = load_settings().queues
 
     async def fetch(client: tasks_v2.CloudTasksAsyncClient) -> list[tasks_v2.Task]:
         pager = await client.list_tasks(parent=settings.queue_path(queue))

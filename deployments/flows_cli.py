@@ -15,9 +15,10 @@ def sweep(
     as_json: Annotated[bool, typer.Option("--json", help="Print the counts as JSON.")] = False,
 ) -> None:
     """Run the due-post sweeper once (no Prefect server needed)."""
-    from flows.sweeper import run_sweep_once
+    from flows.standalone import run_sweep_once
+    from models.settings import load_settings
 
-    report = asyncio.run(run_sweep_once())
+    report = asyncio.run(run_sweep_once(load_settings()))
     if as_json:
         typer.echo(json.dumps(report.as_dict()))
     else:

@@ -27,7 +27,8 @@ def reporter(
     batch_size: Annotated[int | None, typer.Option("--batch-size", min=1, max=1000)] = None,
 ) -> None:
     """Ship every publish/sync run to the Prefect UI, in order, catching up after outages."""
-    from flows.reporter import ReporterSettings, drain, run_reporter
+    from flows.reporter import drain, run_reporter
+    from models.settings import ReporterSettings
     from models.database import async_session_factory
 
     overrides: dict[str, object] = {}

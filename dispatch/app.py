@@ -1,4 +1,8 @@
-"""The FastAPI application: scheduling API, job webhooks, health."""
+"""The FastAPI application (the composition root): the company API, the job webhooks, health.
+
+Everything a route uses is built here once, from the one `Settings` the entrypoint loaded, and
+handed to the routes as typed dependencies (`dispatch/deps.py`).
+"""
 
 from __future__ import annotations
 
@@ -9,47 +13,66 @@ import httpx
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from dispatch import analytics, api, webhooks
+from dispatch import analytics_api, jobs, posts_api
+from dispatch.body_limit import BodySizeLimit
 from dispatch.caller_auth import CertificateCache, check_webhook_settings
+from dispatch.deps import Services
 from dispatch.errors import install_error_handlers
-from dispatch.limits import BodySizeLimit
 from dispatch.observability import RequestContext
-from dispatch.queue import TaskQueue
-from dispatch.scheduling import Scheduler
-from dispatch.settings import ApiSettings
+from flows.sync_fanout import SyncFanOut
+from models.settings import Settings, load_settings
+from tasks.cloud_tasks import CloudTasksQueue, TaskQueue
+from tasks.metrics import MetricsSync
 from tasks.platforms.base import PlatformAdapter
 from tasks.platforms.registry import build_adapter
-from tasks.platforms.settings import PlatformSettings
-from tasks.publishing import AdapterFactory, Publisher, PublishSettings
-
-
-def default_task_queue() -> TaskQueue:
-    """Google Cloud Tasks, or the local emulator when `CLOUD_TASKS_EMULATOR_HOST` is set."""
-    from dispatch.cloud_tasks import CloudTasksQueue, CloudTasksSettings
-
-    return CloudTasksQueue(settings=CloudTasksSettings())
+from tasks.publishing import AdapterFactory, Publisher
+from tasks.scheduling import Scheduler
+from tasks.task_specs import WebhookTarget
 
 
 def create_app(
     *,
-    settings: ApiSettings | None = None,
+    settings: Settings | None = None,
     queue: TaskQueue | None = None,
     sessions: async_sessionmaker[AsyncSession] | None = None,
-    platform_settings: PlatformSettings | None = None,
     adapters: AdapterFactory | None = None,
 ) -> FastAPI:
-    """The app. `adapters` replaces the platform adapters (benchmarks measure the app without
-    the adapter layer this way); by default each platform's adapter is built once per process
-    on one shared HTTP client."""
-    settings = settings or ApiSettings()
+    """The app. `queue` defaults to Cloud Tasks (or the emulator `CLOUD_TASKS_EMULATOR_HOST`
+    names); `adapters` replaces the platform adapters (benchmarks measure the app without the
+    adapter layer this way); by default each platform's adapter is built once per process."""
+    settings = settings or load_settings()
+    check_webhook_settings(settings.webhooks)
+    if sessions is None:
+        from models.database import async_session_factory
 
-    check_webhook_settings(settings)
-    platform_settings = platform_settings or PlatformSettings()
+        sessions = async_session_factory()
+    queue = queue if queue is not None else CloudTasksQueue(settings.queues)
+    webhook = WebhookTarget.from_settings(settings.webhooks)
+    services = Services(
+        settings=settings,
+        sessions=sessions,
+        queue=queue,
+        scheduler=Scheduler(
+            sessions=sessions,
+            queue=queue,
+            webhook=webhook,
+            queues=settings.queues,
+            settings=settings.scheduling,
+        ),
+        fan_out=SyncFanOut(
+            sessions=sessions,
+            queue=queue,
+            webhook=webhook,
+            queues=settings.queues,
+            settings=settings.analytics,
+        ),
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # One HTTP client per platform: each keeps its own small keep-alive pool (httpcore
         # checks every pooled connection on each request, so one big shared pool costs CPU).
+        platform_settings = settings.platforms
         async with AsyncExitStack() as clients:
             built: dict[str, PlatformAdapter] = {}
 
@@ -64,16 +87,15 @@ def create_app(
                     built[platform] = build_adapter(platform, http=http, settings=platform_settings)
                 return built[platform]
 
-            app.state.adapters = adapters or adapter_for
-            app.state.publisher = Publisher(
-                sessions=app.state.sessions,
-                adapters=app.state.adapters,
-                settings=PublishSettings(lease_seconds=settings.publish_lease_seconds),
+            services.adapters = adapters or adapter_for
+            services.publisher = Publisher(
+                sessions=sessions, adapters=services.adapters, settings=settings.publishing
+            )
+            services.metrics = MetricsSync(
+                sessions=sessions, adapters=services.adapters, settings=settings.analytics
             )
             yield
-        close = getattr(app.state.queue, "close", None)
-        if close is not None:
-            await close()
+        await queue.close()
 
     app = FastAPI(
         title="TendSocial pipeline",
@@ -81,19 +103,12 @@ def create_app(
         lifespan=lifespan,
         description="Schedule one post to many social platforms; Cloud Tasks publishes it.",
     )
-    if sessions is None:
-        from models.database import async_session_factory
-
-        sessions = async_session_factory()
-    app.state.settings = settings
-    app.state.sessions = sessions
-    app.state.queue = queue if queue is not None else default_task_queue()
-    app.state.scheduler = Scheduler(sessions=sessions, queue=app.state.queue, settings=settings)
-    app.state.oidc_certs = CertificateCache(settings.oidc_certs_url)
+    app.state.services = services
+    app.state.oidc_certs = CertificateCache(settings.webhooks.oidc_certs_url)
     install_error_handlers(app)
-    app.include_router(api.router)
-    app.include_router(webhooks.router)
-    app.include_router(analytics.router)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.include_router(posts_api.router)
+    app.include_router(jobs.router)
+    app.include_router(analytics_api.router)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.scheduling.max_body_bytes)
     app.add_middleware(RequestContext)
     return app

@@ -12,10 +12,9 @@ import uuid
 from typing import Annotated
 
 from fastapi import Depends, Request
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from dispatch.errors import ApiError
-from models import queries
+from tasks.tenants import company_for_api_key_hash
 
 API_KEY_PREFIX = "ts_"
 
@@ -41,12 +40,11 @@ async def current_company_id(request: Request) -> uuid.UUID:
     key = key.strip()
     if not key.startswith(API_KEY_PREFIX) or len(key) > 200 or not key.isascii():
         raise _unauthenticated("invalid API key")
-    sessions: async_sessionmaker[AsyncSession] = request.app.state.sessions
-    async with sessions() as session:
-        company = await queries.company_by_api_key_hash(session, hash_api_key(key))
-    if company is None:
+    sessions = request.app.state.services.sessions
+    company_id = await company_for_api_key_hash(sessions, hash_api_key(key))
+    if company_id is None:
         raise _unauthenticated("invalid API key")
-    return company.id
+    return company_id
 
 
 CompanyId = Annotated[uuid.UUID, Depends(current_company_id)]

@@ -17,13 +17,13 @@ from google.auth import exceptions as google_exceptions
 from google.auth import jwt
 
 from dispatch.errors import ApiError
-from dispatch.settings import ApiSettings
+from models.settings import WebhookSettings
 
 MIN_SECRET_LENGTH = 32
 _CERTS_TTL_SECONDS = 3600.0
 
 
-def check_webhook_settings(settings: ApiSettings) -> None:
+def check_webhook_settings(settings: WebhookSettings) -> None:
     """Refuse to start with a caller check that would let anyone in."""
     secret = settings.webhook_secret or ""
     if settings.webhook_auth in ("secret", "both") and len(secret) < MIN_SECRET_LENGTH:
@@ -53,14 +53,14 @@ class CertificateCache:
         return self._certs
 
 
-def _secret_ok(request: Request, settings: ApiSettings) -> bool:
+def _secret_ok(request: Request, settings: WebhookSettings) -> bool:
     sent = request.headers.get("x-webhook-secret")
     if not sent or not settings.webhook_secret:
         return False
     return hmac.compare_digest(sent.encode(), settings.webhook_secret.encode())
 
 
-async def _oidc_ok(request: Request, settings: ApiSettings, certs: CertificateCache) -> bool:
+async def _oidc_ok(request: Request, settings: WebhookSettings, certs: CertificateCache) -> bool:
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not token or len(token) > 8192:
         return False
@@ -80,7 +80,7 @@ async def _oidc_ok(request: Request, settings: ApiSettings, certs: CertificateCa
 
 async def verify_task_caller(request: Request) -> None:
     """401 unless the caller proves itself the way `WEBHOOK_AUTH` allows."""
-    settings: ApiSettings = request.app.state.settings
+    settings: WebhookSettings = request.app.state.services.settings.webhooks
     if settings.webhook_auth in ("secret", "both") and _secret_ok(request, settings):
         return
     if settings.webhook_auth in ("oidc", "both") and await _oidc_ok(

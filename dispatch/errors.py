@@ -11,6 +11,8 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as SATimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from tasks.errors import ConflictError, InvalidRequestError, NotFoundError, UseCaseError
+
 
 class ApiError(Exception):
     """An answer the client caused; `field` names the offending input where there is one."""
@@ -39,7 +41,25 @@ def _field_path(loc: tuple[Any, ...]) -> str:
     return path or "body"
 
 
+def status_of(error: UseCaseError) -> int:
+    """The HTTP status of a use case's refusal."""
+    match error:
+        case NotFoundError():
+            return 404
+        case ConflictError():
+            return 409
+        case InvalidRequestError():
+            return 422
+    return 400
+
+
 def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(UseCaseError)
+    async def _use_case_error(request: Request, exc: UseCaseError) -> JSONResponse:
+        return JSONResponse(
+            error_body(exc.code, exc.message, field=exc.field), status_code=status_of(exc)
+        )
+
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
         return JSONResponse(

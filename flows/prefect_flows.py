@@ -1,6 +1,7 @@
-"""The Prefect flows of the scheduled jobs: thin wrappers over the plain functions in
-`flows/analytics.py` and `flows/sweeper.py`, entrypoints of the Prefect deployments
-(`deployments/prefect.yaml`, `deployments/prefect_flows.py`).
+"""The Prefect flows of the scheduled jobs: thin wrappers over the plain use cases in
+`flows/sync_fanout.py` and `flows/sweeper.py`, entrypoints of the Prefect deployments
+(`deployments/prefect.yaml`, `deployments/prefect_flows.py`). Each loads the settings once (it is
+an entrypoint) and passes them down.
 
 Kept apart so the API process, which calls the same plain functions from its webhooks, never
 imports Prefect.
@@ -12,11 +13,10 @@ import uuid
 from typing import Any
 
 from prefect import flow
-from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from dispatch.settings import ApiSettings
-from flows.analytics import SyncTrigger, start_sync
-from flows.sweeper import run_sweep_once
+from flows.standalone import run_sweep_once, standalone_run
+from flows.sync_fanout import SyncTrigger
+from models.settings import load_settings
 
 
 @flow(name="sync-analytics", log_prints=True)
@@ -24,26 +24,13 @@ async def sync_analytics_flow(
     idempotency_key: str = "prefect-schedule", company_id: str | None = None
 ) -> dict[str, Any]:
     """Thin wrapper for the Prefect deployment: the same fan-out the webhook runs."""
-    from sqlalchemy.ext.asyncio import create_async_engine
-
-    from dispatch.cloud_tasks import CloudTasksQueue
-    from models.database import database_url
-
-    engine = create_async_engine(database_url())
-    queue = CloudTasksQueue()
-    try:
-        result = await start_sync(
-            sessions=async_sessionmaker(engine, expire_on_commit=False),
-            queue=queue,
-            api_settings=ApiSettings(),
-            trigger=SyncTrigger(
+    async with standalone_run(load_settings()) as run:
+        result = await run.fan_out.start(
+            SyncTrigger(
                 idempotency_key=idempotency_key,
                 company_id=uuid.UUID(company_id) if company_id else None,
-            ),
+            )
         )
-    finally:
-        await queue.close()
-        await engine.dispose()
     return {
         "jobId": str(result.job_id),
         "jobsCreated": result.jobs_created,
@@ -53,5 +40,5 @@ async def sync_analytics_flow(
 
 @flow(name="enqueue-due-posts", log_prints=True)
 async def enqueue_due_posts_flow() -> dict[str, int]:
-    """Thin wrapper for the daily Prefect deployment and `tendsocial sweep`."""
-    return (await run_sweep_once()).as_dict()
+    """Thin wrapper for the daily Prefect deployment."""
+    return (await run_sweep_once(load_settings())).as_dict()

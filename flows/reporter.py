@@ -2,9 +2,9 @@
 
 Why an outbox: a Prefect task run costs ~33 ms and a process tops out near 35 runs/s, an
 unreachable server stops the body from running, and a server lost mid-run fails the call after the
-work was done (reference/prefect-notes.md). So the request path only INSERTs a `run_records` row
-in the transaction that commits its outcome, and this loop, off the critical path, turns each row
-into a Prefect flow run. Prefect slow or down delays the UI, never a publish.
+work was done (measured on Prefect 3.9.1). So the request path only INSERTs a `run_records` row in
+the transaction that commits its outcome, and this loop, off the critical path, turns each row into
+a Prefect flow run. Prefect slow or down delays the UI, never a publish.
 
 Order and durability. Records are claimed oldest `sequence` first, in batches, row-locked with
 `FOR UPDATE SKIP LOCKED` (several reporters split the backlog); a batch stops at the first record
@@ -50,12 +50,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 
-from models import queries
+from models.outbox import (
+    claim_unshipped_run_records,
+    mark_run_record_shipped,
+    note_run_record_failure,
+)
+from models.settings import ReporterSettings
+from models.statuses import AttemptKind, AttemptOutcome
 from models.tables import RunRecord
 
 log = logging.getLogger(__name__)
@@ -64,27 +68,27 @@ IDEMPOTENCY_PREFIX = "tendsocial-run-record:"
 LOGGER_NAME = "tendsocial"
 
 
-class ReporterSettings(BaseSettings):
-    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
+#: The Prefect flow each kind of attempt shows up as.
+FLOW_NAMES: dict[AttemptKind, str] = {
+    AttemptKind.PUBLISH: "publish-post",
+    AttemptKind.SYNC: "sync-analytics",
+    AttemptKind.SYNC_PLATFORM: "sync-platform-analytics",
+    AttemptKind.SWEEP: "enqueue-due-posts",
+    AttemptKind.TOKEN_REFRESH: "refresh-expiring-tokens",
+}
 
-    prefect_api_url: str | None = Field(default=None, alias="PREFECT_API_URL")
-    prefect_api_key: str | None = Field(default=None, alias="PREFECT_API_KEY")
-    #: Short: a slow Prefect must not hold a batch's row locks for long.
-    request_timeout_seconds: float = Field(default=5.0, alias="REPORTER_REQUEST_TIMEOUT_SECONDS")
-    batch_size: int = Field(default=100, alias="REPORTER_BATCH_SIZE", ge=1, le=1000)
-    #: Wait between polls when the queue is empty.
-    idle_seconds: float = Field(default=0.5, alias="REPORTER_IDLE_SECONDS")
-    max_backoff_seconds: float = Field(default=10.0, alias="REPORTER_MAX_BACKOFF_SECONDS")
-    #: Shipping is background work: paced so that Prefect's server (and the database it shares)
-    #: never competes with publishing at full speed (each shipped run costs the server and its
-    #: database about as much CPU as several webhooks). 5 runs/s is 18,000 an hour; a burst
-    #: beyond that waits in the outbox and is shipped when it has passed.
-    max_runs_per_second: float = Field(default=5.0, gt=0, alias="REPORTER_MAX_RUNS_PER_SECOND")
+#: The Prefect state type of each final outcome (`RETRYING` is a SCHEDULED state by name).
+STATE_TYPES: dict[AttemptOutcome, str] = {
+    AttemptOutcome.SUCCEEDED: "COMPLETED",
+    AttemptOutcome.FAILED: "FAILED",
+    AttemptOutcome.CRASHED: "CRASHED",
+    AttemptOutcome.CANCELLED: "CANCELLED",
+    AttemptOutcome.RETRYING: "SCHEDULED",
+}
 
-    @property
-    def paced_batch_size(self) -> int:
-        """Batches no larger than one second's worth, so the pace is smooth, not bursty."""
-        return max(1, min(self.batch_size, int(self.max_runs_per_second)))
+
+def flow_name(record: RunRecord) -> str:
+    return FLOW_NAMES[AttemptKind(record.kind)]
 
 
 def idempotency_key(record_id: uuid.UUID) -> str:
@@ -93,15 +97,15 @@ def idempotency_key(record_id: uuid.UUID) -> str:
 
 def _final_state(record: RunRecord) -> dict[str, Any]:
     """The record's final state as a Prefect `StateCreate`."""
-    if record.state in ("AWAITING_RETRY", "SCHEDULED"):
+    if record.outcome == AttemptOutcome.RETRYING:
         when = record.next_run_at or record.ended_at
         return {
             "type": "SCHEDULED",
-            "name": "AwaitingRetry" if record.state == "AWAITING_RETRY" else "Scheduled",
+            "name": "AwaitingRetry",
             "message": record.state_message,
             "state_details": {"scheduled_time": when.isoformat()},
         }
-    return {"type": record.state, "message": record.state_message}
+    return {"type": STATE_TYPES[AttemptOutcome(record.outcome)], "message": record.state_message}
 
 
 def _labels(record: RunRecord) -> dict[str, Any]:
@@ -116,7 +120,7 @@ def _labels(record: RunRecord) -> dict[str, Any]:
 
 def _log_lines(record: RunRecord, flow_run_id: str) -> list[dict[str, Any]]:
     """The record's log lines for `POST /logs/`, plus a closing line with the real times."""
-    name = f"{LOGGER_NAME}.{record.flow_name}"
+    name = f"{LOGGER_NAME}.{flow_name(record)}"
     lines = [
         {
             "name": name,
@@ -134,7 +138,7 @@ def _log_lines(record: RunRecord, flow_run_id: str) -> list[dict[str, Any]]:
             "level": logging.INFO,
             "message": (
                 f"ran {record.started_at.isoformat()} → {record.ended_at.isoformat()} "
-                f"({duration:.0f} ms), final state {record.state}"
+                f"({duration:.0f} ms), outcome {record.outcome}"
             ),
             "timestamp": record.ended_at.isoformat(),
             "flow_run_id": flow_run_id,
@@ -175,7 +179,7 @@ class PrefectRuns:
         """Create the record's flow run (Scheduled at the real start), or get the one an earlier
         attempt created; True when created now."""
         body = {
-            "flow_id": await self.flow_id(record.flow_name),
+            "flow_id": await self.flow_id(flow_name(record)),
             "name": record.run_name,
             "parameters": record.parameters,
             "tags": list(record.tags),
@@ -239,7 +243,7 @@ async def ship_batch(
     """
     result = BatchResult()
     async with sessions() as session, session.begin():
-        records = await queries.claim_unshipped_run_records(session, limit=batch_size)
+        records = await claim_unshipped_run_records(session, limit=batch_size)
         result.claimed = len(records)
         done: list[tuple[RunRecord, str | None, str | None]] = []
         lines: list[dict[str, Any]] = []
@@ -254,7 +258,7 @@ async def ship_batch(
                     result.rejected += 1
                     continue
                 result.error = error
-                await queries.note_run_record_failure(
+                await note_run_record_failure(
                     session, record_id=record.id, error=f"{type(error).__name__}: {error}"
                 )
                 break
@@ -266,7 +270,7 @@ async def ship_batch(
             result.error = error
             return result
         for record, run_id, reason in done:
-            await queries.mark_run_record_shipped(
+            await mark_run_record_shipped(
                 session,
                 record_id=record.id,
                 flow_run_id=uuid.UUID(run_id) if run_id else None,
@@ -343,11 +347,8 @@ class ReporterThread:
         self.thread.join(timeout)
 
 
-def start_reporter_thread(
-    *, database_url: URL, settings: ReporterSettings | None = None
-) -> ReporterThread:
+def start_reporter_thread(*, database_url: URL, settings: ReporterSettings) -> ReporterThread:
     """Start `run_reporter` in a daemon thread with its own event loop and a small engine."""
-    settings = settings or ReporterSettings()
     prefect_http_client(settings)  # fail fast on a missing PREFECT_API_URL
     handle = ReporterThread(thread=threading.Thread(target=lambda: None))
 

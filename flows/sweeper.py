@@ -26,25 +26,18 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-
-from dispatch.queue import TaskQueue
-from dispatch.scheduling import Scheduler, publish_task_spec
-from dispatch.settings import ApiSettings
-from models import queries
+from models.database import unit_of_work
+from models.posts import record_task_names, roll_up_post_status
+from models.settings import SweeperSettings
+from models.targets import (
+    bump_dispatch_generation,
+    due_targets_with_task,
+    mark_missed_targets,
+    posts_awaiting_enqueue,
+)
+from tasks.scheduling import Scheduler
 
 log = logging.getLogger(__name__)
-
-
-class SweeperSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="", extra="ignore", populate_by_name=True)
-
-    #: Posts further behind schedule than this are failed as "missed", never published.
-    missed_post_lateness_hours: float = Field(default=48, gt=0, alias="MISSED_POST_LATENESS_HOURS")
-    #: Concurrent GetTask / CreateTask calls.
-    sweep_concurrency: int = Field(default=64, ge=1, le=1000, alias="SWEEP_CONCURRENCY")
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,36 +55,24 @@ class SweepReport:
 
 
 async def sweep_due_posts(
-    *,
-    sessions: async_sessionmaker[AsyncSession],
-    queue: TaskQueue,
-    api_settings: ApiSettings,
-    settings: SweeperSettings | None = None,
-    now: datetime | None = None,
+    *, scheduler: Scheduler, settings: SweeperSettings, now: datetime | None = None
 ) -> SweepReport:
     """One sweep: fail missed posts, enqueue posts that entered the window, recover lost tasks."""
-    settings = settings or SweeperSettings()
     now = now or datetime.now(UTC)
     semaphore = asyncio.Semaphore(settings.sweep_concurrency)
     missed = await _fail_missed(
-        sessions=sessions,
-        queue=queue,
-        now=now,
-        lateness=timedelta(hours=settings.missed_post_lateness_hours),
+        scheduler, now=now, lateness=timedelta(hours=settings.missed_post_lateness_hours)
     )
-    scheduler = Scheduler(sessions=sessions, queue=queue, settings=api_settings)
-    async with sessions() as session:
-        horizon = now + timedelta(seconds=api_settings.enqueue_horizon_seconds)
-        post_ids = await queries.posts_awaiting_enqueue(session, horizon=horizon)
+    async with scheduler.sessions() as session:
+        horizon = now + timedelta(seconds=scheduler.settings.enqueue_horizon_seconds)
+        post_ids = await posts_awaiting_enqueue(session, horizon=horizon)
 
     async def enqueue(post_id: uuid.UUID) -> int:
         async with semaphore:
             return await scheduler.enqueue_pending(post_id)
 
     enqueued = sum(await asyncio.gather(*(enqueue(p) for p in post_ids)))
-    recovered = await _recover_lost(
-        sessions=sessions, queue=queue, api_settings=api_settings, now=now, semaphore=semaphore
-    )
+    recovered = await _recover_lost(scheduler, now=now, semaphore=semaphore)
     report = SweepReport(
         missed_targets=missed, enqueued_targets=enqueued, recovered_targets=recovered
     )
@@ -99,58 +80,43 @@ async def sweep_due_posts(
     return report
 
 
-async def _fail_missed(
-    *,
-    sessions: async_sessionmaker[AsyncSession],
-    queue: TaskQueue,
-    now: datetime,
-    lateness: timedelta,
-) -> int:
+async def _fail_missed(scheduler: Scheduler, *, now: datetime, lateness: timedelta) -> int:
     hours = lateness.total_seconds() / 3600
-    async with sessions() as session, session.begin():
-        failed = await queries.mark_missed_targets(
+    async with unit_of_work(scheduler.sessions) as session:
+        failed = await mark_missed_targets(
             session,
             scheduled_before=now - lateness,
             message=f"missed: more than {hours:g} h past its scheduled time; not published late",
         )
         for post_id in {t.scheduled_post_id for t in failed}:
-            await queries.roll_up_post_status(session, post_id)
-    names = [t.cloud_task_name for t in failed if t.cloud_task_name]
-    results = await asyncio.gather(*(queue.cancel(n) for n in names), return_exceptions=True)
-    for name, result in zip(names, results, strict=True):
-        if isinstance(result, BaseException):
-            log.warning("could not delete task %s: %s", name, type(result).__name__)
+            await roll_up_post_status(session, post_id)
+    await scheduler.delete_tasks(t.cloud_task_name for t in failed)
     if failed:
         log.warning("marked %d target(s) of late posts as missed", len(failed))
     return len(failed)
 
 
 async def _recover_lost(
-    *,
-    sessions: async_sessionmaker[AsyncSession],
-    queue: TaskQueue,
-    api_settings: ApiSettings,
-    now: datetime,
-    semaphore: asyncio.Semaphore,
+    scheduler: Scheduler, *, now: datetime, semaphore: asyncio.Semaphore
 ) -> int:
-    async with sessions() as session:
-        candidates = await queries.due_targets_with_task(session, now=now)
+    async with scheduler.sessions() as session:
+        candidates = await due_targets_with_task(session, now=now)
 
     async def recover(target_id: uuid.UUID, generation: int, name: str) -> bool:
         async with semaphore:
-            if await queue.get(name) is not None:
+            if await scheduler.queue.get(name) is not None:
                 return False
-            async with sessions() as session, session.begin():
-                bumped = await queries.bump_dispatch_generation(
+            async with unit_of_work(scheduler.sessions) as session:
+                bumped = await bump_dispatch_generation(
                     session, target_id=target_id, generation=generation, task_name=name
                 )
                 if bumped is None:  # published, claimed or recovered meanwhile
                     return False
-                await queries.roll_up_post_status(session, bumped.scheduled_post_id)
-            spec = publish_task_spec(target=bumped, run_at=None, settings=api_settings)
-            new_name = await queue.enqueue(spec)  # a failure leaves it for step 2 next time
-            async with sessions() as session, session.begin():
-                await queries.record_task_names(
+                await roll_up_post_status(session, bumped.scheduled_post_id)
+            # A failed enqueue leaves the target without a task: step 2 picks it up next time.
+            new_name = await scheduler.queue.enqueue(scheduler.task_spec(bumped, run_at=None))
+            async with unit_of_work(scheduler.sessions) as session:
+                await record_task_names(
                     session, post_id=bumped.scheduled_post_id, names={bumped.id: new_name}
                 )
             log.warning(
@@ -171,23 +137,3 @@ async def _recover_lost(
         if isinstance(result, BaseException):
             log.warning("lost-task recovery failed: %s", type(result).__name__)
     return sum(result is True for result in results)
-
-
-async def run_sweep_once() -> SweepReport:
-    """One sweep with resources of its own (engine, queue client), from the environment."""
-    from sqlalchemy.ext.asyncio import create_async_engine
-
-    from dispatch.cloud_tasks import CloudTasksQueue
-    from models.database import database_url
-
-    engine = create_async_engine(database_url())
-    queue = CloudTasksQueue()
-    try:
-        return await sweep_due_posts(
-            sessions=async_sessionmaker(engine, expire_on_commit=False),
-            queue=queue,
-            api_settings=ApiSettings(),
-        )
-    finally:
-        await queue.close()
-        await engine.dispose()

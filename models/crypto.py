@@ -14,12 +14,12 @@ from sqlalchemy import LargeBinary
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 
-from models.settings import DatabaseSettings
+from models.settings import load_settings
 
 
 @cache
 def token_cipher() -> MultiFernet:
-    settings = DatabaseSettings()
+    settings = load_settings().database
     if settings.token_encryption_key:
         keys = [k.strip() for k in settings.token_encryption_key.split(",") if k.strip()]
     else:

@@ -8,8 +8,8 @@ Python has a real server, and its data survives restarts.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from functools import cache
 from pathlib import Path
 
@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.orm import Session, sessionmaker
 
-from models.settings import DatabaseSettings
+from models.settings import load_settings
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ def ensure_database(*, url: URL, database: str) -> None:
 @cache
 def database_url() -> URL:
     """The URL this process uses, starting the embedded server when no URL is configured."""
-    settings = DatabaseSettings()
+    settings = load_settings().database
     if settings.database_url:
         return normalize_url(settings.database_url)
     return start_embedded_postgres(data_dir=settings.data_dir)
@@ -80,7 +80,7 @@ def database_url() -> URL:
 
 @cache
 def sync_engine() -> Engine:
-    settings = DatabaseSettings()
+    settings = load_settings().database
     return create_engine(
         database_url(),
         pool_size=settings.pool_size,
@@ -91,7 +91,7 @@ def sync_engine() -> Engine:
 
 @cache
 def async_engine() -> AsyncEngine:
-    settings = DatabaseSettings()
+    settings = load_settings().database
     # No pre-ping on the hot path (a round trip per checkout): a connection the server dropped
     # fails one request, which answers 503 (Cloud Tasks retries), and SQLAlchemy then
     # invalidates the whole pool; `pool_recycle` retires idle connections before servers do.
@@ -108,6 +108,20 @@ def async_session_factory() -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(async_engine(), expire_on_commit=False)
 
 
+@asynccontextmanager
+async def unit_of_work(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
+    """One explicit transaction for a use case: committed when the block ends, rolled back when
+    an exception leaves it. Use cases own their transactions; HTTP handlers never open one."""
+    async with sessions() as session, session.begin():
+        yield session
+
+
+async def ping_database(sessions: async_sessionmaker[AsyncSession]) -> None:
+    """Raise if the database cannot be reached (readiness probe)."""
+    async with sessions() as session:
+        await session.execute(text("SELECT 1"))
+
+
 @contextmanager
 def sync_session() -> Iterator[Session]:
     """A session in one explicit transaction: committed on success, rolled back on error."""
@@ -117,6 +131,6 @@ def sync_session() -> Iterator[Session]:
 
 
 def reset_engines() -> None:
-    """Forget cached engines (tests that point the process at another database)."""
-    for fn in (async_session_factory, async_engine, sync_engine, database_url):
+    """Forget cached engines and settings (tests that point the process at another database)."""
+    for fn in (async_session_factory, async_engine, sync_engine, database_url, load_settings):
         fn.cache_clear()

@@ -1,15 +1,32 @@
-"""Database settings, read from the environment (pydantic-settings)."""
+"""The one settings root: every setting of every process, read from the environment once.
+
+`load_settings()` is called once per entrypoint (the API app, the CLI, the Prefect flows, the
+reporter) and the parts are passed down; nothing below an entrypoint reads the environment. The
+root lives in the lowest layer so every layer can be handed its typed part.
+
+Each part is a `BaseSettings` of its own with the flat environment names the project has always
+documented (`DATABASE_URL`, `WEBHOOK_SECRET`, `PUBLISH_MAX_ATTEMPTS`, ...), so no deployment has
+to rename a variable; the nesting is for the code, not for the environment.
+
+One fact, one place: the publish and analytics queues are described once (`QueueSpec`), and both
+the queue definitions that `tendsocial queues apply` writes to Cloud Tasks and the webhooks'
+"is this the final attempt?" rule are built from those specs, so they cannot disagree.
+"""
 
 from __future__ import annotations
 
+from functools import cache
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_ENV = SettingsConfigDict(env_prefix="", extra="ignore", populate_by_name=True)
 
 
 class DatabaseSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="", extra="ignore")
+    model_config = _ENV
 
     #: PostgreSQL URL. Unset: an embedded PostgreSQL kept under `data_dir`.
     database_url: str | None = Field(default=None, alias="DATABASE_URL")
@@ -20,3 +37,278 @@ class DatabaseSettings(BaseSettings):
     token_encryption_key: str | None = Field(default=None, alias="TOKEN_ENCRYPTION_KEY")
     pool_size: int = Field(default=10, alias="DATABASE_POOL_SIZE")
     max_overflow: int = Field(default=20, alias="DATABASE_MAX_OVERFLOW")
+
+
+class QueueSpec(BaseModel):
+    """One Cloud Tasks queue as the project defines it (`tendsocial queues apply` writes it)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    queue_id: str
+    #: Counts the first attempt; the attempt numbered this (1-based) is the last one.
+    max_attempts: int
+    min_backoff_seconds: float
+    max_backoff_seconds: float
+    max_doublings: int
+    max_dispatches_per_second: float
+    max_concurrent_dispatches: int
+    max_retry_duration_seconds: float = 0.0
+    #: A paused queue keeps its tasks until a human resumes it (the dead-letter queue).
+    paused: bool = False
+
+    def is_final_attempt(self, retry_count: int) -> bool:
+        """Whether the delivery with this `X-CloudTasks-TaskRetryCount` is the queue's last."""
+        return retry_count + 1 >= self.max_attempts
+
+
+class QueueSettings(BaseSettings):
+    """Where tasks go and how each queue retries (env `GCP_PROJECT_ID`, `GCP_LOCATION`,
+    `GCP_TASKS_QUEUE`, `CLOUD_TASKS_EMULATOR_HOST` (unset = Google), ...)."""
+
+    model_config = _ENV
+
+    gcp_project_id: str = Field(default="tendsocial-local", alias="GCP_PROJECT_ID")
+    gcp_location: str = Field(default="us-central1", alias="GCP_LOCATION")
+    #: The local emulator's gRPC address; unset = Google (application default credentials).
+    emulator_host: str | None = Field(default=None, alias="CLOUD_TASKS_EMULATOR_HOST")
+    #: How long Cloud Tasks waits for a webhook's answer before counting the attempt as failed.
+    dispatch_deadline_seconds: float = Field(default=30.0, alias="TASKS_DISPATCH_DEADLINE_SECONDS")
+
+    publish_queue_id: str = Field(default="default", alias="GCP_TASKS_QUEUE")
+    publish_max_attempts: int = Field(default=4, ge=1, alias="PUBLISH_MAX_ATTEMPTS")
+    #: Requests the publish queue may have in flight. It should match what the service takes at
+    #: once: instances x containerConcurrency on Cloud Run (20 x 80 in deployments/cloud, so 1000
+    #: leaves headroom). One local API process takes far fewer; a queue that pushes 1000 requests
+    #: into it makes them wait on the database pool until dispatch deadlines cut them off, so
+    #: `tendsocial dev` sets 48.
+    publish_max_concurrent_dispatches: int = Field(
+        default=1000, ge=1, alias="TASKS_PUBLISH_MAX_CONCURRENT_DISPATCHES"
+    )
+    analytics_queue_id: str = Field(default="analytics", alias="ANALYTICS_TASKS_QUEUE")
+    analytics_max_attempts: int = Field(default=5, ge=1, alias="ANALYTICS_MAX_ATTEMPTS")
+
+    @property
+    def publish(self) -> QueueSpec:
+        """Publishing: the first attempt plus retries after 5 s, 10 s, 20 s."""
+        return QueueSpec(
+            queue_id=self.publish_queue_id,
+            max_attempts=self.publish_max_attempts,
+            min_backoff_seconds=5,
+            max_backoff_seconds=20,
+            max_doublings=2,
+            max_dispatches_per_second=500,
+            max_concurrent_dispatches=self.publish_max_concurrent_dispatches,
+        )
+
+    @property
+    def analytics(self) -> QueueSpec:
+        """The analytics fan-out: slower, gentler on the platforms' rate limits."""
+        return QueueSpec(
+            queue_id=self.analytics_queue_id,
+            max_attempts=self.analytics_max_attempts,
+            min_backoff_seconds=10,
+            max_backoff_seconds=300,
+            max_doublings=4,
+            max_dispatches_per_second=50,
+            max_concurrent_dispatches=100,
+        )
+
+    @property
+    def dead_letter(self) -> QueueSpec:
+        """Where the emulator copies retried-out publish tasks; paused so they wait for a human."""
+        return QueueSpec(
+            queue_id=f"{self.publish_queue_id}-dlq",
+            max_attempts=1,
+            min_backoff_seconds=5,
+            max_backoff_seconds=20,
+            max_doublings=2,
+            max_dispatches_per_second=10,
+            max_concurrent_dispatches=10,
+            paused=True,
+        )
+
+    @property
+    def all(self) -> tuple[QueueSpec, ...]:
+        return (self.publish, self.analytics, self.dead_letter)
+
+    @property
+    def parent(self) -> str:
+        return f"projects/{self.gcp_project_id}/locations/{self.gcp_location}"
+
+    def queue_path(self, queue_id: str | None = None) -> str:
+        return f"{self.parent}/queues/{queue_id or self.publish_queue_id}"
+
+
+class WebhookSettings(BaseSettings):
+    """How Cloud Tasks and Cloud Scheduler reach the job webhooks and prove who they are."""
+
+    model_config = _ENV
+
+    #: Public base URL of the job webhooks; Cloud Tasks calls `<WEBHOOK_URL>/api/jobs/...`.
+    webhook_url: str = Field(default="http://127.0.0.1:8000", alias="WEBHOOK_URL")
+    #: Shared secret Cloud Tasks sends as `X-Webhook-Secret` (at least 32 characters).
+    webhook_secret: str | None = Field(default=None, alias="WEBHOOK_SECRET")
+    #: How webhook callers prove themselves: the secret header, a Cloud Tasks OIDC token, or both.
+    webhook_auth: Literal["secret", "oidc", "both"] = Field(default="secret", alias="WEBHOOK_AUTH")
+    #: The service account Cloud Tasks signs its OIDC tokens as (set on each task) and that the
+    #: webhook accepts; the audience it was given (default: the called URL); where the signing
+    #: certificates live (Google's, or the emulator's `/certs`) and the issuers to accept.
+    oidc_service_account: str | None = Field(default=None, alias="TASKS_OIDC_SERVICE_ACCOUNT")
+    oidc_audience: str | None = Field(default=None, alias="TASKS_OIDC_AUDIENCE")
+    oidc_certs_url: str = Field(
+        default="https://www.googleapis.com/oauth2/v1/certs", alias="OIDC_CERTS_URL"
+    )
+    oidc_issuers: list[str] = Field(
+        default=["https://accounts.google.com", "accounts.google.com"], alias="OIDC_ISSUERS"
+    )
+
+    @property
+    def sends_secret(self) -> bool:
+        """Whether tasks carry the secret header (only when the webhook checks it)."""
+        return bool(self.webhook_secret) and self.webhook_auth in ("secret", "both")
+
+
+class SchedulingSettings(BaseSettings):
+    """Limits of the company API's scheduling calls."""
+
+    model_config = _ENV
+
+    #: Requests larger than this are refused with 413 before they are parsed.
+    max_body_bytes: int = Field(default=1_048_576, alias="MAX_REQUEST_BODY_BYTES")
+    #: Cloud Tasks refuses schedule times more than 30 days ahead; posts further out wait for the
+    #: sweeper. A small margin keeps clock skew from turning into INVALID_ARGUMENT.
+    enqueue_horizon_seconds: int = Field(
+        default=30 * 24 * 3600 - 3600, alias="ENQUEUE_HORIZON_SECONDS"
+    )
+    #: How far ahead a post may be scheduled at all.
+    max_schedule_ahead_days: int = Field(default=730, alias="MAX_SCHEDULE_AHEAD_DAYS")
+
+
+class PublishingSettings(BaseSettings):
+    model_config = _ENV
+
+    #: How long a claimed target stays leased to its attempt: longer than the dispatch deadline
+    #: (30 s) plus the platform's slowest answer, so a live attempt is never taken over; a
+    #: worker that died frees its target when the lease runs out.
+    lease_seconds: float = Field(default=90.0, ge=10, alias="PUBLISH_LEASE_SECONDS")
+    #: Refresh tokens that expire within this margin before using them.
+    refresh_margin_seconds: float = Field(default=120.0, ge=0, alias="TOKEN_REFRESH_MARGIN_SECONDS")
+
+
+class AnalyticsSettings(BaseSettings):
+    model_config = _ENV
+
+    #: Concurrent CreateTask calls during the fan-out.
+    fanout_concurrency: int = Field(
+        default=128, ge=1, le=1000, alias="ANALYTICS_FANOUT_CONCURRENCY"
+    )
+    #: Length of a sync window; one parent per trigger key per window.
+    sync_window_hours: int = Field(default=6, ge=1, le=24, alias="ANALYTICS_SYNC_WINDOW_HOURS")
+    #: Longer than the analytics queue's dispatch deadline, so a live run is never taken over.
+    lease_seconds: float = Field(default=120.0, ge=10, alias="ANALYTICS_LEASE_SECONDS")
+
+
+class SweeperSettings(BaseSettings):
+    model_config = _ENV
+
+    #: Posts further behind schedule than this are failed as "missed", never published.
+    missed_post_lateness_hours: float = Field(default=48, gt=0, alias="MISSED_POST_LATENESS_HOURS")
+    #: Concurrent GetTask / CreateTask calls.
+    sweep_concurrency: int = Field(default=64, ge=1, le=1000, alias="SWEEP_CONCURRENCY")
+
+
+class ReporterSettings(BaseSettings):
+    model_config = _ENV
+
+    prefect_api_url: str | None = Field(default=None, alias="PREFECT_API_URL")
+    prefect_api_key: str | None = Field(default=None, alias="PREFECT_API_KEY")
+    #: Short: a slow Prefect must not hold a batch's row locks for long.
+    request_timeout_seconds: float = Field(default=5.0, alias="REPORTER_REQUEST_TIMEOUT_SECONDS")
+    batch_size: int = Field(default=100, alias="REPORTER_BATCH_SIZE", ge=1, le=1000)
+    #: Wait between polls when the queue is empty.
+    idle_seconds: float = Field(default=0.5, alias="REPORTER_IDLE_SECONDS")
+    max_backoff_seconds: float = Field(default=10.0, alias="REPORTER_MAX_BACKOFF_SECONDS")
+    #: Shipping is background work: paced so that Prefect's server (and the database it shares)
+    #: never competes with publishing at full speed (each shipped run costs the server and its
+    #: database about as much CPU as several webhooks). 5 runs/s is 18,000 an hour; a burst
+    #: beyond that waits in the outbox and is shipped when it has passed.
+    max_runs_per_second: float = Field(default=5.0, gt=0, alias="REPORTER_MAX_RUNS_PER_SECOND")
+
+    @property
+    def paced_batch_size(self) -> int:
+        """Batches no larger than one second's worth, so the pace is smooth, not bursty."""
+        return max(1, min(self.batch_size, int(self.max_runs_per_second)))
+
+
+class PlatformSettings(BaseSettings):
+    """Where each platform lives and how the adapters call it. In `tendsocial dev` the base URLs
+    point at the local sandbox (`http://127.0.0.1:PORT/<platform>`); in production they keep the
+    real defaults."""
+
+    model_config = _ENV
+
+    linkedin_api_base_url: str = Field(
+        default="https://api.linkedin.com", alias="LINKEDIN_API_BASE_URL"
+    )
+    x_api_base_url: str = Field(default="https://api.x.com", alias="X_API_BASE_URL")
+    instagram_api_base_url: str = Field(
+        default="https://graph.facebook.com", alias="INSTAGRAM_API_BASE_URL"
+    )
+    facebook_api_base_url: str = Field(
+        default="https://graph.facebook.com", alias="FACEBOOK_API_BASE_URL"
+    )
+    threads_api_base_url: str = Field(
+        default="https://graph.threads.net", alias="THREADS_API_BASE_URL"
+    )
+    #: Default PDS; an account's own `base_url` (its PDS) wins.
+    bluesky_api_base_url: str = Field(default="https://bsky.social", alias="BLUESKY_API_BASE_URL")
+    #: Fallback only: a Mastodon account normally carries its instance as `base_url`.
+    mastodon_api_base_url: str = Field(
+        default="https://mastodon.social", alias="MASTODON_API_BASE_URL"
+    )
+
+    #: `LinkedIn-Version` (YYYYMM); LinkedIn retires versions after about a year.
+    linkedin_version: str = Field(default="202510", alias="LINKEDIN_VERSION")
+    meta_graph_version: str = Field(default="v21.0", alias="META_GRAPH_VERSION")
+
+    linkedin_client_id: str = Field(default="", alias="LINKEDIN_CLIENT_ID")
+    linkedin_client_secret: str = Field(default="", alias="LINKEDIN_CLIENT_SECRET")
+    x_client_id: str = Field(default="", alias="X_CLIENT_ID")
+    #: Empty for a public (PKCE-only) X client; set for a confidential one (HTTP Basic auth).
+    x_client_secret: str = Field(default="", alias="X_CLIENT_SECRET")
+    instagram_app_id: str = Field(default="", alias="INSTAGRAM_APP_ID")
+    instagram_app_secret: str = Field(default="", alias="INSTAGRAM_APP_SECRET")
+    facebook_app_id: str = Field(default="", alias="FACEBOOK_APP_ID")
+    facebook_app_secret: str = Field(default="", alias="FACEBOOK_APP_SECRET")
+    threads_app_id: str = Field(default="", alias="THREADS_APP_ID")
+    threads_app_secret: str = Field(default="", alias="THREADS_APP_SECRET")
+
+    platform_http_timeout_seconds: float = Field(
+        default=10.0, alias="PLATFORM_HTTP_TIMEOUT_SECONDS"
+    )
+
+    def base_url(self, platform: str) -> str:
+        return str(getattr(self, f"{platform}_api_base_url")).rstrip("/")
+
+
+class Settings(BaseModel):
+    """The root: one typed part per concern, each read from the environment once."""
+
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    queues: QueueSettings = Field(default_factory=QueueSettings)
+    webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
+    scheduling: SchedulingSettings = Field(default_factory=SchedulingSettings)
+    publishing: PublishingSettings = Field(default_factory=PublishingSettings)
+    analytics: AnalyticsSettings = Field(default_factory=AnalyticsSettings)
+    sweeper: SweeperSettings = Field(default_factory=SweeperSettings)
+    reporter: ReporterSettings = Field(default_factory=ReporterSettings)
+    platforms: PlatformSettings = Field(default_factory=PlatformSettings)
+
+
+@cache
+def load_settings() -> Settings:
+    """The process's settings, read from the environment on first use (once per entrypoint).
+
+    Tests that change the environment call `load_settings.cache_clear()` (or
+    `models.database.reset_engines()`, which does it too)."""
+    return Settings()

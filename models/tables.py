@@ -1,8 +1,9 @@
 """The data model (SQLAlchemy 2.0, typed). Every instant is UTC `timestamptz`.
 
-Field names follow the seed document; additions serve the design: leases and attempt markers on
-`PublishLog` for exactly-once publishing, platform-side idempotency state (record key, container
-id), a dispatch generation so a retried target gets a fresh Cloud Task name.
+Field names follow the product's data model (README, "Glossary"); additions serve the design:
+leases and attempt markers on `PublishTarget` for exactly-once publishing, platform-side
+idempotency state (record key, container id), a dispatch generation so a retried target gets a
+fresh Cloud Task name.
 """
 
 from __future__ import annotations
@@ -31,17 +32,18 @@ from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from models.crypto import EncryptedText
+from models.statuses import (
+    AccountStatus,
+    AttemptKind,
+    AttemptOutcome,
+    Platform,
+    PostStatus,
+    SyncJobStatus,
+    TargetStatus,
+    check_in,
+)
 
-PLATFORMS = ("linkedin", "x", "instagram", "facebook", "threads", "bluesky", "mastodon")
-
-POST_STATUSES = ("pending", "processing", "published", "failed", "cancelled")
-TARGET_STATUSES = ("pending", "processing", "success", "failed", "retry", "cancelled")
-ACCOUNT_STATUSES = ("active", "needs_reconnect")
-JOB_STATUSES = ("pending", "running", "completed", "failed")
-
-
-def _in(column: str, values: tuple[str, ...]) -> str:
-    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+PLATFORMS = tuple(Platform)
 
 
 class Base(DeclarativeBase):
@@ -73,8 +75,8 @@ class SocialAccount(Timestamped, Base):
     __tablename__ = "social_accounts"
     __table_args__ = (
         UniqueConstraint("company_id", "platform", "external_id"),
-        CheckConstraint(_in("platform", PLATFORMS), name="social_accounts_platform"),
-        CheckConstraint(_in("status", ACCOUNT_STATUSES), name="social_accounts_status"),
+        CheckConstraint(check_in("platform", Platform), name="social_accounts_platform"),
+        CheckConstraint(check_in("status", AccountStatus), name="social_accounts_status"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
@@ -115,7 +117,7 @@ class ScheduledPost(Timestamped, Base):
     __tablename__ = "scheduled_posts"
     __table_args__ = (
         UniqueConstraint("company_id", "idempotency_key", name="scheduled_posts_idempotency_key"),
-        CheckConstraint(_in("status", POST_STATUSES), name="scheduled_posts_status"),
+        CheckConstraint(check_in("status", PostStatus), name="scheduled_posts_status"),
         Index("scheduled_posts_due", "status", "scheduled_at"),
         Index("scheduled_posts_company_created", "company_id", "created_at"),
     )
@@ -138,25 +140,28 @@ class ScheduledPost(Timestamped, Base):
     error_message: Mapped[str | None] = mapped_column(Text)
     attempts: Mapped[int] = mapped_column(Integer, server_default="0")
     last_attempt_at: Mapped[datetime | None]
-    #: `[{platform, accountId, customContent?}]` as requested (the seed's field).
+    #: `[{platform, accountId, customContent?}]` as requested (as the API received it).
     platforms: Mapped[list[dict[str, Any]]] = mapped_column(JSONB)
     rescheduled_from_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("scheduled_posts.id", ondelete="SET NULL")
     )
 
-    publish_logs: Mapped[list[PublishLog]] = relationship(
-        back_populates="post", order_by="PublishLog.created_at", lazy="raise"
+    publish_logs: Mapped[list[PublishTarget]] = relationship(
+        back_populates="post", order_by="PublishTarget.created_at", lazy="raise"
     )
 
 
-class PublishLog(Timestamped, Base):
-    """One (post, platform, account) target: its status, attempts and platform result."""
+class PublishTarget(Timestamped, Base):
+    """One (post, platform, account) target: its status, attempts and platform result.
+
+    The product calls this row the post's per-platform `PublishLog` (hence the table name); the
+    code calls it what it is to the pipeline, the target of a publish."""
 
     __tablename__ = "publish_logs"
     __table_args__ = (
         UniqueConstraint("scheduled_post_id", "platform", "account_id"),
-        CheckConstraint(_in("status", TARGET_STATUSES), name="publish_logs_status"),
-        CheckConstraint(_in("platform", PLATFORMS), name="publish_logs_platform"),
+        CheckConstraint(check_in("status", TargetStatus), name="publish_logs_status"),
+        CheckConstraint(check_in("platform", Platform), name="publish_logs_platform"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
@@ -200,7 +205,7 @@ class PublishLog(Timestamped, Base):
 class AnalyticsSyncJob(Timestamped, Base):
     __tablename__ = "analytics_sync_jobs"
     __table_args__ = (
-        CheckConstraint(_in("status", JOB_STATUSES), name="analytics_sync_jobs_status"),
+        CheckConstraint(check_in("status", SyncJobStatus), name="analytics_sync_jobs_status"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
@@ -246,11 +251,8 @@ class PostMetricSnapshot(Base):
     raw: Mapped[dict[str, Any] | None]
 
 
-RUN_STATES = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED", "SCHEDULED", "AWAITING_RETRY")
-
-
 class RunRecord(Base):
-    """One finished run (publish attempt, analytics sync) waiting to be shown in Prefect.
+    """One finished attempt (publish attempt, analytics sync) waiting to be shown in Prefect.
 
     A transactional outbox: written in the same transaction as the outcome it describes, then
     shipped to the Prefect API by the reporter (flows/reporter.py), in `sequence` order. The
@@ -259,7 +261,8 @@ class RunRecord(Base):
 
     __tablename__ = "run_records"
     __table_args__ = (
-        CheckConstraint(_in("state", RUN_STATES), name="run_records_state"),
+        CheckConstraint(check_in("kind", AttemptKind), name="run_records_kind"),
+        CheckConstraint(check_in("outcome", AttemptOutcome), name="run_records_outcome"),
         Index(
             "run_records_unshipped",
             "sequence",
@@ -270,12 +273,13 @@ class RunRecord(Base):
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
     #: Commit-ish order for shipping (an identity column: cheap, monotonic per insert).
     sequence: Mapped[int] = mapped_column(BigInteger, Identity(always=False), unique=True)
-    flow_name: Mapped[str] = mapped_column(String(100))
+    #: What ran (`AttemptKind`); the reporter names the Prefect flow after it.
+    kind: Mapped[str] = mapped_column(String(20))
     run_name: Mapped[str] = mapped_column(String(200))
     tags: Mapped[list[str]] = mapped_column(ARRAY(Text), server_default=text("'{}'"))
     parameters: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
-    #: Prefect state type of the final state (`AWAITING_RETRY` is a SCHEDULED state by name).
-    state: Mapped[str] = mapped_column(String(20))
+    #: How it ended (`AttemptOutcome`); the reporter maps it to a Prefect state.
+    outcome: Mapped[str] = mapped_column(String(20))
     state_message: Mapped[str | None] = mapped_column(Text)
     started_at: Mapped[datetime]
     ended_at: Mapped[datetime]

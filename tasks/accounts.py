@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from models import queries
+from models.accounts import lock_account, mark_account_needs_reconnect
 from models.tables import SocialAccount
 from tasks.platforms.base import (
     AccountContext,
@@ -60,7 +60,7 @@ async def refresh_tokens(
 ) -> AccountContext:
     """Refresh under the account's row lock; reuse a token another attempt just refreshed."""
     async with sessions() as session, session.begin():
-        locked = await queries.lock_account(session, account.id)
+        locked = await lock_account(session, account.id)
         if locked is None:
             raise PermanentError("account no longer exists", code="account_missing")
         if locked.access_token != used.access_token:
@@ -68,9 +68,7 @@ async def refresh_tokens(
         try:
             tokens = await adapter.refresh_token(account=account_context(locked))
         except NeedsReconnectError as error:
-            await queries.mark_account_needs_reconnect(
-                session, account_id=locked.id, reason=error.message
-            )
+            await mark_account_needs_reconnect(session, account_id=locked.id, reason=error.message)
             raise
         locked.access_token = tokens.access_token
         if tokens.refresh_token:

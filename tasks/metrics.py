@@ -5,7 +5,7 @@ Plain async code, the same with or without Prefect. One run:
 1. claims the child `AnalyticsSyncJob` with one conditional UPDATE (`pending` → `running`; a
    `running` job whose lease — `started_at` + `lease_seconds` — ran out may be claimed again;
    `started_at` fences every later write). A settled job answers "settled" and does nothing;
-2. selects the company's published targets on that platform (`PublishLog` success with a remote
+2. selects the company's published targets on that platform (`PublishTarget` success with a remote
    id) whose metrics are due (cadence below), grouped by account;
 3. calls the adapter's `fetch_metrics` in batches of its `metrics_batch_size` (X 100, Bluesky 25,
    Mastodon / LinkedIn 20, Meta 1) and stores one `PostMetricSnapshot` per post per batch, each
@@ -46,8 +46,18 @@ from typing import Any, Literal
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from models import queries
-from models.tables import AnalyticsSyncJob, PublishLog, SocialAccount
+from models.accounts import accounts_by_id, mark_account_needs_reconnect
+from models.analytics import (
+    claim_sync_job,
+    insert_metric_snapshots,
+    metric_targets,
+    roll_up_sync_parent,
+    sync_job,
+    update_claimed_sync_job,
+)
+from models.settings import AnalyticsSettings
+from models.statuses import SETTLED_SYNC_JOB_STATUSES, AccountStatus, SyncJobStatus
+from models.tables import AnalyticsSyncJob, PublishTarget, SocialAccount
 from tasks.accounts import fresh_context, refresh_tokens
 from tasks.platforms.base import (
     AccountContext,
@@ -108,13 +118,6 @@ class MetricsOutcome:
     error_message: str | None = None
     retry_at: datetime | None = None
     parent_status: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class MetricsSettings:
-    #: Longer than the analytics queue's dispatch deadline, so a live run is never taken over.
-    lease_seconds: float = 120.0
-    refresh_margin_seconds: float = 120.0
 
 
 def metrics_due(
@@ -184,6 +187,9 @@ class _Tally:
         self.errors = [*(self.errors or []), message]
 
 
+_Claimed = tuple[AnalyticsSyncJob, list[PublishTarget], dict[uuid.UUID, SocialAccount]]
+
+
 class MetricsSync:
     """Runs child sync jobs against the database and the platform adapters."""
 
@@ -192,11 +198,14 @@ class MetricsSync:
         *,
         sessions: async_sessionmaker[AsyncSession],
         adapters: AdapterFactory,
-        settings: MetricsSettings | None = None,
+        settings: AnalyticsSettings,
+        refresh_margin_seconds: float = 120.0,
     ) -> None:
         self.sessions = sessions
         self.adapters = adapters
-        self.settings = settings or MetricsSettings()
+        self.settings = settings
+        #: Refresh tokens that expire within this margin before using them (as publishing does).
+        self.refresh_margin_seconds = refresh_margin_seconds
 
     async def sync(self, job: MetricsJob) -> MetricsOutcome:
         claimed = await self._claim(job.job_id)
@@ -210,7 +219,7 @@ class MetricsSync:
             for account_id, group in groupby(due, key=lambda t: t.account_id):
                 targets = list(group)
                 account = accounts.get(account_id)
-                if account is None or account.status != "active":
+                if account is None or account.status != AccountStatus.ACTIVE:
                     handle = account.handle if account else str(account_id)
                     tally.fail(
                         len(targets),
@@ -232,16 +241,19 @@ class MetricsSync:
     # ----------------------------------------------------------------------- steps
     async def _claim(
         self, job_id: uuid.UUID
-    ) -> MetricsOutcome | tuple[AnalyticsSyncJob, list[PublishLog], dict[uuid.UUID, SocialAccount]]:
+    ) -> (
+        MetricsOutcome
+        | tuple[AnalyticsSyncJob, list[PublishTarget], dict[uuid.UUID, SocialAccount]]
+    ):
         now = datetime.now(UTC)
         async with self.sessions() as session, session.begin():
-            child = await queries.claim_sync_job(
+            child = await claim_sync_job(
                 session, job_id=job_id, lease_seconds=self.settings.lease_seconds
             )
             if child is None:
                 return await self._unclaimed(session, job_id)
             assert child.company_id is not None and child.platform is not None
-            rows = await queries.metric_targets(
+            rows = await metric_targets(
                 session,
                 company_id=child.company_id,
                 platform=child.platform,
@@ -252,16 +264,16 @@ class MetricsSync:
                 for target, published_at, last in rows
                 if metrics_due(published_at=published_at, last_collected_at=last, now=now)
             ]
-            accounts = await queries.accounts_by_id(session, list({t.account_id for t in due}))
+            accounts = await accounts_by_id(session, list({t.account_id for t in due}))
         return child, due, accounts
 
     async def _unclaimed(self, session: AsyncSession, job_id: uuid.UUID) -> MetricsOutcome:
-        child = await queries.sync_job(session, job_id)
+        child = await sync_job(session, job_id)
         if child is None or child.parent_id is None:
             return MetricsOutcome(kind="not_found")
-        if child.status in queries.SETTLED_JOB_STATUSES:
+        if child.status in SETTLED_SYNC_JOB_STATUSES:
             return _outcome(child, "settled")
-        if child.status == "pending":
+        if child.status == SyncJobStatus.PENDING:
             return _outcome(child, "not_due", retry_at=child.scheduled_for)
         lease_end = (child.started_at or datetime.now(UTC)) + timedelta(
             seconds=self.settings.lease_seconds
@@ -273,7 +285,7 @@ class MetricsSync:
         *,
         adapter: PlatformAdapter,
         account: SocialAccount,
-        targets: Sequence[PublishLog],
+        targets: Sequence[PublishTarget],
         child: AnalyticsSyncJob,
         tally: _Tally,
     ) -> None:
@@ -284,7 +296,7 @@ class MetricsSync:
                 self.sessions,
                 adapter=adapter,
                 account=account,
-                margin_seconds=self.settings.refresh_margin_seconds,
+                margin_seconds=self.refresh_margin_seconds,
             )
         except (NeedsReconnectError, PermanentError) as error:
             tally.fail(len(targets), _refused(account, error, len(targets)))
@@ -308,14 +320,14 @@ class MetricsSync:
                 snapshot_values(t.id, counts[t.remote_id]) for t in batch if t.remote_id in counts
             ]
             async with self.sessions() as session, session.begin():
-                if not await queries.update_claimed_sync_job(
+                if not await update_claimed_sync_job(
                     session,
                     job_id=child.id,
                     started_at=child.started_at,
                     values={"started_at": child.started_at},
                 ):
                     raise TransientError("lost the claim while storing metrics", code="claim_lost")
-                await queries.insert_metric_snapshots(session, snapshots)
+                await insert_metric_snapshots(session, snapshots)
             tally.processed += len(snapshots)
             tally.failed += len(batch) - len(snapshots)
 
@@ -324,7 +336,7 @@ class MetricsSync:
         adapter: PlatformAdapter,
         account: SocialAccount,
         context: AccountContext,
-        batch: Sequence[PublishLog],
+        batch: Sequence[PublishTarget],
     ) -> tuple[dict[str, MetricCounts], AccountContext]:
         remote_ids = [t.remote_id for t in batch if t.remote_id]
         try:
@@ -340,20 +352,20 @@ class MetricsSync:
         self, child: AnalyticsSyncJob, values: dict[str, Any], *, roll_up: bool
     ) -> tuple[AnalyticsSyncJob, str | None] | None:
         async with self.sessions() as session, session.begin():
-            owned = await queries.update_claimed_sync_job(
+            owned = await update_claimed_sync_job(
                 session, job_id=child.id, started_at=child.started_at, values=values
             )
             if not owned:
                 return None
             parent_status = None
             if roll_up and child.parent_id is not None:
-                parent_status = await queries.roll_up_sync_parent(session, child.parent_id)
+                parent_status = await roll_up_sync_parent(session, child.parent_id)
             current = await session.get(AnalyticsSyncJob, child.id, populate_existing=True)
         assert current is not None
         return current, parent_status
 
     async def _settle(self, child: AnalyticsSyncJob, *, tally: _Tally) -> MetricsOutcome:
-        status = "failed" if tally.errors else "completed"
+        status = SyncJobStatus.FAILED if tally.errors else SyncJobStatus.COMPLETED
         message = "; ".join(tally.errors or [])[:_MAX_MESSAGE] or None
         written = await self._write(
             child,
@@ -384,7 +396,7 @@ class MetricsSync:
         written = await self._write(
             child,
             {
-                "status": "pending",
+                "status": SyncJobStatus.PENDING,
                 "scheduled_for": retry_at,
                 "cloud_task_name": None,
                 "items_processed": AnalyticsSyncJob.items_processed + tally.processed,
@@ -403,7 +415,7 @@ class MetricsSync:
         written = await self._write(
             child,
             {
-                "status": "pending",
+                "status": SyncJobStatus.PENDING,
                 "items_processed": AnalyticsSyncJob.items_processed + tally.processed,
                 "items_failed": AnalyticsSyncJob.items_failed + tally.failed,
                 "error_message": f"will retry: {error.message}"[:_MAX_MESSAGE],
@@ -417,12 +429,10 @@ class MetricsSync:
     async def _lost(self, child: AnalyticsSyncJob) -> MetricsOutcome:
         log.warning("claim lost; another run owns the sync job", extra={"job_id": str(child.id)})
         async with self.sessions() as session:
-            current = await queries.sync_job(session, child.id)
+            current = await sync_job(session, child.id)
         assert current is not None
         return _outcome(current, "busy")
 
     async def _mark_reconnect(self, account: SocialAccount, reason: str) -> None:
         async with self.sessions() as session, session.begin():
-            await queries.mark_account_needs_reconnect(
-                session, account_id=account.id, reason=reason
-            )
+            await mark_account_needs_reconnect(session, account_id=account.id, reason=reason)

@@ -9,9 +9,10 @@ any point leaves a state the next delivery can continue from:
    platform call), then make that call;
 4. record the outcome only while still holding the claim, and roll the post's status up.
 
-Every claimed attempt also leaves a run record (the Prefect visibility outbox) committed in the
-same transaction as its outcome; `flows/reporter.py` ships it to Prefect later, so Prefect never
-sits on this path. Deliveries that claim nothing (busy, already settled) change nothing and leave
+Every claimed attempt also leaves a run record (an `AttemptRecord` in the pipeline's own words,
+the Prefect visibility outbox) committed in the same transaction as its outcome;
+`flows/reporter.py` maps it to Prefect and ships it later, so Prefect never sits on this path.
+Deliveries that claim nothing (busy, already settled) change nothing and leave
 no record.
 """
 
@@ -20,7 +21,6 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable
-from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -28,8 +28,22 @@ from typing import Any, Literal
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from models import queries
-from models.tables import MediaAsset, PublishLog, ScheduledPost, SocialAccount
+from models.accounts import account_by_id, mark_account_needs_reconnect
+from models.database import unit_of_work
+from models.outbox import AttemptRecord, LogLine, add_run_record
+from models.posts import roll_up_post_status
+from models.settings import PublishingSettings
+from models.statuses import AccountStatus, AttemptKind, AttemptOutcome, TargetStatus
+from models.tables import MediaAsset, PublishTarget, ScheduledPost, SocialAccount
+from models.targets import (
+    Settlement,
+    claim_target,
+    find_target,
+    mark_post_processing,
+    release_claimed_target,
+    save_claimed_platform_state,
+    settle_claimed_target,
+)
 from tasks.accounts import fresh_context, refresh_tokens
 from tasks.platforms.base import (
     MediaItem,
@@ -88,38 +102,61 @@ class PublishOutcome:
 
 AdapterFactory = Callable[[str], PlatformAdapter]
 
-PUBLISH_FLOW_NAME = "publish-post"
-
 
 @dataclass(slots=True)
-class _RunCapture:
-    """What the run record of one attempt needs, collected while the attempt runs."""
+class AttemptLog:
+    """What the record of one attempt needs, collected while the attempt runs: passed to each
+    step, turned into an `AttemptRecord` (the run-record outbox) when the outcome is recorded."""
 
     job: PublishJob
     started_at: datetime
     company_id: uuid.UUID | None = None
     attempt: int = 0
     recorded: bool = False
-    logs: list[dict[str, Any]] = field(default_factory=list)
+    lines: list[LogLine] = field(default_factory=list)
 
+    def note(self, level: int, message: str, *args: Any, target: PublishTarget) -> None:
+        """Log a line and keep it for the attempt's record (its log lines in the Prefect UI)."""
+        log.log(level, message, *args, extra=_log_extra(target))
+        self.lines.append(LogLine(level, message % args if args else message, _now()))
 
-#: The attempt running in this task's context (a contextvar keeps the step signatures unchanged).
-_current_run: ContextVar[_RunCapture | None] = ContextVar("publish_run", default=None)
-
-
-def _note(level: int, message: str, *args: Any, target: PublishLog) -> None:
-    """Log a line and keep it for the attempt's run record (its log lines in the Prefect UI)."""
-    log.log(level, message, *args, extra=_log_extra(target))
-    run = _current_run.get()
-    if run is not None:
-        run.logs.append(queries.run_log_line(level, message % args if args else message))
+    def record(
+        self,
+        outcome: AttemptOutcome,
+        *,
+        message: str | None,
+        next_attempt_at: datetime | None = None,
+    ) -> AttemptRecord:
+        job = self.job
+        post = str(job.scheduled_post_id)
+        name = f"{job.platform} · {post[:8]}"
+        return AttemptRecord(
+            kind=AttemptKind.PUBLISH,
+            name=name if self.attempt <= 1 else f"{name} · #{self.attempt}",
+            outcome=outcome,
+            started_at=self.started_at,
+            ended_at=_now(),
+            tags=[f"company:{self.company_id}", f"platform:{job.platform}", f"post:{post}"],
+            parameters={
+                "scheduled_post_id": post,
+                "platform": job.platform,
+                "account_id": str(job.account_id),
+                "idempotency_key": job.idempotency_key,
+                "retry_count": job.retry_count,
+                "final_attempt": job.final_attempt,
+                "attempt": self.attempt,
+            },
+            message=message,
+            next_attempt_at=next_attempt_at,
+            logs=self.lines,
+        )
 
 
 @dataclass(frozen=True, slots=True)
 class _Claim:
     """What one claimed attempt works with, read in the claim's transaction."""
 
-    target: PublishLog
+    target: PublishTarget
     post: ScheduledPost
     account: SocialAccount
     media: list[MediaAsset]
@@ -127,19 +164,11 @@ class _Claim:
     reconcile_first: bool
 
 
-@dataclass(frozen=True, slots=True)
-class PublishSettings:
-    #: Longer than the dispatch deadline, so a live attempt is never taken over.
-    lease_seconds: float = 90.0
-    #: Refresh tokens that expire within this margin before using them.
-    refresh_margin_seconds: float = 120.0
-
-
 def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _outcome_of(target: PublishLog, kind: OutcomeKind) -> PublishOutcome:
+def _outcome_of(target: PublishTarget, kind: OutcomeKind) -> PublishOutcome:
     return PublishOutcome(
         kind=kind,
         target_id=target.id,
@@ -168,32 +197,29 @@ class Publisher:
         *,
         sessions: async_sessionmaker[AsyncSession],
         adapters: AdapterFactory,
-        settings: PublishSettings | None = None,
+        settings: PublishingSettings,
     ) -> None:
         self.sessions = sessions
         self.adapters = adapters
-        self.settings = settings or PublishSettings()
+        self.settings = settings
 
     async def publish(self, job: PublishJob) -> PublishOutcome:
-        run = _RunCapture(job=job, started_at=_now())
-        token = _current_run.set(run)
+        attempt_log = AttemptLog(job=job, started_at=_now())
         try:
-            return await self._publish(job, run)
+            return await self._publish(job, attempt_log)
         except Exception as error:
-            if run.company_id is not None and not run.recorded:
-                await self._record_crash(run, error)
+            if attempt_log.company_id is not None and not attempt_log.recorded:
+                await self._record_crash(attempt_log, error)
             raise
-        finally:
-            _current_run.reset(token)
 
-    async def _publish(self, job: PublishJob, run: _RunCapture) -> PublishOutcome:
+    async def _publish(self, job: PublishJob, attempt_log: AttemptLog) -> PublishOutcome:
         claimed = await self._claim(job)
         if isinstance(claimed, PublishOutcome):
             return claimed
         target, post, account, media = claimed.target, claimed.post, claimed.account, claimed.media
         attempt = target.attempts
-        run.company_id, run.attempt = post.company_id, attempt
-        _note(
+        attempt_log.company_id, attempt_log.attempt = post.company_id, attempt
+        attempt_log.note(
             logging.INFO, "attempt %d claimed the %s target", attempt, job.platform, target=target
         )
         content = PostContent(
@@ -204,12 +230,14 @@ class Publisher:
             idempotency_key=target.idempotency_key,
             scheduled_at=post.scheduled_at,
         )
-        if account.status != "active":
+        if account.status != AccountStatus.ACTIVE:
             error = NeedsReconnectError(
                 f"the {account.platform} account @{account.handle} needs reconnecting",
                 code="needs_reconnect",
             )
-            return await self._settle_error(target=target, attempt=attempt, job=job, error=error)
+            return await self._settle_error(
+                target=target, attempt=attempt, job=job, error=error, attempt_log=attempt_log
+            )
         # The claim stamped the first attempt's start durably; adapters that key their
         # reconcile window on it (X, LinkedIn, Mastodon) find it here and need no write.
         initial = dict(target.platform_state or {})
@@ -225,15 +253,31 @@ class Publisher:
                 content=content,
                 state=state,
                 reconcile_first=claimed.reconcile_first,
+                attempt_log=attempt_log,
             )
         except PlatformError as error:
-            return await self._settle_error(target=target, attempt=attempt, job=job, error=error)
-        return await self._settle_success(target=target, attempt=attempt, result=result)
+            return await self._settle_error(
+                target=target, attempt=attempt, job=job, error=error, attempt_log=attempt_log
+            )
+        settlement = Settlement(
+            status=TargetStatus.SUCCESS,
+            remote_id=result.remote_id,
+            remote_url=result.remote_url,
+            raw_response=_raw(result.raw),
+            published_at=_now(),
+        )
+        return await self._record(
+            target=target,
+            attempt=attempt,
+            settlement=settlement,
+            kind="published",
+            attempt_log=attempt_log,
+        )
 
     # ----------------------------------------------------------------------- steps
     async def _claim(self, job: PublishJob) -> PublishOutcome | _Claim:
-        async with self.sessions() as session, session.begin():
-            claimed = await queries.claim_target(
+        async with unit_of_work(self.sessions) as session:
+            claimed = await claim_target(
                 session,
                 post_id=job.scheduled_post_id,
                 platform=job.platform,
@@ -246,8 +290,8 @@ class Publisher:
             target, earlier_attempt_started = claimed
             # A claimed target is unsettled, so the post is `processing` whatever the others
             # are; no roll-up query is needed here (cancelled posts have no claimable target).
-            post = await queries.mark_post_processing(session, target.scheduled_post_id)
-            account = await queries.account_by_id(session, target.account_id)
+            post = await mark_post_processing(session, target.scheduled_post_id)
+            account = await account_by_id(session, target.account_id)
             media = []
             if post.media_asset_ids:
                 by_id = {
@@ -267,7 +311,7 @@ class Publisher:
 
     async def _unclaimed(self, session: AsyncSession, job: PublishJob) -> PublishOutcome:
         """Why the claim failed, as an outcome; nothing is changed."""
-        target = await queries.find_target(
+        target = await find_target(
             session,
             post_id=job.scheduled_post_id,
             platform=job.platform,
@@ -276,30 +320,32 @@ class Publisher:
         )
         if target is None:
             return PublishOutcome(kind="not_found")
-        kind: OutcomeKind = {
-            "success": "already_published",
-            "cancelled": "cancelled",
-            "failed": "settled",
-        }.get(target.status, "busy")  # type: ignore[assignment]
-        outcome = _outcome_of(target, kind)
-        if kind == "busy" and target.status == "processing":
-            outcome = PublishOutcome(
-                kind="busy",
-                target_id=target.id,
-                status=target.status,
-                retry_at=target.lease_expires_at,
-                attempts=target.attempts,
-            )
-        return outcome
+        match target.status:
+            case TargetStatus.SUCCESS:
+                return _outcome_of(target, "already_published")
+            case TargetStatus.CANCELLED:
+                return _outcome_of(target, "cancelled")
+            case TargetStatus.FAILED:
+                return _outcome_of(target, "settled")
+            case TargetStatus.PROCESSING:
+                return PublishOutcome(
+                    kind="busy",
+                    target_id=target.id,
+                    status=target.status,
+                    retry_at=target.lease_expires_at,
+                    attempts=target.attempts,
+                )
+        return _outcome_of(target, "busy")
 
     async def _run_adapter(
         self,
         *,
-        target: PublishLog,
+        target: PublishTarget,
         account: SocialAccount,
         content: PostContent,
         state: PlatformState,
         reconcile_first: bool,
+        attempt_log: AttemptLog,
     ) -> PublishResult:
         adapter = self.adapters(target.platform)
         context = await fresh_context(
@@ -311,163 +357,180 @@ class Publisher:
         if reconcile_first:
             found = await adapter.reconcile(account=context, content=content, state=state)
             if found is not None:
-                _note(logging.INFO, "reconciled an earlier attempt", target=target)
+                attempt_log.note(logging.INFO, "reconciled an earlier attempt", target=target)
                 return found
-        for refreshed in (False, True):
-            try:
-                _note(logging.INFO, "publishing to %s", target.platform, target=target)
-                return await adapter.publish(account=context, content=content, state=state)
-            except TokenExpiredError:
-                if refreshed:
-                    raise
-                context = await refresh_tokens(
-                    self.sessions, adapter=adapter, account=account, used=context
-                )
-        raise AssertionError("unreachable")
+        try:
+            attempt_log.note(logging.INFO, "publishing to %s", target.platform, target=target)
+            return await adapter.publish(account=context, content=content, state=state)
+        except TokenExpiredError:
+            # Refreshed once, then published once more; a second expiry is the platform's word.
+            context = await refresh_tokens(
+                self.sessions, adapter=adapter, account=account, used=context
+            )
+            attempt_log.note(logging.INFO, "token refreshed; publishing again", target=target)
+            return await adapter.publish(account=context, content=content, state=state)
 
     async def _save_state(self, target_id: uuid.UUID, attempt: int, values: dict) -> None:
-        async with self.sessions() as session, session.begin():
-            if not await queries.update_claimed_target(
-                session, target_id=target_id, attempt=attempt, values={"platform_state": values}
+        async with unit_of_work(self.sessions) as session:
+            if not await save_claimed_platform_state(
+                session, target_id=target_id, attempt=attempt, state=values
             ):
                 raise TransientError("lost the claim while saving state", code="claim_lost")
 
     # ----------------------------------------------------------------------- outcomes
-    async def _settle_success(
-        self, *, target: PublishLog, attempt: int, result: PublishResult
-    ) -> PublishOutcome:
-        values = {
-            "status": "success",
-            "remote_id": result.remote_id,
-            "remote_url": result.remote_url,
-            "raw_response": _raw(result.raw),
-            "error_code": None,
-            "error_message": None,
-            "lease_expires_at": None,
-            "next_retry_at": None,
-            "published_at": _now(),
-        }
-        return await self._record(target=target, attempt=attempt, values=values, kind="published")
-
     async def _settle_error(
-        self, *, target: PublishLog, attempt: int, job: PublishJob, error: PlatformError
+        self,
+        *,
+        target: PublishTarget,
+        attempt: int,
+        job: PublishJob,
+        error: PlatformError,
+        attempt_log: AttemptLog,
     ) -> PublishOutcome:
         retryable = isinstance(error, TransientError | UnknownOutcomeError)
-        values: dict[str, Any] = {
-            "error_code": error.code or type(error).__name__,
-            "error_message": error.message,
-            "raw_response": _raw(error.raw),
-            "lease_expires_at": None,
-        }
+        code = error.code or type(error).__name__
         if isinstance(error, NeedsReconnectError):
-            async with self.sessions() as session, session.begin():
-                await queries.mark_account_needs_reconnect(
-                    session, account_id=target.account_id, reason=error.message
-                )
-            values["error_code"] = "needs_reconnect"
+            code = "needs_reconnect"
         if retryable and not job.final_attempt:
             retry_at = error.retry_at if isinstance(error, TransientError) else None
-            values |= {"status": "retry", "next_retry_at": retry_at}
-            if retry_at is not None:
-                # The webhook re-enqueues at the reset under a fresh task name.
-                values["dispatch_generation"] = target.dispatch_generation + 1
-                values["cloud_task_name"] = None
-            return await self._record(target=target, attempt=attempt, values=values, kind="retry")
+            settlement = Settlement(
+                status=TargetStatus.RETRY,
+                error_code=code,
+                error_message=error.message,
+                raw_response=_raw(error.raw),
+                next_retry_at=retry_at,
+                # At a platform's reset the webhook re-enqueues under a fresh task name.
+                new_dispatch_generation=(
+                    target.dispatch_generation + 1 if retry_at is not None else None
+                ),
+            )
+            return await self._record(
+                target=target,
+                attempt=attempt,
+                settlement=settlement,
+                kind="retry",
+                attempt_log=attempt_log,
+                reconnect=None,
+            )
+        message = error.message
         if retryable:
-            values["error_message"] = f"gave up after {attempt} attempts: {error.message}"
-        values |= {"status": "failed", "next_retry_at": None}
-        return await self._record(target=target, attempt=attempt, values=values, kind="failed")
+            message = f"gave up after {attempt} attempts: {error.message}"
+        settlement = Settlement(
+            status=TargetStatus.FAILED,
+            error_code=code,
+            error_message=message,
+            raw_response=_raw(error.raw),
+        )
+        return await self._record(
+            target=target,
+            attempt=attempt,
+            settlement=settlement,
+            kind="failed",
+            attempt_log=attempt_log,
+            reconnect=error.message if isinstance(error, NeedsReconnectError) else None,
+        )
 
     async def _record(
-        self, *, target: PublishLog, attempt: int, values: dict[str, Any], kind: OutcomeKind
+        self,
+        *,
+        target: PublishTarget,
+        attempt: int,
+        settlement: Settlement,
+        kind: OutcomeKind,
+        attempt_log: AttemptLog,
+        reconnect: str | None = None,
     ) -> PublishOutcome:
-        async with self.sessions() as session, session.begin():
-            current = await queries.update_claimed_target_returning(
-                session, target_id=target.id, attempt=attempt, values=values
+        """One transaction: the settlement (only while the claim holds), the post's roll-up,
+        the account's needs-reconnect mark, and the attempt's run record."""
+        async with unit_of_work(self.sessions) as session:
+            current = await settle_claimed_target(
+                session, target_id=target.id, attempt=attempt, settlement=settlement
             )
             owned = current is not None
+            if reconnect is not None:
+                await mark_account_needs_reconnect(
+                    session, account_id=target.account_id, reason=reconnect
+                )
             if owned:
-                await queries.roll_up_post_status(session, target.scheduled_post_id)
-                level = logging.INFO if values["status"] == "success" else logging.WARNING
-                detail = values.get("error_message") or values.get("remote_url") or ""
-                _note(level, "settled as %s %s", values["status"], detail, target=target)
+                await roll_up_post_status(session, target.scheduled_post_id)
+                success = settlement.status == TargetStatus.SUCCESS
+                detail = settlement.error_message or settlement.remote_url or ""
+                attempt_log.note(
+                    logging.INFO if success else logging.WARNING,
+                    "settled as %s %s",
+                    settlement.status,
+                    detail,
+                    target=target,
+                )
             else:
-                _note(
+                attempt_log.note(
                     logging.WARNING,
                     "claim lost before recording; another attempt owns the target",
                     target=target,
                 )
-            run = _current_run.get()
-            if run is not None:
-                await queries.add_run_record(
-                    session, **_run_record(run, target=target, values=values, owned=owned)
-                )
-                run.recorded = True
+            await add_run_record(session, _attempt_record(attempt_log, settlement, owned=owned))
+            attempt_log.recorded = True
             if current is None:
-                current = await session.get(PublishLog, target.id, populate_existing=True)
-        assert current is not None
+                current = await session.get(PublishTarget, target.id, populate_existing=True)
+        if current is None:
+            return PublishOutcome(kind="not_found")
         return _outcome_of(current, kind if owned else "busy")
 
-    async def _record_crash(self, run: _RunCapture, error: Exception) -> None:
-        """An attempt that ended in an unexpected error still shows up (as Crashed); best effort:
-        the error may be the database itself, and the original error is what the caller sees."""
+    async def _record_crash(self, attempt_log: AttemptLog, error: Exception) -> None:
+        """An attempt that ended in an unexpected error hands its target back to the queue and
+        still shows up (as crashed). Best effort: the error may be the database itself (then
+        the lease runs out instead), and the original error is what the caller sees."""
         message = f"{type(error).__name__}: {error}"
-        run.logs.append(queries.run_log_line(logging.ERROR, f"attempt crashed: {message}"))
+        attempt_log.lines.append(LogLine(logging.ERROR, f"attempt crashed: {message}", _now()))
+        job = attempt_log.job
         try:
-            async with self.sessions() as session, session.begin():
-                await queries.add_run_record(
-                    session, **_run_fields(run), state="CRASHED", state_message=message
+            async with unit_of_work(self.sessions) as session:
+                target = await find_target(
+                    session,
+                    post_id=job.scheduled_post_id,
+                    platform=job.platform,
+                    account_id=job.account_id,
+                    idempotency_key=job.idempotency_key,
+                )
+                if target is not None:
+                    await release_claimed_target(
+                        session,
+                        target_id=target.id,
+                        attempt=attempt_log.attempt,
+                        error_code="internal_error",
+                        message="the attempt ended unexpectedly; it will be retried",
+                    )
+                await add_run_record(
+                    session, attempt_log.record(AttemptOutcome.CRASHED, message=message)
                 )
         except Exception:
-            log.exception("could not write the run record of a crashed attempt")
+            log.exception("could not record the crashed attempt")
 
 
-def _run_fields(run: _RunCapture) -> dict[str, Any]:
-    """Name, tags, parameters, times and log lines of an attempt's run record."""
-    job = run.job
-    post = str(job.scheduled_post_id)
-    name = f"{job.platform} · {post[:8]}"
-    return {
-        "flow_name": PUBLISH_FLOW_NAME,
-        "run_name": name if run.attempt <= 1 else f"{name} · #{run.attempt}",
-        "tags": [f"company:{run.company_id}", f"platform:{job.platform}", f"post:{post}"],
-        "parameters": {
-            "scheduled_post_id": post,
-            "platform": job.platform,
-            "account_id": str(job.account_id),
-            "idempotency_key": job.idempotency_key,
-            "retry_count": job.retry_count,
-            "final_attempt": job.final_attempt,
-            "attempt": run.attempt,
-        },
-        "started_at": run.started_at,
-        "ended_at": _now(),
-        "logs": run.logs,
-    }
-
-
-def _run_record(
-    run: _RunCapture, *, target: PublishLog, values: dict[str, Any], owned: bool
-) -> dict[str, Any]:
-    """The run record of an attempt that reached `_record`: its final state from the outcome."""
-    status = values.get("status")
+def _attempt_record(
+    attempt_log: AttemptLog, settlement: Settlement, *, owned: bool
+) -> AttemptRecord:
+    """The record of an attempt that reached `_record`, its outcome from the settlement."""
     if not owned:
-        state, message = "FAILED", "claim lost: another attempt owns the target"
-    elif status == "success":
-        where = values.get("remote_url") or values.get("remote_id")
-        state, message = "COMPLETED", f"published {where}" if where else "published"
-    elif status == "retry":
-        state, message = "AWAITING_RETRY", values.get("error_message")
-    else:
-        state, message = "FAILED", values.get("error_message")
-    return _run_fields(run) | {
-        "state": state,
-        "state_message": message,
-        "next_run_at": values.get("next_retry_at") if status == "retry" else None,
-    }
+        return attempt_log.record(
+            AttemptOutcome.FAILED, message="claim lost: another attempt owns the target"
+        )
+    match settlement.status:
+        case TargetStatus.SUCCESS:
+            where = settlement.remote_url or settlement.remote_id
+            return attempt_log.record(
+                AttemptOutcome.SUCCEEDED, message=f"published {where}" if where else "published"
+            )
+        case TargetStatus.RETRY:
+            return attempt_log.record(
+                AttemptOutcome.RETRYING,
+                message=settlement.error_message,
+                next_attempt_at=settlement.next_retry_at,
+            )
+    return attempt_log.record(AttemptOutcome.FAILED, message=settlement.error_message)
 
 
-def _log_extra(target: PublishLog) -> dict[str, str]:
+def _log_extra(target: PublishTarget) -> dict[str, str]:
     return {
         "post_id": str(target.scheduled_post_id),
         "platform": target.platform,

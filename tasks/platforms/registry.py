@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 
 from tasks.platforms.base import PlatformAdapter
-from tasks.platforms.settings import PlatformSettings
+from models.settings import PlatformSettings
 
 PLATFORMS: tuple[str, ...] = (
     "linkedin",

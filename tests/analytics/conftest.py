@@ -32,7 +32,7 @@ from dispatch.cloud_tasks import CloudTasksQueue, CloudTasksSettings
 from dispatch.settings import ApiSettings
 from models.migrate import upgrade
 from tasks.platforms.registry import PLATFORMS
-from tasks.platforms.settings import PlatformSettings
+from models.settings import PlatformSettings
 from tests.sandbox_fixture import SandboxHandle
 from tests.servers import free_port, serve_in_thread
 

@@ -10,7 +10,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from models.tables import PublishLog, ScheduledPost, SocialAccount
+from models.tables import PublishTarget, ScheduledPost, SocialAccount
 from tests.api.conftest import Api, CompanyFixture, make_company
 
 
@@ -63,7 +63,7 @@ def test_schedule_creates_post_targets_and_one_task_per_platform(
     with Session(db) as s:
         stored = s.get(ScheduledPost, uuid.UUID(post_id))
         assert stored is not None and len(stored.cloud_task_names) == 2
-        logs = s.scalars(select(PublishLog).where(PublishLog.scheduled_post_id == stored.id))
+        logs = s.scalars(select(PublishTarget).where(PublishTarget.scheduled_post_id == stored.id))
         assert all(log.cloud_task_name in stored.cloud_task_names for log in logs)
 
 
@@ -111,8 +111,8 @@ def test_twenty_identical_concurrent_requests_create_one_post(
         assert (
             s.scalar(
                 select(func.count())
-                .select_from(PublishLog)
-                .where(PublishLog.scheduled_post_id == uuid.UUID(results[0][1]))
+                .select_from(PublishTarget)
+                .where(PublishTarget.scheduled_post_id == uuid.UUID(results[0][1]))
             )
             == 2
         )
@@ -150,8 +150,8 @@ def test_cancel_answers_409_once_a_target_is_publishing_or_published(
         for status in ("processing", "success"):
             with Session(db) as s, s.begin():
                 s.execute(
-                    update(PublishLog)
-                    .where(PublishLog.scheduled_post_id == post_id, PublishLog.platform == "x")
+                    update(PublishTarget)
+                    .where(PublishTarget.scheduled_post_id == post_id, PublishTarget.platform == "x")
                     .values(status=status)
                 )
             answer = http.post(f"/api/social-posts/{post_id}/cancel")
@@ -197,14 +197,14 @@ def test_retry_reenqueues_only_failed_targets_with_a_fresh_task_name(
                 ("mastodon", "failed"),
             ):
                 s.execute(
-                    update(PublishLog)
-                    .where(PublishLog.scheduled_post_id == post_id, PublishLog.platform == platform)
+                    update(PublishTarget)
+                    .where(PublishTarget.scheduled_post_id == post_id, PublishTarget.platform == platform)
                     .values(status=status, error_message="boom" if status == "failed" else None)
                 )
             old_names = {
                 log.platform: log.cloud_task_name
                 for log in s.scalars(
-                    select(PublishLog).where(PublishLog.scheduled_post_id == post_id)
+                    select(PublishTarget).where(PublishTarget.scheduled_post_id == post_id)
                 )
             }
         answer = http.post(f"/api/social-posts/{post_id}/retry", json={"platforms": ["linkedin"]})
@@ -215,8 +215,8 @@ def test_retry_reenqueues_only_failed_targets_with_a_fresh_task_name(
     assert nothing.status_code == 409
     with Session(db) as s:
         linkedin = s.scalar(
-            select(PublishLog).where(
-                PublishLog.scheduled_post_id == post_id, PublishLog.platform == "linkedin"
+            select(PublishTarget).where(
+                PublishTarget.scheduled_post_id == post_id, PublishTarget.platform == "linkedin"
             )
         )
         assert linkedin is not None and linkedin.dispatch_generation == 1
@@ -254,8 +254,8 @@ def test_get_post_summary_and_company_scoping(
                 ("instagram", "failed"),
             ):
                 s.execute(
-                    update(PublishLog)
-                    .where(PublishLog.scheduled_post_id == post_id, PublishLog.platform == platform)
+                    update(PublishTarget)
+                    .where(PublishTarget.scheduled_post_id == post_id, PublishTarget.platform == platform)
                     .values(status=status)
                 )
         mine = http.get(f"/api/social-posts/{post_id}")

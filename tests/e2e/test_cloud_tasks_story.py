@@ -12,7 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from models.tables import PublishLog
+from models.tables import PublishTarget
 from tasks.platforms.registry import PLATFORMS
 from tests.publishing.conftest import Stack, make_tenant
 
@@ -68,7 +68,7 @@ def test_each_platform_published_at_its_instant(cloud_stack: Stack, db: Engine) 
         assert len(mine) == 1, (platform, mine)
     with Session(db) as s:
         targets = s.scalars(
-            select(PublishLog).where(PublishLog.scheduled_post_id == uuid.UUID(post_id))
+            select(PublishTarget).where(PublishTarget.scheduled_post_id == uuid.UUID(post_id))
         ).all()
     assert all(t.remote_url and t.published_at for t in targets)
     assert min(t.published_at for t in targets) >= scheduled_at  # not before its instant

@@ -14,7 +14,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from deployments.emulator.oidc import OidcSigner
-from models.tables import PublishLog
+from models.tables import PublishTarget
 from tests.e2e.conftest import SERVICE_ACCOUNT, Emulator
 from tests.publishing.conftest import Stack, make_tenant
 
@@ -79,8 +79,8 @@ def test_only_genuine_tokens_pass(
     assert secret_only.status_code == 401  # this service accepts OIDC only
     with Session(db) as s:
         status = s.scalar(
-            select(PublishLog.status).where(
-                PublishLog.scheduled_post_id == uuid.UUID(post["scheduledPostId"])
+            select(PublishTarget.status).where(
+                PublishTarget.scheduled_post_id == uuid.UUID(post["scheduledPostId"])
             )
         )
     assert status == "pending"

@@ -9,7 +9,7 @@ from tasks.platforms.bluesky import BlueskyAdapter
 from tasks.platforms.linkedin import LinkedInAdapter
 from tasks.platforms.mastodon import MastodonAdapter
 from tasks.platforms.registry import PLATFORMS, build_adapter, normalize_platform
-from tasks.platforms.settings import PlatformSettings
+from models.settings import PlatformSettings
 from tasks.platforms.x import XAdapter
 
 

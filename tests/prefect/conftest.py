@@ -23,7 +23,8 @@ from deployments.prefect_server import (
     stop_prefect_server,
     wait_ready,
 )
-from flows.reporter import ReporterSettings, ReporterThread, start_reporter_thread
+from flows.reporter import ReporterThread, start_reporter_thread
+from models.settings import ReporterSettings
 from tests.publishing.conftest import Stack, running_stack
 from tests.sandbox_fixture import SandboxHandle
 

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 
 from flows import reporter as reporter_module
 from flows.reporter import PrefectRuns, ReporterThread, idempotency_key, ship_batch
-from models import queries
+from models.outbox import add_run_record, run_log_line
 from models.tables import RunRecord
 from tests.prefect.conftest import PrefectHandle
 from tests.publishing.conftest import Stack, make_tenant, schedule
@@ -119,7 +119,7 @@ async def test_a_crash_between_creating_the_run_and_marking_it_shipped_does_not_
     marker = f"crash-test:{uuid.uuid4()}"
     now = datetime.now(UTC)
     async with sessions() as session, session.begin():
-        record_id = await queries.add_run_record(
+        record_id = await add_run_record(
             session,
             flow_name="publish-post",
             run_name="x · crashtst",
@@ -128,7 +128,7 @@ async def test_a_crash_between_creating_the_run_and_marking_it_shipped_does_not_
             state="COMPLETED",
             started_at=now - timedelta(seconds=2),
             ended_at=now,
-            logs=[queries.run_log_line(logging.INFO, "hello")],
+            logs=[run_log_line(logging.INFO, "hello")],
         )
 
     async def crash(*args: object, **kwargs: object) -> None:
@@ -136,7 +136,7 @@ async def test_a_crash_between_creating_the_run_and_marking_it_shipped_does_not_
 
     async with httpx.AsyncClient(base_url=prefect.api_url, timeout=10) as http:
         runs = PrefectRuns(http)
-        monkeypatch.setattr(reporter_module.queries, "mark_run_record_shipped", crash)
+        monkeypatch.setattr(reporter_module, "mark_run_record_shipped", crash)
         with pytest.raises(RuntimeError):
             await ship_batch(sessions, runs, batch_size=1000)
         monkeypatch.undo()

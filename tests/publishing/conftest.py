@@ -23,7 +23,7 @@ from dispatch.queue import InMemoryTaskQueue, TaskSpec
 from dispatch.settings import ApiSettings
 from models.database import sync_session
 from tasks.platforms.registry import PLATFORMS
-from tasks.platforms.settings import PlatformSettings
+from models.settings import PlatformSettings
 from tests.sandbox_fixture import SandboxHandle
 from tests.servers import serve_in_thread
 

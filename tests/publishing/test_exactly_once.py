@@ -15,7 +15,7 @@ from sqlalchemy.engine import URL, Engine
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import Session
 
-from models.tables import PublishLog
+from models.tables import PublishTarget
 from tasks.platforms.base import PlatformAdapter
 from tasks.platforms.registry import PLATFORMS, build_adapter
 from tasks.publishing import Publisher, PublishJob
@@ -81,8 +81,8 @@ async def test_worker_dies_after_accept_then_redelivery_reconciles(
     assert len(posts_with(stack, platform, post["content"])) == 1
     with Session(db) as s, s.begin():
         row = s.scalar(
-            select(PublishLog).where(
-                PublishLog.scheduled_post_id == uuid.UUID(post["scheduledPostId"])
+            select(PublishTarget).where(
+                PublishTarget.scheduled_post_id == uuid.UUID(post["scheduledPostId"])
             )
         )
         assert row is not None
@@ -90,8 +90,8 @@ async def test_worker_dies_after_accept_then_redelivery_reconciles(
         row_id = row.id
         # The dead worker's lease runs out (the real lease is 90 s).
         s.execute(
-            update(PublishLog)
-            .where(PublishLog.id == row.id)
+            update(PublishTarget)
+            .where(PublishTarget.id == row.id)
             .values(lease_expires_at=row.lease_expires_at.replace(year=2000))
         )
     # Cloud Tasks saw no answer and redelivers the task.
@@ -101,7 +101,7 @@ async def test_worker_dies_after_accept_then_redelivery_reconciles(
     posts = posts_with(stack, platform, post["content"])
     assert len(posts) == 1, posts
     with Session(db) as s:
-        row = s.get(PublishLog, row_id)
+        row = s.get(PublishTarget, row_id)
         assert row is not None and row.status == "success" and row.attempts == 2
         assert row.remote_id and row.remote_url
 
@@ -128,8 +128,8 @@ def test_cancel_racing_dispatch_is_one_or_the_other(
             published = posts_with(stack, "mastodon", post["content"])
             with Session(db) as s:
                 status = s.scalar(
-                    select(PublishLog.status).where(
-                        PublishLog.scheduled_post_id == uuid.UUID(post["scheduledPostId"])
+                    select(PublishTarget.status).where(
+                        PublishTarget.scheduled_post_id == uuid.UUID(post["scheduledPostId"])
                     )
                 )
             if cancel_answer.status_code == 409:

@@ -11,7 +11,7 @@ from sqlalchemy import select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from models.tables import PublishLog, SocialAccount
+from models.tables import PublishTarget, SocialAccount
 from tasks.platforms.registry import PLATFORMS
 from tests.publishing.conftest import SECRET, Stack, Tenant, make_tenant, schedule
 
@@ -20,11 +20,11 @@ def posts_with(stack: Stack, platform: str, text: str) -> list[dict]:
     return [p for p in stack.sandbox.posts(platform) if text in (p.get("text") or "")]
 
 
-def target(db: Engine, post_id: str, platform: str) -> PublishLog:
+def target(db: Engine, post_id: str, platform: str) -> PublishTarget:
     with Session(db) as s:
         row = s.scalar(
-            select(PublishLog).where(
-                PublishLog.scheduled_post_id == uuid.UUID(post_id), PublishLog.platform == platform
+            select(PublishTarget).where(
+                PublishTarget.scheduled_post_id == uuid.UUID(post_id), PublishTarget.platform == platform
             )
         )
     assert row is not None
@@ -135,7 +135,7 @@ def test_rate_limit_defers_to_the_reset_without_calling_early(
     assert early.status_code == 503 and int(early.headers["Retry-After"]) > 500
     assert posts_with(stack, "x", post["content"]) == []
     with Session(db) as s, s.begin():  # the reset passes
-        s.execute(update(PublishLog).where(PublishLog.id == stored.id).values(next_retry_at=None))
+        s.execute(update(PublishTarget).where(PublishTarget.id == stored.id).values(next_retry_at=None))
     later = stack.deliver(requeued, retry_count=0)
     assert later.status_code == 200 and later.json()["status"] == "success"
     assert len(posts_with(stack, "x", post["content"])) == 1

@@ -1,9 +1,11 @@
-"""`CloudTasksQueue`: the `TaskQueue` the API and flows enqueue through, on the official client.
+"""Cloud Tasks as the pipeline uses it: the small `TaskQueue` interface the use cases enqueue
+through, `CloudTasksQueue` on the official google-cloud-tasks client, and `InMemoryTaskQueue` for
+unit tests that have no emulator to talk to.
 
-The same code talks to Google (default gRPC transport, application default credentials) or to
-the local emulator (`CLOUD_TASKS_EMULATOR_HOST`, insecure gRPC channel). The async client is
-created lazily inside the running event loop because grpc.aio channels are bound to the loop
-that creates them.
+The same client code talks to Google (default gRPC transport, application default credentials) or
+to the local emulator (`CLOUD_TASKS_EMULATOR_HOST`, insecure gRPC channel). The async client is
+created lazily inside the running event loop because grpc.aio channels are bound to the loop that
+creates them.
 """
 
 from __future__ import annotations
@@ -11,49 +13,111 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from datetime import UTC, timedelta
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
 
 import grpc
 from google.api_core import exceptions as gexc
 from google.cloud import tasks_v2
 from google.cloud.tasks_v2.services.cloud_tasks.transports import CloudTasksGrpcAsyncIOTransport
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from dispatch.queue import TaskInfo, TaskSpec
+from models.settings import QueueSettings
 
 _RPC_TIMEOUT_SECONDS = 30.0
 
 
-class CloudTasksSettings(BaseSettings):
-    """Where tasks go: env `GCP_PROJECT_ID`, `GCP_LOCATION`, `GCP_TASKS_QUEUE`,
-    `CLOUD_TASKS_EMULATOR_HOST` (unset = Google), `TASKS_OIDC_SERVICE_ACCOUNT`,
-    `TASKS_OIDC_AUDIENCE` (default: the task URL), `TASKS_DISPATCH_DEADLINE_SECONDS`."""
+@dataclass(frozen=True, slots=True)
+class TaskSpec:
+    """One HTTP task: POST `body` as JSON to `url` at `schedule_time` (None = now).
 
-    model_config = SettingsConfigDict(extra="ignore")
+    `task_id` is the short id (`[A-Za-z0-9_-]{1,500}`); reusing it must never create a second task.
+    """
 
-    gcp_project_id: str = "tendsocial-local"
-    gcp_location: str = "us-central1"
-    gcp_tasks_queue: str = "default"
-    cloud_tasks_emulator_host: str | None = None
-    tasks_oidc_service_account: str | None = None
-    tasks_oidc_audience: str | None = None
-    tasks_dispatch_deadline_seconds: float = 30.0
-
-    @property
-    def parent(self) -> str:
-        return f"projects/{self.gcp_project_id}/locations/{self.gcp_location}"
-
-    def queue_path(self, queue: str | None = None) -> str:
-        return f"{self.parent}/queues/{queue or self.gcp_tasks_queue}"
+    task_id: str
+    url: str
+    body: dict[str, Any]
+    schedule_time: datetime | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    #: Queue id; None = the publish queue.
+    queue: str | None = None
+    #: Cloud Tasks signs an OIDC token as this service account for the call (None = no token).
+    oidc_service_account: str | None = None
+    #: The token's audience (None = the task's URL).
+    oidc_audience: str | None = None
 
 
-def make_client(settings: CloudTasksSettings) -> tasks_v2.CloudTasksAsyncClient:
+@dataclass(frozen=True, slots=True)
+class TaskInfo:
+    name: str
+    schedule_time: datetime | None
+    dispatch_count: int = 0
+    response_count: int = 0
+
+
+class TaskQueue(Protocol):
+    async def enqueue(self, spec: TaskSpec) -> str:
+        """Create the task and return its full resource name; an existing name counts as success."""
+        ...
+
+    async def cancel(self, name: str) -> None:
+        """Delete the task; a task that no longer exists counts as cancelled."""
+        ...
+
+    async def get(self, name: str) -> TaskInfo | None:
+        """The task if it is still pending, else None."""
+        ...
+
+    async def ping(self) -> None:
+        """Raise if the queue service cannot be reached (readiness probe)."""
+        ...
+
+    async def close(self) -> None:
+        """Release the connection (the app's shutdown)."""
+        ...
+
+
+class InMemoryTaskQueue:
+    """Keeps tasks in a dict; nothing is ever dispatched. For unit tests only."""
+
+    def __init__(
+        self, *, queue_path: str = "projects/local/locations/local/queues/default"
+    ) -> None:
+        self.queue_path = queue_path
+        self.tasks: dict[str, TaskSpec] = {}
+        self._lock = asyncio.Lock()
+
+    def _name(self, spec: TaskSpec) -> str:
+        return f"{self.queue_path}/tasks/{spec.task_id}"
+
+    async def enqueue(self, spec: TaskSpec) -> str:
+        name = self._name(spec)
+        async with self._lock:
+            self.tasks.setdefault(name, spec)
+        return name
+
+    async def cancel(self, name: str) -> None:
+        async with self._lock:
+            self.tasks.pop(name, None)
+
+    async def get(self, name: str) -> TaskInfo | None:
+        spec = self.tasks.get(name)
+        return None if spec is None else TaskInfo(name=name, schedule_time=spec.schedule_time)
+
+    async def ping(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+
+def make_client(settings: QueueSettings) -> tasks_v2.CloudTasksAsyncClient:
     """An async client for Google or, when `cloud_tasks_emulator_host` is set, the emulator.
 
     Call it inside the event loop that will use the client.
     """
-    if settings.cloud_tasks_emulator_host:
-        channel = grpc.aio.insecure_channel(settings.cloud_tasks_emulator_host)
+    if settings.emulator_host:
+        channel = grpc.aio.insecure_channel(settings.emulator_host)
         transport = CloudTasksGrpcAsyncIOTransport(channel=channel)
         return tasks_v2.CloudTasksAsyncClient(transport=transport)
     return tasks_v2.CloudTasksAsyncClient()
@@ -64,11 +128,11 @@ class CloudTasksQueue:
 
     def __init__(
         self,
-        settings: CloudTasksSettings | None = None,
+        settings: QueueSettings,
         *,
         client: tasks_v2.CloudTasksAsyncClient | None = None,
     ) -> None:
-        self.settings = settings or CloudTasksSettings()
+        self.settings = settings
         self._client = client
         self._owns_client = client is None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -96,15 +160,15 @@ class CloudTasksQueue:
             headers=headers,
             body=json.dumps(spec.body, separators=(",", ":")).encode(),
         )
-        if self.settings.tasks_oidc_service_account:
+        if spec.oidc_service_account:
             http_request.oidc_token = tasks_v2.OidcToken(
-                service_account_email=self.settings.tasks_oidc_service_account,
-                audience=self.settings.tasks_oidc_audience or spec.url,
+                service_account_email=spec.oidc_service_account,
+                audience=spec.oidc_audience or spec.url,
             )
         task = tasks_v2.Task(
             name=self.task_name(spec.task_id, spec.queue),
             http_request=http_request,
-            dispatch_deadline=timedelta(seconds=self.settings.tasks_dispatch_deadline_seconds),
+            dispatch_deadline=timedelta(seconds=self.settings.dispatch_deadline_seconds),
         )
         if spec.schedule_time is not None:
             when = spec.schedule_time

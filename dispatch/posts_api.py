@@ -1,4 +1,5 @@
-"""The scheduling API: thin FastAPI routes over `dispatch.scheduling.Scheduler`."""
+"""The company API for posts and media: thin routes over `tasks.scheduling.Scheduler`, plus the
+health probes."""
 
 from __future__ import annotations
 
@@ -8,12 +9,11 @@ import uuid
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request, Response
-from sqlalchemy import text
+from fastapi import APIRouter, Query, Response
 
 from dispatch.auth import CompanyId
+from dispatch.deps import SchedulerDep, ServicesDep
 from dispatch.errors import ApiError
-from dispatch.scheduling import Scheduler, load_post_view, post_view
 from dispatch.schemas import (
     MediaAssetRequest,
     MediaAssetView,
@@ -24,31 +24,43 @@ from dispatch.schemas import (
     RetryRequest,
     ScheduleRequest,
 )
-from models import queries
-from models.tables import MediaAsset
-from tasks.platforms.registry import normalize_platform
+from dispatch.views import post_view
+from models.database import ping_database
+from tasks.scheduling import ScheduleCommand, TargetRequest
 
 router = APIRouter()
 
 
-def _scheduler(request: Request) -> Scheduler:
-    return request.app.state.scheduler
-
-
 @router.post("/api/social-posts/schedule", response_model=PostView, status_code=201)
 async def schedule_post(
-    body: ScheduleRequest, company_id: CompanyId, request: Request, response: Response
+    body: ScheduleRequest, company_id: CompanyId, scheduler: SchedulerDep, response: Response
 ) -> PostView:
     """Schedule one post to several platforms; the same idempotency key returns the same post."""
-    view, created = await _scheduler(request).schedule(company_id=company_id, request=body)
+    command = ScheduleCommand(
+        content=body.content,
+        targets=[
+            TargetRequest(
+                platform=t.platform, account_id=t.account_id, custom_content=t.custom_content
+            )
+            for t in body.platforms
+        ],
+        scheduled_at=body.scheduled_at,
+        timezone=body.timezone,
+        media_asset_ids=body.media_asset_ids,
+        idempotency_key=body.idempotency_key,
+        user_id=body.user_id,
+    )
+    snapshot, created = await scheduler.schedule(company_id=company_id, command=command)
     if not created:
         response.status_code = 200
-    return view
+    return post_view(snapshot)
 
 
 @router.post("/api/social-posts/{post_id}/cancel", response_model=PostView)
-async def cancel_post(post_id: uuid.UUID, company_id: CompanyId, request: Request) -> PostView:
-    return await _scheduler(request).cancel(company_id=company_id, post_id=post_id)
+async def cancel_post(
+    post_id: uuid.UUID, company_id: CompanyId, scheduler: SchedulerDep
+) -> PostView:
+    return post_view(await scheduler.cancel(company_id=company_id, post_id=post_id))
 
 
 @router.post("/api/social-posts/{post_id}/reschedule", response_model=PostView, status_code=201)
@@ -56,32 +68,34 @@ async def reschedule_post(
     post_id: uuid.UUID,
     body: RescheduleRequest,
     company_id: CompanyId,
-    request: Request,
+    scheduler: SchedulerDep,
     response: Response,
 ) -> PostView:
     """Cancel the post and create its copy at the new time; answers with the new post."""
-    view, created = await _scheduler(request).reschedule(
+    snapshot, created = await scheduler.reschedule(
         company_id=company_id, post_id=post_id, scheduled_at=body.scheduled_at
     )
     if not created:
         response.status_code = 200
-    return view
+    return post_view(snapshot)
 
 
 @router.post("/api/social-posts/{post_id}/retry", response_model=PostView)
 async def retry_post(
-    post_id: uuid.UUID, company_id: CompanyId, request: Request, body: RetryRequest | None = None
+    post_id: uuid.UUID,
+    company_id: CompanyId,
+    scheduler: SchedulerDep,
+    body: RetryRequest | None = None,
 ) -> PostView:
     platforms = body.platforms if body is not None else None
-    return await _scheduler(request).retry(
-        company_id=company_id, post_id=post_id, platforms=platforms
+    return post_view(
+        await scheduler.retry(company_id=company_id, post_id=post_id, platforms=platforms)
     )
 
 
 @router.get("/api/social-posts/{post_id}", response_model=PostView)
-async def get_post(post_id: uuid.UUID, company_id: CompanyId, request: Request) -> PostView:
-    async with request.app.state.sessions() as session:
-        return await load_post_view(session, company_id=company_id, post_id=post_id)
+async def get_post(post_id: uuid.UUID, company_id: CompanyId, scheduler: SchedulerDep) -> PostView:
+    return post_view(await scheduler.load(company_id=company_id, post_id=post_id))
 
 
 def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
@@ -101,50 +115,34 @@ def _encode_cursor(created_at: datetime, post_id: uuid.UUID) -> str:
 @router.get("/api/social-posts", response_model=PostPage)
 async def list_posts(
     company_id: CompanyId,
-    request: Request,
+    scheduler: SchedulerDep,
     status: PostStatusFilter | None = None,
     platform: Annotated[str | None, Query(max_length=40)] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> PostPage:
     """Newest first; `?status=failed` is the failed (dead-letter) view."""
-    wanted_platform = None
-    if platform is not None:
-        try:
-            wanted_platform = normalize_platform(platform)
-        except ValueError:
-            raise ApiError(
-                422, "unknown_platform", f"unknown platform {platform!r}", field="platform"
-            ) from None
-    before = _decode_cursor(cursor) if cursor else None
-    async with request.app.state.sessions() as session:
-        posts = list(
-            await session.scalars(
-                queries.company_posts_page(
-                    company_id=company_id,
-                    status=status,
-                    platform=wanted_platform,
-                    before=before,
-                    limit=limit + 1,
-                )
-            )
-        )
-        page = posts[:limit]
-        targets = await queries.targets_of_posts(session, [p.id for p in page])
-    next_cursor = _encode_cursor(page[-1].created_at, page[-1].id) if len(posts) > limit else None
-    return PostPage(items=[post_view(p, targets[p.id]) for p in page], next_cursor=next_cursor)
+    page = await scheduler.page(
+        company_id=company_id,
+        status=status,
+        platform=platform,
+        before=_decode_cursor(cursor) if cursor else None,
+        limit=limit,
+    )
+    return PostPage(
+        items=[post_view(item) for item in page.items],
+        next_cursor=_encode_cursor(*page.next_before) if page.next_before else None,
+    )
 
 
 @router.post("/api/media-assets", response_model=MediaAssetView, status_code=201)
 async def register_media_asset(
-    body: MediaAssetRequest, company_id: CompanyId, request: Request
+    body: MediaAssetRequest, company_id: CompanyId, scheduler: SchedulerDep
 ) -> MediaAssetView:
     """Register a public media URL; posts refer to it by id."""
-    asset = MediaAsset(
+    asset = await scheduler.register_media(
         company_id=company_id, url=body.url, mime_type=body.mime_type, size_bytes=body.size_bytes
     )
-    async with request.app.state.sessions() as session, session.begin():
-        session.add(asset)
     return MediaAssetView(
         id=asset.id, url=asset.url, mime_type=asset.mime_type, size_bytes=asset.size_bytes
     )
@@ -157,17 +155,16 @@ async def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz")
-async def readyz(request: Request, response: Response) -> dict[str, str]:
+async def readyz(services: ServicesDep, response: Response) -> dict[str, str]:
     """The database and the task queue are reachable; 503 with the failing part otherwise."""
     checks: dict[str, str] = {}
     try:
-        async with request.app.state.sessions() as session:
-            await session.execute(text("SELECT 1"))
+        await ping_database(services.sessions)
         checks["database"] = "ok"
     except Exception as exc:  # any failure means "not ready", never a 500
         checks["database"] = f"unavailable: {type(exc).__name__}"
     try:
-        await request.app.state.queue.ping()
+        await services.queue.ping()
         checks["taskQueue"] = "ok"
     except Exception as exc:
         checks["taskQueue"] = f"unavailable: {type(exc).__name__}"

@@ -1,0 +1,68 @@
+"""Typed FastAPI dependencies: what a route may ask for, built once per app by `create_app`.
+
+Routes declare `scheduler: SchedulerDep` instead of reaching into `request.app.state`, so what a
+route uses is in its signature and checked by the type checker.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from flows.sync_fanout import SyncFanOut
+from models.settings import Settings
+from tasks.cloud_tasks import TaskQueue
+from tasks.metrics import MetricsSync
+from tasks.publishing import AdapterFactory, Publisher
+from tasks.scheduling import Scheduler
+
+
+@dataclass(slots=True)
+class Services:
+    """Everything the routes use, wired once per app (the composition root is `dispatch.app`)."""
+
+    settings: Settings
+    sessions: async_sessionmaker[AsyncSession]
+    queue: TaskQueue
+    scheduler: Scheduler
+    fan_out: SyncFanOut
+    #: Set by the app's lifespan, which owns the platforms' HTTP clients.
+    adapters: AdapterFactory | None = None
+    publisher: Publisher | None = None
+    metrics: MetricsSync | None = None
+
+
+def services(request: Request) -> Services:
+    return request.app.state.services
+
+
+def _scheduler(request: Request) -> Scheduler:
+    return services(request).scheduler
+
+
+def _publisher(request: Request) -> Publisher:
+    publisher = services(request).publisher
+    if publisher is None:
+        raise RuntimeError("the app's lifespan has not started")
+    return publisher
+
+
+def _metrics(request: Request) -> MetricsSync:
+    metrics = services(request).metrics
+    if metrics is None:
+        raise RuntimeError("the app's lifespan has not started")
+    return metrics
+
+
+def _settings(request: Request) -> Settings:
+    return services(request).settings
+
+
+ServicesDep = Annotated[Services, Depends(services)]
+SettingsDep = Annotated[Settings, Depends(_settings)]
+SchedulerDep = Annotated[Scheduler, Depends(_scheduler)]
+PublisherDep = Annotated[Publisher, Depends(_publisher)]
+MetricsDep = Annotated[MetricsSync, Depends(_metrics)]

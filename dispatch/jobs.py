@@ -1,0 +1,202 @@
+"""The job webhooks Cloud Tasks and Cloud Scheduler call: publish one target, start an analytics
+sync, sync one company × platform. Thin: parse, authenticate the caller, run the shared unit of
+work, and map its outcome to the answer Cloud Tasks understands (README, "Answers to Cloud
+Tasks"): 2xx stops it, anything else is retried.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, StringConstraints
+from pydantic.alias_generators import to_camel
+
+from dispatch.caller_auth import verify_task_caller
+from dispatch.deps import MetricsDep, PublisherDep, SchedulerDep, ServicesDep, SettingsDep
+from dispatch.errors import error_body
+from flows.sync_fanout import SyncTrigger
+from tasks.metrics import MetricsJob, MetricsOutcome
+from tasks.publishing import PublishJob, PublishOutcome
+from tasks.scheduling import Scheduler
+
+router = APIRouter(dependencies=[Depends(verify_task_caller)])
+
+RetryCount = Annotated[int, Header(alias="X-CloudTasks-TaskRetryCount", ge=0, le=1_000_000)]
+
+
+class _JobBody(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+
+class PublishPostBody(_JobBody):
+    """The task's body; `content` and `mediaAssetIds` are accepted and ignored: the database
+    is read at publish time so an edit or cancel made after scheduling wins."""
+
+    scheduled_post_id: uuid.UUID
+    platform: Annotated[str, StringConstraints(min_length=1, max_length=40)]
+    account_id: uuid.UUID
+    idempotency_key: Annotated[str, StringConstraints(min_length=1, max_length=300)]
+
+
+class SyncTriggerBody(_JobBody):
+    company_id: uuid.UUID | None = None
+    idempotency_key: Annotated[
+        str, StringConstraints(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.:\-]+$")
+    ]
+
+
+class SyncChildBody(_JobBody):
+    job_id: uuid.UUID
+
+
+def _retry_after(when: datetime | None) -> dict[str, str]:
+    if when is None:
+        return {}
+    seconds = max(1, math.ceil((when - datetime.now(UTC)).total_seconds()))
+    return {"Retry-After": str(seconds)}
+
+
+def _requeue_failed(when: datetime | None) -> JSONResponse:
+    return JSONResponse(
+        error_body("requeue_failed", "could not re-enqueue; retry"),
+        status_code=503,
+        headers=_retry_after(when),
+    )
+
+
+# --------------------------------------------------------------------------- publish
+def _target_body(outcome: PublishOutcome) -> dict[str, Any]:
+    body: dict[str, Any] = {"status": outcome.status, "attempts": outcome.attempts}
+    if outcome.remote_id:
+        body |= {"remoteId": outcome.remote_id, "remoteUrl": outcome.remote_url}
+    if outcome.error_message and outcome.status != "success":
+        body |= {"errorCode": outcome.error_code, "errorMessage": outcome.error_message}
+    if outcome.retry_at:
+        body["nextRetryAt"] = outcome.retry_at.isoformat()
+    return body
+
+
+async def answer_publish_outcome(outcome: PublishOutcome, *, scheduler: Scheduler) -> JSONResponse:
+    """200 stops Cloud Tasks; 503 (with Retry-After) makes it retry; 404 for no such target."""
+    match outcome.kind:
+        case "published" | "already_published" | "failed" | "settled" | "cancelled":
+            body = _target_body(outcome) | {"outcome": outcome.kind}
+            return JSONResponse(body, status_code=200)
+        case "retry" if outcome.retry_at is not None and outcome.target_id is not None:
+            # Re-enqueue at the platform's reset under a fresh task name: no attempt before it,
+            # and the queue's retry budget is not spent waiting.
+            try:
+                await scheduler.enqueue_target(outcome.target_id, run_at=outcome.retry_at)
+            except Exception:
+                return _requeue_failed(outcome.retry_at)
+            return JSONResponse(_target_body(outcome) | {"outcome": "deferred"}, status_code=200)
+        case "retry" | "busy":
+            return JSONResponse(
+                _target_body(outcome) | {"outcome": outcome.kind},
+                status_code=503,
+                headers=_retry_after(outcome.retry_at),
+            )
+        case _:
+            return JSONResponse(error_body("not_found", "no such publish target"), status_code=404)
+
+
+@router.post("/api/jobs/publish-post")
+@router.post("/api/webhooks/publish-post", include_in_schema=False)
+async def publish_post(
+    body: PublishPostBody,
+    publisher: PublisherDep,
+    scheduler: SchedulerDep,
+    settings: SettingsDep,
+    retry_count: RetryCount = 0,
+) -> JSONResponse:
+    """Publish one post to one platform (called by Cloud Tasks at the post's instant)."""
+    outcome = await publisher.publish(
+        PublishJob(
+            scheduled_post_id=body.scheduled_post_id,
+            platform=body.platform,
+            account_id=body.account_id,
+            idempotency_key=body.idempotency_key,
+            retry_count=retry_count,
+            final_attempt=settings.queues.publish.is_final_attempt(retry_count),
+        )
+    )
+    return await answer_publish_outcome(outcome, scheduler=scheduler)
+
+
+# --------------------------------------------------------------------------- analytics sync
+def _outcome_body(outcome: MetricsOutcome, kind: str | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "outcome": kind or outcome.kind,
+        "jobId": str(outcome.job_id) if outcome.job_id else None,
+        "status": outcome.status,
+        "itemsProcessed": outcome.items_processed,
+        "itemsFailed": outcome.items_failed,
+    }
+    if outcome.error_message:
+        body["errorMessage"] = outcome.error_message
+    if outcome.retry_at:
+        body["nextRunAt"] = outcome.retry_at.isoformat()
+    if outcome.parent_status:
+        body["parentStatus"] = outcome.parent_status
+    return body
+
+
+@router.post("/api/jobs/sync-analytics")
+@router.post("/api/webhooks/sync-analytics", include_in_schema=False)
+async def sync_analytics(body: SyncTriggerBody, services: ServicesDep) -> JSONResponse:
+    """Start an analytics sync (Cloud Scheduler): one child task per company × platform."""
+    result = await services.fan_out.start(
+        SyncTrigger(idempotency_key=body.idempotency_key, company_id=body.company_id)
+    )
+    answer = {"jobId": str(result.job_id), "jobsCreated": result.jobs_created}
+    if result.enqueue_failures:
+        # Retrying the trigger enqueues exactly the children still missing a task.
+        failed = error_body(
+            "enqueue_failed",
+            f"{result.enqueue_failures} child task(s) could not be enqueued; retry",
+            **answer,
+        )
+        return JSONResponse(failed, status_code=503, headers={"Retry-After": "10"})
+    return JSONResponse(answer, status_code=200)
+
+
+@router.post("/api/jobs/sync-analytics/platform")
+@router.post("/api/webhooks/sync-analytics/platform", include_in_schema=False)
+async def sync_analytics_platform(
+    body: SyncChildBody,
+    metrics: MetricsDep,
+    services: ServicesDep,
+    retry_count: RetryCount = 0,
+) -> JSONResponse:
+    """Fetch one company's metrics on one platform (a child task of a sync)."""
+    final = services.settings.queues.analytics.is_final_attempt(retry_count)
+    outcome = await metrics.sync(MetricsJob(job_id=body.job_id, final_attempt=final))
+    match outcome.kind:
+        case "completed" | "failed" | "settled":
+            return JSONResponse(_outcome_body(outcome), status_code=200)
+        case "deferred" | "not_due" if outcome.retry_at is not None:
+            # Rate limited: run again at the platform's reset under a fresh task name, without
+            # spending the queue's retries. A stray delivery of a deferred job re-ensures it.
+            if not (outcome.job_id and outcome.idempotency_key and outcome.platform):
+                return _requeue_failed(outcome.retry_at)
+            try:
+                await services.fan_out.enqueue_child_at(
+                    job_id=outcome.job_id,
+                    idempotency_key=outcome.idempotency_key,
+                    platform=outcome.platform,
+                    when=outcome.retry_at,
+                )
+            except Exception:
+                return _requeue_failed(outcome.retry_at)
+            return JSONResponse(_outcome_body(outcome, "deferred"), status_code=200)
+        case "not_found":
+            return JSONResponse(error_body("not_found", "no such sync job"), status_code=404)
+        case _:
+            return JSONResponse(
+                _outcome_body(outcome), status_code=503, headers=_retry_after(outcome.retry_at)
+            )

@@ -1,0 +1,201 @@
+"""The `sync-analytics` flow: one parent `AnalyticsSyncJob` per trigger, one child job and one
+child Cloud Task per company × platform with an active account.
+
+`SyncFanOut.start` is the business logic, plain async code: the webhook
+(`POST /api/jobs/sync-analytics`, called by Cloud Scheduler) awaits it directly, so Prefect is
+never on the request path; `flows.prefect_flows.sync_analytics_flow` is the thin Prefect
+wrapper the 6-hourly deployment runs (`deployments/prefect_flows.py`).
+
+Idempotency: the parent's key is the trigger's `idempotencyKey` within the current sync window
+(6 h, UTC), so a retried or repeated trigger finds the same parent and fans out nothing new
+(`INSERT ... ON CONFLICT DO NOTHING` on every key). A repeat only enqueues children whose task
+was never created (an enqueue that failed, a process that died mid fan-out). Child task names are
+hash-first and derive from the child's key (window, trigger, company, platform) and its
+`scheduled_for`, so a child deferred to a rate-limit reset gets a fresh name.
+
+The fan-out is one `INSERT ... SELECT` for the children, then concurrent `create_task` calls
+through the async `TaskQueue` (bounded by a semaphore), then one UPDATE recording the task names.
+No Prefect task per child: at ~35 task runs/s per process Prefect would be the bottleneck.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from models.analytics import (
+    complete_empty_sync_job,
+    insert_child_sync_jobs,
+    insert_sync_job_once,
+    record_sync_task_names,
+    sync_job_id_by_key,
+    unenqueued_child_jobs,
+)
+from models.database import unit_of_work
+from models.settings import AnalyticsSettings, QueueSettings
+from models.statuses import SyncJobStatus
+from models.tables import AnalyticsSyncJob
+from tasks.cloud_tasks import TaskQueue, TaskSpec
+from tasks.task_specs import WebhookTarget, sync_child_task_spec, sync_job_task_spec
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class SyncTrigger:
+    idempotency_key: str
+    #: Only this company's accounts; None = every company.
+    company_id: uuid.UUID | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FanOutResult:
+    job_id: uuid.UUID
+    #: Child jobs created by this call (0 on a repeated trigger).
+    jobs_created: int
+    tasks_enqueued: int
+    #: Children whose task could not be created; a repeat of the trigger retries them.
+    enqueue_failures: int
+    created: bool
+
+
+def sync_window(now: datetime, *, hours: int = 6) -> datetime:
+    """Start of the UTC window of `hours` containing `now`."""
+    now = now.astimezone(UTC)
+    return now.replace(hour=now.hour - now.hour % hours, minute=0, second=0, microsecond=0)
+
+
+def parent_key(*, window: datetime, trigger: SyncTrigger) -> str:
+    digest = hashlib.sha256(trigger.idempotency_key.encode()).hexdigest()[:32]
+    return f"sync:{window:%Y%m%dT%H%MZ}:{trigger.company_id or 'all'}:{digest}"
+
+
+class SyncFanOut:
+    """Starts analytics syncs and (re-)enqueues their children's tasks."""
+
+    def __init__(
+        self,
+        *,
+        sessions: async_sessionmaker[AsyncSession],
+        queue: TaskQueue,
+        webhook: WebhookTarget,
+        queues: QueueSettings,
+        settings: AnalyticsSettings,
+    ) -> None:
+        self.sessions = sessions
+        self.queue = queue
+        self.webhook = webhook
+        self.queues = queues
+        self.settings = settings
+
+    async def start(self, trigger: SyncTrigger, *, now: datetime | None = None) -> FanOutResult:
+        """Create the parent and its children once per trigger key and window, and enqueue them."""
+        now = now or datetime.now(UTC)
+        window = sync_window(now, hours=self.settings.sync_window_hours)
+        key = parent_key(window=window, trigger=trigger)
+        async with unit_of_work(self.sessions) as session:
+            parent_id = await insert_sync_job_once(
+                session,
+                values={
+                    "id": uuid.uuid4(),
+                    "company_id": trigger.company_id,
+                    "content_type": "posts",
+                    "scheduled_for": window,
+                    "status": SyncJobStatus.RUNNING,
+                    "started_at": now,
+                    "idempotency_key": key,
+                },
+            )
+            created = parent_id is not None
+            if parent_id is not None:
+                children = await insert_child_sync_jobs(
+                    session,
+                    parent_id=parent_id,
+                    key_prefix=key,
+                    scheduled_for=window,
+                    company_id=trigger.company_id,
+                )
+                if not children:
+                    await complete_empty_sync_job(session, parent_id)
+            else:
+                parent_id = await sync_job_id_by_key(session, key)
+                if parent_id is None:
+                    raise LookupError(f"sync job {key} vanished between two statements")
+                children = await unenqueued_child_jobs(session, parent_id)
+        names = await self._enqueue_children(children, now=now)
+        failures = len(children) - len(names)
+        log.info(
+            "analytics sync fan-out",
+            extra={"job_id": str(parent_id), "children": len(children), "failed": failures},
+        )
+        return FanOutResult(
+            job_id=parent_id,
+            jobs_created=len(children) if created else 0,
+            tasks_enqueued=len(names),
+            enqueue_failures=failures,
+            created=created,
+        )
+
+    async def enqueue_child_at(
+        self,
+        *,
+        job_id: uuid.UUID,
+        idempotency_key: str,
+        platform: str,
+        when: datetime,
+    ) -> str:
+        """Enqueue a child under the name its new `scheduled_for` (= `when`) implies, and record
+        it (a child deferred to a platform's rate-limit reset)."""
+        spec = sync_child_task_spec(
+            job_id=job_id,
+            idempotency_key=idempotency_key,
+            platform=platform,
+            scheduled_for=when,
+            run_at=when,
+            webhook=self.webhook,
+            queues=self.queues,
+        )
+        name = await self.queue.enqueue(spec)
+        async with unit_of_work(self.sessions) as session:
+            await record_sync_task_names(session, {job_id: name})
+        return name
+
+    async def _enqueue_children(
+        self, jobs: Sequence[AnalyticsSyncJob], *, now: datetime
+    ) -> dict[uuid.UUID, str]:
+        """Create the children's tasks concurrently and record their names in one UPDATE.
+
+        A failed enqueue is logged and left without a name (a repeated trigger retries it).
+        """
+        if not jobs:
+            return {}
+        semaphore = asyncio.Semaphore(self.settings.fanout_concurrency)
+
+        async def one(spec: TaskSpec) -> str:
+            async with semaphore:
+                return await self.queue.enqueue(spec)
+
+        specs = {
+            job.id: sync_job_task_spec(job, now=now, webhook=self.webhook, queues=self.queues)
+            for job in jobs
+        }
+        results = await asyncio.gather(*(one(s) for s in specs.values()), return_exceptions=True)
+        names: dict[uuid.UUID, str] = {}
+        for job_id, result in zip(specs, results, strict=True):
+            if isinstance(result, BaseException):
+                log.warning(
+                    "child enqueue failed",
+                    extra={"job_id": str(job_id), "error": type(result).__name__},
+                )
+            else:
+                names[job_id] = result
+        async with unit_of_work(self.sessions) as session:
+            await record_sync_task_names(session, names)
+        return names

@@ -1,0 +1,74 @@
+"""Companies and social accounts: API-key look-up, ownership checks, the account row lock that
+serialises token refreshes, and the needs-reconnect mark. Nothing here commits."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+
+from sqlalchemy import (
+    bindparam,
+    select,
+    update,
+)
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from models.statuses import AccountStatus
+from models.tables import (
+    Company,
+    SocialAccount,
+)
+
+
+async def company_by_api_key_hash(session: AsyncSession, key_hash: str) -> Company | None:
+    return await session.scalar(select(Company).where(Company.api_key_hash == key_hash))
+
+
+async def accounts_of_company(
+    session: AsyncSession, *, company_id: uuid.UUID, account_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, SocialAccount]:
+    rows = await session.scalars(
+        select(SocialAccount).where(
+            SocialAccount.company_id == company_id, SocialAccount.id.in_(account_ids)
+        )
+    )
+    return {account.id: account for account in rows}
+
+
+_accounts = SocialAccount.__table__
+
+
+_ACCOUNT_BY_ID = select(_accounts).where(_accounts.c.id == bindparam("b_account_id"))
+
+
+async def account_by_id(session: AsyncSession, account_id: uuid.UUID) -> SocialAccount:
+    """The account with its tokens decrypted (detached: changes go through `lock_account`)."""
+    row = (await session.execute(_ACCOUNT_BY_ID, {"b_account_id": account_id})).one()
+    return SocialAccount(**row._mapping)
+
+
+async def lock_account(session: AsyncSession, account_id: uuid.UUID) -> SocialAccount | None:
+    """Row lock on the account: token refreshes serialise on it (rotating refresh tokens)."""
+    return await session.scalar(
+        select(SocialAccount)
+        .where(SocialAccount.id == account_id)
+        .with_for_update()
+        .execution_options(populate_existing=True, synchronize_session=False)
+    )
+
+
+async def mark_account_needs_reconnect(
+    session: AsyncSession, *, account_id: uuid.UUID, reason: str
+) -> None:
+    await session.execute(
+        update(SocialAccount)
+        .where(SocialAccount.id == account_id)
+        .values(status=AccountStatus.NEEDS_RECONNECT, status_reason=reason)
+    )
+
+
+async def accounts_by_id(
+    session: AsyncSession, account_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, SocialAccount]:
+    rows = await session.scalars(select(SocialAccount).where(SocialAccount.id.in_(account_ids)))
+    return {account.id: account for account in rows}

@@ -1,0 +1,245 @@
+"""Posts and their targets as the scheduling API sees them: insert once per idempotency key,
+look-ups, cancel, retry, task names, the status roll-up and the company's paged listing.
+
+Every change is a conditional UPDATE or an INSERT ... ON CONFLICT, so concurrent callers never
+check-then-write; nothing here commits (the caller owns the transaction)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    Select,
+    and_,
+    bindparam,
+    case,
+    func,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from models.statuses import (
+    OPEN_TARGET_STATUSES,
+    SETTLED_TARGET_STATUSES,
+    PostStatus,
+    TargetStatus,
+)
+from models.tables import (
+    PublishTarget,
+    ScheduledPost,
+)
+
+
+async def insert_post_once(
+    session: AsyncSession, *, values: dict[str, Any], targets: Sequence[dict[str, Any]]
+) -> uuid.UUID | None:
+    """Insert the post and its targets unless the company already used the idempotency key.
+
+    Returns the new post id, or None when the key exists (concurrent twins wait on the unique
+    index and then see the conflict, so exactly one post is ever created).
+    """
+    post_id = await session.scalar(
+        insert(ScheduledPost)
+        .values(**values)
+        .on_conflict_do_nothing(constraint="scheduled_posts_idempotency_key")
+        .returning(ScheduledPost.id)
+    )
+    if post_id is None:
+        return None
+    await session.execute(
+        insert(PublishTarget), [{"scheduled_post_id": post_id, **target} for target in targets]
+    )
+    return post_id
+
+
+async def post_id_by_idempotency_key(
+    session: AsyncSession, *, company_id: uuid.UUID, idempotency_key: str
+) -> uuid.UUID | None:
+    return await session.scalar(
+        select(ScheduledPost.id).where(
+            ScheduledPost.company_id == company_id,
+            ScheduledPost.idempotency_key == idempotency_key,
+        )
+    )
+
+
+async def company_post(
+    session: AsyncSession, *, company_id: uuid.UUID, post_id: uuid.UUID
+) -> ScheduledPost | None:
+    return await session.scalar(
+        select(ScheduledPost).where(
+            ScheduledPost.id == post_id, ScheduledPost.company_id == company_id
+        )
+    )
+
+
+async def post_targets(
+    session: AsyncSession, post_id: uuid.UUID, *, for_update: bool = False
+) -> list[PublishTarget]:
+    """The post's targets in a stable order; `for_update` locks them against concurrent claims."""
+    stmt = (
+        select(PublishTarget)
+        .where(PublishTarget.scheduled_post_id == post_id)
+        .order_by(PublishTarget.position, PublishTarget.id)
+    )
+    if for_update:
+        stmt = stmt.with_for_update()
+    return list((await session.scalars(stmt)).all())
+
+
+async def cancel_open_targets(session: AsyncSession, post_id: uuid.UUID) -> None:
+    """Cancel every target that has not settled. Call with the targets locked."""
+    await session.execute(
+        update(PublishTarget)
+        .where(
+            PublishTarget.scheduled_post_id == post_id,
+            PublishTarget.status.in_(OPEN_TARGET_STATUSES),
+        )
+        .values(status=TargetStatus.CANCELLED, lease_expires_at=None, next_retry_at=None)
+    )
+
+
+def _rolled_up_status() -> Any:
+    """The post status implied by its targets (the seed's roll-up rules, plus cancellation)."""
+    t = PublishTarget.__table__.c.status
+    all_of = func.bool_and
+    return case(
+        (all_of(t == TargetStatus.CANCELLED), PostStatus.CANCELLED.value),
+        (all_of(t.in_((TargetStatus.SUCCESS, TargetStatus.CANCELLED))), PostStatus.PUBLISHED.value),
+        (all_of(t.in_(SETTLED_TARGET_STATUSES)), PostStatus.FAILED.value),
+        (
+            func.bool_or(
+                t.in_((TargetStatus.PROCESSING, TargetStatus.SUCCESS, TargetStatus.FAILED))
+            ),
+            PostStatus.PROCESSING.value,
+        ),
+        else_=PostStatus.PENDING.value,
+    )
+
+
+_posts = ScheduledPost.__table__
+
+
+_LOCK_POST = select(_posts.c.id).where(_posts.c.id == bindparam("b_post_id")).with_for_update()
+
+
+_ROLL_UP_POST = (
+    update(_posts)
+    .where(_posts.c.id == bindparam("b_post_id"))
+    .values(
+        status=func.coalesce(
+            select(_rolled_up_status())
+            .where(PublishTarget.__table__.c.scheduled_post_id == bindparam("b_post_id"))
+            .scalar_subquery(),
+            _posts.c.status,
+        )
+    )
+    .returning(_posts.c.status)
+)
+
+
+async def roll_up_post_status(session: AsyncSession, post_id: uuid.UUID) -> str | None:
+    """Recompute the post's status from its targets; returns the new status.
+
+    The post row is locked first, in its own statement: under READ COMMITTED the UPDATE that
+    follows then reads its targets with a snapshot taken after the lock, so two targets
+    settling at the same instant cannot each miss the other's result.
+    """
+    params = {"b_post_id": post_id}
+    await session.execute(_LOCK_POST, params)
+    return (await session.execute(_ROLL_UP_POST, params)).scalar_one_or_none()
+
+
+async def reopen_failed_targets(
+    session: AsyncSession, *, post_id: uuid.UUID, platforms: Sequence[str] | None
+) -> list[PublishTarget]:
+    """Move failed targets back to pending with a new dispatch generation (fresh task name)."""
+    conditions = [
+        PublishTarget.scheduled_post_id == post_id,
+        PublishTarget.status == TargetStatus.FAILED,
+    ]
+    if platforms:
+        conditions.append(PublishTarget.platform.in_(platforms))
+    rows = await session.scalars(
+        update(PublishTarget)
+        .where(and_(*conditions))
+        .values(
+            status=TargetStatus.PENDING,
+            dispatch_generation=PublishTarget.dispatch_generation + 1,
+            next_retry_at=None,
+            lease_expires_at=None,
+            cloud_task_name=None,
+        )
+        .returning(PublishTarget)
+    )
+    return list(rows.all())
+
+
+async def record_task_names(
+    session: AsyncSession, *, post_id: uuid.UUID, names: dict[uuid.UUID, str]
+) -> None:
+    """Store each target's Cloud Task name and the post's list of them."""
+    for target_id, name in names.items():
+        await session.execute(
+            update(PublishTarget).where(PublishTarget.id == target_id).values(cloud_task_name=name)
+        )
+    all_names = select(func.coalesce(func.array_agg(PublishTarget.cloud_task_name), [])).where(
+        PublishTarget.scheduled_post_id == post_id, PublishTarget.cloud_task_name.is_not(None)
+    )
+    await session.execute(
+        update(ScheduledPost)
+        .where(ScheduledPost.id == post_id)
+        .values(cloud_task_names=all_names.scalar_subquery())
+    )
+
+
+def company_posts_page(
+    *,
+    company_id: uuid.UUID,
+    status: str | None,
+    platform: str | None,
+    before: tuple[datetime, uuid.UUID] | None,
+    limit: int,
+) -> Select[tuple[ScheduledPost]]:
+    """Newest first, keyset-paginated on (created_at, id) so pages stay stable under inserts."""
+    stmt = select(ScheduledPost).where(ScheduledPost.company_id == company_id)
+    if status:
+        stmt = stmt.where(ScheduledPost.status == status)
+    if platform:
+        stmt = stmt.where(
+            select(PublishTarget.id)
+            .where(
+                PublishTarget.scheduled_post_id == ScheduledPost.id,
+                PublishTarget.platform == platform,
+            )
+            .exists()
+        )
+    if before is not None:
+        created_at, post_id = before
+        stmt = stmt.where(
+            or_(
+                ScheduledPost.created_at < created_at,
+                and_(ScheduledPost.created_at == created_at, ScheduledPost.id < post_id),
+            )
+        )
+    return stmt.order_by(ScheduledPost.created_at.desc(), ScheduledPost.id.desc()).limit(limit)
+
+
+async def targets_of_posts(
+    session: AsyncSession, post_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, list[PublishTarget]]:
+    rows = await session.scalars(
+        select(PublishTarget)
+        .where(PublishTarget.scheduled_post_id.in_(post_ids))
+        .order_by(PublishTarget.position, PublishTarget.id)
+    )
+    grouped: dict[uuid.UUID, list[PublishTarget]] = {post_id: [] for post_id in post_ids}
+    for row in rows:
+        grouped[row.scheduled_post_id].append(row)
+    return grouped

@@ -1,0 +1,90 @@
+"""Every status the database stores, as `StrEnum`s: one source for the tables' CHECK constraints,
+the queries, the units of work and the API schemas (members compare equal to their strings, so a
+value read back from the database needs no conversion)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Platform(StrEnum):
+    LINKEDIN = "linkedin"
+    X = "x"
+    INSTAGRAM = "instagram"
+    FACEBOOK = "facebook"
+    THREADS = "threads"
+    BLUESKY = "bluesky"
+    MASTODON = "mastodon"
+
+
+class PostStatus(StrEnum):
+    """A post's status, rolled up from its targets (`models.posts.roll_up_post_status`)."""
+
+    PENDING = "pending"
+    PROCESSING = "processing"
+    PUBLISHED = "published"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class TargetStatus(StrEnum):
+    """One (post, platform, account) target's status."""
+
+    PENDING = "pending"
+    PROCESSING = "processing"
+    SUCCESS = "success"
+    FAILED = "failed"
+    RETRY = "retry"
+    CANCELLED = "cancelled"
+
+
+#: Target statuses after which nothing will happen to the target by itself.
+SETTLED_TARGET_STATUSES = (TargetStatus.SUCCESS, TargetStatus.FAILED, TargetStatus.CANCELLED)
+#: Target statuses a queued attempt may still pick up (and a cancel may still stop).
+OPEN_TARGET_STATUSES = (TargetStatus.PENDING, TargetStatus.RETRY)
+#: A target in one of these cannot be cancelled any more.
+UNCANCELLABLE_TARGET_STATUSES = (TargetStatus.SUCCESS, TargetStatus.PROCESSING)
+
+
+class AccountStatus(StrEnum):
+    ACTIVE = "active"
+    NEEDS_RECONNECT = "needs_reconnect"
+
+
+class SyncJobStatus(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+#: Child sync-job statuses after which nothing will happen to the job by itself.
+SETTLED_SYNC_JOB_STATUSES = (SyncJobStatus.COMPLETED, SyncJobStatus.FAILED)
+
+
+class AttemptOutcome(StrEnum):
+    """How a recorded attempt ended, in the pipeline's own words; the reporter alone translates
+    it into a Prefect state (`flows/reporter.py`)."""
+
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    #: Ended in an unexpected error; the target was released for the next delivery.
+    CRASHED = "crashed"
+    CANCELLED = "cancelled"
+    #: Transient failure; the next attempt is due at the record's `next_run_at` (or the queue's).
+    RETRYING = "retrying"
+
+
+class AttemptKind(StrEnum):
+    """What a run record is the record of."""
+
+    PUBLISH = "publish"
+    SYNC = "sync"
+    SYNC_PLATFORM = "sync-platform"
+    SWEEP = "sweep"
+    TOKEN_REFRESH = "token-refresh"
+
+
+def check_in(column: str, values: type[StrEnum] | tuple[StrEnum, ...]) -> str:
+    """The SQL of a CHECK constraint keeping `column` to the enum's values."""
+    return f"{column} IN ({', '.join(repr(str(v)) for v in values)})"
