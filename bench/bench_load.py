@@ -192,10 +192,10 @@ async def apply_fast_queue(
 ) -> None:
     """The publish queue with short backoff (0.5 s .. 2 s) so fault tests retry within seconds;
     production's policy (4 attempts, 5 s .. 20 s) is in deployments/queues.py."""
-    from deployments.queues import QueueDefinition, apply_queues
-    from dispatch.cloud_tasks import CloudTasksSettings
+    from deployments.queues import apply_queues
+    from models.settings import QueueSettings, QueueSpec
 
-    fast = QueueDefinition(
+    fast = QueueSpec(
         queue_id="default",
         max_attempts=max_attempts,
         min_backoff_seconds=0.5,
@@ -204,7 +204,7 @@ async def apply_fast_queue(
         max_dispatches_per_second=500,
         max_concurrent_dispatches=max_concurrent_dispatches,
     )
-    await apply_queues(CloudTasksSettings(cloud_tasks_emulator_host=emulator_host), queues=(fast,))
+    await apply_queues(QueueSettings(emulator_host=emulator_host), queues=(fast,))
 
 
 # ---------------------------------------------------------------- data

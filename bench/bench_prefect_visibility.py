@@ -54,10 +54,10 @@ def serve_sandbox(port: int) -> None:
 
 def serve_app(port: int, sandbox_url: str) -> None:
     import uvicorn
-
-    from dispatch.app import create_app
     from dispatch.queue import InMemoryTaskQueue
     from dispatch.settings import ApiSettings
+
+    from dispatch.app import create_app
     from models.settings import PlatformSettings
 
     app = create_app(
@@ -148,8 +148,8 @@ def setup_tenant(sandbox_url: str) -> tuple[uuid.UUID, uuid.UUID]:
 
 async def make_targets(company_id: uuid.UUID, account_id: uuid.UUID, count: int) -> list[dict]:
     """`count` single-platform posts, inserted directly; returns the webhook bodies."""
-    from models.posts import insert_post_once
     from models.database import async_session_factory
+    from models.posts import insert_post_once
 
     bodies = []
     async with async_session_factory()() as session, session.begin():

@@ -15,6 +15,16 @@ from rich.console import Console
 warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="TendSocial pipeline.")
+
+
+@app.callback()
+def _entrypoint() -> None:
+    """Each command is an entrypoint: it reads the settings from the environment afresh."""
+    from models.database import reset_engines
+
+    reset_engines()
+
+
 db_app = typer.Typer(no_args_is_help=True, help="Database schema.")
 company_app = typer.Typer(no_args_is_help=True, help="Companies and their API keys.")
 account_app = typer.Typer(no_args_is_help=True, help="Social platform accounts.")

@@ -17,7 +17,6 @@ from google.protobuf import field_mask_pb2
 from models.settings import QueueSettings, QueueSpec
 from tasks.cloud_tasks import make_client
 
-
 _MASK = field_mask_pb2.FieldMask(
     paths=[
         "rate_limits.max_dispatches_per_second",

@@ -28,8 +28,8 @@ def reporter(
 ) -> None:
     """Ship every publish/sync run to the Prefect UI, in order, catching up after outages."""
     from flows.reporter import drain, run_reporter
-    from models.settings import ReporterSettings
     from models.database import async_session_factory
+    from models.settings import ReporterSettings
 
     overrides: dict[str, object] = {}
     if api_url:

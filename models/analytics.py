@@ -41,7 +41,6 @@ from models.tables import (
 )
 
 
-
 async def insert_sync_job_once(
     session: AsyncSession, *, values: dict[str, Any]
 ) -> uuid.UUID | None:

@@ -109,17 +109,19 @@ def check_schedule_time(
         )
 
 
+def normalized_platform(name: str, *, field: str) -> str:
+    """The canonical platform name, or an InvalidRequestError naming `field`."""
+    try:
+        return normalize_platform(name)
+    except ValueError:
+        raise InvalidRequestError(
+            "unknown_platform", f"unknown platform {name!r}", field=field
+        ) from None
+
+
 def normalized_platforms(names: Sequence[str], *, field: str = "platforms") -> list[str]:
     """Canonical platform names, or an InvalidRequestError naming the first unknown one."""
-    platforms = []
-    for index, name in enumerate(names):
-        try:
-            platforms.append(normalize_platform(name))
-        except ValueError:
-            raise InvalidRequestError(
-                "unknown_platform", f"unknown platform {name!r}", field=f"{field}[{index}]"
-            ) from None
-    return platforms
+    return [normalized_platform(name, field=f"{field}[{i}]") for i, name in enumerate(names)]
 
 
 class Scheduler:
@@ -158,7 +160,7 @@ class Scheduler:
         limit: int,
     ) -> PostPage:
         """Newest first; one more row than asked tells whether another page exists."""
-        wanted = normalized_platforms([platform], field="platform")[0] if platform else None
+        wanted = normalized_platform(platform, field="platform") if platform else None
         async with self.sessions() as session:
             posts = list(
                 await session.scalars(
@@ -420,7 +422,7 @@ async def _validated_targets(
     targets = []
     for index, target in enumerate(command.targets):
         field = f"platforms[{index}]"
-        platform = normalized_platforms([target.platform], field=field)[0]
+        platform = normalized_platform(target.platform, field=f"{field}.platform")
         account = accounts.get(target.account_id)
         if account is None:
             raise InvalidRequestError(

@@ -8,8 +8,8 @@ from typing import Any
 
 import httpx
 
-from tasks.platforms.base import PlatformAdapter
 from models.settings import PlatformSettings
+from tasks.platforms.base import PlatformAdapter
 
 PLATFORMS: tuple[str, ...] = (
     "linkedin",

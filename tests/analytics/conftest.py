@@ -28,13 +28,13 @@ from deployments.emulator import RunningEmulator, serve
 from deployments.queues import apply_queues
 from dispatch.admin import add_account, create_company
 from dispatch.app import create_app
-from dispatch.cloud_tasks import CloudTasksQueue, CloudTasksSettings
-from dispatch.settings import ApiSettings
 from models.migrate import upgrade
+from models.settings import PlatformSettings, Settings
+from tasks.cloud_tasks import CloudTasksQueue
 from tasks.platforms.registry import PLATFORMS
-from models.settings import PlatformSettings
 from tests.sandbox_fixture import SandboxHandle
 from tests.servers import free_port, serve_in_thread
+from tests.support.settings import make_settings
 
 SECRET = "analytics-test-secret-0123456789abcdef"
 SYNC_PLATFORMS = ("x", "mastodon", "bluesky")
@@ -74,8 +74,7 @@ class Stack:
     base_url: str
     sandbox: SandboxHandle
     db: Engine
-    tasks_settings: CloudTasksSettings
-    api_settings: ApiSettings
+    settings: Settings
     database_url: URL
 
     def api(self, api_key: str | None = None) -> httpx.Client:
@@ -127,24 +126,24 @@ def emulator_thread(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulat
 def stack(
     analytics_db: URL, sandbox: SandboxHandle, emulator_thread: EmulatorThread
 ) -> Iterator[Stack]:
-    tasks_settings = CloudTasksSettings(
-        gcp_project_id="analytics-test",
-        gcp_location="us-central1",
-        gcp_tasks_queue="default",
-        cloud_tasks_emulator_host=emulator_thread.address,
-    )
-    emulator_thread.run(apply_queues(tasks_settings))
     port = free_port()
-    api_settings = ApiSettings(WEBHOOK_URL=f"http://127.0.0.1:{port}", WEBHOOK_SECRET=SECRET)
-    platforms = PlatformSettings(
-        **{f"{p}_api_base_url": sandbox.url(p) for p in PLATFORMS},
-        platform_http_timeout_seconds=2.0,
+    settings = make_settings(
+        GCP_PROJECT_ID="analytics-test",
+        GCP_LOCATION="us-central1",
+        GCP_TASKS_QUEUE="default",
+        CLOUD_TASKS_EMULATOR_HOST=emulator_thread.address,
+        WEBHOOK_URL=f"http://127.0.0.1:{port}",
+        WEBHOOK_SECRET=SECRET,
+        platforms=PlatformSettings(
+            **{f"{p}_api_base_url": sandbox.url(p) for p in PLATFORMS},
+            platform_http_timeout_seconds=2.0,
+        ),
     )
+    emulator_thread.run(apply_queues(settings.queues))
     app = create_app(
-        settings=api_settings,
-        queue=CloudTasksQueue(tasks_settings),
+        settings=settings,
+        queue=CloudTasksQueue(settings.queues),
         sessions=async_sessionmaker(create_async_engine(analytics_db), expire_on_commit=False),
-        platform_settings=platforms,
     )
     db = create_engine(analytics_db)
     with serve_in_thread(app, port=port) as base_url:
@@ -152,8 +151,7 @@ def stack(
             base_url=base_url,
             sandbox=sandbox,
             db=db,
-            tasks_settings=tasks_settings,
-            api_settings=api_settings,
+            settings=settings,
             database_url=analytics_db,
         )
     db.dispose()
@@ -177,7 +175,7 @@ async def sessions(stack: Stack) -> AsyncIterator[async_sessionmaker[AsyncSessio
 @pytest.fixture
 async def tasks_queue(stack: Stack) -> AsyncIterator[CloudTasksQueue]:
     """The official async client on the test's own loop (get / delete tasks)."""
-    queue = CloudTasksQueue(stack.tasks_settings)
+    queue = CloudTasksQueue(stack.settings.queues)
     yield queue
     await queue.close()
 

@@ -12,16 +12,26 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from typer.testing import CliRunner
 
 from deployments.cli import app as cli
-from dispatch.cloud_tasks import CloudTasksQueue
 from flows.sweeper import SweepReport, sweep_due_posts
 from models.database import reset_engines
+from tasks.cloud_tasks import CloudTasksQueue
+from tasks.scheduling import Scheduler
+from tasks.task_specs import WebhookTarget
 from tests.analytics.conftest import SECRET, Stack, make_tenant, schedule, wait_for
 
 
 async def sweep(
     stack: Stack, sessions: async_sessionmaker[AsyncSession], queue: CloudTasksQueue
 ) -> SweepReport:
-    return await sweep_due_posts(sessions=sessions, queue=queue, api_settings=stack.api_settings)
+    settings = stack.settings
+    scheduler = Scheduler(
+        sessions=sessions,
+        queue=queue,
+        webhook=WebhookTarget.from_settings(settings.webhooks),
+        queues=settings.queues,
+        settings=settings.scheduling,
+    )
+    return await sweep_due_posts(scheduler=scheduler, settings=settings.sweeper)
 
 
 def targets(stack: Stack, post_id: str) -> list:
@@ -48,10 +58,10 @@ def test_sweep_command_enqueues_a_far_post_once_inside_the_window(
 
     env = {
         "DATABASE_URL": stack.database_url.render_as_string(hide_password=False),
-        "CLOUD_TASKS_EMULATOR_HOST": stack.tasks_settings.cloud_tasks_emulator_host,
-        "GCP_PROJECT_ID": stack.tasks_settings.gcp_project_id,
-        "GCP_LOCATION": stack.tasks_settings.gcp_location,
-        "GCP_TASKS_QUEUE": stack.tasks_settings.gcp_tasks_queue,
+        "CLOUD_TASKS_EMULATOR_HOST": stack.settings.queues.emulator_host or "",
+        "GCP_PROJECT_ID": stack.settings.queues.gcp_project_id,
+        "GCP_LOCATION": stack.settings.queues.gcp_location,
+        "GCP_TASKS_QUEUE": stack.settings.queues.publish_queue_id,
         "WEBHOOK_URL": stack.base_url,
         "WEBHOOK_SECRET": SECRET,
     }

@@ -12,10 +12,10 @@ from sqlalchemy.engine import URL
 
 from dispatch.admin import add_account, create_company
 from dispatch.app import create_app
-from dispatch.queue import InMemoryTaskQueue
-from dispatch.settings import ApiSettings
 from models.database import sync_session
+from tasks.cloud_tasks import InMemoryTaskQueue
 from tests.servers import serve_in_thread
+from tests.support.settings import make_settings
 
 WEBHOOK_SECRET = "test-webhook-secret-0123456789abcdef"
 
@@ -40,7 +40,7 @@ class CompanyFixture:
 @pytest.fixture(scope="session")
 def api(database_url: URL) -> Iterator[Api]:
     queue = InMemoryTaskQueue()
-    settings = ApiSettings(WEBHOOK_URL="http://127.0.0.1:9", WEBHOOK_SECRET=WEBHOOK_SECRET)
+    settings = make_settings(WEBHOOK_URL="http://127.0.0.1:9", WEBHOOK_SECRET=WEBHOOK_SECRET)
     with serve_in_thread(create_app(settings=settings, queue=queue)) as base_url:
         yield Api(base_url=base_url, queue=queue)
 

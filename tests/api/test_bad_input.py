@@ -19,9 +19,9 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from dispatch.app import create_app
-from dispatch.queue import InMemoryTaskQueue
-from dispatch.settings import ApiSettings
+from tasks.cloud_tasks import InMemoryTaskQueue
 from tests.api.conftest import WEBHOOK_SECRET, Api, CompanyFixture, make_company
+from tests.support.settings import make_settings
 
 FINGERPRINT_SQL = text(
     """
@@ -53,7 +53,7 @@ def _operations() -> tuple[dict[str, schemathesis.APIOperation], list[tuple[str,
     """Every operation of the app's own OpenAPI document (built without a database), and the
     generation modes that apply to it (an operation without inputs has no invalid input)."""
     spec = create_app(
-        settings=ApiSettings(WEBHOOK_SECRET=WEBHOOK_SECRET),
+        settings=make_settings(WEBHOOK_SECRET=WEBHOOK_SECRET),
         queue=InMemoryTaskQueue(),
         sessions=async_sessionmaker(),
     ).openapi()

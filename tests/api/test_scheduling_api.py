@@ -151,7 +151,9 @@ def test_cancel_answers_409_once_a_target_is_publishing_or_published(
             with Session(db) as s, s.begin():
                 s.execute(
                     update(PublishTarget)
-                    .where(PublishTarget.scheduled_post_id == post_id, PublishTarget.platform == "x")
+                    .where(
+                        PublishTarget.scheduled_post_id == post_id, PublishTarget.platform == "x"
+                    )
                     .values(status=status)
                 )
             answer = http.post(f"/api/social-posts/{post_id}/cancel")
@@ -198,7 +200,10 @@ def test_retry_reenqueues_only_failed_targets_with_a_fresh_task_name(
             ):
                 s.execute(
                     update(PublishTarget)
-                    .where(PublishTarget.scheduled_post_id == post_id, PublishTarget.platform == platform)
+                    .where(
+                        PublishTarget.scheduled_post_id == post_id,
+                        PublishTarget.platform == platform,
+                    )
                     .values(status=status, error_message="boom" if status == "failed" else None)
                 )
             old_names = {
@@ -255,7 +260,10 @@ def test_get_post_summary_and_company_scoping(
             ):
                 s.execute(
                     update(PublishTarget)
-                    .where(PublishTarget.scheduled_post_id == post_id, PublishTarget.platform == platform)
+                    .where(
+                        PublishTarget.scheduled_post_id == post_id,
+                        PublishTarget.platform == platform,
+                    )
                     .values(status=status)
                 )
         mine = http.get(f"/api/social-posts/{post_id}")

@@ -22,11 +22,11 @@ from sqlalchemy.engine import URL
 from deployments.emulator.oidc import oidc_endpoints
 from deployments.queues import apply_queues
 from dispatch.app import create_app
-from dispatch.cloud_tasks import CloudTasksQueue, CloudTasksSettings
-from dispatch.settings import ApiSettings
+from tasks.cloud_tasks import CloudTasksQueue
 from tests.publishing.conftest import Stack, sandbox_platforms
 from tests.sandbox_fixture import SandboxHandle
 from tests.servers import free_port, serve_in_thread
+from tests.support.settings import make_settings
 
 SERVICE_ACCOUNT = "tasks-invoker@tendsocial-local.iam.gserviceaccount.com"
 
@@ -79,24 +79,19 @@ def emulator() -> Iterator[Emulator]:
 @pytest.fixture(scope="session")
 def cloud_stack(database_url: URL, sandbox: SandboxHandle, emulator: Emulator) -> Iterator[Stack]:
     """API + webhooks on a known port, enqueueing to the emulator, OIDC-only webhook auth."""
-    tasks_settings = CloudTasksSettings(
-        cloud_tasks_emulator_host=emulator.host,
-        tasks_oidc_service_account=SERVICE_ACCOUNT,
-    )
-    asyncio.run(apply_queues(tasks_settings))
     endpoints = oidc_endpoints(emulator.host)
     port = free_port()
-    settings = ApiSettings(
+    settings = make_settings(
+        CLOUD_TASKS_EMULATOR_HOST=emulator.host,
         WEBHOOK_URL=f"http://127.0.0.1:{port}",
         WEBHOOK_AUTH="oidc",
         TASKS_OIDC_SERVICE_ACCOUNT=SERVICE_ACCOUNT,
         OIDC_CERTS_URL=endpoints.certs_url,
         OIDC_ISSUERS=[endpoints.issuer],
+        platforms=sandbox_platforms(sandbox, timeout=2.0),
     )
-    platforms = sandbox_platforms(sandbox, timeout=2.0)
-    app = create_app(
-        settings=settings, queue=CloudTasksQueue(tasks_settings), platform_settings=platforms
-    )
+    asyncio.run(apply_queues(settings.queues))
+    app = create_app(settings=settings, queue=CloudTasksQueue(settings.queues))
     with serve_in_thread(app, port=port) as base_url:
         yield Stack(base_url=base_url, queue=None, sandbox=sandbox)  # type: ignore[arg-type]
 

@@ -15,25 +15,25 @@ from typer.testing import CliRunner
 
 from deployments.emulator import RunningEmulator
 from deployments.queues import apply_queues
-from dispatch.cloud_tasks import CloudTasksQueue, CloudTasksSettings
-from dispatch.queue import TaskQueue, TaskSpec
+from models.settings import QueueSettings
+from tasks.cloud_tasks import CloudTasksQueue, TaskQueue, TaskSpec
 from tests.emulator.conftest import PARENT, Target, eventually, make_client
 
 SERVICE_ACCOUNT = "publisher@test-project.iam.gserviceaccount.com"
 
 
 @pytest.fixture
-def settings(emulator: RunningEmulator) -> CloudTasksSettings:
-    return CloudTasksSettings(
+def settings(emulator: RunningEmulator) -> QueueSettings:
+    return QueueSettings(
         gcp_project_id="test-project",
         gcp_location="us-central1",
-        gcp_tasks_queue="default",
-        cloud_tasks_emulator_host=emulator.address,
+        publish_queue_id="default",
+        emulator_host=emulator.address,
     )
 
 
 @pytest.fixture
-async def queue(settings: CloudTasksSettings) -> AsyncIterator[CloudTasksQueue]:
+async def queue(settings: QueueSettings) -> AsyncIterator[CloudTasksQueue]:
     await apply_queues(settings)
     q = CloudTasksQueue(settings)
     yield q
@@ -44,17 +44,15 @@ def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GCP_PROJECT_ID", "p1")
     monkeypatch.setenv("GCP_TASKS_QUEUE", "q1")
     monkeypatch.setenv("CLOUD_TASKS_EMULATOR_HOST", "127.0.0.1:9999")
-    monkeypatch.setenv("TASKS_OIDC_SERVICE_ACCOUNT", "sa@p1.iam.gserviceaccount.com")
-    s = CloudTasksSettings()
+    s = QueueSettings()
     assert s.queue_path() == "projects/p1/locations/us-central1/queues/q1"
-    assert s.cloud_tasks_emulator_host == "127.0.0.1:9999"
-    assert s.tasks_oidc_service_account == "sa@p1.iam.gserviceaccount.com"
-    assert s.tasks_dispatch_deadline_seconds == 30
+    assert s.emulator_host == "127.0.0.1:9999"
+    assert s.dispatch_deadline_seconds == 30
     monkeypatch.delenv("GCP_PROJECT_ID")
-    assert CloudTasksSettings().gcp_project_id == "tendsocial-local"
+    assert QueueSettings().gcp_project_id == "tendsocial-local"
 
 
-async def test_apply_queues_is_idempotent(settings: CloudTasksSettings) -> None:
+async def test_apply_queues_is_idempotent(settings: QueueSettings) -> None:
     first = await apply_queues(settings)
     second = await apply_queues(settings)
     assert [q.name for q in first] == [q.name for q in second]
@@ -122,17 +120,9 @@ async def test_enqueued_task_is_delivered_as_json(
     assert "Authorization" not in got.headers
 
 
-async def test_oidc_when_configured(
-    settings: CloudTasksSettings, target: Target, hook: str
-) -> None:
+async def test_oidc_when_configured(settings: QueueSettings, target: Target, hook: str) -> None:
     await apply_queues(settings)
-    oidc = settings.model_copy(
-        update={
-            "tasks_oidc_service_account": SERVICE_ACCOUNT,
-            "tasks_oidc_audience": "https://api.example",
-        }
-    )
-    q = CloudTasksQueue(oidc)
+    q = CloudTasksQueue(settings)
     try:
         name = await q.enqueue(
             TaskSpec(
@@ -140,6 +130,8 @@ async def test_oidc_when_configured(
                 url=target.url(hook),
                 body={},
                 schedule_time=datetime.now(UTC) + timedelta(seconds=1.5),
+                oidc_service_account=SERVICE_ACCOUNT,
+                oidc_audience="https://api.example",
             )
         )
         task = await q.client().get_task(name=name)
@@ -153,10 +145,10 @@ async def test_oidc_when_configured(
 
 async def test_ping_fails_when_queue_is_missing(emulator: RunningEmulator) -> None:
     q = CloudTasksQueue(
-        CloudTasksSettings(
+        QueueSettings(
             gcp_project_id="test-project",
-            gcp_tasks_queue="nope",
-            cloud_tasks_emulator_host=emulator.address,
+            publish_queue_id="nope",
+            emulator_host=emulator.address,
         )
     )
     try:

@@ -26,11 +26,11 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bench.bench_load import ServiceProcess, apply_fast_queue, emulator_process, free_port
 from dispatch.app import create_app
-from dispatch.cloud_tasks import CloudTasksQueue, CloudTasksSettings
-from dispatch.settings import ApiSettings
+from tasks.cloud_tasks import CloudTasksQueue
 from tests.publishing.conftest import Stack, sandbox_platforms
 from tests.sandbox_fixture import SandboxHandle
 from tests.servers import serve_in_thread
+from tests.support.settings import make_settings
 
 SECRET = "fault-suite-webhook-secret-0123456789abcdef"
 
@@ -184,12 +184,15 @@ def cloud_app(
 ) -> Iterator[CloudFaultStack]:
     """The API + webhook server on a known port, secret-checked, enqueueing to `emulator`."""
     port = free_port()
-    settings = ApiSettings(
-        WEBHOOK_URL=f"http://127.0.0.1:{port}", WEBHOOK_SECRET=SECRET, PUBLISH_MAX_ATTEMPTS=40
+    settings = make_settings(
+        WEBHOOK_URL=f"http://127.0.0.1:{port}",
+        WEBHOOK_SECRET=SECRET,
+        PUBLISH_MAX_ATTEMPTS=40,
+        CLOUD_TASKS_EMULATOR_HOST=emulator.host_port,
+        platforms=sandbox_platforms(sandbox, timeout=1.5),
     )
-    platforms = sandbox_platforms(sandbox, timeout=1.5)
-    queue = CloudTasksQueue(CloudTasksSettings(cloud_tasks_emulator_host=emulator.host_port))
-    app = create_app(settings=settings, queue=queue, platform_settings=platforms, sessions=sessions)
+    queue = CloudTasksQueue(settings.queues)
+    app = create_app(settings=settings, queue=queue, sessions=sessions)
     recorder = StatusRecorder(app)
     with serve_in_thread(recorder, port=port) as base_url:
         yield CloudFaultStack(

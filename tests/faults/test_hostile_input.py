@@ -15,11 +15,11 @@ import pytest
 from sqlalchemy.engine import URL, Engine
 
 from dispatch.app import create_app
-from dispatch.queue import InMemoryTaskQueue
-from dispatch.settings import ApiSettings
+from tasks.cloud_tasks import InMemoryTaskQueue
 from tests.api.conftest import WEBHOOK_SECRET, CompanyFixture, make_company
 from tests.api.test_bad_input import fingerprint
 from tests.servers import serve_in_thread
+from tests.support.settings import make_settings
 
 pytestmark = pytest.mark.faults
 
@@ -29,7 +29,7 @@ DEEP = 100_000
 
 @pytest.fixture(scope="module")
 def hostile_api(database_url: URL) -> Iterator[str]:
-    settings = ApiSettings(WEBHOOK_URL="http://127.0.0.1:9", WEBHOOK_SECRET=WEBHOOK_SECRET)
+    settings = make_settings(WEBHOOK_URL="http://127.0.0.1:9", WEBHOOK_SECRET=WEBHOOK_SECRET)
     with serve_in_thread(create_app(settings=settings, queue=InMemoryTaskQueue())) as base_url:
         yield base_url
 

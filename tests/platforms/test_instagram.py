@@ -289,8 +289,8 @@ async def test_carousel_items_are_checkpointed_and_reused(sandbox, http) -> None
 
 
 async def test_registry_builds_a_working_adapter(sandbox, http) -> None:
-    from tasks.platforms.registry import build_adapter
     from models.settings import PlatformSettings
+    from tasks.platforms.registry import build_adapter
 
     acc = account(sandbox)
     settings = PlatformSettings(instagram_api_base_url=sandbox.url("instagram"))

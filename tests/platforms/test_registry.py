@@ -5,11 +5,11 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from models.settings import PlatformSettings
 from tasks.platforms.bluesky import BlueskyAdapter
 from tasks.platforms.linkedin import LinkedInAdapter
 from tasks.platforms.mastodon import MastodonAdapter
 from tasks.platforms.registry import PLATFORMS, build_adapter, normalize_platform
-from models.settings import PlatformSettings
 from tasks.platforms.x import XAdapter
 
 

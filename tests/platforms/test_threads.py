@@ -162,8 +162,8 @@ async def test_carousel_thread(sandbox, http) -> None:
 
 
 async def test_registry_passes_graph_version_but_threads_keeps_v1(sandbox, http) -> None:
-    from tasks.platforms.registry import build_adapter
     from models.settings import PlatformSettings
+    from tasks.platforms.registry import build_adapter
 
     acc = account(sandbox)
     settings = PlatformSettings(threads_api_base_url=sandbox.url("threads"))

@@ -19,13 +19,13 @@ from sqlalchemy.engine import URL
 
 from dispatch.admin import add_account, create_company
 from dispatch.app import create_app
-from dispatch.queue import InMemoryTaskQueue, TaskSpec
-from dispatch.settings import ApiSettings
 from models.database import sync_session
-from tasks.platforms.registry import PLATFORMS
 from models.settings import PlatformSettings
+from tasks.cloud_tasks import InMemoryTaskQueue, TaskSpec
+from tasks.platforms.registry import PLATFORMS
 from tests.sandbox_fixture import SandboxHandle
 from tests.servers import serve_in_thread
+from tests.support.settings import make_settings
 
 SECRET = "publishing-test-secret-0123456789abcdef"
 
@@ -91,8 +91,12 @@ def sandbox_platforms(sandbox: SandboxHandle, *, timeout: float = 1.0) -> Platfo
 def running_stack(sandbox: SandboxHandle) -> Iterator[Stack]:
     """The app exactly as production builds it, on an in-memory queue, served over HTTP."""
     queue = InMemoryTaskQueue()
-    settings = ApiSettings(WEBHOOK_URL="http://127.0.0.1:9", WEBHOOK_SECRET=SECRET)
-    app = create_app(settings=settings, queue=queue, platform_settings=sandbox_platforms(sandbox))
+    settings = make_settings(
+        WEBHOOK_URL="http://127.0.0.1:9",
+        WEBHOOK_SECRET=SECRET,
+        platforms=sandbox_platforms(sandbox),
+    )
+    app = create_app(settings=settings, queue=queue)
     with serve_in_thread(app) as base_url:
         yield Stack(base_url=base_url, queue=queue, sandbox=sandbox)
 

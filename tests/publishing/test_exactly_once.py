@@ -15,6 +15,7 @@ from sqlalchemy.engine import URL, Engine
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import Session
 
+from models.settings import PublishingSettings
 from models.tables import PublishTarget
 from tasks.platforms.base import PlatformAdapter
 from tasks.platforms.registry import PLATFORMS, build_adapter
@@ -68,6 +69,7 @@ async def test_worker_dies_after_accept_then_redelivery_reconciles(
             adapters=lambda name: DiesAfterPublish(
                 build_adapter(name, http=http, settings=settings)
             ),
+            settings=PublishingSettings(),
         )
         with pytest.raises(WorkerDied):
             await publisher.publish(

@@ -24,7 +24,8 @@ def target(db: Engine, post_id: str, platform: str) -> PublishTarget:
     with Session(db) as s:
         row = s.scalar(
             select(PublishTarget).where(
-                PublishTarget.scheduled_post_id == uuid.UUID(post_id), PublishTarget.platform == platform
+                PublishTarget.scheduled_post_id == uuid.UUID(post_id),
+                PublishTarget.platform == platform,
             )
         )
     assert row is not None
@@ -135,7 +136,9 @@ def test_rate_limit_defers_to_the_reset_without_calling_early(
     assert early.status_code == 503 and int(early.headers["Retry-After"]) > 500
     assert posts_with(stack, "x", post["content"]) == []
     with Session(db) as s, s.begin():  # the reset passes
-        s.execute(update(PublishTarget).where(PublishTarget.id == stored.id).values(next_retry_at=None))
+        s.execute(
+            update(PublishTarget).where(PublishTarget.id == stored.id).values(next_retry_at=None)
+        )
     later = stack.deliver(requeued, retry_count=0)
     assert later.status_code == 200 and later.json()["status"] == "success"
     assert len(posts_with(stack, "x", post["content"])) == 1

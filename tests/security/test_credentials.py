@@ -14,9 +14,9 @@ from sqlalchemy.engine import Engine
 
 from dispatch import caller_auth
 from dispatch.app import create_app
-from dispatch.queue import InMemoryTaskQueue
-from dispatch.settings import ApiSettings
+from tasks.cloud_tasks import InMemoryTaskQueue
 from tests.publishing.conftest import SECRET, Stack, make_tenant
+from tests.support.settings import make_settings
 
 
 def test_api_keys_are_stored_hashed_and_never_in_clear(secure_stack: Stack, db: Engine) -> None:
@@ -34,7 +34,7 @@ def test_api_keys_are_stored_hashed_and_never_in_clear(secure_stack: Stack, db: 
 @pytest.mark.parametrize("secret", [None, "", "short", "x" * 31])
 def test_app_refuses_to_start_with_a_missing_or_short_webhook_secret(secret: str | None) -> None:
     with pytest.raises(RuntimeError, match="WEBHOOK_SECRET"):
-        create_app(settings=ApiSettings(WEBHOOK_SECRET=secret), queue=InMemoryTaskQueue())
+        create_app(settings=make_settings(WEBHOOK_SECRET=secret), queue=InMemoryTaskQueue())
 
 
 def test_webhook_secret_is_compared_in_constant_time() -> None:

@@ -1,0 +1,41 @@
+"""The one `Settings` root, built for a test: environment-style overrides (`WEBHOOK_SECRET=...`)
+apply to every part, and a part may be given whole (`platforms=PlatformSettings(...)`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic_settings import BaseSettings
+
+from models.settings import (
+    AnalyticsSettings,
+    DatabaseSettings,
+    PlatformSettings,
+    PublishingSettings,
+    QueueSettings,
+    ReporterSettings,
+    SchedulingSettings,
+    Settings,
+    SweeperSettings,
+    WebhookSettings,
+)
+
+PARTS: dict[str, type[BaseSettings]] = {
+    "database": DatabaseSettings,
+    "queues": QueueSettings,
+    "webhooks": WebhookSettings,
+    "scheduling": SchedulingSettings,
+    "publishing": PublishingSettings,
+    "analytics": AnalyticsSettings,
+    "sweeper": SweeperSettings,
+    "reporter": ReporterSettings,
+    "platforms": PlatformSettings,
+}
+
+
+def make_settings(**overrides: Any) -> Settings:
+    """`make_settings(WEBHOOK_SECRET="...", CLOUD_TASKS_EMULATOR_HOST=host, platforms=...)`."""
+    parts = {name: overrides.pop(name) for name in list(overrides) if name in PARTS}
+    for name, cls in PARTS.items():
+        parts.setdefault(name, cls(**overrides))
+    return Settings(**parts)
