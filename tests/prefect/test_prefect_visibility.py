@@ -16,7 +16,8 @@ from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 
 from flows import reporter as reporter_module
 from flows.reporter import PrefectRuns, ReporterThread, idempotency_key, ship_batch
-from models.outbox import add_run_record, run_log_line
+from models.outbox import AttemptRecord, LogLine, add_run_record
+from models.statuses import AttemptKind, AttemptOutcome
 from models.tables import RunRecord
 from tests.prefect.conftest import PrefectHandle
 from tests.publishing.conftest import Stack, make_tenant, schedule
@@ -121,14 +122,16 @@ async def test_a_crash_between_creating_the_run_and_marking_it_shipped_does_not_
     async with sessions() as session, session.begin():
         record_id = await add_run_record(
             session,
-            flow_name="publish-post",
-            run_name="x · crashtst",
-            tags=[marker],
-            parameters={"n": 1},
-            state="COMPLETED",
-            started_at=now - timedelta(seconds=2),
-            ended_at=now,
-            logs=[run_log_line(logging.INFO, "hello")],
+            AttemptRecord(
+                kind=AttemptKind.PUBLISH,
+                name="x · crashtst",
+                outcome=AttemptOutcome.SUCCEEDED,
+                started_at=now - timedelta(seconds=2),
+                ended_at=now,
+                tags=[marker],
+                parameters={"n": 1},
+                logs=[LogLine(logging.INFO, "hello", now)],
+            ),
         )
 
     async def crash(*args: object, **kwargs: object) -> None:
