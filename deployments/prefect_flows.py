@@ -1,10 +1,12 @@
-"""Prefect deployments of the flows: the 6-hourly analytics sync and the daily due-post sweeper.
+"""Prefect deployments of the flows for the local stack: the 6-hourly analytics sync and the
+hourly due-post sweeper.
 
 `deployment_definitions()` declares them (no server call); `serve_flows()` registers them with
-the Prefect server in `PREFECT_API_URL` and runs them from this long-lived process (the local
-stack; production may `deploy` the same definitions to a work pool instead). Cloud Scheduler can
-start the same sync without Prefect through `POST /api/jobs/sync-analytics`; both paths share
-the idempotency key per window, so running both never fans out twice in a window.
+the Prefect server in `PREFECT_API_URL` and runs them from this long-lived process. Production
+does not use this module: `deployments/prefect.yaml` deploys the sweeper and the token refresh
+to the `tendsocial-cloud-run` work pool, and Cloud Scheduler triggers the sync through
+`POST /api/jobs/sync-analytics`. Both sync paths share the idempotency key per window, so running
+both never fans out twice in a window.
 """
 
 from __future__ import annotations
@@ -13,8 +15,9 @@ from typing import Any
 
 #: Every 6 hours on the hour (UTC), as in the seed.
 SYNC_ANALYTICS_CRON = "0 */6 * * *"
-#: Daily, shortly after midnight UTC.
-SWEEPER_CRON = "15 0 * * *"
+#: Hourly at :15 (UTC), as in production (`deployments/prefect.yaml`): a lost task is recovered
+#: within the hour.
+SWEEPER_CRON = "15 * * * *"
 #: The trigger key of scheduled syncs; Cloud Scheduler sends the same, so one parent per window.
 SCHEDULED_SYNC_KEY = "scheduled"
 
@@ -32,7 +35,7 @@ def deployment_definitions() -> list[Any]:
             description="Fan out one child Cloud Task per company × platform.",
         ),
         enqueue_due_posts_flow.to_deployment(
-            name="enqueue-due-posts-daily",
+            name="enqueue-due-posts-hourly",
             cron=SWEEPER_CRON,
             tags=["publishing", "sweeper"],
             description="Enqueue posts entering the 30-day window, recover lost tasks, "

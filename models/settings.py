@@ -17,10 +17,10 @@ from __future__ import annotations
 
 from functools import cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 _ENV = SettingsConfigDict(env_prefix="", extra="ignore", populate_by_name=True)
 
@@ -148,19 +148,52 @@ class WebhookSettings(BaseSettings):
     webhook_url: str = Field(default="http://127.0.0.1:8000", alias="WEBHOOK_URL")
     #: Shared secret Cloud Tasks sends as `X-Webhook-Secret` (at least 32 characters).
     webhook_secret: str | None = Field(default=None, alias="WEBHOOK_SECRET")
-    #: How webhook callers prove themselves: the secret header, a Cloud Tasks OIDC token, or both.
+    #: The secret being rotated out: also accepted (never sent) until every task that still
+    #: carries it has run; unset it once the queues hold no such task (RUNBOOK.md).
+    webhook_secret_previous: str | None = Field(default=None, alias="WEBHOOK_SECRET_PREVIOUS")
+    #: How webhook callers prove themselves: the secret header (local stack), a Google-signed
+    #: OIDC token (production), or `both` — then BOTH proofs are required, never either.
     webhook_auth: Literal["secret", "oidc", "both"] = Field(default="secret", alias="WEBHOOK_AUTH")
-    #: The service account Cloud Tasks signs its OIDC tokens as (set on each task) and that the
-    #: webhook accepts; the audience it was given (default: the called URL); where the signing
-    #: certificates live (Google's, or the emulator's `/certs`) and the issuers to accept.
+    #: The caller identities accepted with OIDC: the service account Cloud Tasks signs as
+    #: (`TASKS_OIDC_SERVICE_ACCOUNT`, also the one put on the tasks this app creates) plus any
+    #: listed in `TASKS_OIDC_SERVICE_ACCOUNTS` (comma-separated: Cloud Scheduler's account).
     oidc_service_account: str | None = Field(default=None, alias="TASKS_OIDC_SERVICE_ACCOUNT")
+    oidc_service_accounts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, alias="TASKS_OIDC_SERVICE_ACCOUNTS"
+    )
+    #: The one audience tokens must carry (required when OIDC is on: never taken from the
+    #: request, whose Host header the caller chooses). Cloud Tasks gets the same value on each
+    #: task, Cloud Scheduler through `--oidc-token-audience`.
     oidc_audience: str | None = Field(default=None, alias="TASKS_OIDC_AUDIENCE")
+    #: False on a service that must not serve the job webhooks at all (the public company API
+    #: in production): they answer 404 there, whatever the caller presents.
+    webhooks_enabled: bool = Field(default=True, alias="WEBHOOKS_ENABLED")
+    #: Where the issuer's signing certificates live (Google's, or the emulator's `/certs`) and
+    #: the issuers to accept.
     oidc_certs_url: str = Field(
         default="https://www.googleapis.com/oauth2/v1/certs", alias="OIDC_CERTS_URL"
     )
     oidc_issuers: list[str] = Field(
         default=["https://accounts.google.com", "accounts.google.com"], alias="OIDC_ISSUERS"
     )
+
+    @field_validator("oidc_service_accounts", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [email.strip() for email in value.split(",") if email.strip()]
+        return value
+
+    @property
+    def oidc_callers(self) -> frozenset[str]:
+        """Every service account whose OIDC token the webhooks accept."""
+        listed = [self.oidc_service_account, *self.oidc_service_accounts]
+        return frozenset(email for email in listed if email)
+
+    @property
+    def accepted_webhook_secrets(self) -> tuple[str, ...]:
+        """The current secret, then the previous one during a rotation."""
+        return tuple(s for s in (self.webhook_secret, self.webhook_secret_previous) if s)
 
     @property
     def sends_secret(self) -> bool:

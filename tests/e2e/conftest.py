@@ -29,6 +29,8 @@ from tests.servers import free_port, serve_in_thread
 from tests.support.settings import make_settings
 
 SERVICE_ACCOUNT = "tasks-invoker@tendsocial-local.iam.gserviceaccount.com"
+#: The one audience the webhook accepts (fixed, as in production; never the called URL).
+AUDIENCE = "https://tendsocial-jobs.example"
 
 
 @dataclass
@@ -86,6 +88,7 @@ def cloud_stack(database_url: URL, sandbox: SandboxHandle, emulator: Emulator) -
         WEBHOOK_URL=f"http://127.0.0.1:{port}",
         WEBHOOK_AUTH="oidc",
         TASKS_OIDC_SERVICE_ACCOUNT=SERVICE_ACCOUNT,
+        TASKS_OIDC_AUDIENCE=AUDIENCE,
         OIDC_CERTS_URL=endpoints.certs_url,
         OIDC_ISSUERS=[endpoints.issuer],
         platforms=sandbox_platforms(sandbox, timeout=2.0),

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from deployments.emulator.oidc import OidcSigner
 from models.tables import PublishTarget
-from tests.e2e.conftest import SERVICE_ACCOUNT, Emulator
+from tests.e2e.conftest import AUDIENCE, SERVICE_ACCOUNT, Emulator
 from tests.publishing.conftest import Stack, make_tenant
 
 
@@ -52,7 +52,7 @@ def test_only_genuine_tokens_pass(
     def signed(signer: OidcSigner, **claims: object) -> str:
         payload = {
             "iss": f"http://{emulator.host}",
-            "aud": url,
+            "aud": AUDIENCE,
             "email": SERVICE_ACCOUNT,
             "email_verified": True,
             "iat": now,
@@ -66,6 +66,7 @@ def test_only_genuine_tokens_pass(
         "forged": signed(stranger),
         "expired": signed(genuine, iat=now - 7200, exp=now - 3600),
         "wrong audience": signed(genuine, aud="https://elsewhere.example/hook"),
+        "called url as audience": signed(genuine, aud=url),
         "wrong issuer": signed(genuine, iss="https://accounts.example"),
         "wrong account": signed(genuine, email="intruder@evil.iam.gserviceaccount.com"),
         "unverified email": signed(genuine, email_verified=False),

@@ -1,0 +1,1 @@
+"""Google Cloud deployment files and the manifest renderer (`render.py`)."""
