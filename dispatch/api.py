@@ -26,6 +26,7 @@ from dispatch.schemas import (
 )
 from models import queries
 from models.tables import MediaAsset
+from tasks.media import MediaUrlError, parse_media_url
 from tasks.platforms.registry import normalize_platform
 
 router = APIRouter()
@@ -139,9 +140,16 @@ async def list_posts(
 async def register_media_asset(
     body: MediaAssetRequest, company_id: CompanyId, request: Request
 ) -> MediaAssetView:
-    """Register a public media URL; posts refer to it by id."""
+    """Register a public media URL; posts refer to it by id.
+
+    The URL is parsed as strictly as the media fetcher will (`tasks.media.parse_media_url`), so
+    what can never be fetched is refused now with 422 naming `url`, not at publish time."""
+    try:
+        url = parse_media_url(body.url)
+    except MediaUrlError as exc:
+        raise ApiError(422, exc.code, exc.message, field="url") from None
     asset = MediaAsset(
-        company_id=company_id, url=body.url, mime_type=body.mime_type, size_bytes=body.size_bytes
+        company_id=company_id, url=url, mime_type=body.mime_type, size_bytes=body.size_bytes
     )
     async with request.app.state.sessions() as session, session.begin():
         session.add(asset)

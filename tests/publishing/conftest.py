@@ -93,7 +93,9 @@ def running_stack(sandbox: SandboxHandle) -> Iterator[Stack]:
     queue = InMemoryTaskQueue()
     settings = ApiSettings(WEBHOOK_URL="http://127.0.0.1:9", WEBHOOK_SECRET=SECRET)
     app = create_app(settings=settings, queue=queue, platform_settings=sandbox_platforms(sandbox))
-    with serve_in_thread(app) as base_url:
+    with pytest.MonkeyPatch.context() as env, serve_in_thread(app) as base_url:
+        # The sandbox serves media from http://127.0.0.1, as under `tendsocial dev`.
+        env.setenv("MEDIA_ALLOW_PRIVATE_ADDRESSES", "true")
         yield Stack(base_url=base_url, queue=queue, sandbox=sandbox)
 
 
