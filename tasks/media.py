@@ -53,6 +53,7 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import httpcore
 import httpx
@@ -479,7 +480,11 @@ def _parse(url: str, *, policy: MediaPolicy) -> httpx.URL:
         raise MediaUrlError("media_bad_url", detail=f"scheme {parsed.scheme!r}")
     if parsed.scheme == "http" and not policy.allow_http:
         raise MediaUrlError("media_insecure_url", detail="plain http")
-    if parsed.userinfo:
+    try:
+        netloc = urlsplit(url).netloc
+    except ValueError as exc:
+        raise MediaUrlError("media_bad_url", detail=f"urlsplit: {exc}") from None
+    if parsed.userinfo or "@" in netloc:  # `https://@host/` has an empty userinfo
         raise MediaUrlError("media_bad_url", detail="userinfo in URL")
     if not host:
         raise MediaUrlError("media_bad_url", detail="empty host")
