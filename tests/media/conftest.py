@@ -9,7 +9,6 @@ reached the internal server" is an assertion on a counter, not an assumption.
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -23,7 +22,16 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from tests.media.helpers import CHUNK, GIB, INTERNAL_HOST, JPEG_HEAD, MP4_HEAD, PNG, PUBLIC_HOST
+from tests.media.helpers import (
+    CHUNK,
+    GIB,
+    INTERNAL_HOST,
+    JPEG_HEAD,
+    MP4_HEAD,
+    PNG,
+    PUBLIC_HOST,
+    free_port,
+)
 
 
 @dataclass
@@ -35,15 +43,9 @@ class Served:
         return f"{self.base_url}{path}"
 
 
-def _free_port(host: str) -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
-
-
 @contextmanager
 def _serve(app: Starlette, host: str) -> Iterator[str]:
-    port = _free_port(host)
+    port = free_port(host)
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name=f"media-{host}:{port}", daemon=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import socket
 
 from tasks.media import MediaPolicy
 
@@ -26,3 +27,9 @@ def public_only_policy(**overrides: object) -> MediaPolicy:
     }
     values.update(overrides)
     return MediaPolicy(**values)  # type: ignore[arg-type]
+
+
+def free_port(host: str) -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
