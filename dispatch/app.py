@@ -22,6 +22,7 @@ from dispatch.observability import RequestContext
 from flows.sync_fanout import SyncFanOut
 from models.settings import Settings, load_settings
 from tasks.cloud_tasks import CloudTasksQueue, TaskQueue
+from tasks.media import MediaPolicy
 from tasks.metrics import MetricsSync
 from tasks.platforms.base import PlatformAdapter
 from tasks.platforms.registry import build_adapter
@@ -58,6 +59,7 @@ def create_app(
             webhook=webhook,
             queues=settings.queues,
             settings=settings.scheduling,
+            media_policy=MediaPolicy.from_settings(settings.media),
         ),
         fan_out=SyncFanOut(
             sessions=sessions,

@@ -324,6 +324,19 @@ class PlatformSettings(BaseSettings):
         return str(getattr(self, f"{platform}_api_base_url")).rstrip("/")
 
 
+class MediaSettings(BaseSettings):
+    """How media URLs are fetched (`tasks/media.py`)."""
+
+    model_config = _ENV
+
+    #: Local development only: the fetcher may reach loopback, private and CGNAT addresses and
+    #: plain http (link-local and metadata addresses stay refused). `tendsocial dev` sets it.
+    allow_private_addresses: bool = Field(default=False, alias="MEDIA_ALLOW_PRIVATE_ADDRESSES")
+    #: Overall deadline for fetching one post's media, redirects included (half the 30 s
+    #: dispatch deadline, leaving the other half for the uploads and the post).
+    fetch_deadline_seconds: float = Field(default=15.0, gt=0, alias="MEDIA_FETCH_DEADLINE_SECONDS")
+
+
 class Settings(BaseModel):
     """The root: one typed part per concern, each read from the environment once."""
 
@@ -336,6 +349,7 @@ class Settings(BaseModel):
     sweeper: SweeperSettings = Field(default_factory=SweeperSettings)
     reporter: ReporterSettings = Field(default_factory=ReporterSettings)
     platforms: PlatformSettings = Field(default_factory=PlatformSettings)
+    media: MediaSettings = Field(default_factory=MediaSettings)
 
 
 @cache

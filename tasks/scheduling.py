@@ -45,6 +45,7 @@ from models.statuses import (
 from models.tables import MediaAsset, PublishTarget, ScheduledPost
 from tasks.cloud_tasks import TaskQueue, TaskSpec
 from tasks.errors import ConflictError, InvalidRequestError, NotFoundError
+from tasks.media import MediaPolicy, MediaUrlError, parse_media_url
 from tasks.platforms.registry import normalize_platform
 from tasks.platforms.text_limits import validate_content
 from tasks.task_specs import WebhookTarget, publish_task_spec, target_idempotency_key
@@ -135,12 +136,14 @@ class Scheduler:
         webhook: WebhookTarget,
         queues: QueueSettings,
         settings: SchedulingSettings,
+        media_policy: MediaPolicy,
     ) -> None:
         self.sessions = sessions
         self.queue = queue
         self.webhook = webhook
         self.queues = queues
         self.settings = settings
+        self.media_policy = media_policy
 
     # ----------------------------------------------------------------------- reads
     async def load(self, *, company_id: uuid.UUID, post_id: uuid.UUID) -> PostSnapshot:
@@ -184,6 +187,12 @@ class Scheduler:
     async def register_media(
         self, *, company_id: uuid.UUID, url: str, mime_type: str, size_bytes: int | None
     ) -> MediaAsset:
+        """Register a media URL, parsed as strictly as the media fetcher will parse it, so what
+        can never be fetched is refused now (naming `url`), not at publish time."""
+        try:
+            url = parse_media_url(url, policy=self.media_policy)
+        except MediaUrlError as exc:
+            raise InvalidRequestError(exc.code, exc.message, field="url") from None
         asset = MediaAsset(
             company_id=company_id, url=url, mime_type=mime_type, size_bytes=size_bytes
         )

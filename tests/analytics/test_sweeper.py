@@ -15,6 +15,7 @@ from deployments.cli import app as cli
 from flows.sweeper import SweepReport, sweep_due_posts
 from models.database import reset_engines
 from tasks.cloud_tasks import CloudTasksQueue
+from tasks.media import MediaPolicy
 from tasks.scheduling import Scheduler
 from tasks.task_specs import WebhookTarget
 from tests.analytics.conftest import SECRET, Stack, make_tenant, schedule, wait_for
@@ -30,6 +31,7 @@ async def sweep(
         webhook=WebhookTarget.from_settings(settings.webhooks),
         queues=settings.queues,
         settings=settings.scheduling,
+        media_policy=MediaPolicy.from_settings(settings.media),
     )
     return await sweep_due_posts(scheduler=scheduler, settings=settings.sweeper)
 

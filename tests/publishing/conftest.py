@@ -94,6 +94,8 @@ def running_stack(sandbox: SandboxHandle) -> Iterator[Stack]:
     settings = make_settings(
         WEBHOOK_URL="http://127.0.0.1:9",
         WEBHOOK_SECRET=SECRET,
+        # The sandbox serves media from http://127.0.0.1, as under `tendsocial dev`.
+        MEDIA_ALLOW_PRIVATE_ADDRESSES=True,
         platforms=sandbox_platforms(sandbox),
     )
     app = create_app(settings=settings, queue=queue)

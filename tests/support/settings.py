@@ -10,6 +10,7 @@ from pydantic_settings import BaseSettings
 from models.settings import (
     AnalyticsSettings,
     DatabaseSettings,
+    MediaSettings,
     PlatformSettings,
     PublishingSettings,
     QueueSettings,
@@ -30,6 +31,7 @@ PARTS: dict[str, type[BaseSettings]] = {
     "sweeper": SweeperSettings,
     "reporter": ReporterSettings,
     "platforms": PlatformSettings,
+    "media": MediaSettings,
 }
 
 
