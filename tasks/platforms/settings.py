@@ -8,13 +8,26 @@ from __future__ import annotations
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from tasks.platforms.versions import (
+    DEFAULT_GRAPH_VERSION,
+    DEFAULT_LINKEDIN_VERSION,
+    VersionWarning,
+    versions_near_sunset,
+)
+
 
 class PlatformSettings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", extra="ignore")
 
     linkedin_api_base_url: str = "https://api.linkedin.com"
     x_api_base_url: str = "https://api.x.com"
-    instagram_api_base_url: str = "https://graph.facebook.com"
+    #: Instagram API with Instagram Login lives on graph.instagram.com (its tokens work only
+    #: there); an account connected through Facebook Login carries `https://graph.facebook.com`
+    #: as its own `base_url` (or set INSTAGRAM_LOGIN=facebook with this URL for all of them).
+    instagram_api_base_url: str = "https://graph.instagram.com"
+    #: "instagram" (Instagram Login, `ig_refresh_token`) or "facebook" (Facebook Login,
+    #: `fb_exchange_token`); an account's own base_url host decides when it names one.
+    instagram_login: str = "instagram"
     facebook_api_base_url: str = "https://graph.facebook.com"
     threads_api_base_url: str = "https://graph.threads.net"
     #: Default PDS; an account's own `base_url` (its PDS) wins.
@@ -22,9 +35,10 @@ class PlatformSettings(BaseSettings):
     #: Fallback only: a Mastodon account normally carries its instance as `base_url`.
     mastodon_api_base_url: str = "https://mastodon.social"
 
-    #: `LinkedIn-Version` (YYYYMM); LinkedIn retires versions after about a year.
-    linkedin_version: str = "202510"
-    meta_graph_version: str = "v21.0"
+    #: `LinkedIn-Version` (YYYYMM); LinkedIn retires versions after a year (see versions.py).
+    linkedin_version: str = DEFAULT_LINKEDIN_VERSION
+    #: Graph API version of Instagram and Facebook (Threads has its own `v1.0`).
+    meta_graph_version: str = DEFAULT_GRAPH_VERSION
 
     linkedin_client_id: str = ""
     linkedin_client_secret: str = ""
@@ -42,3 +56,9 @@ class PlatformSettings(BaseSettings):
 
     def base_url(self, platform: str) -> str:
         return str(getattr(self, f"{platform}_api_base_url")).rstrip("/")
+
+    def version_warnings(self) -> list[VersionWarning]:
+        """Configured API versions retired or within 30 days of retirement (serve, /readyz)."""
+        return versions_near_sunset(
+            linkedin_version=self.linkedin_version, meta_graph_version=self.meta_graph_version
+        )
