@@ -9,7 +9,7 @@ import httpx
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from dispatch import analytics, api, webhooks
+from dispatch import accounts_api, analytics, api, webhooks
 from dispatch.caller_auth import CertificateCache, check_webhook_settings
 from dispatch.errors import install_error_handlers
 from dispatch.limits import BodySizeLimit
@@ -94,6 +94,7 @@ def create_app(
     app.include_router(api.router)
     app.include_router(webhooks.router)
     app.include_router(analytics.router)
+    app.include_router(accounts_api.router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContext)
     return app
