@@ -194,6 +194,12 @@ def is_not_ready(error: PlatformError) -> bool:
     return error.code.startswith("9007") or error.code.endswith("/2207027")
 
 
+def is_refusal(error: PlatformError) -> bool:
+    """A limit answer (daily publishing limit, "posting too fast"): refused, nothing went out."""
+    subcode = error.code.rsplit("/", 1)[-1]
+    return subcode in ("2207042", "1390008")
+
+
 def needs_new_container(error: PlatformError) -> bool:
     """Meta said this container is spent: make a new one (an explicit refusal, not a lost
     answer, so nothing went out)."""
@@ -296,7 +302,12 @@ class GraphClient:
         if (
             publish
             and isinstance(error, TransientError)
-            and not (is_throttle(error) or is_not_ready(error) or needs_new_container(error))
+            and not (
+                is_throttle(error)
+                or is_not_ready(error)
+                or needs_new_container(error)
+                or is_refusal(error)
+            )
         ):
             # A server error on the publish call may come after the post went out.
             raise UnknownOutcomeError(error.message, code=error.code, raw=error.raw) from error
