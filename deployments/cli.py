@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 import warnings
+from datetime import UTC, datetime
 from typing import Annotated
 
 import typer
@@ -78,6 +80,14 @@ def account_add(
         str | None, typer.Option("--external-id", help="The platform's account id.")
     ] = None,
     max_characters: Annotated[int | None, typer.Option("--max-characters")] = None,
+    token_expires_at: Annotated[
+        datetime | None,
+        typer.Option(
+            "--token-expires-at",
+            help="When the access token expires (ISO 8601, e.g. 2027-01-31T12:00:00Z).",
+            formats=["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d"],
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Store a platform account and its tokens (encrypted at rest; never printed)."""
@@ -96,6 +106,7 @@ def account_add(
                 base_url=base_url,
                 external_id=external_id,
                 max_characters=max_characters,
+                token_expires_at=_utc(token_expires_at),
             )
             account_id, stored_platform = account.id, account.platform
     except ValueError as exc:
@@ -107,6 +118,13 @@ def account_add(
         console.print(f"{stored_platform} account @{handle} id {account_id}")
 
 
+def _utc(moment: datetime | None) -> datetime | None:
+    """A naive time is taken as UTC."""
+    if moment is None or moment.tzinfo is not None:
+        return moment
+    return moment.replace(tzinfo=UTC)
+
+
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
@@ -115,6 +133,13 @@ def serve(
 ) -> None:
     """Run the API and webhook server (uvicorn)."""
     import uvicorn
+
+    from models.settings import load_settings
+    from tasks.platforms.versions import configured_version_warnings
+
+    for warning in configured_version_warnings(load_settings().platforms):
+        logging.getLogger("tendsocial.versions").warning(warning.message)
+        err_console.print(f"[yellow]warning:[/] {warning.message}")
 
     uvicorn.run(
         "dispatch.main:app",
@@ -141,3 +166,7 @@ _register_flows(app)
 from deployments.dev_cli import register as _register_dev  # noqa: E402
 
 _register_dev(app)
+
+from deployments.accounts_cli import register as _register_accounts  # noqa: E402
+
+_register_accounts(app)

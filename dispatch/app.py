@@ -13,7 +13,7 @@ import httpx
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from dispatch import analytics_api, jobs, posts_api
+from dispatch import accounts_api, analytics_api, jobs, posts_api
 from dispatch.body_limit import BodySizeLimit
 from dispatch.caller_auth import CertificateCache, check_webhook_settings
 from dispatch.deps import Services
@@ -111,6 +111,7 @@ def create_app(
     app.include_router(posts_api.router)
     app.include_router(jobs.router)
     app.include_router(analytics_api.router)
+    app.include_router(accounts_api.router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.scheduling.max_body_bytes)
     app.add_middleware(RequestContext)
     return app

@@ -42,3 +42,11 @@ async def sync_analytics_flow(
 async def enqueue_due_posts_flow() -> dict[str, int]:
     """Thin wrapper for the daily Prefect deployment."""
     return (await run_sweep_once(load_settings())).as_dict()
+
+
+@flow(name="refresh-expiring-tokens", log_prints=True)
+async def refresh_tokens_flow() -> dict[str, object]:
+    """Thin wrapper for the daily Prefect deployment and `tendsocial accounts refresh-due`."""
+    from tasks.token_refresh import run_refresh_once
+
+    return (await run_refresh_once(load_settings().platforms)).as_dict()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from typing import Any
 
 from sqlalchemy import (
     bindparam,
@@ -72,3 +73,29 @@ async def accounts_by_id(
 ) -> dict[uuid.UUID, SocialAccount]:
     rows = await session.scalars(select(SocialAccount).where(SocialAccount.id.in_(account_ids)))
     return {account.id: account for account in rows}
+
+
+#: Only non-secret columns: the encrypted tokens never leave the database on this path.
+_SUMMARY_COLUMNS = (
+    SocialAccount.id,
+    SocialAccount.platform,
+    SocialAccount.handle,
+    SocialAccount.external_id,
+    SocialAccount.base_url,
+    SocialAccount.status,
+    SocialAccount.status_reason,
+    SocialAccount.token_expires_at,
+    SocialAccount.created_at,
+    SocialAccount.updated_at,
+)
+
+
+async def company_account_rows(
+    session: AsyncSession, *, company_id: uuid.UUID, account_id: uuid.UUID | None = None
+) -> list[Any]:
+    """The company's accounts (or one of them) without their tokens, by platform and handle."""
+    statement = select(*_SUMMARY_COLUMNS).where(SocialAccount.company_id == company_id)
+    if account_id is not None:
+        statement = statement.where(SocialAccount.id == account_id)
+    rows = await session.execute(statement.order_by(SocialAccount.platform, SocialAccount.handle))
+    return list(rows.all())

@@ -24,6 +24,11 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 _ENV = SettingsConfigDict(env_prefix="", extra="ignore", populate_by_name=True)
 
+#: The platform API versions pinned by default; `tasks/platforms/versions.py` knows when each is
+#: retired, and a test fails when a default is within 60 days of that date.
+DEFAULT_LINKEDIN_VERSION = "202603"
+DEFAULT_GRAPH_VERSION = "v25.0"
+
 
 class DatabaseSettings(BaseSettings):
     model_config = _ENV
@@ -284,9 +289,15 @@ class PlatformSettings(BaseSettings):
         default="https://api.linkedin.com", alias="LINKEDIN_API_BASE_URL"
     )
     x_api_base_url: str = Field(default="https://api.x.com", alias="X_API_BASE_URL")
+    #: Instagram API with Instagram Login lives on graph.instagram.com (its tokens work only
+    #: there); an account connected through Facebook Login carries `https://graph.facebook.com`
+    #: as its own `base_url` (or set INSTAGRAM_LOGIN=facebook with this URL for all of them).
     instagram_api_base_url: str = Field(
-        default="https://graph.facebook.com", alias="INSTAGRAM_API_BASE_URL"
+        default="https://graph.instagram.com", alias="INSTAGRAM_API_BASE_URL"
     )
+    #: "instagram" (Instagram Login, `ig_refresh_token`) or "facebook" (Facebook Login,
+    #: `fb_exchange_token`); an account's own base_url host decides when it names one.
+    instagram_login: str = Field(default="instagram", alias="INSTAGRAM_LOGIN")
     facebook_api_base_url: str = Field(
         default="https://graph.facebook.com", alias="FACEBOOK_API_BASE_URL"
     )
@@ -300,9 +311,11 @@ class PlatformSettings(BaseSettings):
         default="https://mastodon.social", alias="MASTODON_API_BASE_URL"
     )
 
-    #: `LinkedIn-Version` (YYYYMM); LinkedIn retires versions after about a year.
-    linkedin_version: str = Field(default="202510", alias="LINKEDIN_VERSION")
-    meta_graph_version: str = Field(default="v21.0", alias="META_GRAPH_VERSION")
+    #: `LinkedIn-Version` (YYYYMM); LinkedIn retires versions after a year
+    #: (`tasks/platforms/versions.py` holds the known sunset dates).
+    linkedin_version: str = Field(default=DEFAULT_LINKEDIN_VERSION, alias="LINKEDIN_VERSION")
+    #: Graph API version of Instagram and Facebook (Threads has its own `v1.0`).
+    meta_graph_version: str = Field(default=DEFAULT_GRAPH_VERSION, alias="META_GRAPH_VERSION")
 
     linkedin_client_id: str = Field(default="", alias="LINKEDIN_CLIENT_ID")
     linkedin_client_secret: str = Field(default="", alias="LINKEDIN_CLIENT_SECRET")

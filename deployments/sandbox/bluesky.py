@@ -1,7 +1,23 @@
 """A Bluesky PDS on `/bluesky`: XRPC sessions, records (caller-chosen rkeys), blobs, getPosts.
 
-As on the real PDS, creating a record under a key that already exists answers 500
-`InternalServerError` (atproto#3718), and `getRecord` needs no auth.
+Behaviours and where they come from (repo bluesky-social/atproto unless said otherwise):
+- Auth errors are 400s named by `error`: an unverifiable token answers 400 `InvalidToken`
+  "Token could not be verified", an expired one 400 `ExpiredToken` "Token has expired"
+  (packages/pds/src/auth-verifier.ts, InvalidRequestError); only a missing token (401
+  `AuthMissing`) or a taken-down account (401 `AccountTakedown`) are 401s (AuthRequiredError).
+  A revoked or spent refreshJwt answers refreshSession with 400 `ExpiredToken` "Token has been
+  revoked" (packages/pds/src/api/com/atproto/server/refreshSession.ts).
+- Creating a record under a key that already exists answers 500 `InternalServerError`
+  (atproto#3718, indigo#873); `getRecord` needs no auth and answers 400 `RecordNotFound`
+  (lexicons/com/atproto/repo/getRecord.json).
+- Post records: text ≤ 300 graphemes and ≤ 3000 bytes; `facets[].index` are UTF-8 byte ranges
+  (`byteStart` inclusive, `byteEnd` exclusive) with `#link`/`#mention`/`#tag` features
+  (lexicons/app/bsky/feed/post.json, app/bsky/richtext/facet.json); a facet outside the text is
+  refused as an invalid record.
+- `com.atproto.identity.resolveHandle` answers `{did}` or 400 `HandleNotFound`
+  (lexicons/com/atproto/identity/resolveHandle.json).
+- Rate limits: `ratelimit-reset` in epoch seconds (packages/xrpc-server/src/
+  rate-limiter-http.ts).
 """
 
 from __future__ import annotations
@@ -63,9 +79,12 @@ async def _authenticate(
     state: SandboxState, request: Request, operation: str
 ) -> tuple[JSONResponse | None, SandboxAccount | None, Fault | None]:
     """Auth plus the shared faults; returns (early answer, account, publish-only fault)."""
-    account = state.account_for_token(PLATFORM, bearer_token(request))
+    token = bearer_token(request)
+    if not token:
+        return _xrpc_error(state, 401, "AuthMissing", "Authentication Required"), None, None
+    account = state.account_for_token(PLATFORM, token)
     if account is None:
-        return _xrpc_error(state, 401, "InvalidToken", "Token could not be verified"), None, None
+        return _xrpc_error(state, 400, "InvalidToken", "Token could not be verified"), None, None
     async with state.lock:
         fault = state.faults.take(PLATFORM, operation)
         if fault is not None and fault.kind == "revoked_token":
@@ -75,7 +94,8 @@ async def _authenticate(
     if fault.kind == "expired_token":
         return _xrpc_error(state, 400, "ExpiredToken", "Token has expired"), None, None
     if fault.kind == "revoked_token":
-        return _xrpc_error(state, 401, "InvalidToken", "Token has been revoked"), None, None
+        message = "Token could not be verified"
+        return _xrpc_error(state, 400, "InvalidToken", message), None, None
     if fault.kind == "rate_limit":
         body = {"error": "RateLimitExceeded", "message": "Rate Limit Exceeded"}
         return _answer(state, 429, body, fault=fault), None, None
@@ -88,6 +108,45 @@ async def _authenticate(
         await fault_delay(fault)
         return _xrpc_error(state, 504, "UpstreamTimeout", "Upstream Timeout"), None, None
     return None, account, fault
+
+
+FACET_FEATURES = {
+    "app.bsky.richtext.facet#link": "uri",
+    "app.bsky.richtext.facet#mention": "did",
+    "app.bsky.richtext.facet#tag": "tag",
+}
+
+
+def _facet_problem(text: str, facets: Any) -> str | None:
+    """Why `facets` is not a valid list for `text` (byte ranges, feature shapes), or None."""
+    if facets is None:
+        return None
+    if not isinstance(facets, list):
+        return "Record/facets must be an array"
+    size = len(text.encode())
+    for number, facet in enumerate(facets):
+        index = facet.get("index") if isinstance(facet, dict) else None
+        start = index.get("byteStart") if isinstance(index, dict) else None
+        end = index.get("byteEnd") if isinstance(index, dict) else None
+        if not isinstance(start, int) or not isinstance(end, int) or not 0 <= start < end <= size:
+            return f"Record/facets/{number}/index must be a byte range within the text"
+        for feature in facet.get("features") or []:
+            field = FACET_FEATURES.get(str(feature.get("$type")))
+            if field is None or not feature.get(field):
+                return f"Record/facets/{number}/features has an invalid feature"
+    return None
+
+
+def facet_texts(post: dict[str, Any]) -> list[tuple[str, str]]:
+    """(feature type, the text it covers) of a stored post: slices by UTF-8 byte offsets."""
+    data = str(post["text"]).encode()
+    found = []
+    for facet in post["record"].get("facets") or []:
+        index = facet["index"]
+        covered = data[index["byteStart"] : index["byteEnd"]].decode()
+        for feature in facet["features"]:
+            found.append((feature["$type"].rsplit("#", 1)[-1], covered))
+    return found
 
 
 def _uri(did: str, rkey: str) -> str:
@@ -118,6 +177,9 @@ async def create_record(request: Request, state: SandboxState = Depends(get_sand
             f"{BLUESKY_MAX_GRAPHEMES} graphemes"
         )
         return _xrpc_error(state, 400, "InvalidRequest", message)
+    problem = _facet_problem(text, record.get("facets"))
+    if problem is not None:
+        return _xrpc_error(state, 400, "InvalidRequest", f"Invalid {COLLECTION} record: {problem}")
     if "createdAt" not in record:
         message = f'Invalid {COLLECTION} record: Record must have the property "createdAt"'
         return _xrpc_error(state, 400, "InvalidRequest", message)
@@ -240,6 +302,17 @@ async def refresh_session(request: Request, state: SandboxState = Depends(get_sa
         "active": True,
     }
     return _answer(state, 200, body)
+
+
+@router.get("/com.atproto.identity.resolveHandle")
+async def resolve_handle(handle: str, state: SandboxState = Depends(get_sandbox)) -> Any:
+    for account in state.accounts.get(PLATFORM, {}).values():
+        if account.handle == handle:
+            return _answer(state, 200, {"did": account.external_id})
+    for known, did in (state.platform_extra(PLATFORM).get("handles") or {}).items():
+        if known == handle:
+            return _answer(state, 200, {"did": did})
+    return _xrpc_error(state, 400, "HandleNotFound", "Unable to resolve handle")
 
 
 @router.post("/com.atproto.server.createSession")

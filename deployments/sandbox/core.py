@@ -31,6 +31,7 @@ FAULT_KINDS: frozenset[str] = frozenset(
         "expired_token",
         "revoked_token",
         "invalid_content",  # a permanent validation error, as for text the platform refuses
+        "invalid_client",  # X/LinkedIn token endpoints refuse our OAuth client (config error)
     }
 )
 #: How long a timeout fault holds the answer when the test names no delay: past any sane

@@ -1,16 +1,39 @@
-"""LinkedIn's versioned REST API on `/linkedin`: Posts (with little-text parsing that silently
-truncates at an unescaped reserved character, as LinkedIn does), the author finder used to
-reconcile, images, social metadata, and the OAuth refresh grant (same refresh token returned).
+"""LinkedIn's versioned REST API on `/linkedin`: Posts, the author finder, images, social
+metadata, and the OAuth refresh grant. Behaviours and where they come from:
 
-LinkedIn sends no rate-limit headers; a throttled call is a plain 429 (daily quotas reset at
-00:00 UTC).
+- `LinkedIn-Version` must be an active version: each is supported "for a minimum of one year"
+  and retired on the date of the migrations table (learn.microsoft.com/it-it/linkedin/
+  marketing/versioning and …/integrations/migrations: 202510 sunset October 15, 2026); a
+  retired or not yet released version answers 426 NONEXISTENT_VERSION "Requested version …
+  is not active" (n8n-io/n8n#14737).
+- Commentary is little text (learn.microsoft.com/.../shares/little-text-format): a backslash
+  escapes,
+  `#tag` is a HashtagElement, `@[Name](urn)` a MentionElement, and any other unescaped reserved
+  character silently truncates the post (201 all the same; brightbean-studio#121,
+  n8n-io/n8n#10185). URLs are shown intact (third-party crossposters rely on it; LinkedIn does
+  not document it — unverified).
+- A repeated commentary answers 422 DUPLICATE_POST "Content is a duplicate of urn:li:share:…"
+  naming the earlier post (Arisamiga/Linkedin-RSS#5).
+- Post ids are activity ids whose high bits are the creation time in Unix ms (id >> 22):
+  community knowledge, not documented by LinkedIn.
+- The author finder, `GET /rest/posts/{urn}` and socialMetadata need `r_organization_social`
+  for organisations and the restricted `r_member_social` for members ("(Restricted) … private
+  permission", learn.microsoft.com/.../shares/posts-api): member tokens get 403 ACCESS_DENIED.
+- `sortBy` of the finder is LAST_MODIFIED (default) or CREATED.
+- No rate-limit headers; the daily quota 429 names the DAY limit and resets at 00:00 UTC, a
+  short "infrastructure protection" 429 clears on its own (…/api-guide/concepts/rate-limits):
+  a `rate_limit` fault with `retryAfterSeconds` above 900 is the daily one.
+- 401 bodies carry serviceErrorCode 65600 invalid / 65601 REVOKED_ACCESS_TOKEN / 65602 expired
+  (omniauth-linkedin-oauth2#81 quotes the 65601 body); a refused refresh token answers 400
+  `invalid_grant` (nango.dev/blog/linkedin-oauth-refresh-token-invalid-grant).
 """
 
 from __future__ import annotations
 
+import itertools
 import re
 import secrets
-from datetime import timedelta
+from datetime import date, timedelta
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response
@@ -26,12 +49,25 @@ from deployments.sandbox.core import (
     post_age_seconds,
     pseudo_count,
 )
-from tasks.platforms.text_limits import LINKEDIN_MAX_CHARACTERS, LINKEDIN_RESERVED
 
 PLATFORM = "linkedin"
-#: How many months back a `LinkedIn-Version` stays active in the sandbox.
-ACTIVE_VERSION_MONTHS = 24
-_VERSION_RE = re.compile(r"^(\d{4})(\d{2})(\d{2})?$")
+LINKEDIN_MAX_CHARACTERS = 3000
+LINKEDIN_RESERVED = frozenset("\\|{}@[]()<>#*_~")
+#: A version is active from its month for this many months, unless the migrations table
+#: (learn.microsoft.com/it-it/linkedin/marketing/integrations/migrations) gives its date.
+ACTIVE_VERSION_MONTHS = 12
+PUBLISHED_SUNSETS: dict[str, date] = {
+    "202510": date(2026, 10, 15),
+    "202511": date(2026, 11, 16),
+    "202601": date(2027, 1, 15),
+    "202602": date(2027, 2, 15),
+    "202603": date(2027, 3, 16),
+}
+_VERSION_RE = re.compile(r"^(\d{4})(\d{2})(\.\d{2})?$")
+_HASHTAG = re.compile(r"#\w+")
+_MENTION = re.compile(r"@\[([^\]]*)\]\((urn:li:[^)]*)\)")
+_URL = re.compile(r"https?://\S+")
+_sequence = itertools.count(1)
 
 router = APIRouter(prefix="/linkedin", tags=["linkedin"])
 
@@ -40,19 +76,52 @@ def _error(status: int, code: str, message: str, **extra: Any) -> JSONResponse:
     return JSONResponse({"status": status, "code": code, "message": message, **extra}, status)
 
 
-def parse_little_text(commentary: str) -> str:
-    """What LinkedIn shows: escapes resolved, and the text cut at the first unescaped reserved
-    character (the silent truncation the docs warn about)."""
+def parse_little_text(commentary: str) -> tuple[str, list[str]]:
+    """What LinkedIn shows, and the hashtags it recognised: escapes resolved, `#tag` kept as a
+    hashtag, `@[Name](urn)` shown as Name, URLs intact, and the text cut at the first other
+    unescaped reserved character (the silent truncation the docs warn about)."""
     shown: list[str] = []
-    chars = iter(commentary)
-    for char in chars:
+    tags: list[str] = []
+    position = 0
+    while position < len(commentary):
+        char = commentary[position]
         if char == "\\":
-            shown.append(next(chars, ""))
-        elif char in LINKEDIN_RESERVED:
+            shown.append(commentary[position + 1 : position + 2])
+            position += 2
+            continue
+        if char == "#" and (match := _HASHTAG.match(commentary, position)):
+            shown.append(match.group())
+            tags.append(match.group()[1:])
+            position = match.end()
+            continue
+        if char == "@" and (match := _MENTION.match(commentary, position)):
+            shown.append(match.group(1))
+            position = match.end()
+            continue
+        if char == "h" and (match := _URL.match(commentary, position)):
+            shown.append(match.group())
+            position = match.end()
+            continue
+        if char in LINKEDIN_RESERVED:
             break
-        else:
-            shown.append(char)
-    return "".join(shown)
+        shown.append(char)
+        position += 1
+    return "".join(shown), tags
+
+
+def activity_id(state: SandboxState) -> str:
+    """An activity id with the creation time in its high bits (Unix ms << 22)."""
+    millis = int(state.now().timestamp() * 1000)
+    return str((millis << 22) | (next(_sequence) & 0x3FFFFF))
+
+
+def _is_member(account: SandboxAccount) -> bool:
+    return not account.external_id.startswith("urn:li:organization:")
+
+
+def _member_forbidden(resource: str) -> JSONResponse:
+    message = f"Not enough permissions to access: {resource}"
+    return _error(403, "ACCESS_DENIED", message, serviceErrorCode=100)
 
 
 def _version_problem(request: Request, state: SandboxState) -> JSONResponse | None:
@@ -68,7 +137,13 @@ def _version_problem(request: Request, state: SandboxState) -> JSONResponse | No
     if match is not None:
         year, month = int(match.group(1)), int(match.group(2))
         age = (now.year - year) * 12 + (now.month - month)
-        if 1 <= month <= 12 and 0 <= age < ACTIVE_VERSION_MONTHS:
+        sunset = PUBLISHED_SUNSETS.get(version[:6])
+        active = 1 <= month <= 12 and age >= 0
+        if active and sunset is not None:
+            active = now.date() < sunset
+        elif active:
+            active = age < ACTIVE_VERSION_MONTHS
+        if active:
             if request.headers.get("x-restli-protocol-version") != "2.0.0":
                 message = "Restli protocol version 2.0.0 is required (X-Restli-Protocol-Version)"
                 return _error(400, "ILLEGAL_ARGUMENT", message)
@@ -113,9 +188,13 @@ async def _gate(
     if fault.kind in ("expired_token", "revoked_token"):
         return _unauthorized(fault.kind), None, None
     if fault.kind == "rate_limit":
-        message = (
-            "Resource level throttle APPLICATION DAY limit for calls to this resource is reached."
-        )
+        if fault.retry_after > 900:
+            message = (
+                "Resource level throttle APPLICATION DAY limit for calls to this resource is "
+                "reached."
+            )
+        else:
+            message = "Too Many Requests"
         return _error(429, "TOO_MANY_REQUESTS", message, serviceErrorCode=101), None, None
     if fault.kind == "server_error":
         return _error(500, "INTERNAL_SERVER_ERROR", "Internal Server Error"), None, None
@@ -131,7 +210,7 @@ async def _gate(
 def _author_urns(account: SandboxAccount) -> set[str]:
     if account.external_id.startswith("urn:li:"):
         return {account.external_id}
-    return {f"urn:li:person:{account.external_id}", f"urn:li:organization:{account.external_id}"}
+    return {f"urn:li:person:{account.external_id}"}
 
 
 def _element(post: dict[str, Any]) -> dict[str, Any]:
@@ -186,14 +265,17 @@ async def create_post(request: Request, state: SandboxState = Depends(get_sandbo
     async with state.lock:
         earlier = state.find_posts(PLATFORM, author=author, commentary=commentary)
         if earlier or (fault is not None and fault.kind == "duplicate"):
-            urn = earlier[0]["id"] if earlier else f"urn:li:share:{state.new_numeric_id()}"
+            # Without an earlier post, the named URN is a deleted "ghost" (composio#2710).
+            urn = earlier[0]["id"] if earlier else "urn:li:share:7141138937766391808"
             return _error(422, "DUPLICATE_POST", f"Content is a duplicate of {urn}")
-        urn = f"urn:li:share:{state.new_numeric_id()}"
+        urn = f"urn:li:share:{activity_id(state)}"
+        shown, tags = parse_little_text(commentary)
         state.record_post(
             PLATFORM,
             {
                 "id": urn,
-                "text": parse_little_text(commentary),
+                "text": shown,
+                "hashtags": tags,
                 "commentary": commentary,
                 "author": author,
                 "account": account.external_id,
@@ -212,11 +294,17 @@ async def create_post(request: Request, state: SandboxState = Depends(get_sandbo
 @router.get("/rest/posts")
 async def find_posts(request: Request, state: SandboxState = Depends(get_sandbox)) -> Any:
     """Finder `q=author`: the author's posts, newest first."""
-    early, _, _ = await _gate(state, request, "lookup")
+    early, account, _ = await _gate(state, request, "lookup")
     if early is not None:
         return early
+    assert account is not None
+    if _is_member(account):
+        return _member_forbidden("partnerApiPostsExternal.FINDER-author.20251001")
     if request.query_params.get("q") != "author":
         return _error(400, "ILLEGAL_ARGUMENT", "Only the author finder is supported")
+    sort = request.query_params.get("sortBy", "LAST_MODIFIED")
+    if sort not in ("LAST_MODIFIED", "CREATED"):
+        return _error(400, "ILLEGAL_ARGUMENT", f"Invalid sortBy {sort}")
     author = request.query_params.get("author", "")
     start = int(request.query_params.get("start", "0"))
     count = min(int(request.query_params.get("count", "10")), 100)
@@ -230,9 +318,12 @@ async def find_posts(request: Request, state: SandboxState = Depends(get_sandbox
 
 @router.get("/rest/posts/{urn}")
 async def get_post(urn: str, request: Request, state: SandboxState = Depends(get_sandbox)) -> Any:
-    early, _, _ = await _gate(state, request, "lookup")
+    early, account, _ = await _gate(state, request, "lookup")
     if early is not None:
         return early
+    assert account is not None
+    if _is_member(account):
+        return _member_forbidden("partnerApiPostsExternal.GET.20251001")
     posts = state.find_posts(PLATFORM, id=urn)
     if not posts:
         return _error(404, "NOT_FOUND", f"Post {urn} does not exist")
@@ -308,9 +399,12 @@ async def batch_social_metadata(
     request: Request, state: SandboxState = Depends(get_sandbox)
 ) -> Any:
     """BATCH_GET `ids=List(urn%3Ali%3Ashare%3A1,...)`."""
-    early, _, _ = await _gate(state, request, "metrics")
+    early, account, _ = await _gate(state, request, "metrics")
     if early is not None:
         return early
+    assert account is not None
+    if _is_member(account):
+        return _member_forbidden("socialMetadata.BATCH_GET")
     raw = request.query_params.get("ids", "")
     if not (raw.startswith("List(") and raw.endswith(")")):
         return _error(400, "ILLEGAL_ARGUMENT", "ids must be a Rest.li 2.0 List(...)")
@@ -328,9 +422,12 @@ async def batch_social_metadata(
 async def social_metadata(
     urn: str, request: Request, state: SandboxState = Depends(get_sandbox)
 ) -> Any:
-    early, _, _ = await _gate(state, request, "metrics")
+    early, account, _ = await _gate(state, request, "metrics")
     if early is not None:
         return early
+    assert account is not None
+    if _is_member(account):
+        return _member_forbidden("socialMetadata.GET")
     posts = state.find_posts(PLATFORM, id=urn)
     if not posts:
         return _error(404, "NOT_FOUND", f"Entity {urn} not found")
@@ -343,17 +440,17 @@ async def access_token(request: Request, state: SandboxState = Depends(get_sandb
     form = await request.form()
     async with state.lock:
         issued = None
-        if form.get("grant_type") == "refresh_token":
+        fault = state.faults.take(PLATFORM, "refresh")
+        if fault is not None and fault.kind == "invalid_client":
+            pass
+        elif form.get("grant_type") == "refresh_token":
             issued = state.refresh(PLATFORM, str(form.get("refresh_token") or ""), rotate=False)
+    if fault is not None and fault.kind == "invalid_client":
+        body = {"error": "invalid_client", "error_description": "Client authentication failed"}
+        return JSONResponse(body, status_code=401)
     if issued is None:
         return JSONResponse(
-            {
-                "error": "invalid_request",
-                "error_description": (
-                    "The provided authorization grant or refresh token is invalid, expired or "
-                    "revoked"
-                ),
-            },
+            {"error": "invalid_grant", "error_description": "Token has been expired or revoked."},
             status_code=400,
         )
     _, access, refresh = issued

@@ -229,11 +229,24 @@ async def account_statuses(
     early, _, _ = await _authenticate(state, request, "lookup")
     if early is not None:
         return early
+    # docs.joinmastodon.org/methods/accounts/#statuses: `limit` default 20, max 40; `max_id`
+    # returns results older than that id (newest first); paging links in the `Link` header.
     limit = min(int(request.query_params.get("limit", "20")), 40)
     posts = sorted(
         state.find_posts(PLATFORM, account=account_id), key=lambda p: int(p["id"]), reverse=True
     )
-    return _answer(state, 200, [_status(request, state, p) for p in posts[:limit]])
+    max_id = request.query_params.get("max_id")
+    if max_id:
+        posts = [p for p in posts if int(p["id"]) < int(max_id)]
+    page = posts[:limit]
+    response = _answer(state, 200, [_status(request, state, p) for p in page])
+    if page:
+        base = f"{_instance_base(request)}/api/v1/accounts/{account_id}/statuses"
+        response.headers["Link"] = (
+            f'<{base}?limit={limit}&max_id={page[-1]["id"]}>; rel="next", '
+            f'<{base}?limit={limit}&min_id={page[0]["id"]}>; rel="prev"'
+        )
+    return response
 
 
 @router.get("/api/v2/instance")

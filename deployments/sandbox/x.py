@@ -1,11 +1,32 @@
 """X API v2 on `/x`: tweets, the user timeline used to reconcile, metrics and OAuth2 refresh.
 
-Sandbox rule for the two rate buckets: a `rate_limit` fault with `retryAfterSeconds` above 900
-empties the 24-hour bucket (`x-user-limit-24hour-*`), otherwise the 15-minute one.
+Behaviours and where they come from:
+- Stored text is served the way X serves it, not as posted: HTML-escaped (`&` `<` `>` become
+  `&amp;` `&lt;` `&gt;`; github.com/ainergiz/xfeed/issues/63, tweepy/tweepy#1080) and every URL
+  replaced by a `https://t.co/…` link listed in `entities.urls` with `start`/`end`, `url`,
+  `expanded_url`, `display_url` (docs.x.com data dictionary, Tweet `entities`; pub.dev tweet_ui
+  UrlEntityV2: the wrapped URL is "the value embedded directly into the raw Tweet text"). URLs
+  are found as twitter-text finds them, scheme-less domains included (twitter/twitter-text
+  js/src/extractUrlsWithIndices.js). A post with media ends in one more t.co link to the media;
+  its url entity carries `media_key` (v1.1 appended media URLs to the text the same way; the v2
+  `media_key` on the url entity is from the data dictionary — not verified against a live call).
+- A repeated text gets X's 403 "You are not allowed to create a Tweet with duplicate content."
+  problem body (github.com/akrherz/iembot/issues/163).
+- `POST /2/media/upload` takes images only (`media_category` ∈ tweet_image, dm_image,
+  subtitles: docs.x.com/x-api/media/upload-media); video/GIF must use the chunked flow, which
+  the sandbox answers with 400 here as X does for a wrong category.
+- Rate limits: `x-rate-limit-*` with `reset` in epoch seconds (docs.x.com/fundamentals/
+  rate-limits); POST /2/tweets also sends the 24-hour `x-user-limit-24hour-*` bucket (observed
+  in iembot#163 logs). A `rate_limit` fault with `retryAfterSeconds` above 900 empties the
+  24-hour bucket, otherwise the 15-minute one.
+- A refused refresh token answers 400 `invalid_request` "Value passed for the token was
+  invalid." (not in X's docs; the body many public integrations handle).
 """
 
 from __future__ import annotations
 
+import hashlib
+import html
 from datetime import datetime
 from typing import Any
 
@@ -22,7 +43,7 @@ from deployments.sandbox.core import (
     post_age_seconds,
     pseudo_count,
 )
-from tasks.platforms.text_limits import x_weighted_length
+from tasks.platforms.text_limits import extract_urls, x_weighted_length
 
 PLATFORM = "x"
 WINDOW_LIMIT = 100
@@ -71,12 +92,68 @@ def _unauthorized(state: SandboxState) -> JSONResponse:
     return _answer(state, 401, _problem(401, "Unauthorized", "Unauthorized"))
 
 
+def _t_co(seed: str) -> str:
+    return "https://t.co/" + hashlib.sha256(seed.encode()).hexdigest()[:10]
+
+
+def served_text(post: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
+    """The text as X serves it (escaped, URLs wrapped, media link appended) and its url
+    entities, with `start`/`end` as code-point offsets into the served text."""
+    raw = str(post["text"])
+    out: list[str] = []
+    entities: list[dict[str, Any]] = []
+    position = 0
+
+    def emit_plain(segment: str) -> None:
+        out.append(html.escape(segment, quote=False))
+
+    for start, end, url in extract_urls(raw):
+        emit_plain(raw[position:start])
+        short = _t_co(f"{post['id']}:{start}")
+        begin = len("".join(out))
+        out.append(short)
+        expanded = url if "://" in url else f"http://{url}"
+        display = url.split("://", 1)[-1]
+        entities.append(
+            {
+                "start": begin,
+                "end": begin + len(short),
+                "url": short,
+                "expanded_url": expanded,
+                "display_url": display[:25] + ("…" if len(display) > 25 else ""),
+            }
+        )
+        position = end
+    emit_plain(raw[position:])
+    for index, media_id in enumerate(post.get("media_ids") or []):
+        if index == 0:
+            short = _t_co(f"{post['id']}:media")
+            text = "".join(out)
+            prefix = " " if text else ""
+            begin = len(text) + len(prefix)
+            out.append(prefix + short)
+            entities.append(
+                {
+                    "start": begin,
+                    "end": begin + len(short),
+                    "url": short,
+                    "expanded_url": f"https://x.com/i/status/{post['id']}/photo/1",
+                    "display_url": f"pic.x.com/{media_id[-10:]}",
+                    "media_key": f"3_{media_id}",
+                }
+            )
+    return "".join(out), entities
+
+
 def _tweet(post: dict[str, Any], fields: set[str], state: SandboxState) -> dict[str, Any]:
+    text, urls = served_text(post)
     tweet: dict[str, Any] = {
         "id": post["id"],
-        "text": post["text"],
+        "text": text,
         "edit_history_tweet_ids": [post["id"]],
     }
+    if "entities" in fields and urls:
+        tweet["entities"] = {"urls": urls}
     if "created_at" in fields:
         tweet["created_at"] = post["created_at"]
     if "author_id" in fields:
@@ -169,7 +246,8 @@ async def create_tweet(request: Request, state: SandboxState = Depends(get_sandb
         )
     if fault is not None and fault.kind == "timeout_after_accept":
         await fault_delay(fault)
-    data = {"id": post["id"], "text": text, "edit_history_tweet_ids": [post["id"]]}
+    served, _ = served_text(post)
+    data = {"id": post["id"], "text": served, "edit_history_tweet_ids": [post["id"]]}
     return _answer(state, 201, {"data": data}, day_bucket=True)
 
 
@@ -276,6 +354,14 @@ async def upload_media(request: Request, state: SandboxState = Depends(get_sandb
     upload = form.get("media")
     if upload is None or isinstance(upload, str):
         return _answer(state, 400, _problem(400, "Invalid Request", "media is required"))
+    category = str(form.get("media_category") or "")
+    if category not in ("tweet_image", "dm_image", "subtitles"):
+        detail = "The `media_category` query parameter value [" + category + "] is not one of "
+        detail += "[tweet_image,dm_image,subtitles]"
+        return _answer(state, 400, _problem(400, "Invalid Request", detail))
+    if category != "subtitles" and not (upload.content_type or "").startswith("image/"):
+        detail = "media type " + str(upload.content_type) + " needs the chunked upload"
+        return _answer(state, 400, _problem(400, "Invalid Request", detail))
     content = await upload.read()
     media_id = state.new_numeric_id()
     async with state.lock:
@@ -297,6 +383,13 @@ async def oauth2_token(request: Request, state: SandboxState = Depends(get_sandb
         fault = state.faults.take(PLATFORM, "refresh")
         if fault is not None and fault.kind == "server_error":
             return JSONResponse({"error": "server_error"}, status_code=503)
+        if fault is not None and fault.kind == "invalid_client":
+            # RFC 6749 §5.2: a confidential client whose credentials are not accepted.
+            body = {
+                "error": "unauthorized_client",
+                "error_description": "Missing valid authorization header",
+            }
+            return JSONResponse(body, status_code=401)
         issued = None
         if form.get("grant_type") == "refresh_token":
             issued = state.refresh(PLATFORM, str(form.get("refresh_token") or ""), rotate=True)

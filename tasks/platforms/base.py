@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, Protocol
 
 
@@ -52,6 +52,52 @@ class NeedsReconnectError(PlatformError):
 
 class TokenExpiredError(PlatformError):
     """The access token expired; one refresh then one retry is the right answer."""
+
+
+# --------------------------------------------------------------------------- the one classifier
+#: When a platform answers 429 without saying when to come back.
+DEFAULT_RATE_LIMIT_WAIT = timedelta(minutes=5)
+
+
+def classify_http(
+    status: int,
+    *,
+    message: str,
+    code: str = "",
+    raw: Any = None,
+    publish: bool = False,
+    retry_at: datetime | None = None,
+) -> PlatformError:
+    """The taxonomy for an HTTP answer whose platform-specific meaning is already ruled out.
+
+    Adapters first look at what only they understand (X's duplicate 403, LinkedIn's 426 and
+    REVOKED_ACCESS_TOKEN, XRPC error names, Graph codes) and hand everything else here, so the
+    generic rules exist once: 429 waits for the reset the platform stated (`retry_at`, or a
+    short default when it stated none); 401 is an expired token worth one refresh; a 5xx on the
+    one non-idempotent publish call may come after the post went out (unknown outcome), on any
+    other call it is transient; every other 4xx is permanent.
+    """
+    label = code or str(status)
+    if status == 429:
+        wait_until = retry_at or datetime.now(UTC) + DEFAULT_RATE_LIMIT_WAIT
+        return TransientError(message, code=code or "rate_limited", raw=raw, retry_at=wait_until)
+    if status == 401:
+        return TokenExpiredError(message, code=code or "unauthorized", raw=raw)
+    if status >= 500:
+        if publish:
+            return UnknownOutcomeError(message, code=label, raw=raw)
+        return TransientError(message, code=label, raw=raw)
+    return PermanentError(message, code=label, raw=raw)
+
+
+def lookup_failed(error: PlatformError, *, what: str) -> PlatformError:
+    """A reconcile look-up that the platform refused (403 scope, 404, a gone container) says
+    nothing about whether our post exists: the outcome stays unknown instead of failing it."""
+    if isinstance(error, PermanentError | NeedsReconnectError):
+        return UnknownOutcomeError(
+            f"could not look up {what}: {error.message}", code=error.code, raw=error.raw
+        )
+    return error
 
 
 # --------------------------------------------------------------------------- values
@@ -150,6 +196,21 @@ class PlatformAdapter(Protocol):
     platform: ClassVar[str]
     #: Most ids `fetch_metrics` accepts in one call.
     metrics_batch_size: ClassVar[int]
+
+    def validate_content(
+        self,
+        text: str,
+        *,
+        media_count: int,
+        max_characters: int | None = None,
+        media_types: Sequence[str] = (),
+    ) -> list[str]:
+        """Problems that would make the platform refuse this content; empty when it fits.
+
+        Cheap and local (no call), the same rules the scheduling API applies up front
+        (`tasks.platforms.text_limits`), plus the media types when they are known.
+        """
+        ...
 
     async def publish(
         self, *, account: AccountContext, content: PostContent, state: PlatformState

@@ -1,9 +1,20 @@
 """Bluesky (AT Protocol) adapter. Idempotency comes from a caller-chosen record key: the TID is
 persisted before the first createRecord, so a retry either finds the record or re-creates it
-under the same key (which the PDS refuses) — never a second post."""
+under the same key (which the PDS refuses) — never a second post.
+
+Links, mentions and hashtags are sent as `facets` with UTF-8 byte offsets (`richtext.py`), or
+they would be dead text. Auth errors are read by XRPC error name, not HTTP status: the PDS
+answers **400** `ExpiredToken` ("Token has expired") and 400 `InvalidToken` ("Token could not be
+verified", malformed, bad scope), 401 only for a missing token or a taken-down account
+(bluesky-social/atproto packages/pds/src/auth-verifier.ts: InvalidRequestError vs
+AuthRequiredError); a revoked refresh token answers refreshSession with 400 `ExpiredToken`
+"Token has been revoked" (…/api/com/atproto/server/refreshSession.ts).
+"""
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import re
 import threading
@@ -20,6 +31,7 @@ from tasks.platforms.base import (
     MetricCounts,
     NeedsReconnectError,
     PermanentError,
+    PlatformError,
     PlatformState,
     PostContent,
     PublishResult,
@@ -27,8 +39,16 @@ from tasks.platforms.base import (
     TokenSet,
     TransientError,
     UnknownOutcomeError,
+    classify_http,
+    lookup_failed,
 )
+from tasks.platforms.richtext import build_facets
 from tasks.platforms.text_limits import validate_bluesky
+
+#: XRPC error names that mean "this access token is no good; refresh the session once".
+TOKEN_ERRORS = frozenset({"ExpiredToken", "InvalidToken"})
+#: Names after which only the user can help (AuthRequiredError in auth-verifier.ts).
+RECONNECT_ERRORS = frozenset({"AccountTakedown", "AccountDeactivated"})
 
 COLLECTION = "app.bsky.feed.post"
 TID_RE = re.compile(r"^[234567abcdefghij][234567abcdefghijklmnopqrstuvwxyz]{12}$")
@@ -62,15 +82,25 @@ class BlueskyAdapter:
 
     @staticmethod
     def validate_content(
-        text: str, *, media_count: int, max_characters: int | None = None
+        text: str,
+        *,
+        media_count: int,
+        max_characters: int | None = None,
+        media_types: Sequence[str] = (),
     ) -> list[str]:
-        return validate_bluesky(text, media_count=media_count, max_characters=max_characters)
+        return validate_bluesky(
+            text, media_count=media_count, max_characters=max_characters, media_types=media_types
+        )
 
     # ------------------------------------------------------------------ publish
     async def publish(
         self, *, account: AccountContext, content: PostContent, state: PlatformState
     ) -> PublishResult:
-        problems = self.validate_content(content.text, media_count=len(content.media))
+        problems = self.validate_content(
+            content.text,
+            media_count=len(content.media),
+            media_types=[m.mime_type for m in content.media],
+        )
         if problems:
             raise PermanentError("; ".join(problems), code="content_invalid")
         rkey = state.get("rkey")
@@ -84,6 +114,11 @@ class BlueskyAdapter:
             "text": content.text,
             "createdAt": _iso_millis(state.get("created_at")),
         }
+        facets = await build_facets(
+            content.text, resolve_handle=lambda handle: self._resolve_handle(account, handle)
+        )
+        if facets:
+            record["facets"] = facets
         if content.media:
             images = [await self._upload(account=account, item=item) for item in content.media]
             record["embed"] = {"$type": "app.bsky.embed.images", "images": images}
@@ -132,7 +167,7 @@ class BlueskyAdapter:
             return self._result(account, uri=data["uri"], raw=data)
         if response.status_code == 400 and _xrpc_error(response) == "RecordNotFound":
             return None
-        raise _error(response, publish=False)
+        raise lookup_failed(_error(response, publish=False), what="the pinned record")
 
     # ------------------------------------------------------------------ tokens
     async def refresh_token(self, *, account: AccountContext) -> TokenSet:
@@ -146,16 +181,21 @@ class BlueskyAdapter:
             )
         except httpx.HTTPError as exc:
             raise TransientError(f"Bluesky refreshSession failed in transit: {exc!r}") from exc
-        if response.status_code in (400, 401):
+        name = _xrpc_error(response)
+        if name in TOKEN_ERRORS | RECONNECT_ERRORS or response.status_code == 401:
             raise NeedsReconnectError(
                 f"Bluesky refused the session refresh: {_message(response)}",
-                code=_xrpc_error(response) or str(response.status_code),
+                code=name or str(response.status_code),
                 raw=_json(response),
             )
         if response.status_code != 200:
             raise _error(response, publish=False)
         data = response.json()
-        return TokenSet(access_token=data["accessJwt"], refresh_token=data["refreshJwt"])
+        return TokenSet(
+            access_token=data["accessJwt"],
+            refresh_token=data["refreshJwt"],
+            expires_at=_jwt_expiry(data["accessJwt"]),
+        )
 
     # ------------------------------------------------------------------ metrics
     async def fetch_metrics(
@@ -189,6 +229,19 @@ class BlueskyAdapter:
     def _xrpc(self, account: AccountContext, method: str) -> str:
         base = (account.base_url or self.base_url).rstrip("/")
         return f"{base}/xrpc/{method}"
+
+    async def _resolve_handle(self, account: AccountContext, handle: str) -> str | None:
+        """The DID of a mentioned handle; None when it does not resolve (no facet then)."""
+        try:
+            response = await self.http.get(
+                self._xrpc(account, "com.atproto.identity.resolveHandle"),
+                params={"handle": handle},
+            )
+        except httpx.HTTPError:
+            return None
+        body = _json(response)
+        did = body.get("did") if response.status_code == 200 and isinstance(body, dict) else None
+        return str(did) if did else None
 
     def _result(self, account: AccountContext, *, uri: str, raw: Any) -> PublishResult:
         rkey = uri.rsplit("/", 1)[-1]
@@ -252,27 +305,33 @@ def retry_at_from_headers(headers: httpx.Headers) -> datetime | None:
     return None
 
 
-def _error(response: httpx.Response, *, publish: bool) -> Exception:
+def _jwt_expiry(token: str) -> datetime | None:
+    """The `exp` of an accessJwt (unverified read: only to know when to refresh)."""
+    try:
+        payload = token.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        return datetime.fromtimestamp(int(claims["exp"]), UTC)
+    except (IndexError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _error(response: httpx.Response, *, publish: bool) -> PlatformError:
+    """XRPC errors by name first (auth errors are 400s on the PDS), then the shared rules.
+    With a pinned record key a 5xx on createRecord is often "record exists": unknown outcome,
+    which the pinned-key reconcile settles."""
     status = response.status_code
     name = _xrpc_error(response)
     message = f"Bluesky answered {status} {name}: {_message(response)}"
     raw = _json(response)
-    if status == 429:
-        return TransientError(
-            message,
-            code="RateLimitExceeded",
-            raw=raw,
-            retry_at=retry_at_from_headers(response.headers),
-        )
-    if name == "ExpiredToken":
+    if name in TOKEN_ERRORS:
         return TokenExpiredError(message, code=name, raw=raw)
-    if status == 401:
-        if "revoked" in _message(response).lower() or name == "AccountTakedown":
-            return NeedsReconnectError(message, code=name, raw=raw)
-        return TokenExpiredError(message, code=name or "401", raw=raw)
-    if status >= 500:
-        if publish:
-            # With a pinned record key a 500 is often "record exists"; reconcile decides.
-            return UnknownOutcomeError(message, code=name or str(status), raw=raw)
-        return TransientError(message, code=name or str(status), raw=raw)
-    return PermanentError(message, code=name or str(status), raw=raw)
+    if name in RECONNECT_ERRORS:
+        return NeedsReconnectError(message, code=name, raw=raw)
+    return classify_http(
+        status,
+        message=message,
+        code="RateLimitExceeded" if status == 429 else name,
+        raw=raw,
+        publish=publish,
+        retry_at=retry_at_from_headers(response.headers) if status == 429 else None,
+    )

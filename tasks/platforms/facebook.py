@@ -9,6 +9,8 @@ first with `published=false` (invisible, their ids saved in state) and are attac
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
@@ -32,6 +34,8 @@ from tasks.platforms.graph import (
     graph_timestamp,
 )
 from tasks.platforms.text_limits import validate_facebook
+
+logger = logging.getLogger(__name__)
 
 INSIGHT_METRICS: tuple[str, ...] = (
     "post_total_media_view_unique",
@@ -112,7 +116,7 @@ class FacebookAdapter(GraphAdapter):
     async def metrics_for(
         self, graph: GraphClient, account: AccountContext, remote_id: str
     ) -> MetricCounts:
-        values = await self.insights(graph, account, remote_id, INSIGHT_METRICS)
+        values = await self._insights_tolerant(graph, account, remote_id)
         counts = await graph.call(
             "GET", remote_id, token=account.access_token, params={"fields": COUNT_FIELDS}
         )
@@ -130,11 +134,39 @@ class FacebookAdapter(GraphAdapter):
             raw={"insights": values, "counts": counts},
         )
 
+    async def _insights_tolerant(
+        self, graph: GraphClient, account: AccountContext, remote_id: str
+    ) -> dict[str, Any]:
+        """All insight metrics in one call; when Meta refuses the batch with (#100) — one
+        metric retired, as Page Insights metrics were in 2025/2026 (FB-ins) — each metric is
+        asked alone and the refused ones are left out instead of losing them all."""
+        try:
+            return await self.insights(graph, account, remote_id, INSIGHT_METRICS)
+        except PermanentError as exc:
+            if exc.code.split("/", 1)[0] != "100":
+                raise
+        values: dict[str, Any] = {}
+        for metric in INSIGHT_METRICS:
+            try:
+                values |= await self.insights(graph, account, remote_id, (metric,))
+            except PermanentError as exc:
+                if exc.code.split("/", 1)[0] != "100":
+                    raise
+                logger.info("facebook insight %s unavailable: %s", metric, exc.message)
+        return values
+
     # ------------------------------------------------------------------ steps
     def validate_content(
-        self, text: str, *, media_count: int, max_characters: int | None = None
+        self,
+        text: str,
+        *,
+        media_count: int,
+        max_characters: int | None = None,
+        media_types: Sequence[str] = (),
     ) -> list[str]:
-        return validate_facebook(text, media_count=media_count, max_characters=max_characters)
+        return validate_facebook(
+            text, media_count=media_count, max_characters=max_characters, media_types=media_types
+        )
 
     def _check_media(self, content: PostContent) -> None:
         for media in content.media:

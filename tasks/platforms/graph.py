@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 
 import httpx
 
+from models.settings import DEFAULT_GRAPH_VERSION
 from tasks.platforms.base import (
     AccountContext,
     MetricCounts,
@@ -38,13 +39,24 @@ logger = logging.getLogger(__name__)
 
 # --------------------------------------------------------------------------- classification
 TOKEN_CODES: frozenset[int] = frozenset({190, 102})
-#: 190 subcode meaning "expired": the only token error a refresh can cure.
+#: 190 subcode meaning "expired". Meta refuses to refresh an expired long-lived token ("You
+#: can not use an expired token", FB-ll; IG/Threads refresh needs an unexpired token), so no
+#: Meta adapter treats it as refreshable: tokens are renewed *before* expiry by the refresh job.
 EXPIRED_SUBCODE = 463
 THROTTLE_CODES: frozenset[int] = frozenset({4, 17, 32, 613, *range(80001, 80015)})
-TRANSIENT_CODES: frozenset[int] = frozenset({1, 2, 9007, *THROTTLE_CODES})
+#: -1 / -2 are Instagram's "server error" / "timeout" codes (IG-err), 1 / 2 Graph's.
+TRANSIENT_CODES: frozenset[int] = frozenset({-2, -1, 1, 2, 9007, *THROTTLE_CODES})
+#: Instagram subcodes whose container must be discarded and made again
+#: (developers.facebook.com/documentation/instagram-platform/instagram-graph-api/reference/
+#: error-codes: 2207020 "expired … generate a new container", 2207032 "re-create media …
+#: Try again", 2207053 "generate a new container and try again").
+RECREATE_SUBCODES: frozenset[int] = frozenset({2207020, 2207032, 2207053})
 #: Subcodes that decide on their own, whatever the code says.
 TRANSIENT_SUBCODES: frozenset[int] = frozenset(
     {
+        2207001,  # -1 "Instagram server error. Try again." (IG-err)
+        2207003,  # -2 "timeout … Try again" (IG-err)
+        *RECREATE_SUBCODES,
         2207027,  # media not ready: poll, then publish
         2207052,  # media fetch failed: make a new container
         2207042,  # daily publishing limit: wait for the rolling window
@@ -52,7 +64,7 @@ TRANSIENT_SUBCODES: frozenset[int] = frozenset(
     }
 )
 PERMANENT_SUBCODES: frozenset[int] = frozenset(
-    {2207001, 2207010, 2207004, 2207005, 2207009, 2207050, 36003, 1366051}
+    {2207010, 2207004, 2207005, 2207009, 2207050, 2207051, 36003, 1366051}
 )
 PERMANENT_CODES: frozenset[int] = frozenset(
     {10, 100, 368, 506, 36003, *range(200, 300), *PERMANENT_SUBCODES}
@@ -182,6 +194,19 @@ def is_not_ready(error: PlatformError) -> bool:
     return error.code.startswith("9007") or error.code.endswith("/2207027")
 
 
+def is_refusal(error: PlatformError) -> bool:
+    """A limit answer (daily publishing limit, "posting too fast"): refused, nothing went out."""
+    subcode = error.code.rsplit("/", 1)[-1]
+    return subcode in ("2207042", "1390008")
+
+
+def needs_new_container(error: PlatformError) -> bool:
+    """Meta said this container is spent: make a new one (an explicit refusal, not a lost
+    answer, so nothing went out)."""
+    subcode = error.code.rsplit("/", 1)[-1]
+    return subcode.isdigit() and int(subcode) in RECREATE_SUBCODES
+
+
 # --------------------------------------------------------------------------- requests
 #: Transport errors after which the request surely never reached the server.
 NOT_SENT_ERRORS: tuple[type[Exception], ...] = (
@@ -237,10 +262,13 @@ class GraphClient:
         if self.timeout is not None:
             extra["timeout"] = self.timeout
         try:
+            # A full URL (a `paging.next` link) keeps its own query: httpx replaces a URL's
+            # query with `params` even when that is empty.
+            absolute = path.startswith(("http://", "https://"))
             response = await self.http.request(
                 method,
-                self.url(path, versioned=versioned),
-                params=query,
+                path if absolute else self.url(path, versioned=versioned),
+                params=(query or None) if absolute else query,
                 data=dict(data) if data is not None else None,
                 headers=headers,
                 **extra,
@@ -274,7 +302,12 @@ class GraphClient:
         if (
             publish
             and isinstance(error, TransientError)
-            and not (is_throttle(error) or is_not_ready(error))
+            and not (
+                is_throttle(error)
+                or is_not_ready(error)
+                or needs_new_container(error)
+                or is_refusal(error)
+            )
         ):
             # A server error on the publish call may come after the post went out.
             raise UnknownOutcomeError(error.message, code=error.code, raw=error.raw) from error
@@ -303,19 +336,22 @@ RECONCILE_SKEW = timedelta(minutes=5)
 async def graph_pages(
     graph: GraphClient, path: str, *, token: str, params: dict[str, str], what: str
 ) -> AsyncIterator[list[dict[str, Any]]]:
-    """The pages of a newest-first Graph edge, following `after` cursors (reconcile look-ups).
+    """The pages of a newest-first Graph edge (reconcile look-ups), following `paging.next`
+    verbatim: with `since`, Page feeds paginate by time (`until` / `__paging_token`) rather than
+    cursors, so rebuilding the next query from `cursors.after` would re-read page one.
 
     Past `RECONCILE_MAX_PAGES` with pages still left, an earlier post cannot be ruled out: the
     outcome stays unknown (retry) rather than risking a second post.
     """
-    query = {"limit": str(RECONCILE_PAGE_SIZE), **params}
+    query: dict[str, str] | None = {"limit": str(RECONCILE_PAGE_SIZE), **params}
+    target = path
     for _ in range(RECONCILE_MAX_PAGES):
-        body = await graph.call("GET", path, token=token, params=query)
+        body = await graph.call("GET", target, token=token, params=query)
         yield body.get("data", [])
-        paging = body.get("paging") or {}
-        if not paging.get("next"):
+        next_url = (body.get("paging") or {}).get("next")
+        if not next_url:
             return
-        query["after"] = str((paging.get("cursors") or {}).get("after", ""))
+        target, query = str(next_url), None
     raise UnknownOutcomeError(
         f"could not rule out an earlier post: more than "
         f"{RECONCILE_PAGE_SIZE * RECONCILE_MAX_PAGES} {what}"
@@ -335,7 +371,7 @@ class GraphAdapter:
         *,
         http: httpx.AsyncClient,
         base_url: str,
-        graph_version: str = "v21.0",
+        graph_version: str = DEFAULT_GRAPH_VERSION,
         app_id: str = "",
         app_secret: str = "",
         request_timeout: float | None = None,
@@ -414,20 +450,34 @@ class GraphAdapter:
             values[str(entry.get("name"))] = entry_values[0].get("value")
         return values
 
-    async def refresh_long_lived(self, *, account: AccountContext, grant_type: str) -> TokenSet:
-        """Meta's long-lived token refresh (IG `ig_refresh_token`, Threads `th_refresh_token`):
-        the unexpired access token buys a new 60-day one; any refusal means reconnect."""
+    async def refresh_long_lived(
+        self,
+        *,
+        account: AccountContext,
+        grant_type: str,
+        path: str = "refresh_access_token",
+        versioned: bool = False,
+        extra: dict[str, str] | None = None,
+    ) -> TokenSet:
+        """Meta's long-lived token refresh (IG `ig_refresh_token` and Threads
+        `th_refresh_token` on `/refresh_access_token`, Facebook Login `fb_exchange_token` on
+        `/{v}/oauth/access_token`): the *unexpired* token buys a new 60-day one; a refusal
+        means reconnect. A refusal of our app (code 101 / 1: bad app id or secret) is our
+        configuration, not the account's."""
         graph = self.graph(account, refreshable=False)
         try:
             body = await graph.call(
                 "GET",
-                "refresh_access_token",
+                path,
                 token=account.access_token,
-                params={"grant_type": grant_type},
-                versioned=False,
+                params={"grant_type": grant_type, **(extra or {})},
+                versioned=versioned,
                 token_in_query=True,
             )
         except PermanentError as exc:
+            if exc.code.split("/", 1)[0] == "101":
+                logger.error("Meta refused our app credentials: %s", exc.message)
+                raise PermanentError(exc.message, code="oauth_client_config", raw=exc.raw) from exc
             raise NeedsReconnectError(exc.message, code=exc.code, raw=exc.raw) from exc
         token = body.get("access_token")
         if not isinstance(token, str) or not token:
@@ -516,6 +566,10 @@ class ContainerAdapter(GraphAdapter):
                     publish=True,
                 )
             except TransientError as exc:
+                if needs_new_container(exc):
+                    logger.info("%s container %s is spent (%s)", self.platform, container_id, exc)
+                    await state.save(container_id=None, child_container_ids=[])
+                    raise
                 if is_not_ready(exc) and attempt < self.not_ready_retries:
                     logger.info("%s container %s not ready yet", self.platform, container_id)
                     await asyncio.sleep(self.poll_interval)

@@ -1,6 +1,14 @@
 """LinkedIn Posts API adapter. LinkedIn has no idempotency key, but answers a repeated
 commentary with 422 DUPLICATE_POST naming the existing URN, which a retry after a lost answer
-turns into success; the author finder covers the rest."""
+turns into success — when that post was created after our first attempt (the URN can name an
+older post with the same words, or a deleted "ghost": ComposioHQ/composio#2710).
+
+Reading posts back needs a read permission: organisations have `r_organization_social`, but a
+member's posts and social metadata need `r_member_social`, "(Restricted) … a private
+permission" (learn.microsoft.com/.../shares/posts-api). So for member (person) authors the
+adapter never uses the author finder or socialMetadata: a lost answer is settled by re-posting
+(the DUPLICATE_POST check above), and member metrics are reported as unavailable.
+"""
 
 from __future__ import annotations
 
@@ -12,22 +20,25 @@ from urllib.parse import quote
 
 import httpx
 
+from models.settings import DEFAULT_LINKEDIN_VERSION
 from tasks.platforms.base import (
     AccountContext,
     MediaItem,
     MetricCounts,
     NeedsReconnectError,
     PermanentError,
+    PlatformError,
     PlatformState,
     PostContent,
     PublishResult,
-    TokenExpiredError,
     TokenSet,
     TransientError,
     UnknownOutcomeError,
+    classify_http,
 )
 from tasks.platforms.oauth import refresh_grant
-from tasks.platforms.text_limits import escape_little_text, validate_linkedin
+from tasks.platforms.reconcile import CLOCK_SKEW, Page, find_own_post
+from tasks.platforms.text_limits import escape_little_text, unescape_little_text, validate_linkedin
 
 DUPLICATE_RE = re.compile(r"duplicate of (urn:li:(?:share|ugcPost):\d+)")
 REVOKED_CODES = {"REVOKED_ACCESS_TOKEN", "65601"}
@@ -35,7 +46,10 @@ REVOKED_CODES = {"REVOKED_ACCESS_TOKEN", "65601"}
 #: this many pages it cannot rule out an earlier success and asks to be retried.
 RECONCILE_PAGE_SIZE = 100
 RECONCILE_MAX_PAGES = 10
-CLOCK_SKEW = timedelta(minutes=5)
+#: A 429 that is not the daily quota is LinkedIn's short "infrastructure protection" throttle,
+#: which "returns to normal automatically" (learn.microsoft.com/.../api-guide/concepts/
+#: rate-limits); LinkedIn states no reset for it, so try again after this.
+SHORT_THROTTLE_WAIT = timedelta(minutes=5)
 
 
 class LinkedInAdapter:
@@ -47,7 +61,7 @@ class LinkedInAdapter:
         *,
         http: httpx.AsyncClient,
         base_url: str,
-        version: str = "202510",
+        version: str = DEFAULT_LINKEDIN_VERSION,
         client_id: str = "",
         client_secret: str = "",
         oauth_base_url: str | None = None,
@@ -66,9 +80,20 @@ class LinkedInAdapter:
 
     @staticmethod
     def validate_content(
-        text: str, *, media_count: int, max_characters: int | None = None
+        text: str,
+        *,
+        media_count: int,
+        max_characters: int | None = None,
+        media_types: Sequence[str] = (),
     ) -> list[str]:
-        return validate_linkedin(text, media_count=media_count, max_characters=max_characters)
+        return validate_linkedin(
+            text, media_count=media_count, max_characters=max_characters, media_types=media_types
+        )
+
+    @staticmethod
+    def is_member(account: AccountContext) -> bool:
+        """A person author: its posts cannot be read back without restricted permissions."""
+        return LinkedInAdapter.author_urn(account).startswith("urn:li:person:")
 
     @staticmethod
     def author_urn(account: AccountContext) -> str:
@@ -81,7 +106,11 @@ class LinkedInAdapter:
     async def publish(
         self, *, account: AccountContext, content: PostContent, state: PlatformState
     ) -> PublishResult:
-        problems = self.validate_content(content.text, media_count=len(content.media))
+        problems = self.validate_content(
+            content.text,
+            media_count=len(content.media),
+            media_types=[m.mime_type for m in content.media],
+        )
         if problems:
             raise PermanentError("; ".join(problems), code="content_invalid")
         body: dict[str, Any] = {
@@ -121,44 +150,85 @@ class LinkedInAdapter:
         if response.status_code == 422:
             match = DUPLICATE_RE.search(_message(response))
             if match is not None:
-                return self._result(match.group(1), raw=_json(response))
+                return await self._duplicate(account, match.group(1), state, _json(response))
         raise _error(response, publish=True)
+
+    async def _duplicate(
+        self, account: AccountContext, urn: str, state: PlatformState, raw: Any
+    ) -> PublishResult:
+        """DUPLICATE_POST names a post with the same commentary: ours only if it was created
+        after our first attempt began (less clock skew); an older or deleted one is not."""
+        started = _parse_started(state)
+        created = await self._created_at(account, urn)
+        if started is not None and (created is None or created < started - CLOCK_SKEW):
+            raise PermanentError(
+                f"LinkedIn refused the text as a duplicate of an earlier post {urn}",
+                code="duplicate",
+                raw=raw,
+            )
+        return self._result(urn, raw=raw)
+
+    async def _created_at(self, account: AccountContext, urn: str) -> datetime | None:
+        """When `urn` was created: `createdAt` of the post (organisations). A member's post
+        cannot be read (r_member_social is restricted), so its time is taken from the activity
+        id, whose high bits are the creation time in Unix milliseconds (id >> 22) — community
+        knowledge, not documented by LinkedIn. None when the post does not exist (a ghost)."""
+        if not self.is_member(account):
+            try:
+                response = await self._get(f"/rest/posts/{quote(urn, safe='')}", account=account)
+                created = response.json().get("createdAt")
+                return datetime.fromtimestamp(int(created) / 1000, UTC) if created else None
+            except PermanentError as exc:
+                if exc.code in ("404", "NOT_FOUND"):
+                    return None
+                if exc.code not in ("403", "ACCESS_DENIED"):
+                    raise
+        number = urn.rsplit(":", 1)[-1]
+        if not number.isdigit():
+            return None
+        return datetime.fromtimestamp((int(number) >> 22) / 1000, UTC)
 
     async def reconcile(
         self, *, account: AccountContext, content: PostContent, state: PlatformState
     ) -> PublishResult | None:
-        """The author's posts since the first attempt (newest first), matched on the escaped
-        commentary we send; pages back until older posts begin, so a burst cannot hide ours."""
+        """Organisations: the author's posts since the first attempt, read back page by page in
+        creation order (the shared loop), matched on the commentary as the reader sees it.
+
+        Members: None — their posts cannot be listed without the restricted `r_member_social`;
+        the publish that follows re-posts, and LinkedIn's DUPLICATE_POST answer (checked against
+        the first attempt's time) recognises a post that already went out.
+        """
+        if self.is_member(account):
+            return None
         author = self.author_urn(account)
-        wanted = escape_little_text(content.text)
-        started = state.get("publish_started_at")
-        since_ms = None
-        if started:
-            since = datetime.fromisoformat(started) - CLOCK_SKEW
-            since_ms = int(since.timestamp() * 1000)
-        for page in range(RECONCILE_MAX_PAGES):
+
+        async def read_page(cursor: int | None) -> Page[dict[str, Any]]:
+            start = cursor or 0
             response = await self._get(
                 f"/rest/posts?q=author&author={quote(author, safe='')}"
-                f"&start={page * RECONCILE_PAGE_SIZE}&count={RECONCILE_PAGE_SIZE}"
-                "&sortBy=LAST_MODIFIED",
+                f"&start={start}&count={RECONCILE_PAGE_SIZE}&sortBy=CREATED",
                 account=account,
                 extra_headers={"X-RestLi-Method": "FINDER"},
             )
             elements = response.json().get("elements", [])
-            reached_older = False
-            for element in elements:
-                created = int(element.get("createdAt") or 0)
-                if since_ms is not None and created < since_ms:
-                    reached_older = True  # an older post with the same words is not ours
-                    continue
-                if element.get("commentary") == wanted:
-                    return self._result(str(element["id"]), raw=element)
-            if reached_older or len(elements) < RECONCILE_PAGE_SIZE:
-                return None
-        raise UnknownOutcomeError(
-            f"could not rule out an earlier post: more than "
-            f"{RECONCILE_PAGE_SIZE * RECONCILE_MAX_PAGES} posts since the first attempt"
+            more = len(elements) >= RECONCILE_PAGE_SIZE
+            return Page(elements, start + RECONCILE_PAGE_SIZE if more else None)
+
+        element = await find_own_post(
+            read_page=read_page,
+            matches=lambda item: (
+                unescape_little_text(str(item.get("commentary") or "")) == content.text
+            ),
+            created_at=lambda item: (
+                datetime.fromtimestamp(int(item["createdAt"]) / 1000, UTC)
+                if item.get("createdAt")
+                else None
+            ),
+            since=_parse_started(state),
+            what="LinkedIn posts",
+            max_pages=RECONCILE_MAX_PAGES,
         )
+        return None if element is None else self._result(str(element["id"]), raw=element)
 
     # ------------------------------------------------------------------ tokens
     async def refresh_token(self, *, account: AccountContext) -> TokenSet:
@@ -184,7 +254,15 @@ class LinkedInAdapter:
         self, *, account: AccountContext, remote_ids: Sequence[str]
     ) -> dict[str, MetricCounts]:
         """Reactions and comments from socialMetadata (BATCH_GET). Impressions and clicks need
-        organizationalEntityShareStatistics and stay None here."""
+        organizationalEntityShareStatistics and stay None here. A member's social metadata
+        needs the restricted `r_member_social` ("granted to select developers only",
+        learn.microsoft.com/.../shares/network-update-social-actions): refused up front rather
+        than spending a call on a certain 403."""
+        if self.is_member(account):
+            raise PermanentError(
+                "LinkedIn member post metrics need the restricted r_member_social permission",
+                code="member_metrics_restricted",
+            )
         metrics: dict[str, MetricCounts] = {}
         ids = list(remote_ids)
         for start in range(0, len(ids), self.metrics_batch_size):
@@ -277,21 +355,39 @@ def _message(response: httpx.Response) -> str:
     return str(body)
 
 
+def _parse_started(state: PlatformState) -> datetime | None:
+    started = state.get("publish_started_at")
+    return datetime.fromisoformat(started) if isinstance(started, str) else None
+
+
 def next_utc_midnight(now: datetime | None = None) -> datetime:
     """LinkedIn's daily quotas reset at 00:00 UTC and it sends no reset header."""
     now = now or datetime.now(UTC)
     return datetime.combine(now.date() + timedelta(days=1), time(0, tzinfo=UTC))
 
 
-def _error(response: httpx.Response, *, publish: bool) -> Exception:
+def rate_limit_reset(response: httpx.Response, *, now: datetime | None = None) -> datetime:
+    """When a LinkedIn 429 clears. LinkedIn sends no rate-limit headers; its daily quotas reset
+    at 00:00 UTC and the answer names the DAY limit ("Resource level throttle APPLICATION DAY
+    limit …"), while its rare infrastructure-protection 429s clear on their own
+    (learn.microsoft.com/.../api-guide/concepts/rate-limits). A `Retry-After`, if ever sent,
+    wins."""
+    now = now or datetime.now(UTC)
+    retry_after = response.headers.get("retry-after", "")
+    if retry_after.isdigit():
+        return now + timedelta(seconds=int(retry_after))
+    if " DAY " in f" {_message(response).upper()} ":
+        return next_utc_midnight(now)
+    return now + SHORT_THROTTLE_WAIT
+
+
+def _error(response: httpx.Response, *, publish: bool) -> PlatformError:
     status = response.status_code
     body = _json(response)
     code = ""
     if isinstance(body, dict):
         code = str(body.get("code") or body.get("serviceErrorCode") or "")
     message = f"LinkedIn answered {status} {code}: {_message(response)}"
-    if status == 429:
-        return TransientError(message, code="rate_limited", raw=body, retry_at=next_utc_midnight())
     if status == 426:
         return PermanentError(
             f"{message} (LINKEDIN_VERSION needs a newer YYYYMM)", code=code or "426", raw=body
@@ -300,9 +396,11 @@ def _error(response: httpx.Response, *, publish: bool) -> Exception:
         service = str(body.get("serviceErrorCode", "")) if isinstance(body, dict) else ""
         if code in REVOKED_CODES or service in REVOKED_CODES:
             return NeedsReconnectError(message, code=code, raw=body)
-        return TokenExpiredError(message, code=code or "401", raw=body)
-    if status >= 500:
-        if publish:
-            return UnknownOutcomeError(message, code=code or str(status), raw=body)
-        return TransientError(message, code=code or str(status), raw=body)
-    return PermanentError(message, code=code or str(status), raw=body)
+    return classify_http(
+        status,
+        message=message,
+        code=code if status != 429 else "rate_limited",
+        raw=body,
+        publish=publish,
+        retry_at=rate_limit_reset(response) if status == 429 else None,
+    )

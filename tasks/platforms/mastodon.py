@@ -27,12 +27,15 @@ from tasks.platforms.base import (
     TransientError,
     UnknownOutcomeError,
 )
+from tasks.platforms.reconcile import Page, find_own_post
 from tasks.platforms.text_limits import MASTODON_DEFAULT_MAX_CHARACTERS, validate_mastodon
 
 #: Re-send with the same key only well inside the server's one-hour window.
 IDEMPOTENCY_WINDOW = timedelta(minutes=55)
-RECONCILE_WINDOW = 40
-CLOCK_SKEW = timedelta(minutes=5)
+#: Past the key's hour, reconcile pages back through the account's statuses (40 a page, the
+#: API's maximum; `max_id` paging, docs.joinmastodon.org/methods/accounts/#statuses).
+RECONCILE_PAGE_SIZE = 40
+RECONCILE_MAX_PAGES = 10
 MEDIA_POLLS = 5
 MEDIA_POLL_SECONDS = 0.5
 _TAG_RE = re.compile(r"<[^>]+>")
@@ -49,9 +52,15 @@ class MastodonAdapter:
 
     @staticmethod
     def validate_content(
-        text: str, *, media_count: int, max_characters: int | None = None
+        text: str,
+        *,
+        media_count: int,
+        max_characters: int | None = None,
+        media_types: Sequence[str] = (),
     ) -> list[str]:
-        return validate_mastodon(text, media_count=media_count, max_characters=max_characters)
+        return validate_mastodon(
+            text, media_count=media_count, max_characters=max_characters, media_types=media_types
+        )
 
     # ------------------------------------------------------------------ publish
     async def publish(
@@ -85,20 +94,29 @@ class MastodonAdapter:
             return await self._post_status(
                 account=account, content=content, media_ids=state.get("media_ids") or [], key=key
             )
-        response = await self._get(
-            account,
-            f"/api/v1/accounts/{account.external_id}/statuses",
-            params={"limit": RECONCILE_WINDOW, "exclude_replies": "true"},
-        )
         wanted = _normalise(content.text)
-        since = datetime.fromisoformat(started) - CLOCK_SKEW if started else None
-        for status in response.json():
-            created = status.get("created_at")
-            if since and created and datetime.fromisoformat(created.replace("Z", "+00:00")) < since:
-                continue  # an older status with the same words is not this attempt's
-            if _normalise(_plain_text(status.get("content", ""))) == wanted:
-                return self._result(status)
-        return None
+
+        async def read_page(max_id: str | None) -> Page[dict[str, Any]]:
+            params: dict[str, Any] = {"limit": RECONCILE_PAGE_SIZE, "exclude_replies": "true"}
+            if max_id:
+                params["max_id"] = max_id
+            statuses = (
+                await self._get(
+                    account, f"/api/v1/accounts/{account.external_id}/statuses", params=params
+                )
+            ).json()
+            more = len(statuses) >= RECONCILE_PAGE_SIZE
+            return Page(statuses, str(statuses[-1]["id"]) if more else None)
+
+        status = await find_own_post(
+            read_page=read_page,
+            matches=lambda item: _normalise(_plain_text(item.get("content", ""))) == wanted,
+            created_at=lambda item: _parse_time(item.get("created_at")),
+            since=datetime.fromisoformat(started) if started else None,
+            what="statuses",
+            max_pages=RECONCILE_MAX_PAGES,
+        )
+        return None if status is None else self._result(status)
 
     async def refresh_token(self, *, account: AccountContext) -> TokenSet:
         """Mastodon tokens do not expire: a rejected one was revoked; only a reconnect helps."""
@@ -233,6 +251,15 @@ class MastodonAdapter:
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def _parse_time(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
 
 
 def _plain_text(content: str) -> str:

@@ -1,19 +1,40 @@
 """The OAuth 2.0 refresh-token grant, as LinkedIn and X implement it (RFC 6749 §6).
 
-One place for the exchange and its error mapping: a transport failure is transient, a refused
-grant (400/401 `invalid_grant`) means the user must reconnect, anything else is the platform's
-own error. The caller stores the returned tokens (X rotates its refresh token on every use).
+One place for the exchange and its error mapping (RFC 6749 §5.2):
+
+- `invalid_grant` — the refresh token is invalid, expired or revoked: only the user can fix it
+  by reconnecting (`NeedsReconnectError`; the caller marks the account `needs_reconnect`);
+- `invalid_client` / `unauthorized_client` — *our* client id or secret is wrong (a bad deploy):
+  a `PermanentError` with code `oauth_client_config`, logged at ERROR, accounts left alone, so a
+  mis-set secret cannot flip every account to "needs reconnect";
+- a transport failure or a 5xx is transient; anything else is the platform's own error.
+
+Platforms that answer a dead refresh token with something other than `invalid_grant` say so
+through `grant_refused` (X answers 400 `invalid_request` "Value passed for the token was
+invalid." for a spent or revoked refresh token — not in X's docs, observed in many public
+integrations; see tasks/platforms/x.py).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 
-from tasks.platforms.base import NeedsReconnectError, PlatformError, TokenSet, TransientError
+from tasks.platforms.base import (
+    NeedsReconnectError,
+    PermanentError,
+    PlatformError,
+    TokenSet,
+    TransientError,
+)
+
+log = logging.getLogger(__name__)
+
+CLIENT_ERRORS = frozenset({"invalid_client", "unauthorized_client"})
 
 
 def _body(response: httpx.Response) -> Any:
@@ -21,6 +42,13 @@ def _body(response: httpx.Response) -> Any:
         return response.json()
     except ValueError:
         return response.text
+
+
+def oauth_error(body: Any) -> tuple[str, str]:
+    """(`error`, `error_description`) of an RFC 6749 error body; empty strings when absent."""
+    if not isinstance(body, dict):
+        return "", ""
+    return str(body.get("error") or ""), str(body.get("error_description") or "")
 
 
 async def refresh_grant(
@@ -31,17 +59,42 @@ async def refresh_grant(
     form: dict[str, str],
     auth: tuple[str, str] | None = None,
     error_for: Callable[[httpx.Response], PlatformError],
+    grant_refused: Callable[[str, str], bool] | None = None,
 ) -> TokenSet:
     """POST the refresh grant and return the new tokens (refresh token None when not sent)."""
     try:
         response = await http.post(url, data=form, auth=auth or httpx.USE_CLIENT_DEFAULT)
     except httpx.HTTPError as exc:
         raise TransientError(f"{platform} token refresh failed in transit: {exc!r}") from exc
-    if response.status_code in (400, 401):
-        raise NeedsReconnectError(
-            f"{platform} refused the refresh token", code="invalid_grant", raw=_body(response)
-        )
     if response.status_code != 200:
+        body = _body(response)
+        error, description = oauth_error(body)
+        if error == "invalid_grant" or (
+            grant_refused is not None and grant_refused(error, description)
+        ):
+            raise NeedsReconnectError(
+                f"{platform} refused the refresh token: {description or error}",
+                code="invalid_grant",
+                raw=body,
+            )
+        if error in CLIENT_ERRORS:
+            log.error(
+                "%s refused our OAuth client (%s: %s): check the %s client id/secret settings",
+                platform,
+                error,
+                description,
+                platform.upper(),
+            )
+            raise PermanentError(
+                f"{platform} refused our OAuth client ({error}): a configuration error, "
+                "not the account's",
+                code="oauth_client_config",
+                raw=body,
+            )
+        if response.status_code >= 500:
+            raise TransientError(
+                f"{platform} token endpoint answered {response.status_code}", raw=body
+            )
         raise error_for(response)
     data = response.json()
     expires_in = data.get("expires_in")

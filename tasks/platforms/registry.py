@@ -53,7 +53,9 @@ def _options(platform: str, settings: PlatformSettings) -> dict[str, Any]:
     if platform == "x":
         return {"client_id": settings.x_client_id, "client_secret": settings.x_client_secret}
     if platform in ("instagram", "facebook", "threads"):
+        extra = {"login": settings.instagram_login} if platform == "instagram" else {}
         return {
+            **extra,
             "graph_version": settings.meta_graph_version,
             "app_id": getattr(settings, f"{platform}_app_id"),
             "app_secret": getattr(settings, f"{platform}_app_secret"),

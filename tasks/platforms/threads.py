@@ -6,6 +6,7 @@ steps into one call and loses the checkpoint that makes a retry safe.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import httpx
@@ -41,7 +42,9 @@ class ThreadsAdapter(ContainerAdapter):
 
     platform: ClassVar[str] = "threads"
     metrics_batch_size: ClassVar[int] = 1
-    token_refreshable: ClassVar[bool] = True
+    #: An expired Threads token cannot be refreshed (TH-tok: "at least 24 hours old but have not
+    #: expired"): a 190/463 means reconnect; the refresh job renews tokens before expiry.
+    token_refreshable: ClassVar[bool] = False
     spec: ClassVar[ContainerSpec] = ContainerSpec(
         create_edge="threads",
         publish_edge="threads_publish",
@@ -65,9 +68,16 @@ class ThreadsAdapter(ContainerAdapter):
         super().__init__(http=http, base_url=base_url, graph_version=graph_version, **options)
 
     def validate_content(
-        self, text: str, *, media_count: int, max_characters: int | None = None
+        self,
+        text: str,
+        *,
+        media_count: int,
+        max_characters: int | None = None,
+        media_types: Sequence[str] = (),
     ) -> list[str]:
-        return validate_threads(text, media_count=media_count, max_characters=max_characters)
+        return validate_threads(
+            text, media_count=media_count, max_characters=max_characters, media_types=media_types
+        )
 
     def container_params(self, content: PostContent) -> dict[str, str]:
         if not content.media:

@@ -1,8 +1,18 @@
 """X API v2 adapter. X has no idempotency key, so a lost answer is reconciled by reading the
-account's own timeline, and a duplicate-content 403 after a retry is usually our first post."""
+account's own timeline, and a duplicate-content 403 after a retry is usually our first post.
+
+X does not give the text back as it was sent: `text` is HTML-escaped (`&amp; &lt; &gt;`) and
+every URL is replaced by its t.co link, listed in `entities.urls` with the `expanded_url`
+(review X-text: ainergiz/xfeed#63, tweepy/tweepy#1080; docs.x.com data dictionary, entities);
+a post with media also ends in a t.co link to the media (its url entity carries `media_key`), and
+a post longer than 280 comes back truncated with the full text in `note_tweet`. The reconcile
+matcher undoes all of that before comparing.
+"""
 
 from __future__ import annotations
 
+import html
+import unicodedata
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
@@ -18,21 +28,22 @@ from tasks.platforms.base import (
     PlatformState,
     PostContent,
     PublishResult,
-    TokenExpiredError,
     TokenSet,
     TransientError,
     UnknownOutcomeError,
+    classify_http,
 )
 from tasks.platforms.oauth import refresh_grant
-from tasks.platforms.text_limits import validate_x
+from tasks.platforms.reconcile import Page, find_own_post
+from tasks.platforms.text_limits import extract_urls, validate_x
 
 DUPLICATE_DETAIL = "duplicate content"
-#: How many recent tweets reconcile reads; a lost post is among the newest few.
 #: Reconcile reads the account's timeline since the first attempt, 100 tweets a page; past this
 #: many pages it cannot rule out an earlier success and asks to be retried instead of posting.
+#: (Timeline reads count against X's read quota: docs.x.com/x-api/fundamentals/post-cap.)
 RECONCILE_PAGE_SIZE = 100
 RECONCILE_MAX_PAGES = 10
-CLOCK_SKEW = timedelta(minutes=5)
+_URL_MASK = "\x00url\x00"
 
 
 class XAdapter:
@@ -55,16 +66,25 @@ class XAdapter:
 
     @staticmethod
     def validate_content(
-        text: str, *, media_count: int, max_characters: int | None = None
+        text: str,
+        *,
+        media_count: int,
+        max_characters: int | None = None,
+        media_types: Sequence[str] = (),
     ) -> list[str]:
-        return validate_x(text, media_count=media_count, max_characters=max_characters)
+        return validate_x(
+            text, media_count=media_count, max_characters=max_characters, media_types=media_types
+        )
 
     # ------------------------------------------------------------------ publish
     async def publish(
         self, *, account: AccountContext, content: PostContent, state: PlatformState
     ) -> PublishResult:
         problems = self.validate_content(
-            content.text, media_count=len(content.media), max_characters=account.max_characters
+            content.text,
+            media_count=len(content.media),
+            max_characters=account.max_characters,
+            media_types=[m.mime_type for m in content.media],
         )
         if problems:
             raise PermanentError("; ".join(problems), code="content_invalid")
@@ -100,38 +120,35 @@ class XAdapter:
     async def reconcile(
         self, *, account: AccountContext, content: PostContent, state: PlatformState
     ) -> PublishResult | None:
-        """Our post, if the account tweeted exactly this text since the first attempt began.
-
-        Pages through the timeline from that instant (less clock-skew slack), so a burst of
-        newer posts cannot hide it; if the pages run out before the timeline does, the outcome
-        stays unknown (retry) rather than risking a second post.
-        """
-        since = _since(state)
+        """Our post, if the account tweeted this text since the first attempt began: the
+        timeline read back page by page through the shared loop (`reconcile.find_own_post`),
+        each tweet compared the way X stores text (`x_text_matches`)."""
+        since = _parse_time(state.get("publish_started_at"))
         params: dict[str, Any] = {
             "max_results": RECONCILE_PAGE_SIZE,
-            "tweet.fields": "created_at,text",
+            "tweet.fields": "created_at,text,entities,note_tweet",
         }
         if since is not None:
-            params["start_time"] = since.strftime("%Y-%m-%dT%H:%M:%SZ")
-        for _ in range(RECONCILE_MAX_PAGES):
+            floor = since - timedelta(minutes=5)
+            params["start_time"] = floor.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+        async def read_page(cursor: str | None) -> Page[dict[str, Any]]:
+            query = dict(params) | ({"pagination_token": cursor} if cursor else {})
             response = await self._get(
-                f"/2/users/{account.external_id}/tweets", account=account, params=params
+                f"/2/users/{account.external_id}/tweets", account=account, params=query
             )
             body = response.json()
-            for tweet in body.get("data", []):
-                created = _parse_time(tweet.get("created_at"))
-                if since is not None and created is not None and created < since:
-                    continue  # an older tweet with the same words is not this attempt's
-                if tweet.get("text") == content.text:
-                    return self._result(account, str(tweet["id"]), tweet)
-            next_token = body.get("meta", {}).get("next_token")
-            if not next_token:
-                return None
-            params["pagination_token"] = next_token
-        raise UnknownOutcomeError(
-            f"could not rule out an earlier post: more than "
-            f"{RECONCILE_PAGE_SIZE * RECONCILE_MAX_PAGES} tweets since the first attempt"
+            return Page(body.get("data") or [], (body.get("meta") or {}).get("next_token"))
+
+        tweet = await find_own_post(
+            read_page=read_page,
+            matches=lambda item: x_text_matches(item, content.text),
+            created_at=lambda item: _parse_time(item.get("created_at")),
+            since=since,
+            what="tweets",
+            max_pages=RECONCILE_MAX_PAGES,
         )
+        return None if tweet is None else self._result(account, str(tweet["id"]), tweet)
 
     # ------------------------------------------------------------------ tokens
     async def refresh_token(self, *, account: AccountContext) -> TokenSet:
@@ -150,6 +167,7 @@ class XAdapter:
             form=form,
             auth=(self.client_id, self.client_secret) if self.client_secret else None,
             error_for=lambda response: _error(response, publish=False),
+            grant_refused=_x_grant_refused,
         )
 
     # ------------------------------------------------------------------ metrics
@@ -249,10 +267,55 @@ def _parse_time(value: str | None) -> datetime | None:
         return None
 
 
-def _since(state: PlatformState) -> datetime | None:
-    """The first attempt's start, less clock-skew slack: older matches are someone else's."""
-    started = _parse_time(state.get("publish_started_at"))
-    return None if started is None else started - CLOCK_SKEW
+def _x_grant_refused(error: str, description: str) -> bool:
+    """X answers a spent or revoked refresh token with 400 `invalid_request` "Value passed for
+    the token was invalid." rather than RFC 6749's `invalid_grant` (not in X's docs; the body is
+    quoted by many public integrations' tests and error handlers)."""
+    return error == "invalid_request" and "token was invalid" in description.lower()
+
+
+def _stored_text(tweet: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
+    """The tweet's full text (the `note_tweet` of a long post) and its url entities."""
+    note = tweet.get("note_tweet") or {}
+    if note.get("text"):
+        return str(note["text"]), list((note.get("entities") or {}).get("urls") or [])
+    return str(tweet.get("text", "")), list((tweet.get("entities") or {}).get("urls") or [])
+
+
+def _normal(text: str) -> str:
+    return unicodedata.normalize("NFC", text).strip()
+
+
+def x_text_matches(tweet: dict[str, Any], sent: str) -> bool:
+    """Whether X's stored `tweet` is the text we `sent`.
+
+    X's text is HTML-escaped and has every URL as a t.co link (and a trailing t.co link to the
+    media of a media post); the comparison unescapes, drops the media links, and compares once
+    with each t.co link expanded (`expanded_url`) and once with every URL on both sides masked,
+    because X may normalise an expanded URL (adds a scheme, a trailing slash).
+    """
+    text, urls = _stored_text(tweet)
+    expanded = masked = text
+    for entity in urls:
+        short = str(entity.get("url") or "")
+        if not short:
+            continue
+        if entity.get("media_key"):
+            expanded = expanded.replace(short, "")
+            masked = masked.replace(short, "")
+            continue
+        expanded = expanded.replace(short, str(entity.get("expanded_url") or short))
+        masked = masked.replace(short, _URL_MASK)
+    ours = _normal(sent)
+    if _normal(html.unescape(expanded)) == ours:
+        return True
+    mask_ours = ours
+    for start, end, _ in reversed(extract_urls(ours)):
+        mask_ours = mask_ours[:start] + _URL_MASK + mask_ours[end:]
+    theirs = _normal(html.unescape(masked))
+    for start, end, _ in reversed(extract_urls(theirs)):
+        theirs = theirs[:start] + _URL_MASK + theirs[end:]
+    return theirs == mask_ours
 
 
 def _epoch(value: str | None) -> datetime | None:
@@ -279,17 +342,13 @@ def retry_at_from_headers(headers: httpx.Headers) -> datetime | None:
 
 
 def _error(response: httpx.Response, *, publish: bool) -> Exception:
+    """X's answers are RFC 7807 problems without platform codes that change the meaning: the
+    shared classifier decides, with the reset X stated for a 429."""
     status = response.status_code
-    message = f"X answered {status}: {_detail(response)}"
-    raw = _json(response)
-    if status == 429:
-        return TransientError(
-            message, code="rate_limited", raw=raw, retry_at=retry_at_from_headers(response.headers)
-        )
-    if status == 401:
-        return TokenExpiredError(message, code="unauthorized", raw=raw)
-    if status >= 500:
-        if publish:
-            return UnknownOutcomeError(message, code=str(status), raw=raw)
-        return TransientError(message, code=str(status), raw=raw)
-    return PermanentError(message, code=str(status), raw=raw)
+    return classify_http(
+        status,
+        message=f"X answered {status}: {_detail(response)}",
+        raw=_json(response),
+        publish=publish,
+        retry_at=retry_at_from_headers(response.headers) if status == 429 else None,
+    )

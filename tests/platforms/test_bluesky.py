@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import httpx
 import pytest
 
 from tasks.platforms.base import (
@@ -149,13 +150,89 @@ async def test_expired_token_then_refresh_session_rotates(sandbox, http) -> None
         await adapter.refresh_token(account=account)
 
 
-async def test_revoked_token_needs_reconnect(sandbox, http) -> None:
-    account = _account(sandbox)
+async def test_revoked_session_is_a_400_invalid_token_then_refresh_needs_reconnect(
+    sandbox, http
+) -> None:
+    """The PDS answers 400 (not 401) InvalidToken; read by name it means: refresh once, and a
+    refused refresh (400 ExpiredToken "Token has been revoked") means reconnect."""
+    account, adapter = _account(sandbox), _adapter(http)
     sandbox.inject("bluesky", "revoked_token")
-    with pytest.raises(NeedsReconnectError):
+    with pytest.raises(TokenExpiredError) as caught:
+        await adapter.publish(account=account, content=PostContent(text="r"), state=PlatformState())
+    assert caught.value.code == "InvalidToken"
+    with pytest.raises(NeedsReconnectError) as refused:
+        await adapter.refresh_token(account=account)
+    assert refused.value.code == "ExpiredToken"
+
+
+async def test_an_unknown_access_token_is_a_400_invalid_token(sandbox, http) -> None:
+    account = _account(sandbox)
+    stale = AccountContext(
+        account_id=account.account_id,
+        external_id=DID,
+        handle=account.handle,
+        access_token="rotated-away",
+        refresh_token=account.refresh_token,
+        base_url=account.base_url,
+    )
+    with pytest.raises(TokenExpiredError):
         await _adapter(http).publish(
-            account=account, content=PostContent(text="r"), state=PlatformState()
+            account=stale, content=PostContent(text="x"), state=PlatformState()
         )
+
+
+async def test_links_mentions_and_tags_become_facets_with_byte_offsets(sandbox, http) -> None:
+    account = _account(sandbox)
+    sandbox.add_account(
+        "bluesky", external_id="did:plc:friend", handle="friend.bsky.social", access_token="f"
+    )
+    text = "Grüße 🎉 @friend.bsky.social see https://example.com/a?x=1 #Straße and @nobody.example"
+    await _adapter(http).publish(
+        account=account, content=PostContent(text=text), state=PlatformState()
+    )
+    [post] = sandbox.posts("bluesky")
+    data = text.encode()
+    seen = []
+    for facet in post["record"]["facets"]:
+        covered = data[facet["index"]["byteStart"] : facet["index"]["byteEnd"]].decode()
+        seen.append(
+            (facet["features"][0]["$type"].rsplit("#", 1)[-1], covered, facet["features"][0])
+        )
+    assert [(kind, covered) for kind, covered, _ in seen] == [
+        ("mention", "@friend.bsky.social"),
+        ("link", "https://example.com/a?x=1"),
+        ("tag", "#Straße"),
+    ]  # @nobody.example does not resolve: no facet, as in Bluesky's own example
+    assert seen[0][2]["did"] == "did:plc:friend" and seen[2][2]["tag"] == "Straße"
+
+
+def test_sandbox_refuses_facets_outside_the_text(sandbox) -> None:
+    _account(sandbox)
+    record = {
+        "$type": "app.bsky.feed.post",
+        "text": "héllo",
+        "createdAt": "2026-12-02T00:00:00.000Z",
+        "facets": [
+            {
+                "index": {"byteStart": 0, "byteEnd": 7},
+                "features": [{"$type": "app.bsky.richtext.facet#tag", "tag": "x"}],
+            }
+        ],
+    }
+    answer = httpx.post(
+        f"{sandbox.url('bluesky')}/xrpc/com.atproto.repo.createRecord",
+        json={"repo": DID, "collection": "app.bsky.feed.post", "record": record},
+        headers={"Authorization": "Bearer bsky-at"},
+    )
+    assert answer.status_code == 400 and answer.json()["error"] == "InvalidRequest"
+
+
+async def test_video_is_refused_before_any_call(sandbox, http) -> None:
+    account = _account(sandbox)
+    content = PostContent(text="clip", media=[MediaItem(sandbox.media_url(), "video/mp4")])
+    with pytest.raises(PermanentError):
+        await _adapter(http).publish(account=account, content=content, state=PlatformState())
+    assert sandbox.posts("bluesky") == []
 
 
 async def test_too_many_graphemes_fail_before_any_call(sandbox, http) -> None:

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
+from models.settings import DEFAULT_LINKEDIN_VERSION
 from tasks.platforms.base import (
     AccountContext,
     MediaItem,
@@ -21,6 +22,7 @@ from tasks.platforms.base import (
 from tasks.platforms.linkedin import LinkedInAdapter, next_utc_midnight
 
 PERSON = "urn:li:person:8675309"
+ORG = "urn:li:organization:5515715"
 
 
 def _account(sandbox) -> AccountContext:
@@ -40,8 +42,18 @@ def _account(sandbox) -> AccountContext:
     )
 
 
-def _adapter(sandbox, http, *, version: str = "202510") -> LinkedInAdapter:
+def _org(sandbox) -> AccountContext:
+    sandbox.add_account("linkedin", external_id=ORG, handle="tendco", access_token="li-org")
+    return AccountContext(
+        account_id="acc-li-org", external_id=ORG, handle="tendco", access_token="li-org"
+    )
+
+
+def _adapter(sandbox, http, *, version: str = DEFAULT_LINKEDIN_VERSION) -> LinkedInAdapter:
     return LinkedInAdapter(http=http, base_url=sandbox.url("linkedin"), version=version)
+
+
+HEADERS = {"LinkedIn-Version": DEFAULT_LINKEDIN_VERSION, "X-Restli-Protocol-Version": "2.0.0"}
 
 
 async def test_publish_reads_the_urn_from_x_restli_id(sandbox, http) -> None:
@@ -58,14 +70,19 @@ async def test_publish_reads_the_urn_from_x_restli_id(sandbox, http) -> None:
     )
 
 
-async def test_reserved_characters_are_escaped_so_nothing_is_truncated(sandbox, http) -> None:
-    text = r"Launch (v2) #news @team [beta] {x} <y> *bold* _it_ ~s~ a|b back\slash"
+async def test_reserved_characters_are_escaped_and_hashtags_stay_hashtags(sandbox, http) -> None:
+    text = (
+        r"Launch (v2) #news @team [beta] {x} <y> *bold* _it_ ~s~ a|b back\slash "
+        "https://example.com/a_b"
+    )
     await _adapter(sandbox, http).publish(
         account=_account(sandbox), content=PostContent(text=text), state=PlatformState()
     )
     [post] = sandbox.posts("linkedin")
     assert post["text"] == text
-    assert post["commentary"].startswith(r"Launch \(v2\) \#news \@team \[beta\]")
+    assert post["hashtags"] == ["news"]  # a HashtagElement, not an escaped "\#news"
+    assert post["commentary"].startswith(r"Launch \(v2\) #news \@team \[beta\]")
+    assert post["commentary"].endswith("https://example.com/a_b")
 
 
 def test_sandbox_truncates_unescaped_little_text(sandbox) -> None:
@@ -73,27 +90,91 @@ def test_sandbox_truncates_unescaped_little_text(sandbox) -> None:
     answer = httpx.post(
         f"{sandbox.url('linkedin')}/rest/posts",
         json={"author": PERSON, "commentary": "before (after", "visibility": "PUBLIC"},
-        headers={
-            "Authorization": "Bearer li-at",
-            "LinkedIn-Version": "202510",
-            "X-Restli-Protocol-Version": "2.0.0",
-        },
+        headers={"Authorization": "Bearer li-at", **HEADERS},
     )
     assert answer.status_code == 201 and answer.content == b""
     assert sandbox.posts("linkedin")[0]["text"] == "before "
 
 
-async def test_duplicate_422_is_success_with_the_existing_urn(sandbox, http) -> None:
+async def test_length_counts_the_text_not_the_escapes(sandbox, http) -> None:
+    text = "(a) " * 750  # 3,000 characters, 4,500 once escaped
+    assert LinkedInAdapter.validate_content(text, media_count=0) == []
+    assert LinkedInAdapter.validate_content(text + "!", media_count=0) != []
+
+
+async def test_duplicate_422_is_success_only_for_a_post_after_our_first_attempt(
+    sandbox, http
+) -> None:
     account, adapter = _account(sandbox), _adapter(sandbox, http)
-    content = PostContent(text="same (again)")
-    first = await adapter.publish(account=account, content=content, state=PlatformState())
-    again = await adapter.publish(account=account, content=content, state=PlatformState())
+    content, state = PostContent(text="same (again)"), PlatformState()
+    await state.save(publish_started_at=datetime.now(UTC).isoformat())
+    first = await adapter.publish(account=account, content=content, state=state)
+    again = await adapter.publish(account=account, content=content, state=state)
     assert again.remote_id == first.remote_id
+    assert len(sandbox.posts("linkedin")) == 1
+    # A later post with the same words: LinkedIn names the old one, which is not ours.
+    later = PlatformState(
+        {"publish_started_at": (datetime.now(UTC) + timedelta(hours=1)).isoformat()}
+    )
+    with pytest.raises(PermanentError) as caught:
+        await adapter.publish(account=account, content=content, state=later)
+    assert caught.value.code == "duplicate"
+
+
+async def test_duplicate_naming_a_deleted_ghost_post_is_not_ours(sandbox, http) -> None:
+    account, adapter = _org(sandbox), _adapter(sandbox, http)
+    sandbox.inject("linkedin", "duplicate", operation="publish")
+    state = PlatformState({"publish_started_at": datetime.now(UTC).isoformat()})
+    with pytest.raises(PermanentError) as caught:
+        await adapter.publish(account=account, content=PostContent(text="ghost"), state=state)
+    assert caught.value.code == "duplicate"
+
+
+async def test_member_lost_answer_is_settled_by_reposting_without_the_finder(
+    sandbox, counted_http
+) -> None:
+    """A member cannot list its posts (r_member_social is restricted): reconcile does not try,
+    and the re-post's DUPLICATE_POST recovers the post that went out."""
+    http, counter = counted_http
+    account, adapter = _account(sandbox), _adapter(sandbox, http)
+    content, state = PostContent(text="member #post"), PlatformState()
+    await state.save(publish_started_at=datetime.now(UTC).isoformat())
+    sandbox.inject("linkedin", "timeout_after_accept", delay_seconds=3)
+    async with httpx.AsyncClient(timeout=0.5) as impatient:
+        with pytest.raises(UnknownOutcomeError):
+            await LinkedInAdapter(http=impatient, base_url=sandbox.url("linkedin")).publish(
+                account=account, content=content, state=state
+            )
+    assert await adapter.reconcile(account=account, content=content, state=state) is None
+    found = await adapter.publish(account=account, content=content, state=state)
+    assert found.remote_id == sandbox.posts("linkedin")[0]["id"]
+    assert counter.count("/rest/posts") == 1  # the re-post only: no finder call
     assert len(sandbox.posts("linkedin")) == 1
 
 
+def test_sandbox_refuses_the_finder_and_metadata_to_members(sandbox) -> None:
+    _account(sandbox)
+    for path in (
+        f"/rest/posts?q=author&author={PERSON}",
+        "/rest/socialMetadata?ids=List(urn%3Ali%3Ashare%3A1)",
+    ):
+        answer = httpx.get(
+            f"{sandbox.url('linkedin')}{path}", headers={"Authorization": "Bearer li-at", **HEADERS}
+        )
+        assert answer.status_code == 403 and answer.json()["code"] == "ACCESS_DENIED"
+
+
+async def test_member_metrics_are_refused_up_front(sandbox, counted_http) -> None:
+    http, counter = counted_http
+    with pytest.raises(PermanentError) as caught:
+        await _adapter(sandbox, http).fetch_metrics(
+            account=_account(sandbox), remote_ids=["urn:li:share:1"]
+        )
+    assert caught.value.code == "member_metrics_restricted" and counter.paths == []
+
+
 async def test_timeout_after_accept_then_reconcile_finds_it(sandbox, http) -> None:
-    account, adapter = _account(sandbox), _adapter(sandbox, http)
+    account, adapter = _org(sandbox), _adapter(sandbox, http)
     content, state = PostContent(text="slow #post"), PlatformState()
     sandbox.inject("linkedin", "timeout_after_accept", delay_seconds=1.5)
     with pytest.raises(UnknownOutcomeError):
@@ -106,21 +187,33 @@ async def test_timeout_after_accept_then_reconcile_finds_it(sandbox, http) -> No
     )
 
 
-async def test_rate_limit_retries_at_utc_midnight(sandbox, http) -> None:
-    sandbox.inject("linkedin", "rate_limit")
+async def test_daily_quota_429_retries_at_utc_midnight(sandbox, http) -> None:
+    sandbox.inject("linkedin", "rate_limit", retry_after_seconds=86400)
     with pytest.raises(TransientError) as caught:
         await _adapter(sandbox, http).publish(
             account=_account(sandbox), content=PostContent(text="busy"), state=PlatformState()
         )
     assert caught.value.retry_at == next_utc_midnight()
+
+
+async def test_short_throttle_429_retries_in_minutes(sandbox, http) -> None:
+    sandbox.inject("linkedin", "rate_limit", retry_after_seconds=60)
+    with pytest.raises(TransientError) as caught:
+        await _adapter(sandbox, http).publish(
+            account=_account(sandbox), content=PostContent(text="busy"), state=PlatformState()
+        )
+    assert caught.value.retry_at is not None
+    assert caught.value.retry_at - datetime.now(UTC) < timedelta(minutes=6)
     assert next_utc_midnight(datetime(2026, 3, 1, 23, 59, tzinfo=UTC)) == datetime(
         2026, 3, 2, tzinfo=UTC
     )
 
 
-async def test_inactive_version_is_a_permanent_config_error(sandbox, http) -> None:
+@pytest.mark.parametrize("version", ["202001", "202510", "202511"])
+async def test_retired_version_is_a_permanent_config_error(sandbox, http, version) -> None:
+    """202510 was retired on 15 Oct 2026, 202511 on 16 Nov 2026 (LinkedIn migrations page)."""
     with pytest.raises(PermanentError) as caught:
-        await _adapter(sandbox, http, version="202001").publish(
+        await _adapter(sandbox, http, version=version).publish(
             account=_account(sandbox), content=PostContent(text="v"), state=PlatformState()
         )
     assert caught.value.code == "NONEXISTENT_VERSION"
@@ -158,7 +251,7 @@ async def test_image_goes_through_initialize_upload(sandbox, http) -> None:
 
 async def test_metrics_batch_get_social_metadata(sandbox, counted_http) -> None:
     http, counter = counted_http
-    account, adapter = _account(sandbox), _adapter(sandbox, http)
+    account, adapter = _org(sandbox), _adapter(sandbox, http)
     published = [
         await adapter.publish(
             account=account, content=PostContent(text=f"m{i}"), state=PlatformState()
@@ -176,7 +269,7 @@ async def test_metrics_batch_get_social_metadata(sandbox, counted_http) -> None:
     ("headers", "status", "code"),
     [
         ({}, 400, "VERSION_MISSING"),
-        ({"LinkedIn-Version": "202510"}, 400, "ILLEGAL_ARGUMENT"),
+        ({"LinkedIn-Version": DEFAULT_LINKEDIN_VERSION}, 400, "ILLEGAL_ARGUMENT"),
         ({"LinkedIn-Version": "299901", "X-Restli-Protocol-Version": "2.0.0"}, 426, None),
     ],
 )
@@ -194,11 +287,10 @@ async def test_sandbox_requires_the_version_headers(sandbox, http, headers, stat
 async def test_reconcile_pages_back_past_a_burst_of_newer_posts(sandbox, http) -> None:
     """A post cut off mid-answer, then 130 newer posts: reconcile still finds it (page 2)."""
     adapter = LinkedInAdapter(http=http, base_url=sandbox.url("linkedin"))
-    sandbox.add_account(
-        "linkedin", external_id="9191", handle="burst", access_token="li-burst-token"
-    )
+    org = "urn:li:organization:9191"
+    sandbox.add_account("linkedin", external_id=org, handle="burst", access_token="li-burst-token")
     account = AccountContext(
-        account_id="a", external_id="9191", handle="burst", access_token="li-burst-token"
+        account_id="a", external_id=org, handle="burst", access_token="li-burst-token"
     )
     state = PlatformState()
     sandbox.inject("linkedin", "timeout_after_accept", operation="publish", delay_seconds=1.5)

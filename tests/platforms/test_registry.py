@@ -33,13 +33,14 @@ def test_settings_defaults_and_environment(monkeypatch: pytest.MonkeyPatch) -> N
     defaults = PlatformSettings(_env_file=None)
     assert defaults.base_url("x") == "https://api.x.com"
     assert defaults.base_url("threads") == "https://graph.threads.net"
-    assert defaults.meta_graph_version == "v21.0"
+    assert defaults.meta_graph_version == "v25.0"
+    assert defaults.base_url("instagram") == "https://graph.instagram.com"
     assert defaults.platform_http_timeout_seconds == 10
     monkeypatch.setenv("LINKEDIN_API_BASE_URL", "http://127.0.0.1:1/linkedin/")
-    monkeypatch.setenv("LINKEDIN_VERSION", "202511")
+    monkeypatch.setenv("LINKEDIN_VERSION", "202602")
     settings = PlatformSettings(_env_file=None)
     assert settings.base_url("linkedin") == "http://127.0.0.1:1/linkedin"
-    assert settings.linkedin_version == "202511"
+    assert settings.linkedin_version == "202602"
 
 
 @pytest.mark.parametrize(

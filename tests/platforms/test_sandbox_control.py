@@ -6,6 +6,7 @@ import httpx
 import pytest
 
 from deployments.sandbox.core import FaultPlan, SandboxState
+from models.settings import DEFAULT_LINKEDIN_VERSION
 
 
 def test_healthz_lists_platform_modules(sandbox) -> None:
@@ -54,17 +55,18 @@ def test_control_api_round_trip(sandbox) -> None:
     [
         ("/x/2/tweets", 401, {"title": "Unauthorized"}),
         ("/mastodon/api/v1/statuses", 401, {"error": "The access token is invalid"}),
-        ("/bluesky/xrpc/com.atproto.repo.createRecord", 401, {"error": "InvalidToken"}),
+        # The PDS answers an unverifiable token with 400 InvalidToken (auth-verifier.ts).
+        ("/bluesky/xrpc/com.atproto.repo.createRecord", 400, {"error": "InvalidToken"}),
         ("/linkedin/rest/posts", 401, {"code": "INVALID_ACCESS_TOKEN"}),
     ],
 )
-def test_unknown_tokens_get_the_platforms_401(sandbox, path, status, expected) -> None:
+def test_unknown_tokens_get_the_platforms_answer(sandbox, path, status, expected) -> None:
     answer = httpx.post(
         f"{sandbox.base_url}{path}",
         json={"text": "x", "status": "x"},
         headers={
             "Authorization": "Bearer nobody",
-            "LinkedIn-Version": "202510",
+            "LinkedIn-Version": DEFAULT_LINKEDIN_VERSION,
             "X-Restli-Protocol-Version": "2.0.0",
         },
     )

@@ -26,6 +26,9 @@ FAMILY = "\U0001f468\u200d\U0001f469\u200d\U0001f467"  # one grapheme, five code
         (FAMILY, 2),
         ("\u2014", 1),  # em dash sits in 8208-8223
         ("see https://example.com/a/very/long/path/indeed", 4 + 23),
+        ("see example.com/a/very/long/path/indeed", 4 + 23),  # twitter-text: no scheme needed
+        ("see example.com.", 4 + 23 + 1),
+        ("mail me@example.com", 8 + 11),  # an address is not a URL
     ],
 )
 def test_x_weighted_length(text: str, weight: int) -> None:
@@ -53,7 +56,13 @@ def test_x_weighted_length(text: str, weight: int) -> None:
         ("mastodon", "a" * 501, 0, 1000, True),
         ("mastodon", "x " + "https://example.com/" + "p" * 600, 0, None, True),
         ("linkedin", "a" * 3000, 0, None, True),
-        ("linkedin", "a" * 2999 + "#", 0, None, False),  # escaped it is 3001
+        ("linkedin", "a" * 2999 + "#", 0, None, True),  # the text counts, not its escapes
+        ("linkedin", "a" * 3001, 0, None, False),
+        ("threads", "one #tag", 0, None, True),
+        ("threads", "two #tags #here", 0, None, False),  # one topic tag per post
+        ("threads", " ".join(f"https://e{i}.com" for i in range(6)), 0, None, False),
+        ("instagram", " ".join(f"@u{i}" for i in range(21)), 1, None, False),
+        ("x", "see example.com/" + "p" * 300, 0, None, True),  # a bare URL counts 23
         ("instagram", "caption", 0, None, False),  # an image is required
         ("instagram", "caption", 1, None, True),
         ("instagram", "a" * 2201, 1, None, False),

@@ -15,7 +15,6 @@ from tasks.platforms.base import (
     PermanentError,
     PlatformState,
     PostContent,
-    TokenExpiredError,
     TransientError,
     UnknownOutcomeError,
 )
@@ -113,11 +112,13 @@ async def test_throttle_uses_business_usage_header(sandbox, http) -> None:
     assert caught.value.retry_at is not None and caught.value.retry_at > datetime.now(UTC)
 
 
-async def test_expired_then_refresh_then_publish(sandbox, http) -> None:
+async def test_expired_needs_reconnect_but_a_live_token_refreshes(sandbox, http) -> None:
     acc = account(sandbox)
     th = adapter(sandbox, http)
     sandbox.inject("threads", "expired_token", operation="container")
-    with pytest.raises(TokenExpiredError):
+    # "Tokens that have not been refreshed in 60 days will expire and can no longer be
+    # refreshed" (TH-tok): an expired token means reconnect.
+    with pytest.raises(NeedsReconnectError):
         await th.publish(account=acc, content=PostContent(text="t"), state=PlatformState())
     tokens = await th.refresh_token(account=acc)
     assert tokens.access_token != TOKEN and tokens.expires_at is not None

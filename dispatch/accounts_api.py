@@ -1,0 +1,65 @@
+"""The accounts API: what the front end needs to see which accounts must be reconnected.
+
+Company-scoped like every company route (`dispatch.auth.CompanyId`); tokens are never returned.
+`status` is `active` or `needs_reconnect`; `lastError` is why (a refused refresh, a revoked
+token); `tokenExpiresAt` is when the stored access token expires (null: does not expire, or
+unknown), `refreshDue` whether the refresh job will renew it on its next run.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from fastapi import APIRouter
+from pydantic import BaseModel, ConfigDict
+from pydantic.alias_generators import to_camel
+
+from dispatch.auth import CompanyId
+from dispatch.deps import ServicesDep
+from tasks.accounts import AccountSummary, company_accounts
+
+router = APIRouter()
+
+
+class AccountView(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
+
+    id: uuid.UUID
+    platform: str
+    handle: str
+    external_id: str
+    base_url: str | None
+    status: str
+    last_error: str | None
+    token_expires_at: datetime | None
+    refresh_due: bool
+    created_at: datetime | None
+    updated_at: datetime | None
+
+
+class AccountList(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
+
+    accounts: list[AccountView]
+
+
+def _view(summary: AccountSummary) -> AccountView:
+    return AccountView.model_validate(summary, from_attributes=True)
+
+
+@router.get("/api/accounts", response_model=AccountList, response_model_by_alias=True)
+async def list_accounts(company_id: CompanyId, services: ServicesDep) -> AccountList:
+    """The company's platform accounts, needs-reconnect first."""
+    summaries = await company_accounts(services.sessions, company_id=company_id)
+    return AccountList(accounts=[_view(s) for s in summaries])
+
+
+@router.get("/api/accounts/{account_id}", response_model=AccountView, response_model_by_alias=True)
+async def get_account(
+    account_id: uuid.UUID, company_id: CompanyId, services: ServicesDep
+) -> AccountView:
+    (summary,) = await company_accounts(
+        services.sessions, company_id=company_id, account_id=account_id
+    )
+    return _view(summary)

@@ -1,0 +1,120 @@
+"""Renew the tokens that are due soon, before they die: the refresh job's use case.
+
+Meta's 60-day tokens can only be refreshed while still valid (and at least 24 h old), so a
+token nobody happened to use in its last minutes used to expire and force a reconnect. This
+job, run daily (Prefect deployment `refresh-expiring-tokens`, and on demand with `tendsocial
+accounts refresh-due`), renews every active account whose platform's refresh window has opened
+(`tasks.accounts.REFRESH_POLICIES`: Meta a week ahead, LinkedIn a week, X and Bluesky minutes).
+
+Each account is refreshed through `tasks.accounts.refresh_tokens` (row lock, rotated refresh
+token and new expiry stored together); a refusal marks that account `needs_reconnect` in its own
+committed transaction and the job goes on with the others.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from models.accounts import account_by_id
+from models.settings import PlatformSettings
+from models.statuses import AccountStatus
+from models.tables import SocialAccount
+from tasks.accounts import REFRESH_POLICIES, account_context, refresh_due, refresh_tokens
+from tasks.platforms.base import NeedsReconnectError, PlatformAdapter, PlatformError
+
+log = logging.getLogger(__name__)
+
+#: The widest refresh window of any platform: accounts expiring later are not even read.
+_HORIZON = max(p.before for p in REFRESH_POLICIES.values() if p is not None)
+
+
+@dataclass(slots=True)
+class RefreshReport:
+    refreshed: list[str] = field(default_factory=list)
+    needs_reconnect: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "refreshed": len(self.refreshed),
+            "needsReconnect": len(self.needs_reconnect),
+            "failed": len(self.failed),
+            "errors": self.failed,
+        }
+
+
+async def due_accounts(
+    sessions: async_sessionmaker[AsyncSession], *, now: datetime
+) -> list[SocialAccount]:
+    """Active accounts whose token is inside its platform's refresh window."""
+    async with sessions() as session:
+        ids = list(
+            await session.scalars(
+                select(SocialAccount.id).where(
+                    SocialAccount.status == AccountStatus.ACTIVE,
+                    SocialAccount.token_expires_at.is_not(None),
+                    SocialAccount.token_expires_at <= now + _HORIZON,
+                )
+            )
+        )
+        accounts = [await account_by_id(session, account_id) for account_id in ids]
+    return [a for a in accounts if refresh_due(a.platform, a.token_expires_at, now=now)]
+
+
+async def refresh_due_tokens(
+    sessions: async_sessionmaker[AsyncSession],
+    *,
+    adapters: Callable[[str], PlatformAdapter],
+    now: datetime | None = None,
+) -> RefreshReport:
+    """Refresh every due account; one account's failure never stops the others."""
+    now = now or datetime.now(UTC)
+    report = RefreshReport()
+    for account in await due_accounts(sessions, now=now):
+        name = f"{account.platform}:@{account.handle}"
+        try:
+            await refresh_tokens(
+                sessions,
+                adapter=adapters(account.platform),
+                account=account,
+                used=account_context(account),
+            )
+        except NeedsReconnectError:
+            report.needs_reconnect.append(name)
+        except PlatformError as error:
+            # Transient (retry tomorrow, well before expiry) or our configuration (logged).
+            log.warning("could not refresh %s: %s", name, error.message)
+            report.failed[name] = error.message
+        else:
+            report.refreshed.append(name)
+    log.info(
+        "token refresh: %d refreshed, %d need reconnecting, %d failed",
+        len(report.refreshed),
+        len(report.needs_reconnect),
+        len(report.failed),
+    )
+    return report
+
+
+async def run_refresh_once(
+    settings: PlatformSettings, *, now: datetime | None = None
+) -> RefreshReport:
+    """The job with production wiring: the process's database, adapters from `settings`."""
+    import httpx
+
+    from models.database import async_session_factory
+    from tasks.platforms.registry import build_adapter
+
+    timeout = timedelta(seconds=settings.platform_http_timeout_seconds).total_seconds()
+    async with httpx.AsyncClient(timeout=timeout) as http:
+        return await refresh_due_tokens(
+            async_session_factory(),
+            adapters=lambda platform: build_adapter(platform, http=http, settings=settings),
+            now=now,
+        )

@@ -1,0 +1,144 @@
+"""Tokens that never silently die, against real PostgreSQL and the sandbox platforms: a refused
+refresh is committed as `needs_reconnect` even though the caller then fails, a refusal of our
+OAuth client leaves accounts alone, and the refresh job renews tokens before they expire."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
+
+from dispatch.admin import add_account, create_company
+from models.accounts import account_by_id
+from models.database import sync_session
+from models.settings import PlatformSettings
+from tasks.accounts import account_context, fresh_context, refresh_tokens
+from tasks.platforms.base import NeedsReconnectError, PermanentError
+from tasks.platforms.registry import PLATFORMS, build_adapter
+from tasks.platforms.x import XAdapter
+from tasks.token_refresh import refresh_due_tokens
+
+pytestmark = pytest.mark.usefixtures("database_url")
+
+
+@pytest.fixture
+async def sessions(database_url) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    engine = create_async_engine(database_url)
+    yield async_sessionmaker(engine, expire_on_commit=False)
+    await engine.dispose()
+
+
+def _account(platform: str, *, access: str, refresh: str | None, expires: datetime | None):
+    with sync_session() as session:
+        company = create_company(session, name=f"lifecycle-{uuid.uuid4().hex[:6]}")
+        account = add_account(
+            session,
+            company_id=company.id,
+            platform=platform,
+            handle=f"h{uuid.uuid4().hex[:6]}",
+            external_id=f"e{uuid.uuid4().hex[:8]}",
+            access_token=access,
+            refresh_token=refresh,
+            token_expires_at=expires,
+        )
+        return account.id
+
+
+async def _load(sessions, account_id):
+    async with sessions() as session:
+        return await account_by_id(session, account_id)
+
+
+def _status(db, account_id) -> tuple[str, str | None, datetime | None]:
+    with db.connect() as conn:
+        return tuple(
+            conn.execute(
+                text(
+                    "SELECT status, status_reason, token_expires_at FROM social_accounts "
+                    "WHERE id = :id"
+                ),
+                {"id": account_id},
+            ).one()
+        )
+
+
+async def test_refused_refresh_is_committed_although_the_caller_fails(
+    sandbox, sessions, db
+) -> None:
+    """Before the fix the mark was made inside the lock's transaction and rolled back with it."""
+    account_id = _account("x", access="x-old", refresh="spent", expires=None)
+    account = await _load(sessions, account_id)
+    async with httpx.AsyncClient(timeout=5) as http:
+        adapter = XAdapter(http=http, base_url=sandbox.url("x"), client_id="cid")
+        with pytest.raises(NeedsReconnectError):
+            await refresh_tokens(
+                sessions, adapter=adapter, account=account, used=account_context(account)
+            )
+    status, reason, _ = _status(db, account_id)
+    assert status == "needs_reconnect" and "Value passed for the token was invalid" in reason
+
+
+async def test_metrics_path_marks_an_expiring_account_too(sandbox, sessions, db) -> None:
+    """The metrics task refreshes through `fresh_context`; its refusal is committed as well."""
+    expired = datetime.now(UTC) - timedelta(minutes=1)
+    account_id = _account("x", access="x-old", refresh="spent", expires=expired)
+    account = await _load(sessions, account_id)
+    async with httpx.AsyncClient(timeout=5) as http:
+        adapter = XAdapter(http=http, base_url=sandbox.url("x"), client_id="cid")
+        with pytest.raises(NeedsReconnectError):
+            await fresh_context(sessions, adapter=adapter, account=account, margin_seconds=120)
+    assert _status(db, account_id)[0] == "needs_reconnect"
+
+
+async def test_a_refused_client_is_our_configuration_not_the_accounts(
+    sandbox, sessions, db
+) -> None:
+    sandbox.add_account(
+        "x", external_id="c1", handle="c1", access_token="x-c1", refresh_token="rt-c1"
+    )
+    account_id = _account("x", access="x-c1", refresh="rt-c1", expires=None)
+    account = await _load(sessions, account_id)
+    sandbox.inject("x", "invalid_client", operation="refresh")
+    async with httpx.AsyncClient(timeout=5) as http:
+        adapter = XAdapter(
+            http=http, base_url=sandbox.url("x"), client_id="cid", client_secret="bad"
+        )
+        with pytest.raises(PermanentError) as caught:
+            await refresh_tokens(
+                sessions, adapter=adapter, account=account, used=account_context(account)
+            )
+    assert caught.value.code == "oauth_client_config"
+    assert _status(db, account_id)[0] == "active"
+
+
+async def test_refresh_job_renews_due_tokens_and_flags_dead_ones(sandbox, sessions, db) -> None:
+    now = datetime.now(UTC)
+    sandbox.add_account("threads", external_id="t-due", handle="due", access_token="th-due")
+    sandbox.add_account("threads", external_id="t-later", handle="later", access_token="th-later")
+    due = _account("threads", access="th-due", refresh=None, expires=now + timedelta(days=3))
+    later = _account("threads", access="th-later", refresh=None, expires=now + timedelta(days=30))
+    dead = _account("x", access="x-dead", refresh="spent-too", expires=now + timedelta(minutes=5))
+    # Every platform on the sandbox: accounts other tests left in this database may be due too.
+    settings = PlatformSettings(
+        _env_file=None,
+        x_client_id="cid",
+        **{f"{p}_api_base_url": sandbox.url(p) for p in PLATFORMS},
+    )
+    async with httpx.AsyncClient(timeout=5) as http:
+        report = await refresh_due_tokens(
+            sessions,
+            adapters=lambda platform: build_adapter(platform, http=http, settings=settings),
+            now=now,
+        )
+    assert len(report.refreshed) >= 1 and any(n.startswith("x:") for n in report.needs_reconnect)
+    status, _, expires = _status(db, due)
+    assert status == "active" and expires > now + timedelta(days=59)  # the new expiry is stored
+    assert _status(db, later)[2] < now + timedelta(days=31)  # not due: untouched
+    assert _status(db, dead)[0] == "needs_reconnect"
+    refreshed = await _load(sessions, due)
+    assert refreshed.access_token != "th-due"
