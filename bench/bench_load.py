@@ -181,6 +181,7 @@ def api_process(
         "CLOUD_TASKS_EMULATOR_HOST": emulator_host,
         "PUBLISH_MAX_ATTEMPTS": "30",
         "PLATFORM_HTTP_TIMEOUT_SECONDS": "3",
+        "MEDIA_ALLOW_PRIVATE_ADDRESSES": "true",  # the sandbox serves media on 127.0.0.1
         **{f"{p.upper()}_API_BASE_URL": f"{sandbox_url}/{p}" for p in PLATFORMS},
     }
     args = [sys.executable, "-m", "deployments", "serve", "--port", str(port)]

@@ -203,6 +203,8 @@ def prepare(*, data_dir: Path, ports: Ports) -> LocalStack:
         "WEBHOOK_SECRET": os.environ.get("WEBHOOK_SECRET") or _stable_secret(data_dir),
         "PREFECT_API_URL": f"http://127.0.0.1:{ports.prefect}/api",
         "PREFECT_HOME": str(data_dir / "prefect"),
+        # the sandbox serves the demo's media on 127.0.0.1: local development opts in
+        "MEDIA_ALLOW_PRIVATE_ADDRESSES": "true",
         # one local API process: the queue sends no more at once than it serves well
         "TASKS_PUBLISH_MAX_CONCURRENT_DISPATCHES": os.environ.get(
             "TASKS_PUBLISH_MAX_CONCURRENT_DISPATCHES", "48"

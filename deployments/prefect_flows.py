@@ -1,5 +1,5 @@
-"""Prefect deployments of the flows for the local stack: the 6-hourly analytics sync and the
-hourly due-post sweeper.
+"""Prefect deployments of the flows for the local stack: the 6-hourly analytics sync, the
+hourly due-post sweeper and the daily token refresh.
 
 `deployment_definitions()` declares them (no server call); `serve_flows()` registers them with
 the Prefect server in `PREFECT_API_URL` and runs them from this long-lived process. Production
@@ -20,11 +20,17 @@ SYNC_ANALYTICS_CRON = "0 */6 * * *"
 SWEEPER_CRON = "15 * * * *"
 #: The trigger key of scheduled syncs; Cloud Scheduler sends the same, so one parent per window.
 SCHEDULED_SYNC_KEY = "scheduled"
+#: Daily at 00:30 (UTC), as in production: long-lived tokens are renewed a week before expiry.
+TOKEN_REFRESH_CRON = "30 0 * * *"
 
 
 def deployment_definitions() -> list[Any]:
     """The RunnerDeployments (built locally, nothing sent to a server)."""
-    from flows.prefect_flows import enqueue_due_posts_flow, sync_analytics_flow
+    from flows.prefect_flows import (
+        enqueue_due_posts_flow,
+        refresh_tokens_flow,
+        sync_analytics_flow,
+    )
 
     return [
         sync_analytics_flow.to_deployment(
@@ -40,6 +46,13 @@ def deployment_definitions() -> list[Any]:
             tags=["publishing", "sweeper"],
             description="Enqueue posts entering the 30-day window, recover lost tasks, "
             "fail missed posts.",
+        ),
+        refresh_tokens_flow.to_deployment(
+            name="refresh-expiring-tokens-daily",
+            cron=TOKEN_REFRESH_CRON,
+            tags=["accounts"],
+            description="Renew long-lived platform tokens before they expire; mark refused "
+            "accounts needs_reconnect.",
         ),
     ]
 

@@ -15,6 +15,7 @@ from flows.sync_fanout import SyncFanOut
 from models.database import database_url
 from models.settings import Settings
 from tasks.cloud_tasks import CloudTasksQueue
+from tasks.media import MediaPolicy
 from tasks.scheduling import Scheduler
 from tasks.task_specs import WebhookTarget
 
@@ -41,6 +42,7 @@ async def standalone_run(settings: Settings) -> AsyncIterator[StandaloneRun]:
                 webhook=webhook,
                 queues=settings.queues,
                 settings=settings.scheduling,
+                media_policy=MediaPolicy.from_settings(settings.media),
             ),
             fan_out=SyncFanOut(
                 sessions=sessions,

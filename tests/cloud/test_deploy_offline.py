@@ -543,27 +543,11 @@ def test_prefect_deployments_run_on_the_pool_the_deploy_creates_without_secrets(
 
 
 def test_entrypoints_exist() -> None:
-    """Each entrypoint names a flow function in the repository (the token refresh flow comes
-    from another branch: see PENDING)."""
+    """Each entrypoint names a flow function in the repository."""
     config = yaml.safe_load((ROOT / "deployments" / "prefect.yaml").read_text())
     for deployment in config["deployments"]:
         path, _, function = deployment["entrypoint"].partition(":")
-        if deployment["entrypoint"] in PENDING:
-            continue
         assert f"def {function}(" in (ROOT / path).read_text(), deployment["entrypoint"]
-
-
-#: Entrypoints whose flow lands with another branch. Remove an entry once its flow exists here:
-#: `test_pending_entrypoints_are_still_pending` fails as soon as it does.
-PENDING = {"flows/prefect_flows.py:refresh_tokens_flow"}
-
-
-def test_pending_entrypoints_are_still_pending() -> None:
-    for entrypoint in PENDING:
-        path, _, function = entrypoint.partition(":")
-        assert f"def {function}(" not in (ROOT / path).read_text(), (
-            f"{entrypoint} exists now: remove it from PENDING in {__file__}"
-        )
 
 
 # ------------------------------------------------------------------------------ operations

@@ -91,6 +91,7 @@ def cloud_stack(database_url: URL, sandbox: SandboxHandle, emulator: Emulator) -
         TASKS_OIDC_AUDIENCE=AUDIENCE,
         OIDC_CERTS_URL=endpoints.certs_url,
         OIDC_ISSUERS=[endpoints.issuer],
+        MEDIA_ALLOW_PRIVATE_ADDRESSES=True,  # the sandbox serves media on 127.0.0.1
         platforms=sandbox_platforms(sandbox, timeout=2.0),
     )
     asyncio.run(apply_queues(settings.queues))

@@ -189,6 +189,7 @@ def cloud_app(
         WEBHOOK_SECRET=SECRET,
         PUBLISH_MAX_ATTEMPTS=40,
         CLOUD_TASKS_EMULATOR_HOST=emulator.host_port,
+        MEDIA_ALLOW_PRIVATE_ADDRESSES=True,  # the sandbox serves media on 127.0.0.1
         platforms=sandbox_platforms(sandbox, timeout=1.5),
     )
     queue = CloudTasksQueue(settings.queues)
