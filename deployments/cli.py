@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import uuid
 import warnings
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -14,7 +15,25 @@ from rich.console import Console
 # embedded PostgreSQL then uses /tmp, which is fine: keep the CLI's output clean.
 warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help="TendSocial pipeline.")
+
+class _TendSocialApp(typer.Typer):
+    """The app; a missing credential or a service that does not answer ends in one line naming
+    the fix (`local_stack.explain_failure`), never in a traceback."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().__call__(*args, **kwargs)
+        except Exception as exc:
+            from deployments.local_stack import explain_failure
+
+            line = explain_failure(exc)
+            if line is None:
+                raise
+            Console(stderr=True).print(f"error: {line}", soft_wrap=True, markup=False)
+            raise SystemExit(1) from None
+
+
+app = _TendSocialApp(no_args_is_help=True, add_completion=False, help="TendSocial pipeline.")
 db_app = typer.Typer(no_args_is_help=True, help="Database schema.")
 company_app = typer.Typer(no_args_is_help=True, help="Companies and their API keys.")
 account_app = typer.Typer(no_args_is_help=True, help="Social platform accounts.")
@@ -24,6 +43,16 @@ app.add_typer(account_app, name="account")
 
 console = Console()
 err_console = Console(stderr=True)
+
+
+@app.callback()
+def _where_the_stack_is(ctx: typer.Context) -> None:
+    """Before any command reads a setting: a running `tendsocial dev`'s endpoints
+    (`<data folder>/stack.json`) fill in what the environment does not set."""
+    if ctx.invoked_subcommand != "dev":
+        from deployments.local_stack import stack_environment
+
+        os.environ.update(stack_environment())
 
 
 @db_app.command("upgrade")
