@@ -872,6 +872,13 @@ def _explain_one(error: BaseException) -> str | None:
                 "CLOUD_TASKS_EMULATOR_HOST"
             )
         return "Google Cloud Tasks does not answer: check the network, GCP_PROJECT_ID, GCP_LOCATION"
+    if isinstance(error, sa_exc.ProgrammingError) and "UndefinedTable" in type(
+        getattr(error, "orig", None)
+    ).__name__:
+        return (
+            f"the database at {_database_address()} has no TendSocial tables: run "
+            "`tendsocial db upgrade`, or start `tendsocial dev` and run commands beside it"
+        )
     if isinstance(error, sa_exc.OperationalError | sa_exc.InterfaceError):
         reason = str(getattr(error, "orig", None) or error).strip().splitlines()
         return (
