@@ -149,6 +149,15 @@ def write_private_file(path: Path, text: str) -> None:
         raise
 
 
+def _close_an_older_data_folder(data_dir: Path) -> None:
+    """A data folder an older version created open (0755) holds files written before they were
+    private (logs, the emulator's state, whose SQLite journal files copy the database file's
+    mode): closing the folder protects them all. Only a folder that is ours (it holds the
+    webhook secret) is touched, never one a mistyped `--data-dir` pointed at."""
+    if (data_dir / "webhook-secret").exists() and data_dir.stat().st_mode & 0o077:
+        data_dir.chmod(0o700)
+
+
 def _open_log(path: Path) -> int:
     """A log file opened for appending, created 0600 (logs may carry URLs and ids)."""
     ensure_private_dir(path.parent)
@@ -606,6 +615,7 @@ def prepare(
     # Every file we and our children create is private from its creation (finding 15).
     os.umask(0o077)
     data_dir = ensure_private_dir(data_dir.resolve())
+    _close_an_older_data_folder(data_dir)
     stale = stop_stale_stack(data_dir)
     if stale and on_stale is not None:
         on_stale(stale)

@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 
 from deployments.local_stack import (
     ProcessRecord,
+    _close_an_older_data_folder,
     ensure_private_dir,
     stack_environment,
     write_private_file,
@@ -70,6 +71,30 @@ def _tendsocial(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.Comple
         env=env,
         check=False,
     )
+
+
+def _side_by_side(
+    commands: list[tuple[str, ...]], *, cwd: Path, env: dict[str, str] | list[dict[str, str]]
+) -> list[subprocess.CompletedProcess[str]]:
+    """Run the commands at the same time (each is mostly a Python start-up and a timeout);
+    `env` is one for all, or one per command."""
+    envs = env if isinstance(env, list) else [env] * len(commands)
+    running = [
+        subprocess.Popen(
+            [sys.executable, "-m", "deployments", *args],
+            cwd=cwd,
+            env=command_env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for args, command_env in zip(commands, envs, strict=True)
+    ]
+    answers = []
+    for args, process in zip(commands, running, strict=True):
+        stdout, stderr = process.communicate(timeout=60)
+        answers.append(subprocess.CompletedProcess(args, process.returncode, stdout, stderr))
+    return answers
 
 
 def _closed_port() -> int:
@@ -149,8 +174,9 @@ def test_commands_beside_a_running_stack_use_its_database(
 
 # --------------------------------------------------------------------------- one-line errors
 def test_no_emulator_and_no_google_credentials_is_one_line(tmp_path: Path) -> None:
-    for command in (("tasks", "list"), ("queues", "apply")):
-        line = _one_line_error(_tendsocial(*command, cwd=tmp_path, env=_clean_env(tmp_path)))
+    commands = [("tasks", "list"), ("queues", "apply")]
+    for answer in _side_by_side(commands, cwd=tmp_path, env=_clean_env(tmp_path)):
+        line = _one_line_error(answer)
         assert line.startswith("error: no Cloud Tasks emulator or Google credentials: start ")
         assert "CLOUD_TASKS_EMULATOR_HOST" in line
 
@@ -158,8 +184,8 @@ def test_no_emulator_and_no_google_credentials_is_one_line(tmp_path: Path) -> No
 def test_an_emulator_that_does_not_answer_is_one_line(tmp_path: Path) -> None:
     host = f"127.0.0.1:{_closed_port()}"
     env = _clean_env(tmp_path, CLOUD_TASKS_EMULATOR_HOST=host)
-    for command in (("tasks", "list"), ("queues", "apply")):
-        line = _one_line_error(_tendsocial(*command, cwd=tmp_path, env=env))
+    for answer in _side_by_side([("tasks", "list"), ("queues", "apply")], cwd=tmp_path, env=env):
+        line = _one_line_error(answer)
         assert line == (
             f"error: no Cloud Tasks emulator answers at {host}: start `tendsocial dev` or fix "
             "CLOUD_TASKS_EMULATOR_HOST"
@@ -176,14 +202,17 @@ def test_a_database_that_does_not_answer_is_one_line(tmp_path: Path) -> None:
 
 
 def test_flows_serve_never_starts_a_temporary_prefect_server(tmp_path: Path) -> None:
-    line = _one_line_error(_tendsocial("flows", "serve", cwd=tmp_path, env=_clean_env(tmp_path)))
-    assert line == (
+    url = f"http://127.0.0.1:{_closed_port()}/api"
+    unset, closed = _side_by_side(
+        [("flows", "serve")] * 2,
+        cwd=tmp_path,
+        env=[_clean_env(tmp_path), _clean_env(tmp_path, PREFECT_API_URL=url)],
+    )
+    assert _one_line_error(unset) == (
         "error: no Prefect server to register the flows with: start `tendsocial dev` or set "
         "PREFECT_API_URL"
     )
-    url = f"http://127.0.0.1:{_closed_port()}/api"
-    env = _clean_env(tmp_path, PREFECT_API_URL=url)
-    line = _one_line_error(_tendsocial("flows", "serve", cwd=tmp_path, env=env))
+    line = _one_line_error(closed)
     assert line == (
         f"error: no Prefect server answers at {url}: start `tendsocial dev` or fix PREFECT_API_URL"
     )
@@ -262,3 +291,17 @@ def test_the_demo_retry_command_is_one_intact_line_on_a_narrow_terminal(tmp_path
     ]
     assert f"  x: https://x.com/demo_x/status/{'2' * 19}" in lines
     assert f"Prefect runs: http://p:4200/runs?tag=post:{post_id}" in lines
+
+
+def test_an_older_open_data_folder_of_ours_is_closed_and_no_other_folder_is(
+    tmp_path: Path,
+) -> None:
+    ours, other = tmp_path / "ours", tmp_path / "other"
+    for folder in (ours, other):
+        folder.mkdir(mode=0o755)
+        folder.chmod(0o755)  # whatever the umask: the mode an older version left
+    (ours / "webhook-secret").touch()
+    for folder in (ours, other):
+        _close_an_older_data_folder(folder)
+    assert stat.S_IMODE(ours.stat().st_mode) == 0o700
+    assert stat.S_IMODE(other.stat().st_mode) == 0o755

@@ -108,26 +108,34 @@ def _final_runs(demo: dict, post_id: str, *, expected: int, within: float = 60) 
 
 
 def _commands_beside_the_stack_use_it(stack: DevStack, demo: dict) -> None:
-    """What a new user types in another terminal, with nothing set in the shell."""
-    listed = stack.tendsocial("tasks", "list")
-    assert listed.returncode == 0, listed.stderr
-    applied = stack.tendsocial("queues", "apply")
-    assert applied.returncode == 0, applied.stderr
-    assert "│ default " in applied.stdout and "│ 48 " in applied.stdout  # the stack's limit
-    shipped = stack.tendsocial("reporter", "--once")
-    assert shipped.returncode == 0, shipped.stderr
-    assert f"to http://127.0.0.1:{stack.ports['prefect']}/api" in shipped.stdout
-    swept = stack.tendsocial("sweep", "--json")
-    assert swept.returncode == 0, swept.stderr
-
-    serving = subprocess.Popen(
-        [sys.executable, "-m", "deployments", "flows", "serve"],
-        cwd=stack.root,
-        env=stack.tendsocial_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    """What a new user types in other terminals, with nothing set in the shell (run side by
+    side: each is mostly a Python start-up)."""
+    commands = {
+        "tasks list": ["tasks", "list"],
+        "queues apply": ["queues", "apply"],
+        "reporter --once": ["reporter", "--once"],
+        "sweep": ["sweep", "--json"],
+    }
+    running = {
+        name: subprocess.Popen(
+            [sys.executable, "-m", "deployments", *args],
+            cwd=stack.root,
+            env=stack.tendsocial_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for name, args in {**commands, "flows serve": ["flows", "serve"]}.items()
+    }
+    serving = running.pop("flows serve")
     try:
+        answers = {name: process.communicate(timeout=120) for name, process in running.items()}
+        for name, process in running.items():
+            assert process.returncode == 0, (name, answers[name])
+        applied = answers["queues apply"][0]
+        assert "│ default " in applied and "│ 48 " in applied, applied  # the stack's limit
+        shipped = answers["reporter --once"][0]
+        assert f"to http://127.0.0.1:{stack.ports['prefect']}/api" in shipped, shipped
         deadline = time.monotonic() + 60
         while True:  # registered on the stack's Prefect, not on a temporary server
             deployments = httpx.post(
@@ -136,12 +144,14 @@ def _commands_beside_the_stack_use_it(stack: DevStack, demo: dict) -> None:
             names = {d["name"] for d in deployments}
             if {"sync-analytics-every-6h", "enqueue-due-posts-daily"} <= names:
                 break
-            assert serving.poll() is None, serving.communicate()[1]
+            assert serving.poll() is None, serving.communicate()
             assert time.monotonic() < deadline, names
             time.sleep(0.5)
     finally:
-        serving.send_signal(signal.SIGTERM)
-        serving.wait(timeout=60)
+        for process in (serving, *running.values()):
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+            process.communicate(timeout=60)
 
 
 def _retry_from_the_printed_command(stack: DevStack, demo: dict) -> None:
