@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import uuid
 import warnings
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -16,17 +17,25 @@ from rich.console import Console
 # embedded PostgreSQL then uses /tmp, which is fine: keep the CLI's output clean.
 warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help="TendSocial pipeline.")
+
+class _TendSocialApp(typer.Typer):
+    """The app; a missing credential or a service that does not answer ends in one line naming
+    the fix (`local_stack.explain_failure`), never in a traceback."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().__call__(*args, **kwargs)
+        except Exception as exc:
+            from deployments.local_stack import explain_failure
+
+            line = explain_failure(exc)
+            if line is None:
+                raise
+            Console(stderr=True).print(f"error: {line}", soft_wrap=True, markup=False)
+            raise SystemExit(1) from None
 
 
-@app.callback()
-def _entrypoint() -> None:
-    """Each command is an entrypoint: it reads the settings from the environment afresh."""
-    from models.database import reset_engines
-
-    reset_engines()
-
-
+app = _TendSocialApp(no_args_is_help=True, add_completion=False, help="TendSocial pipeline.")
 db_app = typer.Typer(no_args_is_help=True, help="Database schema.")
 company_app = typer.Typer(no_args_is_help=True, help="Companies and their API keys.")
 account_app = typer.Typer(no_args_is_help=True, help="Social platform accounts.")
@@ -36,6 +45,20 @@ app.add_typer(account_app, name="account")
 
 console = Console()
 err_console = Console(stderr=True)
+
+
+@app.callback()
+def _where_the_stack_is(ctx: typer.Context) -> None:
+    """Before any command reads a setting: a running `tendsocial dev`'s endpoints
+    (`<data folder>/stack.json`) fill in what the environment does not set."""
+    if ctx.invoked_subcommand != "dev":
+        from deployments.local_stack import stack_environment
+
+        os.environ.update(stack_environment())
+    # Each command is an entrypoint: it reads the settings from the environment afresh.
+    from models.database import reset_engines
+
+    reset_engines()
 
 
 @db_app.command("upgrade")

