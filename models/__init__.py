@@ -1,2 +1,7 @@
-"""SQLAlchemy 2.0 models, engine and sessions, Alembic migrations, and the queries that read and
-change state. Imports nothing of ours."""
+"""The data layer: SQLAlchemy 2.0 tables, the status enums, engine and sessions, Alembic
+migrations, the one settings root, and the statements that read and change state, by domain
+(`posts`, `targets` and claims, `outbox`, `analytics`, `accounts`). Nothing here commits: the
+caller owns the transaction.
+
+Imports nothing of ours.
+"""

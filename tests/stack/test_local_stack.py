@@ -142,7 +142,12 @@ def _commands_beside_the_stack_use_it(stack: DevStack, demo: dict) -> None:
                 f"{demo['prefectUrl']}/api/deployments/filter", json={}, timeout=10
             ).json()
             names = {d["name"] for d in deployments}
-            if {"sync-analytics-every-6h", "enqueue-due-posts-daily"} <= names:
+            expected = {
+                "sync-analytics-every-6h",
+                "enqueue-due-posts-hourly",
+                "refresh-expiring-tokens-daily",
+            }
+            if expected <= names:
                 break
             assert serving.poll() is None, serving.communicate()
             assert time.monotonic() < deadline, names

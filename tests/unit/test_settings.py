@@ -1,0 +1,55 @@
+"""One settings root: the queue definitions written to Cloud Tasks and the webhooks' final-attempt
+rule are built from the same `QueueSpec`, so changing one environment variable moves both."""
+
+from __future__ import annotations
+
+import pytest
+
+from deployments.queues import to_queue
+from models.settings import QueueSettings, Settings, WebhookSettings, load_settings
+
+
+def test_the_final_attempt_rule_and_the_queue_definition_agree(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PUBLISH_MAX_ATTEMPTS", "7")
+    monkeypatch.setenv("ANALYTICS_MAX_ATTEMPTS", "3")
+    monkeypatch.setenv("GCP_TASKS_QUEUE", "publish-eu")
+    queues = QueueSettings()
+    stored = {spec.queue_id: to_queue(spec, parent=queues.parent) for spec in queues.all}
+    assert set(stored) == {"publish-eu", "analytics", "publish-eu-dlq"}
+    assert stored["publish-eu"].retry_config.max_attempts == 7
+    assert stored["analytics"].retry_config.max_attempts == 3
+    assert [queues.publish.is_final_attempt(n) for n in range(7)] == [False] * 6 + [True]
+    assert [queues.analytics.is_final_attempt(n) for n in range(3)] == [False, False, True]
+    assert queues.dead_letter.paused and not queues.publish.paused
+
+
+def test_each_variable_is_read_by_one_part_only() -> None:
+    owners: dict[str, str] = {}
+    for name, part in Settings.model_fields.items():
+        model = part.annotation
+        for field_name, info in model.model_fields.items():  # type: ignore[union-attr]
+            env = info.alias or field_name.upper()
+            assert env not in owners, f"{env} is read by both {owners[env]} and {name}"
+            owners[env] = name
+    assert owners["TASKS_OIDC_SERVICE_ACCOUNT"] == "webhooks"
+    assert owners["PUBLISH_MAX_ATTEMPTS"] == "queues"
+
+
+def test_settings_are_loaded_once_per_entrypoint(monkeypatch: pytest.MonkeyPatch) -> None:
+    load_settings.cache_clear()
+    monkeypatch.setenv("WEBHOOK_URL", "https://first.example")
+    first = load_settings()
+    monkeypatch.setenv("WEBHOOK_URL", "https://second.example")
+    assert load_settings() is first  # nothing below the entrypoint re-reads the environment
+    load_settings.cache_clear()
+    assert load_settings().webhooks.webhook_url == "https://second.example"
+    load_settings.cache_clear()
+
+
+def test_tasks_carry_the_secret_only_when_the_webhook_checks_it() -> None:
+    secret = "s" * 40
+    assert WebhookSettings(WEBHOOK_SECRET=secret).sends_secret
+    assert WebhookSettings(WEBHOOK_SECRET=secret, WEBHOOK_AUTH="both").sends_secret
+    assert not WebhookSettings(WEBHOOK_SECRET=secret, WEBHOOK_AUTH="oidc").sends_secret
