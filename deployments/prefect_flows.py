@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-#: Every 6 hours on the hour (UTC), as in the seed.
+#: Every 6 hours on the hour (UTC): the product's analytics cadence (README).
 SYNC_ANALYTICS_CRON = "0 */6 * * *"
 #: Hourly at :15 (UTC), as in production (`deployments/prefect.yaml`): a lost task is recovered
 #: within the hour.

@@ -1,7 +1,7 @@
 """A local Prefect server on PostgreSQL, as a subprocess: start, wait until ready, stop.
 
 PostgreSQL, not SQLite: with SQLite the server answers 503 (database busy) even with one client
-(reference/prefect-notes.md). The server's database lives on the same PostgreSQL as the
+(seen with Prefect 3.9.1). The server's database lives on the same PostgreSQL as the
 pipeline's, in a database of its own; the embedded PostgreSQL listens on a unix socket only, so
 the URL may be `postgresql+asyncpg://postgres@/dbname?host=/socket/dir`. `PREFECT_HOME` is kept
 under a data folder so the server never touches the user's `~/.prefect`.

@@ -1,4 +1,4 @@
-"""Request and response bodies of the HTTP API (camelCase on the wire, as in the seed)."""
+"""Request and response bodies of the HTTP API, camelCase on the wire as the front end uses them."""
 
 from __future__ import annotations
 

@@ -106,7 +106,7 @@ async def cancel_open_targets(session: AsyncSession, post_id: uuid.UUID) -> None
 
 
 def _rolled_up_status() -> Any:
-    """The post status implied by its targets (the seed's roll-up rules, plus cancellation)."""
+    """The post status its targets imply: the roll-up rules (README, "Statuses") plus cancel."""
     t = PublishTarget.__table__.c.status
     all_of = func.bool_and
     return case(
