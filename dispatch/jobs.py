@@ -6,12 +6,11 @@ Tasks"): 2xx stops it, anything else is retried.
 
 from __future__ import annotations
 
-import math
 import uuid
-from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header
+from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, StringConstraints
 from pydantic.alias_generators import to_camel
@@ -19,6 +18,7 @@ from pydantic.alias_generators import to_camel
 from dispatch.caller_auth import verify_task_caller
 from dispatch.deps import MetricsDep, PublisherDep, SchedulerDep, ServicesDep, SettingsDep
 from dispatch.errors import error_body
+from dispatch.schemas import PlatformName, SafeText
 from flows.sync_fanout import SyncTrigger
 from tasks.metrics import MetricsJob, MetricsOutcome
 from tasks.publishing import PublishJob, PublishOutcome
@@ -38,9 +38,9 @@ class PublishPostBody(_JobBody):
     is read at publish time so an edit or cancel made after scheduling wins."""
 
     scheduled_post_id: uuid.UUID
-    platform: Annotated[str, StringConstraints(min_length=1, max_length=40)]
+    platform: PlatformName
     account_id: uuid.UUID
-    idempotency_key: Annotated[str, StringConstraints(min_length=1, max_length=300)]
+    idempotency_key: Annotated[SafeText, StringConstraints(min_length=1, max_length=300)]
 
 
 class SyncTriggerBody(_JobBody):
@@ -54,18 +54,11 @@ class SyncChildBody(_JobBody):
     job_id: uuid.UUID
 
 
-def _retry_after(when: datetime | None) -> dict[str, str]:
-    if when is None:
-        return {}
-    seconds = max(1, math.ceil((when - datetime.now(UTC)).total_seconds()))
-    return {"Retry-After": str(seconds)}
-
-
-def _requeue_failed(when: datetime | None) -> JSONResponse:
+def _requeue_failed() -> JSONResponse:
+    """The follow-up task could not be created: let the queue deliver this one again (502, not
+    503: the queue service being slow is no reason to throttle it further)."""
     return JSONResponse(
-        error_body("requeue_failed", "could not re-enqueue; retry"),
-        status_code=503,
-        headers=_retry_after(when),
+        error_body("requeue_failed", "could not re-enqueue; retry"), status_code=502
     )
 
 
@@ -82,7 +75,16 @@ def _target_body(outcome: PublishOutcome) -> dict[str, Any]:
 
 
 async def answer_publish_outcome(outcome: PublishOutcome, *, scheduler: Scheduler) -> JSONResponse:
-    """200 stops Cloud Tasks; 503 (with Retry-After) makes it retry; 404 for no such target."""
+    """The answer Cloud Tasks acts on: 200 stops it; 502 makes it retry on the queue's own
+    backoff; 404 for no such target.
+
+    Nothing that concerns one target answers 503 or 429: Cloud Tasks backs the whole queue off
+    on those and honours their Retry-After ("System throttling", HttpRequest reference), so one
+    company's slow or failing post would delay every company's. A wait with a known end (a
+    platform's rate-limit reset, another attempt's lease) becomes a task of its own at that
+    instant and a 200; a transient failure answers 502, which is retried without throttling.
+    503 stays for service-wide trouble only (the database down: `dispatch/errors.py`).
+    """
     match outcome.kind:
         case "published" | "already_published" | "failed" | "settled" | "cancelled":
             body = _target_body(outcome) | {"outcome": outcome.kind}
@@ -93,14 +95,17 @@ async def answer_publish_outcome(outcome: PublishOutcome, *, scheduler: Schedule
             try:
                 await scheduler.enqueue_target(outcome.target_id, run_at=outcome.retry_at)
             except Exception:
-                return _requeue_failed(outcome.retry_at)
+                return _requeue_failed()
             return JSONResponse(_target_body(outcome) | {"outcome": "deferred"}, status_code=200)
+        case "busy" if outcome.retry_at is not None and outcome.target_id is not None:
+            try:
+                await scheduler.enqueue_follow_up(outcome.target_id, at=outcome.retry_at)
+            except Exception:
+                return _requeue_failed()
+            body = _target_body(outcome) | {"outcome": "busy", "followUpAt": outcome.retry_at}
+            return JSONResponse(jsonable_encoder(body), status_code=200)
         case "retry" | "busy":
-            return JSONResponse(
-                _target_body(outcome) | {"outcome": outcome.kind},
-                status_code=503,
-                headers=_retry_after(outcome.retry_at),
-            )
+            return JSONResponse(_target_body(outcome) | {"outcome": outcome.kind}, status_code=502)
         case _:
             return JSONResponse(error_body("not_found", "no such publish target"), status_code=404)
 
@@ -183,7 +188,7 @@ async def sync_analytics_platform(
             # Rate limited: run again at the platform's reset under a fresh task name, without
             # spending the queue's retries. A stray delivery of a deferred job re-ensures it.
             if not (outcome.job_id and outcome.idempotency_key and outcome.platform):
-                return _requeue_failed(outcome.retry_at)
+                return _requeue_failed()
             try:
                 await services.fan_out.enqueue_child_at(
                     job_id=outcome.job_id,
@@ -192,11 +197,10 @@ async def sync_analytics_platform(
                     when=outcome.retry_at,
                 )
             except Exception:
-                return _requeue_failed(outcome.retry_at)
+                return _requeue_failed()
             return JSONResponse(_outcome_body(outcome, "deferred"), status_code=200)
         case "not_found":
             return JSONResponse(error_body("not_found", "no such sync job"), status_code=404)
         case _:
-            return JSONResponse(
-                _outcome_body(outcome), status_code=503, headers=_retry_after(outcome.retry_at)
-            )
+            # Busy or transient: retried on the analytics queue's backoff, never throttling it.
+            return JSONResponse(_outcome_body(outcome), status_code=502)

@@ -19,9 +19,14 @@ from pydantic.alias_generators import to_camel
 
 
 def _no_nul(value: str) -> str:
-    """PostgreSQL text cannot hold NUL; refuse it here instead of failing in the database."""
+    """Text PostgreSQL can store: no NUL, no unpaired surrogate (JSON may carry `\\ud800`, UTF-8
+    cannot); refused here with a 422 instead of failing in the database."""
     if "\x00" in value:
         raise ValueError("must not contain NUL characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must not contain unpaired surrogates") from None
     return value
 
 
@@ -58,7 +63,7 @@ IdempotencyKey = Annotated[
     str,
     StringConstraints(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.:\-]+$"),
 ]
-PlatformName = Annotated[str, StringConstraints(min_length=1, max_length=40)]
+PlatformName = Annotated[SafeText, StringConstraints(min_length=1, max_length=40)]
 
 
 class ApiModel(BaseModel):

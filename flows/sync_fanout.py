@@ -30,6 +30,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from models.accounts import lock_company_for_reference
 from models.analytics import (
     complete_empty_sync_job,
     insert_child_sync_jobs,
@@ -43,6 +44,7 @@ from models.settings import AnalyticsSettings, QueueSettings
 from models.statuses import SyncJobStatus
 from models.tables import AnalyticsSyncJob
 from tasks.cloud_tasks import TaskQueue, TaskSpec
+from tasks.errors import NotFoundError
 from tasks.task_specs import WebhookTarget, sync_child_task_spec, sync_job_task_spec
 
 log = logging.getLogger(__name__)
@@ -101,6 +103,10 @@ class SyncFanOut:
         window = sync_window(now, hours=self.settings.sync_window_hours)
         key = parent_key(window=window, trigger=trigger)
         async with unit_of_work(self.sessions) as session:
+            if trigger.company_id is not None and not await lock_company_for_reference(
+                session, trigger.company_id
+            ):
+                raise NotFoundError("company_not_found", "no such company", field="companyId")
             parent_id = await insert_sync_job_once(
                 session,
                 values={

@@ -25,6 +25,15 @@ async def company_by_api_key_hash(session: AsyncSession, key_hash: str) -> Compa
     return await session.scalar(select(Company).where(Company.api_key_hash == key_hash))
 
 
+async def lock_company_for_reference(session: AsyncSession, company_id: uuid.UUID) -> bool:
+    """Whether the company exists, holding a key-share lock on it until the transaction ends, so
+    rows that refer to it can be inserted without racing its deletion."""
+    found = await session.scalar(
+        select(Company.id).where(Company.id == company_id).with_for_update(key_share=True)
+    )
+    return found is not None
+
+
 async def accounts_of_company(
     session: AsyncSession, *, company_id: uuid.UUID, account_ids: Sequence[uuid.UUID]
 ) -> dict[uuid.UUID, SocialAccount]:

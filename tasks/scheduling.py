@@ -265,6 +265,23 @@ class Scheduler:
             )
         return name
 
+    async def enqueue_follow_up(self, target_id: uuid.UUID, *, at: datetime) -> str:
+        """A follow-up delivery of a target another attempt holds, at the end of its lease.
+
+        Answering such a delivery with 503 would throttle the whole queue for every company
+        (Cloud Tasks backs off the queue on 429/503 and honours Retry-After), so the webhook
+        answers 2xx and this task, named after the instant, comes back when the hold is over;
+        the claim then decides (published meanwhile: nothing to do; lease ran out: reconcile).
+        """
+        async with self.sessions() as session:
+            target = await session.get(PublishTarget, target_id)
+        if target is None:
+            raise NotFoundError("not_found", f"no target {target_id}")
+        spec = publish_task_spec(
+            target=target, run_at=at, webhook=self.webhook, queues=self.queues, follow_up=True
+        )
+        return await self.queue.enqueue(spec)
+
     async def cancel(self, *, company_id: uuid.UUID, post_id: uuid.UUID) -> PostSnapshot:
         """Cancel every open target; a conflict once any target is published or publishing."""
         async with unit_of_work(self.sessions) as session:

@@ -78,16 +78,30 @@ def publish_task_id(target: PublishTarget) -> str:
     return f"{digest[:32]}-{target.platform}-g{target.dispatch_generation}"
 
 
+def follow_up_task_id(target: PublishTarget, *, at: datetime) -> str:
+    """A follow-up delivery at `at` (a busy target's lease end): the target's task name plus the
+    instant, so every busy delivery asks for the same one follow-up, never a second."""
+    digest = hashlib.sha256(
+        f"{target.idempotency_key}#{target.dispatch_generation}#{at.timestamp():.0f}".encode()
+    ).hexdigest()
+    return f"{digest[:32]}-{target.platform}-g{target.dispatch_generation}-f"
+
+
 def publish_task_spec(
     *,
     target: PublishTarget,
     run_at: datetime | None,
     webhook: WebhookTarget,
     queues: QueueSettings,
+    follow_up: bool = False,
 ) -> TaskSpec:
+    """The target's task; `follow_up` names a follow-up delivery at `run_at` instead."""
+    task_id = (
+        follow_up_task_id(target, at=run_at) if follow_up and run_at else publish_task_id(target)
+    )
     return webhook.spec(
         path=PUBLISH_PATH,
-        task_id=publish_task_id(target),
+        task_id=task_id,
         body={
             "scheduledPostId": str(target.scheduled_post_id),
             "platform": target.platform,

@@ -47,7 +47,7 @@ def test_every_publish_attempt_becomes_a_prefect_run(
     stack.sandbox.inject("x", "revoked_token")
     stack.sandbox.inject("bluesky", "server_error", operation="publish")
     assert _deliver_all(stack, [failing], ("x",))[0].json()["status"] == "failed"
-    assert _deliver_all(stack, [failing], ("bluesky",))[0].status_code == 503
+    assert _deliver_all(stack, [failing], ("bluesky",))[0].status_code == 502
 
     runs = prefect.wait_for_runs(tags=[f"company:{tenant.id}"], count=10)
     assert len(runs) == 10

@@ -45,7 +45,9 @@ class Stack:
         matches = [
             t
             for t in self.queue.tasks.values()
-            if t.body["scheduledPostId"] == post_id and t.body["platform"] == platform
+            if t.body["scheduledPostId"] == post_id
+            and t.body["platform"] == platform
+            and not t.task_id.endswith("-f")  # the target's own task, not a busy follow-up
         ]
         assert matches, f"no task for {platform}"
         return max(matches, key=lambda t: t.task_id.rsplit("-g", 1)[-1])
