@@ -16,8 +16,12 @@ fetch the certificates on every request; issuer, email and email_verified are ch
 
 from __future__ import annotations
 
+import asyncio
 import hmac
+import logging
+import re
 import time
+from collections.abc import Callable
 
 import httpx
 from fastapi import Request
@@ -27,24 +31,40 @@ from google.auth import jwt
 from dispatch.errors import ApiError
 from models.settings import WebhookSettings
 
+log = logging.getLogger(__name__)
+
 MIN_SECRET_LENGTH = 32
 _CERTS_TTL_SECONDS = 3600.0
+
+
+#: A secret with fewer distinct characters is a pattern, not a random value
+#: (`secrets.token_urlsafe(32)` has about 30).
+MIN_SECRET_DISTINCT_CHARACTERS = 12
+
+
+def secret_problem(secret: str | None) -> str | None:
+    """Why `secret` is too weak to guard the webhooks, or None."""
+    if not secret or len(secret) < MIN_SECRET_LENGTH:
+        return f"must be set and at least {MIN_SECRET_LENGTH} characters long"
+    if any(c.isspace() for c in secret):
+        return "must not contain whitespace"
+    if len(set(secret)) < MIN_SECRET_DISTINCT_CHARACTERS:
+        return (
+            f"must be random (at least {MIN_SECRET_DISTINCT_CHARACTERS} distinct characters); "
+            "generate one with: python -c 'import secrets; print(secrets.token_urlsafe(48))'"
+        )
+    return None
 
 
 def check_webhook_settings(settings: WebhookSettings) -> None:
     """Refuse to start with a caller check that would let anyone in."""
     if settings.webhook_auth in ("secret", "both"):
-        secret = settings.webhook_secret or ""
-        if len(secret) < MIN_SECRET_LENGTH:
-            raise RuntimeError(
-                f"WEBHOOK_SECRET must be set and at least {MIN_SECRET_LENGTH} characters long"
-            )
+        problem = secret_problem(settings.webhook_secret)
+        if problem:
+            raise RuntimeError(f"WEBHOOK_SECRET {problem}")
         previous = settings.webhook_secret_previous
-        if previous is not None and len(previous) < MIN_SECRET_LENGTH:
-            raise RuntimeError(
-                f"WEBHOOK_SECRET_PREVIOUS, when set, must be at least {MIN_SECRET_LENGTH} "
-                "characters long"
-            )
+        if previous is not None and (problem := secret_problem(previous)):
+            raise RuntimeError(f"WEBHOOK_SECRET_PREVIOUS, when set, {problem}")
     if settings.webhook_auth in ("oidc", "both"):
         if not settings.oidc_callers:
             raise RuntimeError(
@@ -59,22 +79,68 @@ def check_webhook_settings(settings: WebhookSettings) -> None:
 
 
 class CertificateCache:
-    """The issuer's signing certificates, refetched hourly or when a key id is unknown."""
+    """The issuer's signing certificates, fetched rarely and never lost.
 
-    def __init__(self, url: str) -> None:
+    - Refreshed when `Cache-Control: max-age` (Google sends it) or, without one, an hour has
+      passed; a key id we have not seen triggers a refresh at most once per
+      `min_refetch_seconds`, behind one lock, so a stream of tokens with made-up key ids costs
+      one outbound fetch, not one per request.
+    - A failed refresh keeps serving the certificates we have (a Google hiccup must not turn
+      every genuine Cloud Tasks call into a 401); an unknown key id is then simply not found.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        min_refetch_seconds: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.url = url
+        self.min_refetch_seconds = min_refetch_seconds
+        self.clock = clock
+        self.fetches = 0
         self._certs: dict[str, str] = {}
-        self._fetched_at = 0.0
+        self._fresh_until = 0.0
+        self._last_attempt = -float("inf")
+        self._lock = asyncio.Lock()
 
     async def certs(self, *, key_id: str | None) -> dict[str, str]:
-        stale = time.monotonic() - self._fetched_at > _CERTS_TTL_SECONDS
-        if stale or (key_id is not None and key_id not in self._certs):
+        if self._needs_refresh(key_id):
+            async with self._lock:
+                if self._needs_refresh(key_id):  # another request refreshed meanwhile
+                    await self._refresh()
+        return self._certs
+
+    def _needs_refresh(self, key_id: str | None) -> bool:
+        now = self.clock()
+        if now - self._last_attempt < self.min_refetch_seconds:
+            return False
+        return now >= self._fresh_until or (key_id is not None and key_id not in self._certs)
+
+    async def _refresh(self) -> None:
+        self._last_attempt = self.clock()
+        self.fetches += 1
+        try:
             async with httpx.AsyncClient(timeout=5) as http:
                 answer = await http.get(self.url)
                 answer.raise_for_status()
-                self._certs = dict(answer.json())
-            self._fetched_at = time.monotonic()
-        return self._certs
+                certs = dict(answer.json())
+        except (httpx.HTTPError, ValueError, TypeError) as exc:
+            log.warning(
+                "OIDC certificate refresh failed; keeping %d cached",
+                len(self._certs),
+                extra={"error": type(exc).__name__},
+            )
+            return
+        self._certs = certs
+        self._fresh_until = self._last_attempt + _max_age(answer.headers.get("cache-control"))
+
+
+def _max_age(cache_control: str | None) -> float:
+    """Seconds the certificates stay fresh: `Cache-Control: max-age`, else an hour."""
+    match = re.search(r"max-age=(\d+)", cache_control or "")
+    return float(match.group(1)) if match else _CERTS_TTL_SECONDS
 
 
 def _secret_ok(request: Request, settings: WebhookSettings) -> bool:

@@ -4,6 +4,12 @@ JSON lines carry Cloud Logging's `severity` and `message`, the request's trace
 (`logging.googleapis.com/trace`, from `X-Cloud-Trace-Context`), and the ids a log call passes in
 `extra` (post_id, platform, target_id, task_name, job_id). Only those allow-listed extras are
 written, so a token passed by mistake in `extra` never reaches a log line.
+
+Secrets never reach a line at all: httpx and httpcore log every request URL (at INFO and DEBUG),
+and Meta's token refresh carries `access_token` in the URL, so both loggers are held at WARNING
+and every handler redacts `access_token=`, `refresh_token=`, `client_secret=`, `code=`,
+`Authorization:` / `Bearer ...` and `X-Webhook-Secret` values from the formatted line, whatever
+logger wrote it and at whatever level.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import contextvars
 import json
 import logging
 import os
+import re
 import sys
 from datetime import UTC, datetime
 
@@ -39,6 +46,29 @@ _SEVERITY = {
 }
 
 
+#: `name=value` pairs (query strings, form bodies, JSON) and header values that carry secrets.
+_SECRET_PAIR = re.compile(
+    r"""(?ix)
+    (?P<key>\b(?:access_token|refresh_token|client_secret|id_token|fb_exchange_token|code|
+        password|app_secret)\b["']?\s*[=:]\s*["']?)
+    (?P<value>[^\s&"',;}]+)
+    """
+)
+_SECRET_HEADER = re.compile(
+    r"(?i)(?P<key>\b(?:authorization|x-webhook-secret)\b[\"']?\s*[:=]\s*[\"']?(?:bearer\s+|basic\s+)?)"
+    r"(?P<value>[^\s\"',;}]+)"
+)
+_BEARER = re.compile(r"(?i)(?P<key>\bbearer\s+)(?P<value>[A-Za-z0-9._~+/=-]{8,})")
+REDACTED = "[redacted]"
+
+
+def redact(text: str) -> str:
+    """The text with every secret-looking value replaced by `[redacted]`."""
+    for pattern in (_SECRET_HEADER, _BEARER, _SECRET_PAIR):
+        text = pattern.sub(lambda m: m.group("key") + REDACTED, text)
+    return text
+
+
 class CloudLoggingFormatter(logging.Formatter):
     def __init__(self, *, project_id: str | None = None) -> None:
         super().__init__()
@@ -63,8 +93,9 @@ class CloudLoggingFormatter(logging.Formatter):
             value = record.__dict__.get(key)
             if value is not None:
                 entry[key] = str(value)
+        entry["message"] = redact(str(entry["message"]))
         if record.exc_info:
-            entry["stack_trace"] = self.formatException(record.exc_info)
+            entry["stack_trace"] = redact(self.formatException(record.exc_info))
         return json.dumps(entry, ensure_ascii=False)
 
 
@@ -75,7 +106,7 @@ class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         ids = [f"{k}={record.__dict__[k]}" for k in LOGGED_EXTRAS if record.__dict__.get(k)]
         record.ids = f"  [{' '.join(ids)}]" if ids else ""
-        return super().format(record)
+        return redact(super().format(record))
 
 
 def configure_logging(*, fmt: str | None = None, level: str | None = None) -> None:
@@ -93,6 +124,9 @@ def configure_logging(*, fmt: str | None = None, level: str | None = None) -> No
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
+    # Request URLs carry tokens (Meta's refresh): never log them, whatever LOG_LEVEL says.
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 class RequestContext:

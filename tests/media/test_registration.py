@@ -98,7 +98,7 @@ def test_good_urls_are_normalised() -> None:
 def api_url(database_url: URL) -> Iterator[str]:
     settings = make_settings(
         WEBHOOK_URL="http://127.0.0.1:9",
-        WEBHOOK_SECRET="m" * 40,
+        WEBHOOK_SECRET="media-registration-test-secret-0123456789",
         MEDIA_ALLOW_PRIVATE_ADDRESSES=False,  # production's default
     )
     with serve_in_thread(create_app(settings=settings, queue=InMemoryTaskQueue())) as base_url:
