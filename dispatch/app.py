@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
-import httpx
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -25,6 +24,7 @@ from tasks.cloud_tasks import CloudTasksQueue, TaskQueue
 from tasks.media import MediaPolicy
 from tasks.metrics import MetricsSync
 from tasks.platforms.base import PlatformAdapter
+from tasks.platforms.http import platform_http_client
 from tasks.platforms.registry import build_adapter
 from tasks.publishing import AdapterFactory, Publisher
 from tasks.scheduling import Scheduler
@@ -72,19 +72,14 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        # One HTTP client per platform: each keeps its own small keep-alive pool (httpcore
-        # checks every pooled connection on each request, so one big shared pool costs CPU).
+        # One HTTP client per platform (`tasks/platforms/http.py`: small pool, no cookies).
         platform_settings = settings.platforms
         async with AsyncExitStack() as clients:
             built: dict[str, PlatformAdapter] = {}
 
             def adapter_for(platform: str) -> PlatformAdapter:
                 if platform not in built:
-                    http = httpx.AsyncClient(
-                        timeout=platform_settings.platform_http_timeout_seconds,
-                        limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
-                        follow_redirects=False,
-                    )
+                    http = platform_http_client(platform_settings)
                     clients.push_async_callback(http.aclose)
                     built[platform] = build_adapter(platform, http=http, settings=platform_settings)
                 return built[platform]

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -106,13 +106,11 @@ async def run_refresh_once(
     settings: PlatformSettings, *, now: datetime | None = None
 ) -> RefreshReport:
     """The job with production wiring: the process's database, adapters from `settings`."""
-    import httpx
-
     from models.database import async_session_factory
+    from tasks.platforms.http import platform_http_client
     from tasks.platforms.registry import build_adapter
 
-    timeout = timedelta(seconds=settings.platform_http_timeout_seconds).total_seconds()
-    async with httpx.AsyncClient(timeout=timeout) as http:
+    async with platform_http_client(settings) as http:
         return await refresh_due_tokens(
             async_session_factory(),
             adapters=lambda platform: build_adapter(platform, http=http, settings=settings),
