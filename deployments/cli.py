@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 import uuid
 import warnings
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -96,8 +98,17 @@ def account_add(
     company: Annotated[uuid.UUID, typer.Option("--company", help="Company id.")],
     platform: Annotated[str, typer.Option("--platform")],
     handle: Annotated[str, typer.Option("--handle")],
-    access_token: Annotated[str, typer.Option("--access-token")],
-    refresh_token: Annotated[str | None, typer.Option("--refresh-token")] = None,
+    access_token: Annotated[
+        str,
+        typer.Option(
+            "--access-token",
+            help="The token, `-` to read it from standard input, or `@FILE` to read a file "
+            "(keeps it out of `ps` and the shell history).",
+        ),
+    ],
+    refresh_token: Annotated[
+        str | None, typer.Option("--refresh-token", help="As --access-token (`-` or `@FILE`).")
+    ] = None,
     base_url: Annotated[str | None, typer.Option("--base-url", help="Instance/PDS URL.")] = None,
     external_id: Annotated[
         str | None, typer.Option("--external-id", help="The platform's account id.")
@@ -117,6 +128,11 @@ def account_add(
     from dispatch.admin import add_account
     from models.database import sync_session
 
+    if access_token == "-" and refresh_token == "-":
+        err_console.print("[red]error:[/] only one of the tokens can come from standard input")
+        raise typer.Exit(2)
+    access_token = _secret_argument(access_token)
+    refresh_token = _secret_argument(refresh_token) if refresh_token else None
     try:
         with sync_session() as session:
             account = add_account(
@@ -139,6 +155,15 @@ def account_add(
         typer.echo(json.dumps({"id": str(account_id), "platform": stored_platform}))
     else:
         console.print(f"{stored_platform} account @{handle} id {account_id}")
+
+
+def _secret_argument(value: str) -> str:
+    """A token given as `-` (standard input) or `@FILE` is read from there, stripped."""
+    if value == "-":
+        return sys.stdin.readline().strip()
+    if value.startswith("@"):
+        return Path(value[1:]).read_text().strip()
+    return value
 
 
 def _utc(moment: datetime | None) -> datetime | None:

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import uuid
+from pathlib import Path
 
 from sqlalchemy import select
 from sqlalchemy.engine import URL, Engine
@@ -83,3 +84,31 @@ def test_unknown_platform_is_a_clear_error(database_url: URL) -> None:
     )
     assert answer.returncode == 2
     assert "unknown platform" in answer.stderr
+
+
+def test_tokens_can_come_from_standard_input_or_a_file(
+    database_url: URL, db: Engine, tmp_path: Path
+) -> None:
+    """Tokens need not be command-line arguments (visible in `ps` and the shell history)."""
+    company = json.loads(_run("company", "create", "Stdin Co", "--json").stdout)
+    refresh_file = tmp_path / "refresh"
+    refresh_file.write_text("rt-from-file\n")
+    added = subprocess.run(
+        [
+            *(sys.executable, "-m", "deployments", "account", "add", "--company", company["id"]),
+            *("--platform", "x", "--handle", "stdin", "--access-token", "-"),
+            *("--refresh-token", f"@{refresh_file}", "--json"),
+        ],
+        input="at-from-stdin\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=os.environ.copy(),
+        check=False,
+    )
+    assert added.returncode == 0, added.stderr
+    account_id = uuid.UUID(json.loads(added.stdout)["id"])
+    with Session(db) as s:
+        account = s.get(SocialAccount, account_id)
+        assert account is not None
+        assert (account.access_token, account.refresh_token) == ("at-from-stdin", "rt-from-file")
