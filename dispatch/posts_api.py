@@ -26,6 +26,7 @@ from dispatch.schemas import (
 )
 from dispatch.views import post_view
 from models.database import ping_database
+from tasks.platforms.versions import configured_version_warnings
 from tasks.scheduling import ScheduleCommand, TargetRequest
 
 router = APIRouter()
@@ -156,7 +157,8 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz")
 async def readyz(services: ServicesDep, response: Response) -> dict[str, str]:
-    """The database and the task queue are reachable; 503 with the failing part otherwise."""
+    """The database and the task queue are reachable; 503 with the failing part otherwise.
+    `apiVersions` names any configured platform API version within 30 days of its sunset."""
     checks: dict[str, str] = {}
     try:
         await ping_database(services.sessions)
@@ -169,5 +171,9 @@ async def readyz(services: ServicesDep, response: Response) -> dict[str, str]:
     except Exception as exc:
         checks["taskQueue"] = f"unavailable: {type(exc).__name__}"
     ready = all(v == "ok" for v in checks.values())
+    # Platform API versions near or past their sunset are reported, not a reason to stop
+    # answering: the webhooks of the other platforms still work.
+    warnings = configured_version_warnings(services.settings.platforms)
+    checks["apiVersions"] = "; ".join(w.message for w in warnings) or "ok"
     response.status_code = 200 if ready else 503
     return {"status": "ok" if ready else "unavailable", **checks}

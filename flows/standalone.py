@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 
@@ -18,6 +18,7 @@ from tasks.cloud_tasks import CloudTasksQueue
 from tasks.media import MediaPolicy
 from tasks.scheduling import Scheduler
 from tasks.task_specs import WebhookTarget
+from tasks.token_refresh import run_refresh_once
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +59,14 @@ async def standalone_run(settings: Settings) -> AsyncIterator[StandaloneRun]:
 
 
 async def run_sweep_once(settings: Settings) -> SweepReport:
-    """One sweep with resources of its own (`tendsocial sweep`, the daily deployment)."""
+    """One sweep with resources of its own (`tendsocial sweep`, the hourly deployment), then the
+    token refresh: tokens due for renewal are renewed on every sweep too, so one missed daily
+    refresh run never lets a long-lived token expire."""
     async with standalone_run(settings) as run:
-        return await sweep_due_posts(scheduler=run.scheduler, settings=settings.sweeper)
+        report = await sweep_due_posts(scheduler=run.scheduler, settings=settings.sweeper)
+    refreshed = await run_refresh_once(settings.platforms)
+    return replace(
+        report,
+        tokens_refreshed=len(refreshed.refreshed),
+        accounts_needing_reconnect=len(refreshed.needs_reconnect),
+    )

@@ -45,12 +45,17 @@ class SweepReport:
     missed_targets: int
     enqueued_targets: int
     recovered_targets: int
+    #: Filled in by a standalone sweep, which also runs the token refresh.
+    tokens_refreshed: int = 0
+    accounts_needing_reconnect: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return {
             "missedTargets": self.missed_targets,
             "enqueuedTargets": self.enqueued_targets,
             "recoveredTargets": self.recovered_targets,
+            "tokensRefreshed": self.tokens_refreshed,
+            "accountsNeedingReconnect": self.accounts_needing_reconnect,
         }
 
 

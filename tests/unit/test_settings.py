@@ -53,3 +53,15 @@ def test_tasks_carry_the_secret_only_when_the_webhook_checks_it() -> None:
     assert WebhookSettings(WEBHOOK_SECRET=secret).sends_secret
     assert WebhookSettings(WEBHOOK_SECRET=secret, WEBHOOK_AUTH="both").sends_secret
     assert not WebhookSettings(WEBHOOK_SECRET=secret, WEBHOOK_AUTH="oidc").sends_secret
+
+
+def test_readiness_names_a_retired_platform_api_version() -> None:
+    """`/readyz` reports a configured version past or near its sunset: a retired LinkedIn
+    version fails every call, and nothing else would say why."""
+    from models.settings import PlatformSettings
+    from tasks.platforms.versions import configured_version_warnings
+
+    retired = configured_version_warnings(PlatformSettings(LINKEDIN_VERSION="202510"))
+    assert [w.setting for w in retired] == ["LINKEDIN_VERSION"]
+    assert "was retired" in retired[0].message
+    assert configured_version_warnings(PlatformSettings()) == []
