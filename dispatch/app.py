@@ -18,6 +18,7 @@ from dispatch.caller_auth import CertificateCache, check_webhook_settings
 from dispatch.deps import Services
 from dispatch.errors import install_error_handlers
 from dispatch.observability import RequestContext
+from dispatch.rate_limits import CompanyRateLimits
 from flows.sync_fanout import SyncFanOut
 from models.settings import Settings, load_settings
 from tasks.cloud_tasks import CloudTasksQueue, TaskQueue
@@ -102,6 +103,7 @@ def create_app(
     )
     app.state.services = services
     app.state.oidc_certs = CertificateCache(settings.webhooks.oidc_certs_url)
+    app.state.company_limits = CompanyRateLimits(settings.scheduling)
     install_error_handlers(app)
     app.include_router(posts_api.router)
     app.include_router(jobs.router)

@@ -44,6 +44,7 @@ async def current_company_id(request: Request) -> uuid.UUID:
     company_id = await company_for_api_key_hash(sessions, hash_api_key(key))
     if company_id is None:
         raise _unauthenticated("invalid API key")
+    request.app.state.company_limits.check(company_id)
     return company_id
 
 

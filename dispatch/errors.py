@@ -17,12 +17,21 @@ from tasks.errors import ConflictError, InvalidRequestError, NotFoundError, UseC
 class ApiError(Exception):
     """An answer the client caused; `field` names the offending input where there is one."""
 
-    def __init__(self, status: int, code: str, message: str, *, field: str | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        field: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
         self.field = field
+        self.headers = headers
 
 
 def error_body(code: str, message: str, *, field: str | None = None, **extra: Any) -> dict:
@@ -63,7 +72,9 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
         return JSONResponse(
-            error_body(exc.code, exc.message, field=exc.field), status_code=exc.status
+            error_body(exc.code, exc.message, field=exc.field),
+            status_code=exc.status,
+            headers=exc.headers,
         )
 
     @app.exception_handler(RequestValidationError)
