@@ -86,7 +86,12 @@ def create_app(
                         follow_redirects=False,
                     )
                     clients.push_async_callback(http.aclose)
-                    built[platform] = build_adapter(platform, http=http, settings=platform_settings)
+                    built[platform] = build_adapter(
+                        platform,
+                        http=http,
+                        settings=platform_settings,
+                        media_policy=MediaPolicy.from_settings(settings.media),
+                    )
                 return built[platform]
 
             services.adapters = adapters or adapter_for

@@ -20,6 +20,7 @@ from tasks.platforms.base import (
     UnknownOutcomeError,
 )
 from tasks.platforms.bluesky import TID_RE, BlueskyAdapter
+from tests.platforms.helpers import LOCAL_MEDIA
 
 DID = "did:plc:ewvi7nxzyoun6zhxrhs64oiz"
 
@@ -44,7 +45,7 @@ def _account(sandbox, *, access: str = "bsky-at", refresh: str = "bsky-rt") -> A
 
 def _adapter(http) -> BlueskyAdapter:
     # The account's own PDS wins over this default, which must never be called in tests.
-    return BlueskyAdapter(http=http, base_url="http://127.0.0.1:9/unused")
+    return BlueskyAdapter(http=http, base_url="http://127.0.0.1:9/unused", media_policy=LOCAL_MEDIA)
 
 
 async def test_publish_pins_the_rkey_before_create_record(sandbox, http) -> None:
