@@ -102,8 +102,16 @@ class MastodonAdapter:
         self, *, account: AccountContext, content: PostContent, state: PlatformState
     ) -> PublishResult | None:
         """Inside the key's hour re-send it (the server returns the original status); after
-        that, look for the text among the account's newest statuses."""
-        key = state.get("idempotency_key") or content.idempotency_key
+        that, look for the text among the account's newest statuses.
+
+        Only once an attempt got as far as sending the status: `idempotency_key` is stored
+        right before `POST /api/v1/statuses`, after the media were uploaded. Without it no
+        status was ever sent, and re-sending here would publish the text without its media
+        (an attempt whose media fetch failed still counts as started for the task).
+        """
+        key = state.get("idempotency_key")
+        if not key:
+            return None
         started = state.get("publish_started_at")
         if key and started and _now() - datetime.fromisoformat(started) < IDEMPOTENCY_WINDOW:
             return await self._post_status(
