@@ -77,6 +77,11 @@ class AccountRequest(_CamelModel):
     extra: dict[str, Any] = Field(default_factory=dict)
 
 
+class ProcessingRequest(_CamelModel):
+    platform: str
+    seconds: float = Field(ge=0)
+
+
 class ClockRequest(_CamelModel):
     advance_seconds: float = Field(alias="advanceSeconds")
 
@@ -149,6 +154,16 @@ def _control_router() -> APIRouter:
         async with state.lock:
             state.clock_offset += timedelta(seconds=body.advance_seconds)
         return {"now": state.now().isoformat()}
+
+    @router.post("/processing")
+    async def set_processing(
+        body: ProcessingRequest, state: SandboxState = Depends(get_sandbox)
+    ) -> dict[str, float]:
+        """How long the platform takes to process uploaded video, on the sandbox clock (move
+        it with `/_sandbox/clock`). Reset with everything else."""
+        async with state.lock:
+            state.platform_extra(body.platform)["processing_seconds"] = body.seconds
+        return {"seconds": body.seconds}
 
     @router.get("/media/{name}")
     async def media(

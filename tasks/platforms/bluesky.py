@@ -139,8 +139,16 @@ class BlueskyAdapter:
             record["facets"] = facets
         if fetched:
             blobs = [await self._upload_blob(account=account, media=media) for media in fetched]
-            images = [{"alt": "", "image": blob} for blob in blobs]
-            record["embed"] = {"$type": "app.bsky.embed.images", "images": images}
+            if fetched[0].mime_type.startswith("video/"):
+                # The documented "simple method" (docs.bsky.app/docs/tutorials/video): the
+                # video goes up with uploadBlob like an image and is referenced from
+                # app.bsky.embed.video (lexicons/app/bsky/embed/video.json: one `video` blob,
+                # video/mp4, at most 50,000,000 bytes). The video service processes it once
+                # the post is in the firehose. One video per post (media_support checks it).
+                record["embed"] = {"$type": "app.bsky.embed.video", "video": blobs[0]}
+            else:
+                images = [{"alt": "", "image": blob} for blob in blobs]
+                record["embed"] = {"$type": "app.bsky.embed.images", "images": images}
         if rkey is None:
             rkey = new_tid()
             await state.save(rkey=rkey, created_at=record["createdAt"])

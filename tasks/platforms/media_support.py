@@ -23,9 +23,10 @@ from tasks.platforms.base import MediaItem, PermanentError
 IMPLEMENTED_KINDS: dict[str, frozenset[MediaKind]] = {
     # X: images by the simple upload (x.py).
     "x": frozenset({"image"}),
-    # Bluesky: images as app.bsky.embed.images (bluesky.py).
-    # GIFs are refused: an image blob is shown as a still picture, not an animation.
-    "bluesky": frozenset({"image"}),
+    # Bluesky: images as app.bsky.embed.images, a video as app.bsky.embed.video (bluesky.py).
+    # GIFs are refused: app.bsky.embed.images documents no animation (the blob is "image/*"),
+    # so a GIF may well show as a still picture; not verified on a live PDS.
+    "bluesky": frozenset({"image", "video"}),
     # Mastodon: every kind through POST /api/v2/media (mastodon.py).
     "mastodon": frozenset({"image", "gif", "video"}),
     # LinkedIn: images and GIFs by the Images API (linkedin.py).

@@ -9,11 +9,12 @@ request reaches the platform, so the sandbox never records a post without its me
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import pytest
 
 from tasks.media import MEDIA_ERROR_MESSAGES, MediaFetchError, MediaPolicy
-from tasks.platforms.base import MediaItem, PlatformState, PostContent
+from tasks.platforms.base import MediaItem, PlatformState, PostContent, TransientError
 from tests.platforms.conftest import RequestCounter
 from tests.platforms.helpers import (
     DOWNLOADING_PLATFORMS,
@@ -110,3 +111,46 @@ async def test_fetchable_media_goes_out_with_the_post(sandbox, http, platform: s
         "linkedin": lambda p: [p["content"]["media"]["id"]],
     }[platform](post)
     assert len(attached) == 1
+
+
+async def test_mastodon_video_processing_spanning_two_attempts_resumes_without_reuploading(
+    sandbox, counted_http
+) -> None:
+    """Attempt 1 uploads (202, `url: null`) and polls until its budget is spent; attempt 2
+    finds the stored media id, polls once more and posts: no second download or upload."""
+    http, counter = counted_http
+    answer = await http.post(
+        f"{sandbox.base_url}/_sandbox/processing", json={"platform": "mastodon", "seconds": 600}
+    )
+    answer.raise_for_status()
+    account = sandbox_account(sandbox, "mastodon")
+    stored: dict[str, Any] = {}
+
+    async def saver(values: dict[str, Any]) -> None:
+        stored.clear()
+        stored.update(values)
+
+    video = MediaItem(sandbox.media_url("clip.mp4"), "video/mp4")
+    first = sandbox_adapter(sandbox, "mastodon", http)
+    with pytest.raises(TransientError) as caught:
+        await first.publish(
+            account=account,
+            content=PostContent(text="clip day", media=[video]),
+            state=PlatformState(saver=saver),
+        )
+    assert caught.value.code == "media_processing" and caught.value.retry_at is not None
+    assert len(stored["media_ids"]) == 1 and sandbox.posts("mastodon") == []
+    assert counter.count("/api/v2/media") == 1
+    sandbox.advance_clock(600)  # the instance finishes processing before the next attempt
+    # The media URL is gone by now: attempt 2 must not need it.
+    gone = MediaItem(sandbox.media_url("clip.mp4") + "?status=404", "video/mp4")
+    second = sandbox_adapter(sandbox, "mastodon", http)
+    await second.publish(
+        account=account,
+        content=PostContent(text="clip day", media=[gone]),
+        state=PlatformState(dict(stored), saver=saver),
+    )
+    (post,) = sandbox.posts("mastodon")
+    assert [a["id"] for a in post["media_attachments"]] == stored["media_ids"]
+    assert post["media_attachments"][0]["type"] == "video"
+    assert counter.count("/api/v2/media") == 1
