@@ -1,5 +1,6 @@
 """Pre-flight content limits per platform: cheap checks that turn permanent failures into
-messages before any call is made. Pure functions; counts follow each platform's own rules."""
+messages before any call is made. Pure functions; counts follow each platform's own rules.
+Media kinds, types, sizes and mixes are checked by `media_support.media_problems`."""
 
 from __future__ import annotations
 
