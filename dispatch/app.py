@@ -82,7 +82,12 @@ def create_app(
                 if platform not in built:
                     http = platform_http_client(platform_settings)
                     clients.push_async_callback(http.aclose)
-                    built[platform] = build_adapter(platform, http=http, settings=platform_settings)
+                    built[platform] = build_adapter(
+                        platform,
+                        http=http,
+                        settings=platform_settings,
+                        media_policy=MediaPolicy.from_settings(settings.media),
+                    )
                 return built[platform]
 
             services.adapters = adapters or adapter_for

@@ -46,6 +46,7 @@ from models.tables import MediaAsset, PublishTarget, ScheduledPost
 from tasks.cloud_tasks import TaskQueue, TaskSpec
 from tasks.errors import ConflictError, InvalidRequestError, NotFoundError
 from tasks.media import MediaPolicy, MediaUrlError, parse_media_url
+from tasks.platforms.media_support import media_problems
 from tasks.platforms.registry import normalize_platform
 from tasks.platforms.text_limits import validate_content
 from tasks.task_specs import WebhookTarget, publish_task_spec, target_idempotency_key
@@ -437,13 +438,18 @@ class Scheduler:
 async def _validated_targets(
     session: AsyncSession, *, company_id: uuid.UUID, command: ScheduleCommand
 ) -> list[_ValidTarget]:
-    """Check platforms, account ownership and state, media, and each platform's text limits."""
+    """Check platforms, account ownership and state, media, and each platform's text limits.
+
+    Media are checked per platform against the media matrix (`media_support.media_problems`:
+    documented kinds, types and sizes, what our adapter implements, which mixes the platform
+    takes), so a post that could only fail, or go out without its media, is refused now with
+    422 naming `mediaAssetIds[i]`.
+    """
     accounts = await accounts_of_company(
         session, company_id=company_id, account_ids=[t.account_id for t in command.targets]
     )
-    media_count = await _count_company_media(
-        session, company_id=company_id, media_ids=command.media_asset_ids
-    )
+    media = await _company_media(session, company_id=company_id, media_ids=command.media_asset_ids)
+    media_count = len(media)
     seen: set[tuple[str, uuid.UUID]] = set()
     targets = []
     for index, target in enumerate(command.targets):
@@ -469,6 +475,15 @@ async def _validated_targets(
         if (platform, account.id) in seen:
             raise InvalidRequestError("duplicate_target", "target listed twice", field=field)
         seen.add((platform, account.id))
+        media_problem = next(
+            iter(media_problems(platform, [(m.mime_type, m.size_bytes) for m in media])), None
+        )
+        if media_problem is not None:
+            raise InvalidRequestError(
+                "media_unsupported",
+                f"{platform}: {media_problem.message}",
+                field=f"mediaAssetIds[{min(media_problem.index, len(media) - 1)}]",
+            )
         text = target.custom_content if target.custom_content is not None else command.content
         problems = validate_content(
             platform, text, media_count=media_count, max_characters=account.max_characters
@@ -491,18 +506,20 @@ async def _validated_targets(
     return targets
 
 
-async def _count_company_media(
+async def _company_media(
     session: AsyncSession, *, company_id: uuid.UUID, media_ids: Sequence[uuid.UUID]
-) -> int:
+) -> list[MediaAsset]:
+    """The company's media assets in request order; unknown ids are refused by position."""
     if not media_ids:
-        return 0
-    found = set(
-        await session.scalars(
-            select(MediaAsset.id).where(
+        return []
+    found = {
+        asset.id: asset
+        for asset in await session.scalars(
+            select(MediaAsset).where(
                 MediaAsset.company_id == company_id, MediaAsset.id.in_(media_ids)
             )
         )
-    )
+    }
     for index, media_id in enumerate(media_ids):
         if media_id not in found:
             raise InvalidRequestError(
@@ -510,7 +527,7 @@ async def _count_company_media(
                 "no such media asset for this company",
                 field=f"mediaAssetIds[{index}]",
             )
-    return len(media_ids)
+    return [found[media_id] for media_id in media_ids]
 
 
 def _refuse_if_started(targets: Sequence[PublishTarget], *, action: str) -> None:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import importlib
 import logging
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Response
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from deployments.sandbox.core import FAULT_KINDS, SandboxState, get_sandbox
@@ -33,6 +36,25 @@ TINY_JPEG: bytes = base64.b64decode(
 )
 
 
+#: A 1x1 GIF89a (the classic transparent pixel).
+TINY_GIF: bytes = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
+#: An ISO BMFF `ftyp` box (brand isom): what makes a file an MP4 to a sniffer (WHATWG MIME
+#: Sniffing, "signature for MP4"). The sandbox platforms never decode video, so the rest of a
+#: served MP4 is filler.
+MP4_FTYP: bytes = b"\x00\x00\x00\x20ftypisom\x00\x00\x02\x00isomiso2avc1mp41"
+DEFAULT_VIDEO_BYTES = 64 * 1024
+
+
+def sandbox_media(name: str, *, size: int | None = None) -> tuple[bytes, str]:
+    """(body, content type) of `/_sandbox/media/{name}`."""
+    if name.endswith(".mp4"):
+        total = max(size or DEFAULT_VIDEO_BYTES, len(MP4_FTYP))
+        return MP4_FTYP + bytes(total - len(MP4_FTYP)), "video/mp4"
+    if name.endswith(".gif"):
+        return TINY_GIF, "image/gif"
+    return TINY_JPEG, "image/jpeg"
+
+
 class _CamelModel(BaseModel):
     model_config = ConfigDict(populate_by_name=True, extra="forbid")
 
@@ -53,6 +75,11 @@ class AccountRequest(_CamelModel):
     access_token: str = Field(alias="accessToken")
     refresh_token: str | None = Field(default=None, alias="refreshToken")
     extra: dict[str, Any] = Field(default_factory=dict)
+
+
+class ProcessingRequest(_CamelModel):
+    platform: str
+    seconds: float = Field(ge=0)
 
 
 class ClockRequest(_CamelModel):
@@ -128,9 +155,35 @@ def _control_router() -> APIRouter:
             state.clock_offset += timedelta(seconds=body.advance_seconds)
         return {"now": state.now().isoformat()}
 
+    @router.post("/processing")
+    async def set_processing(
+        body: ProcessingRequest, state: SandboxState = Depends(get_sandbox)
+    ) -> dict[str, float]:
+        """How long the platform takes to process uploaded video, on the sandbox clock (move
+        it with `/_sandbox/clock`). Reset with everything else."""
+        async with state.lock:
+            state.platform_extra(body.platform)["processing_seconds"] = body.seconds
+        return {"seconds": body.seconds}
+
     @router.get("/media/{name}")
-    async def media(name: str) -> Response:
-        return Response(TINY_JPEG, media_type="image/jpeg")
+    async def media(
+        name: str, status: int = 200, size: int | None = None, drip: float | None = None
+    ) -> Response:
+        """Test media served by name: `*.mp4` an MP4 (`size` bytes, default 64 KiB), `*.gif` a
+        GIF, anything else the tiny JPEG. `status` answers that status without a body (a
+        missing file); `drip` sends the file one byte every `drip` seconds (a slow server)."""
+        if status != 200:
+            return Response(b"not here", status_code=status, media_type="text/plain")
+        body, media_type = sandbox_media(name, size=size)
+        if drip is None:
+            return Response(body, media_type=media_type)
+
+        async def dripping() -> AsyncIterator[bytes]:
+            for index in range(len(body)):
+                yield body[index : index + 1]
+                await asyncio.sleep(drip)  # the slow server being played, not a test's wait
+
+        return StreamingResponse(dripping(), media_type=media_type)
 
     return router
 

@@ -137,6 +137,63 @@ def _facet_problem(text: str, facets: Any) -> str | None:
     return None
 
 
+#: Embed blobs as the lexicons define them (bluesky-social/atproto lexicons/app/bsky/embed/
+#: images.json: up to 4 images, blob accept image/*, maxSize 1000000; embed/video.json: one
+#: `video` blob, accept video/mp4, maxSize 50000000). A record may reference only a blob the
+#: repo uploaded (uploadBlob stores it "untethered" until a record references it: atproto
+#: packages/pds repo/blobs.ts `addUntetheredBlob`); the error text for an unknown blob here is
+#: the sandbox's own (not verified against a live PDS).
+IMAGE_BLOB_MAX = 1_000_000
+VIDEO_BLOB_MAX = 50_000_000
+EMBED_IMAGES_MAX = 4
+
+
+def _blob_problem(state: SandboxState, blob: Any, *, where: str, accept: str, most: int) -> str:
+    if not isinstance(blob, dict) or blob.get("$type") != "blob":
+        return f"{where} should be a blob ref"
+    stored = (
+        state.platform_extra(PLATFORM).get("blobs", {}).get((blob.get("ref") or {}).get("$link"))
+    )
+    if stored is None:
+        return f"Could not find blob: {(blob.get('ref') or {}).get('$link')}"
+    mime = str(stored["mimeType"])
+    if not (mime.startswith(accept[:-1]) if accept.endswith("*") else mime == accept):
+        return f"{where} has the wrong mime type {mime}, accepts {accept}"
+    if int(stored["size"]) > most:
+        return f"{where} is too big ({stored['size']} > {most} bytes)"
+    return ""
+
+
+def _embed_problem(state: SandboxState, embed: Any) -> str | None:
+    if embed is None:
+        return None
+    kind = embed.get("$type") if isinstance(embed, dict) else None
+    if kind == "app.bsky.embed.images":
+        images = embed.get("images") or []
+        if not 1 <= len(images) <= EMBED_IMAGES_MAX:
+            return f"Record/embed/images must have 1 to {EMBED_IMAGES_MAX} items"
+        for number, image in enumerate(images):
+            if "alt" not in image:
+                return f'Record/embed/images/{number} must have the property "alt"'
+            where = f"Record/embed/images/{number}/image"
+            problem = _blob_problem(
+                state, image.get("image"), where=where, accept="image/*", most=IMAGE_BLOB_MAX
+            )
+            if problem:
+                return problem
+        return None
+    if kind == "app.bsky.embed.video":
+        problem = _blob_problem(
+            state,
+            embed.get("video"),
+            where="Record/embed/video",
+            accept="video/mp4",
+            most=VIDEO_BLOB_MAX,
+        )
+        return problem or None
+    return f"Record/embed has an unsupported type {kind}"
+
+
 def facet_texts(post: dict[str, Any]) -> list[tuple[str, str]]:
     """(feature type, the text it covers) of a stored post: slices by UTF-8 byte offsets."""
     data = str(post["text"]).encode()
@@ -183,6 +240,9 @@ async def create_record(request: Request, state: SandboxState = Depends(get_sand
     if "createdAt" not in record:
         message = f'Invalid {COLLECTION} record: Record must have the property "createdAt"'
         return _xrpc_error(state, 400, "InvalidRequest", message)
+    problem = _embed_problem(state, record.get("embed"))
+    if problem is not None:
+        return _xrpc_error(state, 400, "InvalidRequest", f"Invalid {COLLECTION} record: {problem}")
     rkey = body.get("rkey")
     if rkey is not None and not TID_RE.match(str(rkey)):
         return _xrpc_error(state, 400, "InvalidRequest", f"Invalid record key: {rkey}")
@@ -246,6 +306,8 @@ async def upload_blob(request: Request, state: SandboxState = Depends(get_sandbo
     data = await request.body()
     mime = request.headers.get("content-type", "application/octet-stream")
     blob = {"$type": "blob", "ref": {"$link": fake_cid(data)}, "mimeType": mime, "size": len(data)}
+    async with state.lock:
+        state.platform_extra(PLATFORM).setdefault("blobs", {})[blob["ref"]["$link"]] = blob
     return _answer(state, 200, {"blob": blob})
 
 

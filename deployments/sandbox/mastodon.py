@@ -157,7 +157,7 @@ async def create_status(request: Request, state: SandboxState = Depends(get_sand
         media = uploads.get(media_id)
         if media is None or media["account"] != account.external_id:
             return _error(state, 422, "Validation failed: Media attachments are invalid")
-        if media["processing"]:
+        if not _processed(state, media):
             message = (
                 "Cannot attach files that have not finished processing. Try again in a moment!"
             )
@@ -270,9 +270,23 @@ async def instance(request: Request, state: SandboxState = Depends(get_sandbox))
     return _answer(state, 200, body)
 
 
+#: How long a video upload stays "processing" on the sandbox clock, unless a test sets
+#: `POST /_sandbox/processing {"platform": "mastodon", "seconds": N}`. Images are processed
+#: synchronously (200 with a `url`); video and GIF (converted to gifv) answer 202 with
+#: `url: null` until processed, and `GET /api/v1/media/:id` answers 206 Partial content while
+#: processing, 200 when done (docs.joinmastodon.org/methods/media/#v2 and #get; the review's
+#: M-api row). A status with unprocessed media answers 422 "Cannot attach files that have not
+#: finished processing. Try again in a moment!" (mastodon/mastodon config/locales/en.yml,
+#: media_attachments.validations.not_ready).
+DEFAULT_PROCESSING_SECONDS = 0.0
+
+
+def _processed(state: SandboxState, media: dict[str, Any]) -> bool:
+    return state.now() >= media["ready_at"]
+
+
 @router.post("/api/v2/media")
 async def upload_media(request: Request, state: SandboxState = Depends(get_sandbox)) -> Any:
-    """Images are processed synchronously (200); video answers 202 until polled once."""
     early, account, _ = await _authenticate(state, request, "media")
     if early is not None:
         return early
@@ -283,22 +297,28 @@ async def upload_media(request: Request, state: SandboxState = Depends(get_sandb
         return _error(state, 422, "Validation failed: File can't be blank")
     content_type = upload.content_type or "application/octet-stream"
     media_id = state.new_numeric_id()
-    is_image = content_type.startswith("image/")
+    is_still = content_type.startswith("image/") and content_type != "image/gif"
+    kind = "image" if is_still else ("gifv" if content_type == "image/gif" else "video")
     url = f"{_instance_base(request)}/system/media_attachments/{media_id}"
+    extra = state.platform_extra(PLATFORM)
+    delay = 0.0 if is_still else float(extra.get("processing_seconds", DEFAULT_PROCESSING_SECONDS))
     entity = {
         "id": media_id,
-        "type": "image" if is_image else "video",
-        "url": url if is_image else None,
+        "type": kind,
+        "url": url,
         "preview_url": url,
         "description": form.get("description"),
     }
     async with state.lock:
-        state.platform_extra(PLATFORM).setdefault("media", {})[media_id] = {
+        extra.setdefault("media", {})[media_id] = {
             "account": account.external_id,
-            "processing": not is_image,
             "entity": entity,
+            "ready_at": state.now() + timedelta(seconds=delay),
         }
-    return _answer(state, 200 if is_image else 202, entity)
+        extra["uploads"] = extra.get("uploads", 0) + 1
+    if is_still:
+        return _answer(state, 200, entity)
+    return _answer(state, 202, {**entity, "url": None})
 
 
 @router.get("/api/v1/media/{media_id}")
@@ -311,7 +331,6 @@ async def get_media(
     media = state.platform_extra(PLATFORM).get("media", {}).get(media_id)
     if media is None:
         return _error(state, 404, "Record not found")
-    if media["processing"]:
-        media["processing"] = False
-        return _answer(state, 206, media["entity"])
+    if not _processed(state, media):
+        return _answer(state, 206, {**media["entity"], "url": None})
     return _answer(state, 200, media["entity"])

@@ -25,9 +25,9 @@ from typing import Any, ClassVar
 
 import httpx
 
+from tasks.media import FetchedMedia, MediaPolicy, fetch_platform_media
 from tasks.platforms.base import (
     AccountContext,
-    MediaItem,
     MetricCounts,
     NeedsReconnectError,
     PermanentError,
@@ -42,6 +42,7 @@ from tasks.platforms.base import (
     classify_http,
     lookup_failed,
 )
+from tasks.platforms.media_support import check_media_support
 from tasks.platforms.richtext import build_facets
 from tasks.platforms.text_limits import validate_bluesky
 
@@ -76,9 +77,18 @@ class BlueskyAdapter:
     platform: ClassVar[str] = "bluesky"
     metrics_batch_size: ClassVar[int] = 25
 
-    def __init__(self, *, http: httpx.AsyncClient, base_url: str, **_options: Any) -> None:
+    def __init__(
+        self,
+        *,
+        http: httpx.AsyncClient,
+        base_url: str,
+        media_policy: MediaPolicy | None = None,
+        **_options: Any,
+    ) -> None:
         self.http = http
         self.base_url = base_url.rstrip("/")
+        #: Where media may be fetched from (production's rules unless told otherwise).
+        self.media_policy = media_policy or MediaPolicy()
 
     @staticmethod
     def validate_content(
@@ -109,6 +119,14 @@ class BlueskyAdapter:
             found = await self.reconcile(account=account, content=content, state=state)
             if found is not None:
                 return found
+        check_media_support(self.platform, content.media)
+        # Fetched before any upload or post: a media failure raises MediaFetchError (transient)
+        # and the record is never created without its media.
+        fetched = await fetch_platform_media(
+            [(item.url, item.mime_type) for item in content.media],
+            platform=self.platform,
+            policy=self.media_policy,
+        )
         record: dict[str, Any] = {
             "$type": COLLECTION,
             "text": content.text,
@@ -119,9 +137,18 @@ class BlueskyAdapter:
         )
         if facets:
             record["facets"] = facets
-        if content.media:
-            images = [await self._upload(account=account, item=item) for item in content.media]
-            record["embed"] = {"$type": "app.bsky.embed.images", "images": images}
+        if fetched:
+            blobs = [await self._upload_blob(account=account, media=media) for media in fetched]
+            if fetched[0].mime_type.startswith("video/"):
+                # The documented "simple method" (docs.bsky.app/docs/tutorials/video): the
+                # video goes up with uploadBlob like an image and is referenced from
+                # app.bsky.embed.video (lexicons/app/bsky/embed/video.json: one `video` blob,
+                # video/mp4, at most 50,000,000 bytes). The video service processes it once
+                # the post is in the firehose. One video per post (media_support checks it).
+                record["embed"] = {"$type": "app.bsky.embed.video", "video": blobs[0]}
+            else:
+                images = [{"alt": "", "image": blob} for blob in blobs]
+                record["embed"] = {"$type": "app.bsky.embed.images", "images": images}
         if rkey is None:
             rkey = new_tid()
             await state.save(rkey=rkey, created_at=record["createdAt"])
@@ -250,23 +277,19 @@ class BlueskyAdapter:
             remote_id=uri, remote_url=f"https://bsky.app/profile/{profile}/post/{rkey}", raw=raw
         )
 
-    async def _upload(self, *, account: AccountContext, item: MediaItem) -> dict[str, Any]:
-        """uploadBlob is idempotent (content-addressed), so this prep step is safe to redo."""
+    async def _upload_blob(self, *, account: AccountContext, media: FetchedMedia) -> dict[str, Any]:
+        """uploadBlob of bytes already fetched; content-addressed, so safe to redo."""
         try:
-            source = await self.http.get(item.url)
-            source.raise_for_status()
             response = await self.http.post(
                 self._xrpc(account, "com.atproto.repo.uploadBlob"),
-                content=source.content,
-                headers={**_bearer(account.access_token), "Content-Type": item.mime_type},
+                content=media.content,
+                headers={**_bearer(account.access_token), "Content-Type": media.mime_type},
             )
-        except httpx.HTTPStatusError as exc:
-            raise TransientError(f"media {item.url} could not be fetched: {exc!r}") from exc
         except httpx.HTTPError as exc:
             raise TransientError(f"Bluesky uploadBlob failed in transit: {exc!r}") from exc
         if response.status_code != 200:
             raise _error(response, publish=False)
-        return {"alt": "", "image": response.json()["blob"]}
+        return dict(response.json()["blob"])
 
 
 def _iso_millis(value: str | None) -> str:

@@ -21,9 +21,9 @@ from urllib.parse import quote
 import httpx
 
 from models.settings import DEFAULT_LINKEDIN_VERSION
+from tasks.media import FetchedMedia, MediaPolicy, fetch_platform_media
 from tasks.platforms.base import (
     AccountContext,
-    MediaItem,
     MetricCounts,
     NeedsReconnectError,
     PermanentError,
@@ -36,6 +36,7 @@ from tasks.platforms.base import (
     UnknownOutcomeError,
     classify_http,
 )
+from tasks.platforms.media_support import check_media_support
 from tasks.platforms.oauth import refresh_grant
 from tasks.platforms.reconcile import CLOCK_SKEW, Page, find_own_post
 from tasks.platforms.text_limits import escape_little_text, unescape_little_text, validate_linkedin
@@ -65,9 +66,12 @@ class LinkedInAdapter:
         client_id: str = "",
         client_secret: str = "",
         oauth_base_url: str | None = None,
+        media_policy: MediaPolicy | None = None,
         **_options: Any,
     ) -> None:
         self.http = http
+        #: Where media may be fetched from (production's rules unless told otherwise).
+        self.media_policy = media_policy or MediaPolicy()
         self.base_url = base_url.rstrip("/")
         self.version = version
         self.client_id = client_id
@@ -125,8 +129,16 @@ class LinkedInAdapter:
             "lifecycleState": "PUBLISHED",
             "isReshareDisabledByAuthor": False,
         }
-        if content.media:
-            images = [await self._upload(account=account, item=item) for item in content.media]
+        check_media_support(self.platform, content.media)
+        # Fetched before the first upload: a media failure raises MediaFetchError (transient)
+        # and the post is never created without its media.
+        fetched = await fetch_platform_media(
+            [(item.url, item.mime_type) for item in content.media],
+            platform=self.platform,
+            policy=self.media_policy,
+        )
+        if fetched:
+            images = [await self._upload_image(account=account, media=m) for m in fetched]
             if len(images) == 1:
                 body["content"] = {"media": {"id": images[0]}}
             else:
@@ -310,12 +322,11 @@ class LinkedInAdapter:
             raise _error(response, publish=False)
         return response
 
-    async def _upload(self, *, account: AccountContext, item: MediaItem) -> str:
-        """initializeUpload → PUT bytes; an unused image urn is harmless, so this is redoable."""
+    async def _upload_image(self, *, account: AccountContext, media: FetchedMedia) -> str:
+        """Images API: initializeUpload → PUT the bytes already fetched; an unused image urn
+        is harmless, so this is redoable."""
         owner = self.author_urn(account)
         try:
-            source = await self.http.get(item.url)
-            source.raise_for_status()
             init = await self.http.post(
                 f"{self.base_url}/rest/images?action=initializeUpload",
                 json={"initializeUploadRequest": {"owner": owner}},
@@ -326,14 +337,12 @@ class LinkedInAdapter:
             value = init.json()["value"]
             put = await self.http.put(
                 value["uploadUrl"],
-                content=source.content,
+                content=media.content,
                 headers={
                     "Authorization": f"Bearer {account.access_token}",
-                    "Content-Type": item.mime_type,
+                    "Content-Type": media.mime_type,
                 },
             )
-        except httpx.HTTPStatusError as exc:
-            raise TransientError(f"media {item.url} could not be fetched: {exc!r}") from exc
         except httpx.HTTPError as exc:
             raise TransientError(f"LinkedIn image upload failed in transit: {exc!r}") from exc
         if put.status_code not in (200, 201):

@@ -14,9 +14,9 @@ from typing import Any, ClassVar
 
 import httpx
 
+from tasks.media import FetchedMedia, MediaPolicy, fetch_platform_media
 from tasks.platforms.base import (
     AccountContext,
-    MediaItem,
     MetricCounts,
     NeedsReconnectError,
     PermanentError,
@@ -27,6 +27,7 @@ from tasks.platforms.base import (
     TransientError,
     UnknownOutcomeError,
 )
+from tasks.platforms.media_support import check_media_support
 from tasks.platforms.reconcile import Page, find_own_post
 from tasks.platforms.text_limits import MASTODON_DEFAULT_MAX_CHARACTERS, validate_mastodon
 
@@ -36,8 +37,12 @@ IDEMPOTENCY_WINDOW = timedelta(minutes=55)
 #: API's maximum; `max_id` paging, docs.joinmastodon.org/methods/accounts/#statuses).
 RECONCILE_PAGE_SIZE = 40
 RECONCILE_MAX_PAGES = 10
+#: Polls of a processing upload within one attempt (5 x 0.5 s); past them the attempt ends
+#: transient and the next one resumes the polling from the stored media ids.
 MEDIA_POLLS = 5
 MEDIA_POLL_SECONDS = 0.5
+#: When to look again at media still processing after an attempt's polls.
+MEDIA_PROCESSING_RETRY = timedelta(seconds=30)
 _TAG_RE = re.compile(r"<[^>]+>")
 
 
@@ -45,9 +50,18 @@ class MastodonAdapter:
     platform: ClassVar[str] = "mastodon"
     metrics_batch_size: ClassVar[int] = 20
 
-    def __init__(self, *, http: httpx.AsyncClient, base_url: str, **_options: Any) -> None:
+    def __init__(
+        self,
+        *,
+        http: httpx.AsyncClient,
+        base_url: str,
+        media_policy: MediaPolicy | None = None,
+        **_options: Any,
+    ) -> None:
         self.http = http
         self.base_url = base_url.rstrip("/")
+        #: Where media may be fetched from (production's rules unless told otherwise).
+        self.media_policy = media_policy or MediaPolicy()
         self._instance_limits: dict[str, int] = {}
 
     @staticmethod
@@ -72,7 +86,8 @@ class MastodonAdapter:
         )
         if problems:
             raise PermanentError("; ".join(problems), code="content_invalid")
-        media_ids = [await self._upload(account=account, item=item) for item in content.media]
+        check_media_support(self.platform, content.media)
+        media_ids = await self._prepare_media(account=account, content=content, state=state)
         key = state.get("idempotency_key") or content.idempotency_key or str(uuid.uuid4())
         await state.save(
             idempotency_key=key,
@@ -87,8 +102,16 @@ class MastodonAdapter:
         self, *, account: AccountContext, content: PostContent, state: PlatformState
     ) -> PublishResult | None:
         """Inside the key's hour re-send it (the server returns the original status); after
-        that, look for the text among the account's newest statuses."""
-        key = state.get("idempotency_key") or content.idempotency_key
+        that, look for the text among the account's newest statuses.
+
+        Only once an attempt got as far as sending the status: `idempotency_key` is stored
+        right before `POST /api/v1/statuses`, after the media were uploaded. Without it no
+        status was ever sent, and re-sending here would publish the text without its media
+        (an attempt whose media fetch failed still counts as started for the task).
+        """
+        key = state.get("idempotency_key")
+        if not key:
+            return None
         started = state.get("publish_started_at")
         if key and started and _now() - datetime.fromisoformat(started) < IDEMPOTENCY_WINDOW:
             return await self._post_status(
@@ -221,32 +244,82 @@ class MastodonAdapter:
                     raise
         return statuses
 
-    async def _upload(self, *, account: AccountContext, item: MediaItem) -> str:
-        """Upload, then wait for processing; an unused upload is harmless, so this is redoable."""
+    async def _prepare_media(
+        self, *, account: AccountContext, content: PostContent, state: PlatformState
+    ) -> list[str]:
+        """The post's media ids, processed and ready to attach.
+
+        Uploads are remembered in the platform state (`media_ids`) as soon as they are made,
+        so an attempt that ends while the instance is still processing a video leaves the next
+        attempt only the polling to do, not a second download and upload. An instance that no
+        longer knows a stored id (unattached media are cleaned up after a day) gets a fresh
+        upload.
+        """
+        if not content.media:
+            return []
+        stored = [str(i) for i in state.get("media_ids") or []]
+        if len(stored) == len(content.media) and await self._all_processed(account, stored):
+            return stored
+        fetched = await fetch_platform_media(
+            [(item.url, item.mime_type) for item in content.media],
+            platform=self.platform,
+            policy=self.media_policy,
+        )
+        uploaded = [await self._upload(account=account, media=media) for media in fetched]
+        media_ids = [media_id for media_id, _ in uploaded]
+        await state.save(media_ids=media_ids)
+        pending = [media_id for media_id, processing in uploaded if processing]
+        if pending and not await self._all_processed(account, pending):
+            raise TransientError("Mastodon is still processing the media", code="media_processing")
+        return media_ids
+
+    async def _all_processed(self, account: AccountContext, media_ids: Sequence[str]) -> bool:
+        """Poll `GET /api/v1/media/:id` (206 while processing, 200 when done: docs.joinmastodon
+        .org/methods/media/#get) a few times; raises TransientError while any is still being
+        processed after the last poll, False when one is unknown (upload again)."""
+        waiting = list(media_ids)
+        for poll in range(MEDIA_POLLS):
+            still: list[str] = []
+            for media_id in waiting:
+                try:
+                    response = await self.http.get(
+                        f"{self._base(account)}/api/v1/media/{media_id}",
+                        headers=self._auth(account),
+                    )
+                except httpx.HTTPError as exc:
+                    raise TransientError(f"Mastodon media poll failed in transit: {exc!r}") from exc
+                if response.status_code == 404:
+                    return False
+                if response.status_code == 206:
+                    still.append(media_id)
+                elif response.status_code != 200:
+                    raise _error(response, publish=False)
+            waiting = still
+            if not waiting:
+                return True
+            if poll < MEDIA_POLLS - 1:
+                await asyncio.sleep(MEDIA_POLL_SECONDS)
+        raise TransientError(
+            "Mastodon is still processing the media",
+            code="media_processing",
+            retry_at=_now() + MEDIA_PROCESSING_RETRY,
+        )
+
+    async def _upload(self, *, account: AccountContext, media: FetchedMedia) -> tuple[str, bool]:
+        """`POST /api/v2/media`: 200 when processed at once, 202 with `url: null` while the
+        instance processes it (docs.joinmastodon.org/methods/media/#v2). Returns (id, still
+        processing)."""
         try:
-            source = await self.http.get(item.url)
-            source.raise_for_status()
             response = await self.http.post(
                 f"{self._base(account)}/api/v2/media",
-                files={"file": ("media", source.content, item.mime_type)},
+                files={"file": ("media", media.content, media.mime_type)},
                 headers=self._auth(account),
             )
-        except httpx.HTTPStatusError as exc:
-            raise TransientError(f"media {item.url} could not be fetched: {exc!r}") from exc
         except httpx.HTTPError as exc:
             raise TransientError(f"Mastodon media upload failed in transit: {exc!r}") from exc
         if response.status_code not in (200, 202):
             raise _error(response, publish=False)
-        media_id = str(response.json()["id"])
-        if response.status_code == 202:
-            for _ in range(MEDIA_POLLS):
-                polled = await self._get(account, f"/api/v1/media/{media_id}")
-                if polled.status_code == 200:
-                    break
-                await asyncio.sleep(MEDIA_POLL_SECONDS)
-            else:
-                raise TransientError("Mastodon is still processing the media", code="processing")
-        return media_id
+        return str(response.json()["id"]), response.status_code == 202
 
 
 def _now() -> datetime:

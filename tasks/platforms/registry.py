@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 
 from models.settings import PlatformSettings
+from tasks.media import MediaPolicy
 from tasks.platforms.base import PlatformAdapter
 
 PLATFORMS: tuple[str, ...] = (
@@ -64,13 +65,25 @@ def _options(platform: str, settings: PlatformSettings) -> dict[str, Any]:
 
 
 def build_adapter(
-    platform: str, *, http: httpx.AsyncClient, settings: PlatformSettings
+    platform: str,
+    *,
+    http: httpx.AsyncClient,
+    settings: PlatformSettings,
+    media_policy: MediaPolicy | None = None,
 ) -> PlatformAdapter:
-    """A ready adapter for `platform` on the shared client, configured from `settings`."""
+    """A ready adapter for `platform` on the shared client, configured from `settings`.
+
+    `media_policy` says where the adapters that download media (X, Bluesky, Mastodon,
+    LinkedIn) may fetch it from; None means production's rules (`MediaPolicy()`: https and
+    public addresses only). The API passes `MediaPolicy.from_settings(settings.media)`.
+    """
     name = normalize_platform(platform)
     module_name, class_name = _ADAPTERS[name]
     adapter_class = getattr(importlib.import_module(module_name), class_name)
-    options = _accepted(adapter_class, _options(name, settings))
+    options = _options(name, settings)
+    if media_policy is not None:
+        options["media_policy"] = media_policy
+    options = _accepted(adapter_class, options)
     return adapter_class(http=http, base_url=settings.base_url(name), **options)
 
 

@@ -1,5 +1,6 @@
 """Pre-flight content limits per platform: cheap checks that turn permanent failures into
-messages before any call is made. Pure functions; counts follow each platform's own rules."""
+messages before any call is made. Pure functions; counts follow each platform's own rules.
+Media kinds, types, sizes and mixes are checked by `media_support.media_problems`."""
 
 from __future__ import annotations
 
@@ -178,12 +179,6 @@ def mentions(text: str) -> list[str]:
     return MENTION_RE.findall(text)
 
 
-def _only_images(platform: str, media_types: Sequence[str], what: str) -> list[str]:
-    """Media types a platform adapter cannot post yet (video needs a separate upload flow)."""
-    refused = sorted({m for m in media_types if not m.lower().startswith("image/")})
-    return [f"{platform} {what}; got {', '.join(refused)}"] if refused else []
-
-
 def _empty(text: str, media_count: int) -> list[str]:
     return ["the post has neither text nor media"] if not text.strip() and media_count == 0 else []
 
@@ -205,9 +200,6 @@ def validate_x(
 ) -> list[str]:
     limit = max_characters or X_MAX_WEIGHT
     problems = _empty(text, media_count) + _media_cap("X", media_count, X_MAX_IMAGES)
-    # Video and GIF need X's chunked upload (docs.x.com/x-api/media/quickstart/
-    # media-upload-chunked), which this adapter does not implement yet.
-    problems += _only_images("X", media_types, "posts images only here (video/GIF: not yet)")
     weight = x_weighted_length(text)
     if weight > limit:
         problems.append(f"X allows {limit} weighted characters, the text weighs {weight}")
@@ -223,9 +215,6 @@ def validate_bluesky(
 ) -> list[str]:
     limit = max_characters or BLUESKY_MAX_GRAPHEMES
     problems = _empty(text, media_count) + _media_cap("Bluesky", media_count, BLUESKY_MAX_IMAGES)
-    # app.bsky.embed.images takes image/* blobs only; video is app.bsky.embed.video through
-    # video.bsky.app (bluesky-social/atproto lexicons/app/bsky/embed/images.json), not done yet.
-    problems += _only_images("Bluesky", media_types, "posts images only here (video: not yet)")
     count = graphemes(text)
     if count > limit:
         problems.append(f"Bluesky allows {limit} graphemes, the text has {count}")
@@ -280,8 +269,6 @@ def validate_linkedin(
 ) -> list[str]:
     limit = max_characters or LINKEDIN_MAX_CHARACTERS
     problems = _empty(text, media_count) + _media_cap("LinkedIn", media_count, 20)
-    # Videos need LinkedIn's Videos API (/rest/videos), which this adapter does not use yet.
-    problems += _only_images("LinkedIn", media_types, "posts images only here (video: not yet)")
     # 3,000 characters of commentary; whether LinkedIn counts the escaping backslashes is not
     # documented, so the text as the reader sees it is counted.
     count = len(text)

@@ -19,9 +19,9 @@ from typing import Any, ClassVar
 
 import httpx
 
+from tasks.media import FetchedMedia, MediaPolicy, fetch_platform_media
 from tasks.platforms.base import (
     AccountContext,
-    MediaItem,
     MetricCounts,
     NeedsReconnectError,
     PermanentError,
@@ -33,6 +33,7 @@ from tasks.platforms.base import (
     UnknownOutcomeError,
     classify_http,
 )
+from tasks.platforms.media_support import check_media_support
 from tasks.platforms.oauth import refresh_grant
 from tasks.platforms.reconcile import Page, find_own_post
 from tasks.platforms.text_limits import extract_urls, validate_x
@@ -57,12 +58,15 @@ class XAdapter:
         base_url: str,
         client_id: str = "",
         client_secret: str = "",
+        media_policy: MediaPolicy | None = None,
         **_options: Any,
     ) -> None:
         self.http = http
         self.base_url = base_url.rstrip("/")
         self.client_id = client_id
         self.client_secret = client_secret
+        #: Where media may be fetched from (production's rules unless told otherwise).
+        self.media_policy = media_policy or MediaPolicy()
 
     @staticmethod
     def validate_content(
@@ -88,9 +92,17 @@ class XAdapter:
         )
         if problems:
             raise PermanentError("; ".join(problems), code="content_invalid")
+        check_media_support(self.platform, content.media)
+        # Every file is fetched before the first call to X: a media failure raises
+        # MediaFetchError (transient) and nothing is uploaded or posted without it.
+        fetched = await fetch_platform_media(
+            [(item.url, item.mime_type) for item in content.media],
+            platform=self.platform,
+            policy=self.media_policy,
+        )
         body: dict[str, Any] = {"text": content.text}
-        if content.media:
-            media_ids = [await self._upload(account=account, item=item) for item in content.media]
+        if fetched:
+            media_ids = [await self._upload(account=account, media=media) for media in fetched]
             body["media"] = {"media_ids": media_ids}
         await state.save(
             publish_started_at=state.get("publish_started_at") or datetime.now(UTC).isoformat()
@@ -219,19 +231,16 @@ class XAdapter:
             raise _error(response, publish=False)
         return response
 
-    async def _upload(self, *, account: AccountContext, item: MediaItem) -> str:
-        """Simple v2 image upload; safe to redo (an unused media id just expires)."""
+    async def _upload(self, *, account: AccountContext, media: FetchedMedia) -> str:
+        """Simple v2 image upload of bytes already fetched; safe to redo (an unused media id
+        just expires)."""
         try:
-            source = await self.http.get(item.url)
-            source.raise_for_status()
             response = await self.http.post(
                 f"{self.base_url}/2/media/upload",
-                files={"media": ("media", source.content, item.mime_type)},
+                files={"media": ("media", media.content, media.mime_type)},
                 data={"media_category": "tweet_image"},
                 headers=self._auth(account),
             )
-        except httpx.HTTPStatusError as exc:
-            raise TransientError(f"media {item.url} could not be fetched: {exc!r}") from exc
         except httpx.HTTPError as exc:
             raise TransientError(f"X media upload failed in transit: {exc!r}") from exc
         if response.status_code != 200:

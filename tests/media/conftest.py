@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import pytest
 import uvicorn
+from sqlalchemy.engine import URL
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
@@ -32,6 +33,8 @@ from tests.media.helpers import (
     PUBLIC_HOST,
     free_port,
 )
+from tests.publishing.conftest import Stack, running_stack
+from tests.sandbox_fixture import SandboxHandle
 
 
 @dataclass
@@ -170,3 +173,11 @@ def _fresh_counters(request: pytest.FixtureRequest) -> None:
         if name in request.fixturenames:
             served: Served = request.getfixturevalue(name)
             served.requests.clear()
+
+
+@pytest.fixture(scope="session")
+def stack(database_url: URL, sandbox: SandboxHandle) -> Iterator[Stack]:
+    """The API as production builds it (media opt-in for the sandbox, as under `tendsocial
+    dev`), the sandbox platforms and real PostgreSQL: for scheduling and delivery stories."""
+    with running_stack(sandbox) as running:
+        yield running

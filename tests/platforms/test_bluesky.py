@@ -20,6 +20,7 @@ from tasks.platforms.base import (
     UnknownOutcomeError,
 )
 from tasks.platforms.bluesky import TID_RE, BlueskyAdapter
+from tests.platforms.helpers import LOCAL_MEDIA
 
 DID = "did:plc:ewvi7nxzyoun6zhxrhs64oiz"
 
@@ -44,7 +45,7 @@ def _account(sandbox, *, access: str = "bsky-at", refresh: str = "bsky-rt") -> A
 
 def _adapter(http) -> BlueskyAdapter:
     # The account's own PDS wins over this default, which must never be called in tests.
-    return BlueskyAdapter(http=http, base_url="http://127.0.0.1:9/unused")
+    return BlueskyAdapter(http=http, base_url="http://127.0.0.1:9/unused", media_policy=LOCAL_MEDIA)
 
 
 async def test_publish_pins_the_rkey_before_create_record(sandbox, http) -> None:
@@ -227,11 +228,43 @@ def test_sandbox_refuses_facets_outside_the_text(sandbox) -> None:
     assert answer.status_code == 400 and answer.json()["error"] == "InvalidRequest"
 
 
-async def test_video_is_refused_before_any_call(sandbox, http) -> None:
+async def test_video_goes_out_as_an_embed_video_blob(sandbox, http) -> None:
     account = _account(sandbox)
-    content = PostContent(text="clip", media=[MediaItem(sandbox.media_url(), "video/mp4")])
-    with pytest.raises(PermanentError):
+    url = sandbox.media_url("clip.mp4") + "?size=300000"
+    content = PostContent(text="clip", media=[MediaItem(url, "video/mp4")])
+    await _adapter(http).publish(account=account, content=content, state=PlatformState())
+    embed = sandbox.posts("bluesky")[0]["record"]["embed"]
+    assert embed["$type"] == "app.bsky.embed.video"
+    assert embed["video"]["mimeType"] == "video/mp4" and embed["video"]["size"] == 300_000
+
+
+async def test_gif_is_refused_before_any_call(sandbox, counted_http) -> None:
+    http, counter = counted_http
+    account = _account(sandbox)
+    content = PostContent(text="gif", media=[MediaItem(sandbox.media_url("a.gif"), "image/gif")])
+    with pytest.raises(PermanentError) as caught:
         await _adapter(http).publish(account=account, content=content, state=PlatformState())
+    assert caught.value.code == "media_unsupported"
+    assert counter.paths == [] and sandbox.posts("bluesky") == []
+
+
+def test_the_pds_refuses_an_embed_blob_it_never_received(sandbox) -> None:
+    _account(sandbox)
+    record = {
+        "$type": "app.bsky.feed.post",
+        "text": "ghost video",
+        "createdAt": "2026-01-01T00:00:00.000Z",
+        "embed": {
+            "$type": "app.bsky.embed.video",
+            "video": {"$type": "blob", "ref": {"$link": "bafyreinever"}, "mimeType": "video/mp4"},
+        },
+    }
+    answer = httpx.post(
+        f"{sandbox.url('bluesky')}/xrpc/com.atproto.repo.createRecord",
+        json={"repo": DID, "collection": "app.bsky.feed.post", "record": record},
+        headers={"Authorization": "Bearer bsky-at"},
+    )
+    assert answer.status_code == 400 and answer.json()["error"] == "InvalidRequest"
     assert sandbox.posts("bluesky") == []
 
 

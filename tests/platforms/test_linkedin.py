@@ -20,6 +20,7 @@ from tasks.platforms.base import (
     UnknownOutcomeError,
 )
 from tasks.platforms.linkedin import LinkedInAdapter, next_utc_midnight
+from tests.platforms.helpers import LOCAL_MEDIA
 
 PERSON = "urn:li:person:8675309"
 ORG = "urn:li:organization:5515715"
@@ -50,7 +51,9 @@ def _org(sandbox) -> AccountContext:
 
 
 def _adapter(sandbox, http, *, version: str = DEFAULT_LINKEDIN_VERSION) -> LinkedInAdapter:
-    return LinkedInAdapter(http=http, base_url=sandbox.url("linkedin"), version=version)
+    return LinkedInAdapter(
+        http=http, base_url=sandbox.url("linkedin"), version=version, media_policy=LOCAL_MEDIA
+    )
 
 
 HEADERS = {"LinkedIn-Version": DEFAULT_LINKEDIN_VERSION, "X-Restli-Protocol-Version": "2.0.0"}

@@ -17,6 +17,7 @@ from tasks.platforms.base import (
     UnknownOutcomeError,
 )
 from tasks.platforms.mastodon import MastodonAdapter
+from tests.platforms.helpers import LOCAL_MEDIA
 
 
 def _account(sandbox, *, max_characters: int | None = None) -> AccountContext:
@@ -32,7 +33,7 @@ def _account(sandbox, *, max_characters: int | None = None) -> AccountContext:
 
 
 def _adapter(sandbox, http) -> MastodonAdapter:
-    return MastodonAdapter(http=http, base_url=sandbox.url("mastodon"))
+    return MastodonAdapter(http=http, base_url=sandbox.url("mastodon"), media_policy=LOCAL_MEDIA)
 
 
 async def test_publish_returns_the_status_id_and_url(sandbox, http) -> None:

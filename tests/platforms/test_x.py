@@ -18,6 +18,7 @@ from tasks.platforms.base import (
     UnknownOutcomeError,
 )
 from tasks.platforms.x import XAdapter
+from tests.platforms.helpers import LOCAL_MEDIA
 
 
 def _account(sandbox, *, access: str = "x-at", refresh: str = "x-rt") -> AccountContext:
@@ -34,7 +35,7 @@ def _account(sandbox, *, access: str = "x-at", refresh: str = "x-rt") -> Account
 
 
 def _adapter(sandbox, http) -> XAdapter:
-    return XAdapter(http=http, base_url=sandbox.url("x"), client_id="cid")
+    return XAdapter(http=http, base_url=sandbox.url("x"), client_id="cid", media_policy=LOCAL_MEDIA)
 
 
 async def test_publish_records_the_tweet(sandbox, http) -> None:

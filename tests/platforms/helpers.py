@@ -1,0 +1,55 @@
+"""What the adapter tests share besides fixtures."""
+
+from __future__ import annotations
+
+import httpx
+
+from models.settings import MediaSettings, PlatformSettings
+from tasks.media import MediaPolicy
+from tasks.platforms.base import AccountContext, PlatformAdapter
+from tasks.platforms.registry import PLATFORMS, build_adapter
+from tests.sandbox_fixture import SandboxHandle
+
+#: The media fetcher's rules under `tendsocial dev`: the sandbox serves media from
+#: http://127.0.0.1, which production's default policy refuses.
+LOCAL_MEDIA = MediaPolicy.from_settings(MediaSettings(MEDIA_ALLOW_PRIVATE_ADDRESSES=True))
+
+
+#: The platforms whose adapters download media themselves (the Meta platforms pass the URL on).
+DOWNLOADING_PLATFORMS = ("x", "bluesky", "mastodon", "linkedin")
+_EXTERNAL_IDS = {
+    "x": "2244994945",
+    "bluesky": "did:plc:ewvi7nxzyoun6zhxrhs64oiz",
+    "mastodon": "109",
+    "linkedin": "8675309",
+}
+
+
+def sandbox_account(sandbox: SandboxHandle, platform: str) -> AccountContext:
+    """An account registered on the sandbox, as the publishing task would pass it."""
+    external_id = _EXTERNAL_IDS[platform]
+    token = f"{platform}-media-at"
+    sandbox.add_account(
+        platform, external_id=external_id, handle="tend", access_token=token, refresh_token="rt"
+    )
+    own_server = platform in ("bluesky", "mastodon")
+    return AccountContext(
+        account_id=f"acc-{platform}",
+        external_id=external_id,
+        handle="tend",
+        access_token=token,
+        refresh_token="rt",
+        base_url=sandbox.url(platform) if own_server else None,
+    )
+
+
+def sandbox_adapter(
+    sandbox: SandboxHandle,
+    platform: str,
+    http: httpx.AsyncClient,
+    *,
+    media_policy: MediaPolicy = LOCAL_MEDIA,
+) -> PlatformAdapter:
+    """The adapter as the API builds it (`build_adapter`), every base URL on the sandbox."""
+    settings = PlatformSettings(**{f"{p}_api_base_url": sandbox.url(p) for p in PLATFORMS})
+    return build_adapter(platform, http=http, settings=settings, media_policy=media_policy)
