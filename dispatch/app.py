@@ -19,7 +19,7 @@ from dispatch.deps import Services
 from dispatch.errors import install_error_handlers
 from dispatch.observability import RequestContext
 from dispatch.rate_limits import CompanyRateLimits
-from flows.sync_fanout import SyncFanOut
+from flows.standalone import use_cases
 from models.settings import Settings, load_settings
 from tasks.cloud_tasks import CloudTasksQueue, TaskQueue
 from tasks.media import MediaPolicy
@@ -28,8 +28,6 @@ from tasks.platforms.base import PlatformAdapter
 from tasks.platforms.http import platform_http_client
 from tasks.platforms.registry import build_adapter
 from tasks.publishing import AdapterFactory, Publisher
-from tasks.scheduling import Scheduler
-from tasks.task_specs import WebhookTarget
 
 
 def create_app(
@@ -49,26 +47,13 @@ def create_app(
 
         sessions = async_session_factory()
     queue = queue if queue is not None else CloudTasksQueue(settings.queues)
-    webhook = WebhookTarget.from_settings(settings.webhooks)
+    wired = use_cases(settings, sessions=sessions, queue=queue)
     services = Services(
         settings=settings,
         sessions=sessions,
         queue=queue,
-        scheduler=Scheduler(
-            sessions=sessions,
-            queue=queue,
-            webhook=webhook,
-            queues=settings.queues,
-            settings=settings.scheduling,
-            media_policy=MediaPolicy.from_settings(settings.media),
-        ),
-        fan_out=SyncFanOut(
-            sessions=sessions,
-            queue=queue,
-            webhook=webhook,
-            queues=settings.queues,
-            settings=settings.analytics,
-        ),
+        scheduler=wired.scheduler,
+        fan_out=wired.fan_out,
     )
 
     @asynccontextmanager

@@ -111,6 +111,8 @@ class AttemptLog:
     job: PublishJob
     started_at: datetime
     company_id: uuid.UUID | None = None
+    #: The claimed target and the attempt number that fences it (set once claimed).
+    target_id: uuid.UUID | None = None
     attempt: int = 0
     recorded: bool = False
     lines: list[LogLine] = field(default_factory=list)
@@ -219,6 +221,7 @@ class Publisher:
         target, post, account, media = claimed.target, claimed.post, claimed.account, claimed.media
         attempt = target.attempts
         attempt_log.company_id, attempt_log.attempt = post.company_id, attempt
+        attempt_log.target_id = target.id
         attempt_log.note(
             logging.INFO, "attempt %d claimed the %s target", attempt, job.platform, target=target
         )
@@ -482,20 +485,12 @@ class Publisher:
         the lease runs out instead), and the original error is what the caller sees."""
         message = f"{type(error).__name__}: {error}"
         attempt_log.lines.append(LogLine(logging.ERROR, f"attempt crashed: {message}", _now()))
-        job = attempt_log.job
         try:
             async with unit_of_work(self.sessions) as session:
-                target = await find_target(
-                    session,
-                    post_id=job.scheduled_post_id,
-                    platform=job.platform,
-                    account_id=job.account_id,
-                    idempotency_key=job.idempotency_key,
-                )
-                if target is not None:
+                if attempt_log.target_id is not None:
                     await release_claimed_target(
                         session,
-                        target_id=target.id,
+                        target_id=attempt_log.target_id,
                         attempt=attempt_log.attempt,
                         error_code="internal_error",
                         message="the attempt ended unexpectedly; it will be retried",
