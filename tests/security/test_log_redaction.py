@@ -32,15 +32,20 @@ def test_every_formatted_line_is_redacted(formatter: logging.Formatter) -> None:
 
 def test_httpx_request_lines_are_not_logged_even_at_debug() -> None:
     stream = io.StringIO()
-    configure_logging(level="DEBUG")
     root = logging.getLogger()
+    saved = (root.handlers[:], root.level)
+    levels = {name: logging.getLogger(name).level for name in ("httpx", "httpcore")}
+    configure_logging(level="DEBUG")
     root.handlers[0].stream = stream  # type: ignore[attr-defined]
     try:
         logging.getLogger("httpx").info("HTTP Request: GET https://x?access_token=abc")
         logging.getLogger("httpcore.http11").debug("send_request_headers.started")
         logging.getLogger("tendsocial").debug("refreshing with access_token=abc123")
-    finally:
-        configure_logging()
+    finally:  # give pytest its handlers back (log capture of later tests)
+        root.handlers[:], _ = saved
+        root.setLevel(saved[1])
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
     written = stream.getvalue()
     assert "HTTP Request" not in written and "send_request_headers" not in written
     assert "access_token=[redacted]" in written and "abc123" not in written
