@@ -57,7 +57,10 @@ async def standalone_run(settings: Settings) -> AsyncIterator[StandaloneRun]:
         await engine.dispose()
 
 
-async def run_sweep_once(settings: Settings) -> SweepReport:
-    """One sweep with resources of its own (`tendsocial sweep`, the daily deployment)."""
+async def run_sweep_once(settings: Settings, *, record_run: bool = True) -> SweepReport:
+    """One sweep with resources of its own (`tendsocial sweep`, the daily deployment; the
+    deployment passes `record_run=False`: its flow run shows the pass)."""
     async with standalone_run(settings) as run:
-        return await sweep_due_posts(scheduler=run.scheduler, settings=settings.sweeper)
+        return await sweep_due_posts(
+            scheduler=run.scheduler, settings=settings.sweeper, record_run=record_run
+        )
