@@ -31,14 +31,14 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from dispatch.cloud_tasks import CloudTasksQueue, CloudTasksSettings, make_client  # noqa: E402
+from dispatch.settings import ApiSettings  # noqa: E402
+from flows.analytics import AnalyticsSettings, SyncTrigger, start_sync  # noqa: E402
 from google.cloud import tasks_v2  # noqa: E402
 from sqlalchemy import create_engine, text  # noqa: E402
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine  # noqa: E402
 
 from deployments.queues import QueueDefinition, apply_queues  # noqa: E402
-from dispatch.cloud_tasks import CloudTasksQueue, CloudTasksSettings, make_client  # noqa: E402
-from dispatch.settings import ApiSettings  # noqa: E402
-from flows.analytics import AnalyticsSettings, SyncTrigger, start_sync  # noqa: E402
 from models.database import database_url  # noqa: E402
 from models.migrate import upgrade  # noqa: E402
 

@@ -2,10 +2,11 @@
 
 Starts PostgreSQL (embedded unless `DATABASE_URL` is set) and its migrations, then together the
 Cloud Tasks emulator (queues applied), the sandbox platforms, the API/webhook server and a Prefect
-server with its UI on the same PostgreSQL, then the reporter; seeds a demo company with one
-account on each sandbox platform; runs the due-post sweeper once; prints the URLs. Ctrl-C stops
-every process it started, newest first. Everything lives under the data folder, so a restart keeps
-the data and the tasks still pending (the emulator persists them).
+server with its UI on the same PostgreSQL, then the reporter and the Prefect deployments
+(`tendsocial flows serve`: sync, sweeper, token refresh, with their schedules); seeds a demo
+company with one account on each sandbox platform; runs the due-post sweeper once; prints the
+URLs. Ctrl-C stops every process it started, newest first. Everything lives under the data
+folder, so a restart keeps the data and the tasks still pending (the emulator persists them).
 
 Each service is a child process running a `tendsocial` command, so what runs locally is exactly
 what runs in production, one process per service.
@@ -751,10 +752,15 @@ def start_prefect_server(stack: LocalStack) -> Child:
 
 
 def start_reporter(stack: LocalStack) -> None:
+    """The reporter, and the Prefect deployments served against the stack's own Prefect (the
+    sync every 6 h, the sweeper hourly, the token refresh daily: listed in the UI with their
+    schedules, and its "Run" button runs them in the `flows` process)."""
     reporter = start_child(stack, name="reporter", args=["reporter"])
+    flows = start_child(stack, name="flows", args=["flows", "serve"])
     time.sleep(0.5)
-    if reporter.process.poll() is not None:
-        raise StackError(f"reporter exited; see {reporter.log_path}")
+    for child in (reporter, flows):
+        if child.process.poll() is not None:
+            raise StackError(f"{child.name} exited; see {child.log_path}")
 
 
 # --------------------------------------------------------------------------- demo data

@@ -1,7 +1,12 @@
 """The Prefect flows of the scheduled jobs: thin wrappers over the plain use cases in
-`flows/sync_fanout.py` and `flows/sweeper.py`, entrypoints of the Prefect deployments
-(`deployments/prefect.yaml`, `deployments/prefect_flows.py`). Each loads the settings once (it is
-an entrypoint) and passes them down.
+`flows/sync_fanout.py`, `flows/sweeper.py` and `tasks/token_refresh.py`, entrypoints of the
+Prefect deployments (`deployments/prefect.yaml`, `deployments/prefect_flows.py`). Each loads the
+settings once (it is an entrypoint) and passes them down.
+
+A deployment run IS the run the data team sees, so the use case is told not to record a second
+one through the outbox: the fan-out records this flow run as the parent its children link to
+(`prefect_flow_run_id`), the sweeper and the token refresh skip their own records
+(`record_run=False`). Each run gets a readable name and logs what it did.
 
 Kept apart so the API process, which calls the same plain functions from its webhooks, never
 imports Prefect.
@@ -10,43 +15,75 @@ imports Prefect.
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
-from prefect import flow
+from prefect import flow, get_run_logger
+from prefect.runtime import flow_run
 
 from flows.standalone import run_sweep_once, standalone_run
-from flows.sync_fanout import SyncTrigger
+from flows.sweeper import describe_sweep
+from flows.sync_fanout import SyncTrigger, describe_fan_out, sync_window
 from models.settings import load_settings
 
 
-@flow(name="sync-analytics", log_prints=True)
+def _sync_run_name() -> str:
+    parameters = flow_run.parameters or {}
+    scope = (parameters.get("company_id") or "all companies")[:13]
+    window = sync_window(datetime.now(UTC))
+    return f"sync {window:%Y-%m-%d %H:%M}Z · {scope} · {parameters.get('idempotency_key')}"
+
+
+def _dated(prefix: str) -> Any:
+    return lambda: f"{prefix} {datetime.now(UTC):%Y-%m-%d %H:%M}Z"
+
+
+@flow(name="sync-analytics", flow_run_name=_sync_run_name, log_prints=True)
 async def sync_analytics_flow(
     idempotency_key: str = "prefect-schedule", company_id: str | None = None
 ) -> dict[str, Any]:
-    """Thin wrapper for the Prefect deployment: the same fan-out the webhook runs."""
+    """Thin wrapper for the Prefect deployment: the same fan-out the webhook runs, with this
+    flow run as the parent of the children's runs."""
+    logger = get_run_logger()
+    this_run = uuid.UUID(flow_run.id) if flow_run.id else None
     async with standalone_run(load_settings()) as run:
         result = await run.fan_out.start(
             SyncTrigger(
                 idempotency_key=idempotency_key,
                 company_id=uuid.UUID(company_id) if company_id else None,
-            )
+            ),
+            prefect_flow_run_id=this_run,
         )
+    summary = describe_fan_out(result)
+    if result.enqueue_failures:
+        logger.warning("%s; a repeat of the trigger enqueues the missing ones", summary)
+    else:
+        logger.info(summary)
     return {
         "jobId": str(result.job_id),
+        "companies": result.companies,
         "jobsCreated": result.jobs_created,
+        "tasksEnqueued": result.tasks_enqueued,
         "enqueueFailures": result.enqueue_failures,
     }
 
 
-@flow(name="enqueue-due-posts", log_prints=True)
+@flow(name="enqueue-due-posts", flow_run_name=_dated("sweep"), log_prints=True)
 async def enqueue_due_posts_flow() -> dict[str, int]:
-    """Thin wrapper for the daily Prefect deployment."""
-    return (await run_sweep_once(load_settings())).as_dict()
+    """Thin wrapper for the hourly Prefect deployment."""
+    report = await run_sweep_once(load_settings(), record_run=False)
+    get_run_logger().info(describe_sweep(report))
+    return report.as_dict()
 
 
-@flow(name="refresh-expiring-tokens", log_prints=True)
+@flow(name="refresh-expiring-tokens", flow_run_name=_dated("token refresh"), log_prints=True)
 async def refresh_tokens_flow() -> dict[str, object]:
     """Thin wrapper for the daily Prefect deployment and `tendsocial accounts refresh-due`."""
-    from tasks.token_refresh import run_refresh_once
+    from tasks.token_refresh import describe_refresh, run_refresh_once
 
-    return (await run_refresh_once(load_settings().platforms)).as_dict()
+    report = await run_refresh_once(load_settings().platforms, record_run=False)
+    logger = get_run_logger()
+    logger.info(describe_refresh(report))
+    for account, why in report.failed.items():
+        logger.warning("%s: %s", account, why)
+    return report.as_dict()

@@ -47,6 +47,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -54,18 +55,22 @@ from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 
 from models.outbox import (
+    NOTIFY_CHANNEL,
     claim_unshipped_run_records,
     mark_run_record_shipped,
     note_run_record_failure,
+    shipped_flow_run_ids,
 )
 from models.settings import ReporterSettings
-from models.statuses import AttemptKind, AttemptOutcome
+from models.statuses import AttemptKind, AttemptOutcome, RunPhase
 from models.tables import RunRecord
 
 log = logging.getLogger(__name__)
 
 IDEMPOTENCY_PREFIX = "tendsocial-run-record:"
 LOGGER_NAME = "tendsocial"
+#: The `tendsocial.timing` label of a run whose Prefect times are shipping times.
+AFTER_THE_FACT = "after-the-fact"
 
 
 #: The Prefect flow each kind of attempt shows up as.
@@ -91,14 +96,16 @@ def flow_name(record: RunRecord) -> str:
     return FLOW_NAMES[AttemptKind(record.kind)]
 
 
-def idempotency_key(record_id: uuid.UUID) -> str:
-    return f"{IDEMPOTENCY_PREFIX}{record_id}"
+def idempotency_key(run_id: uuid.UUID) -> str:
+    """The Prefect run's idempotency key: from the run id (the record id of a run recorded
+    whole), so a start and its end, or a retried shipment, find the same run."""
+    return f"{IDEMPOTENCY_PREFIX}{run_id}"
 
 
 def _final_state(record: RunRecord) -> dict[str, Any]:
     """The record's final state as a Prefect `StateCreate`."""
     if record.outcome == AttemptOutcome.RETRYING:
-        when = record.next_run_at or record.ended_at
+        when = record.next_run_at or record.ended_at or datetime.now(UTC)
         return {
             "type": "SCHEDULED",
             "name": "AwaitingRetry",
@@ -108,39 +115,68 @@ def _final_state(record: RunRecord) -> dict[str, Any]:
     return {"type": STATE_TYPES[AttemptOutcome(record.outcome)], "message": record.state_message}
 
 
-def _labels(record: RunRecord) -> dict[str, Any]:
-    duration = (record.ended_at - record.started_at).total_seconds() * 1000
+def _instant(record: RunRecord) -> datetime:
+    """The real instant this record ships: the run's start, or its end."""
+    if record.phase == RunPhase.START or record.ended_at is None:
+        return record.started_at
+    return record.ended_at
+
+
+def _base_labels(record: RunRecord) -> dict[str, Any]:
     return {
         "tendsocial.started_at": record.started_at.isoformat(),
-        "tendsocial.ended_at": record.ended_at.isoformat(),
-        "tendsocial.duration_ms": round(duration, 1),
-        "tendsocial.run_record": str(record.id),
+        "tendsocial.run_record": str(record.run_id),
     }
 
 
-def _log_lines(record: RunRecord, flow_run_id: str) -> list[dict[str, Any]]:
-    """The record's log lines for `POST /logs/`, plus a closing line with the real times."""
+def _late_labels(record: RunRecord, lag: float) -> dict[str, Any]:
+    """What a run shipped after the fact carries: Prefect's own times are then shipping times,
+    so the real ones travel as labels (and in the closing log line)."""
+    labels: dict[str, Any] = {
+        "tendsocial.timing": AFTER_THE_FACT,
+        "tendsocial.shipping_lag_s": round(lag, 1),
+        "tendsocial.started_at": record.started_at.isoformat(),
+    }
+    if record.ended_at is not None:
+        duration = (record.ended_at - record.started_at).total_seconds() * 1000
+        labels |= {
+            "tendsocial.ended_at": record.ended_at.isoformat(),
+            "tendsocial.duration_ms": round(duration, 1),
+        }
+    return labels
+
+
+def _log_lines(record: RunRecord, flow_run_id: str, *, lag: float | None) -> list[dict[str, Any]]:
+    """The end record's log lines for `POST /logs/`, plus a closing line with the real times
+    (and, when shipped after the fact, saying that Prefect's own times are not them)."""
     name = f"{LOGGER_NAME}.{flow_name(record)}"
+    ended_at = record.ended_at or record.started_at
     lines = [
         {
             "name": name,
             "level": int(line.get("level", logging.INFO)),
             "message": str(line.get("message", "")),
-            "timestamp": line.get("timestamp") or record.ended_at.isoformat(),
+            "timestamp": line.get("timestamp") or ended_at.isoformat(),
             "flow_run_id": flow_run_id,
         }
         for line in record.logs
     ]
-    duration = (record.ended_at - record.started_at).total_seconds() * 1000
+    duration = (ended_at - record.started_at).total_seconds() * 1000
+    closing = (
+        f"ran {record.started_at.isoformat()} → {ended_at.isoformat()} "
+        f"({duration:.0f} ms), outcome {record.outcome}"
+    )
+    if lag is not None:
+        closing += (
+            f"; shipped {lag:.1f} s after the fact (reporter backlog): Prefect's start, end and "
+            "duration of this run are shipping times, the real ones are these"
+        )
     lines.append(
         {
             "name": name,
-            "level": logging.INFO,
-            "message": (
-                f"ran {record.started_at.isoformat()} → {record.ended_at.isoformat()} "
-                f"({duration:.0f} ms), outcome {record.outcome}"
-            ),
-            "timestamp": record.ended_at.isoformat(),
+            "level": logging.INFO if lag is None else logging.WARNING,
+            "message": closing,
+            "timestamp": ended_at.isoformat(),
             "flow_run_id": flow_run_id,
         }
     )
@@ -155,11 +191,17 @@ def is_rejection(error: Exception) -> bool:
     return 400 <= code < 500 and code not in (408, 409, 429)
 
 
-class PrefectRuns:
-    """The few Prefect REST calls the reporter makes."""
+_FINAL_STATE_NAMES = ("Completed", "Failed", "Crashed", "Cancelled", "AwaitingRetry")
 
-    def __init__(self, http: httpx.AsyncClient) -> None:
+
+class PrefectRuns:
+    """The few Prefect REST calls the reporter makes: 1 for a run's start, 1 for its end (2 more
+    for a sync child: the task run in its parent that links it), and 1 for all the log lines
+    of a batch."""
+
+    def __init__(self, http: httpx.AsyncClient, *, live_tolerance_seconds: float = 1.0) -> None:
         self.http = http
+        self.live_tolerance_seconds = live_tolerance_seconds
         self._flow_ids: dict[str, str] = {}
 
     async def _call(self, method: str, path: str, json: Any = None) -> httpx.Response:
@@ -175,28 +217,60 @@ class PrefectRuns:
             ]
         return self._flow_ids[name]
 
-    async def create_run(self, record: RunRecord) -> tuple[dict[str, Any], bool]:
-        """Create the record's flow run (Scheduled at the real start), or get the one an earlier
-        attempt created; True when created now."""
-        body = {
+    async def create_run(
+        self,
+        record: RunRecord,
+        *,
+        labels: dict[str, Any],
+        parent_task_run_id: str | None = None,
+    ) -> tuple[dict[str, Any], bool]:
+        """Create the record's flow run directly in Running (Prefect stamps its start time
+        now), or get the one an earlier attempt created; True when created now."""
+        body: dict[str, Any] = {
             "flow_id": await self.flow_id(flow_name(record)),
             "name": record.run_name,
             "parameters": record.parameters,
             "tags": list(record.tags),
-            "labels": _labels(record),
-            "idempotency_key": idempotency_key(record.id),
-            "state": {
-                "type": "SCHEDULED",
-                "state_details": {"scheduled_time": record.started_at.isoformat()},
-            },
+            "labels": labels,
+            "idempotency_key": idempotency_key(record.run_id),
+            "state": {"type": "RUNNING"},
         }
+        if parent_task_run_id:
+            body["parent_task_run_id"] = parent_task_run_id
         response = await self._call("POST", "/flow_runs/", body)
         return response.json(), response.status_code == 201
+
+    async def link_task_run(
+        self, *, parent_flow_run_id: str, record: RunRecord, state: dict[str, Any] | None = None
+    ) -> str:
+        """The task run in the parent's flow run that stands for this child run (Prefect links
+        a child flow run to its parent through `parent_task_run_id`; the parent's page then
+        lists it). Idempotent: (flow run, task key, dynamic key) is unique on the server."""
+        body: dict[str, Any] = {
+            "flow_run_id": parent_flow_run_id,
+            "task_key": f"{flow_name(record)}-child",
+            "dynamic_key": str(record.run_id),
+            "name": record.run_name,
+            "tags": list(record.tags),
+            "state": state or {"type": "RUNNING"},
+        }
+        return (await self._call("POST", "/task_runs/", body)).json()["id"]
 
     async def set_state(self, flow_run_id: str, state: dict[str, Any]) -> None:
         await self._call(
             "POST", f"/flow_runs/{flow_run_id}/set_state", {"state": state, "force": True}
         )
+
+    async def set_task_state(self, task_run_id: str, state: dict[str, Any]) -> None:
+        await self._call(
+            "POST", f"/task_runs/{task_run_id}/set_state", {"state": state, "force": True}
+        )
+
+    async def read_run(self, flow_run_id: str) -> dict[str, Any]:
+        return (await self._call("GET", f"/flow_runs/{flow_run_id}")).json()
+
+    async def add_labels(self, flow_run_id: str, labels: dict[str, Any]) -> None:
+        await self._call("PATCH", f"/flow_runs/{flow_run_id}/labels", labels)
 
     async def has_logs(self, flow_run_id: str) -> bool:
         body = {"logs": {"flow_run_id": {"any_": [flow_run_id]}}, "limit": 1}
@@ -206,21 +280,64 @@ class PrefectRuns:
         if lines:
             await self._call("POST", "/logs/", list(lines))
 
-    async def ship(self, record: RunRecord) -> tuple[str, list[dict[str, Any]]]:
-        """Bring the record's run to its final state; returns its id and the log lines still
-        to send (none when an earlier attempt already sent them)."""
-        run, created = await self.create_run(record)
-        run_id = run["id"]
+    def lag_of(self, record: RunRecord) -> float | None:
+        """Seconds between the record's real instant and now, when beyond the tolerance."""
+        lag = (datetime.now(UTC) - _instant(record)).total_seconds()
+        return lag if lag > self.live_tolerance_seconds else None
+
+    async def _open(
+        self, record: RunRecord, *, parent_flow_run_id: str | None, lag: float | None
+    ) -> tuple[dict[str, Any], bool]:
+        labels = _base_labels(record) | (_late_labels(record, lag) if lag is not None else {})
+        parent_task = None
+        if parent_flow_run_id:
+            parent_task = await self.link_task_run(
+                parent_flow_run_id=parent_flow_run_id, record=record
+            )
+        return await self.create_run(record, labels=labels, parent_task_run_id=parent_task)
+
+    async def ship(
+        self,
+        record: RunRecord,
+        *,
+        flow_run_id: str | None,
+        parent_flow_run_id: str | None,
+    ) -> tuple[str, list[dict[str, Any]]]:
+        """Ship one record; returns the run's id and the log lines still to send.
+
+        A start opens the run in Running. An end closes the run its start opened (or opens
+        and closes it at once, a run recorded whole or after the fact), marks it after the fact
+        when it is, and hands back its log lines (not again if an earlier attempt sent them).
+        """
+        lag = self.lag_of(record)
+        if record.phase == RunPhase.START:
+            if flow_run_id:  # the run is a Prefect run already (a deployment's), or was shipped
+                return flow_run_id, []
+            run, _ = await self._open(record, parent_flow_run_id=parent_flow_run_id, lag=lag)
+            return run["id"], []
         final = _final_state(record)
-        state_name = (run.get("state") or {}).get("name") if not created else "Scheduled"
-        if state_name in ("Scheduled", "Late", "Pending"):  # created, transitions still due
-            await self.set_state(run_id, {"type": "RUNNING"})
+        check_logs = record.attempts > 0
+        if flow_run_id is None:
+            run, created = await self._open(record, parent_flow_run_id=parent_flow_run_id, lag=lag)
+            flow_run_id = run["id"]
+            state_name = "Running" if created else (run.get("state") or {}).get("name")
+            check_logs = check_logs or not created
+        else:
             state_name = "Running"
-        if state_name == "Running":
-            await self.set_state(run_id, final)
-        if created or not await self.has_logs(run_id):
-            return run_id, _log_lines(record, run_id)
-        return run_id, []
+            if check_logs:
+                state_name = ((await self.read_run(flow_run_id)).get("state") or {}).get("name")
+            if lag is not None:
+                await self.add_labels(flow_run_id, _late_labels(record, lag))
+        if state_name not in _FINAL_STATE_NAMES:
+            await self.set_state(flow_run_id, final)
+        if parent_flow_run_id:  # close the task run standing for this child in its parent
+            task = await self.link_task_run(
+                parent_flow_run_id=parent_flow_run_id, record=record, state=final
+            )
+            await self.set_task_state(task, final)
+        if check_logs and await self.has_logs(flow_run_id):
+            return flow_run_id, []
+        return flow_run_id, _log_lines(record, flow_run_id, lag=lag)
 
 
 @dataclass
@@ -230,45 +347,82 @@ class BatchResult:
     error: Exception | None = None
     claimed: int = 0
     run_ids: list[str] = field(default_factory=list)
+    late: int = 0
 
 
 async def ship_batch(
-    sessions: async_sessionmaker[AsyncSession], runs: PrefectRuns, *, batch_size: int
+    sessions: async_sessionmaker[AsyncSession],
+    runs: PrefectRuns,
+    *,
+    batch_size: int,
+    concurrency: int = 8,
 ) -> BatchResult:
-    """Ship up to `batch_size` records in order, in one transaction holding their row locks.
+    """Ship up to `batch_size` records in one transaction holding their row locks.
 
-    Stops at the first record Prefect does not take (later ones wait, so order holds). The
-    records before it are marked shipped when the transaction commits; a crash before that
-    leaves them queued and the idempotency key makes the next round find the same runs.
+    The claim only hands out records whose run's (and parent run's) earlier records are shipped,
+    so the records of a batch are independent and go out `concurrency` at a time. Records
+    Prefect does not take stay queued (their failure noted) and wait for the next round; the
+    others are marked shipped when the transaction commits. A crash before that leaves them
+    queued and the idempotency keys make the next round find the same runs.
     """
     result = BatchResult()
+    with contextlib.suppress(_Rollback):
+        await _ship_batch(sessions, runs, result, batch_size=batch_size, concurrency=concurrency)
+    return result
+
+
+async def _ship_batch(
+    sessions: async_sessionmaker[AsyncSession],
+    runs: PrefectRuns,
+    result: BatchResult,
+    *,
+    batch_size: int,
+    concurrency: int,
+) -> None:
     async with sessions() as session, session.begin():
         records = await claim_unshipped_run_records(session, limit=batch_size)
         result.claimed = len(records)
+        if not records:
+            return
+        wanted = {r.run_id for r in records} | {r.parent_run_id for r in records if r.parent_run_id}
+        known = {k: str(v) for k, v in (await shipped_flow_run_ids(session, list(wanted))).items()}
+        semaphore = asyncio.Semaphore(concurrency)
+
+        async def one(record: RunRecord) -> tuple[str, list[dict[str, Any]]]:
+            async with semaphore:
+                parent = known.get(record.parent_run_id) if record.parent_run_id else None
+                return await runs.ship(
+                    record, flow_run_id=known.get(record.run_id), parent_flow_run_id=parent
+                )
+
+        outcomes = await asyncio.gather(*(one(r) for r in records), return_exceptions=True)
         done: list[tuple[RunRecord, str | None, str | None]] = []
         lines: list[dict[str, Any]] = []
-        for record in records:
-            try:
-                run_id, record_lines = await runs.ship(record)
-            except Exception as error:
-                if is_rejection(error):
-                    reason = f"rejected by Prefect: {error}"[:2000]
+        for record, outcome in zip(records, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                if not isinstance(outcome, Exception):
+                    raise outcome
+                if is_rejection(outcome):
+                    reason = f"rejected by Prefect: {outcome}"[:2000]
                     log.error("run record %s %s", record.id, reason)
                     done.append((record, None, reason))
                     result.rejected += 1
                     continue
-                result.error = error
+                result.error = result.error or outcome
                 await note_run_record_failure(
-                    session, record_id=record.id, error=f"{type(error).__name__}: {error}"
+                    session, record_id=record.id, error=f"{type(outcome).__name__}: {outcome}"
                 )
-                break
+                continue
+            run_id, record_lines = outcome
             lines.extend(record_lines)
             done.append((record, run_id, None))
+            if runs.lag_of(record) is not None:
+                result.late += 1
         try:
             await runs.create_logs(lines)
         except Exception as error:  # the runs exist; the next round re-sends their log lines
             result.error = error
-            return result
+            raise _Rollback from error
         for record, run_id, reason in done:
             await mark_run_record_shipped(
                 session,
@@ -279,7 +433,10 @@ async def ship_batch(
             if run_id:
                 result.run_ids.append(run_id)
         result.shipped = len(done) - result.rejected
-    return result
+
+
+class _Rollback(Exception):
+    """Ends a batch's transaction without marking anything shipped."""
 
 
 def prefect_http_client(settings: ReporterSettings) -> httpx.AsyncClient:
@@ -295,40 +452,102 @@ def prefect_http_client(settings: ReporterSettings) -> httpx.AsyncClient:
     )
 
 
+def _listen_conninfo(sessions: async_sessionmaker[AsyncSession]) -> str | None:
+    """The libpq URL of the sessions' database, for a LISTEN connection of our own."""
+    bind = sessions.kw.get("bind")
+    url = getattr(bind, "url", None)
+    if url is None or not url.drivername.startswith("postgresql"):
+        return None
+    return url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+async def _listen(conninfo: str, wake: asyncio.Event, stop: asyncio.Event) -> None:
+    """Set `wake` on every `NOTIFY run_records` (sent at the commit of each transaction that
+    wrote run records); reconnects after a lost connection. Meanwhile the loop's idle poll is
+    the fallback, so a lost listener delays the UI, never loses a record."""
+    import psycopg
+
+    delay = 0.5
+    while not stop.is_set():
+        try:
+            async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
+                await conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                delay = 0.5
+                wake.set()  # anything committed before LISTEN took effect
+                async for _ in conn.notifies():
+                    wake.set()
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            log.warning("reporter LISTEN connection lost (%s); retrying", type(error).__name__)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=delay)
+        delay = min(delay * 2, 10.0)
+
+
 async def run_reporter(
     *,
     sessions: async_sessionmaker[AsyncSession],
     settings: ReporterSettings,
     stop: asyncio.Event,
 ) -> None:
-    """Ship records until `stop` is set: full batches back to back, a short idle wait when the
-    queue is empty, exponential back-off while Prefect is unreachable."""
+    """Ship records until `stop` is set: batches back to back while there is work (paced at
+    `max_runs_per_second` records), then sleep until PostgreSQL notifies a commit of new records
+    (LISTEN/NOTIFY: a run's start reaches Prefect milliseconds after its claim commits), with an
+    idle poll as the fallback; exponential back-off while Prefect is unreachable."""
     backoff = 0.0
-    async with prefect_http_client(settings) as http:
-        runs = PrefectRuns(http)
-        while not stop.is_set():
-            started = time.monotonic()
-            try:
-                result = await ship_batch(sessions, runs, batch_size=settings.paced_batch_size)
-            except Exception as error:  # the database itself; keep going
-                result = BatchResult(error=error)
-            if result.error is not None:
-                backoff = min(settings.max_backoff_seconds, max(0.25, backoff * 2))
-                log.warning(
-                    "Prefect shipping paused %.1fs: %s: %s",
-                    backoff,
-                    type(result.error).__name__,
-                    result.error,
-                )
-                wait = backoff
-            else:
+    wake = asyncio.Event()
+    conninfo = _listen_conninfo(sessions)
+    listener = asyncio.create_task(_listen(conninfo, wake, stop)) if conninfo else None
+    try:
+        async with prefect_http_client(settings) as http:
+            runs = PrefectRuns(http, live_tolerance_seconds=settings.live_tolerance_seconds)
+            while not stop.is_set():
+                started = time.monotonic()
+                wake.clear()
+                try:
+                    result = await ship_batch(
+                        sessions,
+                        runs,
+                        batch_size=settings.paced_batch_size,
+                        concurrency=settings.concurrency,
+                    )
+                except Exception as error:  # the database itself; keep going
+                    result = BatchResult(error=error)
+                if result.error is not None:
+                    backoff = min(settings.max_backoff_seconds, max(0.25, backoff * 2))
+                    log.warning(
+                        "Prefect shipping paused %.1fs: %s: %s",
+                        backoff,
+                        type(result.error).__name__,
+                        result.error,
+                    )
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), timeout=backoff)
+                    continue
                 backoff = 0.0
-                full = result.claimed >= settings.paced_batch_size
-                pace = result.claimed / settings.max_runs_per_second - (time.monotonic() - started)
-                wait = max(pace, 0.0) if full else max(pace, settings.idle_seconds)
-            if wait:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), timeout=wait)
+                if result.late:
+                    log.info("shipped %d record(s) after the fact (backlog)", result.late)
+                if result.claimed:  # more may be waiting (or just unblocked): go again, paced
+                    pace = result.claimed / settings.max_runs_per_second
+                    wait = pace - (time.monotonic() - started)
+                    if wait > 0:
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(stop.wait(), timeout=wait)
+                    continue
+                waiters = [asyncio.ensure_future(wake.wait()), asyncio.ensure_future(stop.wait())]
+                try:
+                    await asyncio.wait(
+                        waiters, timeout=settings.idle_seconds, return_when=asyncio.FIRST_COMPLETED
+                    )
+                finally:
+                    for waiter in waiters:
+                        waiter.cancel()
+    finally:
+        if listener is not None:
+            listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await listener
 
 
 @dataclass
@@ -373,11 +592,13 @@ async def drain(*, sessions: async_sessionmaker[AsyncSession], settings: Reporte
     """Ship everything queued now and return how many runs were shipped (CLI `--once`)."""
     total = 0
     async with prefect_http_client(settings) as http:
-        runs = PrefectRuns(http)
+        runs = PrefectRuns(http, live_tolerance_seconds=settings.live_tolerance_seconds)
         while True:
-            result = await ship_batch(sessions, runs, batch_size=settings.batch_size)
+            result = await ship_batch(
+                sessions, runs, batch_size=settings.batch_size, concurrency=settings.concurrency
+            )
             if result.error is not None:
                 raise result.error
             total += result.shipped
-            if result.claimed < settings.batch_size:
+            if result.claimed == 0:
                 return total

@@ -72,13 +72,16 @@ async def standalone_run(settings: Settings) -> AsyncIterator[StandaloneRun]:
         await engine.dispose()
 
 
-async def run_sweep_once(settings: Settings) -> SweepReport:
+async def run_sweep_once(settings: Settings, *, record_run: bool = True) -> SweepReport:
     """One sweep with resources of its own (`tendsocial sweep`, the hourly deployment), then the
     token refresh: tokens due for renewal are renewed on every sweep too, so one missed daily
-    refresh run never lets a long-lived token expire."""
+    refresh run never lets a long-lived token expire. The deployment passes `record_run=False`:
+    its flow run shows the pass."""
     async with standalone_run(settings) as run:
-        report = await sweep_due_posts(scheduler=run.scheduler, settings=settings.sweeper)
-    refreshed = await run_refresh_once(settings.platforms)
+        report = await sweep_due_posts(
+            scheduler=run.scheduler, settings=settings.sweeper, record_run=record_run
+        )
+    refreshed = await run_refresh_once(settings.platforms, record_run=record_run)
     return replace(
         report,
         tokens_refreshed=len(refreshed.refreshed),

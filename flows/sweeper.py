@@ -16,6 +16,10 @@ of the local stack). One pass, in this order:
    dispatch generation (conditional UPDATE from the generation read), so the old name's
    tombstone cannot block it and two sweepers cannot both recover it. The publisher's claim and
    reconcile remain the last guard against a double post.
+
+Each pass is an `enqueue-due-posts` run in Prefect with its counts: recorded through the
+run-record outbox (start when the pass starts, end with the counts), or, when the pass runs
+inside the Prefect deployment, as that flow run itself (`record_run=False`; the flow logs them).
 """
 
 from __future__ import annotations
@@ -23,12 +27,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from models.database import unit_of_work
+from models.outbox import AttemptRecord, LogLine, RunStart, add_run_record, add_run_start
 from models.posts import record_task_names, roll_up_post_status
 from models.settings import SweeperSettings
+from models.statuses import AttemptKind, AttemptOutcome
 from models.targets import (
     bump_dispatch_generation,
     due_targets_with_task,
@@ -60,9 +66,96 @@ class SweepReport:
 
 
 async def sweep_due_posts(
-    *, scheduler: Scheduler, settings: SweeperSettings, now: datetime | None = None
+    *,
+    scheduler: Scheduler,
+    settings: SweeperSettings,
+    now: datetime | None = None,
+    record_run: bool = True,
 ) -> SweepReport:
-    """One sweep: fail missed posts, enqueue posts that entered the window, recover lost tasks."""
+    """One sweep: fail missed posts, enqueue posts that entered the window, recover lost tasks.
+
+    `record_run=False`: the caller is a Prefect flow run already, which shows the pass."""
+    run = _SweepRun(started_at=datetime.now(UTC)) if record_run else None
+    if run is not None:
+        async with unit_of_work(scheduler.sessions) as session:
+            await add_run_start(session, run.start())
+    try:
+        report = await _sweep(scheduler=scheduler, settings=settings, now=now)
+    except Exception as error:
+        if run is not None:
+            await run.record_crash(scheduler, error)
+        raise
+    if run is not None:
+        async with unit_of_work(scheduler.sessions) as session:
+            await add_run_record(session, run.end(report))
+    return report
+
+
+@dataclass(slots=True)
+class _SweepRun:
+    started_at: datetime
+    run_id: uuid.UUID = field(default_factory=uuid.uuid4)
+
+    @property
+    def name(self) -> str:
+        return f"sweep {self.started_at:%Y-%m-%d %H:%M}Z"
+
+    def start(self) -> RunStart:
+        return RunStart(
+            run_id=self.run_id,
+            kind=AttemptKind.SWEEP,
+            name=self.name,
+            started_at=self.started_at,
+            tags=["sweeper"],
+        )
+
+    def end(self, report: SweepReport) -> AttemptRecord:
+        ended = datetime.now(UTC)
+        line = describe_sweep(report)
+        return AttemptRecord(
+            kind=AttemptKind.SWEEP,
+            name=self.name,
+            outcome=AttemptOutcome.SUCCEEDED,
+            started_at=self.started_at,
+            ended_at=ended,
+            tags=["sweeper"],
+            parameters=report.as_dict(),
+            message=line,
+            logs=[LogLine(logging.INFO, line, ended)],
+            run_id=self.run_id,
+        )
+
+    async def record_crash(self, scheduler: Scheduler, error: Exception) -> None:
+        message = f"crashed: {type(error).__name__}: {error}"
+        try:
+            async with unit_of_work(scheduler.sessions) as session:
+                await add_run_record(
+                    session,
+                    AttemptRecord(
+                        kind=AttemptKind.SWEEP,
+                        name=self.name,
+                        outcome=AttemptOutcome.CRASHED,
+                        started_at=self.started_at,
+                        ended_at=datetime.now(UTC),
+                        tags=["sweeper"],
+                        message=message,
+                        run_id=self.run_id,
+                    ),
+                )
+        except Exception:
+            log.exception("could not record the crashed sweep")
+
+
+def describe_sweep(report: SweepReport) -> str:
+    return (
+        f"missed {report.missed_targets}, enqueued {report.enqueued_targets}, "
+        f"recovered {report.recovered_targets} target(s)"
+    )
+
+
+async def _sweep(
+    *, scheduler: Scheduler, settings: SweeperSettings, now: datetime | None
+) -> SweepReport:
     now = now or datetime.now(UTC)
     semaphore = asyncio.Semaphore(settings.sweep_concurrency)
     missed = await _fail_missed(

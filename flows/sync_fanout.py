@@ -16,6 +16,13 @@ hash-first and derive from the child's key (window, trigger, company, platform) 
 The fan-out is one `INSERT ... SELECT` for the children, then concurrent `create_task` calls
 through the async `TaskQueue` (bounded by a semaphore), then one UPDATE recording the task names.
 No Prefect task per child: at ~35 task runs/s per process Prefect would be the bottleneck.
+
+Visibility (the run-record outbox, `models/outbox.py`): each fan-out is a `sync-analytics` run,
+its start committed with the parent job, its end (companies, children created, enqueued, enqueue
+failures) with the task names. The parent job's run id derives from the job
+(`sync_run_id`), so each child's run (`tasks/metrics.py`) is linked to it in Prefect. Started from
+the Prefect deployment, the fan-out IS a Prefect run already: `start(..., prefect_flow_run_id=)`
+records that run as the parent instead of a second one.
 """
 
 from __future__ import annotations
@@ -25,8 +32,9 @@ import hashlib
 import logging
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -40,8 +48,16 @@ from models.analytics import (
     unenqueued_child_jobs,
 )
 from models.database import unit_of_work
+from models.outbox import (
+    AttemptRecord,
+    LogLine,
+    RunStart,
+    add_run_record,
+    add_run_start,
+    derived_run_id,
+)
 from models.settings import AnalyticsSettings, QueueSettings
-from models.statuses import SyncJobStatus
+from models.statuses import AttemptKind, AttemptOutcome, SyncJobStatus
 from models.tables import AnalyticsSyncJob
 from tasks.cloud_tasks import TaskQueue, TaskSpec
 from tasks.errors import NotFoundError
@@ -66,6 +82,95 @@ class FanOutResult:
     #: Children whose task could not be created; a repeat of the trigger retries them.
     enqueue_failures: int
     created: bool
+    #: Companies among the children handled by this call.
+    companies: int = 0
+
+
+def sync_run_id(parent_job_id: uuid.UUID) -> uuid.UUID:
+    """The run id of the fan-out that created this parent job: its children's runs name it as
+    their parent (`tasks/metrics.py` derives the same id from the child's `parent_id`)."""
+    return derived_run_id(f"sync-job:{parent_job_id}")
+
+
+@dataclass(slots=True)
+class _FanOutRun:
+    """The records of one fan-out call (a `sync-analytics` run)."""
+
+    trigger: SyncTrigger
+    window: datetime
+    started_at: datetime
+    parent_id: uuid.UUID
+    created: bool
+    in_prefect: bool
+    run_id: uuid.UUID = field(default_factory=uuid.uuid4)
+
+    def __post_init__(self) -> None:
+        if self.created:  # the run the children are linked to
+            self.run_id = sync_run_id(self.parent_id)
+
+    def _describe(self) -> tuple[str, list[str], dict[str, Any]]:
+        scope = str(self.trigger.company_id)[:8] if self.trigger.company_id else "all companies"
+        name = f"sync {self.window:%Y-%m-%d %H:%M}Z · {scope}"
+        if not self.created:
+            name += " · repeat"
+        tags = [
+            f"sync-window:{self.window:%Y-%m-%dT%H:%MZ}",
+            f"trigger:{self.trigger.idempotency_key}",
+        ]
+        if self.trigger.company_id:
+            tags.append(f"company:{self.trigger.company_id}")
+        parameters = {
+            "idempotency_key": self.trigger.idempotency_key,
+            "company_id": str(self.trigger.company_id) if self.trigger.company_id else None,
+            "window": self.window.isoformat(),
+            "job_id": str(self.parent_id),
+        }
+        return name, tags, parameters
+
+    def start(self) -> RunStart:
+        name, tags, parameters = self._describe()
+        return RunStart(
+            run_id=self.run_id,
+            kind=AttemptKind.SYNC,
+            name=name,
+            started_at=self.started_at,
+            tags=tags,
+            parameters=parameters,
+        )
+
+    def end(self, result: FanOutResult) -> AttemptRecord:
+        name, tags, parameters = self._describe()
+        summary = describe_fan_out(result)
+        ended = datetime.now(UTC)
+        return AttemptRecord(
+            kind=AttemptKind.SYNC,
+            name=name,
+            outcome=AttemptOutcome.FAILED if result.enqueue_failures else AttemptOutcome.SUCCEEDED,
+            started_at=self.started_at,
+            ended_at=ended,
+            tags=tags,
+            parameters=parameters,
+            message=summary,
+            logs=[
+                LogLine(
+                    logging.WARNING if result.enqueue_failures else logging.INFO, summary, ended
+                )
+            ],
+            run_id=self.run_id,
+        )
+
+
+def describe_fan_out(result: FanOutResult) -> str:
+    """What a fan-out did, in one line (the run's log and message)."""
+    if not result.created:
+        head = f"repeated trigger: parent {result.job_id} existed already"
+    else:
+        head = f"parent {result.job_id}"
+    return (
+        f"{head}; {result.companies} compan{'y' if result.companies == 1 else 'ies'}, "
+        f"{result.jobs_created} child job(s) created, {result.tasks_enqueued} enqueued, "
+        f"{result.enqueue_failures} enqueue failure(s)"
+    )
 
 
 def sync_window(now: datetime, *, hours: int = 6) -> datetime:
@@ -97,9 +202,20 @@ class SyncFanOut:
         self.queues = queues
         self.settings = settings
 
-    async def start(self, trigger: SyncTrigger, *, now: datetime | None = None) -> FanOutResult:
-        """Create the parent and its children once per trigger key and window, and enqueue them."""
-        now = now or datetime.now(UTC)
+    async def start(
+        self,
+        trigger: SyncTrigger,
+        *,
+        now: datetime | None = None,
+        prefect_flow_run_id: uuid.UUID | None = None,
+    ) -> FanOutResult:
+        """Create the parent and its children once per trigger key and window, and enqueue them.
+
+        `prefect_flow_run_id`: this call runs inside that Prefect flow run (the deployment),
+        which then stands for the parent in the UI; otherwise the outbox records a run of its own.
+        """
+        started_at = datetime.now(UTC)
+        now = now or started_at
         window = sync_window(now, hours=self.settings.sync_window_hours)
         key = parent_key(window=window, trigger=trigger)
         async with unit_of_work(self.sessions) as session:
@@ -135,19 +251,35 @@ class SyncFanOut:
                 if parent_id is None:
                     raise LookupError(f"sync job {key} vanished between two statements")
                 children = await unenqueued_child_jobs(session, parent_id)
+            run = _FanOutRun(
+                trigger=trigger,
+                window=window,
+                started_at=started_at,
+                parent_id=parent_id,
+                created=created,
+                in_prefect=prefect_flow_run_id is not None,
+            )
+            if created or not run.in_prefect:
+                await add_run_start(session, run.start(), prefect_flow_run_id=prefect_flow_run_id)
         names = await self._enqueue_children(children, now=now)
         failures = len(children) - len(names)
-        log.info(
-            "analytics sync fan-out",
-            extra={"job_id": str(parent_id), "children": len(children), "failed": failures},
-        )
-        return FanOutResult(
+        result = FanOutResult(
             job_id=parent_id,
             jobs_created=len(children) if created else 0,
             tasks_enqueued=len(names),
             enqueue_failures=failures,
             created=created,
+            companies=len({child.company_id for child in children}),
         )
+        async with unit_of_work(self.sessions) as session:
+            await record_sync_task_names(session, names)
+            if not run.in_prefect:
+                await add_run_record(session, run.end(result))
+        log.info(
+            "analytics sync fan-out",
+            extra={"job_id": str(parent_id), "children": len(children), "failed": failures},
+        )
+        return result
 
     async def enqueue_child_at(
         self,
@@ -176,7 +308,8 @@ class SyncFanOut:
     async def _enqueue_children(
         self, jobs: Sequence[AnalyticsSyncJob], *, now: datetime
     ) -> dict[uuid.UUID, str]:
-        """Create the children's tasks concurrently and record their names in one UPDATE.
+        """Create the children's tasks concurrently; the caller records their names in one
+        UPDATE (with the fan-out's run record).
 
         A failed enqueue is logged and left without a name (a repeated trigger retries it).
         """
@@ -202,6 +335,4 @@ class SyncFanOut:
                 )
             else:
                 names[job_id] = result
-        async with unit_of_work(self.sessions) as session:
-            await record_sync_task_names(session, names)
         return names

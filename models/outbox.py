@@ -1,7 +1,13 @@
-"""The run-record outbox. A run record describes one finished attempt (a publish attempt, an
-analytics sync) and is written in the SAME transaction as the outcome it describes, so the
-Prefect UI shows exactly what the database committed; `flows/reporter.py` ships the records in
-`sequence` order, and nothing on the request path ever talks to Prefect."""
+"""The run-record outbox. A run record is one instant of a run (a publish attempt, an analytics
+sync, a sweep, a token refresh): its start, written in the SAME transaction as the claim that
+starts the work (`add_run_start`), and its end, written in the SAME transaction as the outcome
+(`add_run_record`). So the Prefect UI shows exactly what the database committed, and the reporter
+(`flows/reporter.py`), woken by the `NOTIFY` each insert sends, can ship each instant as it
+happens: Prefect's own start and end times are then the real ones. Nothing on the request path
+ever talks to Prefect.
+
+A run recorded only by its end (no start row) is shipped whole, after the fact; so is every run
+while the reporter works through a backlog. The reporter says so on the run."""
 
 from __future__ import annotations
 
@@ -9,19 +15,26 @@ import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import (
-    func,
-    select,
-    update,
-)
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
-from models.statuses import AttemptKind, AttemptOutcome
+from models.statuses import AttemptKind, AttemptOutcome, RunPhase
 from models.tables import RunRecord
+
+#: The channel every insert into `run_records` notifies (trigger of migration 0004).
+NOTIFY_CHANNEL = "run_records"
+_RUN_NAMESPACE = uuid.UUID("6f1c8a52-54a4-4c3e-9a56-0e4f3b1f8d10")
+
+
+def derived_run_id(name: str) -> uuid.UUID:
+    """A run id derived from a stable name (e.g. `sync-job:<id>`), so another unit of work can
+    refer to the run (a sync child to its parent) without reading it."""
+    return uuid.uuid5(_RUN_NAMESPACE, name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +59,10 @@ class AttemptRecord:
     - `parameters`: JSON-able inputs (non-JSON values are stringified);
     - `message`: the error of a failure, or what was published;
     - `started_at` / `ended_at`: the real instants (timezone-aware);
-    - `next_attempt_at`: for `RETRYING`, when the next attempt is due (None: the queue decides).
+    - `next_attempt_at`: for `RETRYING`, when the next attempt is due (None: the queue decides);
+    - `run_id`: the run whose end this is (the id its `RunStart` carried); None: a run recorded
+      whole, identified by the record's own id;
+    - `parent_run_id`: the run this one belongs to (a sync child's parent), linked in Prefect.
     """
 
     kind: AttemptKind
@@ -59,11 +75,18 @@ class AttemptRecord:
     message: str | None = None
     next_attempt_at: datetime | None = None
     logs: Sequence[LogLine] = ()
+    run_id: uuid.UUID | None = None
+    parent_run_id: uuid.UUID | None = None
 
     def row(self) -> dict[str, Any]:
         if self.started_at.tzinfo is None or self.ended_at.tzinfo is None:
             raise ValueError("attempt record instants must be timezone-aware")
+        record_id = uuid.uuid4()
         return {
+            "id": record_id,
+            "run_id": self.run_id or record_id,
+            "parent_run_id": self.parent_run_id,
+            "phase": RunPhase.END,
             "kind": AttemptKind(self.kind),
             "run_name": self.name[:200],
             "tags": list(dict.fromkeys(self.tags)),
@@ -77,30 +100,126 @@ class AttemptRecord:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class RunStart:
+    """A run that starts now: written with the claim that starts the work, so the reporter can
+    open the Prefect run while the work runs. The run's `AttemptRecord` (its end) carries the
+    same `run_id`; name, tags and parameters are those of the end unless the end changes them."""
+
+    run_id: uuid.UUID
+    kind: AttemptKind
+    name: str
+    started_at: datetime
+    tags: Sequence[str] = ()
+    parameters: dict[str, Any] = field(default_factory=dict)
+    parent_run_id: uuid.UUID | None = None
+
+    def row(self) -> dict[str, Any]:
+        if self.started_at.tzinfo is None:
+            raise ValueError("run start instants must be timezone-aware")
+        return {
+            "id": uuid.uuid4(),
+            "run_id": self.run_id,
+            "parent_run_id": self.parent_run_id,
+            "phase": RunPhase.START,
+            "kind": AttemptKind(self.kind),
+            "run_name": self.name[:200],
+            "tags": list(dict.fromkeys(self.tags)),
+            "parameters": json.loads(json.dumps(self.parameters, default=str)),
+            "outcome": None,
+            "state_message": None,
+            "started_at": self.started_at,
+            "ended_at": None,
+            "next_run_at": None,
+            "logs": [],
+        }
+
+
 _INSERT_RUN_RECORD = insert(RunRecord.__table__).returning(RunRecord.__table__.c.id)
+
+
+async def add_run_start(
+    session: AsyncSession, start: RunStart, *, prefect_flow_run_id: uuid.UUID | None = None
+) -> uuid.UUID:
+    """Queue a run's start, inside the transaction that claims its work.
+
+    `prefect_flow_run_id`: the run already IS a Prefect flow run (a deployment run executing
+    the same use case): the row is stored as shipped, pointing at it, so the run's children are
+    linked to it and nothing is created twice.
+    """
+    row = start.row()
+    if prefect_flow_run_id is not None:
+        row |= {"shipped_at": datetime.now(UTC), "prefect_flow_run_id": prefect_flow_run_id}
+    return (await session.execute(_INSERT_RUN_RECORD, row)).scalar_one()
 
 
 async def add_run_record(session: AsyncSession, record: AttemptRecord) -> uuid.UUID:
     """Queue one finished attempt for the Prefect UI, inside the caller's open transaction.
 
     Call it in the same transaction that commits the attempt's outcome: then the run shows in
-    Prefect if and only if the outcome committed. Returns the record id (the reporter derives the
-    Prefect run's idempotency key from it).
+    Prefect if and only if the outcome committed. Returns the record id (the Prefect run's
+    idempotency key derives from the run id: `record.run_id`, or this id for a run recorded
+    whole).
     """
     return (await session.execute(_INSERT_RUN_RECORD, record.row())).scalar_one()
 
 
 async def claim_unshipped_run_records(session: AsyncSession, *, limit: int) -> list[RunRecord]:
-    """The oldest unshipped records, row-locked for this transaction (`SKIP LOCKED`: several
-    reporters split the backlog instead of queueing behind each other)."""
+    """The oldest unshipped records that may ship now, row-locked for this transaction
+    (`SKIP LOCKED`: several reporters split the backlog instead of queueing behind each other).
+
+    A record waits while an earlier record of its own run, or of its parent run, is unshipped
+    (a run's end never overtakes its start, a child never its parent's creation), so no two
+    records of a batch depend on each other and a batch may be shipped concurrently.
+    """
+    earlier = aliased(RunRecord)
+    blocked = (
+        select(earlier.id)
+        .where(
+            earlier.shipped_at.is_(None),
+            earlier.sequence < RunRecord.sequence,
+            or_(
+                earlier.run_id == RunRecord.run_id,
+                and_(
+                    RunRecord.parent_run_id.is_not(None),
+                    earlier.run_id == RunRecord.parent_run_id,
+                ),
+            ),
+        )
+        .exists()
+    )
     rows = await session.scalars(
         select(RunRecord)
-        .where(RunRecord.shipped_at.is_(None))
+        .where(RunRecord.shipped_at.is_(None), ~blocked)
         .order_by(RunRecord.sequence)
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
     return list(rows.all())
+
+
+async def unshipped_run_record_count(session: AsyncSession) -> int:
+    """The reporter's backlog."""
+    return (
+        await session.scalar(
+            select(func.count()).select_from(RunRecord).where(RunRecord.shipped_at.is_(None))
+        )
+    ) or 0
+
+
+async def shipped_flow_run_ids(
+    session: AsyncSession, run_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, uuid.UUID]:
+    """The Prefect flow run of each of these runs that has one already."""
+    if not run_ids:
+        return {}
+    rows = await session.execute(
+        select(RunRecord.run_id, RunRecord.prefect_flow_run_id).where(
+            RunRecord.run_id.in_(list(set(run_ids))),
+            RunRecord.prefect_flow_run_id.is_not(None),
+        )
+    )
+    return {run_id: flow_run_id for run_id, flow_run_id in rows.all()}
 
 
 async def mark_run_record_shipped(

@@ -267,14 +267,22 @@ class ReporterSettings(BaseSettings):
     #: Short: a slow Prefect must not hold a batch's row locks for long.
     request_timeout_seconds: float = Field(default=5.0, alias="REPORTER_REQUEST_TIMEOUT_SECONDS")
     batch_size: int = Field(default=100, alias="REPORTER_BATCH_SIZE", ge=1, le=1000)
-    #: Wait between polls when the queue is empty.
-    idle_seconds: float = Field(default=0.5, alias="REPORTER_IDLE_SECONDS")
+    #: Longest sleep when the queue is empty (PostgreSQL's NOTIFY wakes the reporter earlier;
+    #: this poll is the fallback while its LISTEN connection is down).
+    idle_seconds: float = Field(default=5.0, alias="REPORTER_IDLE_SECONDS")
     max_backoff_seconds: float = Field(default=10.0, alias="REPORTER_MAX_BACKOFF_SECONDS")
     #: Shipping is background work: paced so that Prefect's server (and the database it shares)
-    #: never competes with publishing at full speed (each shipped run costs the server and its
-    #: database about as much CPU as several webhooks). 5 runs/s is 18,000 an hour; a burst
-    #: beyond that waits in the outbox and is shipped when it has passed.
-    max_runs_per_second: float = Field(default=5.0, gt=0, alias="REPORTER_MAX_RUNS_PER_SECOND")
+    #: never competes with publishing at full speed. Counted in records (a run's start and its
+    #: end are one each); a burst beyond the pace waits in the outbox and is shipped after the
+    #: fact, marked so on each run.
+    max_runs_per_second: float = Field(default=40.0, gt=0, alias="REPORTER_MAX_RUNS_PER_SECOND")
+    #: Records of a batch shipped at once (they never depend on one another).
+    concurrency: int = Field(default=8, ge=1, le=64, alias="REPORTER_CONCURRENCY")
+    #: A record shipped later than this after its real instant makes its run "after the fact":
+    #: Prefect's own times are then shipping times, and the run says so.
+    live_tolerance_seconds: float = Field(
+        default=1.0, gt=0, alias="REPORTER_LIVE_TOLERANCE_SECONDS"
+    )
 
     @property
     def paced_batch_size(self) -> int:

@@ -85,6 +85,14 @@ class AttemptKind(StrEnum):
     TOKEN_REFRESH = "token-refresh"
 
 
+class RunPhase(StrEnum):
+    """Which instant of a run a run record ships: its start (committed with the claim, so
+    Prefect's own start time is the real one) or its end (committed with the outcome)."""
+
+    START = "start"
+    END = "end"
+
+
 def check_in(column: str, values: type[StrEnum] | tuple[StrEnum, ...]) -> str:
     """The SQL of a CHECK constraint keeping `column` to the enum's values."""
     return f"{column} IN ({', '.join(repr(str(v)) for v in values)})"

@@ -38,6 +38,7 @@ from models.statuses import (
     AttemptOutcome,
     Platform,
     PostStatus,
+    RunPhase,
     SyncJobStatus,
     TargetStatus,
     check_in,
@@ -252,37 +253,53 @@ class PostMetricSnapshot(Base):
 
 
 class RunRecord(Base):
-    """One finished attempt (publish attempt, analytics sync) waiting to be shown in Prefect.
+    """One instant of a run (its start or its end) waiting to be shown in Prefect.
 
-    A transactional outbox: written in the same transaction as the outcome it describes, then
-    shipped to the Prefect API by the reporter (flows/reporter.py), in `sequence` order. The
-    request path never talks to Prefect, so Prefect being slow or down cannot slow or fail it.
+    A transactional outbox: each row is written in the same transaction as what it describes
+    (the start with the claim, the end with the outcome), then shipped to the Prefect API by the
+    reporter (flows/reporter.py), in `sequence` order per run. The request path never talks to
+    Prefect, so Prefect being slow or down cannot slow or fail it. A run's rows share `run_id`;
+    an `end` row without a `start` row is a run recorded whole, after the fact.
     """
 
     __tablename__ = "run_records"
     __table_args__ = (
         CheckConstraint(check_in("kind", AttemptKind), name="run_records_kind"),
         CheckConstraint(check_in("outcome", AttemptOutcome), name="run_records_outcome"),
+        CheckConstraint(check_in("phase", RunPhase), name="run_records_phase"),
+        CheckConstraint(
+            "phase = 'start' OR (outcome IS NOT NULL AND ended_at IS NOT NULL)",
+            name="run_records_end_has_outcome",
+        ),
         Index(
             "run_records_unshipped",
             "sequence",
             postgresql_where=text("shipped_at IS NULL"),
         ),
+        Index("run_records_run_id", "run_id"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
     #: Commit-ish order for shipping (an identity column: cheap, monotonic per insert).
     sequence: Mapped[int] = mapped_column(BigInteger, Identity(always=False), unique=True)
+    #: The run this row belongs to (its start and end rows share it); the Prefect run's
+    #: idempotency key derives from it.
+    run_id: Mapped[uuid.UUID]
+    #: The run this one is a child of (a sync child's parent sync): linked in Prefect.
+    parent_run_id: Mapped[uuid.UUID | None]
+    #: `RunPhase`: the run's start or its end.
+    phase: Mapped[str] = mapped_column(String(10), server_default=RunPhase.END.value)
     #: What ran (`AttemptKind`); the reporter names the Prefect flow after it.
     kind: Mapped[str] = mapped_column(String(20))
     run_name: Mapped[str] = mapped_column(String(200))
     tags: Mapped[list[str]] = mapped_column(ARRAY(Text), server_default=text("'{}'"))
     parameters: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
-    #: How it ended (`AttemptOutcome`); the reporter maps it to a Prefect state.
-    outcome: Mapped[str] = mapped_column(String(20))
+    #: How it ended (`AttemptOutcome`; None on a start row); the reporter maps it to a state.
+    outcome: Mapped[str | None] = mapped_column(String(20))
     state_message: Mapped[str | None] = mapped_column(Text)
     started_at: Mapped[datetime]
-    ended_at: Mapped[datetime]
+    #: None on a start row.
+    ended_at: Mapped[datetime | None]
     #: For a retry: when the next attempt is due (the Scheduled state's scheduled_time).
     next_run_at: Mapped[datetime | None]
     #: `[{level, message, timestamp}]`, level as a stdlib number, timestamp ISO 8601.

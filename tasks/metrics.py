@@ -32,6 +32,12 @@ error fails that account's posts with a clear message; the child then settles `f
 transient errors release the claim and ask the queue to retry, until its last attempt, which
 settles the job `failed`. Posts a platform no longer returns (deleted) count as failed items but
 do not fail the job.
+
+**Visibility.** Each claimed run is a `sync-platform-analytics` run in Prefect (the run-record
+outbox, `models/outbox.py`): its start committed with the claim, its end with the settlement (or
+the deferral, the release), tagged `company:` and `platform:`, linked to the fan-out run that
+created the parent job (`flows.sync_fanout.sync_run_id`, derived from `parent_id` here the same
+way).
 """
 
 from __future__ import annotations
@@ -39,7 +45,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from itertools import groupby
 from typing import Any, Literal
@@ -55,8 +61,22 @@ from models.analytics import (
     sync_job,
     update_claimed_sync_job,
 )
+from models.outbox import (
+    AttemptRecord,
+    LogLine,
+    RunStart,
+    add_run_record,
+    add_run_start,
+    derived_run_id,
+)
 from models.settings import AnalyticsSettings
-from models.statuses import SETTLED_SYNC_JOB_STATUSES, AccountStatus, SyncJobStatus
+from models.statuses import (
+    SETTLED_SYNC_JOB_STATUSES,
+    AccountStatus,
+    AttemptKind,
+    AttemptOutcome,
+    SyncJobStatus,
+)
 from models.tables import AnalyticsSyncJob, PublishTarget, SocialAccount
 from tasks.accounts import fresh_context, refresh_tokens
 from tasks.platforms.base import (
@@ -190,6 +210,77 @@ class _Tally:
 _Claimed = tuple[AnalyticsSyncJob, list[PublishTarget], dict[uuid.UUID, SocialAccount]]
 
 
+@dataclass(slots=True)
+class _ChildRun:
+    """The run records of one claimed child run: start with the claim, end with the outcome."""
+
+    started_at: datetime
+    run_id: uuid.UUID = field(default_factory=uuid.uuid4)
+    child: AnalyticsSyncJob | None = None
+    due: int = 0
+
+    def _describe(self) -> tuple[str, list[str], dict[str, Any], uuid.UUID | None]:
+        child = self.child
+        assert child is not None
+        company = str(child.company_id)
+        name = f"{child.platform} · {company[:8]}"
+        tags = [f"company:{company}", f"platform:{child.platform}"]
+        if child.scheduled_for is not None:
+            tags.append(f"sync-window:{child.scheduled_for:%Y-%m-%dT%H:%MZ}")
+        parameters = {
+            "job_id": str(child.id),
+            "parent_job_id": str(child.parent_id),
+            "company_id": company,
+            "platform": child.platform,
+        }
+        parent = derived_run_id(f"sync-job:{child.parent_id}") if child.parent_id else None
+        return name, tags, parameters, parent
+
+    def start(self) -> RunStart:
+        name, tags, parameters, parent = self._describe()
+        return RunStart(
+            run_id=self.run_id,
+            kind=AttemptKind.SYNC_PLATFORM,
+            name=name,
+            started_at=self.started_at,
+            tags=tags,
+            parameters=parameters,
+            parent_run_id=parent,
+        )
+
+    def end(
+        self,
+        outcome: AttemptOutcome,
+        message: str,
+        *,
+        next_attempt_at: datetime | None = None,
+    ) -> AttemptRecord:
+        name, tags, parameters, parent = self._describe()
+        ended = datetime.now(UTC)
+        level = logging.INFO if outcome == AttemptOutcome.SUCCEEDED else logging.WARNING
+        return AttemptRecord(
+            kind=AttemptKind.SYNC_PLATFORM,
+            name=name,
+            outcome=outcome,
+            started_at=self.started_at,
+            ended_at=ended,
+            tags=tags,
+            parameters=parameters,
+            message=message[:_MAX_MESSAGE],
+            next_attempt_at=next_attempt_at,
+            logs=[
+                LogLine(logging.INFO, f"claimed; {self.due} post(s) due", self.started_at),
+                LogLine(level, message[:_MAX_MESSAGE], ended),
+            ],
+            run_id=self.run_id,
+            parent_run_id=parent,
+        )
+
+
+def _tally_line(tally: _Tally) -> str:
+    return f"{tally.processed} post(s) synced, {tally.failed} failed"
+
+
 class MetricsSync:
     """Runs child sync jobs against the database and the platform adapters."""
 
@@ -208,7 +299,16 @@ class MetricsSync:
         self.refresh_margin_seconds = refresh_margin_seconds
 
     async def sync(self, job: MetricsJob) -> MetricsOutcome:
-        claimed = await self._claim(job.job_id)
+        run = _ChildRun(started_at=datetime.now(UTC))
+        try:
+            return await self._sync(job, run)
+        except Exception as error:
+            if run.child is not None:
+                await self._record_crash(run, error)
+            raise
+
+    async def _sync(self, job: MetricsJob, run: _ChildRun) -> MetricsOutcome:
+        claimed = await self._claim(job.job_id, run)
         if isinstance(claimed, MetricsOutcome):
             return claimed
         child, due, accounts = claimed
@@ -231,16 +331,16 @@ class MetricsSync:
                     adapter=adapter, account=account, targets=targets, child=child, tally=tally
                 )
         except _Deferred as deferred:
-            return await self._defer(child, tally=tally, error=deferred.error)
+            return await self._defer(child, tally=tally, error=deferred.error, run=run)
         except PlatformError as error:
             if not job.final_attempt:
-                return await self._release(child, tally=tally, error=error)
+                return await self._release(child, tally=tally, error=error, run=run)
             tally.fail(0, f"gave up after the last attempt: {error.message}")
-        return await self._settle(child, tally=tally)
+        return await self._settle(child, tally=tally, run=run)
 
     # ----------------------------------------------------------------------- steps
     async def _claim(
-        self, job_id: uuid.UUID
+        self, job_id: uuid.UUID, run: _ChildRun
     ) -> (
         MetricsOutcome
         | tuple[AnalyticsSyncJob, list[PublishTarget], dict[uuid.UUID, SocialAccount]]
@@ -265,6 +365,8 @@ class MetricsSync:
                 if metrics_due(published_at=published_at, last_collected_at=last, now=now)
             ]
             accounts = await accounts_by_id(session, list({t.account_id for t in due}))
+            run.child, run.due = child, len(due)
+            await add_run_start(session, run.start())
         return child, due, accounts
 
     async def _unclaimed(self, session: AsyncSession, job_id: uuid.UUID) -> MetricsOutcome:
@@ -349,14 +451,22 @@ class MetricsSync:
 
     # ----------------------------------------------------------------------- settling
     async def _write(
-        self, child: AnalyticsSyncJob, values: dict[str, Any], *, roll_up: bool
+        self,
+        child: AnalyticsSyncJob,
+        values: dict[str, Any],
+        *,
+        roll_up: bool,
+        record: AttemptRecord,
     ) -> tuple[AnalyticsSyncJob, str | None] | None:
+        """The outcome (only while the claim holds) and the run's end record, in one
+        transaction."""
         async with self.sessions() as session, session.begin():
             owned = await update_claimed_sync_job(
                 session, job_id=child.id, started_at=child.started_at, values=values
             )
             if not owned:
                 return None
+            await add_run_record(session, record)
             parent_status = None
             if roll_up and child.parent_id is not None:
                 parent_status = await roll_up_sync_parent(session, child.parent_id)
@@ -364,9 +474,13 @@ class MetricsSync:
         assert current is not None
         return current, parent_status
 
-    async def _settle(self, child: AnalyticsSyncJob, *, tally: _Tally) -> MetricsOutcome:
+    async def _settle(
+        self, child: AnalyticsSyncJob, *, tally: _Tally, run: _ChildRun
+    ) -> MetricsOutcome:
         status = SyncJobStatus.FAILED if tally.errors else SyncJobStatus.COMPLETED
         message = "; ".join(tally.errors or [])[:_MAX_MESSAGE] or None
+        summary = f"settled {status}: {_tally_line(tally)}" + (f"; {message}" if message else "")
+        outcome = AttemptOutcome.FAILED if tally.errors else AttemptOutcome.SUCCEEDED
         written = await self._write(
             child,
             {
@@ -377,9 +491,10 @@ class MetricsSync:
                 "error_message": message,
             },
             roll_up=True,
+            record=run.end(outcome, summary),
         )
         if written is None:
-            return await self._lost(child)
+            return await self._lost(child, run=run)
         current, parent_status = written
         log.info(
             "metrics sync settled as %s",
@@ -389,10 +504,11 @@ class MetricsSync:
         return _outcome(current, status, parent_status=parent_status)  # type: ignore[arg-type]
 
     async def _defer(
-        self, child: AnalyticsSyncJob, *, tally: _Tally, error: TransientError
+        self, child: AnalyticsSyncJob, *, tally: _Tally, error: TransientError, run: _ChildRun
     ) -> MetricsOutcome:
         assert error.retry_at is not None
         retry_at = max(error.retry_at, datetime.now(UTC) + timedelta(seconds=1))
+        note = f"rate limited until {retry_at.isoformat()}: {error.message}"
         written = await self._write(
             child,
             {
@@ -401,16 +517,21 @@ class MetricsSync:
                 "cloud_task_name": None,
                 "items_processed": AnalyticsSyncJob.items_processed + tally.processed,
                 "items_failed": AnalyticsSyncJob.items_failed + tally.failed,
-                "error_message": f"rate limited until {retry_at.isoformat()}: {error.message}",
+                "error_message": note,
             },
             roll_up=False,
+            record=run.end(
+                AttemptOutcome.RETRYING,
+                f"deferred: {note}; {_tally_line(tally)} so far",
+                next_attempt_at=retry_at,
+            ),
         )
         if written is None:
-            return await self._lost(child)
+            return await self._lost(child, run=run)
         return _outcome(written[0], "deferred", retry_at=retry_at)
 
     async def _release(
-        self, child: AnalyticsSyncJob, *, tally: _Tally, error: PlatformError
+        self, child: AnalyticsSyncJob, *, tally: _Tally, error: PlatformError, run: _ChildRun
     ) -> MetricsOutcome:
         written = await self._write(
             child,
@@ -421,17 +542,36 @@ class MetricsSync:
                 "error_message": f"will retry: {error.message}"[:_MAX_MESSAGE],
             },
             roll_up=False,
+            record=run.end(
+                AttemptOutcome.RETRYING, f"will retry: {error.message}; {_tally_line(tally)}"
+            ),
         )
         if written is None:
-            return await self._lost(child)
+            return await self._lost(child, run=run)
         return _outcome(written[0], "retry")
 
-    async def _lost(self, child: AnalyticsSyncJob) -> MetricsOutcome:
+    async def _lost(self, child: AnalyticsSyncJob, *, run: _ChildRun) -> MetricsOutcome:
         log.warning("claim lost; another run owns the sync job", extra={"job_id": str(child.id)})
-        async with self.sessions() as session:
+        async with self.sessions() as session, session.begin():
+            await add_run_record(
+                session,
+                run.end(AttemptOutcome.FAILED, "claim lost: another run owns the sync job"),
+            )
             current = await sync_job(session, child.id)
         assert current is not None
         return _outcome(current, "busy")
+
+    async def _record_crash(self, run: _ChildRun, error: Exception) -> None:
+        """A run that ended in an unexpected error still shows up (as crashed); its lease runs
+        out and the queue retries it. Best effort: the error may be the database itself."""
+        try:
+            async with self.sessions() as session, session.begin():
+                await add_run_record(
+                    session,
+                    run.end(AttemptOutcome.CRASHED, f"crashed: {type(error).__name__}: {error}"),
+                )
+        except Exception:
+            log.exception("could not record the crashed metrics run")
 
     async def _mark_reconnect(self, account: SocialAccount, reason: str) -> None:
         async with self.sessions() as session, session.begin():

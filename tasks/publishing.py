@@ -9,9 +9,10 @@ any point leaves a state the next delivery can continue from:
    platform call), then make that call;
 4. record the outcome only while still holding the claim, and roll the post's status up.
 
-Every claimed attempt also leaves a run record (an `AttemptRecord` in the pipeline's own words,
-the Prefect visibility outbox) committed in the same transaction as its outcome;
-`flows/reporter.py` maps it to Prefect and ships it later, so Prefect never sits on this path.
+Every claimed attempt also leaves run records (the Prefect visibility outbox, in the pipeline's
+own words): its start (`RunStart`) committed with the claim, its end (`AttemptRecord`) in the
+same transaction as its outcome; `flows/reporter.py` maps them to Prefect and ships each as it
+commits, so Prefect's own times are the real ones and Prefect never sits on this path.
 Deliveries that claim nothing (busy, already settled) change nothing and leave
 no record.
 """
@@ -30,7 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from models.accounts import account_by_id, mark_account_needs_reconnect
 from models.database import unit_of_work
-from models.outbox import AttemptRecord, LogLine, add_run_record
+from models.outbox import AttemptRecord, LogLine, RunStart, add_run_record, add_run_start
 from models.posts import roll_up_post_status
 from models.settings import PublishingSettings
 from models.statuses import AccountStatus, AttemptKind, AttemptOutcome, TargetStatus
@@ -116,11 +117,53 @@ class AttemptLog:
     attempt: int = 0
     recorded: bool = False
     lines: list[LogLine] = field(default_factory=list)
+    #: The run both records of this attempt belong to.
+    run_id: uuid.UUID = field(default_factory=uuid.uuid4)
+    #: When the current step began (`step` lines carry each step's duration).
+    _step_started: datetime | None = None
 
     def note(self, level: int, message: str, *args: Any, target: PublishTarget) -> None:
         """Log a line and keep it for the attempt's record (its log lines in the Prefect UI)."""
         log.log(level, message, *args, extra=_log_extra(target))
         self.lines.append(LogLine(level, message % args if args else message, _now()))
+
+    def step(self, name: str, *, target: PublishTarget, detail: str = "") -> None:
+        """Close the step that ran since the previous mark as a timed log line (`step claim:
+        12 ms`): the attempt's steps in the Prefect run, at no extra cost to Prefect (all lines
+        of a run go in one batched request)."""
+        now = _now()
+        began = self._step_started or self.started_at
+        self._step_started = now
+        took = (now - began).total_seconds() * 1000
+        self.note(logging.INFO, "step %s: %.0f ms%s", name, took, detail, target=target)
+
+    def _names(self) -> tuple[str, list[str], dict[str, Any]]:
+        job = self.job
+        post = str(job.scheduled_post_id)
+        name = f"{job.platform} · {post[:8]}"
+        tags = [f"company:{self.company_id}", f"platform:{job.platform}", f"post:{post}"]
+        parameters = {
+            "scheduled_post_id": post,
+            "platform": job.platform,
+            "account_id": str(job.account_id),
+            "idempotency_key": job.idempotency_key,
+            "retry_count": job.retry_count,
+            "final_attempt": job.final_attempt,
+            "attempt": self.attempt,
+        }
+        return (name if self.attempt <= 1 else f"{name} · #{self.attempt}"), tags, parameters
+
+    def start(self) -> RunStart:
+        """The attempt's start, committed with its claim."""
+        name, tags, parameters = self._names()
+        return RunStart(
+            run_id=self.run_id,
+            kind=AttemptKind.PUBLISH,
+            name=name,
+            started_at=self.started_at,
+            tags=tags,
+            parameters=parameters,
+        )
 
     def record(
         self,
@@ -129,28 +172,19 @@ class AttemptLog:
         message: str | None,
         next_attempt_at: datetime | None = None,
     ) -> AttemptRecord:
-        job = self.job
-        post = str(job.scheduled_post_id)
-        name = f"{job.platform} · {post[:8]}"
+        name, tags, parameters = self._names()
         return AttemptRecord(
             kind=AttemptKind.PUBLISH,
-            name=name if self.attempt <= 1 else f"{name} · #{self.attempt}",
+            name=name,
             outcome=outcome,
             started_at=self.started_at,
             ended_at=_now(),
-            tags=[f"company:{self.company_id}", f"platform:{job.platform}", f"post:{post}"],
-            parameters={
-                "scheduled_post_id": post,
-                "platform": job.platform,
-                "account_id": str(job.account_id),
-                "idempotency_key": job.idempotency_key,
-                "retry_count": job.retry_count,
-                "final_attempt": job.final_attempt,
-                "attempt": self.attempt,
-            },
+            tags=tags,
+            parameters=parameters,
             message=message,
             next_attempt_at=next_attempt_at,
             logs=self.lines,
+            run_id=self.run_id,
         )
 
 
@@ -215,16 +249,15 @@ class Publisher:
             raise
 
     async def _publish(self, job: PublishJob, attempt_log: AttemptLog) -> PublishOutcome:
-        claimed = await self._claim(job)
+        claimed = await self._claim(job, attempt_log)
         if isinstance(claimed, PublishOutcome):
             return claimed
         target, post, account, media = claimed.target, claimed.post, claimed.account, claimed.media
         attempt = target.attempts
-        attempt_log.company_id, attempt_log.attempt = post.company_id, attempt
-        attempt_log.target_id = target.id
         attempt_log.note(
             logging.INFO, "attempt %d claimed the %s target", attempt, job.platform, target=target
         )
+        attempt_log.step("claim", target=target)
         content = PostContent(
             text=target.custom_content if target.custom_content is not None else post.content,
             media=tuple(
@@ -278,7 +311,7 @@ class Publisher:
         )
 
     # ----------------------------------------------------------------------- steps
-    async def _claim(self, job: PublishJob) -> PublishOutcome | _Claim:
+    async def _claim(self, job: PublishJob, attempt_log: AttemptLog) -> PublishOutcome | _Claim:
         async with unit_of_work(self.sessions) as session:
             claimed = await claim_target(
                 session,
@@ -304,6 +337,9 @@ class Publisher:
                     )
                 }
                 media = [by_id[i] for i in post.media_asset_ids if i in by_id]
+            attempt_log.company_id, attempt_log.attempt = post.company_id, target.attempts
+            attempt_log.target_id = target.id
+            await add_run_start(session, attempt_log.start())
             return _Claim(
                 target=target,
                 post=post,
@@ -357,21 +393,34 @@ class Publisher:
             account=account,
             margin_seconds=self.settings.refresh_margin_seconds,
         )
+        refreshed = " (refreshed)" if context.access_token != account.access_token else ""
+        attempt_log.step("token", target=target, detail=refreshed)
         if reconcile_first:
             found = await adapter.reconcile(account=context, content=content, state=state)
+            attempt_log.step("reconcile", target=target, detail=" (found)" if found else "")
             if found is not None:
                 attempt_log.note(logging.INFO, "reconciled an earlier attempt", target=target)
                 return found
+        media = f" (media upload of {len(content.media)} item(s) included)" if content.media else ""
         try:
             attempt_log.note(logging.INFO, "publishing to %s", target.platform, target=target)
-            return await adapter.publish(account=context, content=content, state=state)
+            result = await adapter.publish(account=context, content=content, state=state)
+            attempt_log.step("platform call", target=target, detail=media)
+            return result
         except TokenExpiredError:
             # Refreshed once, then published once more; a second expiry is the platform's word.
+            attempt_log.step("platform call", target=target, detail=" (token expired)")
             context = await refresh_tokens(
                 self.sessions, adapter=adapter, account=account, used=context
             )
+            attempt_log.step("token refresh", target=target)
             attempt_log.note(logging.INFO, "token refreshed; publishing again", target=target)
-            return await adapter.publish(account=context, content=content, state=state)
+            result = await adapter.publish(account=context, content=content, state=state)
+            attempt_log.step("platform call", target=target, detail=media)
+            return result
+        except PlatformError:
+            attempt_log.step("platform call", target=target, detail=" (refused)")
+            raise
 
     async def _save_state(self, target_id: uuid.UUID, attempt: int, values: dict) -> None:
         async with unit_of_work(self.sessions) as session:
@@ -445,6 +494,7 @@ class Publisher:
     ) -> PublishOutcome:
         """One transaction: the settlement (only while the claim holds), the post's roll-up,
         the account's needs-reconnect mark, and the attempt's run record."""
+        record_started = _now()
         async with unit_of_work(self.sessions) as session:
             current = await settle_claimed_target(
                 session, target_id=target.id, attempt=attempt, settlement=settlement
@@ -471,6 +521,8 @@ class Publisher:
                     "claim lost before recording; another attempt owns the target",
                     target=target,
                 )
+            took = (_now() - record_started).total_seconds() * 1000
+            attempt_log.note(logging.INFO, "step record: %.0f ms", took, target=target)
             await add_run_record(session, _attempt_record(attempt_log, settlement, owned=owned))
             attempt_log.recorded = True
             if current is None:

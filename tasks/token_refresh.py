@@ -9,11 +9,16 @@ accounts refresh-due`), renews every active account whose platform's refresh win
 Each account is refreshed through `tasks.accounts.refresh_tokens` (row lock, rotated refresh
 token and new expiry stored together); a refusal marks that account `needs_reconnect` in its own
 committed transaction and the job goes on with the others.
+
+Each pass is a `refresh-expiring-tokens` run in Prefect with its counts: recorded through the
+run-record outbox, or, inside the Prefect deployment, as that flow run itself
+(`record_run=False`; the flow logs them).
 """
 
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -22,8 +27,9 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from models.accounts import account_by_id
+from models.outbox import AttemptRecord, LogLine, RunStart, add_run_record, add_run_start
 from models.settings import PlatformSettings
-from models.statuses import AccountStatus
+from models.statuses import AccountStatus, AttemptKind, AttemptOutcome
 from models.tables import SocialAccount
 from tasks.accounts import REFRESH_POLICIES, account_context, refresh_due, refresh_tokens
 from tasks.platforms.base import NeedsReconnectError, PlatformAdapter, PlatformError
@@ -72,8 +78,78 @@ async def refresh_due_tokens(
     *,
     adapters: Callable[[str], PlatformAdapter],
     now: datetime | None = None,
+    record_run: bool = True,
 ) -> RefreshReport:
-    """Refresh every due account; one account's failure never stops the others."""
+    """Refresh every due account; one account's failure never stops the others.
+
+    `record_run=False`: the caller is a Prefect flow run already, which shows the pass."""
+    if not record_run:
+        return await _refresh_due_tokens(sessions, adapters=adapters, now=now)
+    started_at = datetime.now(UTC)
+    run_id = uuid.uuid4()
+    name = f"token refresh {started_at:%Y-%m-%d %H:%M}Z"
+
+    async def record(outcome: AttemptOutcome, message: str, report: RefreshReport | None) -> None:
+        ended = datetime.now(UTC)
+        lines = [LogLine(logging.INFO, message, ended)]
+        if report is not None:
+            lines += [
+                LogLine(logging.WARNING, f"{a}: {why}", ended) for a, why in report.failed.items()
+            ]
+        async with sessions() as session, session.begin():
+            await add_run_record(
+                session,
+                AttemptRecord(
+                    kind=AttemptKind.TOKEN_REFRESH,
+                    name=name,
+                    outcome=outcome,
+                    started_at=started_at,
+                    ended_at=ended,
+                    tags=["accounts"],
+                    parameters=report.as_dict() if report is not None else {},
+                    message=message,
+                    logs=lines,
+                    run_id=run_id,
+                ),
+            )
+
+    async with sessions() as session, session.begin():
+        await add_run_start(
+            session,
+            RunStart(
+                run_id=run_id,
+                kind=AttemptKind.TOKEN_REFRESH,
+                name=name,
+                started_at=started_at,
+                tags=["accounts"],
+            ),
+        )
+    try:
+        report = await _refresh_due_tokens(sessions, adapters=adapters, now=now)
+    except Exception as error:
+        try:
+            await record(AttemptOutcome.CRASHED, f"crashed: {type(error).__name__}: {error}", None)
+        except Exception:
+            log.exception("could not record the crashed token refresh")
+        raise
+    outcome = AttemptOutcome.FAILED if report.failed else AttemptOutcome.SUCCEEDED
+    await record(outcome, describe_refresh(report), report)
+    return report
+
+
+def describe_refresh(report: RefreshReport) -> str:
+    return (
+        f"token refresh: {len(report.refreshed)} refreshed, {len(report.needs_reconnect)} need "
+        f"reconnecting, {len(report.failed)} failed"
+    )
+
+
+async def _refresh_due_tokens(
+    sessions: async_sessionmaker[AsyncSession],
+    *,
+    adapters: Callable[[str], PlatformAdapter],
+    now: datetime | None,
+) -> RefreshReport:
     now = now or datetime.now(UTC)
     report = RefreshReport()
     for account in await due_accounts(sessions, now=now):
@@ -93,17 +169,12 @@ async def refresh_due_tokens(
             report.failed[name] = error.message
         else:
             report.refreshed.append(name)
-    log.info(
-        "token refresh: %d refreshed, %d need reconnecting, %d failed",
-        len(report.refreshed),
-        len(report.needs_reconnect),
-        len(report.failed),
-    )
+    log.info(describe_refresh(report))
     return report
 
 
 async def run_refresh_once(
-    settings: PlatformSettings, *, now: datetime | None = None
+    settings: PlatformSettings, *, now: datetime | None = None, record_run: bool = True
 ) -> RefreshReport:
     """The job with production wiring: the process's database, adapters from `settings`."""
     from models.database import async_session_factory
@@ -115,4 +186,5 @@ async def run_refresh_once(
             async_session_factory(),
             adapters=lambda platform: build_adapter(platform, http=http, settings=settings),
             now=now,
+            record_run=record_run,
         )

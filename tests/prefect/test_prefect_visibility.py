@@ -61,10 +61,9 @@ def test_every_publish_attempt_becomes_a_prefect_run(
         assert run["parameters"]["attempt"] == 1
         assert run["state_name"] == "Completed"
         assert run["state"]["message"].startswith("published")
-        # the real start is the run's expected start; the real end is in a label
+        # the real start travels as a label too (timing accuracy: tests/prefect/test_live_times.py)
         started = datetime.fromisoformat(run["labels"]["tendsocial.started_at"])
-        assert datetime.fromisoformat(run["expected_start_time"]) == started
-        assert datetime.fromisoformat(run["labels"]["tendsocial.ended_at"]) >= started
+        assert datetime.fromisoformat(run["start_time"]) >= started
     failed = by_name[f"x · {failing['scheduledPostId'][:8]}"]
     assert failed["state_type"] == "FAILED" and failed["state"]["message"]
     retry = by_name[f"bluesky · {failing['scheduledPostId'][:8]}"]
@@ -100,7 +99,7 @@ def test_publishing_during_a_prefect_outage_is_unaffected_and_caught_up(
                 .where(RunRecord.tags.contains([f"company:{tenant.id}"]))
                 .where(RunRecord.shipped_at.is_(None))
             )
-        assert queued == 6
+        assert queued == 12  # a start and an end record per attempt
     finally:
         prefect.restart()
     runs = prefect.wait_for_runs(tags=[f"company:{tenant.id}"], count=6, timeout=40)
