@@ -31,8 +31,13 @@ def test_api_keys_are_stored_hashed_and_never_in_clear(secure_stack: Stack, db: 
         assert h.get("/api/social-posts").status_code == 401
 
 
-@pytest.mark.parametrize("secret", [None, "", "short", "x" * 31])
-def test_app_refuses_to_start_with_a_missing_or_short_webhook_secret(secret: str | None) -> None:
+@pytest.mark.parametrize(
+    "secret",
+    [None, "", "short", "x" * 31, " " * 32, "x" * 40, "ab" * 20, "correct horse battery staple x"],
+)
+def test_app_refuses_to_start_with_a_missing_short_or_weak_webhook_secret(
+    secret: str | None,
+) -> None:
     with pytest.raises(RuntimeError, match="WEBHOOK_SECRET"):
         create_app(settings=make_settings(WEBHOOK_SECRET=secret), queue=InMemoryTaskQueue())
 
