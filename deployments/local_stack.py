@@ -669,10 +669,15 @@ def start_services(stack: LocalStack, *, prefect: bool = True) -> str:
     the emulator answers, the demo accounts once the sandbox answers, the sweeper (which may
     enqueue due posts for those accounts) once the API answers, the reporter once Prefect does.
     """
+    from models.settings import QueueSettings
+
+    # Retried-out publish tasks are copied to `<queue>-dlq`, for every publish queue.
+    publish_queues = QueueSettings(**stack.env).publish_shards
+    dead_letters = [arg for queue in publish_queues for arg in ("--dlq", queue.queue_id)]
     emulator = start_child(
         stack,
         name="emulator",
-        args=["emulator", "--port", str(stack.ports.emulator), "--dlq", "default"],
+        args=["emulator", "--port", str(stack.ports.emulator), *dead_letters],
     )
     sandbox = start_child(
         stack, name="sandbox", args=["sandbox", "--port", str(stack.ports.sandbox)]

@@ -15,6 +15,7 @@ the queue definitions that `tendsocial queues apply` writes to Cloud Tasks and t
 
 from __future__ import annotations
 
+import hashlib
 from functools import cache
 from pathlib import Path
 from typing import Annotated, Literal
@@ -89,14 +90,32 @@ class QueueSettings(BaseSettings):
     publish_max_concurrent_dispatches: int = Field(
         default=1000, ge=1, alias="TASKS_PUBLISH_MAX_CONCURRENT_DISPATCHES"
     )
+    #: Publish queues to spread targets over (deterministic by target, so a re-enqueue lands on
+    #: the same one): one Cloud Tasks queue dispatches at most 500 tasks/s, N queues N times that.
+    #: Shard 0 is `GCP_TASKS_QUEUE`, shard i is `<GCP_TASKS_QUEUE>-<i>`.
+    publish_queue_shards: int = Field(default=1, ge=1, le=64, alias="PUBLISH_QUEUE_SHARDS")
     analytics_queue_id: str = Field(default="analytics", alias="ANALYTICS_TASKS_QUEUE")
     analytics_max_attempts: int = Field(default=5, ge=1, alias="ANALYTICS_MAX_ATTEMPTS")
 
     @property
     def publish(self) -> QueueSpec:
-        """Publishing: the first attempt plus retries after 5 s, 10 s, 20 s."""
+        """Publishing: the first attempt plus retries after 5 s, 10 s, 20 s (every shard alike)."""
+        return self._publish_shard(0)
+
+    @property
+    def publish_shards(self) -> tuple[QueueSpec, ...]:
+        return tuple(self._publish_shard(i) for i in range(self.publish_queue_shards))
+
+    def publish_queue_for(self, key: str) -> str:
+        """The publish queue of the target with this idempotency key (stable across enqueues)."""
+        if self.publish_queue_shards == 1:
+            return self.publish_queue_id
+        shard = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big")
+        return self._publish_shard(shard % self.publish_queue_shards).queue_id
+
+    def _publish_shard(self, index: int) -> QueueSpec:
         return QueueSpec(
-            queue_id=self.publish_queue_id,
+            queue_id=self.publish_queue_id if index == 0 else f"{self.publish_queue_id}-{index}",
             max_attempts=self.publish_max_attempts,
             min_backoff_seconds=5,
             max_backoff_seconds=20,
@@ -121,8 +140,11 @@ class QueueSettings(BaseSettings):
     @property
     def dead_letter(self) -> QueueSpec:
         """Where the emulator copies retried-out publish tasks; paused so they wait for a human."""
+        return self._dead_letter_of(self.publish)
+
+    def _dead_letter_of(self, queue: QueueSpec) -> QueueSpec:
         return QueueSpec(
-            queue_id=f"{self.publish_queue_id}-dlq",
+            queue_id=f"{queue.queue_id}-dlq",
             max_attempts=1,
             min_backoff_seconds=5,
             max_backoff_seconds=20,
@@ -134,7 +156,11 @@ class QueueSettings(BaseSettings):
 
     @property
     def all(self) -> tuple[QueueSpec, ...]:
-        return (self.publish, self.analytics, self.dead_letter)
+        return (
+            *self.publish_shards,
+            self.analytics,
+            *(self._dead_letter_of(shard) for shard in self.publish_shards),
+        )
 
     @property
     def parent(self) -> str:

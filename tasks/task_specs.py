@@ -109,7 +109,7 @@ def publish_task_spec(
             "idempotencyKey": target.idempotency_key,
         },
         schedule_time=run_at,
-        queue=queues.publish.queue_id,
+        queue=queues.publish_queue_for(target.idempotency_key),
     )
 
 

@@ -65,3 +65,20 @@ def test_readiness_names_a_retired_platform_api_version() -> None:
     assert [w.setting for w in retired] == ["LINKEDIN_VERSION"]
     assert "was retired" in retired[0].message
     assert configured_version_warnings(PlatformSettings()) == []
+
+
+def test_publish_targets_spread_over_the_queue_shards_deterministically() -> None:
+    """N publish queues dispatch N times what one can; a target always lands on the same one
+    (a re-enqueue under a new dispatch generation too), and each shard is applied to Cloud Tasks
+    with the same retry policy, so the final-attempt rule holds on every shard."""
+    queues = QueueSettings(PUBLISH_QUEUE_SHARDS=4, GCP_TASKS_QUEUE="publish")
+    ids = {spec.queue_id for spec in queues.publish_shards}
+    assert ids == {"publish", "publish-1", "publish-2", "publish-3"}
+    assert {spec.max_attempts for spec in queues.publish_shards} == {queues.publish.max_attempts}
+    keys = [f"publish-{n}-x-account" for n in range(400)]
+    chosen = [queues.publish_queue_for(key) for key in keys]
+    assert chosen == [queues.publish_queue_for(key) for key in keys]  # stable
+    per_queue = {queue_id: chosen.count(queue_id) for queue_id in ids}
+    assert min(per_queue.values()) > 60, per_queue  # spread, not piled on one queue
+    assert {spec.queue_id for spec in queues.all} >= ids | {f"{i}-dlq" for i in ids}
+    assert QueueSettings().publish_queue_for("any") == "default"  # one queue by default
