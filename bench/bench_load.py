@@ -182,6 +182,9 @@ def api_process(
         "PUBLISH_MAX_ATTEMPTS": "30",
         "PLATFORM_HTTP_TIMEOUT_SECONDS": "3",
         "MEDIA_ALLOW_PRIVATE_ADDRESSES": "true",  # the sandbox serves media on 127.0.0.1
+        # one company schedules the whole burst: an operator's load test, not a tenant's flood
+        "COMPANY_REQUESTS_PER_SECOND": "100000",
+        "COMPANY_REQUESTS_PER_MINUTE": "1000000",
         **{f"{p.upper()}_API_BASE_URL": f"{sandbox_url}/{p}" for p in PLATFORMS},
     }
     args = [sys.executable, "-m", "deployments", "serve", "--port", str(port)]

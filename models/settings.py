@@ -248,8 +248,10 @@ class SchedulingSettings(BaseSettings):
     max_schedule_ahead_days: int = Field(default=730, alias="MAX_SCHEDULE_AHEAD_DAYS")
     #: Company API requests one company may make, per second and per minute (per instance);
     #: beyond them it gets 429 with Retry-After and the other companies keep their rate.
-    company_requests_per_second: int = Field(default=20, ge=1, alias="COMPANY_REQUESTS_PER_SECOND")
-    company_requests_per_minute: int = Field(default=600, ge=1, alias="COMPANY_REQUESTS_PER_MINUTE")
+    company_requests_per_second: int = Field(default=50, ge=1, alias="COMPANY_REQUESTS_PER_SECOND")
+    company_requests_per_minute: int = Field(
+        default=1500, ge=1, alias="COMPANY_REQUESTS_PER_MINUTE"
+    )
 
 
 class PublishingSettings(BaseSettings):

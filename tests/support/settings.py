@@ -36,7 +36,12 @@ PARTS: dict[str, type[BaseSettings]] = {
 
 
 def make_settings(**overrides: Any) -> Settings:
-    """`make_settings(WEBHOOK_SECRET="...", CLOUD_TASKS_EMULATOR_HOST=host, platforms=...)`."""
+    """`make_settings(WEBHOOK_SECRET="...", CLOUD_TASKS_EMULATOR_HOST=host, platforms=...)`.
+
+    Tests drive one company far harder than a front end would, so the per-company request
+    limits are lifted unless a test sets them (`tests/api/test_company_rate_limits.py` does)."""
+    overrides.setdefault("COMPANY_REQUESTS_PER_SECOND", 100_000)
+    overrides.setdefault("COMPANY_REQUESTS_PER_MINUTE", 1_000_000)
     parts = {name: overrides.pop(name) for name in list(overrides) if name in PARTS}
     for name, cls in PARTS.items():
         parts.setdefault(name, cls(**overrides))
