@@ -25,6 +25,7 @@ import re
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -53,10 +54,26 @@ CHROMIUM_FLAGS = (
 CLI = [sys.executable, "-m", "deployments"]
 
 
-def free_port() -> int:
-    from deployments.prefect_server import free_port as pick
+def free_ports() -> dict[str, int]:
+    """Free ports for the stack; the emulator's must have a free neighbour (its OIDC
+    certificates listen on port + 1, `deployments/local_stack.py`)."""
+    from deployments.prefect_server import free_port
 
-    return pick()
+    def pair_free(port: int) -> bool:
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port + 1))
+            except OSError:
+                return False
+        return True
+
+    emulator = next(port for port in iter(free_port, None) if pair_free(port))
+    return {
+        "api": free_port(),
+        "emulator": emulator,
+        "sandbox": free_port(),
+        "prefect": free_port(),
+    }
 
 
 def wait_for(what: str, check: Callable[[], Any], *, timeout: float) -> Any:
@@ -187,7 +204,7 @@ def run_cli(*args: str, env: dict[str, str], terminal: bool = False) -> str:
 
 def take(out: Path, *, budget_ms: int) -> None:
     data = Path(tempfile.mkdtemp(prefix="tendsocial-shots-"))
-    ports = {name: free_port() for name in ("api", "emulator", "sandbox", "prefect")}
+    ports = free_ports()
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "PREFECT_API_URL")}
     env["TENDSOCIAL_DATA_DIR"] = str(data)
     log = (data / "dev.log").open("w")
@@ -206,11 +223,13 @@ def take(out: Path, *, budget_ms: int) -> None:
         stderr=subprocess.STDOUT,
     )
     try:
-        wait_for(
-            "tendsocial dev",
-            lambda: dev.poll() is None and "Try it" in (data / "dev.log").read_text(),
-            timeout=240,
-        )
+
+        def stack_ready() -> bool:
+            if dev.poll() is not None:
+                raise SystemExit(f"tendsocial dev exited: {(data / 'dev.log').read_text()}")
+            return "Try it" in (data / "dev.log").read_text()
+
+        wait_for("tendsocial dev", stack_ready, timeout=240)
         prefect = Prefect(f"http://127.0.0.1:{ports['prefect']}")
         api = f"http://127.0.0.1:{ports['api']}"
         print(f"stack up (data folder {data}); running the demos and a sync")
@@ -282,6 +301,13 @@ def take(out: Path, *, budget_ms: int) -> None:
                 "step ",
             ),
             (f"{ui}/runs/flow-run/{parent['id']}", "prefect-sync-run.png", "1440,860", "child job"),
+            (
+                f"{ui}/runs?flow={publish_flow}&tag=platform:instagram&state=Failed"
+                "&type=span&seconds=-604800",  # = the saved filter of failed Instagram publishes
+                "prefect-saved-filter.png",
+                "1440,900",
+                run_name,
+            ),
             (f"{ui}/deployments", "prefect-deployments.png", "1600,520", "sync-analytics-every-6h"),
             (html.as_uri(), "demo-fail-instagram.png", "1000,360", "platforms published"),
         ]
