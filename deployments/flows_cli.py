@@ -57,6 +57,41 @@ def flows_serve() -> None:
     serve_flows()
 
 
+views_app = typer.Typer(no_args_is_help=True, help="The data team's saved filters and alerts.")
+
+
+@views_app.command("apply")
+def views_apply(
+    webhook_url: Annotated[
+        str | None,
+        typer.Option(
+            envvar="TENDSOCIAL_ALERT_WEBHOOK_URL",
+            help='Where the alerts POST {"text": ...} (a Slack incoming webhook works as is); '
+            "without it, firings show only in Prefect's event feed.",
+        ),
+    ] = None,
+) -> None:
+    """Create or update the saved filters and automations on the Prefect server (by name)."""
+    from prefect.settings import get_current_settings
+    from sqlalchemy import select
+
+    from deployments.local_stack import StackError
+    from deployments.prefect_views import apply_views, describe
+    from models.database import sync_engine
+    from models.tables import Company
+
+    api_url = get_current_settings().api.url
+    if not api_url:
+        raise StackError("no Prefect server: start `tendsocial dev` or set PREFECT_API_URL")
+    with sync_engine().connect() as conn:
+        companies = {
+            str(row.id): row.name for row in conn.execute(select(Company.id, Company.name))
+        }
+    for line in describe(apply_views(api_url, companies=companies, webhook_url=webhook_url)):
+        typer.echo(line)
+
+
 def register(app: typer.Typer) -> None:
     app.command("sweep")(sweep)
+    flows_app.add_typer(views_app, name="views")
     app.add_typer(flows_app, name="flows")

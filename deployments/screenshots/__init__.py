@@ -1,0 +1,1 @@
+"""Re-taking the README screenshots (`take.py`)."""
