@@ -15,12 +15,13 @@ from sqlalchemy.orm import Session
 
 from deployments.emulator.oidc import OidcSigner
 from models.tables import PublishTarget
-from tests.e2e.conftest import AUDIENCE, SERVICE_ACCOUNT, Emulator
-from tests.publishing.conftest import Stack, make_tenant
+from tests.support.emulator import EmulatorProcess
+from tests.support.stacks import OIDC_AUDIENCE, OIDC_SERVICE_ACCOUNT, CloudStack
+from tests.support.tenants import make_tenant
 
 
 def test_only_genuine_tokens_pass(
-    cloud_stack: Stack, emulator: Emulator, db: Engine, tmp_path: object
+    cloud_stack: CloudStack, cloud_emulator: EmulatorProcess, db: Engine, tmp_path: object
 ) -> None:
     tenant = make_tenant(cloud_stack, name="Oidc Co")
     with httpx.Client(
@@ -43,17 +44,18 @@ def test_only_genuine_tokens_pass(
         "idempotencyKey": f"publish-{post['scheduledPostId']}-x-{tenant.accounts['x']}",
     }
     url = f"{cloud_stack.base_url}/api/jobs/publish-post"
-    genuine = OidcSigner(key_dir=emulator.state, issuer=f"http://{emulator.host}")
+    genuine = OidcSigner(key_dir=cloud_emulator.state, issuer=f"http://{cloud_emulator.host_port}")
     stranger = OidcSigner(
-        key_dir=__import__("pathlib").Path(str(tmp_path)), issuer=f"http://{emulator.host}"
+        key_dir=__import__("pathlib").Path(str(tmp_path)),
+        issuer=f"http://{cloud_emulator.host_port}",
     )
     now = int(time.time())
 
     def signed(signer: OidcSigner, **claims: object) -> str:
         payload = {
-            "iss": f"http://{emulator.host}",
-            "aud": AUDIENCE,
-            "email": SERVICE_ACCOUNT,
+            "iss": f"http://{cloud_emulator.host_port}",
+            "aud": OIDC_AUDIENCE,
+            "email": OIDC_SERVICE_ACCOUNT,
             "email_verified": True,
             "iat": now,
             "exp": now + 600,

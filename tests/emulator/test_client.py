@@ -17,7 +17,8 @@ from deployments.emulator import RunningEmulator
 from deployments.queues import apply_queues
 from models.settings import QueueSettings
 from tasks.cloud_tasks import CloudTasksQueue, TaskQueue, TaskSpec
-from tests.emulator.conftest import PARENT, Target, eventually, make_client
+from tests.support.emulator import PARENT, Target, make_client
+from tests.support.waiting import eventually
 
 SERVICE_ACCOUNT = "publisher@test-project.iam.gserviceaccount.com"
 

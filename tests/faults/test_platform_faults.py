@@ -3,7 +3,6 @@ lost or doubled, and a rate-limited target is not called again before the platfo
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -11,9 +10,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy.engine import Engine
 
-from bench.bench_load import exactly_once_problems, sandbox_counts, wait_settled
-from tests.faults.conftest import CloudFaultStack
-from tests.publishing.conftest import make_tenant
+from tests.support.emulator import pending_publish_tasks
+from tests.support.exactly_once import exactly_once_problems, sandbox_counts, wait_settled
+from tests.support.stacks import CloudStack
+from tests.support.tenants import make_tenant
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.faults
 
@@ -23,10 +24,10 @@ RESET_SECONDS = 3
 
 
 def test_rate_limits_server_errors_and_timeouts_lose_and_double_nothing(
-    fault_stack: CloudFaultStack, db: Engine
+    fault_stack: CloudStack, db: Engine
 ) -> None:
     sandbox = fault_stack.sandbox
-    tenant = make_tenant(fault_stack.stack, name="Flaky Platforms Co")
+    tenant = make_tenant(fault_stack, name="Flaky Platforms Co")
     sandbox.inject("x", "rate_limit", operation="publish", retry_after_seconds=RESET_SECONDS)
     sandbox.inject("linkedin", "server_error", operation="publish", count=3)
     sandbox.inject("mastodon", "timeout_after_accept", operation="publish", delay_seconds=4)
@@ -35,7 +36,7 @@ def test_rate_limits_server_errors_and_timeouts_lose_and_double_nothing(
     contents = [f"{marker} {i}" for i in range(POSTS)]
     due = datetime.now(UTC) + timedelta(seconds=2)
     post_ids = []
-    with fault_stack.stack.api(tenant.api_key) as http:
+    with fault_stack.client(tenant.api_key) as http:
         for content in contents:
             answer = http.post(
                 "/api/social-posts/schedule",
@@ -51,13 +52,23 @@ def test_rate_limits_server_errors_and_timeouts_lose_and_double_nothing(
             post_ids.append(answer.json()["scheduledPostId"])
     targets = POSTS * len(PLATFORMS)
     states = wait_settled(db, post_ids, expected=targets, timeout=60)
-    time.sleep(1)  # a late duplicate would show up now
     assert states == Counter({"success": targets}), states
+    # A late duplicate could only come from a task still in the queue: wait until none is.
+    queues = fault_stack.settings.queues
+    wait_until(
+        lambda: (
+            not pending_publish_tasks(
+                queues.emulator_host or "", queue=queues.queue_path(), post_ids=post_ids
+            )
+        ),
+        within=30,
+        what="the posts' tasks left the queue",
+    )
     problems = exactly_once_problems(
         sandbox_counts(sandbox.base_url, marker=marker, platforms=PLATFORMS), contents=contents
     )
     assert problems == {}, problems
-    statuses = Counter(fault_stack.recorder.statuses)
+    statuses = Counter(fault_stack.statuses)
     assert statuses[503] >= 3, statuses  # the 5xx and timeouts went back to the queue
     # The rate-limited X post went out no earlier than the reset; the others right away.
     created = sorted(

@@ -1,4 +1,4 @@
-"""Adapter-test fixtures. The session `sandbox` server lives in `tests/sandbox_fixture.py`;
+"""Adapter-test fixtures. The session `sandbox` server is a fixture of `tests/conftest.py`;
 the autouse fixture below resets it so faults, posts and accounts never leak between tests.
 """
 

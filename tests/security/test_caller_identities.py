@@ -33,7 +33,8 @@ from models.settings import QueueSettings, WebhookSettings
 from models.tables import PublishTarget
 from tasks.cloud_tasks import CloudTasksQueue, InMemoryTaskQueue
 from tasks.task_specs import WebhookTarget, publish_task_spec, sync_child_task_spec
-from tests.servers import free_port, serve_in_thread
+from tests.support.ports import free_port
+from tests.support.servers import serve_in_thread
 from tests.support.settings import make_settings
 
 TASKS_SA = "tendsocial-tasks@proj.iam.gserviceaccount.com"

@@ -22,7 +22,7 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL
 
-from tests.servers import free_port
+from tests.support.ports import free_port
 
 
 def _free_pair() -> int:

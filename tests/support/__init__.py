@@ -1,1 +1,17 @@
-"""Test and benchmark support: plain modules (not conftests) that tests and `bench/` import."""
+"""Test and benchmark support: plain modules (never conftests) that tests and `bench/` import.
+
+- `ports`: free ports, waiting for a port to listen;
+- `servers`: an ASGI app under uvicorn in a thread;
+- `waiting`: `eventually` / `wait_until` (poll a condition with a deadline) and `consistently`
+  (a condition that must hold for a while);
+- `databases`: a throwaway migrated PostgreSQL database;
+- `sandbox`: the sandbox platforms and the handle on their control API;
+- `tenants`: companies with accounts (on the sandbox or with dummy tokens), scheduling posts;
+- `stacks`: the app served over HTTP, on an in-memory queue or enqueueing to the emulator;
+- `emulator`: the Cloud Tasks emulator as a subprocess, and the official client against it;
+- `processes`: the services as subprocesses (API, sandbox), as in production;
+- `exactly_once`: target states and the "each (post, platform) once" check;
+- `load`: the load run of `bench/bench_load.py`, shared with `tests/faults`;
+- `prefect`: a real Prefect server for the visibility tests;
+- `settings`: the settings root built for a test.
+"""
