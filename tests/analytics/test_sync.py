@@ -119,7 +119,9 @@ def test_rate_limited_child_waits_for_the_reset_while_others_complete(
 ) -> None:
     tenants = [sync_tenant(analytics_stack) for _ in range(3)]
     posts = publish_now(analytics_stack, tenants)
-    analytics_stack.sandbox.inject("x", "rate_limit", operation="metrics", retry_after_seconds=2)
+    # The reset is 4 s away: long enough that the other 8 children finish before it even on a
+    # loaded 2-core machine (with 2 s, one full run saw them finish after it).
+    analytics_stack.sandbox.inject("x", "rate_limit", operation="metrics", retry_after_seconds=4)
     started = datetime.now(UTC)
 
     answer = analytics_stack.trigger(f"sched-{uuid.uuid4().hex}")

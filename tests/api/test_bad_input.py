@@ -48,14 +48,28 @@ def _operations() -> tuple[dict[str, schemathesis.APIOperation], list[tuple[str,
 
 OPERATIONS, RUNS = _operations()
 
+#: Examples per operation and mode (env `FUZZ_EXAMPLES`): a quick share in the fast lane, the
+#: rest under the `faults` marker, so the full suite tries as many as ever.
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "40"))
+QUICK = min(10, EXAMPLES)
+SHARES = [pytest.param(QUICK, id="quick")]
+if EXAMPLES > QUICK:
+    SHARES.append(pytest.param(EXAMPLES - QUICK, id="deep", marks=pytest.mark.faults))
 
+
+@pytest.mark.parametrize("examples", SHARES)
 @pytest.mark.parametrize(("label", "mode"), RUNS, ids=[f"{label}-{mode}" for label, mode in RUNS])
 def test_no_server_error_and_rejections_change_nothing(
-    label: str, mode: GenerationMode, api: ApiServer, fuzz_company: Tenant, db: Engine
+    label: str,
+    mode: GenerationMode,
+    examples: int,
+    api: ApiServer,
+    fuzz_company: Tenant,
+    db: Engine,
 ) -> None:
     @given(case=OPERATIONS[label].as_strategy(generation_mode=mode))
     @settings(
-        max_examples=int(os.environ.get("FUZZ_EXAMPLES", "40")),
+        max_examples=examples,
         deadline=None,
         suppress_health_check=list(HealthCheck),
         database=None,

@@ -37,11 +37,16 @@ async def emulator(tmp_path: Path) -> AsyncIterator[RunningEmulator]:
 
 @pytest.fixture
 def clock() -> ManualClock:
-    """Starts on a whole second: every time the tests reach by advancing whole or decimal
-    seconds is then exact in the emulator's microsecond timestamps. From an arbitrary
-    `time.time()`, storing the first attempt's time rounds it, and a limit checked at exactly
-    its boundary (`max_retry_duration` reached after 60 s of 10 s steps) could come out a
-    fraction of a microsecond short, one run in ~170."""
+    """A manual clock starting on a whole second, so every instant the tests reach by advancing
+    whole seconds is exact in the emulator's microsecond timestamps.
+
+    From an arbitrary `time.time()` (the old default), a due time stored as a timestamp and read
+    back (`engine.to_timestamp` / `from_timestamp`) can come out one float step (2.4e-7 s) after
+    `start + 10 s`: `advance(10)` then leaves the scheduler asleep and the next attempt never
+    comes ("condition not met within 5 s"), and the 60 s `max_retry_duration` boundary reads
+    as not yet reached. It happened in about one run in 170 of the retry tests, whatever the
+    CPU load; the test waited correctly for each attempt to be recorded before advancing.
+    """
     return ManualClock(start=float(int(time.time())))
 
 

@@ -23,6 +23,8 @@ from tests.support.prefect import PrefectHandle
 from tests.support.stacks import PublishStack
 from tests.support.tenants import make_tenant, schedule
 
+pytestmark = pytest.mark.stack  # a real Prefect server
+
 
 def _deliver_all(
     publish_stack: PublishStack, posts: list[dict], platforms: tuple[str, ...]
