@@ -5,7 +5,6 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime, timedelta
 
-import httpx
 import pytest
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
@@ -13,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from models.tables import PublishTarget
 from tasks.platforms.registry import PLATFORMS
+from tests.support import clients
 from tests.support.stacks import CloudStack
 from tests.support.tenants import make_tenant
 from tests.support.waiting import holds_for, wait_until
@@ -32,7 +32,7 @@ def test_each_platform_published_at_its_instant(cloud_stack: CloudStack, db: Eng
     tenant = make_tenant(cloud_stack, name="Story Co")
     content = f"Story {uuid.uuid4().hex[:8]}"
     scheduled_at = datetime.now(UTC) + timedelta(seconds=2)
-    with httpx.Client(
+    with clients.client(
         base_url=cloud_stack.base_url,
         timeout=30,
         headers={"Authorization": f"Bearer {tenant.api_key}"},
@@ -81,7 +81,7 @@ def test_each_platform_published_at_its_instant(cloud_stack: CloudStack, db: Eng
 def test_one_platform_fails_for_good_two_of_three(cloud_stack: CloudStack, failing: str) -> None:
     tenant = make_tenant(cloud_stack, name="Partial Co")
     cloud_stack.sandbox.inject(failing, "invalid_content", operation="container", count=10)
-    with httpx.Client(
+    with clients.client(
         base_url=cloud_stack.base_url,
         timeout=30,
         headers={"Authorization": f"Bearer {tenant.api_key}"},

@@ -7,7 +7,6 @@ import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
-import httpx
 from google.auth import crypt, jwt
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
@@ -15,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from deployments.emulator.oidc import OidcSigner
 from models.tables import PublishTarget
+from tests.support import clients
 from tests.support.emulator import EmulatorProcess
 from tests.support.stacks import OIDC_AUDIENCE, OIDC_SERVICE_ACCOUNT, CloudStack
 from tests.support.tenants import make_tenant
@@ -24,7 +24,7 @@ def test_only_genuine_tokens_pass(
     cloud_stack: CloudStack, cloud_emulator: EmulatorProcess, db: Engine, tmp_path: object
 ) -> None:
     tenant = make_tenant(cloud_stack, name="Oidc Co")
-    with httpx.Client(
+    with clients.client(
         base_url=cloud_stack.base_url,
         timeout=30,
         headers={"Authorization": f"Bearer {tenant.api_key}"},
@@ -75,10 +75,10 @@ def test_only_genuine_tokens_pass(
         "garbage": "not.a.token",
     }
     for reason, token in refused.items():
-        answer = httpx.post(url, json=body, headers={"Authorization": f"Bearer {token}"})
+        answer = clients.post(url, json=body, headers={"Authorization": f"Bearer {token}"})
         assert answer.status_code == 401, reason
         assert answer.json()["error"]["code"] == "unauthenticated", reason
-    secret_only = httpx.post(url, json=body, headers={"X-Webhook-Secret": "x" * 40})
+    secret_only = clients.post(url, json=body, headers={"X-Webhook-Secret": "x" * 40})
     assert secret_only.status_code == 401  # this service accepts OIDC only
     with Session(db) as s:
         status = s.scalar(
@@ -87,7 +87,7 @@ def test_only_genuine_tokens_pass(
             )
         )
     assert status == "pending"
-    accepted = httpx.post(
+    accepted = clients.post(
         url, json=body, headers={"Authorization": f"Bearer {signed(genuine)}"}, timeout=30
     )
     assert accepted.status_code == 200 and accepted.json()["status"] == "success"

@@ -9,11 +9,11 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import httpx
 import psutil
 import pytest
 from sqlalchemy.engine import URL, Engine
 
+from tests.support import clients
 from tests.support.stacks import WEBHOOK_SECRET, api_server
 from tests.support.tenants import Tenant, fingerprint, make_company
 
@@ -245,7 +245,7 @@ def test_hostile_requests_get_no_5xx_and_change_nothing(
     rss_before = process.memory_info().rss
     failures: list[str] = []
     headers = {"Authorization": f"Bearer {victim.api_key}", "Content-Type": "application/json"}
-    with httpx.Client(base_url=hostile_api, headers=headers, timeout=30) as http:
+    with clients.client(base_url=hostile_api, headers=headers, timeout=30) as http:
         for name, method, path, kwargs in _cases(victim):
             before = fingerprint(db, victim.id)
             answer = http.request(method, path, **kwargs)
@@ -273,7 +273,7 @@ def test_bodies_over_the_limit_answer_413_and_change_nothing(
     content: Any = (
         iter([body[i : i + 65536] for i in range(0, len(body), 65536)]) if chunked else body
     )
-    answer = httpx.post(
+    answer = clients.post(
         f"{hostile_api}/api/social-posts/schedule",
         content=content,
         headers={"Authorization": f"Bearer {victim.api_key}", "Content-Type": "application/json"},

@@ -8,7 +8,6 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
 import pytest
 from sqlalchemy import select, update
 from sqlalchemy.engine import URL, Engine
@@ -20,6 +19,7 @@ from models.tables import PublishTarget
 from tasks.platforms.base import PlatformAdapter
 from tasks.platforms.registry import PLATFORMS, build_adapter
 from tasks.publishing import Publisher, PublishJob
+from tests.support import clients
 from tests.support.sandbox import sandbox_platforms
 from tests.support.stacks import PublishStack
 from tests.support.tenants import Tenant, schedule
@@ -65,7 +65,7 @@ async def test_worker_dies_after_accept_then_redelivery_reconciles(
     post = schedule(publish_stack, tenant, platform)
     task = publish_stack.task_for(post["scheduledPostId"], platform)
     settings = sandbox_platforms(publish_stack.sandbox)
-    async with httpx.AsyncClient(timeout=5) as http:
+    async with clients.async_client(timeout=5) as http:
         publisher = Publisher(
             sessions=sessions,
             adapters=lambda name: DiesAfterPublish(
@@ -115,12 +115,12 @@ def test_cancel_racing_dispatch_is_one_or_the_other(
 ) -> None:
     outcomes = set()
     with (
-        httpx.Client(
+        clients.client(
             base_url=publish_stack.base_url,
             timeout=30,
             headers={"Authorization": f"Bearer {tenant.api_key}"},
         ) as api,
-        httpx.Client(timeout=30) as hook,
+        clients.client(timeout=30) as hook,
         concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool,
     ):
         for _ in range(12):

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from models.tables import PublishTarget, SocialAccount
 from tasks.platforms.registry import PLATFORMS
+from tests.support import clients
 from tests.support.stacks import WEBHOOK_SECRET, PublishStack
 from tests.support.tenants import Tenant, make_tenant, schedule
 
@@ -64,7 +65,7 @@ def test_fifty_concurrent_deliveries_publish_exactly_once(
     post = schedule(publish_stack, tenant, "mastodon")
     task = publish_stack.task_for(post["scheduledPostId"], "mastodon")
     with (
-        httpx.Client(timeout=60, limits=httpx.Limits(max_connections=50)) as client,
+        clients.client(timeout=60, limits=httpx.Limits(max_connections=50)) as client,
         concurrent.futures.ThreadPoolExecutor(max_workers=50) as pool,
     ):
         answers = list(pool.map(lambda _: publish_stack.deliver(task, client=client), range(50)))
@@ -86,7 +87,7 @@ def test_wrong_or_missing_secret_is_401_and_changes_nothing(
         {"X-Webhook-Secret": WEBHOOK_SECRET[:-1]},
         {"X-Webhook-Secret": WEBHOOK_SECRET + "x"},
     ):
-        answer = httpx.post(
+        answer = clients.post(
             publish_stack.base_url + "/api/jobs/publish-post", json=task.body, headers=headers
         )
         assert answer.status_code == 401
@@ -99,19 +100,19 @@ def test_alias_path_and_malformed_body(publish_stack: PublishStack, tenant: Tena
     post = schedule(publish_stack, tenant, "linkedin")
     task = publish_stack.task_for(post["scheduledPostId"], "linkedin")
     headers = {"X-Webhook-Secret": WEBHOOK_SECRET}
-    bad = httpx.post(
+    bad = clients.post(
         publish_stack.base_url + "/api/jobs/publish-post",
         content=b"{not json",
         headers={**headers, "Content-Type": "application/json"},
     )
     assert bad.status_code == 422 and bad.json()["error"]["code"] == "validation_error"
-    unknown = httpx.post(
+    unknown = clients.post(
         publish_stack.base_url + "/api/jobs/publish-post",
         json={**task.body, "idempotencyKey": "nope"},
         headers=headers,
     )
     assert unknown.status_code == 404
-    ok = httpx.post(
+    ok = clients.post(
         publish_stack.base_url + "/api/webhooks/publish-post",
         json={**task.body, "content": "ignored", "mediaAssetIds": []},
         headers=headers,

@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import inspect
 
-import httpx
 import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
@@ -15,6 +14,7 @@ from sqlalchemy.engine import Engine
 from dispatch import caller_auth
 from dispatch.app import create_app
 from tasks.cloud_tasks import InMemoryTaskQueue
+from tests.support import clients
 from tests.support.settings import make_settings
 from tests.support.stacks import WEBHOOK_SECRET, PublishStack
 from tests.support.tenants import make_tenant
@@ -61,7 +61,7 @@ def test_webhook_secret_is_compared_in_constant_time() -> None:
 def test_webhook_rejects_secret_variants(
     publish_stack: PublishStack, headers: dict[str, str]
 ) -> None:
-    answer = httpx.post(
+    answer = clients.post(
         f"{publish_stack.base_url}/api/jobs/publish-post",
         json={
             "scheduledPostId": "00000000-0000-0000-0000-000000000000",

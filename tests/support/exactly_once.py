@@ -10,9 +10,10 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 
-import httpx
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
+
+from tests.support import clients
 
 
 def target_states(engine: Engine, post_ids: list[str]) -> Counter[str]:
@@ -47,7 +48,7 @@ def sandbox_counts(
     """How many times each text containing `marker` was posted, per platform."""
     counts: dict[str, Counter[str]] = {}
     for platform in platforms:
-        answer = httpx.get(
+        answer = clients.get(
             f"{sandbox_url}/_sandbox/posts", params={"platform": platform}, timeout=30
         )
         answer.raise_for_status()

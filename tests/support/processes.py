@@ -17,6 +17,7 @@ import httpx
 import psutil
 
 from tasks.platforms.registry import PLATFORMS
+from tests.support import clients
 from tests.support.ports import free_port, wait_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -55,7 +56,7 @@ class ServiceProcess:
             deadline = time.monotonic() + timeout
             while True:
                 with contextlib.suppress(httpx.HTTPError):
-                    if httpx.get(f"{self.url}{self.ready_path}", timeout=2).status_code == 200:
+                    if clients.get(f"{self.url}{self.ready_path}", timeout=2).status_code == 200:
                         return
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"{self.args!r} never became ready")

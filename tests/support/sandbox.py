@@ -7,11 +7,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import httpx
-
 from deployments.sandbox.app import create_sandbox_app
 from models.settings import PlatformSettings
 from tasks.platforms.registry import PLATFORMS
+from tests.support import clients
 from tests.support.servers import serve_in_thread
 
 
@@ -20,7 +19,7 @@ class SandboxHandle:
 
     def __init__(self, base_url: str) -> None:
         self.base_url = base_url
-        self._control = httpx.Client(base_url=base_url, timeout=10)
+        self._control = clients.client(base_url=base_url, timeout=10)
 
     def url(self, platform: str) -> str:
         """The platform's base URL, e.g. `http://127.0.0.1:PORT/linkedin`."""

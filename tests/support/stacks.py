@@ -33,6 +33,7 @@ from dispatch.app import create_app
 from models.database import sync_session
 from models.settings import Settings
 from tasks.cloud_tasks import CloudTasksQueue, InMemoryTaskQueue, TaskSpec
+from tests.support import clients
 from tests.support.ports import free_port
 from tests.support.sandbox import SandboxHandle, sandbox_platforms
 from tests.support.servers import serve_in_thread
@@ -57,7 +58,7 @@ class AppServer:
     def client(self, api_key: str | None = None, *, timeout: float = 60) -> httpx.Client:
         """An HTTP client on the app, as the company with `api_key` when given."""
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        return httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout)
+        return clients.client(base_url=self.base_url, headers=headers, timeout=timeout)
 
     def session(self) -> AbstractContextManager[Session]:
         """A session in one transaction on the app's database (the run's, `DATABASE_URL`)."""
@@ -101,14 +102,14 @@ class PublishStack(Stack):
             "X-CloudTasks-TaskName": task.task_id,
             "X-CloudTasks-TaskRetryCount": str(retry_count),
         }
-        http = client or httpx.Client(timeout=60)
+        sender = client or clients.client(timeout=60)
         try:
-            return http.post(
+            return sender.post(
                 self.base_url + "/api/jobs/publish-post", json=task.body, headers=headers
             )
         finally:
             if client is None:
-                http.close()
+                sender.close()
 
 
 class StatusRecorder:
@@ -155,8 +156,8 @@ class AnalyticsStack(CloudStack):
         body: dict[str, Any] = {"idempotencyKey": idempotency_key}
         if company_id is not None:
             body["companyId"] = str(company_id)
-        with self.client() as http:
-            return http.post(
+        with self.client() as api:
+            return api.post(
                 "/api/jobs/sync-analytics", json=body, headers={"X-Webhook-Secret": WEBHOOK_SECRET}
             )
 

@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 from dispatch.admin import add_account, create_company
 from models.database import sync_session
 from tasks.platforms.registry import PLATFORMS
+from tests.support import clients
 from tests.support.sandbox import SandboxHandle
 
 #: Platforms whose accounts carry their own server as `base_url` (the instance, the PDS).
@@ -97,8 +98,8 @@ def make_tenant(
             tenant.accounts[platform] = account.id
             tenant.tokens[platform] = (access, refresh)
     if media:
-        with stack.client(tenant.api_key) as http:
-            answer = http.post(
+        with stack.client(tenant.api_key) as api:
+            answer = api.post(
                 "/api/media-assets",
                 json={"url": stack.sandbox.media_url(), "mimeType": "image/jpeg"},
             )
@@ -182,8 +183,8 @@ def schedule(
     """Schedule one post (by default 2 s ahead) on `platforms` (by default every account of the
     tenant); `extra` overrides fields of the body. Returns the API's answer."""
     body = schedule_body(tenant, platforms or tuple(tenant.accounts), content=content, at=at)
-    with stack.client(tenant.api_key) as http:
-        answer = http.post("/api/social-posts/schedule", json={**body, **extra})
+    with stack.client(tenant.api_key) as api:
+        answer = api.post("/api/social-posts/schedule", json={**body, **extra})
     assert answer.status_code == 201, answer.text
     return answer.json()
 
@@ -202,14 +203,14 @@ async def schedule_many(
     sem = asyncio.Semaphore(concurrency)
     headers = {"Authorization": f"Bearer {tenant.api_key}"}
     limits = httpx.Limits(max_connections=concurrency)
-    async with httpx.AsyncClient(
+    async with clients.async_client(
         base_url=api_url, headers=headers, timeout=60, limits=limits
-    ) as http:
+    ) as api:
 
         async def one(content: str) -> str:
             body = schedule_body(tenant, platforms, content=content, at=due)
             async with sem:
-                answer = await http.post("/api/social-posts/schedule", json=body)
+                answer = await api.post("/api/social-posts/schedule", json=body)
             if answer.status_code != 201:
                 raise RuntimeError(f"schedule answered {answer.status_code}: {answer.text[:300]}")
             return str(answer.json()["scheduledPostId"])
