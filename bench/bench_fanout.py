@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import sys
 import tempfile
 import time
@@ -38,7 +37,11 @@ from flows.sync_fanout import SyncFanOut, SyncTrigger  # noqa: E402
 from models.settings import AnalyticsSettings, QueueSettings, QueueSpec  # noqa: E402
 from tasks.cloud_tasks import CloudTasksQueue, TaskSpec, make_client  # noqa: E402
 from tasks.task_specs import WebhookTarget  # noqa: E402
-from tests.support.databases import postgres_server, throwaway_database  # noqa: E402
+from tests.support.databases import (  # noqa: E402
+    add_database_option,
+    postgres_server,
+    throwaway_database,
+)
 from tests.support.emulator import emulator_process  # noqa: E402
 
 PLATFORMS = ("linkedin", "x", "instagram", "facebook", "threads", "bluesky", "mastodon")
@@ -155,11 +158,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--children", type=int, default=10_000)
     parser.add_argument("--concurrency", type=int, default=128)
-    parser.add_argument(
-        "--database-url",
-        default=os.environ.get("TEST_DATABASE_URL") or os.environ.get("DATABASE_URL"),
-        help="a PostgreSQL server URL (a scratch database is created on it)",
-    )
+    add_database_option(parser)
     args = parser.parse_args()
     with (
         tempfile.TemporaryDirectory(prefix="bench-fanout-") as tmp,

@@ -15,7 +15,6 @@ Usage: .venv/bin/python bench/bench_load.py [--posts 1000] [--concurrency 32]
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 from pathlib import Path
@@ -25,6 +24,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from tests.support.databases import (  # noqa: E402
+    add_database_option,
     postgres_server,
     process_database,
     throwaway_database,
@@ -44,11 +44,7 @@ def main() -> None:
         help="the queue's max_concurrent_dispatches (production: 1000 over many instances; "
         "one local API process serves far fewer at once)",
     )
-    parser.add_argument(
-        "--database-url",
-        default=os.environ.get("TEST_DATABASE_URL") or os.environ.get("DATABASE_URL"),
-        help="a PostgreSQL server URL (a scratch database is created on it)",
-    )
+    add_database_option(parser)
     args = parser.parse_args()
     with (
         postgres_server(args.database_url) as server,

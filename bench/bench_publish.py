@@ -29,6 +29,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from loadgen import encode_post, post_all  # noqa: E402
 
 from tests.support.databases import (  # noqa: E402
+    add_database_option,
     postgres_server,
     process_database,
     throwaway_database,
@@ -142,11 +143,7 @@ def main() -> None:
     parser.add_argument("--targets", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument(
-        "--database-url",
-        default=os.environ.get("TEST_DATABASE_URL") or os.environ.get("DATABASE_URL"),
-        help="a PostgreSQL server URL (a scratch database is created on it)",
-    )
+    add_database_option(parser)
     args = parser.parse_args()
 
     results = {}

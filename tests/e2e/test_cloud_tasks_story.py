@@ -12,9 +12,8 @@ from sqlalchemy.orm import Session
 
 from models.tables import PublishTarget
 from tasks.platforms.registry import PLATFORMS
-from tests.support import clients
 from tests.support.stacks import CloudStack
-from tests.support.tenants import make_tenant
+from tests.support.tenants import make_tenant, schedule
 from tests.support.waiting import holds_for, wait_until
 
 
@@ -32,23 +31,7 @@ def test_each_platform_published_at_its_instant(cloud_stack: CloudStack, db: Eng
     tenant = make_tenant(cloud_stack, name="Story Co")
     content = f"Story {uuid.uuid4().hex[:8]}"
     scheduled_at = datetime.now(UTC) + timedelta(seconds=2)
-    with clients.client(
-        base_url=cloud_stack.base_url,
-        timeout=30,
-        headers={"Authorization": f"Bearer {tenant.api_key}"},
-    ) as http:
-        answer = http.post(
-            "/api/social-posts/schedule",
-            json={
-                "content": content,
-                "platforms": [
-                    {"platform": p, "accountId": str(tenant.accounts[p])} for p in PLATFORMS
-                ],
-                "scheduledAt": scheduled_at.isoformat(),
-                "mediaAssetIds": [tenant.media_id],
-            },
-        )
-    assert answer.status_code == 201, answer.text
+    answer = schedule(cloud_stack, tenant, *PLATFORMS, content=content, at=scheduled_at)
     post_id = answer.json()["scheduledPostId"]
     assert all(name for name in answer.json()["platforms"])
 
@@ -81,23 +64,15 @@ def test_each_platform_published_at_its_instant(cloud_stack: CloudStack, db: Eng
 def test_one_platform_fails_for_good_two_of_three(cloud_stack: CloudStack, failing: str) -> None:
     tenant = make_tenant(cloud_stack, name="Partial Co")
     cloud_stack.sandbox.inject(failing, "invalid_content", operation="container", count=10)
-    with clients.client(
-        base_url=cloud_stack.base_url,
-        timeout=30,
-        headers={"Authorization": f"Bearer {tenant.api_key}"},
-    ) as http:
-        post = http.post(
-            "/api/social-posts/schedule",
-            json={
-                "content": f"Partial {uuid.uuid4().hex[:8]}",
-                "platforms": [
-                    {"platform": p, "accountId": str(tenant.accounts[p])}
-                    for p in ("linkedin", "x", failing)
-                ],
-                "scheduledAt": (datetime.now(UTC) + timedelta(seconds=1)).isoformat(),
-                "mediaAssetIds": [tenant.media_id],
-            },
-        ).json()
+    post = schedule(
+        cloud_stack,
+        tenant,
+        "linkedin",
+        "x",
+        failing,
+        content=f"Partial {uuid.uuid4().hex[:8]}",
+        at=datetime.now(UTC) + timedelta(seconds=1),
+    )
     settled = wait_settled(cloud_stack, tenant.api_key, post["scheduledPostId"])
     assert settled["status"] == "failed"
     assert settled["summary"] == "2 of 3 platforms published, 1 failed"

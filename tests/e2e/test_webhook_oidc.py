@@ -17,26 +17,20 @@ from models.tables import PublishTarget
 from tests.support import clients
 from tests.support.emulator import EmulatorProcess
 from tests.support.stacks import OIDC_AUDIENCE, OIDC_SERVICE_ACCOUNT, CloudStack
-from tests.support.tenants import make_tenant
+from tests.support.tenants import make_tenant, schedule
 
 
 def test_only_genuine_tokens_pass(
     cloud_stack: CloudStack, cloud_emulator: EmulatorProcess, db: Engine, tmp_path: object
 ) -> None:
     tenant = make_tenant(cloud_stack, name="Oidc Co")
-    with clients.client(
-        base_url=cloud_stack.base_url,
-        timeout=30,
-        headers={"Authorization": f"Bearer {tenant.api_key}"},
-    ) as http:
-        post = http.post(
-            "/api/social-posts/schedule",
-            json={
-                "content": f"Oidc {uuid.uuid4().hex[:6]}",
-                "platforms": [{"platform": "x", "accountId": str(tenant.accounts["x"])}],
-                "scheduledAt": (datetime.now(UTC) + timedelta(days=2)).isoformat(),
-            },
-        ).json()
+    post = schedule(
+        cloud_stack,
+        tenant,
+        "x",
+        content=f"Oidc {uuid.uuid4().hex[:6]}",
+        at=datetime.now(UTC) + timedelta(days=2),
+    )
     body = {
         "scheduledPostId": post["scheduledPostId"],
         "platform": "x",

@@ -21,7 +21,7 @@ from tests.support.emulator import EmulatorProcess
 from tests.support.exactly_once import exactly_once_problems, sandbox_counts, wait_settled
 from tests.support.sandbox import SandboxHandle
 from tests.support.stacks import fault_cloud_stack
-from tests.support.tenants import make_tenant
+from tests.support.tenants import make_tenant, schedule
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.faults
@@ -140,22 +140,10 @@ def test_database_outage_answers_503_then_publishes_each_target_once(
             marker = f"db-outage-{uuid.uuid4().hex[:8]}"
             contents = [f"{marker} {i}" for i in range(POSTS)]
             due = datetime.now(UTC) + timedelta(seconds=3)
-            post_ids = []
-            with fs.client(tenant.api_key) as http:
-                for content in contents:
-                    answer = http.post(
-                        "/api/social-posts/schedule",
-                        json={
-                            "content": content,
-                            "platforms": [
-                                {"platform": p, "accountId": str(tenant.accounts[p])}
-                                for p in PLATFORMS
-                            ],
-                            "scheduledAt": due.isoformat(),
-                        },
-                    )
-                    assert answer.status_code == 201, answer.text
-                    post_ids.append(answer.json()["scheduledPostId"])
+            post_ids = [
+                schedule(fs, tenant, *PLATFORMS, content=content, at=due)["scheduledPostId"]
+                for content in contents
+            ]
             assert datetime.now(UTC) < due, "scheduling outlasted the lead time"
             proxy.cut()
             targets = POSTS * len(PLATFORMS)

@@ -13,7 +13,7 @@ from sqlalchemy.engine import Engine
 from tests.support.emulator import pending_publish_tasks
 from tests.support.exactly_once import exactly_once_problems, sandbox_counts, wait_settled
 from tests.support.stacks import CloudStack
-from tests.support.tenants import make_tenant
+from tests.support.tenants import make_tenant, schedule
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.faults
@@ -35,21 +35,10 @@ def test_rate_limits_server_errors_and_timeouts_lose_and_double_nothing(
     marker = f"flaky-{uuid.uuid4().hex[:8]}"
     contents = [f"{marker} {i}" for i in range(POSTS)]
     due = datetime.now(UTC) + timedelta(seconds=2)
-    post_ids = []
-    with fault_stack.client(tenant.api_key) as http:
-        for content in contents:
-            answer = http.post(
-                "/api/social-posts/schedule",
-                json={
-                    "content": content,
-                    "platforms": [
-                        {"platform": p, "accountId": str(tenant.accounts[p])} for p in PLATFORMS
-                    ],
-                    "scheduledAt": due.isoformat(),
-                },
-            )
-            assert answer.status_code == 201, answer.text
-            post_ids.append(answer.json()["scheduledPostId"])
+    post_ids = [
+        schedule(fault_stack, tenant, *PLATFORMS, content=content, at=due)["scheduledPostId"]
+        for content in contents
+    ]
     targets = POSTS * len(PLATFORMS)
     states = wait_settled(db, post_ids, expected=targets, timeout=60)
     assert states == Counter({"success": targets}), states

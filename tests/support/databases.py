@@ -6,6 +6,7 @@ option; without one, an embedded PostgreSQL of the run's own from the `embedded-
 
 from __future__ import annotations
 
+import argparse
 import os
 import secrets
 import tempfile
@@ -19,6 +20,16 @@ from sqlalchemy.engine import URL
 
 from models.database import normalize_url, reset_engines
 from models.migrate import upgrade
+
+
+def add_database_option(parser: argparse.ArgumentParser) -> None:
+    """The benches' `--database-url`: a PostgreSQL server to create their scratch database on."""
+    parser.add_argument(
+        "--database-url",
+        default=os.environ.get("TEST_DATABASE_URL") or os.environ.get("DATABASE_URL"),
+        help="a PostgreSQL server URL (a scratch database is created on it); "
+        "default TEST_DATABASE_URL, DATABASE_URL, else an embedded server",
+    )
 
 
 @contextmanager
