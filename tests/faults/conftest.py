@@ -30,7 +30,9 @@ def fault_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulato
 def fault_stack(
     database_url: URL, sandbox: SandboxHandle, fault_emulator: EmulatorProcess
 ) -> Iterator[CloudStack]:
-    sandbox.clear_faults()
+    """A fresh sandbox (no faults, and its clock on the wall clock, which the X reset of the
+    platform-fault test is measured by) behind the app."""
+    sandbox.reset()
     with fault_cloud_stack(sandbox, emulator_host=fault_emulator.host_port) as stack:
         yield stack
     sandbox.clear_faults()

@@ -59,10 +59,13 @@ def test_rate_limits_server_errors_and_timeouts_lose_and_double_nothing(
     assert problems == {}, problems
     statuses = Counter(fault_stack.statuses)
     assert statuses[503] >= 3, statuses  # the 5xx and timeouts went back to the queue
-    # The rate-limited X post went out no earlier than the reset; the others right away.
+    # The rate-limited X post went out no earlier than the reset. The refused attempt came at
+    # the posts' instant at the earliest, so the reset is RESET_SECONDS after it at least.
+    # (Measured from the first X post instead, a loaded machine that delays the other posts
+    # made the gap look short: the reset was respected, the reference had moved.)
     created = sorted(
         datetime.fromisoformat(p["created_at"].replace("Z", "+00:00"))
         for p in sandbox.posts("x")
         if marker in str(p.get("text"))
     )
-    assert (created[-1] - created[0]).total_seconds() >= RESET_SECONDS - 1.0, created
+    assert (created[-1] - due).total_seconds() >= RESET_SECONDS - 1.0, (due, created)
