@@ -32,8 +32,8 @@ def test_each_platform_published_at_its_instant(cloud_stack: CloudStack, db: Eng
     content = f"Story {uuid.uuid4().hex[:8]}"
     scheduled_at = datetime.now(UTC) + timedelta(seconds=2)
     answer = schedule(cloud_stack, tenant, *PLATFORMS, content=content, at=scheduled_at)
-    post_id = answer.json()["scheduledPostId"]
-    assert all(name for name in answer.json()["platforms"])
+    post_id = answer["scheduledPostId"]
+    assert all(name for name in answer["platforms"])
 
     def nothing_published() -> bool:
         return not any(
