@@ -19,9 +19,7 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,6 +29,10 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from tests.support.emulator import emulator_process  # noqa: E402
+from tests.support.ports import free_port  # noqa: E402
+from tests.support.processes import ServiceProcess  # noqa: E402
 
 PARENT = "projects/bench/locations/us-central1"
 GOALS = {"creates/s": 1000.0, "dispatches/s": 500.0, "lateness p99 (s)": 1.0}
@@ -78,33 +80,6 @@ def run_target(port: int) -> None:
 
 
 # ---------------------------------------------------------------- helpers
-def free_port() -> int:
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        try:
-            with socket.socket() as s2:
-                s2.bind(("127.0.0.1", port + 1))
-            return port
-        except OSError:
-            continue
-    raise RuntimeError("no free port")
-
-
-async def wait_port(port: int, proc: subprocess.Popen[bytes]) -> None:
-    for _ in range(300):
-        if proc.poll() is not None:
-            raise RuntimeError(f"process exited with {proc.returncode}")
-        try:
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.close()
-            return
-        except OSError:
-            await asyncio.sleep(0.05)
-    raise RuntimeError(f"port {port} never opened")
-
-
 async def stats(target_port: int, *, full: bool = False) -> dict[str, Any]:
     import httpx
 
@@ -158,31 +133,22 @@ def percentile(values: list[float], p: float) -> float:
 
 
 # ---------------------------------------------------------------- the benchmark
-def start_processes(state: str) -> tuple[int, int, list[subprocess.Popen[bytes]]]:
+def processes(workdir: Path) -> tuple[ServiceProcess, ServiceProcess]:
     """The emulator and the target, each in its own process (2 cores: keep loops apart)."""
-    port, target_port = free_port(), free_port()
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    emulator = subprocess.Popen(
-        [sys.executable, "-m", "deployments.emulator", "--port", str(port), "--state", state],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    emulator = emulator_process(state=workdir / "state")
+    target_port = free_port()
+    target = ServiceProcess(
+        args=[sys.executable, __file__, "--target", str(target_port)],
+        port=target_port,
+        log=workdir / "target.log",
     )
-    target = subprocess.Popen(
-        [sys.executable, __file__, "--target", str(target_port)],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.DEVNULL,
-    )
-    return port, target_port, [emulator, target]
+    return emulator, target
 
 
 async def bench(
     *,
     port: int,
     target_port: int,
-    procs: list[subprocess.Popen[bytes]],
     tasks: int,
     concurrency: int,
     due_together: int,
@@ -194,8 +160,6 @@ async def bench(
     )
 
     results: dict[str, float] = {}
-    await wait_port(port, procs[0])
-    await wait_port(target_port, procs[1])
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
     client = tasks_v2.CloudTasksAsyncClient(
         transport=CloudTasksGrpcAsyncIOTransport(channel=channel)
@@ -266,25 +230,25 @@ def main() -> None:
     from rich.console import Console
     from rich.table import Table
 
-    port, target_port, procs = start_processes(tempfile.mkdtemp(prefix="bench-cloud-tasks-"))
-    try:
-        results = asyncio.run(
-            bench(
-                port=port,
-                target_port=target_port,
-                procs=procs,
-                tasks=args.tasks,
-                concurrency=args.concurrency,
-                due_together=args.due_together,
+    with tempfile.TemporaryDirectory(prefix="bench-cloud-tasks-") as workdir:
+        emulator, target = processes(Path(workdir))
+        started = []
+        try:
+            for service in (emulator, target):
+                service.start()
+                started.append(service)
+            results = asyncio.run(
+                bench(
+                    port=emulator.port,
+                    target_port=target.port,
+                    tasks=args.tasks,
+                    concurrency=args.concurrency,
+                    due_together=args.due_together,
+                )
             )
-        )
-    finally:
-        for proc in procs:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        finally:
+            for service in started:
+                service.stop()
     table = Table(title=f"Cloud Tasks emulator on {os.cpu_count()} cores")
     table.add_column("measure")
     table.add_column("goal", justify="right")

@@ -8,7 +8,7 @@ fresh targets each, so drift hits both sides. In "off" the run records are still
 INSERT is part of the outcome's transaction); only shipping to Prefect stops.
 
 Goal: on ≥ 0.8 × off in webhooks per second (the naive Prefect-task-per-request design measured
-~35/s; reference/prefect-notes.md).
+~35/s, not re-measured here).
 
 Usage: .venv/bin/python bench/bench_prefect_visibility.py [--requests 500] [--concurrency 16]
 PostgreSQL: BENCH_DATABASE_URL, else TEST_DATABASE_URL, else postgres@127.0.0.1:5432.
@@ -19,9 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import secrets
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -54,29 +52,22 @@ def serve_sandbox(port: int) -> None:
 
 def serve_app(port: int, sandbox_url: str) -> None:
     import uvicorn
-    from dispatch.queue import InMemoryTaskQueue
-    from dispatch.settings import ApiSettings
 
     from dispatch.app import create_app
     from models.settings import PlatformSettings
+    from tasks.cloud_tasks import InMemoryTaskQueue
+    from tests.support.settings import make_settings
 
-    app = create_app(
-        settings=ApiSettings(WEBHOOK_URL="http://127.0.0.1:9", WEBHOOK_SECRET=SECRET),
-        queue=InMemoryTaskQueue(),
-        platform_settings=PlatformSettings(
-            **{f"{PLATFORM}_api_base_url": f"{sandbox_url}/{PLATFORM}"}
-        ),
+    settings = make_settings(
+        WEBHOOK_URL="http://127.0.0.1:9",
+        WEBHOOK_SECRET=SECRET,
+        platforms=PlatformSettings(**{f"{PLATFORM}_api_base_url": f"{sandbox_url}/{PLATFORM}"}),
     )
+    app = create_app(settings=settings, queue=InMemoryTaskQueue())
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 
 # ------------------------------------------------------------------- helpers
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
     import httpx
 
@@ -119,31 +110,17 @@ def percentile(values: list[float], p: float) -> float:
 
 
 def setup_tenant(sandbox_url: str) -> tuple[uuid.UUID, uuid.UUID]:
-    from dispatch.admin import add_account, create_company
-    from models.database import sync_session
-    from tests.sandbox_fixture import SandboxHandle
+    from tests.support.sandbox import SandboxHandle
+    from tests.support.stacks import Stack
+    from tests.support.tenants import make_tenant
 
     sandbox = SandboxHandle(sandbox_url)
-    suffix = uuid.uuid4().hex[:8]
-    sandbox.add_account(
-        PLATFORM,
-        external_id=f"ext-{suffix}",
-        handle=f"bench-{suffix}",
-        access_token=f"at-{suffix}",
-        refresh_token=f"rt-{suffix}",
+    # No media asset, so no API is asked: the company and its account go to the database.
+    tenant = make_tenant(
+        Stack(base_url="", sandbox=sandbox), name="Bench Co", platforms=(PLATFORM,), media=False
     )
-    with sync_session() as session:
-        company = create_company(session, name="Bench Co")
-        account = add_account(
-            session,
-            company_id=company.id,
-            platform=PLATFORM,
-            handle=f"bench-{suffix}",
-            access_token=f"at-{suffix}",
-            refresh_token=f"rt-{suffix}",
-            external_id=f"ext-{suffix}",
-        )
-        return company.id, account.id
+    sandbox.close()
+    return tenant.id, tenant.accounts[PLATFORM]
 
 
 async def make_targets(company_id: uuid.UUID, account_id: uuid.UUID, count: int) -> list[dict]:
@@ -224,8 +201,7 @@ def main() -> None:
     if args.role == "app":
         return serve_app(args.port, args.sandbox_url)
 
-    from cryptography.fernet import Fernet
-    from sqlalchemy import create_engine, text
+    from contextlib import ExitStack
 
     from deployments.prefect_server import (
         prefect_database_url,
@@ -233,23 +209,25 @@ def main() -> None:
         stop_prefect_server,
         wait_ready,
     )
-    from models.database import normalize_url, reset_engines, sync_engine
-    from models.migrate import upgrade
-
-    server = normalize_url(
-        os.environ.get("BENCH_DATABASE_URL")
-        or os.environ.get("TEST_DATABASE_URL")
-        or "postgresql://postgres@127.0.0.1:5432/postgres"
+    from tests.support.databases import (
+        drop_database,
+        postgres_server,
+        process_database,
+        throwaway_database,
     )
-    name = f"tendsocial_bench_{secrets.token_hex(4)}"
-    admin = create_engine(server.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = server.set(database=name)
-    os.environ["DATABASE_URL"] = url.render_as_string(hide_password=False)
-    os.environ.setdefault("TOKEN_ENCRYPTION_KEY", Fernet.generate_key().decode())
-    reset_engines()
-    upgrade(sync_engine())
+    from tests.support.ports import free_port
+
+    scope = ExitStack()
+    server = scope.enter_context(
+        postgres_server(
+            os.environ.get("BENCH_DATABASE_URL")
+            or os.environ.get("TEST_DATABASE_URL")
+            or "postgresql://postgres@127.0.0.1:5432/postgres"
+        )
+    )
+    url = scope.enter_context(throwaway_database(server, prefix="tendsocial_bench"))
+    scope.enter_context(process_database(url))
+    name = url.database
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     procs: list[subprocess.Popen[bytes]] = []
     prefect = None
@@ -322,7 +300,7 @@ def main() -> None:
             f"{'ratio on/off':28}{on / off:32.2f}   (goal >= 0.80: "
             f"{'met' if on / off >= 0.8 else 'NOT met'})"
         )
-        print(f"{'naive task per request':28}{'~35/s (prefect-notes.md, not re-measured)':>32}")
+        print(f"{'naive task per request':28}{'~35/s (earlier measure, not re-run)':>32}")
         rate = queued / drain if drain > 0 else float("inf")
         print(
             f"reporter caught up {queued} queued runs in {drain:.1f}s ({rate:.0f} runs/s); "
@@ -333,11 +311,8 @@ def main() -> None:
             stop(proc)
         if prefect is not None:
             stop_prefect_server(prefect)
-        reset_engines()
-        with admin.connect() as conn:
-            for db in (name, f"{name}_prefect"):
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)'))
-        admin.dispose()
+        drop_database(server, f"{name}_prefect")
+        scope.close()
 
 
 if __name__ == "__main__":

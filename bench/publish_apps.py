@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from dispatch.app import create_app
-from dispatch.queue import InMemoryTaskQueue
+from tasks.cloud_tasks import InMemoryTaskQueue
 from tasks.platforms.base import PublishResult
 
 

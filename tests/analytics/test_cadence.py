@@ -8,7 +8,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from tasks.metrics import metrics_due
-from tests.analytics.conftest import Stack, make_tenant, publish_now, wait_parent_settled
+from tests.support.analytics import publish_now, sync_tenant, wait_parent_settled
+from tests.support.stacks import AnalyticsStack
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 
@@ -32,21 +33,21 @@ def test_cadence_table(age: timedelta, since_last: timedelta | None, due: bool) 
     assert metrics_due(published_at=NOW - age, last_collected_at=last, now=NOW) is due
 
 
-def test_sync_skips_posts_with_a_fresh_snapshot(stack: Stack) -> None:
-    tenant = make_tenant(stack)
-    posts = publish_now(stack, [tenant, tenant, tenant])
+def test_sync_skips_posts_with_a_fresh_snapshot(analytics_stack: AnalyticsStack) -> None:
+    tenant = sync_tenant(analytics_stack)
+    posts = publish_now(analytics_stack, [tenant, tenant, tenant])
     fresh, stale, old = (uuid.UUID(p) for p in posts)
     # All three are 3 days old; one has a snapshot from 1 h ago, one from 7 h ago; the third
     # post is 40 days old.
     for post, age in ((fresh, 3), (stale, 3), (old, 40)):
-        stack.sql(
+        analytics_stack.sql(
             "UPDATE publish_logs SET published_at = now() - make_interval(days => :d) "
             "WHERE scheduled_post_id = :p",
             d=age,
             p=post,
         )
     for post, hours in ((fresh, 1), (stale, 7)):
-        stack.sql(
+        analytics_stack.sql(
             "INSERT INTO post_metric_snapshots (id, publish_log_id, collected_at, likes) "
             "SELECT gen_random_uuid(), id, now() - make_interval(hours => :h), 1 "
             "FROM publish_logs WHERE scheduled_post_id = :p",
@@ -54,11 +55,13 @@ def test_sync_skips_posts_with_a_fresh_snapshot(stack: Stack) -> None:
             p=post,
         )
 
-    job_id = stack.trigger(f"cadence-{uuid.uuid4().hex}", company_id=tenant.id).json()["jobId"]
-    assert wait_parent_settled(stack, job_id) == "completed"
+    job_id = analytics_stack.trigger(f"cadence-{uuid.uuid4().hex}", company_id=tenant.id).json()[
+        "jobId"
+    ]
+    assert wait_parent_settled(analytics_stack, job_id) == "completed"
 
     counts = dict(
-        stack.sql(
+        analytics_stack.sql(
             "SELECT t.scheduled_post_id, count(s.id) FROM publish_logs t "
             "LEFT JOIN post_metric_snapshots s ON s.publish_log_id = t.id "
             "WHERE t.scheduled_post_id = ANY(:ids) GROUP BY 1",
@@ -68,7 +71,7 @@ def test_sync_skips_posts_with_a_fresh_snapshot(stack: Stack) -> None:
     assert counts[fresh] == 3  # its 1-hour-old snapshots only: skipped
     assert counts[stale] == 6  # refreshed on every platform
     assert counts[old] == 0  # too old: not fetched
-    processed = stack.sql(
+    processed = analytics_stack.sql(
         "SELECT items_processed FROM analytics_sync_jobs WHERE id = :id", id=job_id
     )[0][0]
     assert processed == 3

@@ -6,46 +6,24 @@ rejected request leaves the company's data exactly as it was.
 
 from __future__ import annotations
 
-import hashlib
 import os
-import uuid
 
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
-from sqlalchemy import text
 from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from dispatch.app import create_app
 from tasks.cloud_tasks import InMemoryTaskQueue
-from tests.api.conftest import WEBHOOK_SECRET, Api, CompanyFixture, make_company
 from tests.support.settings import make_settings
-
-FINGERPRINT_SQL = text(
-    """
-    SELECT
-      (SELECT coalesce(string_agg(p::text, '|' ORDER BY p.id), '')
-         FROM scheduled_posts p WHERE p.company_id = :company),
-      (SELECT coalesce(string_agg(l::text, '|' ORDER BY l.id), '')
-         FROM publish_logs l JOIN scheduled_posts p ON p.id = l.scheduled_post_id
-        WHERE p.company_id = :company),
-      (SELECT coalesce(string_agg(m::text, '|' ORDER BY m.id), '')
-         FROM media_assets m WHERE m.company_id = :company),
-      (SELECT count(*) FROM companies)
-    """
-)
-
-
-def fingerprint(db: Engine, company_id: uuid.UUID) -> str:
-    with db.connect() as conn:
-        row = conn.execute(FINGERPRINT_SQL, {"company": company_id}).one()
-    return hashlib.sha256(repr(tuple(row)).encode()).hexdigest()
+from tests.support.stacks import WEBHOOK_SECRET, ApiServer
+from tests.support.tenants import Tenant, fingerprint, make_company
 
 
 @pytest.fixture(scope="module")
-def fuzz_company(database_url: object) -> CompanyFixture:
+def fuzz_company(database_url: object) -> Tenant:
     return make_company(name="Fuzz", platforms=("x", "linkedin", "mastodon"))
 
 
@@ -70,14 +48,28 @@ def _operations() -> tuple[dict[str, schemathesis.APIOperation], list[tuple[str,
 
 OPERATIONS, RUNS = _operations()
 
+#: Examples per operation and mode (env `FUZZ_EXAMPLES`): a quick share in the fast lane, the
+#: rest under the `faults` marker, so the full suite tries as many as ever.
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "40"))
+QUICK = min(10, EXAMPLES)
+SHARES = [pytest.param(QUICK, id="quick")]
+if EXAMPLES > QUICK:
+    SHARES.append(pytest.param(EXAMPLES - QUICK, id="deep", marks=pytest.mark.faults))
 
+
+@pytest.mark.parametrize("examples", SHARES)
 @pytest.mark.parametrize(("label", "mode"), RUNS, ids=[f"{label}-{mode}" for label, mode in RUNS])
 def test_no_server_error_and_rejections_change_nothing(
-    label: str, mode: GenerationMode, api: Api, fuzz_company: CompanyFixture, db: Engine
+    label: str,
+    mode: GenerationMode,
+    examples: int,
+    api: ApiServer,
+    fuzz_company: Tenant,
+    db: Engine,
 ) -> None:
     @given(case=OPERATIONS[label].as_strategy(generation_mode=mode))
     @settings(
-        max_examples=int(os.environ.get("FUZZ_EXAMPLES", "40")),
+        max_examples=examples,
         deadline=None,
         suppress_health_check=list(HealthCheck),
         database=None,

@@ -10,7 +10,7 @@ from dispatch.admin import create_company
 from dispatch.app import create_app
 from models.database import sync_session
 from tasks.cloud_tasks import InMemoryTaskQueue
-from tests.servers import serve_in_thread
+from tests.support.servers import serve_in_thread
 from tests.support.settings import make_settings
 
 

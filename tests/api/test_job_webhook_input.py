@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from dispatch.app import create_app
 from models.tables import AnalyticsSyncJob, PublishTarget
 from tasks.cloud_tasks import InMemoryTaskQueue
-from tests.servers import serve_in_thread
+from tests.support.servers import serve_in_thread
 from tests.support.settings import make_settings
 
 SECRET = "job-webhook-input-secret-0123456789abcdef"

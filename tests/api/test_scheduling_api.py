@@ -11,14 +11,15 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from models.tables import PublishTarget, ScheduledPost, SocialAccount
-from tests.api.conftest import Api, CompanyFixture, make_company
+from tests.support.stacks import ApiServer
+from tests.support.tenants import Tenant, make_company
 
 
 def _at(**delta: float) -> str:
     return (datetime.now(UTC) + timedelta(**delta)).isoformat()
 
 
-def _body(company: CompanyFixture, *platforms: str, **extra: object) -> dict:
+def _body(company: Tenant, *platforms: str, **extra: object) -> dict:
     return {
         "content": "Hello from TendSocial",
         "platforms": [{"platform": p, "accountId": str(company.accounts[p])} for p in platforms],
@@ -27,7 +28,7 @@ def _body(company: CompanyFixture, *platforms: str, **extra: object) -> dict:
     }
 
 
-def _post_count(db: Engine, company: CompanyFixture) -> int:
+def _post_count(db: Engine, company: Tenant) -> int:
     with Session(db) as s:
         return (
             s.scalar(
@@ -40,7 +41,7 @@ def _post_count(db: Engine, company: CompanyFixture) -> int:
 
 
 def test_schedule_creates_post_targets_and_one_task_per_platform(
-    api: Api, company: CompanyFixture, db: Engine
+    api: ApiServer, company: Tenant, db: Engine
 ) -> None:
     with api.client(company.api_key) as http:
         answer = http.post("/api/social-posts/schedule", json=_body(company, "linkedin", "x"))
@@ -68,7 +69,7 @@ def test_schedule_creates_post_targets_and_one_task_per_platform(
 
 
 def test_offset_is_kept_as_the_same_instant_and_timezone_stored(
-    api: Api, company: CompanyFixture
+    api: ApiServer, company: Tenant
 ) -> None:
     local = (datetime.now(UTC) + timedelta(days=2)).astimezone(
         __import__("zoneinfo").ZoneInfo("Asia/Kolkata")
@@ -81,7 +82,7 @@ def test_offset_is_kept_as_the_same_instant_and_timezone_stored(
 
 
 def test_same_idempotency_key_returns_the_same_post(
-    api: Api, company: CompanyFixture, db: Engine
+    api: ApiServer, company: Tenant, db: Engine
 ) -> None:
     body = _body(company, "x", idempotencyKey="campaign-42")
     with api.client(company.api_key) as http:
@@ -93,7 +94,7 @@ def test_same_idempotency_key_returns_the_same_post(
 
 
 def test_twenty_identical_concurrent_requests_create_one_post(
-    api: Api, company: CompanyFixture, db: Engine
+    api: ApiServer, company: Tenant, db: Engine
 ) -> None:
     body = _body(company, "linkedin", "x", idempotencyKey="burst-1")
 
@@ -118,7 +119,7 @@ def test_twenty_identical_concurrent_requests_create_one_post(
         )
 
 
-def test_idempotency_keys_are_scoped_per_company(api: Api, company: CompanyFixture) -> None:
+def test_idempotency_keys_are_scoped_per_company(api: ApiServer, company: Tenant) -> None:
     other = make_company(name="Other", platforms=("x",))
     with api.client(company.api_key) as a, api.client(other.api_key) as b:
         first = a.post("/api/social-posts/schedule", json=_body(company, "x", idempotencyKey="k"))
@@ -127,7 +128,7 @@ def test_idempotency_keys_are_scoped_per_company(api: Api, company: CompanyFixtu
     assert first.json()["scheduledPostId"] != second.json()["scheduledPostId"]
 
 
-def test_cancel_cancels_targets_and_deletes_tasks(api: Api, company: CompanyFixture) -> None:
+def test_cancel_cancels_targets_and_deletes_tasks(api: ApiServer, company: Tenant) -> None:
     with api.client(company.api_key) as http:
         post = http.post("/api/social-posts/schedule", json=_body(company, "x", "linkedin")).json()
         answer = http.post(f"/api/social-posts/{post['scheduledPostId']}/cancel")
@@ -142,7 +143,7 @@ def test_cancel_cancels_targets_and_deletes_tasks(api: Api, company: CompanyFixt
 
 
 def test_cancel_answers_409_once_a_target_is_publishing_or_published(
-    api: Api, company: CompanyFixture, db: Engine
+    api: ApiServer, company: Tenant, db: Engine
 ) -> None:
     with api.client(company.api_key) as http:
         post = http.post("/api/social-posts/schedule", json=_body(company, "x", "linkedin")).json()
@@ -166,7 +167,7 @@ def test_cancel_answers_409_once_a_target_is_publishing_or_published(
     }
 
 
-def test_reschedule_cancels_old_post_and_creates_new_one(api: Api, company: CompanyFixture) -> None:
+def test_reschedule_cancels_old_post_and_creates_new_one(api: ApiServer, company: Tenant) -> None:
     new_time = _at(days=3)
     with api.client(company.api_key) as http:
         old = http.post("/api/social-posts/schedule", json=_body(company, "x", "mastodon")).json()
@@ -185,7 +186,7 @@ def test_reschedule_cancels_old_post_and_creates_new_one(api: Api, company: Comp
 
 
 def test_retry_reenqueues_only_failed_targets_with_a_fresh_task_name(
-    api: Api, company: CompanyFixture, db: Engine
+    api: ApiServer, company: Tenant, db: Engine
 ) -> None:
     with api.client(company.api_key) as http:
         post = http.post(
@@ -230,9 +231,7 @@ def test_retry_reenqueues_only_failed_targets_with_a_fresh_task_name(
     assert retried.schedule_time is None and retried.body["platform"] == "linkedin"
 
 
-def test_get_post_summary_and_company_scoping(
-    api: Api, company: CompanyFixture, db: Engine
-) -> None:
+def test_get_post_summary_and_company_scoping(api: ApiServer, company: Tenant, db: Engine) -> None:
     other = make_company(name="Rival", platforms=("x",))
     with api.client(company.api_key) as http, api.client(other.api_key) as rival:
         post = http.post(
@@ -274,7 +273,7 @@ def test_get_post_summary_and_company_scoping(
     assert cancel.status_code == 404
 
 
-def test_list_filters_and_paginates(api: Api, db: Engine) -> None:
+def test_list_filters_and_paginates(api: ApiServer, db: Engine) -> None:
     company = make_company(name="Lister", platforms=("x", "linkedin"))
     with api.client(company.api_key) as http:
         ids = [
@@ -300,7 +299,7 @@ def test_list_filters_and_paginates(api: Api, db: Engine) -> None:
     assert [p["scheduledPostId"] for p in cancelled["items"]] == [ids[0]]
 
 
-def test_validation_errors_name_the_field(api: Api, company: CompanyFixture, db: Engine) -> None:
+def test_validation_errors_name_the_field(api: ApiServer, company: Tenant, db: Engine) -> None:
     other = make_company(name="Owner", platforms=("x",))
     with Session(db) as s, s.begin():
         s.execute(
@@ -361,7 +360,7 @@ def test_validation_errors_name_the_field(api: Api, company: CompanyFixture, db:
     assert _post_count(db, company) == before
 
 
-def test_missing_or_wrong_api_key_is_401_json(api: Api, company: CompanyFixture) -> None:
+def test_missing_or_wrong_api_key_is_401_json(api: ApiServer, company: Tenant) -> None:
     for headers in (
         {},
         {"Authorization": "Bearer ts_not-a-key"},
@@ -376,7 +375,7 @@ def test_missing_or_wrong_api_key_is_401_json(api: Api, company: CompanyFixture)
         assert answer.json()["error"]["code"] == "unauthenticated"
 
 
-def test_oversized_body_is_413(api: Api, company: CompanyFixture) -> None:
+def test_oversized_body_is_413(api: ApiServer, company: Tenant) -> None:
     with api.client(company.api_key) as http:
         answer = http.post(
             "/api/social-posts/schedule",
@@ -387,7 +386,7 @@ def test_oversized_body_is_413(api: Api, company: CompanyFixture) -> None:
     assert answer.json()["error"]["code"] == "payload_too_large"
 
 
-def test_health_and_readiness(api: Api) -> None:
+def test_health_and_readiness(api: ApiServer) -> None:
     with api.client() as http:
         assert http.get("/healthz").json() == {"status": "ok"}
         ready = http.get("/readyz")

@@ -27,7 +27,18 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
+
+def _yaml() -> Any:
+    """PyYAML, imported on first use. The stand-in runs as `python -S` (a deploy starts it about
+    200 times, and setting up site-packages is most of each start), so site-packages is only
+    added for the few calls that parse YAML."""
+    import site
+
+    site.main()
+    import yaml
+
+    return yaml
+
 
 PROJECT_NUMBER = "123456789012"
 ENV_RECORDED = (
@@ -130,7 +141,7 @@ class Standin:
             group, verb = words[1], words[2]
             kinds = {"services": "Service", "jobs": "Job", "worker-pools": "WorkerPool"}
             if group in kinds and verb == "replace":
-                doc = yaml.safe_load(Path(words[3]).read_text())
+                doc = _yaml().safe_load(Path(words[3]).read_text())
                 if not isinstance(doc, dict) or doc.get("kind") != kinds[group]:
                     return fail(f"{words[3]} is not a {kinds[group]}")
                 self.put(group, doc["metadata"]["name"], doc)
@@ -162,7 +173,7 @@ class Standin:
                     print(name)
                 return 0
             if verb in ("create", "update"):
-                doc = yaml.safe_load(Path(_flag(argv, "--policy-from-file") or "").read_text())
+                doc = _yaml().safe_load(Path(_flag(argv, "--policy-from-file") or "").read_text())
                 display = doc["displayName"]
                 if verb == "update" and not self.has("policy", display):
                     return fail("NOT_FOUND: policy")
@@ -182,7 +193,9 @@ class Standin:
             self.put("work-pool", name, _flag(argv, "--type"))
             return 0
         if argv[:1] == ["deploy"]:
-            doc = yaml.safe_load(Path(_flag(argv, "--prefect-file") or "prefect.yaml").read_text())
+            doc = _yaml().safe_load(
+                Path(_flag(argv, "--prefect-file") or "prefect.yaml").read_text()
+            )
             for deployment in doc["deployments"]:
                 pool = deployment["work_pool"]["name"]
                 if not self.has("work-pool", pool):

@@ -141,7 +141,9 @@ def run_deploy(tmp: Path, *, with_secrets: bool, extra: dict[str, str] | None = 
         bin_dir.mkdir()
         for program in ("gcloud", "prefect", "tendsocial"):
             wrapper = bin_dir / program
-            wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{STANDIN}" {program} "$@"\n')
+            wrapper.write_text(
+                f'#!/bin/sh\nexec "{sys.executable}" -S "{STANDIN}" {program} "$@"\n'
+            )
             wrapper.chmod(0o755)
         for tool in TOOLS:
             found = shutil.which(tool)

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
-import httpx
 import pytest
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
@@ -14,52 +12,39 @@ from sqlalchemy.orm import Session
 
 from models.tables import PublishTarget
 from tasks.platforms.registry import PLATFORMS
-from tests.publishing.conftest import Stack, make_tenant
+from tests.support.stacks import CloudStack
+from tests.support.tenants import make_tenant, schedule
+from tests.support.waiting import holds_for, wait_until
 
 
-def wait_settled(stack: Stack, api_key: str, post_id: str, *, within: float = 30) -> dict:
-    deadline = time.monotonic() + within
-    with httpx.Client(
-        base_url=stack.base_url, timeout=10, headers={"Authorization": f"Bearer {api_key}"}
-    ) as http:
-        while True:
+def wait_settled(stack: CloudStack, api_key: str, post_id: str, *, within: float = 30) -> dict:
+    with stack.client(api_key, timeout=10) as http:
+
+        def settled() -> dict | None:
             post = http.get(f"/api/social-posts/{post_id}").json()
-            if post["status"] in ("published", "failed", "cancelled"):
-                return post
-            if time.monotonic() > deadline:
-                raise AssertionError(f"post not settled: {post}")
-            time.sleep(0.1)
+            return post if post["status"] in ("published", "failed", "cancelled") else None
+
+        return wait_until(settled, within=within, interval=0.1, what=f"post {post_id} settled")
 
 
-def test_each_platform_published_at_its_instant(cloud_stack: Stack, db: Engine) -> None:
+def test_each_platform_published_at_its_instant(cloud_stack: CloudStack, db: Engine) -> None:
     tenant = make_tenant(cloud_stack, name="Story Co")
     content = f"Story {uuid.uuid4().hex[:8]}"
     scheduled_at = datetime.now(UTC) + timedelta(seconds=2)
-    with httpx.Client(
-        base_url=cloud_stack.base_url,
-        timeout=30,
-        headers={"Authorization": f"Bearer {tenant.api_key}"},
-    ) as http:
-        answer = http.post(
-            "/api/social-posts/schedule",
-            json={
-                "content": content,
-                "platforms": [
-                    {"platform": p, "accountId": str(tenant.accounts[p])} for p in PLATFORMS
-                ],
-                "scheduledAt": scheduled_at.isoformat(),
-                "mediaAssetIds": [tenant.media_id],
-            },
+    answer = schedule(cloud_stack, tenant, *PLATFORMS, content=content, at=scheduled_at)
+    post_id = answer["scheduledPostId"]
+    assert all(name for name in answer["platforms"])
+
+    def nothing_published() -> bool:
+        return not any(
+            content in (p.get("text") or "")
+            for platform in PLATFORMS
+            for p in cloud_stack.sandbox.posts(platform)
         )
-    assert answer.status_code == 201, answer.text
-    post_id = answer.json()["scheduledPostId"]
-    assert all(name for name in answer.json()["platforms"])
-    time.sleep(0.5)  # before the instant nothing is published
-    assert not any(
-        content in (p.get("text") or "")
-        for platform in PLATFORMS
-        for p in cloud_stack.sandbox.posts(platform)
-    )
+
+    # Before its instant nothing is published: watched until shortly before it.
+    window = (scheduled_at - datetime.now(UTC)).total_seconds() - 0.5
+    holds_for(nothing_published, for_seconds=window, what="nothing published before the instant")
     post = wait_settled(cloud_stack, tenant.api_key, post_id)
     assert post["status"] == "published", post
     assert post["summary"] == "7 of 7 platforms published"
@@ -76,26 +61,18 @@ def test_each_platform_published_at_its_instant(cloud_stack: Stack, db: Engine) 
 
 
 @pytest.mark.parametrize("failing", ["instagram"])
-def test_one_platform_fails_for_good_two_of_three(cloud_stack: Stack, failing: str) -> None:
+def test_one_platform_fails_for_good_two_of_three(cloud_stack: CloudStack, failing: str) -> None:
     tenant = make_tenant(cloud_stack, name="Partial Co")
     cloud_stack.sandbox.inject(failing, "invalid_content", operation="container", count=10)
-    with httpx.Client(
-        base_url=cloud_stack.base_url,
-        timeout=30,
-        headers={"Authorization": f"Bearer {tenant.api_key}"},
-    ) as http:
-        post = http.post(
-            "/api/social-posts/schedule",
-            json={
-                "content": f"Partial {uuid.uuid4().hex[:8]}",
-                "platforms": [
-                    {"platform": p, "accountId": str(tenant.accounts[p])}
-                    for p in ("linkedin", "x", failing)
-                ],
-                "scheduledAt": (datetime.now(UTC) + timedelta(seconds=1)).isoformat(),
-                "mediaAssetIds": [tenant.media_id],
-            },
-        ).json()
+    post = schedule(
+        cloud_stack,
+        tenant,
+        "linkedin",
+        "x",
+        failing,
+        content=f"Partial {uuid.uuid4().hex[:8]}",
+        at=datetime.now(UTC) + timedelta(seconds=1),
+    )
     settled = wait_settled(cloud_stack, tenant.api_key, post["scheduledPostId"])
     assert settled["status"] == "failed"
     assert settled["summary"] == "2 of 3 platforms published, 1 failed"

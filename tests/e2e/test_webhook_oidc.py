@@ -7,7 +7,6 @@ import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
-import httpx
 from google.auth import crypt, jwt
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
@@ -15,27 +14,23 @@ from sqlalchemy.orm import Session
 
 from deployments.emulator.oidc import OidcSigner
 from models.tables import PublishTarget
-from tests.e2e.conftest import AUDIENCE, SERVICE_ACCOUNT, Emulator
-from tests.publishing.conftest import Stack, make_tenant
+from tests.support import clients
+from tests.support.emulator import EmulatorProcess
+from tests.support.stacks import OIDC_AUDIENCE, OIDC_SERVICE_ACCOUNT, CloudStack
+from tests.support.tenants import make_tenant, schedule
 
 
 def test_only_genuine_tokens_pass(
-    cloud_stack: Stack, emulator: Emulator, db: Engine, tmp_path: object
+    cloud_stack: CloudStack, cloud_emulator: EmulatorProcess, db: Engine, tmp_path: object
 ) -> None:
     tenant = make_tenant(cloud_stack, name="Oidc Co")
-    with httpx.Client(
-        base_url=cloud_stack.base_url,
-        timeout=30,
-        headers={"Authorization": f"Bearer {tenant.api_key}"},
-    ) as http:
-        post = http.post(
-            "/api/social-posts/schedule",
-            json={
-                "content": f"Oidc {uuid.uuid4().hex[:6]}",
-                "platforms": [{"platform": "x", "accountId": str(tenant.accounts["x"])}],
-                "scheduledAt": (datetime.now(UTC) + timedelta(days=2)).isoformat(),
-            },
-        ).json()
+    post = schedule(
+        cloud_stack,
+        tenant,
+        "x",
+        content=f"Oidc {uuid.uuid4().hex[:6]}",
+        at=datetime.now(UTC) + timedelta(days=2),
+    )
     body = {
         "scheduledPostId": post["scheduledPostId"],
         "platform": "x",
@@ -43,17 +38,18 @@ def test_only_genuine_tokens_pass(
         "idempotencyKey": f"publish-{post['scheduledPostId']}-x-{tenant.accounts['x']}",
     }
     url = f"{cloud_stack.base_url}/api/jobs/publish-post"
-    genuine = OidcSigner(key_dir=emulator.state, issuer=f"http://{emulator.host}")
+    genuine = OidcSigner(key_dir=cloud_emulator.state, issuer=f"http://{cloud_emulator.host_port}")
     stranger = OidcSigner(
-        key_dir=__import__("pathlib").Path(str(tmp_path)), issuer=f"http://{emulator.host}"
+        key_dir=__import__("pathlib").Path(str(tmp_path)),
+        issuer=f"http://{cloud_emulator.host_port}",
     )
     now = int(time.time())
 
     def signed(signer: OidcSigner, **claims: object) -> str:
         payload = {
-            "iss": f"http://{emulator.host}",
-            "aud": AUDIENCE,
-            "email": SERVICE_ACCOUNT,
+            "iss": f"http://{cloud_emulator.host_port}",
+            "aud": OIDC_AUDIENCE,
+            "email": OIDC_SERVICE_ACCOUNT,
             "email_verified": True,
             "iat": now,
             "exp": now + 600,
@@ -73,10 +69,10 @@ def test_only_genuine_tokens_pass(
         "garbage": "not.a.token",
     }
     for reason, token in refused.items():
-        answer = httpx.post(url, json=body, headers={"Authorization": f"Bearer {token}"})
+        answer = clients.post(url, json=body, headers={"Authorization": f"Bearer {token}"})
         assert answer.status_code == 401, reason
         assert answer.json()["error"]["code"] == "unauthenticated", reason
-    secret_only = httpx.post(url, json=body, headers={"X-Webhook-Secret": "x" * 40})
+    secret_only = clients.post(url, json=body, headers={"X-Webhook-Secret": "x" * 40})
     assert secret_only.status_code == 401  # this service accepts OIDC only
     with Session(db) as s:
         status = s.scalar(
@@ -85,7 +81,7 @@ def test_only_genuine_tokens_pass(
             )
         )
     assert status == "pending"
-    accepted = httpx.post(
+    accepted = clients.post(
         url, json=body, headers={"Authorization": f"Bearer {signed(genuine)}"}, timeout=30
     )
     assert accepted.status_code == 200 and accepted.json()["status"] == "success"

@@ -17,7 +17,8 @@ from deployments.emulator import RunningEmulator
 from deployments.queues import apply_queues
 from models.settings import QueueSettings
 from tasks.cloud_tasks import CloudTasksQueue, TaskQueue, TaskSpec
-from tests.emulator.conftest import PARENT, Target, eventually, make_client
+from tests.support.emulator import PARENT, Target, make_client
+from tests.support.waiting import eventually
 
 SERVICE_ACCOUNT = "publisher@test-project.iam.gserviceaccount.com"
 
@@ -96,7 +97,7 @@ async def test_enqueue_is_idempotent_and_get_cancel(
 
 
 async def test_enqueued_task_is_delivered_as_json(
-    queue: CloudTasksQueue, target: Target, hook: str
+    queue: CloudTasksQueue, settings: QueueSettings, target: Target, hook: str
 ) -> None:
     spec = TaskSpec(
         task_id="deliver-1",
@@ -104,13 +105,15 @@ async def test_enqueued_task_is_delivered_as_json(
         body={"postId": "p1", "platform": "x"},
         headers={"X-Webhook-Secret": "s3cret"},
         queue="analytics",
-        # a moment ahead, so GetTask below sees it pending however loaded the machine is
-        schedule_time=datetime.now(UTC) + timedelta(seconds=1.5),
     )
+    # Paused until GetTask below has seen the task pending, however loaded the machine is.
+    analytics = settings.queue_path(settings.analytics_queue_id)
+    await queue.client().pause_queue(name=analytics)
     name = await queue.enqueue(spec)
     assert "/queues/analytics/" in name
     full = await queue.client().get_task(request={"name": name, "response_view": "FULL"})
     assert full.dispatch_deadline == timedelta(seconds=30)
+    await queue.client().resume_queue(name=analytics)
     await eventually(lambda: target.received(hook))
     got = target.received(hook)[0]
     assert got.headers["Content-Type"] == "application/json"
@@ -124,12 +127,13 @@ async def test_oidc_when_configured(settings: QueueSettings, target: Target, hoo
     await apply_queues(settings)
     q = CloudTasksQueue(settings)
     try:
+        # Paused until GetTask below has seen the task pending.
+        await q.client().pause_queue(name=settings.queue_path())
         name = await q.enqueue(
             TaskSpec(
                 task_id="oidc-1",
                 url=target.url(hook),
                 body={},
-                schedule_time=datetime.now(UTC) + timedelta(seconds=1.5),
                 oidc_service_account=SERVICE_ACCOUNT,
                 oidc_audience="https://api.example",
             )
@@ -137,6 +141,7 @@ async def test_oidc_when_configured(settings: QueueSettings, target: Target, hoo
         task = await q.client().get_task(name=name)
         assert task.http_request.oidc_token.service_account_email == SERVICE_ACCOUNT
         assert task.http_request.oidc_token.audience == "https://api.example"
+        await q.client().resume_queue(name=settings.queue_path())
         await eventually(lambda: target.received(hook))
         assert target.received(hook)[0].headers["Authorization"].startswith("Bearer ey")
     finally:

@@ -15,7 +15,8 @@ import pytest
 from google.api_core import exceptions as gexc
 from google.cloud import tasks_v2
 
-from tests.emulator.conftest import PARENT, Reply, Target, create_queue, eventually, http_task
+from tests.support.emulator import PARENT, Reply, Target, create_queue, http_task
+from tests.support.waiting import eventually
 
 #: Recordings of Google's real Cloud Tasks answers, kept in the repository beside this test.
 GOLDEN = Path(__file__).resolve().parent / "recordings"

@@ -12,15 +12,8 @@ from google.cloud import tasks_v2
 from google.oauth2 import id_token
 
 from deployments.emulator import ManualClock, RunningEmulator, oidc_endpoints, serve
-from tests.emulator.conftest import (
-    PARENT,
-    Reply,
-    Target,
-    create_queue,
-    eventually,
-    http_task,
-    make_client,
-)
+from tests.support.emulator import PARENT, Reply, Target, create_queue, http_task, make_client
+from tests.support.waiting import eventually
 
 Client = tasks_v2.CloudTasksAsyncClient
 SERVICE_ACCOUNT = "tasks-invoker@test-project.iam.gserviceaccount.com"

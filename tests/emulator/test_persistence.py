@@ -14,16 +14,15 @@ from google.api_core import exceptions as gexc
 from google.cloud import tasks_v2
 
 from deployments.emulator import serve
-from tests.emulator.conftest import (
-    EmulatorProcess,
+from tests.support.emulator import (
     Reply,
     Target,
     create_queue,
-    eventually,
-    free_port_pair,
+    emulator_process,
     http_task,
     make_client,
 )
+from tests.support.waiting import consistently, eventually
 
 
 async def test_restart_keeps_queues_tasks_and_tombstones(
@@ -55,8 +54,8 @@ async def test_restart_keeps_queues_tasks_and_tombstones(
         assert task.http_request.url == target.url(hook)
         with pytest.raises(gexc.AlreadyExists):  # a deleted name stays reserved
             await client.create_task(parent=queue.name, task=http_task(gone, "http://x/"))
-        await asyncio.sleep(0.6)
-        assert target.received(hook) == []  # paused survives
+        # Paused survives: past the task's instant, nothing arrives.
+        await consistently(lambda: target.received(hook) == [], for_seconds=0.6)
         await client.resume_queue(name=queue.name)
         await eventually(lambda: target.received(hook))
     finally:
@@ -65,11 +64,10 @@ async def test_restart_keeps_queues_tasks_and_tombstones(
 
 
 async def test_sigterm_loses_no_acknowledged_task(tmp_path: Path) -> None:
-    port = free_port_pair()
-    proc = EmulatorProcess(tmp_path / "state", port)
+    emulator = emulator_process(state=tmp_path / "state")
     try:
-        await proc.ready()
-        client = make_client(proc.address)
+        emulator.start()
+        client = make_client(emulator.address)
         queue = await create_queue(client, "sigterm")
         later = datetime.now(UTC) + timedelta(hours=1)
         sem = asyncio.Semaphore(50)
@@ -82,22 +80,17 @@ async def test_sigterm_loses_no_acknowledged_task(tmp_path: Path) -> None:
                 )
 
         await asyncio.gather(*(create(i) for i in range(300)))
-        proc.proc.send_signal(signal.SIGTERM)
-        assert await proc.wait() == 0
-        assert "state saved" in proc.output()
+        assert emulator.stop(sig=signal.SIGTERM) == 0
+        assert "state saved" in emulator.output()
         await client.transport.close()
-    finally:
-        proc.kill()
 
-    proc = EmulatorProcess(tmp_path / "state", port)
-    try:
-        await proc.ready()
-        client = make_client(proc.address)
+        emulator.start()  # the same port and state
+        client = make_client(emulator.address)
         pager = await client.list_tasks(parent=queue.name)
         assert len([t async for t in pager]) == 300
         await client.transport.close()
     finally:
-        proc.kill()
+        emulator.stop(sig=signal.SIGKILL)
 
 
 async def test_crash_mid_dispatch_dispatches_again(
@@ -105,28 +98,23 @@ async def test_crash_mid_dispatch_dispatches_again(
 ) -> None:
     stall = threading.Event()
     target.script(hook, Reply(hold=stall), Reply(status=200))
-    port = free_port_pair()
-    proc = EmulatorProcess(tmp_path / "state", port)
+    emulator = emulator_process(state=tmp_path / "state")
     try:
-        await proc.ready()
-        client = make_client(proc.address)
+        emulator.start()
+        client = make_client(emulator.address)
         queue = await create_queue(client, "crash")
         name = f"{queue.name}/tasks/in-flight"
         await client.create_task(parent=queue.name, task=http_task(name, target.url(hook)))
         await eventually(lambda: target.received(hook))
-        proc.proc.kill()  # SIGKILL while the target is still working on the request
-        await proc.wait()
+        emulator.stop(sig=signal.SIGKILL)  # while the target is still working on the request
         stall.set()
         await client.transport.close()
-    finally:
-        proc.kill()
-    proc = EmulatorProcess(tmp_path / "state", port)
-    try:
-        await proc.ready()
+
+        emulator.start()  # the same port and state
         await eventually(lambda: len(target.received(hook)) == 2)
         assert [r.headers["X-CloudTasks-TaskName"] for r in target.received(hook)] == [
             "in-flight",
             "in-flight",
         ]
     finally:
-        proc.kill()
+        emulator.stop(sig=signal.SIGKILL)

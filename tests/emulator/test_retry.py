@@ -11,7 +11,8 @@ from google.cloud import tasks_v2
 
 from deployments.emulator import ManualClock, backoff_seconds, retries_exhausted
 from deployments.emulator.retry import parse_retry_after
-from tests.emulator.conftest import Reply, Target, create_queue, eventually, http_task
+from tests.support.emulator import Reply, Target, create_queue, http_task
+from tests.support.waiting import eventually
 
 Client = tasks_v2.CloudTasksAsyncClient
 

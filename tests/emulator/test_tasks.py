@@ -3,7 +3,6 @@ pause/resume, purge, and the task fields the real service fills in."""
 
 from __future__ import annotations
 
-import asyncio
 import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,7 +12,8 @@ from google.api_core import exceptions as gexc
 from google.cloud import tasks_v2
 
 from deployments.emulator import ManualClock, default_state_dir
-from tests.emulator.conftest import Reply, Target, create_queue, eventually, http_task
+from tests.support.emulator import Reply, Target, create_queue, http_task
+from tests.support.waiting import consistently, eventually
 
 Client = tasks_v2.CloudTasksAsyncClient
 
@@ -150,8 +150,7 @@ async def test_rate_below_one_per_second(
         )
     await eventually(lambda: len(target.received(hook)) == 1)
     await clock.advance(1.9)
-    await asyncio.sleep(0.1)
-    assert len(target.received(hook)) == 1
+    await consistently(lambda: len(target.received(hook)) == 1, for_seconds=0.1)
     await clock.advance(0.1)
     await eventually(lambda: len(target.received(hook)) == 2)
     await clock.advance(2)
@@ -167,8 +166,7 @@ async def test_max_concurrent_dispatches(client: Client, target: Target, hook: s
             parent=queue.name, task=http_task(f"{queue.name}/tasks/t{i}", target.url(hook))
         )
     await eventually(lambda: target.received(hook))
-    await asyncio.sleep(0.3)
-    assert len(target.received(hook)) == 1
+    await consistently(lambda: len(target.received(hook)) == 1, for_seconds=0.3)
     stall.set()
     await eventually(lambda: len(target.received(hook)) == 3)
 
@@ -181,8 +179,7 @@ async def test_pause_and_resume_dispatch_again(client: Client, target: Target, h
         await client.create_task(
             parent=queue.name, task=http_task(f"{queue.name}/tasks/c{cycle}", target.url(hook))
         )
-        await asyncio.sleep(0.3)
-        assert len(target.received(hook)) == cycle
+        await consistently(lambda c=cycle: len(target.received(hook)) == c, for_seconds=0.3)
         resumed = await client.resume_queue(name=queue.name)
         assert resumed.state == tasks_v2.Queue.State.RUNNING
         await eventually(lambda c=cycle: len(target.received(hook)) == c + 1)
@@ -287,8 +284,7 @@ async def test_token_bucket_rate_and_burst(
             parent=queue.name, task=http_task(f"{queue.name}/tasks/t{i}", target.url(hook))
         )
     await eventually(lambda: len(target.received(hook)) == 5)  # the burst
-    await asyncio.sleep(0.1)
-    assert len(target.received(hook)) == 5
+    await consistently(lambda: len(target.received(hook)) == 5, for_seconds=0.1)
     await clock.advance(1)
     await eventually(lambda: len(target.received(hook)) == 10)  # 5 more per second
     await clock.advance(0.4)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -16,8 +15,9 @@ from google.cloud import tasks_v2
 from google.cloud.tasks_v2.services.cloud_tasks.transports import CloudTasksGrpcAsyncIOTransport
 from starlette.types import Receive, Scope, Send
 
-from bench.bench_load import emulator_process
-from tests.servers import serve_in_thread
+from tests.support.emulator import emulator_process, pending_tasks
+from tests.support.servers import serve_in_thread
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.faults
 
@@ -86,10 +86,18 @@ def test_restart_with_1000_pending_tasks_loses_none_and_runs_none_twice(tmp_path
             assert emulator.stop(sig=signal.SIGTERM) == 0
             assert sum(target.seen.values()) == 0  # all 1,000 were still pending
             emulator.start()
-            deadline = time.monotonic() + 60
-            while len(target.seen) < TASKS and time.monotonic() < deadline:
-                time.sleep(0.1)
-            time.sleep(2)  # room for a duplicate to show up
+            wait_until(
+                lambda: len(target.seen) >= TASKS,
+                within=60,
+                interval=0.1,
+                what=lambda: f"lost: {TASKS - len(target.seen)}",
+            )
+            # A duplicate could only come from a task still in the queue: wait until none is.
+            wait_until(
+                lambda: not pending_tasks(emulator.host_port, queue=f"{PARENT}/queues/restart"),
+                within=30,
+                what="the queue emptied",
+            )
         finally:
             emulator.stop()
     assert set(target.seen) == set(names), f"lost: {len(set(names) - set(target.seen))}"

@@ -9,17 +9,13 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import httpx
 import psutil
 import pytest
 from sqlalchemy.engine import URL, Engine
 
-from dispatch.app import create_app
-from tasks.cloud_tasks import InMemoryTaskQueue
-from tests.api.conftest import WEBHOOK_SECRET, CompanyFixture, make_company
-from tests.api.test_bad_input import fingerprint
-from tests.servers import serve_in_thread
-from tests.support.settings import make_settings
+from tests.support import clients
+from tests.support.stacks import WEBHOOK_SECRET, api_server
+from tests.support.tenants import Tenant, fingerprint, make_company
 
 pytestmark = pytest.mark.faults
 
@@ -29,17 +25,16 @@ DEEP = 100_000
 
 @pytest.fixture(scope="module")
 def hostile_api(database_url: URL) -> Iterator[str]:
-    settings = make_settings(WEBHOOK_URL="http://127.0.0.1:9", WEBHOOK_SECRET=WEBHOOK_SECRET)
-    with serve_in_thread(create_app(settings=settings, queue=InMemoryTaskQueue())) as base_url:
-        yield base_url
+    with api_server() as server:
+        yield server.base_url
 
 
 @pytest.fixture(scope="module")
-def victim(database_url: URL) -> CompanyFixture:
+def victim(database_url: URL) -> Tenant:
     return make_company(name="Hostile", platforms=("x", "linkedin"))
 
 
-def _post(victim: CompanyFixture, **overrides: Any) -> dict[str, Any]:
+def _post(victim: Tenant, **overrides: Any) -> dict[str, Any]:
     return {
         "content": "hello",
         "platforms": [{"platform": "x", "accountId": str(victim.accounts["x"])}],
@@ -48,7 +43,7 @@ def _post(victim: CompanyFixture, **overrides: Any) -> dict[str, Any]:
     }
 
 
-def _cases(victim: CompanyFixture) -> list[tuple[str, str, str, dict[str, Any]]]:
+def _cases(victim: Tenant) -> list[tuple[str, str, str, dict[str, Any]]]:
     """(name, method, path, httpx keyword arguments)."""
     schedule = "/api/social-posts/schedule"
     at = "scheduledAt"
@@ -244,13 +239,13 @@ def _cases(victim: CompanyFixture) -> list[tuple[str, str, str, dict[str, Any]]]
 
 
 def test_hostile_requests_get_no_5xx_and_change_nothing(
-    hostile_api: str, victim: CompanyFixture, db: Engine
+    hostile_api: str, victim: Tenant, db: Engine
 ) -> None:
     process = psutil.Process()
     rss_before = process.memory_info().rss
     failures: list[str] = []
     headers = {"Authorization": f"Bearer {victim.api_key}", "Content-Type": "application/json"}
-    with httpx.Client(base_url=hostile_api, headers=headers, timeout=30) as http:
+    with clients.client(base_url=hostile_api, headers=headers, timeout=30) as http:
         for name, method, path, kwargs in _cases(victim):
             before = fingerprint(db, victim.id)
             answer = http.request(method, path, **kwargs)
@@ -271,14 +266,14 @@ def test_hostile_requests_get_no_5xx_and_change_nothing(
 
 @pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
 def test_bodies_over_the_limit_answer_413_and_change_nothing(
-    hostile_api: str, victim: CompanyFixture, db: Engine, chunked: bool
+    hostile_api: str, victim: Tenant, db: Engine, chunked: bool
 ) -> None:
     body = b'{"content": "' + b"a" * (2 * 2**20) + b'"}'
     before = fingerprint(db, victim.id)
     content: Any = (
         iter([body[i : i + 65536] for i in range(0, len(body), 65536)]) if chunked else body
     )
-    answer = httpx.post(
+    answer = clients.post(
         f"{hostile_api}/api/social-posts/schedule",
         content=content,
         headers={"Authorization": f"Bearer {victim.api_key}", "Content-Type": "application/json"},

@@ -1,6 +1,6 @@
-"""A smaller run of bench/bench_load.py: 100 posts x 3 platforms due at one instant through the
-emulator, the API and the sandbox as processes; all published exactly once, on time. The bench
-runs 1,000 x 3 by default."""
+"""A smaller run of bench/bench_load.py (the run is `tests/support/load.py`): 100 posts x 3
+platforms due at one instant through the emulator, the API and the sandbox as processes; all
+published exactly once, on time. The bench runs 1,000 x 3 by default."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import URL
 
-from bench.bench_load import run_load
+from tests.support.load import run_load
 
 pytestmark = pytest.mark.faults
 

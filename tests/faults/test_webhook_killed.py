@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import time
 import uuid
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -21,19 +20,19 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import URL, Engine
 
-from bench.bench_load import (
-    PLATFORMS,
-    api_process,
-    apply_fast_queue,
-    create_company_with_accounts,
-    emulator_process,
+from tests.support.emulator import apply_fast_queue, emulator_process
+from tests.support.exactly_once import (
     exactly_once_problems,
     sandbox_counts,
-    schedule_many,
     target_states,
     wait_settled,
 )
-from tests.sandbox_fixture import SandboxHandle
+from tests.support.load import LOAD_PLATFORMS as PLATFORMS
+from tests.support.processes import api_process
+from tests.support.sandbox import SandboxHandle
+from tests.support.stacks import WEBHOOK_SECRET, Stack
+from tests.support.tenants import make_tenant, schedule_many
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.faults
 
@@ -73,13 +72,15 @@ def test_sigkill_mid_publishing_ends_with_each_target_published_once(
         database_url=database_url.render_as_string(hide_password=False),
         emulator_host=emulator.host_port,
         sandbox_url=sandbox.base_url,
+        webhook_secret=WEBHOOK_SECRET,
         log=tmp_path / "api.log",
     )
     try:
         asyncio.run(apply_fast_queue(emulator.host_port))
         api.start()
+        served = Stack(base_url=api.url, sandbox=sandbox)
         tenants = [
-            create_company_with_accounts(sandbox_url=sandbox.base_url, name=f"Kill Co {i}")
+            make_tenant(served, name=f"Kill Co {i}", platforms=PLATFORMS, media=False)
             for i in range(companies)
         ]
         marker = f"sigkill-{uuid.uuid4().hex[:8]}"
@@ -90,9 +91,13 @@ def test_sigkill_mid_publishing_ends_with_each_target_published_once(
             batches = await asyncio.gather(
                 *(
                     schedule_many(
-                        api_url=api.url, company=c, contents=contents[i::companies], due=due
+                        api_url=api.url,
+                        tenant=tenant,
+                        contents=contents[i::companies],
+                        due=due,
+                        platforms=PLATFORMS,
                     )
-                    for i, c in enumerate(tenants)
+                    for i, tenant in enumerate(tenants)
                 )
             )
             return [post_id for batch in batches for post_id in batch]
@@ -100,10 +105,12 @@ def test_sigkill_mid_publishing_ends_with_each_target_published_once(
         post_ids = asyncio.run(schedule_all())
         assert datetime.now(UTC) < due, "scheduling outlasted the lead time"
         targets = POSTS * len(PLATFORMS)
-        deadline = time.monotonic() + 60
-        while target_states(db, post_ids)["success"] < targets // 4:
-            assert time.monotonic() < deadline, target_states(db, post_ids)
-            time.sleep(0.02)
+        wait_until(
+            lambda: target_states(db, post_ids)["success"] >= targets // 4,
+            within=60,
+            interval=0.02,
+            what=lambda: str(target_states(db, post_ids)),
+        )
         api.stop(sig=signal.SIGKILL)
         at_kill = target_states(db, post_ids)
         assert at_kill["success"] < targets, "the kill came too late to cut anything off"
@@ -119,7 +126,7 @@ def test_sigkill_mid_publishing_ends_with_each_target_published_once(
         api.start()
         states = wait_settled(db, post_ids, expected=targets, timeout=90)
         problems = exactly_once_problems(
-            sandbox_counts(sandbox.base_url, marker=marker), contents=contents
+            sandbox_counts(sandbox.base_url, marker=marker, platforms=PLATFORMS), contents=contents
         )
         assert problems == {}, problems
         assert states == Counter({"success": targets}), (at_kill, states, _failures(db, post_ids))

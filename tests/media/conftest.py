@@ -9,15 +9,10 @@ reached the internal server" is an assertion on a counter, not an assumption.
 from __future__ import annotations
 
 import asyncio
-import threading
-import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 
 import pytest
-import uvicorn
-from sqlalchemy.engine import URL
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
@@ -31,38 +26,15 @@ from tests.media.helpers import (
     MP4_HEAD,
     PNG,
     PUBLIC_HOST,
-    free_port,
+    Served,
 )
-from tests.publishing.conftest import Stack, running_stack
-from tests.sandbox_fixture import SandboxHandle
-
-
-@dataclass
-class Served:
-    base_url: str
-    requests: list[dict[str, str]] = field(default_factory=list)
-
-    def url(self, path: str) -> str:
-        return f"{self.base_url}{path}"
+from tests.support.servers import serve_in_thread
 
 
 @contextmanager
 def _serve(app: Starlette, host: str) -> Iterator[str]:
-    port = free_port(host)
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name=f"media-{host}:{port}", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError(f"server on {host}:{port} did not start")
-        time.sleep(0.01)
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    with serve_in_thread(app, host=host) as base_url:
+        yield base_url
 
 
 def _media_app(served: Served) -> Starlette:
@@ -173,11 +145,3 @@ def _fresh_counters(request: pytest.FixtureRequest) -> None:
         if name in request.fixturenames:
             served: Served = request.getfixturevalue(name)
             served.requests.clear()
-
-
-@pytest.fixture(scope="session")
-def stack(database_url: URL, sandbox: SandboxHandle) -> Iterator[Stack]:
-    """The API as production builds it (media opt-in for the sandbox, as under `tendsocial
-    dev`), the sandbox platforms and real PostgreSQL: for scheduling and delivery stories."""
-    with running_stack(sandbox) as running:
-        yield running

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
-import socket
+from dataclasses import dataclass, field
 
 from tasks.media import MediaPolicy
 
@@ -29,7 +29,12 @@ def public_only_policy(**overrides: object) -> MediaPolicy:
     return MediaPolicy(**values)  # type: ignore[arg-type]
 
 
-def free_port(host: str) -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
+@dataclass
+class Served:
+    """A server a test started, and the requests that reached it."""
+
+    base_url: str
+    requests: list[dict[str, str]] = field(default_factory=list)
+
+    def url(self, path: str) -> str:
+        return f"{self.base_url}{path}"

@@ -23,8 +23,7 @@ from tasks.media import (
     open_media,
 )
 from tasks.platforms.base import TransientError
-from tests.media.conftest import Served
-from tests.media.helpers import CHUNK, PNG
+from tests.media.helpers import CHUNK, PNG, Served
 
 IMAGE = MediaLimits(max_bytes=5_000_000, mime_types=frozenset({"image/png", "image/jpeg"}))
 

@@ -20,18 +20,21 @@ from sqlalchemy.orm import Session
 from models.tables import PublishTarget
 from tasks.media import MEDIA_ERROR_MESSAGES
 from tests.platforms.helpers import DOWNLOADING_PLATFORMS
-from tests.publishing.conftest import Stack, Tenant, make_tenant
+from tests.support.stacks import PublishStack
+from tests.support.tenants import Tenant, make_tenant
 
 
-def _register(stack: Stack, tenant: Tenant, url: str, mime_type: str, **extra: Any) -> str:
-    with stack.api(tenant.api_key) as http:
+def _register(
+    publish_stack: PublishStack, tenant: Tenant, url: str, mime_type: str, **extra: Any
+) -> str:
+    with publish_stack.client(tenant.api_key) as http:
         answer = http.post("/api/media-assets", json={"url": url, "mimeType": mime_type, **extra})
     assert answer.status_code == 201, answer.text
     return str(answer.json()["id"])
 
 
 def _schedule(
-    stack: Stack, tenant: Tenant, platform: str, media_ids: list[str], content: str
+    publish_stack: PublishStack, tenant: Tenant, platform: str, media_ids: list[str], content: str
 ) -> Any:
     body = {
         "content": content,
@@ -39,7 +42,7 @@ def _schedule(
         "scheduledAt": (datetime.now(UTC) + timedelta(seconds=2)).isoformat(),
         "mediaAssetIds": media_ids,
     }
-    with stack.api(tenant.api_key) as http:
+    with publish_stack.client(tenant.api_key) as http:
         return http.post("/api/social-posts/schedule", json=body)
 
 
@@ -53,35 +56,37 @@ def _target(db: Engine, post_id: str) -> PublishTarget:
 
 
 @pytest.fixture(scope="module")
-def tenant(stack: Stack) -> Tenant:
-    return make_tenant(stack, name="Media Co")
+def tenant(publish_stack: PublishStack) -> Tenant:
+    return make_tenant(publish_stack, name="Media Co")
 
 
 @pytest.mark.parametrize("platform", DOWNLOADING_PLATFORMS)
 def test_unfetchable_media_retries_then_fails_with_the_media_code_never_posting_alone(
-    stack: Stack, tenant: Tenant, db: Engine, platform: str
+    publish_stack: PublishStack, tenant: Tenant, db: Engine, platform: str
 ) -> None:
-    url = stack.sandbox.media_url(f"gone-{platform}.jpg") + "?status=404"
-    media_id = _register(stack, tenant, url, "image/jpeg")
+    url = publish_stack.sandbox.media_url(f"gone-{platform}.jpg") + "?status=404"
+    media_id = _register(publish_stack, tenant, url, "image/jpeg")
     content = f"Photo day {uuid.uuid4().hex[:6]}"
-    answer = _schedule(stack, tenant, platform, [media_id], content)
+    answer = _schedule(publish_stack, tenant, platform, [media_id], content)
     assert answer.status_code == 201, answer.text
     post_id = answer.json()["scheduledPostId"]
-    task = stack.task_for(post_id, platform)
+    task = publish_stack.task_for(post_id, platform)
     for retry_count in range(3):  # attempts 1-3 of PUBLISH_MAX_ATTEMPTS=4: the queue retries
-        attempt = stack.deliver(task, retry_count=retry_count)
+        attempt = publish_stack.deliver(task, retry_count=retry_count)
         assert attempt.status_code == 502, attempt.text  # retried, never throttling the queue
         stored = _target(db, post_id)
         assert stored.status == "retry" and stored.error_code == "media_http_error"
-        assert not [p for p in stack.sandbox.posts(platform) if content in (p["text"] or "")]
-    final = stack.deliver(task, retry_count=3)
+        assert not [
+            p for p in publish_stack.sandbox.posts(platform) if content in (p["text"] or "")
+        ]
+    final = publish_stack.deliver(task, retry_count=3)
     assert final.status_code == 200 and final.json()["status"] == "failed", final.text
     stored = _target(db, post_id)
     assert stored.status == "failed" and stored.error_code == "media_http_error"
     assert stored.error_message is not None
     assert stored.error_message.endswith(MEDIA_ERROR_MESSAGES["media_http_error"])
     assert "404" not in stored.error_message and "127.0.0.1" not in stored.error_message
-    assert not [p for p in stack.sandbox.posts(platform) if content in (p["text"] or "")]
+    assert not [p for p in publish_stack.sandbox.posts(platform) if content in (p["text"] or "")]
 
 
 @pytest.mark.parametrize(
@@ -99,7 +104,7 @@ def test_unfetchable_media_retries_then_fails_with_the_media_code_never_posting_
     ],
 )
 def test_media_a_platform_cannot_take_is_refused_at_scheduling(
-    stack: Stack,
+    publish_stack: PublishStack,
     tenant: Tenant,
     platform: str,
     media: list[tuple[str, str, int | None]],
@@ -107,15 +112,15 @@ def test_media_a_platform_cannot_take_is_refused_at_scheduling(
 ) -> None:
     ids = [
         _register(
-            stack,
+            publish_stack,
             tenant,
-            stack.sandbox.media_url(name),
+            publish_stack.sandbox.media_url(name),
             mime_type,
             **({"sizeBytes": size} if size is not None else {}),
         )
         for name, mime_type, size in media
     ]
-    answer = _schedule(stack, tenant, platform, ids, f"refused {uuid.uuid4().hex[:6]}")
+    answer = _schedule(publish_stack, tenant, platform, ids, f"refused {uuid.uuid4().hex[:6]}")
     assert answer.status_code == 422, answer.text
     error = answer.json()["error"]
     assert error["code"] == "media_unsupported"

@@ -16,8 +16,7 @@ import pytest
 import tasks.media
 from models.settings import MediaSettings
 from tasks.media import MediaFetchError, MediaLimits, MediaPolicy, fetch_media
-from tests.media.conftest import Served
-from tests.media.helpers import PNG, PUBLIC_HOST, public_only_policy
+from tests.media.helpers import PNG, PUBLIC_HOST, Served, public_only_policy
 
 IMAGE = MediaLimits(max_bytes=5_000_000, mime_types=frozenset({"image/png", "image/jpeg"}))
 REFUSED = {"media_refused_address", "media_bad_url"}

@@ -24,7 +24,7 @@ from tasks.media import (
     parse_media_url,
 )
 from tasks.platforms.registry import PLATFORMS
-from tests.servers import serve_in_thread
+from tests.support.servers import serve_in_thread
 from tests.support.settings import make_settings
 
 BROKEN = [

@@ -28,7 +28,8 @@ from starlette.routing import Route
 
 import tasks.media
 from tasks.media import MediaFetchError, MediaLimits, fetch_media
-from tests.media.helpers import PNG, PUBLIC_HOST, free_port, public_only_policy
+from tests.media.helpers import PNG, PUBLIC_HOST, public_only_policy
+from tests.support.ports import free_port
 
 IMAGE = MediaLimits(max_bytes=5_000_000, mime_types=frozenset({"image/png"}))
 

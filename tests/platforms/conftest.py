@@ -1,4 +1,4 @@
-"""Adapter-test fixtures. The session `sandbox` server lives in `tests/sandbox_fixture.py`;
+"""Adapter-test fixtures. The session `sandbox` server is a fixture of `tests/conftest.py`;
 the autouse fixture below resets it so faults, posts and accounts never leak between tests.
 """
 
@@ -8,6 +8,8 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
+
+from tests.platforms.helpers import RequestCounter
 
 
 @pytest.fixture(autouse=True)
@@ -22,19 +24,6 @@ async def http() -> AsyncIterator[httpx.AsyncClient]:
     """The adapters' client, with a short timeout so timeout faults stay fast."""
     async with httpx.AsyncClient(timeout=0.5) as client:
         yield client
-
-
-class RequestCounter:
-    """Counts requests per path through an httpx event hook (real HTTP, no mocks)."""
-
-    def __init__(self) -> None:
-        self.paths: list[str] = []
-
-    async def __call__(self, request: httpx.Request) -> None:
-        self.paths.append(request.url.path)
-
-    def count(self, suffix: str) -> int:
-        return sum(1 for path in self.paths if path.endswith(suffix))
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from models.settings import MediaSettings, PlatformSettings
 from tasks.media import MediaPolicy
 from tasks.platforms.base import AccountContext, PlatformAdapter
 from tasks.platforms.registry import PLATFORMS, build_adapter
-from tests.sandbox_fixture import SandboxHandle
+from tests.support.sandbox import SandboxHandle
 
 #: The media fetcher's rules under `tendsocial dev`: the sandbox serves media from
 #: http://127.0.0.1, which production's default policy refuses.
@@ -53,3 +53,16 @@ def sandbox_adapter(
     """The adapter as the API builds it (`build_adapter`), every base URL on the sandbox."""
     settings = PlatformSettings(**{f"{p}_api_base_url": sandbox.url(p) for p in PLATFORMS})
     return build_adapter(platform, http=http, settings=settings, media_policy=media_policy)
+
+
+class RequestCounter:
+    """Counts requests per path through an httpx event hook (real HTTP, no mocks)."""
+
+    def __init__(self) -> None:
+        self.paths: list[str] = []
+
+    async def __call__(self, request: httpx.Request) -> None:
+        self.paths.append(request.url.path)
+
+    def count(self, suffix: str) -> int:
+        return sum(1 for path in self.paths if path.endswith(suffix))

@@ -15,10 +15,10 @@ import pytest
 
 from tasks.media import MEDIA_ERROR_MESSAGES, MediaFetchError, MediaPolicy
 from tasks.platforms.base import MediaItem, PlatformState, PostContent, TransientError
-from tests.platforms.conftest import RequestCounter
 from tests.platforms.helpers import (
     DOWNLOADING_PLATFORMS,
     LOCAL_MEDIA,
+    RequestCounter,
     sandbox_account,
     sandbox_adapter,
 )

@@ -32,9 +32,12 @@ from tasks.platforms.registry import build_adapter
 from tasks.publishing import Publisher, PublishJob
 from tasks.task_specs import WebhookTarget
 from tasks.token_refresh import refresh_due_tokens
-from tests.prefect.conftest import PrefectHandle
-from tests.publishing.conftest import SECRET, Stack, make_tenant, sandbox_platforms, schedule
+from tests.support.prefect import PrefectHandle
+from tests.support.sandbox import sandbox_platforms
 from tests.support.settings import make_settings
+from tests.support.stacks import WEBHOOK_SECRET as SECRET
+from tests.support.stacks import PublishStack
+from tests.support.tenants import make_tenant, schedule
 
 SYNC_PLATFORMS = ("linkedin", "mastodon")
 
@@ -138,7 +141,7 @@ def _company_with(platforms: tuple[str, ...], name: str) -> uuid.UUID:
         return company.id
 
 
-def _deliver_sync_children(stack: Stack, parent_job_id: str) -> list[httpx.Response]:
+def _deliver_sync_children(publish_stack: PublishStack, parent_job_id: str) -> list[httpx.Response]:
     """Deliver the parent's child tasks as Cloud Tasks would, and drop them from the queue once
     answered (as Cloud Tasks does), so other tests see only their own tasks."""
     with sync_session() as session:
@@ -150,22 +153,26 @@ def _deliver_sync_children(stack: Stack, parent_job_id: str) -> list[httpx.Respo
                 )
             )
         }
-    children = {name: t for name, t in stack.queue.tasks.items() if t.body.get("jobId") in ids}
+    children = {
+        name: t for name, t in publish_stack.queue.tasks.items() if t.body.get("jobId") in ids
+    }
     headers = {"X-Webhook-Secret": SECRET, "X-CloudTasks-TaskRetryCount": "0"}
     with httpx.Client(timeout=30) as http:
         answers = [
             http.post(
-                stack.base_url + "/api/jobs/sync-analytics/platform", json=t.body, headers=headers
+                publish_stack.base_url + "/api/jobs/sync-analytics/platform",
+                json=t.body,
+                headers=headers,
             )
             for t in children.values()
         ]
     for name in children:
-        stack.queue.tasks.pop(name, None)
+        publish_stack.queue.tasks.pop(name, None)
     return answers
 
 
 def test_a_scheduler_style_sync_is_one_parent_run_with_its_four_linked_children(
-    stack: Stack,
+    publish_stack: PublishStack,
     prefect: PrefectHandle,
     live_reporter: ReporterThread,
     only_these_companies: Callable[[list[uuid.UUID]], None],
@@ -174,14 +181,14 @@ def test_a_scheduler_style_sync_is_one_parent_run_with_its_four_linked_children(
     only_these_companies(companies)
     key = f"scheduled-{uuid.uuid4().hex[:8]}"
     answer = httpx.post(
-        stack.base_url + "/api/jobs/sync-analytics",
+        publish_stack.base_url + "/api/jobs/sync-analytics",
         json={"idempotencyKey": key},
         headers={"X-Webhook-Secret": SECRET},
         timeout=30,
     )
     assert answer.status_code == 200, answer.text
     assert answer.json()["jobsCreated"] == 4
-    delivered = _deliver_sync_children(stack, answer.json()["jobId"])
+    delivered = _deliver_sync_children(publish_stack, answer.json()["jobId"])
     assert [r.status_code for r in delivered] == [200] * 4
 
     parents = prefect.wait_for_runs(tags=[f"trigger:{key}"], count=1)
@@ -226,7 +233,7 @@ async def test_a_sync_started_by_the_deployment_is_the_parent_of_its_children(
     prefect: PrefectHandle,
     live_reporter: ReporterThread,
     only_these_companies: Callable[[list[uuid.UUID]], None],
-    stack: Stack,
+    publish_stack: PublishStack,
 ) -> None:
     """The deployment's own flow run (created here as Prefect's runner would) is the parent:
     no second `sync-analytics` run, and the children are linked to it."""
@@ -245,7 +252,7 @@ async def test_a_sync_started_by_the_deployment_is_the_parent_of_its_children(
     try:
         fan_out = SyncFanOut(
             sessions=async_sessionmaker(engine, expire_on_commit=False),
-            queue=stack.queue,
+            queue=publish_stack.queue,
             webhook=WebhookTarget.from_settings(settings.webhooks),
             queues=settings.queues,
             settings=settings.analytics,
@@ -257,7 +264,7 @@ async def test_a_sync_started_by_the_deployment_is_the_parent_of_its_children(
     finally:
         await engine.dispose()
     assert result.jobs_created == 2
-    delivered = await asyncio.to_thread(_deliver_sync_children, stack, str(result.job_id))
+    delivered = await asyncio.to_thread(_deliver_sync_children, publish_stack, str(result.job_id))
     assert [r.status_code for r in delivered] == [200] * 2
     children = await asyncio.to_thread(
         _poll,
@@ -303,17 +310,20 @@ class _SlowPlatform:
 
 @pytest.mark.asyncio
 async def test_a_publish_whose_platform_call_takes_2s_is_a_2s_run_in_prefect(
-    database_url: URL, stack: Stack, prefect: PrefectHandle, live_reporter: ReporterThread
+    database_url: URL,
+    publish_stack: PublishStack,
+    prefect: PrefectHandle,
+    live_reporter: ReporterThread,
 ) -> None:
-    tenant = await asyncio.to_thread(make_tenant, stack, name="Slow Co")
-    post = await asyncio.to_thread(schedule, stack, tenant, "linkedin")
+    tenant = await asyncio.to_thread(make_tenant, publish_stack, name="Slow Co")
+    post = await asyncio.to_thread(schedule, publish_stack, tenant, "linkedin")
     task = next(
         t
-        for t in stack.queue.tasks.values()
+        for t in publish_stack.queue.tasks.values()
         if t.body.get("scheduledPostId") == post["scheduledPostId"]
     )
     engine = create_async_engine(database_url)
-    platforms = sandbox_platforms(stack.sandbox, timeout=10)
+    platforms = sandbox_platforms(publish_stack.sandbox, timeout=10)
     try:
         async with httpx.AsyncClient(timeout=10) as http:
             publisher = Publisher(

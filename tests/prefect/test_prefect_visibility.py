@@ -19,35 +19,42 @@ from flows.reporter import PrefectRuns, ReporterThread, idempotency_key, ship_ba
 from models.outbox import AttemptRecord, LogLine, add_run_record
 from models.statuses import AttemptKind, AttemptOutcome
 from models.tables import RunRecord
-from tests.prefect.conftest import PrefectHandle
-from tests.publishing.conftest import Stack, make_tenant, schedule
+from tests.support.prefect import PrefectHandle
+from tests.support.stacks import PublishStack
+from tests.support.tenants import make_tenant, schedule
+
+pytestmark = pytest.mark.stack  # a real Prefect server
 
 
 def _deliver_all(
-    stack: Stack, posts: list[dict], platforms: tuple[str, ...]
+    publish_stack: PublishStack, posts: list[dict], platforms: tuple[str, ...]
 ) -> list[httpx.Response]:
     with httpx.Client(timeout=30) as client:
         return [
-            stack.deliver(stack.task_for(post["scheduledPostId"], platform), client=client)
+            publish_stack.deliver(
+                publish_stack.task_for(post["scheduledPostId"], platform), client=client
+            )
             for post in posts
             for platform in platforms
         ]
 
 
 def test_every_publish_attempt_becomes_a_prefect_run(
-    stack: Stack, prefect: PrefectHandle, start_reporter: Callable[[], ReporterThread]
+    publish_stack: PublishStack,
+    prefect: PrefectHandle,
+    start_reporter: Callable[[], ReporterThread],
 ) -> None:
     start_reporter()
-    tenant = make_tenant(stack, name="Visible Co")
-    posts = [schedule(stack, tenant, "linkedin", "mastodon") for _ in range(4)]
-    answers = _deliver_all(stack, posts, ("linkedin", "mastodon"))
+    tenant = make_tenant(publish_stack, name="Visible Co")
+    posts = [schedule(publish_stack, tenant, "linkedin", "mastodon") for _ in range(4)]
+    answers = _deliver_all(publish_stack, posts, ("linkedin", "mastodon"))
     assert [a.status_code for a in answers] == [200] * 8
     # one permanent failure and one transient failure (a retry) among the attempts
-    failing = schedule(stack, tenant, "x", "bluesky")
-    stack.sandbox.inject("x", "revoked_token")
-    stack.sandbox.inject("bluesky", "server_error", operation="publish")
-    assert _deliver_all(stack, [failing], ("x",))[0].json()["status"] == "failed"
-    assert _deliver_all(stack, [failing], ("bluesky",))[0].status_code == 502
+    failing = schedule(publish_stack, tenant, "x", "bluesky")
+    publish_stack.sandbox.inject("x", "revoked_token")
+    publish_stack.sandbox.inject("bluesky", "server_error", operation="publish")
+    assert _deliver_all(publish_stack, [failing], ("x",))[0].json()["status"] == "failed"
+    assert _deliver_all(publish_stack, [failing], ("bluesky",))[0].status_code == 502
 
     runs = prefect.wait_for_runs(tags=[f"company:{tenant.id}"], count=10)
     assert len(runs) == 10
@@ -76,19 +83,19 @@ def test_every_publish_attempt_becomes_a_prefect_run(
 
 
 def test_publishing_during_a_prefect_outage_is_unaffected_and_caught_up(
-    stack: Stack,
+    publish_stack: PublishStack,
     prefect: PrefectHandle,
     start_reporter: Callable[[], ReporterThread],
     db: Engine,
 ) -> None:
     start_reporter()
-    tenant = make_tenant(stack, name="Outage Co")
+    tenant = make_tenant(publish_stack, name="Outage Co")
     contents = [f"outage {uuid.uuid4().hex[:10]}" for _ in range(6)]
-    posts = [schedule(stack, tenant, "linkedin", content=c) for c in contents]
+    posts = [schedule(publish_stack, tenant, "linkedin", content=c) for c in contents]
     prefect.stop()
     try:
         started = time.monotonic()
-        answers = _deliver_all(stack, posts, ("linkedin",))
+        answers = _deliver_all(publish_stack, posts, ("linkedin",))
         elapsed = time.monotonic() - started
         assert [a.json()["status"] for a in answers] == ["success"] * 6
         assert elapsed < 5, f"webhooks slowed down by the outage: {elapsed:.1f}s"
@@ -105,7 +112,7 @@ def test_publishing_during_a_prefect_outage_is_unaffected_and_caught_up(
     runs = prefect.wait_for_runs(tags=[f"company:{tenant.id}"], count=6, timeout=40)
     assert len(runs) == 6
     assert {r["name"] for r in runs} == {f"linkedin · {p['scheduledPostId'][:8]}" for p in posts}
-    published = [p.get("text") or "" for p in stack.sandbox.posts("linkedin")]
+    published = [p.get("text") or "" for p in publish_stack.sandbox.posts("linkedin")]
     for content in contents:  # each post published exactly once on the platform
         assert sum(content in t for t in published) == 1
 

@@ -39,7 +39,7 @@ from deployments.prefect_views import (
     saved_views,
 )
 from models.tables import Company
-from tests.prefect.conftest import PrefectHandle
+from tests.support.prefect import PrefectHandle
 
 NOW = datetime(2026, 3, 2, 13, 40, tzinfo=UTC)
 

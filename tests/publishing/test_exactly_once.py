@@ -8,7 +8,6 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
 import pytest
 from sqlalchemy import select, update
 from sqlalchemy.engine import URL, Engine
@@ -20,7 +19,10 @@ from models.tables import PublishTarget
 from tasks.platforms.base import PlatformAdapter
 from tasks.platforms.registry import PLATFORMS, build_adapter
 from tasks.publishing import Publisher, PublishJob
-from tests.publishing.conftest import Stack, Tenant, sandbox_platforms, schedule
+from tests.support import clients
+from tests.support.sandbox import sandbox_platforms
+from tests.support.stacks import PublishStack
+from tests.support.tenants import Tenant, schedule
 
 
 class WorkerDied(BaseException):
@@ -48,22 +50,22 @@ async def sessions(database_url: URL) -> AsyncIterator[async_sessionmaker[AsyncS
     await engine.dispose()
 
 
-def posts_with(stack: Stack, platform: str, text: str) -> list[dict]:
-    return [p for p in stack.sandbox.posts(platform) if text in (p.get("text") or "")]
+def posts_with(publish_stack: PublishStack, platform: str, text: str) -> list[dict]:
+    return [p for p in publish_stack.sandbox.posts(platform) if text in (p.get("text") or "")]
 
 
 @pytest.mark.parametrize("platform", PLATFORMS)
 async def test_worker_dies_after_accept_then_redelivery_reconciles(
-    stack: Stack,
+    publish_stack: PublishStack,
     tenant: Tenant,
     db: Engine,
     sessions: async_sessionmaker[AsyncSession],
     platform: str,
 ) -> None:
-    post = schedule(stack, tenant, platform)
-    task = stack.task_for(post["scheduledPostId"], platform)
-    settings = sandbox_platforms(stack.sandbox)
-    async with httpx.AsyncClient(timeout=5) as http:
+    post = schedule(publish_stack, tenant, platform)
+    task = publish_stack.task_for(post["scheduledPostId"], platform)
+    settings = sandbox_platforms(publish_stack.sandbox)
+    async with clients.async_client(timeout=5) as http:
         publisher = Publisher(
             sessions=sessions,
             adapters=lambda name: DiesAfterPublish(
@@ -80,7 +82,7 @@ async def test_worker_dies_after_accept_then_redelivery_reconciles(
                     idempotency_key=task.body["idempotencyKey"],
                 )
             )
-    assert len(posts_with(stack, platform, post["content"])) == 1
+    assert len(posts_with(publish_stack, platform, post["content"])) == 1
     with Session(db) as s, s.begin():
         row = s.scalar(
             select(PublishTarget).where(
@@ -97,10 +99,10 @@ async def test_worker_dies_after_accept_then_redelivery_reconciles(
             .values(lease_expires_at=row.lease_expires_at.replace(year=2000))
         )
     # Cloud Tasks saw no answer and redelivers the task.
-    answer = stack.deliver(task, retry_count=1)
+    answer = publish_stack.deliver(task, retry_count=1)
     assert answer.status_code == 200, answer.text
     assert answer.json()["status"] == "success"
-    posts = posts_with(stack, platform, post["content"])
+    posts = posts_with(publish_stack, platform, post["content"])
     assert len(posts) == 1, posts
     with Session(db) as s:
         row = s.get(PublishTarget, row_id)
@@ -109,25 +111,25 @@ async def test_worker_dies_after_accept_then_redelivery_reconciles(
 
 
 def test_cancel_racing_dispatch_is_one_or_the_other(
-    stack: Stack, tenant: Tenant, db: Engine
+    publish_stack: PublishStack, tenant: Tenant, db: Engine
 ) -> None:
     outcomes = set()
     with (
-        httpx.Client(
-            base_url=stack.base_url,
+        clients.client(
+            base_url=publish_stack.base_url,
             timeout=30,
             headers={"Authorization": f"Bearer {tenant.api_key}"},
         ) as api,
-        httpx.Client(timeout=30) as hook,
+        clients.client(timeout=30) as hook,
         concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool,
     ):
         for _ in range(12):
-            post = schedule(stack, tenant, "mastodon")
-            task = stack.task_for(post["scheduledPostId"], "mastodon")
+            post = schedule(publish_stack, tenant, "mastodon")
+            task = publish_stack.task_for(post["scheduledPostId"], "mastodon")
             cancel = pool.submit(api.post, f"/api/social-posts/{post['scheduledPostId']}/cancel")
-            deliver = pool.submit(stack.deliver, task, client=hook)
+            deliver = pool.submit(publish_stack.deliver, task, client=hook)
             cancel_answer, delivery = cancel.result(), deliver.result()
-            published = posts_with(stack, "mastodon", post["content"])
+            published = posts_with(publish_stack, "mastodon", post["content"])
             with Session(db) as s:
                 status = s.scalar(
                     select(PublishTarget.status).where(

@@ -22,7 +22,6 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
-import httpx
 import pytest
 from google.auth import crypt, jwt
 from sqlalchemy.engine import URL
@@ -33,7 +32,9 @@ from models.settings import QueueSettings, WebhookSettings
 from models.tables import PublishTarget
 from tasks.cloud_tasks import CloudTasksQueue, InMemoryTaskQueue
 from tasks.task_specs import WebhookTarget, publish_task_spec, sync_child_task_spec
-from tests.servers import free_port, serve_in_thread
+from tests.support import clients
+from tests.support.ports import free_port
+from tests.support.servers import serve_in_thread
 from tests.support.settings import make_settings
 
 TASKS_SA = "tendsocial-tasks@proj.iam.gserviceaccount.com"
@@ -99,7 +100,7 @@ def webhook(settings: WebhookSettings) -> Iterator[str]:
 
 
 def call(url: str, **headers: str) -> int:
-    return httpx.post(url, json=UNKNOWN_TARGET, headers=headers, timeout=30).status_code
+    return clients.post(url, json=UNKNOWN_TARGET, headers=headers, timeout=30).status_code
 
 
 def oidc_settings(certs_url: str, **overrides: object) -> WebhookSettings:

@@ -8,7 +8,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
 from dispatch.caller_auth import CertificateCache
-from tests.servers import serve_in_thread
+from tests.support.servers import serve_in_thread
 
 
 class FakeClock:

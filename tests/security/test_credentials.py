@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import inspect
 
-import httpx
 import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
@@ -15,19 +14,25 @@ from sqlalchemy.engine import Engine
 from dispatch import caller_auth
 from dispatch.app import create_app
 from tasks.cloud_tasks import InMemoryTaskQueue
-from tests.publishing.conftest import SECRET, Stack, make_tenant
+from tests.support import clients
 from tests.support.settings import make_settings
+from tests.support.stacks import WEBHOOK_SECRET, PublishStack
+from tests.support.tenants import make_tenant
 
 
-def test_api_keys_are_stored_hashed_and_never_in_clear(secure_stack: Stack, db: Engine) -> None:
-    tenant = make_tenant(secure_stack, name="Hashed Co")
+def test_api_keys_are_stored_hashed_and_never_in_clear(
+    publish_stack: PublishStack, db: Engine
+) -> None:
+    tenant = make_tenant(publish_stack, name="Hashed Co")
     with db.connect() as conn:
         row = conn.execute(
             text("SELECT row_to_json(c)::text FROM companies c WHERE id = :id"), {"id": tenant.id}
         ).scalar_one()
     assert tenant.api_key not in row
     assert hashlib.sha256(tenant.api_key.encode()).hexdigest() in row
-    with secure_stack.api(tenant.api_key[:-1] + ("A" if tenant.api_key[-1] != "A" else "B")) as h:
+    with publish_stack.client(
+        tenant.api_key[:-1] + ("A" if tenant.api_key[-1] != "A" else "B")
+    ) as h:
         assert h.get("/api/social-posts").status_code == 401
 
 
@@ -49,18 +54,20 @@ def test_webhook_secret_is_compared_in_constant_time() -> None:
 @pytest.mark.parametrize(
     "headers",
     [
-        {"X-Webhook-Secret": SECRET.upper()},
-        {"X-Webhook-Secret": SECRET[::-1]},
-        {"X-Webhook-Secret": SECRET[:16]},
+        {"X-Webhook-Secret": WEBHOOK_SECRET.upper()},
+        {"X-Webhook-Secret": WEBHOOK_SECRET[::-1]},
+        {"X-Webhook-Secret": WEBHOOK_SECRET[:16]},
         {"X-Webhook-Secret": "é" * 40},
-        {"Authorization": f"Bearer {SECRET}"},
+        {"Authorization": f"Bearer {WEBHOOK_SECRET}"},
         {"X-Webhook-Secret": ""},
     ],
     ids=["case", "reversed", "half", "non-ascii", "as-bearer", "empty"],
 )
-def test_webhook_rejects_secret_variants(secure_stack: Stack, headers: dict[str, str]) -> None:
-    answer = httpx.post(
-        f"{secure_stack.base_url}/api/jobs/publish-post",
+def test_webhook_rejects_secret_variants(
+    publish_stack: PublishStack, headers: dict[str, str]
+) -> None:
+    answer = clients.post(
+        f"{publish_stack.base_url}/api/jobs/publish-post",
         json={
             "scheduledPostId": "00000000-0000-0000-0000-000000000000",
             "platform": "x",

@@ -8,18 +8,18 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.engine import Engine
 
-from tests.api.test_bad_input import fingerprint
-from tests.publishing.conftest import Stack, make_tenant, schedule
+from tests.support.stacks import PublishStack
+from tests.support.tenants import fingerprint, make_tenant, schedule
 
 
-def test_no_company_reaches_another_companys_data(secure_stack: Stack, db: Engine) -> None:
-    owner = make_tenant(secure_stack, name="Owner Co")
-    intruder = make_tenant(secure_stack, name="Intruder Co")
+def test_no_company_reaches_another_companys_data(publish_stack: PublishStack, db: Engine) -> None:
+    owner = make_tenant(publish_stack, name="Owner Co")
+    intruder = make_tenant(publish_stack, name="Intruder Co")
     later = (datetime.now(UTC) + timedelta(days=40)).isoformat()
-    post = schedule(secure_stack, owner, "x", "linkedin", scheduledAt=later)
+    post = schedule(publish_stack, owner, "x", "linkedin", scheduledAt=later)
     post_id = post["scheduledPostId"]
     before = fingerprint(db, owner.id)
-    with secure_stack.api(intruder.api_key) as http:
+    with publish_stack.client(intruder.api_key) as http:
         for method, path, body in [
             ("GET", f"/api/social-posts/{post_id}", None),
             ("POST", f"/api/social-posts/{post_id}/cancel", None),
@@ -47,6 +47,6 @@ def test_no_company_reaches_another_companys_data(secure_stack: Stack, db: Engin
         unknown = http.get(f"/api/analytics/sync-jobs/{uuid.uuid4()}")
         assert unknown.status_code == 404
     assert fingerprint(db, owner.id) == before
-    with secure_stack.api(owner.api_key) as http:  # the owner still sees it: the check is real
+    with publish_stack.client(owner.api_key) as http:  # the owner still sees it: the check is real
         assert http.get(f"/api/social-posts/{post_id}").status_code == 200
         assert http.get(f"/api/analytics/posts/{post_id}").status_code == 200

@@ -12,58 +12,34 @@ import uuid
 import httpx
 import pytest
 
-from dispatch.admin import add_account, create_company
-from models.database import sync_session
-from tests.publishing.conftest import Stack, Tenant, schedule
-
-
-def _tenant_with_canary_tokens(stack: Stack, platforms: tuple[str, ...]) -> tuple[Tenant, set[str]]:
-    canary = secrets.token_hex(6)
-    tokens: set[str] = set()
-    with sync_session() as session:
-        company = create_company(session, name="Canary Co")
-        tenant = Tenant(id=company.id, api_key=company.api_key)
-        for platform in platforms:
-            access, refresh = f"CANARYat{canary}{platform}", f"CANARYrt{canary}{platform}"
-            tokens |= {access, refresh}
-            external, handle = str(int(canary, 16) + len(platform)), f"{platform}-{canary}"
-            stack.sandbox.add_account(
-                platform,
-                external_id=external,
-                handle=handle,
-                access_token=access,
-                refresh_token=refresh,
-            )
-            tenant.accounts[platform] = add_account(
-                session,
-                company_id=company.id,
-                platform=platform,
-                handle=handle,
-                access_token=access,
-                refresh_token=refresh,
-                external_id=external,
-                base_url=stack.sandbox.url(platform) if platform == "mastodon" else None,
-            ).id
-    return tenant, tokens
+from tests.support.stacks import PublishStack
+from tests.support.tenants import make_tenant, schedule
 
 
 def test_tokens_never_reach_logs_errors_or_answers(
-    secure_stack: Stack, caplog: pytest.LogCaptureFixture
+    publish_stack: PublishStack, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    tenant, tokens = _tenant_with_canary_tokens(secure_stack, ("x", "linkedin", "mastodon"))
+    tenant = make_tenant(
+        publish_stack,
+        name="Canary Co",
+        platforms=("x", "linkedin", "mastodon"),
+        media=False,
+        token_prefix=f"CANARY{secrets.token_hex(6)}",
+    )
+    tokens = {token for pair in tenant.tokens.values() for token in pair}
     answers: list[httpx.Response] = []
-    post = schedule(secure_stack, tenant, "x", "linkedin", "mastodon")
+    post = schedule(publish_stack, tenant, "x", "linkedin", "mastodon")
     post_id = post["scheduledPostId"]
-    secure_stack.sandbox.inject("x", "expired_token", operation="publish")  # refresh, then post
-    secure_stack.sandbox.inject("linkedin", "revoked_token")  # fails for good
-    secure_stack.sandbox.inject("mastodon", "server_error", operation="publish")  # retry
+    publish_stack.sandbox.inject("x", "expired_token", operation="publish")  # refresh, then post
+    publish_stack.sandbox.inject("linkedin", "revoked_token")  # fails for good
+    publish_stack.sandbox.inject("mastodon", "server_error", operation="publish")  # retry
     try:
         for platform in ("x", "linkedin", "mastodon", "mastodon"):
-            answers.append(secure_stack.deliver(secure_stack.task_for(post_id, platform)))
+            answers.append(publish_stack.deliver(publish_stack.task_for(post_id, platform)))
     finally:
-        secure_stack.sandbox.clear_faults()
-    with secure_stack.api(tenant.api_key) as http:
+        publish_stack.sandbox.clear_faults()
+    with publish_stack.client(tenant.api_key) as http:
         answers.append(http.get(f"/api/social-posts/{post_id}"))
         answers.append(http.get("/api/social-posts", params={"limit": 5}))
         answers.append(http.get(f"/api/analytics/posts/{post_id}"))

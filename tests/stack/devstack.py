@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,7 +15,7 @@ from typing import Any
 
 import psutil
 
-from tests.servers import free_port
+from tests.support.ports import free_port, free_port_pair
 
 #: Variables that tell a command where things are; a new user's shell has none of them.
 WHERE_VARIABLES = (
@@ -28,19 +27,6 @@ WHERE_VARIABLES = (
     "WEBHOOK_SECRET",
     "TENDSOCIAL_STACK_ID",
 )
-
-
-def free_pair() -> int:
-    """A port whose successor is free too (the emulator serves certificates on port + 1)."""
-    for _ in range(50):
-        port = free_port()
-        try:
-            with socket.socket() as sock:
-                sock.bind(("127.0.0.1", port + 1))
-            return port
-        except OSError:
-            continue
-    raise RuntimeError("no free port pair")
 
 
 def user_env(**extra: str) -> dict[str, str]:
@@ -59,7 +45,7 @@ class DevStack:
         self.prefect = prefect
         self.ports = {
             "api": free_port(),
-            "emulator": free_pair(),
+            "emulator": free_port_pair(),
             "sandbox": free_port(),
             "prefect": free_port(),
         }

@@ -1,16 +1,17 @@
-"""The sandbox platforms as a real server (uvicorn in a thread), for every test that needs the
-outside world: adapter tests, publishing tests, end-to-end tests."""
+"""The sandbox platforms (`deployments/sandbox/`) as a real server, and a handle on their control
+API: the outside world for adapter tests, publishing tests, end-to-end tests and benches."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
-import httpx
-import pytest
-
 from deployments.sandbox.app import create_sandbox_app
-from tests.servers import serve_in_thread
+from models.settings import PlatformSettings
+from tasks.platforms.registry import PLATFORMS
+from tests.support import clients
+from tests.support.servers import serve_in_thread
 
 
 class SandboxHandle:
@@ -18,7 +19,7 @@ class SandboxHandle:
 
     def __init__(self, base_url: str) -> None:
         self.base_url = base_url
-        self._control = httpx.Client(base_url=base_url, timeout=10)
+        self._control = clients.client(base_url=base_url, timeout=10)
 
     def url(self, platform: str) -> str:
         """The platform's base URL, e.g. `http://127.0.0.1:PORT/linkedin`."""
@@ -86,11 +87,20 @@ class SandboxHandle:
         self._control.close()
 
 
-@pytest.fixture(scope="session")
-def sandbox() -> Iterator[SandboxHandle]:
+@contextmanager
+def running_sandbox() -> Iterator[SandboxHandle]:
+    """The sandbox under uvicorn in a thread of this process."""
     with serve_in_thread(create_sandbox_app()) as base_url:
         handle = SandboxHandle(base_url)
         try:
             yield handle
         finally:
             handle.close()
+
+
+def sandbox_platforms(sandbox: SandboxHandle, *, timeout: float = 1.0) -> PlatformSettings:
+    """Every platform's base URL pointed at the sandbox."""
+    return PlatformSettings(
+        **{f"{p}_api_base_url": sandbox.url(p) for p in PLATFORMS},
+        platform_http_timeout_seconds=timeout,
+    )

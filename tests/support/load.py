@@ -1,0 +1,199 @@
+"""The load run: N posts x 3 platforms due at one instant, through the emulator, the API and
+the sandbox, each a process of its own as in production. `bench/bench_load.py` runs it at
+1,000 posts and prints the figures; `tests/faults/test_load.py` runs it smaller and asserts.
+
+The posts are scheduled through the HTTP API with one `scheduledAt` far enough ahead that
+scheduling ends before it (checked); the run then waits until every target has settled and
+measures: time to drain (last settle - scheduled instant), lateness p50/p99/max
+(`published_at - scheduled_at`), peak RSS of the API, emulator and sandbox processes, and
+exactly-once: every (post, platform) has one post on the sandbox, none missing or doubled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import statistics
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import Engine
+
+from tests.support.emulator import apply_fast_queue, emulator_process
+from tests.support.exactly_once import exactly_once_problems, sandbox_counts, wait_settled
+from tests.support.processes import ServiceProcess, api_process, sandbox_process
+from tests.support.sandbox import SandboxHandle
+from tests.support.stacks import WEBHOOK_SECRET, Stack
+from tests.support.tenants import make_tenant, schedule_many
+
+#: The platforms of the load run (3 targets per post).
+LOAD_PLATFORMS: tuple[str, ...] = ("linkedin", "x", "mastodon")
+
+
+def lateness_seconds(engine: Engine, post_ids: list[str]) -> list[float]:
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text(
+                "SELECT extract(epoch FROM l.published_at - p.scheduled_at)"
+                " FROM publish_logs l JOIN scheduled_posts p ON p.id = l.scheduled_post_id"
+                " WHERE p.id = ANY(CAST(:ids AS uuid[])) AND l.status = 'success'"
+            ),
+            {"ids": post_ids},
+        ).scalars()
+        return [float(v) for v in rows]
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered)) - 1))]
+
+
+class PeakRss:
+    """Samples the RSS of some processes every 0.2 s in a thread; keeps each one's peak."""
+
+    def __init__(self, processes: dict[str, ServiceProcess]) -> None:
+        self.processes = processes
+        self.peaks = dict.fromkeys(processes, 0)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="peak-rss")
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for name, proc in self.processes.items():
+                self.peaks[name] = max(self.peaks[name], proc.rss_bytes())
+            self._stop.wait(0.2)
+
+    def __enter__(self) -> PeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+@dataclass
+class LoadResult:
+    posts: int
+    targets: int
+    schedule_seconds: float
+    lead_seconds: float
+    drain_seconds: float
+    lateness_p50: float
+    lateness_p99: float
+    lateness_max: float
+    peak_rss_mb: dict[str, float]
+    states: dict[str, int]
+    problems: dict[str, dict[str, int]]
+
+    def lines(self) -> list[str]:
+        rss = ", ".join(f"{k} {v:.0f} MB" for k, v in self.peak_rss_mb.items())
+        return [
+            f"posts x platforms          {self.posts} x {len(LOAD_PLATFORMS)} = "
+            f"{self.targets} targets",
+            f"scheduling (HTTP API)      {self.schedule_seconds:.1f} s "
+            f"({self.posts / self.schedule_seconds:.0f} posts/s), lead {self.lead_seconds:.0f} s",
+            f"time to drain              {self.drain_seconds:.1f} s after the instant "
+            f"({self.targets / max(self.drain_seconds, 0.001):.0f} targets/s)",
+            f"lateness p50 / p99 / max   {self.lateness_p50:.2f} / {self.lateness_p99:.2f} / "
+            f"{self.lateness_max:.2f} s",
+            f"peak RSS                   {rss}",
+            f"target states              {dict(self.states)}",
+            "exactly once               "
+            + ("yes: nothing lost, nothing doubled" if not self.problems else "NO"),
+        ]
+
+
+def run_load(
+    *,
+    database_url: str,
+    posts: int,
+    workdir: Path,
+    concurrency: int = 32,
+    lead_seconds: float | None = None,
+    drain_timeout: float = 600,
+    dispatch_concurrency: int = 1000,
+) -> LoadResult:
+    """Start emulator, sandbox and API as processes, schedule `posts` x 3 targets due at one
+    instant, wait for the drain and measure. The caller owns the (migrated) database, which
+    this process's `DATABASE_URL` must name too (the company is created through it)."""
+    engine = create_engine(database_url)
+    emulator = emulator_process(state=workdir / "emulator", log=workdir / "emulator.log")
+    sandbox = sandbox_process(log=workdir / "sandbox.log")
+    started: list[ServiceProcess] = []
+    try:
+        for service in (emulator, sandbox):
+            service.start()
+            started.append(service)
+        asyncio.run(
+            apply_fast_queue(emulator.host_port, max_concurrent_dispatches=dispatch_concurrency)
+        )
+        api = api_process(
+            database_url=database_url,
+            emulator_host=emulator.host_port,
+            sandbox_url=sandbox.url,
+            webhook_secret=WEBHOOK_SECRET,
+            log=workdir / "api.log",
+        )
+        api.start()
+        started.append(api)
+        handle = SandboxHandle(sandbox.url)
+        tenant = make_tenant(
+            Stack(base_url=api.url, sandbox=handle),
+            name="Load Co",
+            platforms=LOAD_PLATFORMS,
+            media=False,
+        )
+        handle.close()
+        marker = f"load-{secrets.token_hex(4)}"
+        contents = [f"{marker} post {i:05d}" for i in range(posts)]
+        lead = lead_seconds if lead_seconds is not None else 6 + posts * 0.04
+        due = datetime.now(UTC) + timedelta(seconds=lead)
+        with PeakRss({"api": api, "emulator": emulator, "sandbox": sandbox}) as rss:
+            start = time.monotonic()
+            post_ids = asyncio.run(
+                schedule_many(
+                    api_url=api.url,
+                    tenant=tenant,
+                    contents=contents,
+                    due=due,
+                    platforms=LOAD_PLATFORMS,
+                    concurrency=concurrency,
+                )
+            )
+            schedule_seconds = time.monotonic() - start
+            if datetime.now(UTC) >= due:
+                raise RuntimeError(
+                    f"scheduling took {schedule_seconds:.1f} s, longer than the lead of "
+                    f"{lead:.0f} s: raise --lead-seconds"
+                )
+            states = wait_settled(
+                engine,
+                post_ids,
+                expected=posts * len(LOAD_PLATFORMS),
+                timeout=lead + drain_timeout,
+            )
+            drain = (datetime.now(UTC) - due).total_seconds()
+        lateness = lateness_seconds(engine, post_ids) or [float("nan")]
+        counts = sandbox_counts(sandbox.url, marker=marker, platforms=LOAD_PLATFORMS)
+        return LoadResult(
+            posts=posts,
+            targets=posts * len(LOAD_PLATFORMS),
+            schedule_seconds=schedule_seconds,
+            lead_seconds=lead,
+            drain_seconds=drain,
+            lateness_p50=statistics.median(lateness),
+            lateness_p99=percentile(lateness, 99),
+            lateness_max=max(lateness),
+            peak_rss_mb={k: v / 2**20 for k, v in rss.peaks.items()},
+            states=dict(states),
+            problems=exactly_once_problems(counts, contents=contents),
+        )
+    finally:
+        for service in reversed(started):
+            service.stop()
+        engine.dispose()
