@@ -6,6 +6,7 @@ Tasks"): 2xx stops it, anything else is retried.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from typing import Annotated, Any
 
@@ -23,6 +24,8 @@ from flows.sync_fanout import SyncTrigger
 from tasks.metrics import MetricsJob, MetricsOutcome
 from tasks.publishing import PublishJob, PublishOutcome
 from tasks.scheduling import Scheduler
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(dependencies=[Depends(verify_task_caller)])
 
@@ -130,7 +133,26 @@ async def publish_post(
             final_attempt=settings.queues.publish.is_final_attempt(retry_count),
         )
     )
+    _log_publish_outcome(outcome, platform=body.platform)
     return await answer_publish_outcome(outcome, scheduler=scheduler)
+
+
+#: What each attempt's outcome counts as on the `publish outcome` line (the log-based metric
+#: `publish_failed` counts `failed`); deliveries that attempted nothing write no line.
+_OUTCOME_LINE = {
+    "published": "success",
+    "failed": "failed",
+    "retry": "retry",
+}
+
+
+def _log_publish_outcome(outcome: PublishOutcome, *, platform: str) -> None:
+    counted = _OUTCOME_LINE.get(outcome.kind)
+    if counted is not None:
+        log.info(
+            "publish outcome",
+            extra={"platform": platform, "outcome": counted, "error": outcome.error_code},
+        )
 
 
 # --------------------------------------------------------------------------- analytics sync

@@ -36,6 +36,12 @@ LOGGED_EXTRAS = (
     "company_id",
     "error",
     "outcome",
+    # the health lines the log-based metrics read (deployments/cloud/monitoring)
+    "failed_targets",
+    "accounts_needing_reconnect",
+    "reporter_backlog",
+    "reporter_lag_seconds",
+    "days_to_sunset",
 )
 _SEVERITY = {
     "WARNING": "WARNING",

@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 
-from flows.sweeper import SweepReport, sweep_due_posts
+from flows.sweeper import SweepReport, log_pipeline_health, sweep_due_posts
 from flows.sync_fanout import SyncFanOut
 from models.database import database_url
 from models.settings import Settings
@@ -81,6 +81,7 @@ async def run_sweep_once(settings: Settings, *, record_run: bool = True) -> Swee
         report = await sweep_due_posts(
             scheduler=run.scheduler, settings=settings.sweeper, record_run=record_run
         )
+        await log_pipeline_health(run.scheduler.sessions, platforms=settings.platforms)
     refreshed = await run_refresh_once(settings.platforms, record_run=record_run)
     return replace(
         report,

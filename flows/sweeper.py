@@ -11,7 +11,11 @@ of the local stack). One pass, in this order:
 2. **Entered the window.** Posts scheduled beyond Cloud Tasks' 30-day horizon were stored without
    a task; once inside it their pending targets are enqueued (`Scheduler.enqueue_pending`, the
    same deterministic task names as at scheduling time, so a repeat creates nothing).
-3. **Lost tasks.** A due target (scheduled_at ≤ now) still open whose recorded task no longer
+3. **Abandoned claims.** A target still `processing` `ABANDONED_CLAIM_MINUTES` (10) after its
+   lease ran out lost its attempt and every delivery (its task was used up): it goes back to
+   `retry` (conditional UPDATE on status and lease), so step 4 enqueues it again; the next
+   attempt reconciles first if the platform call had started.
+4. **Lost tasks.** A due target (scheduled_at ≤ now) still open whose recorded task no longer
    exists (`TaskQueue.get` → None: a purged or lost queue) is re-enqueued once, under a new
    dispatch generation (conditional UPDATE from the generation read), so the old name's
    tombstone cannot block it and two sweepers cannot both recover it. The publisher's claim and
@@ -30,17 +34,29 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
 from models.database import unit_of_work
-from models.outbox import AttemptRecord, LogLine, RunStart, add_run_record, add_run_start
+from models.outbox import (
+    AttemptRecord,
+    LogLine,
+    PipelineHealth,
+    RunStart,
+    add_run_record,
+    add_run_start,
+    pipeline_health,
+)
 from models.posts import record_task_names, roll_up_post_status
-from models.settings import SweeperSettings
+from models.settings import PlatformSettings, SweeperSettings
 from models.statuses import AttemptKind, AttemptOutcome
 from models.targets import (
     bump_dispatch_generation,
     due_targets_with_task,
     mark_missed_targets,
     posts_awaiting_enqueue,
+    release_abandoned_claims,
 )
+from tasks.platforms.versions import graph_sunset, linkedin_sunset
 from tasks.scheduling import Scheduler
 
 log = logging.getLogger(__name__)
@@ -51,6 +67,8 @@ class SweepReport:
     missed_targets: int
     enqueued_targets: int
     recovered_targets: int
+    #: Targets left `processing` long after their lease, handed back to the queue.
+    released_targets: int = 0
     #: Filled in by a standalone sweep, which also runs the token refresh.
     tokens_refreshed: int = 0
     accounts_needing_reconnect: int = 0
@@ -60,6 +78,7 @@ class SweepReport:
             "missedTargets": self.missed_targets,
             "enqueuedTargets": self.enqueued_targets,
             "recoveredTargets": self.recovered_targets,
+            "releasedTargets": self.released_targets,
             "tokensRefreshed": self.tokens_refreshed,
             "accountsNeedingReconnect": self.accounts_needing_reconnect,
         }
@@ -170,9 +189,15 @@ async def _sweep(
             return await scheduler.enqueue_pending(post_id)
 
     enqueued = sum(await asyncio.gather(*(enqueue(p) for p in post_ids)))
+    released = await _release_abandoned(
+        scheduler, expired_before=now - timedelta(minutes=settings.abandoned_claim_minutes)
+    )
     recovered = await _recover_lost(scheduler, now=now, semaphore=semaphore)
     report = SweepReport(
-        missed_targets=missed, enqueued_targets=enqueued, recovered_targets=recovered
+        missed_targets=missed,
+        enqueued_targets=enqueued,
+        recovered_targets=recovered,
+        released_targets=released,
     )
     log.info("sweep done", extra=report.as_dict())
     return report
@@ -192,6 +217,16 @@ async def _fail_missed(scheduler: Scheduler, *, now: datetime, lateness: timedel
     if failed:
         log.warning("marked %d target(s) of late posts as missed", len(failed))
     return len(failed)
+
+
+async def _release_abandoned(scheduler: Scheduler, *, expired_before: datetime) -> int:
+    async with unit_of_work(scheduler.sessions) as session:
+        released = await release_abandoned_claims(session, expired_before=expired_before)
+        for post_id in {t.scheduled_post_id for t in released}:
+            await roll_up_post_status(session, post_id)
+    if released:
+        log.warning("handed %d abandoned target(s) back to the queue", len(released))
+    return len(released)
 
 
 async def _recover_lost(
@@ -235,3 +270,33 @@ async def _recover_lost(
         if isinstance(result, BaseException):
             log.warning("lost-task recovery failed: %s", type(result).__name__)
     return sum(result is True for result in results)
+
+
+async def log_pipeline_health(
+    sessions: async_sessionmaker[AsyncSession], *, platforms: PlatformSettings
+) -> PipelineHealth:
+    """The hourly health lines the log-based metrics and alerts read (`deployments/cloud/
+    monitoring/`): targets in the failed view, accounts to reconnect, the reporter's backlog and
+    lag, and how many days each pinned platform API version has left."""
+    async with sessions() as session:
+        health = await pipeline_health(session)
+    log.info(
+        "pipeline health",
+        extra={
+            "failed_targets": health.failed_targets,
+            "accounts_needing_reconnect": health.accounts_needing_reconnect,
+            "reporter_backlog": health.reporter_backlog,
+            "reporter_lag_seconds": health.reporter_lag_seconds,
+        },
+    )
+    today = datetime.now(UTC).date()
+    for platform, sunset in (
+        ("linkedin", linkedin_sunset(platforms.linkedin_version)),
+        ("meta", graph_sunset(platforms.meta_graph_version)),
+    ):
+        if sunset is not None:
+            log.info(
+                "api version",
+                extra={"platform": platform, "days_to_sunset": (sunset - today).days},
+            )
+    return health

@@ -23,8 +23,8 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
-from models.statuses import AttemptKind, AttemptOutcome, RunPhase
-from models.tables import RunRecord
+from models.statuses import AccountStatus, AttemptKind, AttemptOutcome, RunPhase, TargetStatus
+from models.tables import PublishTarget, RunRecord, SocialAccount
 
 #: The channel every insert into `run_records` notifies (trigger of migration 0004).
 NOTIFY_CHANNEL = "run_records"
@@ -250,4 +250,45 @@ async def note_run_record_failure(
         update(RunRecord)
         .where(RunRecord.id == record_id)
         .values(attempts=RunRecord.attempts + 1, last_error=error[:2000])
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineHealth:
+    """What the hourly health line reports (the log-based metrics of `deployments/cloud`)."""
+
+    failed_targets: int
+    accounts_needing_reconnect: int
+    reporter_backlog: int
+    reporter_lag_seconds: float
+
+
+async def pipeline_health(session: AsyncSession) -> PipelineHealth:
+    """Targets in the failed view, accounts to reconnect, and the run-record outbox's backlog and
+    the age of its oldest unshipped record, in one round trip."""
+    failed = (
+        select(func.count())
+        .select_from(PublishTarget)
+        .where(PublishTarget.status == TargetStatus.FAILED)
+        .scalar_subquery()
+    )
+    reconnect = (
+        select(func.count())
+        .select_from(SocialAccount)
+        .where(SocialAccount.status == AccountStatus.NEEDS_RECONNECT)
+        .scalar_subquery()
+    )
+    backlog = (
+        select(func.count()).select_from(RunRecord).where(RunRecord.shipped_at.is_(None))
+    ).scalar_subquery()
+    oldest = (
+        select(func.min(RunRecord.created_at)).where(RunRecord.shipped_at.is_(None))
+    ).scalar_subquery()
+    lag = func.coalesce(func.extract("epoch", func.now() - oldest), 0)
+    row = (await session.execute(select(failed, reconnect, backlog, lag))).one()
+    return PipelineHealth(
+        failed_targets=int(row[0]),
+        accounts_needing_reconnect=int(row[1]),
+        reporter_backlog=int(row[2]),
+        reporter_lag_seconds=round(float(row[3]), 1),
     )

@@ -285,6 +285,9 @@ class SweeperSettings(BaseSettings):
     missed_post_lateness_hours: float = Field(default=48, gt=0, alias="MISSED_POST_LATENESS_HOURS")
     #: Concurrent GetTask / CreateTask calls.
     sweep_concurrency: int = Field(default=64, ge=1, le=1000, alias="SWEEP_CONCURRENCY")
+    #: A target still `processing` this long after its lease ran out was abandoned by its
+    #: attempt (and no delivery came back): the sweeper hands it back to the queue.
+    abandoned_claim_minutes: float = Field(default=10, gt=0, alias="ABANDONED_CLAIM_MINUTES")
 
 
 class ReporterSettings(BaseSettings):

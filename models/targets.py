@@ -236,6 +236,32 @@ async def release_claimed_target(
     return updated is not None
 
 
+async def release_abandoned_claims(
+    session: AsyncSession, *, expired_before: datetime
+) -> list[PublishTarget]:
+    """Targets still `processing` whose lease ran out before `expired_before`: the attempt died
+    and no delivery came back for it (its task was used up). They go back to `retry`, lease
+    cleared, so the sweeper's lost-task step enqueues them again; the attempt counter stays, so
+    a worker that somehow still runs cannot write any more (its claim no longer matches)."""
+    rows = await session.scalars(
+        update(PublishTarget)
+        .where(
+            PublishTarget.status == TargetStatus.PROCESSING,
+            PublishTarget.lease_expires_at < expired_before,
+        )
+        .values(
+            status=TargetStatus.RETRY,
+            lease_expires_at=None,
+            next_retry_at=None,
+            error_code="abandoned",
+            error_message="the attempt stopped without an outcome; it will be retried",
+        )
+        .returning(PublishTarget)
+        .execution_options(synchronize_session=False)
+    )
+    return list(rows.all())
+
+
 async def mark_missed_targets(
     session: AsyncSession, *, scheduled_before: datetime, message: str
 ) -> list[PublishTarget]:

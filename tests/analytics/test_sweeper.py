@@ -203,3 +203,40 @@ async def test_a_post_three_days_late_is_failed_as_missed(
     assert view.status_code == 200
     assert view.json()["status"] == "failed"
     assert {p["errorCode"] for p in view.json()["platforms"]} == {"missed"}
+
+
+async def test_a_target_abandoned_in_processing_is_handed_back_and_published_once(
+    analytics_stack: AnalyticsStack,
+    sessions: async_sessionmaker[AsyncSession],
+    tasks_queue: CloudTasksQueue,
+) -> None:
+    """An attempt that died with the claim, and whose task was used up by then, leaves the
+    target `processing` with nobody working on it: the sweeper hands it back to the queue."""
+    tenant = sync_tenant(analytics_stack, platforms=("mastodon",))
+    post = schedule(
+        analytics_stack, tenant, "mastodon", at=datetime.now(UTC) + timedelta(minutes=5)
+    )
+    post_id = post["scheduledPostId"]
+    old_name = targets(analytics_stack, post_id)[0].cloud_task_name
+    await tasks_queue.cancel(old_name)  # every delivery used up
+    move_post(analytics_stack, post_id, datetime.now(UTC) - timedelta(minutes=30))
+    analytics_stack.sql(
+        "UPDATE publish_logs SET status = 'processing', attempts = 1, "
+        "lease_expires_at = now() - interval '20 minutes' WHERE scheduled_post_id = :p",
+        p=post_id,
+    )
+    report = await sweep(analytics_stack, sessions, tasks_queue)
+    assert (report.released_targets, report.recovered_targets) == (1, 1)
+    wait_until(
+        lambda: targets(analytics_stack, post_id)[0].status == "success",
+        what="the abandoned target published",
+    )
+    content = analytics_stack.sql("SELECT content FROM scheduled_posts WHERE id = :p", p=post_id)
+    sent = [
+        p
+        for p in analytics_stack.sandbox.posts("mastodon")
+        if content[0][0] in (p.get("text") or "")
+    ]
+    assert len(sent) == 1
+    again = await sweep(analytics_stack, sessions, tasks_queue)
+    assert again.released_targets == 0
