@@ -4,6 +4,7 @@ test that wants one. The publishing stack (`publish_stack`) knows nothing about 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -49,3 +50,11 @@ def start_reporter(
     yield start
     for reporter in started:
         reporter.stop()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Everything here talks to a real Prefect server: the slow lane (`stack`), never the fast."""
+    here = Path(__file__).resolve().parent
+    for item in items:
+        if Path(str(item.path)).resolve().is_relative_to(here):
+            item.add_marker(pytest.mark.stack)

@@ -39,6 +39,8 @@ from tests.support.stacks import WEBHOOK_SECRET as SECRET
 from tests.support.stacks import PublishStack
 from tests.support.tenants import make_tenant, schedule
 
+pytestmark = pytest.mark.stack  # a real Prefect server
+
 SYNC_PLATFORMS = ("linkedin", "mastodon")
 
 

@@ -41,6 +41,8 @@ from deployments.prefect_views import (
 from models.tables import Company
 from tests.support.prefect import PrefectHandle
 
+pytestmark = pytest.mark.stack  # a real Prefect server
+
 NOW = datetime(2026, 3, 2, 13, 40, tzinfo=UTC)
 
 
