@@ -71,7 +71,7 @@ MB = 1_000_000
 MIB = 1024 * 1024
 
 #: The most one buffered fetch (`fetch_media`) holds in memory, whatever the platform allows.
-#: A 1 GiB Cloud Run instance serves up to 80 requests at once (`deployments/cloud/service.yaml`);
+#: A 1 GiB Cloud Run instance serves up to 80 requests at once (`deployments/cloud/render.py`);
 #: media larger than this (X video up to 512 MB, LinkedIn video up to 500 MB, Mastodon video)
 #: must go through `open_media` and be uploaded chunk by chunk instead of being buffered.
 #: 50 MB is Bluesky's video blob limit, the largest kind any adapter uploads in one request.
