@@ -82,7 +82,9 @@ async def run_sweep_once(settings: Settings, *, record_run: bool = True) -> Swee
             scheduler=run.scheduler, settings=settings.sweeper, record_run=record_run
         )
         await log_pipeline_health(run.scheduler.sessions, platforms=settings.platforms)
-    refreshed = await run_refresh_once(settings.platforms, record_run=record_run)
+        refreshed = await run_refresh_once(
+            settings.platforms, sessions=run.scheduler.sessions, record_run=record_run
+        )
     return replace(
         report,
         tokens_refreshed=len(refreshed.refreshed),

@@ -52,7 +52,7 @@ from typing import Any, Literal
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from models.accounts import accounts_by_id, mark_account_needs_reconnect
+from models.accounts import accounts_by_id
 from models.analytics import (
     claim_sync_job,
     insert_metric_snapshots,
@@ -78,7 +78,7 @@ from models.statuses import (
     SyncJobStatus,
 )
 from models.tables import AnalyticsSyncJob, PublishTarget, SocialAccount
-from tasks.accounts import fresh_context, refresh_tokens
+from tasks.accounts import fresh_context, mark_needs_reconnect, refresh_tokens
 from tasks.platforms.base import (
     AccountContext,
     MetricCounts,
@@ -414,7 +414,9 @@ class MetricsSync:
                 raise
             except (NeedsReconnectError, PermanentError, TokenExpiredError) as error:
                 if isinstance(error, NeedsReconnectError):
-                    await self._mark_reconnect(account, error.message)
+                    await mark_needs_reconnect(
+                        self.sessions, account_id=account.id, reason=error.message
+                    )
                 left = len(targets) - start
                 tally.fail(left, _refused(account, error, left))
                 return
@@ -572,7 +574,3 @@ class MetricsSync:
                 )
         except Exception:
             log.exception("could not record the crashed metrics run")
-
-    async def _mark_reconnect(self, account: SocialAccount, reason: str) -> None:
-        async with self.sessions() as session, session.begin():
-            await mark_account_needs_reconnect(session, account_id=account.id, reason=reason)

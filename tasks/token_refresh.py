@@ -174,16 +174,21 @@ async def _refresh_due_tokens(
 
 
 async def run_refresh_once(
-    settings: PlatformSettings, *, now: datetime | None = None, record_run: bool = True
+    settings: PlatformSettings,
+    *,
+    sessions: async_sessionmaker[AsyncSession] | None = None,
+    now: datetime | None = None,
+    record_run: bool = True,
 ) -> RefreshReport:
-    """The job with production wiring: the process's database, adapters from `settings`."""
+    """The job with production wiring: adapters from `settings`, on `sessions` (a caller that
+    has its own, such as the sweep, passes them) or the process's database."""
     from models.database import async_session_factory
     from tasks.platforms.http import platform_http_client
     from tasks.platforms.registry import build_adapter
 
     async with platform_http_client(settings) as http:
         return await refresh_due_tokens(
-            async_session_factory(),
+            sessions or async_session_factory(),
             adapters=lambda platform: build_adapter(platform, http=http, settings=settings),
             now=now,
             record_run=record_run,
