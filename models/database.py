@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.orm import Session, sessionmaker
 
+from models.crypto import token_cipher
 from models.settings import load_settings
 
 log = logging.getLogger(__name__)
@@ -131,6 +132,14 @@ def sync_session() -> Iterator[Session]:
 
 
 def reset_engines() -> None:
-    """Forget cached engines and settings (tests that point the process at another database)."""
-    for fn in (async_session_factory, async_engine, sync_engine, database_url, load_settings):
+    """Forget cached engines, settings and the token cipher (tests that point the process at
+    another database, whose token key may differ)."""
+    for fn in (
+        async_session_factory,
+        async_engine,
+        sync_engine,
+        database_url,
+        load_settings,
+        token_cipher,
+    ):
         fn.cache_clear()

@@ -85,22 +85,33 @@ def emulator_process(
 
 
 async def apply_fast_queue(
-    emulator_host: str, *, max_attempts: int = 30, max_concurrent_dispatches: int = 1000
+    emulator_host: str,
+    *,
+    max_attempts: int = 30,
+    max_concurrent_dispatches: int = 1000,
+    max_dispatches_per_second: float = 500,
+    shards: int = 1,
 ) -> None:
-    """The publish queue with short backoff (0.5 s .. 2 s) so fault tests retry within seconds;
-    production's policy (4 attempts, 5 s .. 20 s) is `QueueSettings.publish`."""
+    """The publish queue (and its `shards - 1` siblings, named as `QueueSettings` names them)
+    with short backoff (0.5 s .. 2 s) so fault tests retry within seconds; production's policy
+    (4 attempts, 5 s .. 20 s) is `QueueSettings.publish`. A lower `max_dispatches_per_second`
+    stands in for one real queue's 500/s ceiling on this small machine."""
     from deployments.queues import apply_queues
 
-    fast = QueueSpec(
-        queue_id="default",
-        max_attempts=max_attempts,
-        min_backoff_seconds=0.5,
-        max_backoff_seconds=2,
-        max_doublings=2,
-        max_dispatches_per_second=500,
-        max_concurrent_dispatches=max_concurrent_dispatches,
+    names = QueueSettings(PUBLISH_QUEUE_SHARDS=shards).publish_shards
+    fast = tuple(
+        QueueSpec(
+            queue_id=shard.queue_id,
+            max_attempts=max_attempts,
+            min_backoff_seconds=0.5,
+            max_backoff_seconds=2,
+            max_doublings=2,
+            max_dispatches_per_second=max_dispatches_per_second,
+            max_concurrent_dispatches=max_concurrent_dispatches,
+        )
+        for shard in names
     )
-    await apply_queues(QueueSettings(emulator_host=emulator_host), queues=(fast,))
+    await apply_queues(QueueSettings(emulator_host=emulator_host), queues=fast)
 
 
 def make_client(address: str) -> tasks_v2.CloudTasksAsyncClient:

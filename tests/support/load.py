@@ -117,10 +117,13 @@ def run_load(
     lead_seconds: float | None = None,
     drain_timeout: float = 600,
     dispatch_concurrency: int = 1000,
+    queue_shards: int = 1,
+    dispatches_per_second: float = 500,
 ) -> LoadResult:
     """Start emulator, sandbox and API as processes, schedule `posts` x 3 targets due at one
     instant, wait for the drain and measure. The caller owns the (migrated) database, which
-    this process's `DATABASE_URL` must name too (the company is created through it)."""
+    this process's `DATABASE_URL` must name too (the company is created through it).
+    `queue_shards` publish queues, each dispatching at most `dispatches_per_second`."""
     engine = create_engine(database_url)
     emulator = emulator_process(state=workdir / "emulator", log=workdir / "emulator.log")
     sandbox = sandbox_process(log=workdir / "sandbox.log")
@@ -130,7 +133,12 @@ def run_load(
             service.start()
             started.append(service)
         asyncio.run(
-            apply_fast_queue(emulator.host_port, max_concurrent_dispatches=dispatch_concurrency)
+            apply_fast_queue(
+                emulator.host_port,
+                max_concurrent_dispatches=dispatch_concurrency,
+                max_dispatches_per_second=dispatches_per_second,
+                shards=queue_shards,
+            )
         )
         api = api_process(
             database_url=database_url,
@@ -138,6 +146,7 @@ def run_load(
             sandbox_url=sandbox.url,
             webhook_secret=WEBHOOK_SECRET,
             log=workdir / "api.log",
+            extra_env={"PUBLISH_QUEUE_SHARDS": str(queue_shards)},
         )
         api.start()
         started.append(api)
