@@ -27,7 +27,11 @@ _ENV = SettingsConfigDict(env_prefix="", extra="ignore", populate_by_name=True)
 
 #: The platform API versions pinned by default; `tasks/platforms/versions.py` knows when each is
 #: retired, and a test fails when a default is within 60 days of that date.
-DEFAULT_LINKEDIN_VERSION = "202603"
+#: LinkedIn 202607 (July 2026) is listed as the latest version by learn.microsoft.com/en-us/
+#: linkedin/marketing/versioning as harvested on 2026-08-13 (github.com/api-evangelist/
+#: linkedin-ads lifecycle/linkedin-ads-lifecycle.yml); LinkedIn supports a version for at least
+#: a year, so it works until July 2027 (202603, the previous default, retires 16 Mar 2027).
+DEFAULT_LINKEDIN_VERSION = "202607"
 DEFAULT_GRAPH_VERSION = "v25.0"
 
 
