@@ -84,9 +84,11 @@ COUNT_FIELDS = "shares,reactions.summary(total_count),comments.summary(total_cou
 #: Error answers that mean "this already went out": 506 duplicate post, photos already posted.
 ALREADY_POSTED_CODES: tuple[str, ...] = ("506", "100/1366051")
 #: `status.video_status` values (graph-api/reference/video-status). "ready" is the only one
-#: after which the video post exists; "error" (and "expired") never turn into a post.
+#: after which the video post exists, "error" never turns into one. Anything else is waited
+#: on (up to `VIDEO_PROCESSING_LIMIT`): "processing", and the intermediate values Meta shows
+#: while an upload is still arriving (e.g. "upload_complete" in the Reels flow).
 VIDEO_READY = "ready"
-VIDEO_FAILED: frozenset[str] = frozenset({"error", "expired"})
+VIDEO_FAILED: frozenset[str] = frozenset({"error"})
 #: What the video read asks for: the status, and the Page post the video became
 #: (`post_id`, a field of the Video node in facebook-python-business-sdk `AdVideo.Field`).
 VIDEO_FIELDS = "status,post_id,permalink_url"
@@ -300,6 +302,9 @@ class FacebookAdapter(GraphAdapter):
         `video_id` as soon as it answered. A later attempt with a `video_id` only polls; one
         with just the attempt marker first looks for the video among the Page's videos.
         """
+        # One budget for the upload and the polling: the attempt must end inside the queue's
+        # dispatch deadline however long `/videos` took to answer.
+        deadline = time.monotonic() + self.poll_timeout
         video_id = state.get("video_id")
         if not video_id and state.get("video_attempted_at"):
             video_id = await self._find_video(graph, account, content, state)
@@ -317,16 +322,22 @@ class FacebookAdapter(GraphAdapter):
             if not video_id:
                 raise UnknownOutcomeError("/videos answered without an id", raw=body)
             await state.save(video_id=video_id, video_uploaded_at=datetime.now(UTC).isoformat())
-        return await self._await_video(graph, account, state, str(video_id))
+        return await self._await_video(graph, account, state, str(video_id), deadline=deadline)
 
     async def _await_video(
-        self, graph: GraphClient, account: AccountContext, state: PlatformState, video_id: str
+        self,
+        graph: GraphClient,
+        account: AccountContext,
+        state: PlatformState,
+        video_id: str,
+        *,
+        deadline: float,
     ) -> PublishResult:
-        """Poll `GET /{video-id}?fields=status` within `poll_timeout` (the handler must stay
-        inside the queue's dispatch deadline): "ready" is the published post; "error" fails
-        the target for good (Meta's own reason in the message); still processing ends the
-        attempt transient with `retry_at`, and the next one resumes here from `video_id`."""
-        deadline = time.monotonic() + self.poll_timeout
+        """Poll `GET /{video-id}?fields=status` at least once and until `deadline` (monotonic;
+        the handler must stay inside the queue's dispatch deadline): "ready" is the published
+        post; "error" fails the target for good (Meta's own reason in the message); still
+        processing ends the attempt transient with `retry_at`, and the next one resumes here
+        from `video_id`."""
         while True:
             found = await self._video_outcome(graph, account, state, video_id)
             if found is not None:
@@ -358,6 +369,7 @@ class FacebookAdapter(GraphAdapter):
         )
         status = body.get("status") if isinstance(body.get("status"), dict) else {}
         video_status = str(status.get("video_status") or "").lower()
+        # The phases are optional in the answer; without a publishing phase "ready" decides.
         publishing = status.get("publishing_phase")
         publishing_status = (
             str(publishing.get("status") or "") if isinstance(publishing, dict) else "complete"

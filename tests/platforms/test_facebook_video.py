@@ -26,7 +26,7 @@ from tasks.platforms.base import (
     TransientError,
     UnknownOutcomeError,
 )
-from tasks.platforms.facebook import FacebookAdapter, first_link
+from tasks.platforms.facebook import VIDEO_PROCESSING_LIMIT, FacebookAdapter, first_link
 from tasks.platforms.media_support import media_problems
 from tests.platforms.helpers import LOCAL_MEDIA
 from tests.support.stacks import PublishStack
@@ -185,6 +185,21 @@ async def test_processing_error_fails_for_good_with_metas_reason(sandbox, http) 
         "Facebook could not process the video: There was a problem uploading your video file. "
         "Please try again with another file."
     )
+    assert sandbox.posts("facebook") == []
+
+
+async def test_a_video_processing_for_hours_is_given_up(sandbox, http) -> None:
+    acc = account(sandbox)
+    await processing_takes(sandbox, http, 24 * 3600)
+    store = Store()
+    content = PostContent(text="Endless clip", media=[video(sandbox)])
+    with pytest.raises(TransientError):
+        await adapter(sandbox, http).publish(account=acc, content=content, state=store.state())
+    long_ago = datetime.now(UTC) - VIDEO_PROCESSING_LIMIT - timedelta(minutes=1)
+    store.values["video_uploaded_at"] = long_ago.isoformat()
+    with pytest.raises(PermanentError) as caught:
+        await adapter(sandbox, http).publish(account=acc, content=content, state=store.state())
+    assert caught.value.code == "video_processing_timeout"
     assert sandbox.posts("facebook") == []
 
 
