@@ -168,7 +168,10 @@ _LI_VID = (
     " (MP4, 75 KB - 500 MB, 3 s - 30 min)"
 )
 _FB_IMG = "https://developers.facebook.com/docs/graph-api/reference/page/photos/ (4 MB)"
-_FB_VID = "https://developers.facebook.com/docs/video-api/guides/publishing (non-resumable 1 GB)"
+_FB_VID = (
+    "https://developers.facebook.com/docs/graph-api/video-uploads (file_url is the non-resumable "
+    "upload: up to 1GB and 20 minutes; formats include mp4 and mov)"
+)
 _IG = (
     "https://developers.facebook.com/docs/instagram-platform/instagram-graph-api/reference/"
     "ig-user/media (image JPEG 8 MB; Reels MOV/MP4 300 MB)"

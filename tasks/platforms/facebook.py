@@ -1,21 +1,55 @@
-"""Facebook Pages: photos uploaded unpublished, then one `/feed` call, reconciled by look-up.
+"""Facebook Pages: text, link, photo and video posts, each reconciled by look-up.
 
-Facebook has no idempotency key, so only the last call (`/feed`) is non-idempotent: photos go up
-first with `published=false` (invisible, their ids saved in state) and are attached through
-`attached_media`. A timeout on `/feed`, or a 506 "duplicate" on a retry, is settled by reading
-`/published_posts` for our message posted since our first attempt.
+Facebook has no idempotency key, so each flow has exactly one non-idempotent call, preceded by a
+durable checkpoint in the platform state:
+
+* **Text, link and photos: `/feed`.** Photos go up first with `published=false` (invisible,
+  their ids saved in state) and are attached through `attached_media`. A text-only post whose
+  text contains an http(s) URL is sent as a link post: `link` = the first such URL, which is
+  the one Facebook's own composer previews ("link set to your URL if you want to post a link",
+  developers.facebook.com/docs/pages-api/posts; "Publish a Link",
+  developers.facebook.com/docs/pages/publishing); Meta fetches the page and builds the
+  preview card. A timeout on `/feed`, or a 506 "duplicate" on a retry, is settled by reading
+  `/published_posts` for our message posted since our first attempt.
+* **Video: `POST /{page-id}/videos` with `file_url`** (the non-resumable upload: "Provide a URL
+  for a downloadable video via the file_url parameter ... The video should be downloaded within
+  5 minutes. ... up to 1GB and 20 minutes long", developers.facebook.com/docs/graph-api/
+  video-uploads; `file_url`, `description` in the page/videos reference and in Meta's
+  facebook-python-business-sdk `Page.create_video`). Meta downloads the file itself, so no
+  byte passes through this service; see `_video_url` for what that means for SSRF. The post
+  exists only once Meta has processed the video: `GET /{video-id}?fields=status` answers
+  `video_status` processing / ready / error (developers.facebook.com/docs/graph-api/reference/
+  video-status; the SDK's `VideoEncodingStatusChecker` waits while "processing" and fails on
+  anything but "ready"), so the target counts as published only at "ready". The video id is
+  saved as soon as `/videos` answers: an attempt that ends while Meta is still processing
+  leaves the next attempt only the polling to do, never a second upload.
+
+  Why not the chunked `upload_phase=start|transfer|finish` or the Resumable Upload API
+  (`POST /{app-id}/uploads`, then `fbuploader_video_file_chunk`)? Both need this service to
+  download up to 1 GB and push it on within one queue attempt, and the Resumable Upload API
+  wants a *user* token of someone with a role on our app ("The app user who granted the token
+  must have an Administrator or Developer role on the app", graph-api/reference/application/
+  uploads), which a tenant's Page token is not. An *unpublished* upload published later was
+  ruled out too: unpublished Page videos are for advertising and need the ADVERTISE task and
+  `pages_manage_ads` (page/videos reference, "Requirements").
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
+import httpx
+
+from tasks.media import MediaFetchError, MediaPolicy, MediaUrlError, media_kind, parse_media_url
 from tasks.platforms.base import (
     AccountContext,
+    MediaItem,
     MetricCounts,
     NeedsReconnectError,
     PermanentError,
@@ -24,6 +58,9 @@ from tasks.platforms.base import (
     PostContent,
     PublishResult,
     TokenSet,
+    TransientError,
+    UnknownOutcomeError,
+    lookup_failed,
 )
 from tasks.platforms.graph import (
     RECONCILE_SKEW,
@@ -33,7 +70,8 @@ from tasks.platforms.graph import (
     graph_pages,
     graph_timestamp,
 )
-from tasks.platforms.text_limits import validate_facebook
+from tasks.platforms.media_support import check_media_support
+from tasks.platforms.text_limits import extract_urls, validate_facebook
 
 logger = logging.getLogger(__name__)
 
@@ -45,27 +83,59 @@ INSIGHT_METRICS: tuple[str, ...] = (
 COUNT_FIELDS = "shares,reactions.summary(total_count),comments.summary(total_count)"
 #: Error answers that mean "this already went out": 506 duplicate post, photos already posted.
 ALREADY_POSTED_CODES: tuple[str, ...] = ("506", "100/1366051")
+#: `status.video_status` values (graph-api/reference/video-status). "ready" is the only one
+#: after which the video post exists, "error" never turns into one. Anything else is waited
+#: on (up to `VIDEO_PROCESSING_LIMIT`): "processing", and the intermediate values Meta shows
+#: while an upload is still arriving (e.g. "upload_complete" in the Reels flow).
+VIDEO_READY = "ready"
+VIDEO_FAILED: frozenset[str] = frozenset({"error"})
+#: What the video read asks for: the status, and the Page post the video became
+#: (`post_id`, a field of the Video node in facebook-python-business-sdk `AdVideo.Field`).
+VIDEO_FIELDS = "status,post_id,permalink_url"
+#: When to look again at a video Meta is still processing after this attempt's polls.
+VIDEO_PROCESSING_RETRY = timedelta(seconds=60)
+#: A video still "processing" this long after its upload is treated as lost: Meta downloads
+#: within 5 minutes and processes a ≤ 1 GB, ≤ 20 min file well inside this (video-uploads).
+VIDEO_PROCESSING_LIMIT = timedelta(hours=2)
 
 
 class FacebookAdapter(GraphAdapter):
-    """Text and photo posts on a Page (`external_id` = page id, token = Page access token).
+    """Text, link, photo and video posts on a Page (`external_id` = page id, token = Page
+    access token; video needs its `publish_video` permission too, pages-api/posts).
 
     State keys: `photo_ids` (image URL → unpublished photo id), `feed_attempted_at` (saved right
-    before the `/feed` call), `post_id` (saved once it answered).
+    before the `/feed` call), `video_attempted_at` (right before `/videos`), `video_id` (once
+    `/videos` answered), `post_id` (once the post exists).
     """
 
     platform: ClassVar[str] = "facebook"
     metrics_batch_size: ClassVar[int] = 1
     token_refreshable: ClassVar[bool] = False
 
+    def __init__(
+        self,
+        *,
+        http: httpx.AsyncClient,
+        base_url: str,
+        media_policy: MediaPolicy | None = None,
+        **options: Any,
+    ) -> None:
+        """`media_policy`: which media URLs may be handed to Meta (the same strict rules as a
+        fetch of our own; production's unless told otherwise)."""
+        super().__init__(http=http, base_url=base_url, **options)
+        self.media_policy = media_policy or MediaPolicy()
+
     async def publish(
         self, *, account: AccountContext, content: PostContent, state: PlatformState
     ) -> PublishResult:
         self.check_content(account, content)
-        self._check_media(content)
+        check_media_support(self.platform, content.media)
         graph = self.graph(account)
         if state.get("post_id"):
             return await self._result(graph, account, str(state.get("post_id")))
+        video = _the_video(content.media)
+        if video is not None:
+            return await self._publish_video(graph, account, content, state, video)
         if state.get("feed_attempted_at"):
             found = await self._find_post(graph, account, content, state)
             if found is not None:
@@ -77,6 +147,10 @@ class FacebookAdapter(GraphAdapter):
         data: dict[str, str] = {"message": content.text}
         if photo_ids:
             data["attached_media"] = json.dumps([{"media_fbid": pid} for pid in photo_ids])
+        else:
+            link = first_link(content.text)
+            if link is not None:
+                data["link"] = link
         try:
             body = await graph.call(
                 "POST",
@@ -103,6 +177,8 @@ class FacebookAdapter(GraphAdapter):
         graph = self.graph(account)
         if state.get("post_id"):
             return await self._result(graph, account, str(state.get("post_id")))
+        if state.get("video_id") or state.get("video_attempted_at"):
+            return await self._reconcile_video(graph, account, content, state)
         if not state.get("feed_attempted_at"):
             return None
         return await self._find_post(graph, account, content, state)
@@ -168,13 +244,6 @@ class FacebookAdapter(GraphAdapter):
             text, media_count=media_count, max_characters=max_characters, media_types=media_types
         )
 
-    def _check_media(self, content: PostContent) -> None:
-        for media in content.media:
-            if not media.mime_type.startswith("image/"):
-                raise PermanentError(
-                    f"unsupported media type {media.mime_type} (photos only)", code="media_type"
-                )
-
     async def _upload_photos(
         self,
         graph: GraphClient,
@@ -191,12 +260,198 @@ class FacebookAdapter(GraphAdapter):
                     "POST",
                     f"{account.external_id}/photos",
                     token=account.access_token,
-                    data={"url": media.url, "published": "false"},
+                    data={"url": self._meta_url(media), "published": "false"},
                 )
                 saved[media.url] = str(body["id"])
                 await state.save(photo_ids=dict(saved))
             ids.append(saved[media.url])
         return ids
+
+    # ------------------------------------------------------------------ video
+    def _meta_url(self, media: MediaItem) -> str:
+        """The media URL, parsed as strictly as a fetch of our own (`parse_media_url`), before
+        Meta is asked to download it (`/photos` `url`, `/videos` `file_url`).
+
+        Meta's servers do the download, so no byte passes through this service and a URL
+        aimed at our loopback, VPC or metadata server cannot reach *our* network: it would be
+        resolved and fetched on Meta's side (the SSRF of security finding 1 needs the fetch to
+        happen here). The URL was validated at registration (`POST /api/media-assets`); it is
+        checked again here so a row registered before that rule, or under a looser local
+        policy, is never passed on, and the tenant sees the same stable `media_*` code either
+        way. Like every media refusal it is transient (`MediaFetchError`), and the last
+        attempt fails the target with it; nothing goes out without its media.
+        """
+        try:
+            return parse_media_url(media.url, policy=self.media_policy)
+        except MediaUrlError as exc:
+            logger.info("facebook media URL refused: %s", exc.detail)
+            raise MediaFetchError(exc.code, detail=exc.detail) from None
+
+    async def _publish_video(
+        self,
+        graph: GraphClient,
+        account: AccountContext,
+        content: PostContent,
+        state: PlatformState,
+        video: MediaItem,
+    ) -> PublishResult:
+        """Upload once (`/videos` with `file_url`), then wait for Meta's processing.
+
+        `video_attempted_at` is saved before the upload (the one non-idempotent call: with
+        `published` left at its default the video becomes a Page post by itself once ready),
+        `video_id` as soon as it answered. A later attempt with a `video_id` only polls; one
+        with just the attempt marker first looks for the video among the Page's videos.
+        """
+        # One budget for the upload and the polling: the attempt must end inside the queue's
+        # dispatch deadline however long `/videos` took to answer.
+        deadline = time.monotonic() + self.poll_timeout
+        video_id = state.get("video_id")
+        if not video_id and state.get("video_attempted_at"):
+            video_id = await self._find_video(graph, account, content, state)
+        if not video_id:
+            file_url = self._meta_url(video)
+            await state.save(video_attempted_at=datetime.now(UTC).isoformat())
+            body = await graph.call(
+                "POST",
+                f"{account.external_id}/videos",
+                token=account.access_token,
+                data={"file_url": file_url, "description": content.text},
+                publish=True,
+            )
+            video_id = str(body.get("id", ""))
+            if not video_id:
+                raise UnknownOutcomeError("/videos answered without an id", raw=body)
+            await state.save(video_id=video_id, video_uploaded_at=datetime.now(UTC).isoformat())
+        return await self._await_video(graph, account, state, str(video_id), deadline=deadline)
+
+    async def _await_video(
+        self,
+        graph: GraphClient,
+        account: AccountContext,
+        state: PlatformState,
+        video_id: str,
+        *,
+        deadline: float,
+    ) -> PublishResult:
+        """Poll `GET /{video-id}?fields=status` at least once and until `deadline` (monotonic;
+        the handler must stay inside the queue's dispatch deadline): "ready" is the published
+        post; "error" fails the target for good (Meta's own reason in the message); still
+        processing ends the attempt transient with `retry_at`, and the next one resumes here
+        from `video_id`."""
+        while True:
+            found = await self._video_outcome(graph, account, state, video_id)
+            if found is not None:
+                return found
+            if time.monotonic() + self.poll_interval > deadline:
+                break
+            await asyncio.sleep(self.poll_interval)
+        uploaded = state.get("video_uploaded_at")
+        if uploaded and datetime.now(UTC) - datetime.fromisoformat(uploaded) > (
+            VIDEO_PROCESSING_LIMIT
+        ):
+            raise PermanentError(
+                f"Facebook was still processing the video {VIDEO_PROCESSING_LIMIT} after "
+                "its upload; giving up",
+                code="video_processing_timeout",
+            )
+        raise TransientError(
+            "Facebook is still processing the video",
+            code="video_processing",
+            retry_at=datetime.now(UTC) + VIDEO_PROCESSING_RETRY,
+        )
+
+    async def _video_outcome(
+        self, graph: GraphClient, account: AccountContext, state: PlatformState, video_id: str
+    ) -> PublishResult | None:
+        """The published post once the video is "ready", None while Meta is still at it."""
+        body = await graph.call(
+            "GET", video_id, token=account.access_token, params={"fields": VIDEO_FIELDS}
+        )
+        status = body.get("status") if isinstance(body.get("status"), dict) else {}
+        video_status = str(status.get("video_status") or "").lower()
+        # The phases are optional in the answer; without a publishing phase "ready" decides.
+        publishing = status.get("publishing_phase")
+        publishing_status = (
+            str(publishing.get("status") or "") if isinstance(publishing, dict) else "complete"
+        )
+        if video_status in VIDEO_FAILED or publishing_status == "error":
+            raise PermanentError(
+                f"Facebook could not process the video: {_video_error(status)}",
+                code="video_processing_failed",
+                raw=body,
+            )
+        if video_status != VIDEO_READY or publishing_status != "complete":
+            logger.info(
+                "facebook video %s is %s (%s%%)",
+                video_id,
+                video_status or "unknown",
+                status.get("processing_progress", "?"),
+            )
+            return None
+        post_id = str(body.get("post_id") or "")
+        if not post_id:
+            # Ready without a post id (older Graph versions): the video's own page is the post.
+            permalink = str(body.get("permalink_url") or "")
+            url = f"https://www.facebook.com{permalink}" if permalink.startswith("/") else permalink
+            await state.save(post_id=video_id)
+            return PublishResult(remote_id=video_id, remote_url=url or None, raw=body)
+        await state.save(post_id=post_id)
+        return await self._result(graph, account, post_id)
+
+    async def _reconcile_video(
+        self,
+        graph: GraphClient,
+        account: AccountContext,
+        content: PostContent,
+        state: PlatformState,
+    ) -> PublishResult | None:
+        """The post if the earlier attempt's video is ready; None while it is processing, failed
+        or never arrived (`publish` then resumes the polling, reports the failure or uploads)."""
+        video_id = state.get("video_id") or await self._find_video(graph, account, content, state)
+        if not video_id:
+            return None
+        try:
+            return await self._video_outcome(graph, account, state, str(video_id))
+        except PermanentError as exc:
+            if exc.code == "video_processing_failed":
+                return None
+            raise lookup_failed(exc, what=f"video {video_id}") from exc
+
+    async def _find_video(
+        self,
+        graph: GraphClient,
+        account: AccountContext,
+        content: PostContent,
+        state: PlatformState,
+    ) -> str | None:
+        """The video an attempt whose `/videos` answer was lost uploaded: our description among
+        the Page's videos (`GET /{page-id}/videos`, newest first, video-api/guides/get-videos)
+        created since that attempt; the earliest such one wins."""
+        attempted = datetime.fromisoformat(str(state.get("video_attempted_at")))
+        since = attempted - RECONCILE_SKEW
+        matches: list[tuple[datetime, str]] = []
+        async for page in graph_pages(
+            graph,
+            f"{account.external_id}/videos",
+            token=account.access_token,
+            params={"fields": "id,description,created_time"},
+            what="Page videos since the attempt",
+        ):
+            older = False
+            for item in page:
+                created = graph_timestamp(str(item.get("created_time", "")))
+                if created is None or created < since:
+                    older = True
+                    continue
+                if str(item.get("description") or "").strip() == content.text.strip():
+                    matches.append((created, str(item["id"])))
+            if older:
+                break
+        if not matches:
+            return None
+        video_id = min(matches)[1]
+        await state.save(video_id=video_id, video_uploaded_at=attempted.isoformat())
+        return video_id
 
     async def _find_post(
         self,
@@ -248,6 +503,35 @@ class FacebookAdapter(GraphAdapter):
             return PublishResult(remote_id=post_id, remote_url=fallback, raw=None)
         url = body.get("permalink_url")
         return PublishResult(remote_id=post_id, remote_url=str(url) if url else fallback, raw=body)
+
+
+def first_link(text: str) -> str | None:
+    """The first http(s) URL of the text (trailing punctuation excluded): what a Facebook link
+    post previews. Bare domains are left as text; Meta's `link` wants a full URL."""
+    for _start, _end, url in extract_urls(text):
+        if url.lower().startswith(("http://", "https://")):
+            return url
+    return None
+
+
+def _the_video(media: Sequence[MediaItem]) -> MediaItem | None:
+    """The post's video, if it is a video post (`check_media_support` keeps it alone)."""
+    for item in media:
+        if media_kind(item.mime_type) == "video":
+            return item
+    return None
+
+
+def _video_error(status: dict[str, Any]) -> str:
+    """Meta's reason from the failed phase's `errors[].message` (VideoStatus phases carry
+    `status` and `errors: [{code, message}]`, restfb/restfb#1286), else the bare status."""
+    for phase in ("uploading_phase", "processing_phase", "publishing_phase"):
+        value = status.get(phase)
+        if isinstance(value, dict):
+            for error in value.get("errors") or []:
+                if isinstance(error, dict) and error.get("message"):
+                    return str(error["message"])
+    return str(status.get("video_status") or "error")
 
 
 def _summary_total(value: Any) -> int | None:

@@ -31,8 +31,9 @@ IMPLEMENTED_KINDS: dict[str, frozenset[MediaKind]] = {
     "mastodon": frozenset({"image", "gif", "video"}),
     # LinkedIn: images and GIFs by the Images API (linkedin.py).
     "linkedin": frozenset({"image", "gif"}),
-    # Facebook: unpublished photos attached to a feed post (facebook.py); no video flow yet.
-    "facebook": frozenset({"image"}),
+    # Facebook: unpublished photos attached to a feed post, a video by `/videos` `file_url`
+    # (facebook.py). GIFs are refused: no Page flow documents animated photos.
+    "facebook": frozenset({"image", "video"}),
     # Instagram and Threads: image and video containers from the URL (instagram.py, threads.py).
     "instagram": frozenset({"image", "video"}),
     "threads": frozenset({"image", "video"}),
@@ -45,7 +46,11 @@ IMPLEMENTED_KINDS: dict[str, frozenset[MediaKind]] = {
 #: embed/images.json); Mastodon 4 attachments, "images_and_video" refused
 #: (mastodon/mastodon app/services/post_status_service.rb validate_media!); LinkedIn multiImage
 #: 2-20 images, a video post one video (learn.microsoft.com/.../shares/posts-api, multiimage-
-#: post-api); Instagram carousels 10, Threads carousels 20, both mixing images and videos.
+#: post-api); Instagram carousels 10, Threads carousels 20, both mixing images and videos;
+#: Facebook photos attached to one `/feed` post, a video alone: `POST /{page-id}/videos` takes
+#: one `file_url` and makes its own post (developers.facebook.com/docs/graph-api/video-uploads,
+#: page/videos reference); its 10 photos are this project's cap (no limit for
+#: `attached_media` was found in Meta's pages).
 _MAX_ITEMS: dict[str, int] = {
     "x": 4,
     "bluesky": 4,
@@ -69,6 +74,7 @@ _ALONE: dict[str, frozenset[MediaKind]] = {
     "bluesky": frozenset({"video"}),
     "mastodon": frozenset({"video"}),
     "linkedin": frozenset({"video"}),
+    "facebook": frozenset({"video"}),
 }
 
 

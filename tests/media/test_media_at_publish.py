@@ -92,7 +92,8 @@ def test_unfetchable_media_retries_then_fails_with_the_media_code_never_posting_
 @pytest.mark.parametrize(
     ("platform", "media", "why"),
     [
-        ("facebook", [("clip.mp4", "video/mp4", None)], "does not support video"),
+        ("facebook", [("a.jpg", "image/jpeg", None), ("clip.mp4", "video/mp4", None)], "only"),
+        ("facebook", [("a.gif", "image/gif", None)], "does not support gif"),
         ("bluesky", [("a.gif", "image/gif", None)], "does not support gif"),
         ("instagram", [("a.gif", "image/gif", None)], "does not accept image/gif"),
         ("x", [("a.jpg", "image/jpeg", 6_000_000)], "up to 5 MB"),

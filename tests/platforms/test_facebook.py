@@ -20,6 +20,7 @@ from tasks.platforms.base import (
     UnknownOutcomeError,
 )
 from tasks.platforms.facebook import FacebookAdapter
+from tests.platforms.helpers import LOCAL_MEDIA
 
 PAGE = "104000000000001"
 TOKEN = "fb-page-token"
@@ -40,7 +41,7 @@ def account(sandbox: Any) -> AccountContext:
 
 
 def adapter(sandbox: Any, http: httpx.AsyncClient) -> FacebookAdapter:
-    return FacebookAdapter(http=http, base_url=sandbox.url("facebook"))
+    return FacebookAdapter(http=http, base_url=sandbox.url("facebook"), media_policy=LOCAL_MEDIA)
 
 
 def photos(sandbox: Any, *names: str) -> tuple[MediaItem, ...]:
