@@ -668,8 +668,10 @@ class MediaStream:
         async for chunk in self.chunks():
             pending += chunk
             while len(pending) >= size:
-                yield bytes(pending[:size])
+                with memoryview(pending) as view:
+                    part = bytes(view[:size])  # one copy, not a slice and then a copy
                 del pending[:size]
+                yield part
         if pending:
             yield bytes(pending)
 
