@@ -661,6 +661,23 @@ class MediaStream:
         while (chunk := await self.read_chunk()) is not None:
             yield chunk
 
+    async def parts(self, size: int) -> AsyncIterator[bytes]:
+        """The whole body as consecutive parts of exactly `size` bytes (the last one shorter):
+        what part-wise uploads (X APPEND segments, LinkedIn video parts) send. At most one part
+        plus one network read is held at a time, whatever the file's size."""
+        if size <= 0:
+            raise ValueError("part size must be positive")
+        pending = bytearray()
+        async for chunk in self.chunks():
+            pending += chunk
+            while len(pending) >= size:
+                with memoryview(pending) as view:
+                    part = bytes(view[:size])  # one copy, not a slice and then a copy
+                del pending[:size]
+                yield part
+        if pending:
+            yield bytes(pending)
+
 
 def _log_url(url: httpx.URL | str) -> str:
     """The URL for logs: no query string or fragment (presigned URLs carry credentials there)."""

@@ -21,8 +21,8 @@ from tasks.platforms.base import MediaItem, PermanentError
 #: Kinds each adapter implements through the platform's documented flow. A kind the platform
 #: takes but that is missing here is refused at scheduling time as "not supported yet".
 IMPLEMENTED_KINDS: dict[str, frozenset[MediaKind]] = {
-    # X: images by the simple upload (x.py).
-    "x": frozenset({"image"}),
+    # X: images by the simple upload, GIF and video by the chunked upload (x.py).
+    "x": frozenset({"image", "gif", "video"}),
     # Bluesky: images as app.bsky.embed.images, a video as app.bsky.embed.video (bluesky.py).
     # GIFs are refused: app.bsky.embed.images documents no animation (the blob is "image/*"),
     # so a GIF may well show as a still picture; not verified on a live PDS.
@@ -64,6 +64,7 @@ _MAX_ITEMS: dict[str, int] = {
 #: `tasks.media.MAX_BUFFERED_BYTES` (50 MB) whatever more the platform documents: Mastodon's
 #: `POST /api/v2/media` is one multipart request (99 MiB video on a default instance).
 _BUFFERED: dict[str, frozenset[MediaKind]] = {
+    # X: GIF and video are streamed segment by segment (the chunked upload), not buffered.
     "x": frozenset({"image"}),
     "bluesky": frozenset({"image", "video"}),
     "mastodon": frozenset({"image", "gif", "video"}),

@@ -7,21 +7,51 @@ every URL is replaced by its t.co link, listed in `entities.urls` with the `expa
 a post with media also ends in a t.co link to the media (its url entity carries `media_key`), and
 a post longer than 280 comes back truncated with the full text in `note_tweet`. The reconcile
 matcher undoes all of that before comparing.
+
+Media: images go up in one request (`POST /2/media/upload`, docs.x.com/x-api/media/upload-
+media). A video or GIF goes through X's chunked upload, the dedicated v2 endpoints of the API
+reference: `POST /2/media/upload/initialize` (media_type, total_bytes, media_category
+tweet_video / tweet_gif), `POST /2/media/upload/{id}/append` (multipart `media` and
+`segment_index`), `POST /2/media/upload/{id}/finalize`, then `GET /2/media/upload?command=
+STATUS&media_id=` while `processing_info.state` is pending or in_progress, waiting the
+`check_after_secs` X asks for (docs.x.com/x-api/media/initialize-media-upload, append-media-
+upload, finalize-media-upload, get-media-upload-status; quickstart/media-upload-chunked). The
+file is streamed from the media fetcher and sent segment by segment as it is read, so a
+512 MB video never sits in memory. The finalized media id is stored in the platform state, so
+an attempt that ends while X is still processing leaves the next attempt only the polling to
+do, not a second download and upload; the tweet is sent only once the media `succeeded`
+("You can not use the media_id to create Tweet ... before the state field is set to
+succeeded", GET media/upload (STATUS)), so the text never goes out without its video.
 """
 
 from __future__ import annotations
 
+import asyncio
 import html
+import io
+import time
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, ClassVar
+from typing import IO, Any, ClassVar
 
 import httpx
 
-from tasks.media import FetchedMedia, MediaPolicy, fetch_platform_media
+from tasks.media import (
+    MAX_BUFFERED_BYTES,
+    FetchedMedia,
+    MediaFetchError,
+    MediaKind,
+    MediaLimits,
+    MediaPolicy,
+    MediaStream,
+    fetch_platform_media,
+    media_kind,
+    open_media,
+)
 from tasks.platforms.base import (
     AccountContext,
+    MediaItem,
     MetricCounts,
     NeedsReconnectError,
     PermanentError,
@@ -46,6 +76,24 @@ RECONCILE_PAGE_SIZE = 100
 RECONCILE_MAX_PAGES = 10
 _URL_MASK = "\x00url\x00"
 
+#: Kinds sent by the chunked upload, and their `media_category` (docs.x.com/x-api/media/
+#: quickstart/best-practices: tweet_image, tweet_video, tweet_gif).
+CHUNKED_CATEGORIES: dict[MediaKind, str] = {"video": "tweet_video", "gif": "tweet_gif"}
+#: Bytes per APPEND segment: below X's 5 MB a segment (POST media/upload APPEND: "It must be
+#: <= 5 MB") whichever way "MB" is read, and the most the upload holds in memory at a time.
+CHUNK_BYTES = 4 * 1024 * 1024
+#: `segment_index` runs 0-999 (docs.x.com/x-api/media/append-media-upload).
+MAX_SEGMENTS = 1000
+#: How long after an attempt's publish began it may still wait for X's processing: the
+#: attempt must end inside the queue's 30 s dispatch deadline (TASKS_DISPATCH_DEADLINE_SECONDS)
+#: and keep room for the tweet itself (PLATFORM_HTTP_TIMEOUT_SECONDS, 10 s), so polling stops
+#: at 18 s and the attempt ends transient; the next one resumes from the stored media id.
+PROCESSING_BUDGET_SECONDS = 18.0
+#: When to come back for media X is still processing (X's `check_after_secs` if longer).
+MEDIA_PROCESSING_RETRY = timedelta(seconds=30)
+#: A stored media id this close to its `expires_after_secs` is uploaded afresh instead.
+MEDIA_EXPIRY_MARGIN = timedelta(minutes=10)
+
 
 class XAdapter:
     platform: ClassVar[str] = "x"
@@ -59,6 +107,10 @@ class XAdapter:
         client_id: str = "",
         client_secret: str = "",
         media_policy: MediaPolicy | None = None,
+        chunk_bytes: int = CHUNK_BYTES,
+        processing_budget_seconds: float = PROCESSING_BUDGET_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         **_options: Any,
     ) -> None:
         self.http = http
@@ -67,6 +119,12 @@ class XAdapter:
         self.client_secret = client_secret
         #: Where media may be fetched from (production's rules unless told otherwise).
         self.media_policy = media_policy or MediaPolicy()
+        self.chunk_bytes = chunk_bytes
+        self.processing_budget_seconds = processing_budget_seconds
+        #: How the wait for X's processing tells time and waits; tests pass a clock that also
+        #: moves the sandbox's, so polling is deterministic and costs no real time.
+        self._clock = clock
+        self._sleep = sleep
 
     @staticmethod
     def validate_content(
@@ -84,6 +142,7 @@ class XAdapter:
     async def publish(
         self, *, account: AccountContext, content: PostContent, state: PlatformState
     ) -> PublishResult:
+        deadline = self._clock() + self.processing_budget_seconds
         problems = self.validate_content(
             content.text,
             media_count=len(content.media),
@@ -93,16 +152,13 @@ class XAdapter:
         if problems:
             raise PermanentError("; ".join(problems), code="content_invalid")
         check_media_support(self.platform, content.media)
-        # Every file is fetched before the first call to X: a media failure raises
-        # MediaFetchError (transient) and nothing is uploaded or posted without it.
-        fetched = await fetch_platform_media(
-            [(item.url, item.mime_type) for item in content.media],
-            platform=self.platform,
-            policy=self.media_policy,
+        # The media are ready (uploaded and, for video, processed) before the tweet is sent: a
+        # media failure raises (MediaFetchError or a processing error) and nothing is posted.
+        media_ids = await self._prepare_media(
+            account=account, content=content, state=state, deadline=deadline
         )
         body: dict[str, Any] = {"text": content.text}
-        if fetched:
-            media_ids = [await self._upload(account=account, media=media) for media in fetched]
+        if media_ids:
             body["media"] = {"media_ids": media_ids}
         await state.save(
             publish_started_at=state.get("publish_started_at") or datetime.now(UTC).isoformat()
@@ -231,6 +287,221 @@ class XAdapter:
             raise _error(response, publish=False)
         return response
 
+    async def _prepare_media(
+        self,
+        *,
+        account: AccountContext,
+        content: PostContent,
+        state: PlatformState,
+        deadline: float,
+    ) -> list[str]:
+        """The post's media ids, ready to attach. A video or GIF is the post's one item
+        (`check_media_support` refuses anything else) and goes by the chunked upload; images
+        are all fetched first, then uploaded one request each."""
+        if not content.media:
+            return []
+        first = content.media[0]
+        kind = media_kind(first.mime_type)
+        if len(content.media) == 1 and kind in CHUNKED_CATEGORIES:
+            assert kind is not None
+            media_id = await self._chunked_media(
+                account=account, item=first, kind=kind, state=state, deadline=deadline
+            )
+            return [media_id]
+        fetched = await fetch_platform_media(
+            [(item.url, item.mime_type) for item in content.media],
+            platform=self.platform,
+            policy=self.media_policy,
+        )
+        return [await self._upload(account=account, media=media) for media in fetched]
+
+    async def _chunked_media(
+        self,
+        *,
+        account: AccountContext,
+        item: MediaItem,
+        kind: MediaKind,
+        state: PlatformState,
+        deadline: float,
+    ) -> str:
+        """Resume the upload an earlier attempt finalized, or upload; then wait until X has
+        processed it, at most until `deadline` (then TransientError, media id kept)."""
+        media_id, info = await self._resume(account=account, item=item, state=state)
+        if media_id is None:
+            media_id, info, expires_at = await self._upload_chunked(
+                account=account, item=item, kind=kind
+            )
+            await state.save(
+                media_ids=[media_id],
+                media_source=item.url,
+                media_expires_at=expires_at.isoformat(),
+            )
+        await self._wait_processed(
+            account=account, state=state, media_id=media_id, info=info, kind=kind, deadline=deadline
+        )
+        return media_id
+
+    async def _resume(
+        self, *, account: AccountContext, item: MediaItem, state: PlatformState
+    ) -> tuple[str | None, dict[str, Any] | None]:
+        """The stored media id of this very file and its `processing_info`, or (None, None)
+        when there is none, it is about to expire, or X no longer knows it (upload again)."""
+        stored = [str(i) for i in state.get("media_ids") or []]
+        expires_at = _parse_time(state.get("media_expires_at"))
+        if len(stored) != 1 or state.get("media_source") != item.url or expires_at is None:
+            return None, None
+        if expires_at - MEDIA_EXPIRY_MARGIN <= datetime.now(UTC):
+            return None, None
+        try:
+            info = await self._status(account=account, media_id=stored[0])
+        except PermanentError:
+            return None, None
+        return stored[0], info
+
+    async def _upload_chunked(
+        self, *, account: AccountContext, item: MediaItem, kind: MediaKind
+    ) -> tuple[str, dict[str, Any] | None, datetime]:
+        """INIT, one APPEND per segment as the file is read, FINALIZE. Returns the media id,
+        FINALIZE's `processing_info` (None: ready at once) and when the id expires."""
+        limits = MediaLimits.for_platform(self.platform, item.mime_type, buffered=False)
+        async with open_media(item.url, policy=self.media_policy, limits=limits) as stream:
+            total = stream.declared_length
+            if total is None:
+                total = item.size_bytes
+            parts: AsyncIterator[bytes]
+            if total is None:
+                # X must be told total_bytes before the first segment; a server that does not
+                # say the length gets at most what a buffered fetch may hold.
+                body = await _read_all(stream)
+                total = len(body)
+                parts = _slices(body, self._part_size(total))
+            else:
+                parts = stream.parts(self._part_size(total))
+            init = await self._media_call(
+                "/2/media/upload/initialize",
+                account=account,
+                json={
+                    "media_type": stream.mime_type,
+                    "total_bytes": total,
+                    "media_category": CHUNKED_CATEGORIES[kind],
+                },
+            )
+            media_id = str(init["id"])
+            sent = 0
+            index = 0
+            async for part in parts:
+                sent += len(part)
+                if sent > total:
+                    raise MediaFetchError(
+                        "media_http_error", detail=f"more than the {total} bytes announced"
+                    )
+                # httpx's request and response refer to each other, so the request (and the
+                # segment it carries) lives until the cyclic GC runs, which large bytes do not
+                # trigger: segments piled up (53 MiB traced for a 64 MB video). Closing the
+                # buffer after the call frees the segment at once.
+                segment = io.BytesIO(part)
+                del part
+                try:
+                    await self._media_call(
+                        f"/2/media/upload/{media_id}/append",
+                        account=account,
+                        data={"segment_index": str(index)},
+                        files={"media": ("blob", segment, "application/octet-stream")},
+                    )
+                finally:
+                    segment.close()
+                index += 1
+            if sent != total:
+                raise MediaFetchError(
+                    "media_http_error", detail=f"{sent} bytes where {total} were announced"
+                )
+        final = await self._media_call(f"/2/media/upload/{media_id}/finalize", account=account)
+        lifetime = final.get("expires_after_secs", init.get("expires_after_secs")) or 86400
+        expires_at = datetime.now(UTC) + timedelta(seconds=int(lifetime))
+        return media_id, final.get("processing_info"), expires_at
+
+    def _part_size(self, total: int) -> int:
+        """The configured segment size, larger only if the file would need over 1000."""
+        return max(self.chunk_bytes, -(-total // MAX_SEGMENTS))
+
+    async def _wait_processed(
+        self,
+        *,
+        account: AccountContext,
+        state: PlatformState,
+        media_id: str,
+        info: dict[str, Any] | None,
+        kind: MediaKind,
+        deadline: float,
+    ) -> None:
+        """Poll STATUS as X paces it (`check_after_secs`) until `succeeded`. `failed` is
+        permanent (the file itself is refused); still processing at `deadline` ends the
+        attempt transient without waiting past it."""
+        while info is not None:
+            phase = str(info.get("state") or "")
+            if phase == "succeeded":
+                return
+            if phase == "failed":
+                # A retry by hand must upload again rather than resume a refused file.
+                await state.save(media_ids=[], media_source=None, media_expires_at=None)
+                error = info.get("error") or {}
+                reason = error.get("message") or error.get("name") or "no reason given"
+                raise PermanentError(
+                    f"X could not process the {kind}: {reason}",
+                    code="media_processing_failed",
+                    raw=info,
+                )
+            wait = max(1.0, float(info.get("check_after_secs") or 1))
+            if self._clock() + wait > deadline:
+                progress = info.get("progress_percent")
+                done = f", {progress}%" if progress is not None else ""
+                retry_in = max(timedelta(seconds=wait), MEDIA_PROCESSING_RETRY)
+                raise TransientError(
+                    f"X is still processing the {kind} ({phase or 'pending'}{done}); "
+                    "the next attempt resumes it",
+                    code="media_processing",
+                    retry_at=datetime.now(UTC) + retry_in,
+                )
+            await self._sleep(wait)
+            info = await self._status(account=account, media_id=media_id)
+
+    async def _status(self, *, account: AccountContext, media_id: str) -> dict[str, Any] | None:
+        """`processing_info` of an upload (None: nothing to wait for)."""
+        response = await self._get(
+            "/2/media/upload",
+            account=account,
+            params={"command": "STATUS", "media_id": media_id},
+        )
+        body = _json(response)
+        data = body.get("data") if isinstance(body, dict) else None
+        info = data.get("processing_info") if isinstance(data, dict) else None
+        return info if isinstance(info, dict) else None
+
+    async def _media_call(
+        self,
+        path: str,
+        *,
+        account: AccountContext,
+        json: dict[str, Any] | None = None,
+        data: dict[str, str] | None = None,
+        files: dict[str, tuple[str, IO[bytes], str]] | None = None,
+    ) -> dict[str, Any]:
+        """One step of the chunked upload; its `data` (an APPEND may answer with no body)."""
+        try:
+            response = await self.http.post(
+                f"{self.base_url}{path}",
+                json=json,
+                data=data,
+                files=files,
+                headers=self._auth(account),
+            )
+        except httpx.HTTPError as exc:
+            raise TransientError(f"X media upload failed in transit: {exc!r}") from exc
+        if not 200 <= response.status_code < 300:
+            raise _error(response, publish=False)
+        body = _json(response) if response.content else {}
+        return dict(body.get("data") or {}) if isinstance(body, dict) else {}
+
     async def _upload(self, *, account: AccountContext, media: FetchedMedia) -> str:
         """Simple v2 image upload of bytes already fetched; safe to redo (an unused media id
         just expires)."""
@@ -255,10 +526,37 @@ def _json(response: httpx.Response) -> Any:
         return response.text
 
 
+async def _read_all(stream: MediaStream) -> bytes:
+    """The whole body, refused past `MAX_BUFFERED_BYTES` (the memory ceiling of buffering)."""
+    body = bytearray()
+    async for chunk in stream.chunks():
+        body += chunk
+        if len(body) > MAX_BUFFERED_BYTES:
+            raise MediaFetchError(
+                "media_too_large", detail="no Content-Length and over the buffered ceiling"
+            )
+    return bytes(body)
+
+
+async def _slices(body: bytes, size: int) -> AsyncIterator[bytes]:
+    for start in range(0, len(body), size):
+        yield body[start : start + size]
+
+
 def _detail(response: httpx.Response) -> str:
+    """The problem's detail, with the messages of its `errors` (X's v2 invalid-request
+    problem says only "One or more parameters ... was invalid." and names the culprit there,
+    e.g. "Your media IDs are invalid.")."""
     body = _json(response)
     if isinstance(body, dict):
-        return str(body.get("detail") or body.get("title") or body)
+        detail = str(body.get("detail") or body.get("title") or body)
+        errors = body.get("errors")
+        messages = [
+            str(e["message"])
+            for e in (errors if isinstance(errors, list) else [])
+            if isinstance(e, dict) and e.get("message")
+        ]
+        return f"{detail} ({'; '.join(messages)})" if messages else detail
     return str(body)
 
 
