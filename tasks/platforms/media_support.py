@@ -29,8 +29,8 @@ IMPLEMENTED_KINDS: dict[str, frozenset[MediaKind]] = {
     "bluesky": frozenset({"image", "video"}),
     # Mastodon: every kind through POST /api/v2/media (mastodon.py).
     "mastodon": frozenset({"image", "gif", "video"}),
-    # LinkedIn: images and GIFs by the Images API (linkedin.py).
-    "linkedin": frozenset({"image", "gif"}),
+    # LinkedIn: images and GIFs by the Images API, a video by the Videos API (linkedin.py).
+    "linkedin": frozenset({"image", "gif", "video"}),
     # Facebook: unpublished photos attached to a feed post (facebook.py); no video flow yet.
     "facebook": frozenset({"image"}),
     # Instagram and Threads: image and video containers from the URL (instagram.py, threads.py).
@@ -62,6 +62,7 @@ _BUFFERED: dict[str, frozenset[MediaKind]] = {
     "x": frozenset({"image"}),
     "bluesky": frozenset({"image", "video"}),
     "mastodon": frozenset({"image", "gif", "video"}),
+    # LinkedIn video is streamed in 4 MB parts (Videos API), so its 500 MB cap applies.
     "linkedin": frozenset({"image", "gif"}),
 }
 _ALONE: dict[str, frozenset[MediaKind]] = {
