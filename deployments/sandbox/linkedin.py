@@ -42,7 +42,8 @@ metadata, and the OAuth refresh grant. Behaviours and where they come from:
   telling to wait for AVAILABLE before referencing a video).
   Test controls: processing lasts `POST /_sandbox/processing {"platform": "linkedin",
   "seconds": N}` on the sandbox clock (`/_sandbox/clock`), 0 by default; an `invalid_content`
-  fault with operation `processing` makes the next finalized video end PROCESSING_FAILED.
+  fault with operation `processing` makes the next finalized video end PROCESSING_FAILED;
+  faults with operation `video_status` hit the status reads only.
 """
 
 from __future__ import annotations
@@ -552,7 +553,9 @@ async def upload_video_part(
 
 @router.get("/rest/videos/{urn}")
 async def get_video(urn: str, request: Request, state: SandboxState = Depends(get_sandbox)) -> Any:
-    early, account, _ = await _gate(state, request, "media")
+    """Status reads have their own fault operation, `video_status`, so a test can fail the
+    poll after an upload went through."""
+    early, account, _ = await _gate(state, request, "video_status")
     if early is not None:
         return early
     assert account is not None
