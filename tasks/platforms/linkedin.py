@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, time, timedelta
 from typing import Any, ClassVar
 from urllib.parse import quote
@@ -486,17 +486,21 @@ class LinkedInAdapter:
     ) -> str:
         """Read one part off the stream and PUT it; its ETag is the part's id for finalize.
         The upload URL is pre-signed (the docs' example sends no Authorization), so the
-        token never goes to it."""
+        token never goes to it.
+
+        The part goes as a one-shot body with its Content-Length: an httpx response and its
+        stream refer to each other, so a response lives until the cycle collector runs, and
+        with `content=bytes` it would keep its 4 MB part alive that long (measured: 8 parts,
+        32 MB, after 23 uploads). A spent generator lets go of the part at once."""
         data = await stream.read_part(length)
         if len(data) != length:
             raise TransientError(
                 "The video is shorter than its declared size", code="media_size_mismatch"
             )
+        headers = {"Content-Type": "application/octet-stream", "Content-Length": str(length)}
         try:
             async with asyncio.timeout_at(deadline):
-                response = await self.http.put(
-                    url, content=data, headers={"Content-Type": "application/octet-stream"}
-                )
+                response = await self.http.put(url, content=_once(data), headers=headers)
         except TimeoutError:
             raise TransientError(
                 "LinkedIn video upload did not finish in time", code="media_timeout"
@@ -567,6 +571,10 @@ class LinkedInAdapter:
         if response.status_code != 200:
             raise _error(response, publish=False)
         return response
+
+
+async def _once(data: bytes) -> AsyncIterator[bytes]:
+    yield data
 
 
 def _still_processing(urn: str) -> TransientError:
