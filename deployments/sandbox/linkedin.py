@@ -443,14 +443,14 @@ async def video_action(request: Request, state: SandboxState = Depends(get_sandb
     action = request.query_params.get("action")
     body = await request.json()
     if action == "initializeUpload":
-        return await _initialize_video(state, request, account, body)
+        return await _initialize_video(state, request, account=account, body=body)
     if action == "finalizeUpload":
-        return await _finalize_video(state, account, body)
+        return await _finalize_video(state, account=account, body=body)
     return _error(400, "ILLEGAL_ARGUMENT", "action=initializeUpload or finalizeUpload is required")
 
 
 async def _initialize_video(
-    state: SandboxState, request: Request, account: SandboxAccount, body: dict[str, Any]
+    state: SandboxState, request: Request, *, account: SandboxAccount, body: dict[str, Any]
 ) -> Any:
     init = body.get("initializeUploadRequest") or {}
     owner = init.get("owner")
@@ -503,7 +503,7 @@ async def _initialize_video(
 
 
 async def _finalize_video(
-    state: SandboxState, account: SandboxAccount, body: dict[str, Any]
+    state: SandboxState, *, account: SandboxAccount, body: dict[str, Any]
 ) -> Any:
     final = body.get("finalizeUploadRequest") or {}
     urn = str(final.get("video", ""))

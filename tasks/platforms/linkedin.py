@@ -442,7 +442,7 @@ class LinkedInAdapter:
             init = await self._rest_action(
                 account,
                 "/rest/videos?action=initializeUpload",
-                {
+                body={
                     "initializeUploadRequest": {
                         "owner": self.author_urn(account),
                         "fileSizeBytes": size,
@@ -471,7 +471,7 @@ class LinkedInAdapter:
         await self._rest_action(
             account,
             "/rest/videos?action=finalizeUpload",
-            {
+            body={
                 "finalizeUploadRequest": {
                     "video": urn,
                     "uploadToken": token,
@@ -559,7 +559,7 @@ class LinkedInAdapter:
             status = None
 
     async def _rest_action(
-        self, account: AccountContext, path_and_query: str, body: dict[str, Any]
+        self, account: AccountContext, path_and_query: str, *, body: dict[str, Any]
     ) -> httpx.Response:
         """POST a Rest.li action (initializeUpload, finalizeUpload); 200 or a PlatformError."""
         try:

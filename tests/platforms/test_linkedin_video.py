@@ -116,7 +116,7 @@ def _video(sandbox: SandboxHandle, size: int, *, status: int = 200) -> MediaItem
 
 
 async def _processing_takes(
-    http: httpx.AsyncClient, sandbox: SandboxHandle, seconds: float
+    http: httpx.AsyncClient, sandbox: SandboxHandle, *, seconds: float
 ) -> None:
     answer = await http.post(
         f"{sandbox.base_url}/_sandbox/processing", json={"platform": "linkedin", "seconds": seconds}
@@ -209,7 +209,7 @@ async def test_processing_spanning_attempts_resumes_without_uploading_again(
     sandbox, recorded
 ) -> None:
     http, exchanges = recorded
-    await _processing_takes(http, sandbox, 600)
+    await _processing_takes(http, sandbox, seconds=600)
     account = sandbox_account(sandbox, "linkedin")
     stored = StoredState()
     content = PostContent(text="still encoding", media=[_video(sandbox, 200_000)])
@@ -239,7 +239,7 @@ async def test_polling_never_runs_past_the_attempts_deadline(sandbox, recorded) 
     """A 1 s attempt polling every 0.3 s reads the status at most 1 + 1/0.3 times, then ends
     transient: it does not wait for LinkedIn past its own deadline."""
     http, exchanges = recorded
-    await _processing_takes(http, sandbox, 600)
+    await _processing_takes(http, sandbox, seconds=600)
     account = sandbox_account(sandbox, "linkedin")
     adapter = _adapter(sandbox, http, attempt_seconds=1.0, video_poll_seconds=0.3)
     content = PostContent(text="slow to encode", media=[_video(sandbox, 200_000)])
@@ -357,7 +357,7 @@ def _headers(token: str) -> dict[str, str]:
     }
 
 
-async def _initialize(http: httpx.AsyncClient, sandbox: SandboxHandle, size: int) -> dict:
+async def _initialize(http: httpx.AsyncClient, sandbox: SandboxHandle, *, size: int) -> dict:
     account = sandbox_account(sandbox, "linkedin")
     answer = await http.post(
         f"{sandbox.url('linkedin')}/rest/videos?action=initializeUpload",
@@ -376,7 +376,7 @@ async def _initialize(http: httpx.AsyncClient, sandbox: SandboxHandle, size: int
 
 
 async def _finalize(
-    http: httpx.AsyncClient, sandbox: SandboxHandle, value: dict, part_ids: list[str]
+    http: httpx.AsyncClient, sandbox: SandboxHandle, *, value: dict, part_ids: list[str]
 ) -> httpx.Response:
     return await http.post(
         f"{sandbox.url('linkedin')}/rest/videos?action=finalizeUpload",
@@ -395,7 +395,7 @@ async def test_sandbox_sets_4_mb_part_boundaries_and_refuses_wrong_or_missing_pa
     sandbox, http
 ) -> None:
     size = VIDEO_PART_BYTES + 100_000
-    value = await _initialize(http, sandbox, size)
+    value = await _initialize(http, sandbox, size=size)
     ranges = [(p["firstByte"], p["lastByte"]) for p in value["uploadInstructions"]]
     assert ranges == [(0, VIDEO_PART_BYTES - 1), (VIDEO_PART_BYTES, size - 1)]
     first, second = value["uploadInstructions"]
@@ -403,22 +403,24 @@ async def test_sandbox_sets_4_mb_part_boundaries_and_refuses_wrong_or_missing_pa
     assert short.status_code == 400
     put = await http.put(first["uploadUrl"], content=bytes(VIDEO_PART_BYTES), timeout=10)
     assert put.status_code == 200 and put.headers["etag"]
-    missing = await _finalize(http, sandbox, value, [put.headers["etag"]])
+    missing = await _finalize(http, sandbox, value=value, part_ids=[put.headers["etag"]])
     assert missing.status_code == 400 and missing.json()["status"] == 400
     assert "not uploaded" in missing.json()["message"]
     put_two = await http.put(second["uploadUrl"], content=bytes(100_000))
-    wrong = await _finalize(http, sandbox, value, [put_two.headers["etag"], put.headers["etag"]])
+    one, two = put.headers["etag"], put_two.headers["etag"]
+    wrong = await _finalize(http, sandbox, value=value, part_ids=[two, one])
     assert wrong.status_code == 400 and "do not match" in wrong.json()["message"]
-    right = await _finalize(http, sandbox, value, [put.headers["etag"], put_two.headers["etag"]])
+    right = await _finalize(http, sandbox, value=value, part_ids=[one, two])
     assert right.status_code == 200
 
 
 async def test_sandbox_refuses_a_post_naming_a_video_not_yet_available(sandbox, http) -> None:
-    await _processing_takes(http, sandbox, 600)
-    value = await _initialize(http, sandbox, 100_000)
+    await _processing_takes(http, sandbox, seconds=600)
+    value = await _initialize(http, sandbox, size=100_000)
     (part,) = value["uploadInstructions"]
     put = await http.put(part["uploadUrl"], content=bytes(100_000))
-    assert (await _finalize(http, sandbox, value, [put.headers["etag"]])).status_code == 200
+    finalized = await _finalize(http, sandbox, value=value, part_ids=[put.headers["etag"]])
+    assert finalized.status_code == 200
     body = {
         "author": "urn:li:person:8675309",
         "commentary": "too early",
