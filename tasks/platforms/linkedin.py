@@ -75,10 +75,12 @@ RECONCILE_MAX_PAGES = 10
 #: which "returns to normal automatically" (learn.microsoft.com/.../api-guide/concepts/
 #: rate-limits); LinkedIn states no reset for it, so try again after this.
 SHORT_THROTTLE_WAIT = timedelta(minutes=5)
-#: How long one publish attempt may take, from its start: inside the 30 s Cloud Tasks dispatch
-#: deadline (TASKS_DISPATCH_DEADLINE_SECONDS) with room left for the post itself. Waiting for
-#: video processing stops before it; the next attempt resumes from the stored video urn.
-ATTEMPT_SECONDS = 25.0
+#: How long one publish attempt may take, from its start, unless told: twice the media fetch
+#: deadline (MEDIA_FETCH_DEADLINE_SECONDS is half the dispatch deadline by design, 15 of 30 s)
+#: less this margin for the post itself, so 25 s by default, and it grows with the fetch
+#: deadline when both deadlines are raised for long videos. Waiting for video processing stops
+#: before it; the next attempt resumes from the stored video urn.
+ATTEMPT_MARGIN_SECONDS = 5.0
 #: Between two looks at a video LinkedIn is still processing, within one attempt.
 VIDEO_POLL_SECONDS = 2.0
 #: When the next attempt should look again at a video still processing.
@@ -99,16 +101,18 @@ class LinkedInAdapter:
         client_secret: str = "",
         oauth_base_url: str | None = None,
         media_policy: MediaPolicy | None = None,
-        attempt_seconds: float = ATTEMPT_SECONDS,
+        attempt_seconds: float | None = None,
         video_poll_seconds: float = VIDEO_POLL_SECONDS,
         **_options: Any,
     ) -> None:
         self.http = http
-        #: The attempt's time budget and the pause between processing polls (tests shorten).
-        self.attempt_seconds = attempt_seconds
-        self.video_poll_seconds = video_poll_seconds
         #: Where media may be fetched from (production's rules unless told otherwise).
         self.media_policy = media_policy or MediaPolicy()
+        #: The attempt's time budget and the pause between processing polls (tests shorten).
+        if attempt_seconds is None:
+            attempt_seconds = 2 * self.media_policy.deadline_seconds - ATTEMPT_MARGIN_SECONDS
+        self.attempt_seconds = attempt_seconds
+        self.video_poll_seconds = video_poll_seconds
         self.base_url = base_url.rstrip("/")
         self.version = version
         self.client_id = client_id
