@@ -62,7 +62,6 @@ _BUFFERED: dict[str, frozenset[MediaKind]] = {
     "x": frozenset({"image"}),
     "bluesky": frozenset({"image", "video"}),
     "mastodon": frozenset({"image", "gif", "video"}),
-    # LinkedIn video is streamed in 4 MB parts (Videos API), so its 500 MB cap applies.
     "linkedin": frozenset({"image", "gif"}),
 }
 _ALONE: dict[str, frozenset[MediaKind]] = {
