@@ -653,6 +653,16 @@ class MediaStream:
             )
         return chunk
 
+    async def read_part(self, size: int) -> bytes:
+        """The next `size` bytes of the body (fewer only at its end, b"" past it), for uploads
+        in parts whose boundaries the platform sets (LinkedIn's byte ranges, X's APPEND
+        segments): memory stays at one part. Cap and deadline as in `read_chunk`."""
+        buffer = bytearray(self._head)
+        while len(buffer) < size and (chunk := await self.read_chunk()) is not None:
+            buffer += chunk
+        part, self._head = bytes(buffer[:size]), bytes(buffer[size:])
+        return part
+
     async def chunks(self) -> AsyncIterator[bytes]:
         """The whole body, starting with the bytes already read to sniff its type."""
         if self._head:
@@ -708,8 +718,9 @@ async def open_media(
 ) -> AsyncIterator[MediaStream]:
     """Open `url` under `policy` and `limits`; yields a checked `MediaStream`.
 
-    For uploads that go in parts (X APPEND, LinkedIn video parts): read `stream.chunks()` and
-    upload as they come, so memory stays at one part. `deadline` is an absolute
+    For uploads that go in parts (X APPEND, LinkedIn video parts): read `stream.chunks()` (or
+    `stream.read_part(size)` where the platform sets the part sizes) and upload as they come, so
+    memory stays at one part. `deadline` is an absolute
     `asyncio.get_running_loop().time()`; by default now + `policy.deadline_seconds`. It bounds
     connecting, redirects and every body read (time spent by the caller between reads counts).
     """

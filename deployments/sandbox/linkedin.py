@@ -26,10 +26,29 @@ metadata, and the OAuth refresh grant. Behaviours and where they come from:
 - 401 bodies carry serviceErrorCode 65600 invalid / 65601 REVOKED_ACCESS_TOKEN / 65602 expired
   (omniauth-linkedin-oauth2#81 quotes the 65601 body); a refused refresh token answers 400
   `invalid_grant` (nango.dev/blog/linkedin-oauth-refresh-token-invalid-grant).
+- Videos API (learn.microsoft.com/en-us/linkedin/marketing/community-management/shares/
+  videos-api): `POST /rest/videos?action=initializeUpload` {owner, fileSizeBytes,
+  uploadCaptions, uploadThumbnail} answers `value` {video, uploadToken, uploadUrlsExpireAt,
+  uploadInstructions [{uploadUrl, firstByte, lastByte}]}: 4 MB parts (4,194,304 bytes), the
+  last one shorter, one part when the file fits; files of 75 KB to 500 MB ("Video File Size
+  Specifications"). Each part is PUT to its pre-signed URL and answers an `ETag`;
+  `finalizeUpload` {video, uploadToken, uploadedPartIds = the ETags in order} answers 200;
+  `GET /rest/videos/{urn}` reports WAITING_UPLOAD, PROCESSING, AVAILABLE or PROCESSING_FAILED
+  (with processingFailureReason). Only the video's owner may read it (the docs' 403 body).
+  Not documented, played here in LinkedIn's generic error shape (…/api-guide/concepts/
+  error-handling: `message`, `serviceErrorCode`, `status`): the answer to a finalize whose
+  parts are wrong or missing (400), to a part of the wrong length (400), and to a post naming a
+  video that is not AVAILABLE (400 INVALID_CONTENT, as for images; the docs imply it by
+  telling to wait for AVAILABLE before referencing a video).
+  Test controls: processing lasts `POST /_sandbox/processing {"platform": "linkedin",
+  "seconds": N}` on the sandbox clock (`/_sandbox/clock`), 0 by default; an `invalid_content`
+  fault with operation `processing` makes the next finalized video end PROCESSING_FAILED;
+  faults with operation `video_status` hit the status reads only.
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import re
 import secrets
@@ -68,6 +87,11 @@ _HASHTAG = re.compile(r"#\w+")
 _MENTION = re.compile(r"@\[([^\]]*)\]\((urn:li:[^)]*)\)")
 _URL = re.compile(r"https?://\S+")
 _sequence = itertools.count(1)
+#: Videos API part size ("4 MB" parts; the docs' multi-part example ends its first part at
+#: lastByte 4194303) and file sizes (75 KB to 500 MB, taken as 10**3 / 10**6 bytes).
+VIDEO_PART_BYTES = 4 * 1024 * 1024
+VIDEO_MIN_BYTES = 75_000
+VIDEO_MAX_BYTES = 500_000_000
 
 router = APIRouter(prefix="/linkedin", tags=["linkedin"])
 
@@ -259,9 +283,15 @@ async def create_post(request: Request, state: SandboxState = Depends(get_sandbo
         return _error(422, "UNPROCESSABLE_ENTITY", message)
     content = body.get("content") or {}
     images = state.platform_extra(PLATFORM).get("images", {})
-    for image_urn in _media_ids(content):
-        if images.get(image_urn, {}).get("status") != "AVAILABLE":
-            return _error(400, "INVALID_CONTENT", f"Media {image_urn} is not available")
+    videos = state.platform_extra(PLATFORM).get("videos", {})
+    for media_urn in _media_ids(content):
+        if media_urn.startswith("urn:li:video:"):
+            video = videos.get(media_urn)
+            available = video is not None and _video_status(state, video) == "AVAILABLE"
+        else:
+            available = images.get(media_urn, {}).get("status") == "AVAILABLE"
+        if not available:
+            return _error(400, "INVALID_CONTENT", f"Media {media_urn} is not available")
     async with state.lock:
         earlier = state.find_posts(PLATFORM, author=author, commentary=commentary)
         if earlier or (fault is not None and fault.kind == "duplicate"):
@@ -377,6 +407,170 @@ async def get_image(urn: str, request: Request, state: SandboxState = Depends(ge
     if image is None:
         return _error(404, "NOT_FOUND", f"Image {urn} does not exist")
     return {"id": urn, "owner": image["owner"], "status": image["status"]}
+
+
+def _video_status(state: SandboxState, video: dict[str, Any]) -> str:
+    """WAITING_UPLOAD until finalized, then PROCESSING until its ready time on the sandbox
+    clock, then AVAILABLE (or PROCESSING_FAILED when a fault said so)."""
+    if not video["finalized"]:
+        return "WAITING_UPLOAD"
+    if video["failure_reason"]:
+        return "PROCESSING_FAILED"
+    return "AVAILABLE" if state.now() >= video["ready_at"] else "PROCESSING"
+
+
+def _video_forbidden() -> JSONResponse:
+    """The Videos API's documented 403 body (Permissions section)."""
+    message = (
+        "Accessing this video resource is forbidden. Please check your permissions for this "
+        "resource"
+    )
+    return JSONResponse({"message": message, "status": 403}, status_code=403)
+
+
+def _bad_video_request(message: str) -> JSONResponse:
+    """Undocumented refusals, in LinkedIn's generic error shape (…/concepts/error-handling)."""
+    return _error(400, "BAD_REQUEST", message, serviceErrorCode=100)
+
+
+@router.post("/rest/videos")
+async def video_action(request: Request, state: SandboxState = Depends(get_sandbox)) -> Any:
+    """`?action=initializeUpload` or `?action=finalizeUpload` (Rest.li actions, 200)."""
+    early, account, _ = await _gate(state, request, "media")
+    if early is not None:
+        return early
+    assert account is not None
+    action = request.query_params.get("action")
+    body = await request.json()
+    if action == "initializeUpload":
+        return await _initialize_video(state, request, account=account, body=body)
+    if action == "finalizeUpload":
+        return await _finalize_video(state, account=account, body=body)
+    return _error(400, "ILLEGAL_ARGUMENT", "action=initializeUpload or finalizeUpload is required")
+
+
+async def _initialize_video(
+    state: SandboxState, request: Request, *, account: SandboxAccount, body: dict[str, Any]
+) -> Any:
+    init = body.get("initializeUploadRequest") or {}
+    owner = init.get("owner")
+    if owner not in _author_urns(account):
+        return _video_forbidden()
+    size = init.get("fileSizeBytes")
+    if not isinstance(size, int) or not VIDEO_MIN_BYTES <= size <= VIDEO_MAX_BYTES:
+        return _bad_video_request(
+            f"fileSizeBytes must be between {VIDEO_MIN_BYTES} and {VIDEO_MAX_BYTES}"
+        )
+    video_id = f"D4E10AQ{secrets.token_hex(8)}"
+    urn = f"urn:li:video:{video_id}"
+    ranges = [
+        (first, min(first + VIDEO_PART_BYTES, size) - 1)
+        for first in range(0, size, VIDEO_PART_BYTES)
+    ]
+    # The docs' single-part example has an empty uploadToken; a multi-part upload gets one.
+    token = secrets.token_urlsafe(12) if len(ranges) > 1 else ""
+    base = str(request.base_url).rstrip("/")
+    async with state.lock:
+        state.platform_extra(PLATFORM).setdefault("videos", {})[urn] = {
+            "id": video_id,
+            "owner": owner,
+            "size": size,
+            "token": token,
+            "parts": [{"first": a, "last": b, "etag": None} for a, b in ranges],
+            "finalized": False,
+            "ready_at": None,
+            "failure_reason": "",
+        }
+    expires = int((state.now() + timedelta(days=1)).timestamp() * 1000)
+    instructions = [
+        {
+            "uploadUrl": f"{base}/linkedin/_video_upload/{video_id}/{index}",
+            "firstByte": first,
+            "lastByte": last,
+        }
+        for index, (first, last) in enumerate(ranges)
+    ]
+    return {
+        "value": {
+            "uploadUrlsExpireAt": expires,
+            "video": urn,
+            "uploadInstructions": instructions,
+            "uploadToken": token,
+            "thumbnailUploadUrl": "",
+            "captionsUploadUrl": "",
+        }
+    }
+
+
+async def _finalize_video(
+    state: SandboxState, *, account: SandboxAccount, body: dict[str, Any]
+) -> Any:
+    final = body.get("finalizeUploadRequest") or {}
+    urn = str(final.get("video", ""))
+    extra = state.platform_extra(PLATFORM)
+    async with state.lock:
+        video = extra.get("videos", {}).get(urn)
+        if video is None:
+            return _error(404, "NOT_FOUND", f"Video {urn} does not exist")
+        if video["owner"] not in _author_urns(account):
+            return _video_forbidden()
+        if str(final.get("uploadToken", "")) != video["token"]:
+            return _bad_video_request("uploadToken does not match the upload")
+        uploaded = [part["etag"] for part in video["parts"]]
+        if None in uploaded:
+            missing = [i for i, etag in enumerate(uploaded) if etag is None]
+            return _bad_video_request(f"Parts {missing} of {urn} were not uploaded")
+        if final.get("uploadedPartIds") != uploaded:
+            return _bad_video_request("uploadedPartIds do not match the uploaded parts")
+        failing = any(p["operation"] == "processing" for p in state.faults.pending(PLATFORM))
+        fault = state.faults.take(PLATFORM, "processing") if failing else None
+        if fault is not None and fault.kind == "invalid_content":
+            video["failure_reason"] = "Video processing failed"
+        delay = float(extra.get("processing_seconds", 0.0))
+        video["finalized"] = True
+        video["ready_at"] = state.now() + timedelta(seconds=delay)
+    return Response(status_code=200)
+
+
+@router.put("/_video_upload/{video_id}/{index}")
+async def upload_video_part(
+    video_id: str, index: int, request: Request, state: SandboxState = Depends(get_sandbox)
+) -> Any:
+    """A pre-signed part URL: no token needed; the body must be exactly the part's range."""
+    data = await request.body()
+    async with state.lock:
+        video = state.platform_extra(PLATFORM).get("videos", {}).get(f"urn:li:video:{video_id}")
+        if video is None or not 0 <= index < len(video["parts"]) or video["finalized"]:
+            return _error(404, "NOT_FOUND", "Unknown upload")
+        part = video["parts"][index]
+        expected = part["last"] - part["first"] + 1
+        if len(data) != expected:
+            return _bad_video_request(f"Part {index} must be {expected} bytes, got {len(data)}")
+        digest = hashlib.sha256(data).hexdigest()[:32]
+        part["etag"] = f"/ambry-video/signedId/{video_id}-{index}-{digest}"
+    return Response(status_code=200, headers={"ETag": part["etag"]})
+
+
+@router.get("/rest/videos/{urn}")
+async def get_video(urn: str, request: Request, state: SandboxState = Depends(get_sandbox)) -> Any:
+    """Status reads have their own fault operation, `video_status`, so a test can fail the
+    poll after an upload went through."""
+    early, account, _ = await _gate(state, request, "video_status")
+    if early is not None:
+        return early
+    assert account is not None
+    video = state.platform_extra(PLATFORM).get("videos", {}).get(urn)
+    if video is None:
+        return _error(404, "NOT_FOUND", f"Video {urn} does not exist")
+    if video["owner"] not in _author_urns(account):
+        return _video_forbidden()
+    status = _video_status(state, video)
+    answer: dict[str, Any] = {"id": urn, "owner": video["owner"], "status": status}
+    if status == "PROCESSING_FAILED":
+        answer["processingFailureReason"] = video["failure_reason"]
+    if status == "AVAILABLE":
+        answer.update({"duration": 3000, "aspectRatioWidth": 16, "aspectRatioHeight": 9})
+    return answer
 
 
 def _social_metadata(state: SandboxState, post: dict[str, Any]) -> dict[str, Any]:

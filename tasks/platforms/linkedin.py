@@ -8,12 +8,27 @@ member's posts and social metadata need `r_member_social`, "(Restricted) … a p
 permission" (learn.microsoft.com/.../shares/posts-api). So for member (person) authors the
 adapter never uses the author finder or socialMetadata: a lost answer is settled by re-posting
 (the DUPLICATE_POST check above), and member metrics are reported as unavailable.
+
+Video goes through the Videos API (learn.microsoft.com/en-us/linkedin/marketing/
+community-management/shares/videos-api): `initializeUpload` with the file size → PUT each byte
+range of `uploadInstructions` (4 MB parts) and keep each answer's ETag → `finalizeUpload` with
+the ETags in order → `GET /rest/videos/{urn}` until AVAILABLE → the post names the video urn.
+The file is streamed from the media fetcher part by part (up to 500 MB, never held whole). The
+urn is stored in the platform state once finalized, so processing that outlasts one attempt is
+polled again by the next one instead of uploading again; polling stops before the attempt's
+deadline with a transient error. PROCESSING_FAILED is permanent.
+
+Link previews (article posts) are not sent: LinkedIn's Article Post API "does not support url
+scraping", the post must carry the article's title, description and thumbnail itself
+(learn.microsoft.com/.../advertising-targeting/version/article-ads-integrations), and the
+scheduling API carries none of them. A URL in the text stays a plain link.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, time, timedelta
 from typing import Any, ClassVar
 from urllib.parse import quote
@@ -21,9 +36,18 @@ from urllib.parse import quote
 import httpx
 
 from models.settings import DEFAULT_LINKEDIN_VERSION
-from tasks.media import FetchedMedia, MediaPolicy, fetch_platform_media
+from tasks.media import (
+    FetchedMedia,
+    MediaLimits,
+    MediaPolicy,
+    MediaStream,
+    fetch_platform_media,
+    media_kind,
+    open_media,
+)
 from tasks.platforms.base import (
     AccountContext,
+    MediaItem,
     MetricCounts,
     NeedsReconnectError,
     PermanentError,
@@ -51,6 +75,16 @@ RECONCILE_MAX_PAGES = 10
 #: which "returns to normal automatically" (learn.microsoft.com/.../api-guide/concepts/
 #: rate-limits); LinkedIn states no reset for it, so try again after this.
 SHORT_THROTTLE_WAIT = timedelta(minutes=5)
+#: How long one publish attempt may take, from its start, unless told: twice the media fetch
+#: deadline (MEDIA_FETCH_DEADLINE_SECONDS is half the dispatch deadline by design, 15 of 30 s)
+#: less this margin for the post itself, so 25 s by default, and it grows with the fetch
+#: deadline when both deadlines are raised for long videos. Waiting for video processing stops
+#: before it; the next attempt resumes from the stored video urn.
+ATTEMPT_MARGIN_SECONDS = 5.0
+#: Between two looks at a video LinkedIn is still processing, within one attempt.
+VIDEO_POLL_SECONDS = 2.0
+#: When the next attempt should look again at a video still processing.
+VIDEO_PROCESSING_RETRY = timedelta(seconds=30)
 
 
 class LinkedInAdapter:
@@ -67,11 +101,18 @@ class LinkedInAdapter:
         client_secret: str = "",
         oauth_base_url: str | None = None,
         media_policy: MediaPolicy | None = None,
+        attempt_seconds: float | None = None,
+        video_poll_seconds: float = VIDEO_POLL_SECONDS,
         **_options: Any,
     ) -> None:
         self.http = http
         #: Where media may be fetched from (production's rules unless told otherwise).
         self.media_policy = media_policy or MediaPolicy()
+        #: The attempt's time budget and the pause between processing polls (tests shorten).
+        if attempt_seconds is None:
+            attempt_seconds = 2 * self.media_policy.deadline_seconds - ATTEMPT_MARGIN_SECONDS
+        self.attempt_seconds = attempt_seconds
+        self.video_poll_seconds = video_poll_seconds
         self.base_url = base_url.rstrip("/")
         self.version = version
         self.client_id = client_id
@@ -130,19 +171,29 @@ class LinkedInAdapter:
             "isReshareDisabledByAuthor": False,
         }
         check_media_support(self.platform, content.media)
-        # Fetched before the first upload: a media failure raises MediaFetchError (transient)
-        # and the post is never created without its media.
-        fetched = await fetch_platform_media(
-            [(item.url, item.mime_type) for item in content.media],
-            platform=self.platform,
-            policy=self.media_policy,
-        )
-        if fetched:
-            images = [await self._upload_image(account=account, media=m) for m in fetched]
-            if len(images) == 1:
-                body["content"] = {"media": {"id": images[0]}}
-            else:
-                body["content"] = {"multiImage": {"images": [{"id": i} for i in images]}}
+        deadline = asyncio.get_running_loop().time() + self.attempt_seconds
+        video = next((m for m in content.media if media_kind(m.mime_type) == "video"), None)
+        if video is not None:
+            # A video is its post's one media item (media_support); the post names it only
+            # once LinkedIn reports it AVAILABLE, else this raises and nothing is posted.
+            urn = await self._prepare_video(
+                account=account, item=video, state=state, deadline=deadline
+            )
+            body["content"] = {"media": {"id": urn}}
+        else:
+            # Fetched before the first upload: a media failure raises MediaFetchError
+            # (transient) and the post is never created without its media.
+            fetched = await fetch_platform_media(
+                [(item.url, item.mime_type) for item in content.media],
+                platform=self.platform,
+                policy=self.media_policy,
+            )
+            if fetched:
+                images = [await self._upload_image(account=account, media=m) for m in fetched]
+                if len(images) == 1:
+                    body["content"] = {"media": {"id": images[0]}}
+                else:
+                    body["content"] = {"multiImage": {"images": [{"id": i} for i in images]}}
         await state.save(
             publish_started_at=state.get("publish_started_at") or datetime.now(UTC).isoformat()
         )
@@ -348,6 +399,211 @@ class LinkedInAdapter:
         if put.status_code not in (200, 201):
             raise _error(put, publish=False)
         return str(value["image"])
+
+    # ------------------------------------------------------------------ video
+    async def _prepare_video(
+        self, *, account: AccountContext, item: MediaItem, state: PlatformState, deadline: float
+    ) -> str:
+        """The urn of this post's video, AVAILABLE on LinkedIn.
+
+        A urn stored by an earlier attempt of this target (a post's media never change once
+        scheduled) is looked at first: still PROCESSING, it is only polled again; AVAILABLE, it
+        is used as is; PROCESSING_FAILED fails again. One LinkedIn no longer knows, or whose
+        upload was never finalized (WAITING_UPLOAD), is uploaded afresh.
+        """
+        stored = state.get("video_urn")
+        if isinstance(stored, str):
+            status = await self._video_status(account, stored)
+            if status is not None and status[0] != "WAITING_UPLOAD":
+                await self._wait_available(account, stored, deadline=deadline, known=status)
+                return stored
+        urn = await self._upload_video(account=account, item=item, deadline=deadline)
+        # Stored before any wait: an attempt that ends while LinkedIn processes leaves the next
+        # one only the polling to do.
+        await state.save(video_urn=urn)
+        await self._wait_available(account, urn, deadline=deadline)
+        return urn
+
+    async def _upload_video(
+        self, *, account: AccountContext, item: MediaItem, deadline: float
+    ) -> str:
+        """initializeUpload → PUT each byte range as it is read from the media stream (ETags
+        kept in order) → finalizeUpload. Returns the video urn. Fetching and uploading share
+        the media fetcher's deadline, itself inside the attempt's."""
+        loop = asyncio.get_running_loop()
+        limits = MediaLimits.for_platform(self.platform, item.mime_type, buffered=False)
+        fetch_deadline = min(deadline, loop.time() + self.media_policy.deadline_seconds)
+        async with open_media(
+            item.url, policy=self.media_policy, limits=limits, deadline=fetch_deadline
+        ) as stream:
+            size = stream.declared_length or item.size_bytes
+            if not size:
+                raise PermanentError(
+                    "LinkedIn needs a video's size before its upload: the media server sent "
+                    "no Content-Length and no sizeBytes was registered",
+                    code="media_size_unknown",
+                )
+            init = await self._rest_action(
+                account,
+                "/rest/videos?action=initializeUpload",
+                body={
+                    "initializeUploadRequest": {
+                        "owner": self.author_urn(account),
+                        "fileSizeBytes": size,
+                        "uploadCaptions": False,
+                        "uploadThumbnail": False,
+                    }
+                },
+            )
+            try:
+                value = init.json()["value"]
+                urn = str(value["video"])
+                token = str(value.get("uploadToken") or "")
+                parts = _upload_ranges(value["uploadInstructions"], size=size)
+            except (ValueError, KeyError, TypeError) as exc:
+                raise TransientError(
+                    f"LinkedIn's initializeUpload answer is unusable: {exc!r}", code="video_init"
+                ) from exc
+            etags = [
+                await self._upload_part(stream, url=url, length=length, deadline=fetch_deadline)
+                for url, length in parts
+            ]
+            if await stream.read_part(1):
+                raise TransientError(
+                    "The video is longer than its declared size", code="media_size_mismatch"
+                )
+        await self._rest_action(
+            account,
+            "/rest/videos?action=finalizeUpload",
+            body={
+                "finalizeUploadRequest": {
+                    "video": urn,
+                    "uploadToken": token,
+                    "uploadedPartIds": etags,
+                }
+            },
+        )
+        return urn
+
+    async def _upload_part(
+        self, stream: MediaStream, *, url: str, length: int, deadline: float
+    ) -> str:
+        """Read one part off the stream and PUT it; its ETag is the part's id for finalize.
+        The upload URL is pre-signed (the docs' example sends no Authorization), so the
+        token never goes to it.
+
+        The part goes as a one-shot body with its Content-Length: an httpx response and its
+        stream refer to each other, so a response lives until the cycle collector runs, and
+        with `content=bytes` it would keep its 4 MB part alive that long (measured: 8 parts,
+        32 MB, after 23 uploads). A spent generator lets go of the part at once."""
+        data = await stream.read_part(length)
+        if len(data) != length:
+            raise TransientError(
+                "The video is shorter than its declared size", code="media_size_mismatch"
+            )
+        headers = {"Content-Type": "application/octet-stream", "Content-Length": str(length)}
+        try:
+            async with asyncio.timeout_at(deadline):
+                response = await self.http.put(url, content=_once(data), headers=headers)
+        except TimeoutError:
+            raise TransientError(
+                "LinkedIn video upload did not finish in time", code="media_timeout"
+            ) from None
+        except httpx.HTTPError as exc:
+            raise TransientError(f"LinkedIn video upload failed in transit: {exc!r}") from exc
+        if response.status_code not in (200, 201):
+            raise _error(response, publish=False)
+        etag = response.headers.get("etag", "").strip().strip('"')
+        if not etag:
+            raise TransientError("LinkedIn answered a video part without an ETag", code="etag")
+        return etag
+
+    async def _video_status(self, account: AccountContext, urn: str) -> tuple[str, str] | None:
+        """(status, processingFailureReason) of a video, None when LinkedIn does not know it."""
+        try:
+            response = await self._get(f"/rest/videos/{quote(urn, safe='')}", account=account)
+        except PermanentError as exc:
+            if exc.code in ("404", "NOT_FOUND"):
+                return None
+            raise
+        body = response.json()
+        return str(body.get("status") or ""), str(body.get("processingFailureReason") or "")
+
+    async def _wait_available(
+        self,
+        account: AccountContext,
+        urn: str,
+        *,
+        deadline: float,
+        known: tuple[str, str] | None = None,
+    ) -> None:
+        """Poll until AVAILABLE, never past `deadline`: then the attempt ends transient (the
+        urn is already stored). PROCESSING_FAILED is permanent: the same file would fail
+        again."""
+        loop = asyncio.get_running_loop()
+        status = known
+        while True:
+            if status is None:
+                if loop.time() >= deadline:
+                    raise _still_processing(urn)
+                status = await self._video_status(account, urn)
+                if status is None:
+                    raise TransientError(f"LinkedIn does not know video {urn}", code="video_gone")
+            phase, reason = status
+            if phase == "AVAILABLE":
+                return
+            if phase == "PROCESSING_FAILED":
+                raise PermanentError(
+                    f"LinkedIn could not process the video: {reason or 'PROCESSING_FAILED'}",
+                    code="video_processing_failed",
+                )
+            if loop.time() + self.video_poll_seconds > deadline:
+                raise _still_processing(urn)
+            await asyncio.sleep(self.video_poll_seconds)
+            status = None
+
+    async def _rest_action(
+        self, account: AccountContext, path_and_query: str, *, body: dict[str, Any]
+    ) -> httpx.Response:
+        """POST a Rest.li action (initializeUpload, finalizeUpload); 200 or a PlatformError."""
+        try:
+            response = await self.http.post(
+                f"{self.base_url}{path_and_query}", json=body, headers=self._headers(account)
+            )
+        except httpx.HTTPError as exc:
+            raise TransientError(f"LinkedIn {path_and_query} failed in transit: {exc!r}") from exc
+        if response.status_code != 200:
+            raise _error(response, publish=False)
+        return response
+
+
+async def _once(data: bytes) -> AsyncIterator[bytes]:
+    yield data
+
+
+def _still_processing(urn: str) -> TransientError:
+    return TransientError(
+        f"LinkedIn is still processing video {urn}",
+        code="media_processing",
+        retry_at=datetime.now(UTC) + VIDEO_PROCESSING_RETRY,
+    )
+
+
+def _upload_ranges(instructions: Sequence[dict[str, Any]], *, size: int) -> list[tuple[str, int]]:
+    """(uploadUrl, length) per part in byte order; the ranges must cover the file exactly, once
+    (LinkedIn sets them: 4 MB parts, the last one shorter)."""
+    ordered = sorted(instructions, key=lambda part: int(part["firstByte"]))
+    ranges: list[tuple[str, int]] = []
+    expected = 0
+    for part in ordered:
+        first, last = int(part["firstByte"]), int(part["lastByte"])
+        if first != expected or last < first:
+            raise ValueError(f"upload ranges not contiguous at byte {expected}")
+        ranges.append((str(part["uploadUrl"]), last - first + 1))
+        expected = last + 1
+    if expected != size:
+        raise ValueError(f"upload ranges cover {expected} of {size} bytes")
+    return ranges
 
 
 def _json(response: httpx.Response) -> Any:

@@ -29,8 +29,8 @@ IMPLEMENTED_KINDS: dict[str, frozenset[MediaKind]] = {
     "bluesky": frozenset({"image", "video"}),
     # Mastodon: every kind through POST /api/v2/media (mastodon.py).
     "mastodon": frozenset({"image", "gif", "video"}),
-    # LinkedIn: images and GIFs by the Images API (linkedin.py).
-    "linkedin": frozenset({"image", "gif"}),
+    # LinkedIn: images and GIFs by the Images API, a video by the Videos API (linkedin.py).
+    "linkedin": frozenset({"image", "gif", "video"}),
     # Facebook: unpublished photos attached to a feed post, a video by `/videos` `file_url`
     # (facebook.py). GIFs are refused: no Page flow documents animated photos.
     "facebook": frozenset({"image", "video"}),
