@@ -677,16 +677,8 @@ class MediaStream:
         plus one network read is held at a time, whatever the file's size."""
         if size <= 0:
             raise ValueError("part size must be positive")
-        pending = bytearray()
-        async for chunk in self.chunks():
-            pending += chunk
-            while len(pending) >= size:
-                with memoryview(pending) as view:
-                    part = bytes(view[:size])  # one copy, not a slice and then a copy
-                del pending[:size]
-                yield part
-        if pending:
-            yield bytes(pending)
+        while part := await self.read_part(size):
+            yield part
 
 
 def _log_url(url: httpx.URL | str) -> str:
