@@ -157,7 +157,9 @@ async def test_fb_exchange_token_extends_a_live_user_token(sandbox, http) -> Non
     sandbox.advance_clock(11 * DAY)  # the old token (50 + 11 days) has expired, the new one not
     error = _error(await _exchange(http, sandbox, "fb-user", **app))
     assert (error["code"], error["error_subcode"]) == (190, 463)
-    assert (await _list(http, sandbox, "facebook", "ig-f", fresh["access_token"])).status_code == 200
+    assert (
+        await _list(http, sandbox, "facebook", "ig-f", fresh["access_token"])
+    ).status_code == 200
 
 
 async def test_page_token_of_a_long_lived_user_token_never_expires(sandbox, http) -> None:
