@@ -945,7 +945,7 @@ async def inject_graph_error(
         pending = len(_injected(state))
     return {
         "pending": pending,
-        "error": spec.error(body.platform, owner="", retry_after_seconds=None).body(),
+        "body": spec.error(body.platform, owner="", retry_after_seconds=None).body(),
     }
 
 

@@ -62,7 +62,7 @@ class SandboxHandle:
     ) -> dict[str, Any]:
         """Answer the next Meta call(s) with a documented Graph error by name (`GRAPH_ERRORS`
         in deployments/sandbox/graph.py, e.g. "-1/2207001", "190/463", "613"); returns the
-        body it will answer."""
+        `error` object it will answer."""
         body: dict[str, Any] = {"platform": platform, "error": error, "count": count}
         if account is not None:
             body["account"] = account
@@ -72,7 +72,7 @@ class SandboxHandle:
             body["retryAfterSeconds"] = retry_after_seconds
         answer = self._control.post("/_sandbox/graph/errors", json=body)
         answer.raise_for_status()
-        return answer.json()["error"]
+        return answer.json()["body"]["error"]
 
     def clear_faults(self) -> None:
         self._control.delete("/_sandbox/faults").raise_for_status()
