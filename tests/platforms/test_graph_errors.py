@@ -1,5 +1,7 @@
 """Graph error classification: real Graph error bodies → the shared taxonomy, usage headers →
-retry_at, and every sandbox fault round-tripped through the classifier over HTTP."""
+retry_at, every sandbox fault round-tripped through the classifier over HTTP, and every
+documented Graph error injected in the sandbox (`/_sandbox/graph/errors`) driven through the
+real Instagram and Threads adapters."""
 
 from __future__ import annotations
 
