@@ -338,7 +338,8 @@ class PlatformSettings(BaseSettings):
     x_api_base_url: str = Field(default="https://api.x.com", alias="X_API_BASE_URL")
     #: Instagram API with Instagram Login lives on graph.instagram.com (its tokens work only
     #: there); an account connected through Facebook Login carries `https://graph.facebook.com`
-    #: as its own `base_url` (or set INSTAGRAM_LOGIN=facebook with this URL for all of them).
+    #: as its own `base_url`, or INSTAGRAM_LOGIN=facebook sends every account without one to
+    #: FACEBOOK_API_BASE_URL (Facebook Login tokens work only there).
     instagram_api_base_url: str = Field(
         default="https://graph.instagram.com", alias="INSTAGRAM_API_BASE_URL"
     )

@@ -15,6 +15,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from deployments.sandbox.core import FAULT_KINDS, SandboxState, get_sandbox
+from deployments.sandbox.graph import control_router as graph_control_router
 
 logger = logging.getLogger(__name__)
 
@@ -194,6 +195,7 @@ def create_sandbox_app() -> FastAPI:
     state = SandboxState()
     app.state.sandbox = state
     app.include_router(_control_router())
+    app.include_router(graph_control_router)
     for name in PLATFORM_MODULES:
         try:
             module = importlib.import_module(f"deployments.sandbox.{name}")
@@ -202,6 +204,10 @@ def create_sandbox_app() -> FastAPI:
                 raise
             logger.info("sandbox platform %s not present yet", name)
             continue
+        # A module may also serve part of another host (Instagram's Facebook Login edges on
+        # graph.facebook.com): those routers go first, and match only their own nodes.
+        for extra in getattr(module, "extra_routers", ()):
+            app.include_router(extra)
         router = getattr(module, "router", None)
         if isinstance(router, APIRouter):
             app.include_router(router)

@@ -114,6 +114,9 @@ class SandboxAccount:
     external_id: str
     handle: str
     extra: dict[str, Any] = field(default_factory=dict)
+    #: On the sandbox clock: where the age of the account's first token counts from (Meta
+    #: refreshes only tokens at least 24 h old, deployments/sandbox/graph.py).
+    registered_at: datetime | None = None
 
 
 class SandboxState:
@@ -176,7 +179,9 @@ class SandboxState:
         refresh_token: str | None = None,
         extra: dict[str, Any] | None = None,
     ) -> SandboxAccount:
-        account = SandboxAccount(platform, external_id, handle, dict(extra or {}))
+        account = SandboxAccount(
+            platform, external_id, handle, dict(extra or {}), registered_at=self.now()
+        )
         self.accounts.setdefault(platform, {})[external_id] = account
         self.access_tokens.setdefault(platform, {})[access_token] = external_id
         if refresh_token:

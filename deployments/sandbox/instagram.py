@@ -11,6 +11,15 @@ Behaviour worth knowing in tests:
   `double_publish: true`: real Instagram risks exactly that, so a test can see a double publish
   as two recorded posts instead of the sandbox hiding it.
 - Fault operations: `container`, `status`, `publish`, `lookup`, `metrics`, `limit`, `refresh`.
+- Two hosts, as on Meta ("API requests are sent to one of two Meta host URLs": graph.instagram.com
+  for Instagram Login, graph.facebook.com for Facebook Login; developers.facebook.com/
+  documentation/instagram-platform/reference): the edges below are served under `/instagram`
+  (graph.instagram.com) for accounts registered with Instagram Login tokens (the default), and
+  under `/facebook` (graph.facebook.com, `facebook_host`) for accounts registered with
+  `extra={"login": "facebook"}`, whose user and Page tokens only that host takes. A token on the
+  other host gets 190 "Cannot parse access token" (deployments/sandbox/graph.py `authorize`).
+  graph.facebook.com also serves `oauth/access_token` (`fb_exchange_token`) and `me/accounts`
+  (Page tokens); `refresh_access_token` (`ig_refresh_token`) exists on graph.instagram.com only.
 """
 
 from __future__ import annotations
@@ -19,6 +28,8 @@ from datetime import timedelta
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
+from starlette.routing import Match
+from starlette.types import Scope
 
 from deployments.sandbox.core import SandboxState, fault_delay, get_sandbox
 from deployments.sandbox.graph import (
@@ -31,11 +42,13 @@ from deployments.sandbox.graph import (
     container_status,
     containers,
     cursor_page,
+    fb_exchange_token,
     graph_params,
     graph_time,
     insights_answer,
     media_nodes,
     new_container,
+    page_tokens,
     refresh_long_lived,
     refuse_carousel_item,
     shortcode,
@@ -62,6 +75,56 @@ INSIGHT_METRICS: tuple[str, ...] = (
 router = APIRouter(prefix=f"/{PLATFORM}", route_class=GraphRoute, tags=["instagram sandbox"])
 
 
+def served_host(request: Request) -> str:
+    """Which Meta host this call came to: "facebook" (graph.facebook.com) or "instagram"."""
+    return "facebook" if request.url.path.startswith("/facebook/") else PLATFORM
+
+
+class FacebookHostRoute(GraphRoute):
+    """An Instagram edge on graph.facebook.com: matches only Instagram nodes (accounts,
+    containers, media), so the Page routes of the same shape (deployments/sandbox/facebook.py,
+    mounted after this) answer for everything else."""
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        match, child = super().matches(scope)
+        if match is Match.NONE:
+            return match, child
+        params = child.get("path_params", {})
+        node = params.get("user_id") or params.get("node_id") or params.get("media_id")
+        if node is None:
+            return match, child
+        state: SandboxState = scope["app"].state.sandbox
+        known = (
+            state.account(PLATFORM, node) is not None
+            or node in containers(state, PLATFORM)
+            or node in media_nodes(state, PLATFORM)
+        )
+        return (match, child) if known else (Match.NONE, {})
+
+
+#: graph.facebook.com's Instagram (Facebook Login) side; `app.py` mounts it before the Pages.
+facebook_host = APIRouter(
+    prefix="/facebook", route_class=FacebookHostRoute, tags=["instagram sandbox (Facebook Login)"]
+)
+extra_routers: tuple[APIRouter, ...] = (facebook_host,)
+
+
+@facebook_host.get("/{version}/oauth/access_token")
+async def exchange_token(
+    version: str, request: Request, state: SandboxState = Depends(get_sandbox)
+) -> dict[str, Any]:
+    check_version(version)
+    return await fb_exchange_token(request, state)
+
+
+@facebook_host.get("/{version}/me/accounts")
+async def my_pages(
+    version: str, request: Request, state: SandboxState = Depends(get_sandbox)
+) -> dict[str, Any]:
+    check_version(version)
+    return await page_tokens(request, state, platform=PLATFORM)
+
+
 def _recent_posts(state: SandboxState, owner: str) -> list[dict[str, Any]]:
     since = state.now() - timedelta(seconds=QUOTA_SECONDS)
     return [
@@ -85,7 +148,13 @@ async def create_container(
     check_version(version)
     params = await graph_params(request)
     account, _ = await authorize(
-        request, state, platform=PLATFORM, params=params, operation="container", owner=user_id
+        request,
+        state,
+        platform=PLATFORM,
+        params=params,
+        operation="container",
+        owner=user_id,
+        host=served_host(request),
     )
     media_type = params.get("media_type", "IMAGE").upper()
     media_url = params.get("video_url") if media_type in ("REELS", "VIDEO") else None
@@ -129,7 +198,13 @@ async def list_media(
     check_version(version)
     params = await graph_params(request)
     await authorize(
-        request, state, platform=PLATFORM, params=params, operation="lookup", owner=user_id
+        request,
+        state,
+        platform=PLATFORM,
+        params=params,
+        operation="lookup",
+        owner=user_id,
+        host=served_host(request),
     )
     fields = wanted_fields(params, "id")
     posts = list(reversed(state.find_posts(PLATFORM, account=user_id)))
@@ -143,7 +218,13 @@ async def media_publish(
     check_version(version)
     params = await graph_params(request)
     account, fault = await authorize(
-        request, state, platform=PLATFORM, params=params, operation="publish", owner=user_id
+        request,
+        state,
+        platform=PLATFORM,
+        params=params,
+        operation="publish",
+        owner=user_id,
+        host=served_host(request),
     )
     creation_id = params.get("creation_id", "")
     async with state.lock:
@@ -194,7 +275,13 @@ async def publishing_limit(
     check_version(version)
     params = await graph_params(request)
     await authorize(
-        request, state, platform=PLATFORM, params=params, operation="limit", owner=user_id
+        request,
+        state,
+        platform=PLATFORM,
+        params=params,
+        operation="limit",
+        owner=user_id,
+        host=served_host(request),
     )
     usage = len(_recent_posts(state, user_id))
     return {
@@ -214,7 +301,12 @@ async def insights(
     check_version(version)
     params = await graph_params(request)
     account, _ = await authorize(
-        request, state, platform=PLATFORM, params=params, operation="metrics"
+        request,
+        state,
+        platform=PLATFORM,
+        params=params,
+        operation="metrics",
+        host=served_host(request),
     )
     post = media_nodes(state, PLATFORM).get(media_id)
     if post is None or post["account"] != account.external_id:
@@ -232,7 +324,12 @@ async def read_node(
     params = await graph_params(request)
     operation = "status" if node_id in containers(state, PLATFORM) else "lookup"
     account, _ = await authorize(
-        request, state, platform=PLATFORM, params=params, operation=operation
+        request,
+        state,
+        platform=PLATFORM,
+        params=params,
+        operation=operation,
+        host=served_host(request),
     )
     container = containers(state, PLATFORM).get(node_id)
     if container is not None and container["owner"] == account.external_id:
@@ -267,3 +364,16 @@ def _media_fields(post: dict[str, Any], fields: list[str]) -> dict[str, Any]:
         "comments_count": 0,
     }
     return {field: values[field] for field in ["id", *fields] if field in values}
+
+
+# The same Instagram edges on graph.facebook.com (Facebook Login). `read_node` last: its path
+# matches any node, and `FacebookHostRoute` lets the Page routes have everything not Instagram's.
+for _path, _endpoint, _method in (
+    ("/{version}/{user_id}/media", create_container, "POST"),
+    ("/{version}/{user_id}/media", list_media, "GET"),
+    ("/{version}/{user_id}/media_publish", media_publish, "POST"),
+    ("/{version}/{user_id}/content_publishing_limit", publishing_limit, "GET"),
+    ("/{version}/{media_id}/insights", insights, "GET"),
+    ("/{version}/{node_id}", read_node, "GET"),
+):
+    facebook_host.add_api_route(_path, _endpoint, methods=[_method])

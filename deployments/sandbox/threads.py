@@ -5,6 +5,10 @@ publish of a PUBLISHED container records a second post flagged `double_publish: 
 container fields are `status` / `error_message` as on Threads. Text over 500 characters is
 refused at container creation. Fault operations: `container`, `status`, `publish`, `lookup`,
 `metrics`, `refresh`.
+
+Tokens work on this host only and refresh with `th_refresh_token` when "at least 24 hours old but
+have not expired" (developers.facebook.com/docs/threads/get-started/long-lived-tokens; enforced in
+deployments/sandbox/graph.py `authorize` / `refresh_long_lived`).
 """
 
 from __future__ import annotations

@@ -249,12 +249,16 @@ class GraphClient:
         publish: bool = False,
         versioned: bool = True,
         token_in_query: bool = False,
+        omit_token: bool = False,
     ) -> dict[str, Any]:
         """One Graph call. `publish=True` marks the single non-idempotent call of a flow: a
-        timeout or server error there becomes `UnknownOutcomeError` instead of a plain retry."""
+        timeout or server error there becomes `UnknownOutcomeError` instead of a plain retry.
+        `omit_token`: the token is already a parameter of its own (`fb_exchange_token`)."""
         query = dict(params or {})
         headers: dict[str, str] = {}
-        if token_in_query:
+        if omit_token:
+            pass
+        elif token_in_query:
             query["access_token"] = token
         else:
             headers["Authorization"] = f"Bearer {token}"
@@ -458,12 +462,21 @@ class GraphAdapter:
         path: str = "refresh_access_token",
         versioned: bool = False,
         extra: dict[str, str] | None = None,
+        token_param: bool = True,
     ) -> TokenSet:
         """Meta's long-lived token refresh (IG `ig_refresh_token` and Threads
         `th_refresh_token` on `/refresh_access_token`, Facebook Login `fb_exchange_token` on
-        `/{v}/oauth/access_token`): the *unexpired* token buys a new 60-day one; a refusal
-        means reconnect. A refusal of our app (code 101 / 1: bad app id or secret) is our
-        configuration, not the account's."""
+        `/{v}/oauth/access_token`, where the token travels as `fb_exchange_token` and
+        `token_param=False` leaves `access_token` out as the FB-ll request does): the
+        *unexpired* token buys a new 60-day one.
+
+        What a refusal means: a token error (190/102: expired, revoked, invalidated) or a lost
+        permission (10, 200-299) only the user can cure → `NeedsReconnectError`; a refusal of
+        our app (101 bad/missing app id, 1 "Error validating client secret") is our
+        configuration → `PermanentError("oauth_client_config")`, logged at ERROR, account left
+        alone; anything else (a #100 "too young to refresh", …) refuses this request, not the
+        account → `PermanentError`, account left alone, the job tries again on its next run.
+        """
         graph = self.graph(account, refreshable=False)
         try:
             body = await graph.call(
@@ -472,20 +485,31 @@ class GraphAdapter:
                 token=account.access_token,
                 params={"grant_type": grant_type, **(extra or {})},
                 versioned=versioned,
-                token_in_query=True,
+                token_in_query=token_param,
+                omit_token=not token_param,
             )
         except PermanentError as exc:
-            if exc.code.split("/", 1)[0] == "101":
+            code = exc.code.split("/", 1)[0]
+            if code == "101":
                 logger.error("Meta refused our app credentials: %s", exc.message)
                 raise PermanentError(exc.message, code="oauth_client_config", raw=exc.raw) from exc
-            raise NeedsReconnectError(exc.message, code=exc.code, raw=exc.raw) from exc
+            if code.isdigit() and (int(code) == 10 or 200 <= int(code) < 300):
+                raise NeedsReconnectError(exc.message, code=exc.code, raw=exc.raw) from exc
+            raise PermanentError(
+                f"{self.platform} token refresh refused: {exc.message}", code=exc.code, raw=exc.raw
+            ) from exc
+        except TransientError as exc:
+            if exc.code.split("/", 1)[0] == "1" and "client secret" in exc.message.lower():
+                logger.error("Meta refused our app secret: %s", exc.message)
+                raise PermanentError(exc.message, code="oauth_client_config", raw=exc.raw) from exc
+            raise
         token = body.get("access_token")
         if not isinstance(token, str) or not token:
             raise TransientError("refresh answered without an access_token", raw=body)
         expires_in = body.get("expires_in")
         expires_at = (
             datetime.now(UTC) + timedelta(seconds=int(expires_in))
-            if isinstance(expires_in, int | float)
+            if isinstance(expires_in, int | float) and not isinstance(expires_in, bool)
             else None
         )
         return TokenSet(access_token=token, refresh_token=None, expires_at=expires_at)

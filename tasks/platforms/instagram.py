@@ -8,6 +8,7 @@ ERROR / EXPIRED mean start over with a fresh container.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
@@ -25,6 +26,10 @@ from tasks.platforms.base import (
 from tasks.platforms.graph import ContainerAdapter, ContainerSpec, GraphClient, as_int
 from tasks.platforms.text_limits import validate_instagram
 
+logger = logging.getLogger(__name__)
+
+#: Facebook Login's host (IG reference: "graph.facebook.com | Instagram API with Facebook Login").
+FACEBOOK_GRAPH = "https://graph.facebook.com"
 INSIGHT_METRICS: tuple[str, ...] = (
     "views",
     "reach",
@@ -48,14 +53,18 @@ class InstagramAdapter(ContainerAdapter):
     """Image, Reel and carousel posts for an IG professional account (`external_id` =
     ig-user-id). Carousel item containers are saved (`child_container_ids`) as they are made.
 
-    The host follows the token type (IG-cont): an *Instagram Login* token works only on
-    `graph.instagram.com` and is refreshed there with `ig_refresh_token` (IG-refresh: "at least
-    24 hours old but has not expired"); a *Facebook Login* token works on `graph.facebook.com`
-    and a long-lived user token is extended with `fb_exchange_token` on `/{v}/oauth/access_token`
-    (FB-ll: "You can not use an expired token"). An account's own `base_url` host decides;
-    otherwise the adapter's `login` option ("instagram" or "facebook", INSTAGRAM_LOGIN).
-    Neither kind can be refreshed once expired, so a 190/463 means reconnect; the refresh job
-    renews tokens days before they expire.
+    The host follows the token type ("API requests are sent to one of two Meta host URLs":
+    graph.facebook.com for Facebook Login, graph.instagram.com for Instagram Login;
+    developers.facebook.com/documentation/instagram-platform/reference): an *Instagram Login*
+    token works only on `graph.instagram.com` (INSTAGRAM_API_BASE_URL) and is refreshed there
+    with `ig_refresh_token` (IG-refresh: "at least 24 hours old but has not expired"); a
+    *Facebook Login* token (a long-lived user token, or a Page token derived from one) works on
+    `graph.facebook.com` (FACEBOOK_API_BASE_URL) and a user token is extended with
+    `fb_exchange_token` on `/{v}/oauth/access_token` with the Meta app's id and secret (FB-ll:
+    "You can not use an expired token"). Which login an account uses: its own `base_url`
+    (graph.facebook.com / graph.instagram.com, or the configured base URL of either host);
+    without one, the `login` option (INSTAGRAM_LOGIN). Neither kind can be refreshed once
+    expired, so a 190/463 means reconnect; the refresh job renews tokens days before expiry.
     """
 
     platform: ClassVar[str] = "instagram"
@@ -63,21 +72,54 @@ class InstagramAdapter(ContainerAdapter):
     token_refreshable: ClassVar[bool] = False
 
     def __init__(
-        self, *, http: httpx.AsyncClient, base_url: str, login: str = "instagram", **options: Any
+        self,
+        *,
+        http: httpx.AsyncClient,
+        base_url: str,
+        login: str = "instagram",
+        facebook_base_url: str = FACEBOOK_GRAPH,
+        facebook_app_id: str = "",
+        facebook_app_secret: str = "",
+        **options: Any,
     ) -> None:
+        """`base_url` is Instagram Login's host, `facebook_base_url` Facebook Login's; the
+        `facebook_app_*` credentials (the Meta app's, FACEBOOK_APP_ID/SECRET) sign the
+        `fb_exchange_token` call, falling back to `app_id`/`app_secret` (INSTAGRAM_APP_*)."""
         if login not in ("instagram", "facebook"):
             raise ValueError(f"INSTAGRAM_LOGIN must be instagram or facebook, not {login!r}")
         super().__init__(http=http, base_url=base_url, **options)
         self.login = login
+        self.facebook_base_url = facebook_base_url.rstrip("/")
+        self.facebook_app_id = facebook_app_id
+        self.facebook_app_secret = facebook_app_secret
 
     def login_of(self, account: AccountContext) -> str:
-        """ "facebook" or "instagram": the account's host says, else the configured default."""
-        host = urlsplit(account.base_url or self.base_url).hostname or ""
-        if host == "graph.facebook.com":
-            return "facebook"
-        if host == "graph.instagram.com":
-            return "instagram"
+        """ "facebook" or "instagram": the account's base URL says, else the configured default."""
+        url = (account.base_url or "").rstrip("/")
+        if url:
+            host = urlsplit(url).hostname or ""
+            if host == "graph.facebook.com" or url == self.facebook_base_url:
+                return "facebook"
+            if host == "graph.instagram.com" or url == self.base_url.rstrip("/"):
+                return "instagram"
         return self.login
+
+    def host_url(self, account: AccountContext) -> str:
+        """The Graph host for this account's token: its own base URL, else the login's host
+        (before: INSTAGRAM_LOGIN=facebook still called INSTAGRAM_API_BASE_URL, by default
+        graph.instagram.com, which refuses Facebook Login tokens)."""
+        if account.base_url:
+            return account.base_url
+        return self.facebook_base_url if self.login == "facebook" else self.base_url
+
+    def graph(self, account: AccountContext, *, refreshable: bool | None = None) -> GraphClient:
+        return GraphClient(
+            http=self.http,
+            base_url=self.host_url(account),
+            graph_version=self.graph_version,
+            refreshable=self.token_refreshable if refreshable is None else refreshable,
+            timeout=self.request_timeout,
+        )
 
     spec: ClassVar[ContainerSpec] = ContainerSpec(
         create_edge="media",
@@ -115,14 +157,28 @@ class InstagramAdapter(ContainerAdapter):
 
     async def refresh_token(self, *, account: AccountContext) -> TokenSet:
         if self.login_of(account) == "facebook":
+            client_id = self.facebook_app_id or self.app_id
+            client_secret = self.facebook_app_secret or self.app_secret
+            if not (client_id and client_secret):
+                # FB-ll: `client_id={app-id}&client_secret={app-secret}` are required.
+                logger.error(
+                    "cannot extend a Facebook Login token: FACEBOOK_APP_ID/FACEBOOK_APP_SECRET "
+                    "(or INSTAGRAM_APP_ID/INSTAGRAM_APP_SECRET) are not set"
+                )
+                raise PermanentError(
+                    "Facebook Login token refresh needs the Meta app id and secret "
+                    "(FACEBOOK_APP_ID / FACEBOOK_APP_SECRET)",
+                    code="oauth_client_config",
+                )
             return await self.refresh_long_lived(
                 account=account,
                 grant_type="fb_exchange_token",
                 path="oauth/access_token",
                 versioned=True,
+                token_param=False,
                 extra={
-                    "client_id": self.app_id,
-                    "client_secret": self.app_secret,
+                    "client_id": client_id,
+                    "client_secret": client_secret,
                     "fb_exchange_token": account.access_token,
                 },
             )

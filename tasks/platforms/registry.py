@@ -54,7 +54,16 @@ def _options(platform: str, settings: PlatformSettings) -> dict[str, Any]:
     if platform == "x":
         return {"client_id": settings.x_client_id, "client_secret": settings.x_client_secret}
     if platform in ("instagram", "facebook", "threads"):
-        extra = {"login": settings.instagram_login} if platform == "instagram" else {}
+        extra: dict[str, Any] = {}
+        if platform == "instagram":
+            # Facebook Login accounts live on the Facebook host and extend their tokens with
+            # the Meta app's credentials (tasks/platforms/instagram.py).
+            extra = {
+                "login": settings.instagram_login,
+                "facebook_base_url": settings.base_url("facebook"),
+                "facebook_app_id": settings.facebook_app_id,
+                "facebook_app_secret": settings.facebook_app_secret,
+            }
         return {
             **extra,
             "graph_version": settings.meta_graph_version,

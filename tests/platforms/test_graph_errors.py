@@ -1,5 +1,7 @@
 """Graph error classification: real Graph error bodies → the shared taxonomy, usage headers →
-retry_at, and every sandbox fault round-tripped through the classifier over HTTP."""
+retry_at, every sandbox fault round-tripped through the classifier over HTTP, and every
+documented Graph error injected in the sandbox (`/_sandbox/graph/errors`) driven through the
+real Instagram and Threads adapters."""
 
 from __future__ import annotations
 
@@ -220,3 +222,124 @@ async def test_sandbox_missing_image_is_error_100(sandbox: Any, http: httpx.Asyn
     assert type(classify_graph_error(status=answer.status_code, body=body, refreshable=True)) is (
         PermanentError
     )
+
+
+# Through the sandbox and the real adapters: every documented error the sandbox can inject
+# (deployments/sandbox/graph.py GRAPH_ERRORS, each cited there) answers the first call of a
+# publish (container creation) and must end in the right place of the taxonomy:
+# transient → retried, rate limits → retried no earlier than Meta says, permanent → failed with
+# Meta's own words, token errors → the account needs reconnecting (Meta tokens cannot be
+# refreshed once expired, so even 190/463 is a reconnect).
+RETRY, WAIT, FAIL, RECONNECT = "retry", "wait", "fail", "reconnect"
+THROUGH_SANDBOX: list[tuple[str, str]] = [
+    ("-1/2207001", RETRY),  # "Instagram server error. Try again."
+    ("-2/2207003", RETRY),  # download timeout, "Try again"
+    ("-2/2207020", RETRY),  # container expired: make a new one
+    ("-1/2207032", RETRY),  # "re-create media"
+    ("-1/2207053", RETRY),  # unknown upload error: new container
+    ("9007/2207027", RETRY),  # not ready yet
+    ("9004/2207052", RETRY),  # media fetch failed
+    ("368/1390008", RETRY),  # posting too fast
+    ("1", RETRY),
+    ("2", RETRY),
+    ("9/2207042", WAIT),  # daily publishing limit: the rolling window
+    ("4", WAIT),
+    ("17", WAIT),
+    ("32", WAIT),
+    ("613", WAIT),
+    ("80002", WAIT),
+    ("4/2207051", FAIL),  # spam restriction
+    ("36000/2207004", FAIL),
+    ("100/2207010", FAIL),
+    ("9/2207050", FAIL),
+    ("10", FAIL),
+    ("200", FAIL),
+    ("100", FAIL),
+    ("368", FAIL),
+    ("506", FAIL),
+    ("190", RECONNECT),
+    ("102", RECONNECT),
+    ("190/458", RECONNECT),
+    ("190/460", RECONNECT),
+    ("190/463", RECONNECT),
+    ("190/467", RECONNECT),
+]
+
+
+@pytest.mark.parametrize("platform", ["instagram", "threads"])
+@pytest.mark.parametrize(("name", "outcome"), THROUGH_SANDBOX, ids=[c[0] for c in THROUGH_SANDBOX])
+async def test_injected_graph_errors_through_the_adapters(
+    sandbox: Any, http: httpx.AsyncClient, platform: str, name: str, outcome: str
+) -> None:
+    from tasks.platforms.base import AccountContext, MediaItem, PlatformState, PostContent
+    from tests.platforms.helpers import sandbox_adapter
+
+    external_id = f"{platform}-errors"
+    sandbox.add_account(
+        platform,
+        external_id=external_id,
+        handle="h",
+        access_token="tok",
+        extra={"container_ready_seconds": 0},
+    )
+    body = sandbox.inject_graph_error(
+        platform, name, account=external_id, operation="container", retry_after_seconds=600
+    )
+    adapter = sandbox_adapter(sandbox, platform, http)
+    account = AccountContext(
+        account_id="a", external_id=external_id, handle="h", access_token="tok"
+    )
+    media = (MediaItem(sandbox.media_url(), "image/jpeg"),) if platform == "instagram" else ()
+    with pytest.raises(PlatformError) as caught:
+        await adapter.publish(
+            account=account, content=PostContent(text="hello", media=media), state=PlatformState()
+        )
+    error = caught.value
+    assert error.raw["error"]["code"] == body["code"]  # Meta's answer reached the adapter
+    started = datetime.now(UTC)
+    if outcome == RETRY:
+        assert type(error) is TransientError
+    elif outcome == WAIT:
+        assert type(error) is TransientError and error.retry_at is not None
+        assert error.retry_at - started > timedelta(minutes=9)  # the usage header's 10 minutes,
+        # or the daily limit's own fallback wait
+    elif outcome == FAIL:
+        assert type(error) is PermanentError
+        assert (body.get("error_user_msg") or body["message"]) in error.message
+    else:
+        assert type(error) is NeedsReconnectError
+    assert sandbox.posts(platform) == []
+    # The error was for that one call: the next attempt goes through.
+    result = await adapter.publish(
+        account=account, content=PostContent(text="hello", media=media), state=PlatformState()
+    )
+    assert [p["id"] for p in sandbox.posts(platform)] == [result.remote_id]
+
+
+@pytest.mark.parametrize("name", ["-2/2207020", "-1/2207032", "-1/2207053"])
+async def test_spent_container_on_publish_is_replaced_not_republished(
+    sandbox: Any, http: httpx.AsyncClient, name: str
+) -> None:
+    """IG-err: "Generate a new container ID and use it to try again" — on the publish call the
+    adapter drops the checkpointed container, and the retry publishes a fresh one, once."""
+    from tasks.platforms.base import AccountContext, MediaItem, PlatformState, PostContent
+    from tests.platforms.helpers import sandbox_adapter
+
+    sandbox.add_account(
+        "instagram",
+        external_id="ig-spent",
+        handle="h",
+        access_token="tok",
+        extra={"container_ready_seconds": 0},
+    )
+    sandbox.inject_graph_error("instagram", name, account="ig-spent", operation="publish")
+    adapter = sandbox_adapter(sandbox, "instagram", http)
+    account = AccountContext(account_id="a", external_id="ig-spent", handle="h", access_token="tok")
+    content = PostContent(text="again", media=(MediaItem(sandbox.media_url(), "image/jpeg"),))
+    state = PlatformState()
+    with pytest.raises(TransientError):
+        await adapter.publish(account=account, content=content, state=state)
+    assert state.get("container_id") is None and sandbox.posts("instagram") == []
+    result = await adapter.publish(account=account, content=content, state=state)
+    posts = sandbox.posts("instagram")
+    assert [p["id"] for p in posts] == [result.remote_id] and not posts[0]["double_publish"]

@@ -50,6 +50,30 @@ class SandboxHandle:
             body["delaySeconds"] = delay_seconds
         self._control.post("/_sandbox/faults", json=body).raise_for_status()
 
+    def inject_graph_error(
+        self,
+        platform: str,
+        error: str,
+        *,
+        account: str | None = None,
+        operation: str | None = None,
+        count: int = 1,
+        retry_after_seconds: int | None = None,
+    ) -> dict[str, Any]:
+        """Answer the next Meta call(s) with a documented Graph error by name (`GRAPH_ERRORS`
+        in deployments/sandbox/graph.py, e.g. "-1/2207001", "190/463", "613"); returns the
+        `error` object it will answer."""
+        body: dict[str, Any] = {"platform": platform, "error": error, "count": count}
+        if account is not None:
+            body["account"] = account
+        if operation is not None:
+            body["operation"] = operation
+        if retry_after_seconds is not None:
+            body["retryAfterSeconds"] = retry_after_seconds
+        answer = self._control.post("/_sandbox/graph/errors", json=body)
+        answer.raise_for_status()
+        return answer.json()["body"]["error"]
+
     def clear_faults(self) -> None:
         self._control.delete("/_sandbox/faults").raise_for_status()
 
