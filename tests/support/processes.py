@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -116,8 +116,10 @@ def api_process(
     log: Path,
     platforms: Sequence[str] = PLATFORMS,
     port: int | None = None,
+    extra_env: Mapping[str, str] | None = None,
 ) -> ServiceProcess:
-    """`tendsocial serve` configured by environment only, as in production."""
+    """`tendsocial serve` configured by environment only, as in production (`extra_env` on
+    top: `FAIR_DISPATCH=false`, ...)."""
     port = port or free_port()
     env = {
         **os.environ,
@@ -133,6 +135,7 @@ def api_process(
         "COMPANY_REQUESTS_PER_SECOND": "100000",
         "COMPANY_REQUESTS_PER_MINUTE": "1000000",
         **{f"{p.upper()}_API_BASE_URL": f"{sandbox_url}/{p}" for p in platforms},
+        **(extra_env or {}),
     }
     args = [sys.executable, "-m", "deployments", "serve", "--port", str(port)]
     return ServiceProcess(args=args, port=port, log=log, env=env, ready_path="/healthz")
