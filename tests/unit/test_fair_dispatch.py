@@ -17,8 +17,8 @@ from sqlalchemy import insert, select
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 
-from models.posts import take_dispatch_ranks
-from models.tables import PublishTarget, ScheduledPost
+from models.posts import purge_dispatch_slots, take_dispatch_ranks
+from models.tables import FairDispatchSlot, PublishTarget, ScheduledPost
 from tasks.cloud_tasks import InMemoryTaskQueue
 from tasks.media import MediaPolicy
 from tasks.scheduling import ScheduleCommand, Scheduler, TargetRequest
@@ -269,3 +269,26 @@ async def test_reschedule_takes_a_new_rank_at_the_new_instant_and_retry_runs_at_
     )
     assert newest.task_id.endswith("-g1") and newest.schedule_time is None
     assert retried.targets[0].status == "pending"
+
+
+async def test_the_sweeper_purge_forgets_only_counts_of_seconds_that_have_passed(
+    database_url: URL, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    tenant = make_company(name="Purge", platforms=PLATFORMS)
+    future = instant()
+    past = datetime.now(UTC).replace(microsecond=0) - timedelta(days=3)
+    async with sessions() as session, session.begin():
+        for at in (past, future):
+            post_id = await store_post(session, tenant, at=at, platforms=("x",))
+            await take_dispatch_ranks(
+                session, company_id=tenant.id, post_id=post_id, scheduled_at=at
+            )
+    async with sessions() as session, session.begin():
+        assert await purge_dispatch_slots(session, before=datetime.now(UTC) - timedelta(hours=1))
+    async with sessions() as session:
+        kept = set(
+            await session.scalars(
+                select(FairDispatchSlot.due_second).where(FairDispatchSlot.company_id == tenant.id)
+            )
+        )
+    assert kept == {future}
