@@ -20,6 +20,13 @@ of the local stack). One pass, in this order:
    dispatch generation (conditional UPDATE from the generation read), so the old name's
    tombstone cannot block it and two sweepers cannot both recover it. The publisher's claim and
    reconcile remain the last guard against a double post.
+5. **Fair-dispatch counts.** The per-company rank counts of seconds more than an hour past are
+   deleted (nothing can be scheduled in the past any more).
+
+Fair dispatch staggers a task by at most seconds to minutes after its post's instant
+(`tasks/scheduling.py`); every check here reads the post's `scheduled_at`, never the task's
+schedule time, so the stagger neither makes a post "missed" (hours) nor makes a staggered task,
+still waiting in the queue, look lost (`TaskQueue.get` finds it).
 
 Each pass is an `enqueue-due-posts` run in Prefect with its counts: recorded through the
 run-record outbox (start when the pass starts, end with the counts), or, when the pass runs
@@ -46,7 +53,7 @@ from models.outbox import (
     add_run_start,
     pipeline_health,
 )
-from models.posts import record_task_names, roll_up_post_status
+from models.posts import purge_dispatch_slots, record_task_names, roll_up_post_status
 from models.settings import PlatformSettings, SweeperSettings
 from models.statuses import AttemptKind, AttemptOutcome
 from models.targets import (
@@ -60,6 +67,10 @@ from tasks.platforms.versions import graph_sunset, linkedin_sunset
 from tasks.scheduling import Scheduler
 
 log = logging.getLogger(__name__)
+
+#: How long the fair-dispatch rank count of a past second is kept: a schedule request validated
+#: just before its instant may still take its ranks a moment after it.
+_SLOT_RETENTION = timedelta(hours=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,6 +204,8 @@ async def _sweep(
         scheduler, expired_before=now - timedelta(minutes=settings.abandoned_claim_minutes)
     )
     recovered = await _recover_lost(scheduler, now=now, semaphore=semaphore)
+    async with unit_of_work(scheduler.sessions) as session:
+        await purge_dispatch_slots(session, before=now - _SLOT_RETENTION)
     report = SweepReport(
         missed_targets=missed,
         enqueued_targets=enqueued,

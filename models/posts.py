@@ -16,6 +16,7 @@ from sqlalchemy import (
     and_,
     bindparam,
     case,
+    delete,
     func,
     or_,
     select,
@@ -31,6 +32,7 @@ from models.statuses import (
     TargetStatus,
 )
 from models.tables import (
+    FairDispatchSlot,
     PublishTarget,
     ScheduledPost,
 )
@@ -56,6 +58,66 @@ async def insert_post_once(
         insert(PublishTarget), [{"scheduled_post_id": post_id, **target} for target in targets]
     )
     return post_id
+
+
+def due_second(instant: datetime) -> datetime:
+    """The second a post's instant falls in: targets due in the same second share a rank count."""
+    return instant.replace(microsecond=0)
+
+
+async def take_dispatch_ranks(
+    session: AsyncSession, *, company_id: uuid.UUID, post_id: uuid.UUID, scheduled_at: datetime
+) -> int:
+    """Give the post's targets the company's next dispatch ranks at its due second.
+
+    One upsert counts the ranks up and returns the new total, so concurrent schedules of the
+    same company wait on the row and get distinct, consecutive ranks, and a company's first
+    target at an instant gets rank 0 whatever other companies did. Call it last in the
+    transaction that stored the targets: the row stays locked until the commit. Returns how
+    many targets were ranked (in request order, `position`).
+    """
+    count = await session.scalar(
+        select(func.count()).where(PublishTarget.scheduled_post_id == post_id)
+    )
+    if not count:
+        return 0
+    slot = FairDispatchSlot.__table__
+    used = await session.scalar(
+        insert(slot)
+        .values(company_id=company_id, due_second=due_second(scheduled_at), used=count)
+        .on_conflict_do_update(
+            index_elements=[slot.c.company_id, slot.c.due_second],
+            set_={"used": slot.c.used + count},
+        )
+        .returning(slot.c.used)
+    )
+    first = int(used) - int(count)
+    ranked = (
+        select(
+            PublishTarget.id,
+            (func.row_number().over(order_by=(PublishTarget.position, PublishTarget.id)) - 1).label(
+                "offset"
+            ),
+        )
+        .where(PublishTarget.scheduled_post_id == post_id)
+        .subquery()
+    )
+    await session.execute(
+        update(PublishTarget)
+        .where(PublishTarget.id == ranked.c.id)
+        .values(dispatch_rank=first + ranked.c.offset)
+        .execution_options(synchronize_session=False)
+    )
+    return int(count)
+
+
+async def purge_dispatch_slots(session: AsyncSession, *, before: datetime) -> int:
+    """Forget the rank counts of seconds before `before`: nothing can be scheduled there any
+    more (a post in the past is refused), so they would only grow the table."""
+    result = await session.execute(
+        delete(FairDispatchSlot).where(FairDispatchSlot.due_second < before)
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 async def post_id_by_idempotency_key(

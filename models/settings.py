@@ -110,6 +110,11 @@ class QueueSettings(BaseSettings):
     def publish_shards(self) -> tuple[QueueSpec, ...]:
         return tuple(self._publish_shard(i) for i in range(self.publish_queue_shards))
 
+    @property
+    def publish_dispatch_rate(self) -> float:
+        """Publish tasks per second the queues dispatch at most, all shards together."""
+        return sum(shard.max_dispatches_per_second for shard in self.publish_shards)
+
     def publish_queue_for(self, key: str) -> str:
         """The publish queue of the target with this idempotency key (stable across enqueues)."""
         if self.publish_queue_shards == 1:
@@ -256,6 +261,16 @@ class SchedulingSettings(BaseSettings):
     company_requests_per_minute: int = Field(
         default=1500, ge=1, alias="COMPANY_REQUESTS_PER_MINUTE"
     )
+    #: A fair order when many posts fall due at once: the k-th target (0-based) one company has
+    #: due in the same second is dispatched k / R seconds after its instant, so every company's
+    #: first target shares the first slot and a company's burst of 10,000 cannot push another
+    #: company's one post behind it (`tasks/scheduling.py`, "Fair dispatch"). The post's
+    #: `scheduledAt` is unchanged; only its task is staggered. false: every task at its instant.
+    fair_dispatch: bool = Field(default=True, alias="FAIR_DISPATCH")
+    #: R above, in publish tasks per second. Unset: what the publish queues dispatch at most
+    #: (max_dispatches_per_second x PUBLISH_QUEUE_SHARDS). Set it lower when the service takes
+    #: fewer publishes per second than that, so the stagger matches what really drains.
+    fair_dispatch_rate: float | None = Field(default=None, gt=0, alias="FAIR_DISPATCH_RATE")
 
 
 class PublishingSettings(BaseSettings):

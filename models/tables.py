@@ -198,9 +198,33 @@ class PublishTarget(Timestamped, Base):
     cloud_task_name: Mapped[str | None] = mapped_column(String(1000))
     #: Bumped by the retry endpoint so the re-enqueued Cloud Task gets a fresh name.
     dispatch_generation: Mapped[int] = mapped_column(Integer, server_default="0")
+    #: Fair dispatch: this target is its company's k-th (0-based) due in the same second, taken
+    #: from `FairDispatchSlot` when the post was stored; its task runs k / R s after the instant.
+    #: None: taken with fair dispatch off (dispatched at the instant).
+    dispatch_rank: Mapped[int | None] = mapped_column(Integer)
     published_at: Mapped[datetime | None]
 
     post: Mapped[ScheduledPost] = relationship(back_populates="publish_logs", lazy="raise")
+
+
+class FairDispatchSlot(Base):
+    """How many dispatch ranks a company has taken for the targets it has due in one second.
+
+    One row per (company, second), counted up atomically (`INSERT ... ON CONFLICT DO UPDATE
+    ... RETURNING`) in the transaction that stores the post, so concurrent schedules of the same
+    company get distinct ranks and every company starts at rank 0 (`models.posts.
+    take_dispatch_ranks`). Rows of instants that have passed are purged by the sweeper."""
+
+    __tablename__ = "fair_dispatch_slots"
+    __table_args__ = (Index("fair_dispatch_slots_due", "due_second"),)
+
+    company_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("companies.id", ondelete="CASCADE"), primary_key=True
+    )
+    #: The targets' instant truncated to the second.
+    due_second: Mapped[datetime] = mapped_column(primary_key=True)
+    #: Ranks taken so far (the next target gets this rank).
+    used: Mapped[int] = mapped_column(Integer)
 
 
 class AnalyticsSyncJob(Timestamped, Base):

@@ -6,6 +6,23 @@ Validate, store in one transaction, then enqueue one Cloud Task per target after
 the queue is unreachable the post is still stored and the sweeper enqueues it later (task names
 are deterministic, so nothing is ever queued twice). Refusals are domain errors
 (`tasks/errors.py`) that the edge maps to 404 / 409 / 422.
+
+**Fair dispatch** (`FAIR_DISPATCH`, on by default). Cloud Tasks runs a task no earlier than its
+schedule time and otherwise promises no order ("With the exception of tasks scheduled to run in
+the future, task queues are completely agnostic about execution order",
+https://cloud.google.com/tasks/docs/common-pitfalls); the emulator takes due tasks in schedule
+time order, then creation order. Either way, a company that puts 3,000 targets on 09:00:00 ahead
+of another company's one target at 09:00:00 makes that one wait for the whole burst. So the
+transaction that stores a post also takes its targets' ranks among everything the company has
+due in that second (`models.posts.take_dispatch_ranks`, an atomic counter per company and
+second), and the task of the rank-k target is scheduled k / R seconds after the instant, R being
+what the publish queues dispatch per second (`FAIR_DISPATCH_RATE`, by default the queues'
+max_dispatches_per_second x shards). Every company's k-th target shares one slot, so companies
+are interleaved (a company's only post is in slot 0) and a lone burst is released no slower
+than the queue would dispatch it anyway. The post's `scheduled_at` is unchanged (lateness is
+measured from it); only the task moves. A reschedule stores a new post, so it takes new ranks at
+the new instant; re-enqueues after a failure (the retry endpoint, a lost task, a deferral) run
+at once or at their own instant, unranked: they are stragglers, not a burst.
 """
 
 from __future__ import annotations
@@ -13,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -33,6 +50,7 @@ from models.posts import (
     record_task_names,
     reopen_failed_targets,
     roll_up_post_status,
+    take_dispatch_ranks,
     targets_of_posts,
 )
 from models.settings import QueueSettings, SchedulingSettings
@@ -222,6 +240,13 @@ class Scheduler:
                     ),
                     targets=[_target_row(post_id, t) for t in targets],
                 )
+                if existing == post_id:
+                    await self._take_ranks(
+                        session,
+                        company_id=company_id,
+                        post_id=post_id,
+                        scheduled_at=command.scheduled_at,
+                    )
         created = existing == post_id
         if existing is None:  # lost the race to a twin that committed first
             async with self.sessions() as session:
@@ -251,7 +276,8 @@ class Scheduler:
         horizon = datetime.now(UTC) + timedelta(seconds=self.settings.enqueue_horizon_seconds)
         if not targets or post.scheduled_at > horizon:
             return 0
-        return await self._enqueue_targets(post_id, targets, run_at=post.scheduled_at)
+        run_at = {t.id: min(self.dispatch_time(post, t), horizon) for t in targets}
+        return await self._enqueue_targets(post_id, targets, run_at=run_at)
 
     async def enqueue_target(self, target_id: uuid.UUID, *, run_at: datetime | None) -> str:
         """Enqueue one target under its current dispatch generation (raises if the queue fails)."""
@@ -348,6 +374,10 @@ class Scheduler:
                         for t in old_targets
                     ],
                 )
+                if existing == new_id:
+                    await self._take_ranks(
+                        session, company_id=company_id, post_id=new_id, scheduled_at=scheduled_at
+                    )
                 old_task_names = [t.cloud_task_name for t in old_targets]
         if existing is None:
             raise ConflictError("conflict", "the rescheduled post could not be stored; retry")
@@ -380,6 +410,31 @@ class Scheduler:
                 log.warning("could not delete task %s: %s", name, type(result).__name__)
 
     # ----------------------------------------------------------------------- helpers
+    @property
+    def fair_dispatch_rate(self) -> float:
+        """R of fair dispatch: publish tasks per second, all queue shards together."""
+        return self.settings.fair_dispatch_rate or self.queues.publish_dispatch_rate
+
+    def dispatch_time(self, post: ScheduledPost, target: PublishTarget) -> datetime:
+        """When the target's first task runs: its post's instant, plus rank / R when ranked."""
+        if not self.settings.fair_dispatch or not target.dispatch_rank:
+            return post.scheduled_at
+        return post.scheduled_at + timedelta(seconds=target.dispatch_rank / self.fair_dispatch_rate)
+
+    async def _take_ranks(
+        self,
+        session: AsyncSession,
+        *,
+        company_id: uuid.UUID,
+        post_id: uuid.UUID,
+        scheduled_at: datetime,
+    ) -> None:
+        """The new post's dispatch ranks (fair dispatch), last in its storing transaction."""
+        if self.settings.fair_dispatch:
+            await take_dispatch_ranks(
+                session, company_id=company_id, post_id=post_id, scheduled_at=scheduled_at
+            )
+
     def task_spec(self, target: PublishTarget, *, run_at: datetime | None) -> TaskSpec:
         """The target's Cloud Task under its current dispatch generation."""
         return publish_task_spec(
@@ -387,14 +442,24 @@ class Scheduler:
         )
 
     async def _enqueue_targets(
-        self, post_id: uuid.UUID, targets: Sequence[PublishTarget], *, run_at: datetime | None
+        self,
+        post_id: uuid.UUID,
+        targets: Sequence[PublishTarget],
+        *,
+        run_at: datetime | Mapping[uuid.UUID, datetime] | None,
     ) -> int:
-        """Enqueue the targets concurrently and record the names of the tasks created.
+        """Enqueue the targets concurrently and record the names of the tasks created;
+        `run_at` is one instant for all (None = now) or each target's own.
 
         A queue outage is logged, not raised: the targets stay without a task name and the
         sweeper enqueues them later. Returns how many tasks were enqueued.
         """
-        specs = {t.id: self.task_spec(t, run_at=run_at) for t in targets}
+        specs = {
+            t.id: self.task_spec(
+                t, run_at=run_at.get(t.id) if isinstance(run_at, Mapping) else run_at
+            )
+            for t in targets
+        }
         results = await asyncio.gather(
             *(self.queue.enqueue(spec) for spec in specs.values()), return_exceptions=True
         )

@@ -56,10 +56,13 @@ def test_schedule_creates_post_targets_and_one_task_per_platform(
     post_id = post["scheduledPostId"]
     tasks = [t for t in api.queue.tasks.values() if t.body["scheduledPostId"] == post_id]
     assert sorted(t.body["platform"] for t in tasks) == ["linkedin", "x"]
+    due = datetime.fromisoformat(post["scheduledAt"])
     for task in tasks:
         assert task.url.endswith("/api/jobs/publish-post")
         assert task.headers["X-Webhook-Secret"]
-        assert task.schedule_time == datetime.fromisoformat(post["scheduledAt"])
+        # fair dispatch: the company's k-th target due in that second runs k / 500 s later
+        rank = ["linkedin", "x"].index(task.body["platform"])
+        assert task.schedule_time == due + timedelta(seconds=rank / 500)
         assert set(task.body) == {"scheduledPostId", "platform", "accountId", "idempotencyKey"}
     with Session(db) as s:
         stored = s.get(ScheduledPost, uuid.UUID(post_id))

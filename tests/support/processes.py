@@ -118,7 +118,8 @@ def api_process(
     port: int | None = None,
     extra_env: Mapping[str, str] | None = None,
 ) -> ServiceProcess:
-    """`tendsocial serve` configured by environment only, as in production (`extra_env` last)."""
+    """`tendsocial serve` configured by environment only, as in production (`extra_env` on
+    top: `FAIR_DISPATCH=false`, `PUBLISH_QUEUE_SHARDS=4`, ...)."""
     port = port or free_port()
     env = {
         **os.environ,

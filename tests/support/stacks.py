@@ -115,16 +115,21 @@ class PublishStack(Stack):
 
 
 class StatusRecorder:
-    """ASGI wrapper keeping the status code of every webhook answer (the emulator's view)."""
+    """ASGI wrapper keeping the status code of every webhook answer (the emulator's view), and
+    the task name of every delivery in the order they arrived (`X-CloudTasks-TaskName`)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
         self.statuses: list[int] = []
+        self.arrivals: list[str] = []
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not scope["path"].startswith("/api/jobs/"):
             await self.app(scope, receive, send)
             return
+        for name, value in scope["headers"]:
+            if name == b"x-cloudtasks-taskname":
+                self.arrivals.append(value.decode("latin-1"))
 
         async def recording(message: dict) -> None:
             if message["type"] == "http.response.start":
@@ -143,6 +148,11 @@ class CloudStack(Stack):
     def statuses(self) -> list[int]:
         """The status of every answer the job webhooks gave, in order."""
         return self.recorder.statuses
+
+    @property
+    def arrivals(self) -> list[str]:
+        """The short task name of every webhook delivery, in the order they arrived."""
+        return self.recorder.arrivals
 
 
 @dataclass
