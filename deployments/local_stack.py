@@ -250,6 +250,7 @@ def stack_env_keys() -> tuple[str, ...]:
     """The variables `tendsocial dev` sets for its services and records for other commands."""
     return (
         "TENDSOCIAL_DATA_DIR",
+        "LOCAL_TOKEN_KEY_FILE",
         "DATABASE_URL",
         "CLOUD_TASKS_EMULATOR_HOST",
         "GCP_PROJECT_ID",
@@ -623,6 +624,8 @@ def prepare(
     check_ports_free(ports)
 
     os.environ["TENDSOCIAL_DATA_DIR"] = str(data_dir)
+    # Local development: without TOKEN_ENCRYPTION_KEY the data folder's generated key is used.
+    os.environ.setdefault("LOCAL_TOKEN_KEY_FILE", "true")
     stack = LocalStack(data_dir=data_dir, ports=ports, database_url="", env={})
     stack.env = {**os.environ, STACK_ID_ENV: stack.stack_id}
     start_watchdog(stack)

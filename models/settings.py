@@ -39,8 +39,12 @@ class DatabaseSettings(BaseSettings):
     #: Where local state lives (embedded PostgreSQL data, the local token key).
     data_dir: Path = Field(default=Path(".data"), alias="TENDSOCIAL_DATA_DIR")
     #: Fernet key(s) for tokens at rest, comma-separated, newest first (rotation).
-    #: Unset: a key generated once into `data_dir/token.key` (fine locally, never in production).
+    #: Unset: a key generated once into `data_dir/token.key`, in local development only (see
+    #: `LOCAL_TOKEN_KEY_FILE`); anywhere else the app refuses to start without it.
     token_encryption_key: str | None = Field(default=None, alias="TOKEN_ENCRYPTION_KEY")
+    #: Local development: without TOKEN_ENCRYPTION_KEY, use the generated `data_dir/token.key`.
+    #: `tendsocial dev` sets it; an embedded database (DATABASE_URL unset) implies it.
+    local_token_key_file: bool = Field(default=False, alias="LOCAL_TOKEN_KEY_FILE")
     pool_size: int = Field(default=10, alias="DATABASE_POOL_SIZE")
     max_overflow: int = Field(default=20, alias="DATABASE_MAX_OVERFLOW")
 
