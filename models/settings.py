@@ -298,7 +298,11 @@ class ReporterSettings(BaseSettings):
     model_config = _ENV
 
     prefect_api_url: str | None = Field(default=None, alias="PREFECT_API_URL")
+    #: Prefect Cloud's API key (sent as a bearer token).
     prefect_api_key: str | None = Field(default=None, alias="PREFECT_API_KEY")
+    #: A self-hosted Prefect server's `user:password` (the server's
+    #: `PREFECT_SERVER_API_AUTH_STRING`), sent as HTTP basic auth; wins over the API key.
+    prefect_api_auth_string: str | None = Field(default=None, alias="PREFECT_API_AUTH_STRING")
     #: Short: a slow Prefect must not hold a batch's row locks for long.
     request_timeout_seconds: float = Field(default=5.0, alias="REPORTER_REQUEST_TIMEOUT_SECONDS")
     batch_size: int = Field(default=100, alias="REPORTER_BATCH_SIZE", ge=1, le=1000)
