@@ -251,6 +251,7 @@ def stack_env_keys() -> tuple[str, ...]:
     return (
         "TENDSOCIAL_DATA_DIR",
         "LOCAL_TOKEN_KEY_FILE",
+        "MEDIA_ALLOW_PRIVATE_ADDRESSES",
         "DATABASE_URL",
         "CLOUD_TASKS_EMULATOR_HOST",
         "GCP_PROJECT_ID",
@@ -779,8 +780,12 @@ def seed_demo(stack: LocalStack) -> dict[str, Any]:
 
     from dispatch.admin import add_account, create_company
     from models.database import sync_session
+    from models.settings import MediaSettings
     from models.tables import MediaAsset, SocialAccount
+    from tasks.media import MediaPolicy
 
+    # local development's egress policy: the demo accounts' servers are the sandbox on 127.0.0.1
+    local_servers = MediaPolicy.from_settings(MediaSettings(MEDIA_ALLOW_PRIVATE_ADDRESSES=True))
     demo_file = stack.data_dir / "demo.json"
     demo: dict[str, Any] = json.loads(demo_file.read_text()) if demo_file.exists() else {}
     with sync_session() as session:
@@ -806,6 +811,7 @@ def seed_demo(stack: LocalStack) -> dict[str, Any]:
                         if platform in ("bluesky", "mastodon")
                         else None
                     ),
+                    server_policy=local_servers,
                 )
                 demo["accounts"][platform] = str(account.id)
             media = MediaAsset(
