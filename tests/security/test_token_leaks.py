@@ -4,11 +4,11 @@ The services run as they do under `tendsocial dev`, as processes at `LOG_LEVEL=D
 emulator, the API (`tendsocial serve`) and, for the refresh job, `tendsocial accounts
 refresh-due`; the reporter ships the run records to a real Prefect server (slow lane). A company
 with one account on each of the seven platforms, each token a distinctive canary, publishes a
-post everywhere while every platform answers its first publish call "token expired", so every
-refresh path runs inside a publish (X and LinkedIn OAuth 2.0 refresh, Instagram and Threads
-long-lived token refresh with the token in the query string, the Bluesky session refresh,
-Facebook and Mastodon, which cannot refresh and ask for a reconnect); then the scheduled refresh
-job renews every account whose token is due. The refreshed tokens the platforms handed out are
+post everywhere, and every refresh path runs inside that publish: X, LinkedIn, Bluesky, Facebook
+and Mastodon answer the first publish call "token expired" (X and LinkedIn OAuth 2.0 refresh, the
+Bluesky session refresh; Facebook and Mastodon cannot refresh and ask for a reconnect), and the
+Instagram and Threads tokens are due for Meta's long-lived refresh (the token in the query
+string). Then the scheduled refresh job renews every active account whose token is due. The refreshed tokens the platforms handed out are
 canaries too.
 
 Searched for every canary: the API's, the emulator's and the CLI's log output; every API answer;
@@ -107,7 +107,18 @@ def leak_run(
             answers=[],
         )
         run.tokens = {t for pair in tenant.tokens.values() for t in pair}
-        for platform in PLATFORMS:  # the first publish call of each answers "token expired"
+        # Meta refreshes a long-lived token only while it is still valid: Instagram and Threads
+        # refresh because theirs is due (within a week of expiry); every other platform's first
+        # publish call answers "token expired".
+        with db.begin() as conn:
+            conn.execute(
+                text(
+                    "UPDATE social_accounts SET token_expires_at = now() + interval '3 days'"
+                    " WHERE company_id = :company AND platform IN ('instagram', 'threads')"
+                ),
+                {"company": tenant.id},
+            )
+        for platform in ("x", "linkedin", "bluesky", "facebook", "mastodon"):
             sandbox.inject(platform, "expired_token", operation="publish")
         try:
             post = schedule(served, tenant, *PLATFORMS)
