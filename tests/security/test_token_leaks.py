@@ -8,8 +8,8 @@ post everywhere, and every refresh path runs inside that publish: X, LinkedIn, B
 and Mastodon answer the first publish call "token expired" (X and LinkedIn OAuth 2.0 refresh, the
 Bluesky session refresh; Facebook and Mastodon cannot refresh and ask for a reconnect), and the
 Instagram and Threads tokens are due for Meta's long-lived refresh (the token in the query
-string). Then the scheduled refresh job renews every active account whose token is due. The refreshed tokens the platforms handed out are
-canaries too.
+string). Then the scheduled refresh job renews every active account whose token is due. The
+refreshed tokens the platforms handed out are canaries too.
 
 Searched for every canary: the API's, the emulator's and the CLI's log output; every API answer;
 the publish logs' error messages and raw answers; the run records (the outbox the reporter ships:
