@@ -127,6 +127,8 @@ def account_add(
     """Store a platform account and its tokens (encrypted at rest; never printed)."""
     from dispatch.admin import add_account
     from models.database import sync_session
+    from models.settings import load_settings
+    from tasks.media import MediaPolicy
 
     if access_token == "-" and refresh_token == "-":
         err_console.print("[red]error:[/] only one of the tokens can come from standard input")
@@ -146,6 +148,7 @@ def account_add(
                 external_id=external_id,
                 max_characters=max_characters,
                 token_expires_at=_utc(token_expires_at),
+                server_policy=MediaPolicy.from_settings(load_settings().media),
             )
             account_id, stored_platform = account.id, account.platform
     except ValueError as exc:

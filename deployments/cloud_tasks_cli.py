@@ -81,6 +81,10 @@ def emulator(
     dlq: list[str] = typer.Option([], help="Queue id whose retried-out tasks go to <id>-dlq."),
     dlq_all: bool = typer.Option(False, help="Every queue gets a <id>-dlq dead-letter copy."),
     issuer: str | None = typer.Option(None, help="OIDC issuer [default: http://HOST:PORT]"),
+    unsafe_expose: bool = typer.Option(
+        False,
+        help="Allow a non-loopback --host (no authentication: anyone reaching it mints tokens).",
+    ),
 ) -> None:
     """Run the local Cloud Tasks v2 emulator until Ctrl-C / SIGTERM."""
     from deployments.emulator import run
@@ -93,6 +97,7 @@ def emulator(
         issuer=issuer,
         dead_letter_queues=dlq,
         dead_letter_all=dlq_all,
+        unsafe_expose=unsafe_expose,
     )
 
 

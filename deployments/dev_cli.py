@@ -192,11 +192,15 @@ def print_demo_outcome(post: dict[str, Any], info: dict[str, Any]) -> None:
 def sandbox(
     host: Annotated[str, typer.Option()] = "127.0.0.1",
     port: Annotated[int, typer.Option()] = 8700,
+    unsafe_expose: Annotated[
+        bool,
+        typer.Option(help="Allow a non-loopback --host (no authentication, no Host check)."),
+    ] = False,
 ) -> None:
     """Run the sandbox platforms (local stand-ins for the seven social APIs)."""
     from deployments.sandbox.app import run_sandbox
 
-    run_sandbox(host, port)
+    run_sandbox(host, port, unsafe_expose=unsafe_expose)
 
 
 def register(app: typer.Typer) -> None:

@@ -250,6 +250,8 @@ def stack_env_keys() -> tuple[str, ...]:
     """The variables `tendsocial dev` sets for its services and records for other commands."""
     return (
         "TENDSOCIAL_DATA_DIR",
+        "LOCAL_TOKEN_KEY_FILE",
+        "MEDIA_ALLOW_PRIVATE_ADDRESSES",
         "DATABASE_URL",
         "CLOUD_TASKS_EMULATOR_HOST",
         "GCP_PROJECT_ID",
@@ -623,6 +625,8 @@ def prepare(
     check_ports_free(ports)
 
     os.environ["TENDSOCIAL_DATA_DIR"] = str(data_dir)
+    # Local development: without TOKEN_ENCRYPTION_KEY the data folder's generated key is used.
+    os.environ.setdefault("LOCAL_TOKEN_KEY_FILE", "true")
     stack = LocalStack(data_dir=data_dir, ports=ports, database_url="", env={})
     stack.env = {**os.environ, STACK_ID_ENV: stack.stack_id}
     start_watchdog(stack)
@@ -776,8 +780,12 @@ def seed_demo(stack: LocalStack) -> dict[str, Any]:
 
     from dispatch.admin import add_account, create_company
     from models.database import sync_session
+    from models.settings import MediaSettings
     from models.tables import MediaAsset, SocialAccount
+    from tasks.media import MediaPolicy
 
+    # local development's egress policy: the demo accounts' servers are the sandbox on 127.0.0.1
+    local_servers = MediaPolicy.from_settings(MediaSettings(MEDIA_ALLOW_PRIVATE_ADDRESSES=True))
     demo_file = stack.data_dir / "demo.json"
     demo: dict[str, Any] = json.loads(demo_file.read_text()) if demo_file.exists() else {}
     with sync_session() as session:
@@ -803,6 +811,7 @@ def seed_demo(stack: LocalStack) -> dict[str, Any]:
                         if platform in ("bluesky", "mastodon")
                         else None
                     ),
+                    server_policy=local_servers,
                 )
                 demo["accounts"][platform] = str(account.id)
             media = MediaAsset(

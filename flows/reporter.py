@@ -32,14 +32,16 @@ therefore travel where the API accepts client values:
 The states themselves are Scheduled → Running → final (Completed / Failed with the error message /
 Crashed / AwaitingRetry scheduled at `next_run_at`), i.e. what a real run goes through.
 
-Client: plain httpx against `PREFECT_API_URL` (`PREFECT_API_KEY` as bearer for Prefect Cloud), a
-short timeout and no hidden retries: the loop's back-off is the retry policy, and status codes
-(201 vs 200) are visible.
+Client: plain httpx against `PREFECT_API_URL` (`PREFECT_API_AUTH_STRING` as basic auth for a
+self-hosted server, `PREFECT_API_KEY` as bearer for Prefect Cloud), a short timeout and no
+hidden retries: the loop's back-off is the retry policy, and status codes (201 vs 200) are
+visible.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
 import threading
@@ -439,12 +441,24 @@ class _Rollback(Exception):
     """Ends a batch's transaction without marking anything shipped."""
 
 
+def prefect_authorization(settings: ReporterSettings) -> dict[str, str]:
+    """The `Authorization` header Prefect's own client sends: `Basic base64(auth string)` for a
+    self-hosted server protected by `PREFECT_SERVER_API_AUTH_STRING`, else `Bearer <key>` for
+    Prefect Cloud; the auth string wins when both are set, as in Prefect 3.9.1's
+    `PrefectClient.__init__` (prefect/client/orchestration/__init__.py) and its server's check
+    (prefect/server/api/server.py, `token_validation`). Security review, finding 20."""
+    if settings.prefect_api_auth_string:
+        token = base64.b64encode(settings.prefect_api_auth_string.encode()).decode()
+        return {"Authorization": f"Basic {token}"}
+    if settings.prefect_api_key:
+        return {"Authorization": f"Bearer {settings.prefect_api_key}"}
+    return {}
+
+
 def prefect_http_client(settings: ReporterSettings) -> httpx.AsyncClient:
     if not settings.prefect_api_url:
         raise ValueError("PREFECT_API_URL is not set: the reporter has nowhere to ship runs")
-    headers = (
-        {"Authorization": f"Bearer {settings.prefect_api_key}"} if settings.prefect_api_key else {}
-    )
+    headers = prefect_authorization(settings)
     return httpx.AsyncClient(
         base_url=settings.prefect_api_url.rstrip("/"),
         timeout=settings.request_timeout_seconds,

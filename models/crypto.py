@@ -1,36 +1,118 @@
 """Platform tokens encrypted at rest (Fernet via `cryptography`), as a column type.
 
-Keys come from `TOKEN_ENCRYPTION_KEY` (comma-separated, newest first, so keys can rotate); a
-local machine without it gets a key generated once into the data folder.
+Keys come from `TOKEN_ENCRYPTION_KEY` (comma-separated, newest first, so keys can rotate). Local
+development without it gets a key generated once into the data folder; anywhere else a missing
+key is refused (security review, finding 19): instances that each generated a key of their own
+would write tokens no other instance can read. `check_token_keys` runs when the app is built, so
+a malformed key stops the start instead of the first publish.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import time
 from functools import cache
+from pathlib import Path
 
 from cryptography.fernet import Fernet, MultiFernet
 from sqlalchemy import LargeBinary
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 
-from models.settings import load_settings
+from models.settings import DatabaseSettings, load_settings
+
+KEY_FILE_NAME = "token.key"
+#: How long a reader waits for a key file another process is still writing.
+_KEY_FILE_WAIT_SECONDS = 2.0
+_GENERATE_HINT = (
+    "generate one with: python -c 'from cryptography.fernet import Fernet; "
+    "print(Fernet.generate_key().decode())'"
+)
+
+
+class TokenKeyError(RuntimeError):
+    """The token keys are missing or malformed; the message names the fix, never a key."""
+
+
+def local_key_file_allowed(settings: DatabaseSettings) -> bool:
+    """The generated key file is for local development only: `tendsocial dev` says so
+    (`LOCAL_TOKEN_KEY_FILE`), and so does an embedded database (no `DATABASE_URL`), whose data
+    lives in the same data folder as the key."""
+    return settings.local_token_key_file or not settings.database_url
+
+
+def configured_keys(settings: DatabaseSettings) -> list[Fernet]:
+    """The keys of `TOKEN_ENCRYPTION_KEY`, newest first; `TokenKeyError` when one is malformed."""
+    raw = [k.strip() for k in (settings.token_encryption_key or "").split(",") if k.strip()]
+    keys = []
+    for position, key in enumerate(raw, start=1):
+        try:
+            keys.append(Fernet(key))
+        except (ValueError, TypeError):
+            raise TokenKeyError(
+                f"TOKEN_ENCRYPTION_KEY: key {position} of {len(raw)} is not a Fernet key "
+                f"(32 url-safe base64-encoded bytes); {_GENERATE_HINT}"
+            ) from None
+    return keys
+
+
+def check_token_keys(settings: DatabaseSettings) -> None:
+    """Refuse to start with tokens nobody could decrypt later (see the module docstring)."""
+    if settings.token_encryption_key and settings.token_encryption_key.strip(", "):
+        configured_keys(settings)
+        return
+    if not local_key_file_allowed(settings):
+        raise TokenKeyError(
+            "TOKEN_ENCRYPTION_KEY is not set. The generated key file is for local development "
+            f"only (tendsocial dev, or LOCAL_TOKEN_KEY_FILE=true); {_GENERATE_HINT}"
+        )
+
+
+def local_key(data_dir: Path) -> str:
+    """The data folder's key, generated on first use.
+
+    Several processes may start at once (`tendsocial dev` starts its services together): the
+    key is written to a private temporary file and hard-linked into place, so `token.key`
+    appears whole or not at all, and the loser of the race reads the winner's key. A key file
+    seen empty (written by an older version, non-atomically) is read again briefly."""
+    key_file = data_dir / KEY_FILE_NAME
+    if not key_file.exists():
+        data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        temporary = data_dir / f".{KEY_FILE_NAME}.{os.getpid()}.{time.monotonic_ns()}"
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(Fernet.generate_key())
+            with contextlib.suppress(FileExistsError):
+                os.link(temporary, key_file)
+        finally:
+            os.unlink(temporary)
+    deadline = time.monotonic() + _KEY_FILE_WAIT_SECONDS
+    while True:
+        key = key_file.read_text().strip()
+        if key or time.monotonic() > deadline:
+            return key
+        time.sleep(0.02)  # another process is still writing it
+
+
+def cipher_for(settings: DatabaseSettings) -> MultiFernet:
+    check_token_keys(settings)
+    keys = configured_keys(settings)
+    if not keys:
+        try:
+            keys = [Fernet(local_key(settings.data_dir))]
+        except ValueError:
+            raise TokenKeyError(
+                f"{settings.data_dir / KEY_FILE_NAME} does not hold a Fernet key; restore it "
+                "from a backup (tokens encrypted with it cannot be read otherwise)"
+            ) from None
+    return MultiFernet(keys)
 
 
 @cache
 def token_cipher() -> MultiFernet:
-    settings = load_settings().database
-    if settings.token_encryption_key:
-        keys = [k.strip() for k in settings.token_encryption_key.split(",") if k.strip()]
-    else:
-        key_file = settings.data_dir / "token.key"
-        if not key_file.exists():
-            settings.data_dir.mkdir(parents=True, exist_ok=True)
-            fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(Fernet.generate_key())
-        keys = [key_file.read_text().strip()]
-    return MultiFernet([Fernet(k) for k in keys])
+    return cipher_for(load_settings().database)
 
 
 class EncryptedText(TypeDecorator[str]):

@@ -43,8 +43,12 @@ class DatabaseSettings(BaseSettings):
     #: Where local state lives (embedded PostgreSQL data, the local token key).
     data_dir: Path = Field(default=Path(".data"), alias="TENDSOCIAL_DATA_DIR")
     #: Fernet key(s) for tokens at rest, comma-separated, newest first (rotation).
-    #: Unset: a key generated once into `data_dir/token.key` (fine locally, never in production).
+    #: Unset: a key generated once into `data_dir/token.key`, in local development only (see
+    #: `LOCAL_TOKEN_KEY_FILE`); anywhere else the app refuses to start without it.
     token_encryption_key: str | None = Field(default=None, alias="TOKEN_ENCRYPTION_KEY")
+    #: Local development: without TOKEN_ENCRYPTION_KEY, use the generated `data_dir/token.key`.
+    #: `tendsocial dev` sets it; an embedded database (DATABASE_URL unset) implies it.
+    local_token_key_file: bool = Field(default=False, alias="LOCAL_TOKEN_KEY_FILE")
     pool_size: int = Field(default=10, alias="DATABASE_POOL_SIZE")
     max_overflow: int = Field(default=20, alias="DATABASE_MAX_OVERFLOW")
 
@@ -313,7 +317,11 @@ class ReporterSettings(BaseSettings):
     model_config = _ENV
 
     prefect_api_url: str | None = Field(default=None, alias="PREFECT_API_URL")
+    #: Prefect Cloud's API key (sent as a bearer token).
     prefect_api_key: str | None = Field(default=None, alias="PREFECT_API_KEY")
+    #: A self-hosted Prefect server's `user:password` (the server's
+    #: `PREFECT_SERVER_API_AUTH_STRING`), sent as HTTP basic auth; wins over the API key.
+    prefect_api_auth_string: str | None = Field(default=None, alias="PREFECT_API_AUTH_STRING")
     #: Short: a slow Prefect must not hold a batch's row locks for long.
     request_timeout_seconds: float = Field(default=5.0, alias="REPORTER_REQUEST_TIMEOUT_SECONDS")
     batch_size: int = Field(default=100, alias="REPORTER_BATCH_SIZE", ge=1, le=1000)

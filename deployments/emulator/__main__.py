@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 
 from deployments.emulator.server import run
 
@@ -18,8 +19,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--issuer", default=None)
     parser.add_argument("--dlq", action="append", default=[], help="queue id with a DLQ")
     parser.add_argument("--dlq-all", action="store_true")
+    parser.add_argument(
+        "--unsafe-expose",
+        action="store_true",
+        help="allow a non-loopback --host (no authentication: anyone reaching it mints tokens)",
+    )
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    level = os.environ.get("LOG_LEVEL", "INFO").upper()
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(message)s")
     run(
         args.host,
         args.port,
@@ -29,6 +36,7 @@ def main(argv: list[str] | None = None) -> None:
         issuer=args.issuer,
         dead_letter_queues=args.dlq,
         dead_letter_all=args.dlq_all,
+        unsafe_expose=args.unsafe_expose,
     )
 
 

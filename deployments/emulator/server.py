@@ -22,6 +22,7 @@ from google.cloud.tasks_v2.types import queue as queue_types
 from google.cloud.tasks_v2.types import task as task_types
 from google.protobuf import empty_pb2
 
+from deployments.binds import check_bind
 from deployments.emulator.clock import Clock, SystemClock
 from deployments.emulator.engine import ApiError, Engine
 from deployments.emulator.oidc import OidcSigner, start_certs_server
@@ -211,13 +212,16 @@ async def serve(
     queue_tombstone_seconds: float = 7 * 24 * 3600.0,
     dead_letter_queues: Iterable[str] = (),
     dead_letter_all: bool = False,
+    unsafe_expose: bool = False,
 ) -> RunningEmulator:
     """Start the emulator on the running event loop and return once it accepts RPCs.
 
     `port=0` picks a free port (the certs endpoint then also gets a free one unless
     `http_port` is given; by default it is `port + 1`). State lives in `state_path`
-    (a directory; default `default_state_dir()`), the OIDC signing key beside it.
+    (a directory; default `default_state_dir()`), the OIDC signing key beside it. A host
+    other than loopback needs `unsafe_expose` (`deployments/binds.py`).
     """
+    check_bind(host, service="Cloud Tasks emulator", unsafe_expose=unsafe_expose)
     state_dir = Path(state_path) if state_path is not None else default_state_dir()
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
     bound = server.add_insecure_port(f"{host}:{port}")

@@ -1,10 +1,25 @@
-"""The sandbox FastAPI app: every platform router present plus the `/_sandbox` control API."""
+"""The sandbox FastAPI app: every platform router present plus the `/_sandbox` control API.
+
+It has no authentication (a local stand-in), so it guards itself the way local development
+servers do (security review, finding 16):
+
+- it binds loopback only unless `--unsafe-expose` (`deployments/binds.py`);
+- `LocalOnly` answers 421 to a `Host` that is not localhost / 127.0.0.1 / [::1]: a web page
+  whose name was rebound to 127.0.0.1 (DNS rebinding) still sends its own name as `Host`;
+- a control `POST /_sandbox/...` must be `Content-Type: application/json`. A cross-site page can
+  send a POST without a CORS preflight only with the CORS-safelisted content types
+  (`application/x-www-form-urlencoded`, `multipart/form-data`, `text/plain`: Fetch standard,
+  https://fetch.spec.whatwg.org/#cors-safelisted-request-header), or none at all, so a forged
+  body-less `POST /_sandbox/reset` is refused with 415; a JSON one needs a preflight the sandbox
+  never grants. (DELETE is never a "simple" request: it is always preflighted.)
+"""
 
 from __future__ import annotations
 
 import asyncio
 import base64
 import importlib
+import json
 import logging
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -13,7 +28,9 @@ from typing import Any
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from deployments.binds import check_bind, is_loopback
 from deployments.sandbox.core import FAULT_KINDS, SandboxState, get_sandbox
 from deployments.sandbox.graph import control_router as graph_control_router
 
@@ -189,9 +206,57 @@ def _control_router() -> APIRouter:
     return router
 
 
-def create_sandbox_app() -> FastAPI:
-    """Build the app with the routers of every platform module that exists yet."""
+class LocalOnly:
+    """ASGI guard: loopback `Host` names only (unless exposed), JSON control POSTs only."""
+
+    def __init__(self, app: ASGIApp, *, check_host: bool = True) -> None:
+        self.app = app
+        self.check_host = check_host
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        if self.check_host and not is_loopback(_host_name(headers.get(b"host", b""))):
+            await _refuse(send, 421, "the sandbox answers only to localhost, 127.0.0.1 or [::1]")
+            return
+        if scope["method"] == "POST" and scope["path"].startswith("/_sandbox/"):
+            media_type = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
+            if media_type != b"application/json":
+                await _refuse(send, 415, "sandbox control requests must be application/json")
+                return
+        await self.app(scope, receive, send)
+
+
+def _host_name(host: bytes) -> str:
+    """The name of a `Host` header value, without its port (`[::1]:8700` → `[::1]`)."""
+    text = host.decode("latin-1").strip()
+    if text.startswith("["):
+        return text[: text.find("]") + 1] if "]" in text else ""
+    return text.rsplit(":", 1)[0] if ":" in text else text
+
+
+async def _refuse(send: Send, status: int, message: str) -> None:
+    body = json.dumps({"detail": message}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def create_sandbox_app(*, check_host: bool = True) -> FastAPI:
+    """Build the app with the routers of every platform module that exists yet; `check_host`
+    off only for a sandbox exposed on purpose (`--unsafe-expose`)."""
     app = FastAPI(title="TendSocial sandbox platforms", docs_url="/_sandbox/docs")
+    app.add_middleware(LocalOnly, check_host=check_host)
     state = SandboxState()
     app.state.sandbox = state
     app.include_router(_control_router())
@@ -215,8 +280,11 @@ def create_sandbox_app() -> FastAPI:
     return app
 
 
-def run_sandbox(host: str = "127.0.0.1", port: int = 8700) -> None:
-    """Serve the sandbox in the foreground (the CLI's `sandbox` command)."""
+def run_sandbox(host: str = "127.0.0.1", port: int = 8700, *, unsafe_expose: bool = False) -> None:
+    """Serve the sandbox in the foreground (the CLI's `sandbox` command); loopback only unless
+    `unsafe_expose`, which also lifts the Host allow-list (the clients use other names then)."""
     import uvicorn
 
-    uvicorn.run(create_sandbox_app(), host=host, port=port, log_level="info")
+    check_bind(host, service="sandbox", unsafe_expose=unsafe_expose)
+    app = create_sandbox_app(check_host=not unsafe_expose)
+    uvicorn.run(app, host=host, port=port, log_level="info")

@@ -90,6 +90,24 @@ def classify_http(
     return PermanentError(message, code=label, raw=raw)
 
 
+#: Longest platform error text kept in a tenant-visible message.
+MAX_ERROR_TEXT = 300
+
+
+def error_text(body: Any, *fields: str) -> str:
+    """The platform's own error text: the first non-empty string among `fields` of its JSON
+    error object, cut to `MAX_ERROR_TEXT`. Never the body itself: a Mastodon instance or a PDS
+    is chosen by the tenant, and whatever an internal server answers must not be echoed into a
+    message the tenant reads (security review, finding 18)."""
+    if isinstance(body, dict):
+        for name in fields:
+            value = body.get(name)
+            if isinstance(value, str) and value.strip():
+                return value.strip()[:MAX_ERROR_TEXT]
+        return "no error message"
+    return "answer was not a JSON error"
+
+
 def lookup_failed(error: PlatformError, *, what: str) -> PlatformError:
     """A reconcile look-up that the platform refused (403 scope, 404, a gone container) says
     nothing about whether our post exists: the outcome stays unknown instead of failing it."""

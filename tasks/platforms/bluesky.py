@@ -40,6 +40,7 @@ from tasks.platforms.base import (
     TransientError,
     UnknownOutcomeError,
     classify_http,
+    error_text,
     lookup_failed,
 )
 from tasks.platforms.media_support import check_media_support
@@ -315,10 +316,8 @@ def _xrpc_error(response: httpx.Response) -> str:
 
 
 def _message(response: httpx.Response) -> str:
-    body = _json(response)
-    if isinstance(body, dict):
-        return str(body.get("message") or body.get("error") or body)
-    return str(body)
+    """The XRPC error's `message` (else its `error` name), never the raw body."""
+    return error_text(_json(response), "message", "error")
 
 
 def retry_at_from_headers(headers: httpx.Headers) -> datetime | None:

@@ -26,6 +26,7 @@ from tasks.platforms.base import (
     TokenSet,
     TransientError,
     UnknownOutcomeError,
+    error_text,
 )
 from tasks.platforms.media_support import check_media_support
 from tasks.platforms.reconcile import Page, find_own_post
@@ -352,8 +353,8 @@ def _json(response: httpx.Response) -> Any:
 
 
 def _message(response: httpx.Response) -> str:
-    body = _json(response)
-    return str(body.get("error", body)) if isinstance(body, dict) else str(body)
+    """Mastodon's `error` text ("Entity" of its error responses), never the raw body."""
+    return error_text(_json(response), "error")
 
 
 def retry_at_from_headers(headers: httpx.Headers) -> datetime | None:

@@ -75,3 +75,25 @@ def test_sync_trigger_for_an_unknown_company_is_404_and_creates_nothing(
         "field": "companyId",
     }
     assert _counts(db) == before
+
+
+@pytest.mark.parametrize(
+    "path", ["/api/jobs/publish-post", "/api/jobs/sync-analytics", "/api/webhooks/publish-post"]
+)
+@pytest.mark.parametrize("body", ["{not json", '{"idempotencyKey": 7}', ""])
+def test_an_unauthenticated_caller_gets_401_before_the_body_is_parsed(
+    jobs_url: str, path: str, body: str
+) -> None:
+    """Security review finding 21: the caller check comes first, so a stranger learns nothing
+    about the parser (a malformed body used to answer 422 "JSON decode error")."""
+    for headers in ({}, {"X-Webhook-Secret": "wrong-" + SECRET}):
+        answer = httpx.post(
+            f"{jobs_url}{path}",
+            content=body.encode(),
+            headers={**headers, "Content-Type": "application/json"},
+            timeout=30,
+        )
+        assert answer.status_code == 401, answer.text
+        assert answer.json()["error"]["code"] == "unauthenticated"
+    # with the secret the same body is the parser's business again
+    assert _post(f"{jobs_url}{path}", body).status_code == 422

@@ -29,7 +29,7 @@ class SandboxHandle:
         return f"{self.base_url}/_sandbox/media/{name}"
 
     def reset(self) -> None:
-        self._control.post("/_sandbox/reset").raise_for_status()
+        self._control.post("/_sandbox/reset", json={}).raise_for_status()
 
     def inject(
         self,

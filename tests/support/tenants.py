@@ -23,9 +23,14 @@ from sqlalchemy.orm import Session
 
 from dispatch.admin import add_account, create_company
 from models.database import sync_session
+from models.settings import MediaSettings
+from tasks.media import MediaPolicy
 from tasks.platforms.registry import PLATFORMS
 from tests.support import clients
 from tests.support.sandbox import SandboxHandle
+
+#: Local development's egress policy: accounts' servers (the sandbox) on 127.0.0.1 over http.
+LOCAL_SERVERS = MediaPolicy.from_settings(MediaSettings(MEDIA_ALLOW_PRIVATE_ADDRESSES=True))
 
 #: Platforms whose accounts carry their own server as `base_url` (the instance, the PDS).
 SELF_HOSTED = ("mastodon", "bluesky")
@@ -94,6 +99,7 @@ def make_tenant(
                 refresh_token=refresh,
                 external_id=external,
                 base_url=stack.sandbox.url(platform) if platform in SELF_HOSTED else None,
+                server_policy=LOCAL_SERVERS,  # the sandbox serves on 127.0.0.1
             )
             tenant.accounts[platform] = account.id
             tenant.tokens[platform] = (access, refresh)
