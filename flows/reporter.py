@@ -54,6 +54,7 @@ short timeout and no hidden retries: the loop's back-off is the retry policy, an
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import threading
@@ -479,6 +480,8 @@ class BatchResult:
     late: int = 0
     #: Prefect requests the batch took (the pace counts these).
     requests: int = 0
+    #: Age of the oldest record claimed (how long the backlog has been waiting).
+    oldest_seconds: float = 0.0
 
 
 async def ship_batch(
@@ -527,6 +530,8 @@ async def _ship_batch(
         result.claimed = len(records)
         if not records:
             return
+        oldest = min(r.created_at for r in records)
+        result.oldest_seconds = (datetime.now(UTC) - oldest).total_seconds()
         batch = shipments(records)
         result.runs = len(batch)
         wanted = {r.run_id for r in records} | {r.parent_run_id for r in records if r.parent_run_id}
@@ -599,7 +604,38 @@ def _listen_conninfo(sessions: async_sessionmaker[AsyncSession]) -> str | None:
     return url.set(drivername="postgresql").render_as_string(hide_password=False)
 
 
-async def _listen(conninfo: str, wake: asyncio.Event, stop: asyncio.Event) -> None:
+class Inflow:
+    """Commits of new run records per second, from the NOTIFYs (one per transaction that wrote
+    records: a publish commits two), over the last `window` seconds."""
+
+    def __init__(self, window: float = 2.0) -> None:
+        self.window = window
+        self._seen: collections.deque[float] = collections.deque()
+
+    def note(self) -> None:
+        self._seen.append(time.monotonic())
+
+    def per_second(self) -> float:
+        horizon = time.monotonic() - self.window
+        while self._seen and self._seen[0] < horizon:
+            self._seen.popleft()
+        return len(self._seen) / self.window
+
+
+def pace_now(settings: ReporterSettings, *, inflow: float, oldest_seconds: float) -> float:
+    """Prefect requests per second for the next batch. Shipping yields to publishing: while
+    records arrive faster than the full pace could ship them (a burst), the reporter ships at
+    `yield_runs_per_second` and lets the backlog grow, for as long as the oldest waiting record
+    is younger than `yield_seconds`; then, and as soon as the burst is over, at the full pace."""
+    busy = inflow > settings.max_runs_per_second
+    if busy and oldest_seconds < settings.yield_seconds:
+        return min(settings.yield_runs_per_second, settings.max_runs_per_second)
+    return settings.max_runs_per_second
+
+
+async def _listen(
+    conninfo: str, wake: asyncio.Event, stop: asyncio.Event, inflow: Inflow | None = None
+) -> None:
     """Set `wake` on every `NOTIFY run_records` (sent at the commit of each transaction that
     wrote run records); reconnects after a lost connection. Meanwhile the loop's idle poll is
     the fallback, so a lost listener delays the UI, never loses a record."""
@@ -614,6 +650,8 @@ async def _listen(conninfo: str, wake: asyncio.Event, stop: asyncio.Event) -> No
                 wake.set()  # anything committed before LISTEN took effect
                 async for _ in conn.notifies():
                     wake.set()
+                    if inflow is not None:
+                        inflow.note()
         except asyncio.CancelledError:
             raise
         except Exception as error:
@@ -714,8 +752,9 @@ async def run_reporter(
     unreachable; the backlog checked every `behind_check_seconds` (`watch`)."""
     backoff = 0.0
     wake = asyncio.Event()
+    inflow = Inflow()
     conninfo = _listen_conninfo(sessions)
-    listener = asyncio.create_task(_listen(conninfo, wake, stop)) if conninfo else None
+    listener = asyncio.create_task(_listen(conninfo, wake, stop, inflow)) if conninfo else None
     watch = watch or BacklogWatch(
         behind_records=settings.behind_records, behind_seconds=settings.behind_seconds
     )
@@ -754,8 +793,10 @@ async def run_reporter(
                 if result.late:
                     log.info("shipped %d run(s) after the fact (backlog)", result.late)
                 if result.claimed:  # more may be waiting (or just unblocked): go again, paced
-                    pace = result.requests / settings.max_runs_per_second
-                    wait = pace - (time.monotonic() - started)
+                    rate = pace_now(
+                        settings, inflow=inflow.per_second(), oldest_seconds=result.oldest_seconds
+                    )
+                    wait = result.requests / rate - (time.monotonic() - started)
                     if wait > 0:
                         with contextlib.suppress(TimeoutError):
                             await asyncio.wait_for(stop.wait(), timeout=wait)

@@ -308,6 +308,12 @@ class ReporterSettings(BaseSettings):
     #: request); a burst beyond the pace waits in the outbox and is shipped after the fact, one
     #: request per run, marked so on each run.
     max_runs_per_second: float = Field(default=40.0, gt=0, alias="REPORTER_MAX_RUNS_PER_SECOND")
+    #: The pace while records arrive faster than `max_runs_per_second` (a burst is being
+    #: published): shipping yields the CPU to publishing and catches up after the burst...
+    yield_runs_per_second: float = Field(default=8.0, gt=0, alias="REPORTER_YIELD_RUNS_PER_SECOND")
+    #: ...but never lets its oldest waiting record get older than this before going full pace
+    #: again (a burst longer than this is shipped at the full pace from then on).
+    yield_seconds: float = Field(default=120.0, ge=0, alias="REPORTER_YIELD_SECONDS")
     #: Records of a batch shipped at once (they never depend on one another).
     concurrency: int = Field(default=8, ge=1, le=64, alias="REPORTER_CONCURRENCY")
     #: A record shipped later than this after its real instant makes its run "after the fact":
