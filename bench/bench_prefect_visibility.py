@@ -8,9 +8,13 @@ fresh targets each, so drift hits both sides. In "off" the run records are still
 INSERT is part of the outcome's transaction); only shipping to Prefect stops.
 
 Goal: on ≥ 0.8 × off in webhooks per second (the naive Prefect-task-per-request design measured
-~35/s, not re-measured here).
+~35/s, not re-measured here). Also printed: the CPU per publish of each component during the
+phases (API, sandbox, reporter, Prefect server, the PostgreSQL backends of each database, the
+whole machine: other users of a shared machine show there), and the CPU per record while the
+reporter catches up on the backlog at the end (what shipping a run costs, free of publishing).
 
 Usage: .venv/bin/python bench/bench_prefect_visibility.py [--requests 500] [--concurrency 16]
+       [--rounds 2] [--pace REPORTER_MAX_RUNS_PER_SECOND]
 PostgreSQL: BENCH_DATABASE_URL, else TEST_DATABASE_URL, else postgres@127.0.0.1:5432.
 """
 
