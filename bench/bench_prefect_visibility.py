@@ -8,9 +8,13 @@ fresh targets each, so drift hits both sides. In "off" the run records are still
 INSERT is part of the outcome's transaction); only shipping to Prefect stops.
 
 Goal: on ≥ 0.8 × off in webhooks per second (the naive Prefect-task-per-request design measured
-~35/s, not re-measured here).
+~35/s, not re-measured here). Also printed: the CPU per publish of each component during the
+phases (API, sandbox, reporter, Prefect server, the PostgreSQL backends of each database, the
+whole machine: other users of a shared machine show there), and the CPU per record while the
+reporter catches up on the backlog at the end (what shipping a run costs, free of publishing).
 
 Usage: .venv/bin/python bench/bench_prefect_visibility.py [--requests 500] [--concurrency 16]
+       [--rounds 2] [--pace REPORTER_MAX_RUNS_PER_SECOND]
 PostgreSQL: BENCH_DATABASE_URL, else TEST_DATABASE_URL, else postgres@127.0.0.1:5432.
 """
 
@@ -35,6 +39,7 @@ sys.path.insert(0, str(REPO / "bench"))
 
 SECRET = "bench-webhook-secret-0123456789abcdef"
 PLATFORM = "linkedin"
+CPU_KEYS = ("api", "sandbox", "reporter", "prefect", "pg pipeline", "pg prefect", "machine")
 #: Scheduling priority of the Prefect server and the reporter (background work).
 NICE = 10
 
@@ -195,6 +200,10 @@ def main() -> None:
     parser.add_argument("--sandbox-url")
     parser.add_argument("--requests", type=int, default=500, help="publishes per phase")
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=2, help="off/on pairs of phases")
+    parser.add_argument(
+        "--pace", type=float, default=None, help="REPORTER_MAX_RUNS_PER_SECOND for the reporter"
+    )
     args = parser.parse_args()
     if args.role == "sandbox":
         return serve_sandbox(args.port)
@@ -202,6 +211,8 @@ def main() -> None:
         return serve_app(args.port, args.sandbox_url)
 
     from contextlib import ExitStack
+
+    from cpu import CpuMeter
 
     from deployments.prefect_server import (
         prefect_database_url,
@@ -251,13 +262,17 @@ def main() -> None:
         os.setpriority(os.PRIO_PGRP, prefect.process.pid, NICE)
         company_id, account_id = setup_tenant(sandbox_url)
         n = args.requests
-        batches = asyncio.run(make_targets(company_id, account_id, 4 * n + 100))
+        batches = asyncio.run(make_targets(company_id, account_id, 2 * args.rounds * n + 100))
         asyncio.run(fire(app_url, batches[:100], args.concurrency))  # warm-up
 
         reporter_env = {**env, "PREFECT_API_URL": prefect.api_url}
+        if args.pace:
+            reporter_env["REPORTER_MAX_RUNS_PER_SECOND"] = str(args.pace)
         reporter: subprocess.Popen[bytes] | None = None
         results: dict[str, list[dict[str, float]]] = {"off": [], "on": []}
-        for i, mode in enumerate(["off", "on", "off", "on"]):
+        cpu: dict[str, list[dict[str, float]]] = {"off": [], "on": []}
+        database_url = url.render_as_string(hide_password=False)
+        for i, mode in enumerate(["off", "on"] * args.rounds):
             if mode == "on" and reporter is None:
                 reporter = spawn(["-m", "deployments", "reporter"], reporter_env)
                 os.setpriority(os.PRIO_PGRP, reporter.pid, NICE)
@@ -269,7 +284,18 @@ def main() -> None:
                 stop(reporter)
                 reporter = None
             chunk = batches[100 + i * n : 100 + (i + 1) * n]
+            groups = {"api": procs[1].pid, "sandbox": procs[0].pid, "prefect": prefect.process.pid}
+            if reporter is not None:
+                groups["reporter"] = reporter.pid
+            meter = CpuMeter(
+                groups=groups,
+                database_url=database_url,
+                databases={"pg pipeline": name, "pg prefect": f"{name}_prefect"},
+            )
+            before = meter.read()
             result = asyncio.run(fire(app_url, chunk, args.concurrency))
+            spent = meter.since(before, meter.read())
+            cpu[mode].append({k: 1000 * v / len(chunk) for k, v in spent.items()})
             result["backlog"] = backlog()
             results[mode].append(result)
             print(
@@ -279,11 +305,18 @@ def main() -> None:
             )
         if reporter is None:
             reporter = spawn(["-m", "deployments", "reporter"], reporter_env)
+        meter = CpuMeter(
+            groups={"reporter": reporter.pid, "prefect": prefect.process.pid},
+            database_url=database_url,
+            databases={"pg pipeline": name, "pg prefect": f"{name}_prefect"},
+        )
+        before = meter.read()
         started = time.monotonic()
         queued = backlog()
         while backlog() and time.monotonic() - started < 300:
             time.sleep(0.5)
         drain = time.monotonic() - started
+        spent = meter.since(before, meter.read())
         stop(reporter)
         remaining = backlog()
 
@@ -301,10 +334,19 @@ def main() -> None:
             f"{'met' if on / off >= 0.8 else 'NOT met'})"
         )
         print(f"{'naive task per request':28}{'~35/s (earlier measure, not re-run)':>32}")
+        print("CPU ms per publish during the phases (machine: all processes, other users too)")
+        for key in CPU_KEYS:
+            values = {mode: statistics.mean(c.get(key, 0.0) for c in cpu[mode]) for mode in cpu}
+            print(f"  {key:26}{values['off']:16.2f}{values['on']:16.2f}")
         rate = queued / drain if drain > 0 else float("inf")
         print(
-            f"reporter caught up {queued} queued runs in {drain:.1f}s ({rate:.0f} runs/s); "
+            f"reporter caught up {queued} queued records in {drain:.1f}s ({rate:.0f} records/s); "
             f"{remaining} left unshipped"
+        )
+        shipped = max(1, queued - remaining)
+        print(
+            "  CPU ms per record shipped while catching up: "
+            + ", ".join(f"{k} {1000 * v / shipped:.2f}" for k, v in spent.items())
         )
     finally:
         for proc in procs:

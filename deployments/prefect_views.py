@@ -27,8 +27,13 @@ flow, the tags; not the run's labels. Hence:
   attempt is bounded by the platform call timeouts (seconds), so a run open that long means its
   end record is stuck in the outbox: the reporter stopped, Prefect refuses its records, or the
   process died mid-attempt. What this cannot see is a reporter that ships everything, only late:
-  the lag is a label (`tendsocial.timing: after-the-fact`), and labels are not on the events. The
-  reporter would have to emit an event of its own for that (`POST /api/events`); see the README.
+  the lag is a label (`tendsocial.timing: after-the-fact`), and labels are not on the events.
+- "reporter behind": reactive, on the reporter's own event `tendsocial.reporter.behind`
+  (`flows/reporter.py` emits it with `POST /api/events`, which the open-source server has:
+  `prefect/server/api/events.py`, when its oldest unshipped record is older than
+  `REPORTER_BEHIND_SECONDS` or more than `REPORTER_BEHIND_RECORDS` wait; its payload carries the
+  backlog). `tendsocial.reporter.caught-up` follows when the backlog is small again; it is in the
+  Event Feed, no automation notifies on it.
 
 Where the notifications go. A notification action needs a block. With `webhook_url`, a `webhook`
 block named `tendsocial-alerts` is saved (Prefect's own `prefect.blocks.webhook.Webhook`) and the
@@ -48,6 +53,7 @@ from typing import Any
 
 import httpx
 
+from flows.reporter import BEHIND_EVENT, REPORTER_RESOURCE_ID
 from models.statuses import Platform
 
 PUBLISH_FLOW = "publish-post"
@@ -216,6 +222,29 @@ def automation_definitions(*, webhook_block_id: str | None = None) -> list[dict[
                 webhook_block_id,
                 "'TendSocial: run ' ~ flow_run.name ~ ' still open after "
                 f"{int(OPEN_RUN_LIMIT.total_seconds() // 60)} min: is the reporter running?'",
+            ),
+        },
+        {
+            "name": f"{VIEW_PREFIX}reporter behind",
+            "description": "The reporter's backlog passed its threshold (oldest unshipped run "
+            "record older than REPORTER_BEHIND_SECONDS, or more than REPORTER_BEHIND_RECORDS "
+            "waiting): Prefect shows runs late, labelled after-the-fact, until it catches up "
+            "(event tendsocial.reporter.caught-up).",
+            "enabled": True,
+            "tags": ["tendsocial"],
+            "trigger": {
+                "type": "event",
+                "posture": "Reactive",
+                "expect": [BEHIND_EVENT],
+                "match": {"prefect.resource.id": REPORTER_RESOURCE_ID},
+                "threshold": 1,
+                "within": 0,
+            },
+            "actions": _notify(
+                webhook_block_id,
+                "'TendSocial: the Prefect reporter is behind: ' ~ "
+                "event.payload.backlog_records ~ ' run records unshipped, the oldest ' ~ "
+                "event.payload.oldest_unshipped_seconds ~ ' s old'",
             ),
         },
     ]

@@ -330,10 +330,17 @@ class ReporterSettings(BaseSettings):
     idle_seconds: float = Field(default=5.0, alias="REPORTER_IDLE_SECONDS")
     max_backoff_seconds: float = Field(default=10.0, alias="REPORTER_MAX_BACKOFF_SECONDS")
     #: Shipping is background work: paced so that Prefect's server (and the database it shares)
-    #: never competes with publishing at full speed. Counted in records (a run's start and its
-    #: end are one each); a burst beyond the pace waits in the outbox and is shipped after the
-    #: fact, marked so on each run.
+    #: never competes with publishing at full speed. Counted in Prefect requests (a run shipped
+    #: live costs 2, a run shipped whole after the fact 1, plus a share of its batch's one logs
+    #: request); a burst beyond the pace waits in the outbox and is shipped after the fact, one
+    #: request per run, marked so on each run.
     max_runs_per_second: float = Field(default=40.0, gt=0, alias="REPORTER_MAX_RUNS_PER_SECOND")
+    #: The pace while records arrive faster than `max_runs_per_second` (a burst is being
+    #: published): shipping yields the CPU to publishing and catches up after the burst...
+    yield_runs_per_second: float = Field(default=8.0, gt=0, alias="REPORTER_YIELD_RUNS_PER_SECOND")
+    #: ...but never lets its oldest waiting record get older than this before going full pace
+    #: again (a burst longer than this is shipped at the full pace from then on).
+    yield_seconds: float = Field(default=120.0, ge=0, alias="REPORTER_YIELD_SECONDS")
     #: Records of a batch shipped at once (they never depend on one another).
     concurrency: int = Field(default=8, ge=1, le=64, alias="REPORTER_CONCURRENCY")
     #: A record shipped later than this after its real instant makes its run "after the fact":
@@ -341,6 +348,14 @@ class ReporterSettings(BaseSettings):
     live_tolerance_seconds: float = Field(
         default=1.0, gt=0, alias="REPORTER_LIVE_TOLERANCE_SECONDS"
     )
+    #: The reporter is "behind" (a WARNING line and the Prefect event
+    #: `tendsocial.reporter.behind`, which the "reporter behind" automation notifies on) when its
+    #: oldest unshipped record is this old (default 5 min: issue 16's bound for draining a burst)
+    #: or this many records wait; "caught up" again below half of both.
+    behind_seconds: float = Field(default=300.0, gt=0, alias="REPORTER_BEHIND_SECONDS")
+    behind_records: int = Field(default=20_000, ge=1, alias="REPORTER_BEHIND_RECORDS")
+    #: How often the backlog is measured (one COUNT over the partial index of unshipped rows).
+    behind_check_seconds: float = Field(default=10.0, gt=0, alias="REPORTER_BEHIND_CHECK_SECONDS")
 
     @property
     def paced_batch_size(self) -> int:

@@ -3,13 +3,24 @@ test that wants one. The publishing stack (`publish_stack`) knows nothing about 
 
 from __future__ import annotations
 
+import http.server
+import queue
+import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL
 
+from deployments.prefect_server import (
+    prefect_database_url,
+    start_prefect_server,
+    stop_prefect_server,
+    wait_ready,
+)
 from flows.reporter import ReporterThread, start_reporter_thread
 from models.settings import ReporterSettings
 from tests.support.prefect import PrefectHandle, running_prefect
@@ -50,6 +61,50 @@ def start_reporter(
     yield start
     for reporter in started:
         reporter.stop()
+
+
+@pytest.fixture(scope="session")
+def prefect_with_services(database_url: URL) -> Iterator[PrefectHandle]:
+    """A Prefect server with its services (the session's `prefect` runs without them):
+    automations are evaluated by the triggers service, on the events the API emits for state
+    changes and on the reporter's own events."""
+    name = f"{database_url.database}_prefect_views"
+    url = prefect_database_url(pipeline_url=database_url, database=name)
+    home = Path(tempfile.mkdtemp(prefix="tendsocial-prefect-views-"))
+    handle = PrefectHandle(start_prefect_server(database_url=url, home=home, services=True))
+    try:
+        wait_ready(handle.server)
+        yield handle
+    finally:
+        stop_prefect_server(handle.server)
+        admin = create_engine(database_url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture
+def webhook_sink() -> Iterator[tuple[str, queue.Queue[bytes]]]:
+    """Where the alerts go: an HTTP endpoint on this machine that keeps the bodies it gets."""
+    bodies: queue.Queue[bytes] = queue.Queue()
+
+    class Sink(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            bodies.put(self.rfile.read(int(self.headers.get("content-length", 0))))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Sink)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/alerts", bodies
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

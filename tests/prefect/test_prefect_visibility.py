@@ -145,7 +145,7 @@ async def test_a_crash_between_creating_the_run_and_marking_it_shipped_does_not_
 
     async with httpx.AsyncClient(base_url=prefect.api_url, timeout=10) as http:
         runs = PrefectRuns(http)
-        monkeypatch.setattr(reporter_module, "mark_run_record_shipped", crash)
+        monkeypatch.setattr(reporter_module, "mark_run_records_shipped", crash)
         with pytest.raises(RuntimeError):
             await ship_batch(sessions, runs, batch_size=1000)
         monkeypatch.undo()

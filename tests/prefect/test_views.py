@@ -3,32 +3,21 @@ one of each, the filters select the runs they are named after, a stale copy is f
 
 from __future__ import annotations
 
-import http.server
 import json
 import os
 import queue
 import subprocess
 import sys
-import tempfile
-import threading
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import create_engine, insert, text
+from sqlalchemy import create_engine, insert
 from sqlalchemy.engine import URL
 
-from deployments.prefect_server import (
-    prefect_database_url,
-    start_prefect_server,
-    stop_prefect_server,
-    wait_ready,
-)
 from deployments.prefect_views import (
     ALERT_BLOCK_NAME,
     PUBLISH_FLOW,
@@ -175,7 +164,7 @@ def test_with_a_webhook_url_the_alerts_call_the_saved_webhook_block(prefect: Pre
     assert (block["name"], block["block_type"]["slug"]) == (ALERT_BLOCK_NAME, "webhook")
     assert block["data"]["url"] == url
     ours = [a for a in _automations(prefect) if a["name"].startswith(VIEW_PREFIX)]
-    assert len(ours) == 2
+    assert len(ours) == len(automation_definitions())
     for automation in ours:
         (action,) = automation["actions"]
         assert action["type"] == "call-webhook"
@@ -207,49 +196,6 @@ def test_the_cli_applies_them_with_one_filter_per_company_of_the_database(
     name = f"{VIEW_PREFIX}failed publishes · company:Views CLI Co ({str(company)[:8]})"
     assert f"saved filter: {name}" in done.stdout
     assert _ours(_saved_searches(prefect))[name] == 1
-
-
-@pytest.fixture(scope="module")
-def prefect_with_services(database_url: URL) -> Iterator[PrefectHandle]:
-    """A Prefect server with its services (the session's runs without them): automations are
-    evaluated by the triggers service, on the events the API emits for state changes."""
-    name = f"{database_url.database}_prefect_views"
-    url = prefect_database_url(pipeline_url=database_url, database=name)
-    home = Path(tempfile.mkdtemp(prefix="tendsocial-prefect-views-"))
-    handle = PrefectHandle(start_prefect_server(database_url=url, home=home, services=True))
-    try:
-        wait_ready(handle.server)
-        yield handle
-    finally:
-        stop_prefect_server(handle.server)
-        admin = create_engine(database_url.set(database="postgres"), isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-
-@pytest.fixture
-def webhook_sink() -> Iterator[tuple[str, queue.Queue[bytes]]]:
-    """Where the alerts go: an HTTP endpoint on this machine that keeps the bodies it gets."""
-    bodies: queue.Queue[bytes] = queue.Queue()
-
-    class Sink(http.server.BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            bodies.put(self.rfile.read(int(self.headers.get("content-length", 0))))
-            self.send_response(200)
-            self.end_headers()
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Sink)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}/alerts", bodies
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def _failed_run(prefect: PrefectHandle, *, flow: str, name: str, message: str) -> None:
