@@ -123,9 +123,19 @@ class AttemptLog:
     _step_started: datetime | None = None
 
     def note(self, level: int, message: str, *args: Any, target: PublishTarget) -> None:
-        """Log a line and keep it for the attempt's record (its log lines in the Prefect UI)."""
-        log.log(level, message, *args, extra=_log_extra(target))
-        self.lines.append(LogLine(level, message % args if args else message, _now()))
+        """Keep a line for the attempt's record (its log lines in the Prefect UI).
+
+        The process log gets the line too, but an INFO line only at DEBUG: the record carries
+        every step to Prefect, and the process log keeps one INFO line per attempt (`publish
+        outcome`, `dispatch/jobs.py`) plus the warnings. Formatting and writing eight lines
+        per publish was a measurable share of the API's CPU (bench/bench_cpu_per_publish.py);
+        a line below the configured level now costs one level check.
+        """
+        text = message % args if args else message
+        self.lines.append(LogLine(level, text, _now()))
+        emitted = logging.DEBUG if level == logging.INFO else level
+        if log.isEnabledFor(emitted):
+            log.log(emitted, "%s", text, extra=_log_extra(target))
 
     def step(self, name: str, *, target: PublishTarget, detail: str = "") -> None:
         """Close the step that ran since the previous mark as a timed log line (`step claim:
