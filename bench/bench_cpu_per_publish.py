@@ -155,7 +155,7 @@ def run_phase(
     try:
         marker = f"cpu-{secrets.token_hex(4)}"
         contents = [f"{marker} post {i:05d}" for i in range(posts)]
-        due = datetime.now(UTC) + timedelta(seconds=8 + posts * 0.05)
+        due = datetime.now(UTC) + timedelta(seconds=10 + posts * 0.06)
         post_ids = asyncio.run(
             schedule_many(
                 api_url=api.url,
@@ -171,11 +171,15 @@ def run_phase(
             raise RuntimeError("scheduling took longer than the lead; the instant has passed")
         time.sleep(wait)
         processes = {"api": api.pid, "emulator": emulator.pid, "sandbox": sandbox.pid}
+        if phase.profile is not None:
+            os.kill(api.pid, signal.SIGUSR1)
         before = {name: cpu_seconds(pid) for name, pid in processes.items()}
         states = wait_settled(
             engine, post_ids, expected=posts * len(PLATFORMS), timeout=600, poll=0.1
         )
         after = {name: cpu_seconds(pid) for name, pid in processes.items()}
+        if phase.profile is not None:
+            os.kill(api.pid, signal.SIGUSR2)
         with engine.connect() as conn:
             drain, claims = conn.execute(
                 text(

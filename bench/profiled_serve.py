@@ -4,13 +4,14 @@
 
 The profile's timer is `time.process_time`, not the wall clock cProfile uses by default: an
 asyncio server spends most of its wall time awaiting, which would otherwise be charged to
-whichever coroutine was suspended. The file is written however the server stops (uvicorn
+whichever coroutine was suspended. Profiling runs between SIGUSR1 and SIGUSR2. The file is written however the server stops (uvicorn
 re-raises the signal that stopped it: stop it with SIGINT, which becomes a KeyboardInterrupt).
 """
 
 from __future__ import annotations
 
 import cProfile
+import signal
 import sys
 import time
 
@@ -20,7 +21,10 @@ def main() -> None:
     from deployments.cli import app
 
     profile = cProfile.Profile(time.process_time)
-    profile.enable()
+    # SIGUSR1 starts profiling, SIGUSR2 stops it: the bench profiles the dispatch alone, not
+    # the start-up or the scheduling before it.
+    signal.signal(signal.SIGUSR1, lambda *_: profile.enable())
+    signal.signal(signal.SIGUSR2, lambda *_: profile.disable())
     try:
         app(args=argv, prog_name="tendsocial")
     except (SystemExit, KeyboardInterrupt):
