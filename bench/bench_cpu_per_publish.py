@@ -19,7 +19,7 @@ Phases, side by side in one run on the same database, emulator and sandbox:
 - `this tree`: the code in this working tree;
 - `--compare REF` (repeatable): the API of an earlier commit (`git archive REF`, run from a
   temporary folder; the schema must be the same), e.g. `--compare HEAD~3` for "before";
-- `--env NAME=VALUE` (repeatable): one more phase of this tree with that environment;
+- `--env "NAME=VALUE ..."` (repeatable): one more phase of this tree with that environment;
 - `--profile`: one more phase of this tree under cProfile (its CPU figure is inflated by the
   profiler); prints the functions that took the most CPU.
 
@@ -226,7 +226,11 @@ def main() -> None:
         "--compare", action="append", default=[], metavar="REF", help="an earlier commit"
     )
     parser.add_argument(
-        "--env", action="append", default=[], metavar="NAME=VALUE", help="a phase with this env"
+        "--env",
+        action="append",
+        default=[],
+        metavar="'NAME=VALUE ...'",
+        help="a phase of this tree with these variables set",
     )
     parser.add_argument(
         "--profile",
@@ -245,9 +249,9 @@ def main() -> None:
         phases = [Phase(label=ref, root=export_commit(ref, workdir)) for ref in args.compare]
         if not args.skip_tree:
             phases.append(Phase(label="this tree"))
-        for assignment in args.env:
-            name, _, value = assignment.partition("=")
-            phases.append(Phase(label=f"this tree, {name}={value}", env={name: value}))
+        for assignments in args.env:
+            env = dict(a.partition("=")[::2] for a in assignments.split())
+            phases.append(Phase(label=f"this tree, {assignments}", env=env))
         profile_file = Path(args.profile) if args.profile else workdir / "api.prof"
         if args.profile is not None:
             phases.append(Phase(label="this tree, cProfile", profile=profile_file.resolve()))
@@ -306,7 +310,7 @@ def main() -> None:
             f"{os.cpu_count()} cores (shared machine: compare phases of one run)"
         )
         header = (
-            f"{'phase':<34}{'API ms/publish':>15}{'webhooks/s':>12}{'emulator ms':>13}"
+            f"{'phase':<46}{'API ms/publish':>15}{'webhooks/s':>12}{'emulator ms':>13}"
             f"{'sandbox ms':>12}{'claims':>8}{'exactly once':>14}"
         )
         print(header)
@@ -314,7 +318,7 @@ def main() -> None:
         for r in results:
             good = not r.problems and r.states.get("success", 0) == r.targets
             print(
-                f"{r.label:<34}{r.ms_per_publish:>15.2f}{r.rate:>12.0f}"
+                f"{r.label:<46}{r.ms_per_publish:>15.2f}{r.rate:>12.0f}"
                 f"{r.emulator_cpu * 1000 / r.targets:>13.2f}"
                 f"{r.sandbox_cpu * 1000 / r.targets:>12.2f}{r.claims:>8}"
                 f"{'yes' if good else 'NO':>14}"

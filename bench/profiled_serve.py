@@ -4,8 +4,9 @@
 
 The profile's timer is `time.process_time`, not the wall clock cProfile uses by default: an
 asyncio server spends most of its wall time awaiting, which would otherwise be charged to
-whichever coroutine was suspended. Profiling runs between SIGUSR1 and SIGUSR2. The file is written however the server stops (uvicorn
-re-raises the signal that stopped it: stop it with SIGINT, which becomes a KeyboardInterrupt).
+whichever coroutine was suspended. Profiling runs between SIGUSR1 and SIGUSR2. The file is
+written however the server stops (uvicorn re-raises the signal that stopped it: stop it with
+SIGINT, which becomes a KeyboardInterrupt).
 """
 
 from __future__ import annotations

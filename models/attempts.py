@@ -10,10 +10,11 @@ pipelined):
   attempt had set it: reconcile first), marks the post `processing`, reads the account and the
   post's media, and inserts the run's start record (whose insert trigger sends the reporter's
   NOTIFY at commit): one round trip, one transaction;
-- the record, one transaction in two round trips: `BEGIN` + the settlement (only while this
-  attempt still holds its claim), then the account's needs-reconnect mark, the post row lock,
-  the roll-up (its own statement after the lock: `posts.roll_up_post_status` says why), the
-  run's end record and `COMMIT`;
+- the record, one transaction in one round trip (pipelined): `BEGIN`; the settlement (only
+  while this attempt still holds its claim) with the run's end record in the same statement
+  (inserted only if the settlement was); the account's needs-reconnect mark; the post row
+  lock; the roll-up (its own statement after the lock: `posts.roll_up_post_status` says why);
+  `COMMIT`;
 - the platform state an adapter saves right before its call: one statement.
 
 Before, an attempt took 12 round trips through the ORM session (BEGIN, claim, post, account,
@@ -24,12 +25,15 @@ Fixed statement texts are prepared by psycopg after a few uses on each connectio
 
 from __future__ import annotations
 
+import json
+import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import orjson
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
@@ -170,7 +174,7 @@ async def claim_attempt(
                 "run_id": start.run_id,
                 "run_name": start.run_name,
                 "tags": list(start.tags),
-                "parameters": Jsonb(start.parameters),
+                "parameters": Jsonb(start.parameters, dumps=_dumps),
                 "started_at": start.started_at,
             },
         )
@@ -209,13 +213,36 @@ async def claim_attempt(
     )
 
 
+_RUN_RECORD_COLUMNS = (
+    "id, run_id, parent_run_id, phase, kind, run_name, tags, parameters, outcome, "
+    "state_message, started_at, ended_at, next_run_at, logs"
+)
+
+#: The end record of an attempt that settled its target: its logs end with the record step,
+#: timed by the database up to the moment the row is written (the settlement included).
+_RECORD_STEP_LINE = (
+    "jsonb_build_array(jsonb_build_object("
+    f"'level', {logging.INFO}, "
+    "'message', 'step record: ' || round(extract(epoch FROM clock_timestamp() - "
+    "%(r_record_started)s) * 1000)::text || ' ms', "
+    "'timestamp', to_jsonb(clock_timestamp())))"
+)
+
+
 def _settle_sql(settlement: Settlement) -> str:
+    """Settle while the claim holds and, only if it did, insert the run's end record: one
+    statement, whose RETURNING says whether this attempt still owned the target."""
     assignments = [f"{name} = %({name})s" for name in settlement.values()]
     return (
-        "UPDATE publish_logs SET "
+        "WITH settled AS (UPDATE publish_logs SET "
         + ", ".join([*assignments, "updated_at = now()"])
         + " WHERE id = %(b_target_id)s AND status = %(b_processing)s AND attempts = %(b_attempt)s"
-        " RETURNING *"
+        " RETURNING *), run_end AS ("
+        f"INSERT INTO run_records ({_RUN_RECORD_COLUMNS}) SELECT %(r_id)s, %(r_run_id)s, "
+        "%(r_parent_run_id)s, %(r_phase)s, %(r_kind)s, %(r_run_name)s, %(r_tags)s, "
+        "%(r_parameters)s, %(r_outcome)s, %(r_state_message)s, %(r_started_at)s, "
+        f"%(r_ended_at)s, %(r_next_run_at)s, %(r_logs)s::jsonb || {_RECORD_STEP_LINE} "
+        "FROM settled) SELECT * FROM settled"
     )
 
 
@@ -229,55 +256,65 @@ _MARK_NEEDS_RECONNECT_SQL = (
 )
 
 _INSERT_RUN_RECORD_SQL = (
-    "INSERT INTO run_records (id, run_id, parent_run_id, phase, kind, run_name, tags, "
-    "parameters, outcome, state_message, started_at, ended_at, next_run_at, logs) VALUES "
+    f"INSERT INTO run_records ({_RUN_RECORD_COLUMNS}) VALUES "
     "(%(id)s, %(run_id)s, %(parent_run_id)s, %(phase)s, %(kind)s, %(run_name)s, %(tags)s, "
     "%(parameters)s, %(outcome)s, %(state_message)s, %(started_at)s, %(ended_at)s, "
     "%(next_run_at)s, %(logs)s)"
 )
 
 
-async def settle_attempt(
-    conn: AsyncConnection[Any], *, target_id: uuid.UUID, attempt: int, settlement: Settlement
+def _json_columns(record: dict[str, Any]) -> dict[str, Any]:
+    return record | {
+        "parameters": Jsonb(record["parameters"], dumps=_dumps),
+        "logs": Jsonb(record["logs"], dumps=_dumps),
+    }
+
+
+def _dumps(value: Any) -> bytes:
+    """orjson (several times faster than `json.dumps`); what it refuses (an integer beyond 64
+    bits in a platform's answer) goes through the standard library as before."""
+    try:
+        return orjson.dumps(value)
+    except TypeError:
+        return json.dumps(value).encode()
+
+
+async def record_attempt(
+    conn: AsyncConnection[Any],
+    *,
+    target_id: uuid.UUID,
+    attempt: int,
+    settlement: Settlement,
+    post_id: uuid.UUID,
+    record: dict[str, Any],
+    record_started: datetime,
+    needs_reconnect: tuple[uuid.UUID, str] | None = None,
 ) -> PublishTarget | None:
-    """Open the record's transaction and settle the target while this attempt still holds its
-    claim (`BEGIN` and the UPDATE in one round trip); the settled target, or None when the claim
-    was lost. Finish with `finish_record`, which commits."""
+    """The record's transaction in ONE round trip (`BEGIN`, the settlement with the run's end
+    record `record` (an `AttemptRecord.row()`), the account's needs-reconnect mark, the post
+    row lock, the roll-up, `COMMIT`, pipelined); the settled target, or None when this attempt
+    had lost its claim: then nothing of it was written (the roll-up only recomputed the post's
+    status, under its lock) and the caller records the lost claim with `add_end_record`."""
     values = settlement.values()
     key = tuple(values)
     sql = _SETTLE_SQL.get(key)
     if sql is None:
         sql = _SETTLE_SQL[key] = _settle_sql(settlement)
     params = {
-        name: Jsonb(v) if name == "raw_response" and v is not None else v
+        name: Jsonb(v, dumps=_dumps) if name == "raw_response" and v is not None else v
         for name, v in values.items()
     }
+    params |= {f"r_{name}": value for name, value in _json_columns(record).items()}
     params |= {
         "b_target_id": target_id,
         "b_processing": TargetStatus.PROCESSING.value,
         "b_attempt": attempt,
+        "r_record_started": record_started,
     }
+    cursor = conn.cursor(row_factory=dict_row)
     async with conn.pipeline():
         await conn.execute("BEGIN")
-        cursor = conn.cursor(row_factory=dict_row)
         await cursor.execute(sql, params)
-    row = await cursor.fetchone()
-    await cursor.close()
-    return None if row is None else PublishTarget(**row)
-
-
-async def finish_record(
-    conn: AsyncConnection[Any],
-    *,
-    post_id: uuid.UUID,
-    roll_up: bool,
-    record: dict[str, Any],
-    needs_reconnect: tuple[uuid.UUID, str] | None = None,
-) -> None:
-    """The rest of the record's transaction, in one round trip: the account's needs-reconnect
-    mark, the post row lock then the roll-up (when this attempt settled the target), the run's
-    end record, COMMIT."""
-    async with conn.pipeline():
         if needs_reconnect is not None:
             account_id, reason = needs_reconnect
             await conn.execute(
@@ -288,14 +325,20 @@ async def finish_record(
                     "account_id": account_id,
                 },
             )
-        if roll_up:
-            await conn.execute(LOCK_POST_SQL, {"post_id": post_id})
-            await conn.execute(ROLL_UP_SQL, {"post_id": post_id})
-        await conn.execute(
-            _INSERT_RUN_RECORD_SQL,
-            record | {"parameters": Jsonb(record["parameters"]), "logs": Jsonb(record["logs"])},
-        )
+        # After the settlement (target row, then post row: the claim's lock order). Locking and
+        # recomputing when the claim was lost is harmless: the roll-up is a pure function of
+        # the targets, computed under the lock.
+        await conn.execute(LOCK_POST_SQL, {"post_id": post_id})
+        await conn.execute(ROLL_UP_SQL, {"post_id": post_id})
         await conn.execute("COMMIT")
+    row = await cursor.fetchone()
+    await cursor.close()
+    return None if row is None else PublishTarget(**row)
+
+
+async def add_end_record(conn: AsyncConnection[Any], record: dict[str, Any]) -> None:
+    """A run's end record on its own (an attempt that lost its claim before recording)."""
+    await conn.execute(_INSERT_RUN_RECORD_SQL, _json_columns(record))
 
 
 _SAVE_STATE_SQL = (
@@ -310,6 +353,7 @@ async def save_attempt_platform_state(
 ) -> bool:
     """`targets.save_claimed_platform_state` as one autocommitted statement."""
     cursor = await conn.execute(
-        _SAVE_STATE_SQL, {"state": Jsonb(state), "target_id": target_id, "attempt": attempt}
+        _SAVE_STATE_SQL,
+        {"state": Jsonb(state, dumps=_dumps), "target_id": target_id, "attempt": attempt},
     )
     return (await cursor.fetchone()) is not None

@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -30,10 +30,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from models.attempts import (
     StartTemplate,
+    add_end_record,
     claim_attempt,
-    finish_record,
+    record_attempt,
     save_attempt_platform_state,
-    settle_attempt,
 )
 from models.database import driver_connection, unit_of_work
 from models.outbox import AttemptRecord, LogLine, add_run_record
@@ -127,11 +127,14 @@ class AttemptLog:
         per publish was a measurable share of the API's CPU (bench/bench_cpu_per_publish.py);
         a line below the configured level now costs one level check.
         """
-        text = message % args if args else message
-        self.lines.append(LogLine(level, text, _now()))
-        emitted = logging.DEBUG if level == logging.INFO else level
+        self.keep(LogLine(level, message % args if args else message, _now()), target=target)
+
+    def keep(self, line: LogLine, *, target: PublishTarget) -> None:
+        """`note` for a line already made."""
+        self.lines.append(line)
+        emitted = logging.DEBUG if line.level == logging.INFO else line.level
         if log.isEnabledFor(emitted):
-            log.log(emitted, "%s", text, extra=_log_extra(target))
+            log.log(emitted, "%s", line.message, extra=_log_extra(target))
 
     def step(self, name: str, *, target: PublishTarget, detail: str = "") -> None:
         """Close the step that ran since the previous mark as a timed log line (`step claim:
@@ -501,39 +504,41 @@ class Publisher:
         reconnect: str | None = None,
     ) -> PublishOutcome:
         """One transaction: the settlement (only while the claim holds), the post's roll-up,
-        the account's needs-reconnect mark, and the attempt's run record; two round trips
+        the account's needs-reconnect mark, and the attempt's run record: one round trip
         (`models/attempts.py`)."""
         record_started = _now()
+        success = settlement.status == TargetStatus.SUCCESS
+        level = logging.INFO if success else logging.WARNING
+        detail = settlement.error_message or settlement.remote_url or ""
+        settled_line = LogLine(level, f"settled as {settlement.status} {detail}", record_started)
+        owned_record = _attempt_record(attempt_log, settlement, owned=True)
+        # The database appends the `step record` line, timed up to the row's write.
+        owned_record = replace(owned_record, logs=[*owned_record.logs, settled_line])
         async with driver_connection(self.sessions) as conn:
-            current = await settle_attempt(
-                conn, target_id=target.id, attempt=attempt, settlement=settlement
+            current = await record_attempt(
+                conn,
+                target_id=target.id,
+                attempt=attempt,
+                settlement=settlement,
+                post_id=target.scheduled_post_id,
+                record=owned_record.row(),
+                record_started=record_started,
+                needs_reconnect=(target.account_id, reconnect) if reconnect is not None else None,
             )
             owned = current is not None
             if owned:
-                success = settlement.status == TargetStatus.SUCCESS
-                detail = settlement.error_message or settlement.remote_url or ""
-                attempt_log.note(
-                    logging.INFO if success else logging.WARNING,
-                    "settled as %s %s",
-                    settlement.status,
-                    detail,
-                    target=target,
-                )
+                attempt_log.keep(settled_line, target=target)
             else:
                 attempt_log.note(
                     logging.WARNING,
                     "claim lost before recording; another attempt owns the target",
                     target=target,
                 )
-            took = (_now() - record_started).total_seconds() * 1000
-            attempt_log.note(logging.INFO, "step record: %.0f ms", took, target=target)
-            await finish_record(
-                conn,
-                post_id=target.scheduled_post_id,
-                roll_up=owned,
-                record=_attempt_record(attempt_log, settlement, owned=owned).row(),
-                needs_reconnect=(target.account_id, reconnect) if reconnect is not None else None,
-            )
+                took = (_now() - record_started).total_seconds() * 1000
+                attempt_log.note(logging.INFO, "step record: %.0f ms", took, target=target)
+                await add_end_record(
+                    conn, _attempt_record(attempt_log, settlement, owned=False).row()
+                )
             attempt_log.recorded = True
         if current is None:
             async with unit_of_work(self.sessions) as session:
