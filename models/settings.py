@@ -41,8 +41,13 @@ class DatabaseSettings(BaseSettings):
     #: Fernet key(s) for tokens at rest, comma-separated, newest first (rotation).
     #: Unset: a key generated once into `data_dir/token.key` (fine locally, never in production).
     token_encryption_key: str | None = Field(default=None, alias="TOKEN_ENCRYPTION_KEY")
-    pool_size: int = Field(default=10, alias="DATABASE_POOL_SIZE")
-    max_overflow: int = Field(default=20, alias="DATABASE_MAX_OVERFLOW")
+    #: Connections a process keeps once opened (opened on demand, never up front), and how
+    #: many more it may open for a moment. 30 + 0: the same ceiling of 30 as 10 + 20 was, but
+    #: a burst no longer opens and closes connections by the hundred (SQLAlchemy closes an
+    #: overflow connection as soon as it is returned): that churn cost the API ~14% of its CPU
+    #: per publish and PostgreSQL a backend fork each (bench/bench_cpu_per_publish.py --env).
+    pool_size: int = Field(default=30, alias="DATABASE_POOL_SIZE")
+    max_overflow: int = Field(default=0, alias="DATABASE_MAX_OVERFLOW")
 
 
 class QueueSpec(BaseModel):
