@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.util import greenlet_spawn
 
 from models.settings import load_settings
 
@@ -136,32 +137,42 @@ async def driver_connection(
     an unreachable database to 503 on this path exactly as on every other.
     """
     engine: AsyncEngine = sessions.kw["bind"]
-    async with engine.connect() as connection:
-        pooled = await connection.get_raw_connection()
-        conn: AsyncConnection[Any] = pooled.driver_connection  # type: ignore[assignment]
+    # The pool itself rather than `engine.connect()`: a `Connection` and its events around a
+    # connection this code drives directly would double the checkout's CPU. Pool calls that
+    # may touch the network (connect, reset, invalidate) run under `greenlet_spawn`, as
+    # SQLAlchemy's own async layer runs them.
+    try:
+        pooled = await greenlet_spawn(engine.sync_engine.pool.connect)
+    except psycopg.Error as error:  # the server is unreachable: as `engine.connect()` says it
+        raise DBAPIError.instance(
+            None, None, error, psycopg.Error, connection_invalidated=True
+        ) from error
+    conn: AsyncConnection[Any] = pooled.driver_connection  # type: ignore[assignment]
+    try:
         await conn.set_autocommit(True)
-        try:
-            yield conn
-        except psycopg.Error as error:
-            raise DBAPIError.instance(
-                None,
-                None,
-                error,
-                psycopg.Error,
-                connection_invalidated=conn.broken or conn.closed,
-            ) from error
-        finally:
-            status = conn.info.transaction_status
-            if conn.broken or conn.closed or status in _UNUSABLE:
-                # Dropped, or cut off mid-statement (a cancelled request): never lend it again.
-                await connection.invalidate()
-            else:
-                try:
-                    if status != TransactionStatus.IDLE:
-                        await conn.rollback()
-                    await conn.set_autocommit(False)
-                except psycopg.Error:
-                    await connection.invalidate()
+        yield conn
+    except psycopg.Error as error:
+        raise DBAPIError.instance(
+            None,
+            None,
+            error,
+            psycopg.Error,
+            connection_invalidated=conn.broken or conn.closed,
+        ) from error
+    finally:
+        status = conn.info.transaction_status
+        reusable = not (conn.broken or conn.closed or status in _UNUSABLE)
+        if reusable:
+            try:
+                if status != TransactionStatus.IDLE:
+                    await conn.rollback()
+                await conn.set_autocommit(False)
+            except psycopg.Error:
+                reusable = False
+        if not reusable:
+            # Dropped, or cut off mid-statement (a cancelled request): never lend it again.
+            await greenlet_spawn(pooled.invalidate)
+        await greenlet_spawn(pooled.close)
 
 
 #: Transaction states a connection cannot be handed back in.
