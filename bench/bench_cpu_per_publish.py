@@ -276,15 +276,17 @@ def main() -> None:
                     )
                 )
                 handle = SandboxHandle(sandbox.url)
-                tenant = make_tenant(
-                    Stack(base_url="", sandbox=handle),
-                    name="CPU Co",
-                    platforms=PLATFORMS,
-                    media=False,
-                )
-                handle.close()
                 for phase in phases:
                     print(f"phase: {phase.label} ...", flush=True)
+                    # Every phase on an empty sandbox (its in-memory posts make each publish
+                    # dearer as they pile up, which would favour the earlier phases).
+                    handle.reset()
+                    tenant = make_tenant(
+                        Stack(base_url="", sandbox=handle),
+                        name="CPU Co",
+                        platforms=PLATFORMS,
+                        media=False,
+                    )
                     result = run_phase(
                         phase,
                         database_url=database_url,
@@ -300,6 +302,7 @@ def main() -> None:
                         f"{result.rate:.0f} webhooks/s",
                         flush=True,
                     )
+                handle.close()
             finally:
                 for service in reversed(started):
                     service.stop()
