@@ -181,6 +181,13 @@ def serve(
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to bind.")] = 8000,
     workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
+    access_log: Annotated[
+        bool,
+        typer.Option(
+            "--access-log/--no-access-log",
+            help="uvicorn's line per request (off: Cloud Run logs every request itself).",
+        ),
+    ] = False,
 ) -> None:
     """Run the API and webhook server (uvicorn)."""
     import uvicorn
@@ -199,6 +206,9 @@ def serve(
         workers=workers,
         log_level="info",
         proxy_headers=True,
+        # A line per request is CPU on every webhook (bench/bench_cpu_per_publish.py) and says
+        # nothing Cloud Run's own request log does not; `--access-log` brings it back.
+        access_log=access_log,
     )
 
 

@@ -97,8 +97,10 @@ def create_app(
     app.state.oidc_certs = CertificateCache(settings.webhooks.oidc_certs_url)
     app.state.company_limits = CompanyRateLimits(settings.scheduling)
     install_error_handlers(app)
-    app.include_router(posts_api.router)
+    # The job webhooks first: routes are matched in order, one regex at a time, and the publish
+    # webhook is by far the most called route.
     app.include_router(jobs.router)
+    app.include_router(posts_api.router)
     app.include_router(analytics_api.router)
     app.include_router(accounts_api.router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.scheduling.max_body_bytes)

@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
+import orjson
 from fastapi import APIRouter, Header, Request, Response
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
@@ -23,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, StringConstraints
 from pydantic.alias_generators import to_camel
 
 from dispatch.caller_auth import verify_task_caller
-from dispatch.deps import MetricsDep, PublisherDep, SchedulerDep, ServicesDep, SettingsDep
+from dispatch.deps import MetricsDep, PublisherDep, ServicesDep
 from dispatch.errors import error_body
 from dispatch.schemas import PlatformName, SafeText
 from flows.sync_fanout import SyncTrigger
@@ -87,6 +88,14 @@ def _requeue_failed() -> JSONResponse:
 
 
 # --------------------------------------------------------------------------- publish
+class _Answer(JSONResponse):
+    """The publish webhook's answer, serialised by orjson (the same compact JSON as Starlette's
+    `JSONResponse`, for a fraction of the CPU on the busiest route)."""
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
 def _target_body(outcome: PublishOutcome) -> dict[str, Any]:
     body: dict[str, Any] = {"status": outcome.status, "attempts": outcome.attempts}
     if outcome.remote_id:
@@ -112,7 +121,7 @@ async def answer_publish_outcome(outcome: PublishOutcome, *, scheduler: Schedule
     match outcome.kind:
         case "published" | "already_published" | "failed" | "settled" | "cancelled":
             body = _target_body(outcome) | {"outcome": outcome.kind}
-            return JSONResponse(body, status_code=200)
+            return _Answer(body, status_code=200)
         case "retry" if outcome.retry_at is not None and outcome.target_id is not None:
             # Re-enqueue at the platform's reset under a fresh task name: no attempt before it,
             # and the queue's retry budget is not spent waiting.
@@ -120,18 +129,18 @@ async def answer_publish_outcome(outcome: PublishOutcome, *, scheduler: Schedule
                 await scheduler.enqueue_target(outcome.target_id, run_at=outcome.retry_at)
             except Exception:
                 return _requeue_failed()
-            return JSONResponse(_target_body(outcome) | {"outcome": "deferred"}, status_code=200)
+            return _Answer(_target_body(outcome) | {"outcome": "deferred"}, status_code=200)
         case "busy" if outcome.retry_at is not None and outcome.target_id is not None:
             try:
                 await scheduler.enqueue_follow_up(outcome.target_id, at=outcome.retry_at)
             except Exception:
                 return _requeue_failed()
             body = _target_body(outcome) | {"outcome": "busy", "followUpAt": outcome.retry_at}
-            return JSONResponse(jsonable_encoder(body), status_code=200)
+            return _Answer(jsonable_encoder(body), status_code=200)
         case "retry" | "busy":
-            return JSONResponse(_target_body(outcome) | {"outcome": outcome.kind}, status_code=502)
+            return _Answer(_target_body(outcome) | {"outcome": outcome.kind}, status_code=502)
         case _:
-            return JSONResponse(error_body("not_found", "no such publish target"), status_code=404)
+            return _Answer(error_body("not_found", "no such publish target"), status_code=404)
 
 
 @router.post("/api/jobs/publish-post")
@@ -139,8 +148,7 @@ async def answer_publish_outcome(outcome: PublishOutcome, *, scheduler: Schedule
 async def publish_post(
     body: PublishPostBody,
     publisher: PublisherDep,
-    scheduler: SchedulerDep,
-    settings: SettingsDep,
+    services: ServicesDep,
     retry_count: RetryCount = 0,
 ) -> JSONResponse:
     """Publish one post to one platform (called by Cloud Tasks at the post's instant)."""
@@ -151,11 +159,11 @@ async def publish_post(
             account_id=body.account_id,
             idempotency_key=body.idempotency_key,
             retry_count=retry_count,
-            final_attempt=settings.queues.publish.is_final_attempt(retry_count),
+            final_attempt=services.settings.queues.publish.is_final_attempt(retry_count),
         )
     )
     _log_publish_outcome(outcome, platform=body.platform)
-    return await answer_publish_outcome(outcome, scheduler=scheduler)
+    return await answer_publish_outcome(outcome, scheduler=services.scheduler)
 
 
 #: What each attempt's outcome counts as on the `publish outcome` line (the log-based metric

@@ -145,9 +145,12 @@ class RequestContext:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = dict(scope.get("headers") or [])
-        trace = headers.get(b"x-cloud-trace-context", b"").decode("latin-1").split("/")[0]
-        task = headers.get(b"x-cloudtasks-taskname", b"").decode("latin-1")
+        trace = task = ""
+        for name, value in scope.get("headers") or ():
+            if name == b"x-cloud-trace-context":
+                trace = value.decode("latin-1").split("/")[0]
+            elif name == b"x-cloudtasks-taskname":
+                task = value.decode("latin-1")
         trace_token = _trace.set(trace[:64] or None)
         task_token = _task.set(task[:500] or None)
         try:

@@ -14,8 +14,6 @@ from typing import Any
 from sqlalchemy import (
     Select,
     and_,
-    bindparam,
-    case,
     delete,
     func,
     or_,
@@ -167,43 +165,36 @@ async def cancel_open_targets(session: AsyncSession, post_id: uuid.UUID) -> None
     )
 
 
-def _rolled_up_status() -> Any:
-    """The post status its targets imply: the roll-up rules (README, "Statuses") plus cancel."""
-    t = PublishTarget.__table__.c.status
-    all_of = func.bool_and
-    return case(
-        (all_of(t == TargetStatus.CANCELLED), PostStatus.CANCELLED.value),
-        (all_of(t.in_((TargetStatus.SUCCESS, TargetStatus.CANCELLED))), PostStatus.PUBLISHED.value),
-        (all_of(t.in_(SETTLED_TARGET_STATUSES)), PostStatus.FAILED.value),
-        (
-            func.bool_or(
-                t.in_((TargetStatus.PROCESSING, TargetStatus.SUCCESS, TargetStatus.FAILED))
-            ),
-            PostStatus.PROCESSING.value,
-        ),
-        else_=PostStatus.PENDING.value,
-    )
+def _quoted(statuses: Sequence[str]) -> str:
+    return ", ".join(f"'{status}'" for status in statuses)
 
 
-_posts = ScheduledPost.__table__
+#: The post status its targets imply: the roll-up rules (README, "Statuses") plus cancel.
+#: Plain SQL (psycopg's `%(name)s` parameters) so the ORM session (`roll_up_post_status`) and
+#: the publish hot path (`models/attempts.py`, on the driver connection) run the same text.
+ROLL_UP_SQL = f"""
+UPDATE scheduled_posts AS p
+   SET status = coalesce((
+         SELECT CASE
+           WHEN bool_and(t.status = '{TargetStatus.CANCELLED}') THEN '{PostStatus.CANCELLED}'
+           WHEN bool_and(t.status IN ({_quoted((TargetStatus.SUCCESS, TargetStatus.CANCELLED))}))
+             THEN '{PostStatus.PUBLISHED}'
+           WHEN bool_and(t.status IN ({_quoted(SETTLED_TARGET_STATUSES)}))
+             THEN '{PostStatus.FAILED}'
+           WHEN bool_or(t.status IN ({
+    _quoted((TargetStatus.PROCESSING, TargetStatus.SUCCESS, TargetStatus.FAILED))
+})) THEN '{PostStatus.PROCESSING}'
+           ELSE '{PostStatus.PENDING}'
+         END
+           FROM publish_logs AS t
+          WHERE t.scheduled_post_id = %(post_id)s), p.status),
+       updated_at = now()
+ WHERE p.id = %(post_id)s
+RETURNING p.status
+"""
 
-
-_LOCK_POST = select(_posts.c.id).where(_posts.c.id == bindparam("b_post_id")).with_for_update()
-
-
-_ROLL_UP_POST = (
-    update(_posts)
-    .where(_posts.c.id == bindparam("b_post_id"))
-    .values(
-        status=func.coalesce(
-            select(_rolled_up_status())
-            .where(PublishTarget.__table__.c.scheduled_post_id == bindparam("b_post_id"))
-            .scalar_subquery(),
-            _posts.c.status,
-        )
-    )
-    .returning(_posts.c.status)
-)
+#: The post row lock the roll-up is computed under (see `roll_up_post_status`).
+LOCK_POST_SQL = "SELECT id FROM scheduled_posts WHERE id = %(post_id)s FOR UPDATE"
 
 
 async def roll_up_post_status(session: AsyncSession, post_id: uuid.UUID) -> str | None:
@@ -213,9 +204,10 @@ async def roll_up_post_status(session: AsyncSession, post_id: uuid.UUID) -> str 
     follows then reads its targets with a snapshot taken after the lock, so two targets
     settling at the same instant cannot each miss the other's result.
     """
-    params = {"b_post_id": post_id}
-    await session.execute(_LOCK_POST, params)
-    return (await session.execute(_ROLL_UP_POST, params)).scalar_one_or_none()
+    connection = await session.connection()
+    params = {"post_id": post_id}
+    await connection.exec_driver_sql(LOCK_POST_SQL, params)
+    return (await connection.exec_driver_sql(ROLL_UP_SQL, params)).scalar_one_or_none()
 
 
 async def reopen_failed_targets(

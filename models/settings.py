@@ -49,8 +49,13 @@ class DatabaseSettings(BaseSettings):
     #: Local development: without TOKEN_ENCRYPTION_KEY, use the generated `data_dir/token.key`.
     #: `tendsocial dev` sets it; an embedded database (DATABASE_URL unset) implies it.
     local_token_key_file: bool = Field(default=False, alias="LOCAL_TOKEN_KEY_FILE")
-    pool_size: int = Field(default=10, alias="DATABASE_POOL_SIZE")
-    max_overflow: int = Field(default=20, alias="DATABASE_MAX_OVERFLOW")
+    #: Connections a process keeps once opened (opened on demand, never up front), and how
+    #: many more it may open for a moment. 30 + 0: the same ceiling of 30 as 10 + 20 was, but
+    #: a burst no longer opens and closes connections by the hundred (SQLAlchemy closes an
+    #: overflow connection as soon as it is returned): that churn cost the API ~14% of its CPU
+    #: per publish and PostgreSQL a backend fork each (bench/bench_cpu_per_publish.py --env).
+    pool_size: int = Field(default=30, alias="DATABASE_POOL_SIZE")
+    max_overflow: int = Field(default=0, alias="DATABASE_MAX_OVERFLOW")
 
 
 class QueueSpec(BaseModel):

@@ -1,6 +1,7 @@
-"""Targets as the publishing attempt and the sweeper see them: the claim (one conditional UPDATE
-with a lease and a fencing token), writes that hold only while the claim does, and the sweeper's
-statements (missed posts, posts entering the enqueue horizon, lost tasks). Nothing here commits."""
+"""Targets as the publishing attempt and the sweeper see them: the claim's fence and the writes
+that hold only while the claim does, and the sweeper's statements (missed posts, posts entering
+the enqueue horizon, lost tasks). The attempt's own hot-path statements (the claim, the
+settlement, the platform state) are in `models/attempts.py`. Nothing here commits."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ from typing import Any
 
 from sqlalchemy import (
     and_,
-    bindparam,
     func,
     or_,
     select,
@@ -32,94 +32,6 @@ _targets = PublishTarget.__table__
 
 
 _now = func.now()
-
-
-#: Built once: the hot path binds parameters into it instead of constructing the statement per
-#: call (Core, not an ORM-enabled UPDATE: the caller gets a plain row and a detached target).
-_CLAIM = (
-    update(_targets)
-    .where(
-        _targets.c.scheduled_post_id == bindparam("b_post_id"),
-        _targets.c.platform == bindparam("b_platform"),
-        _targets.c.account_id == bindparam("b_account_id"),
-        _targets.c.idempotency_key == bindparam("b_idempotency_key"),
-        or_(
-            _targets.c.status == TargetStatus.PENDING,
-            and_(
-                _targets.c.status == TargetStatus.RETRY,
-                or_(_targets.c.next_retry_at.is_(None), _targets.c.next_retry_at <= _now),
-            ),
-            and_(_targets.c.status == TargetStatus.PROCESSING, _targets.c.lease_expires_at < _now),
-        ),
-    )
-    .values(
-        status=TargetStatus.PROCESSING,
-        attempts=_targets.c.attempts + 1,
-        lease_expires_at=_now + func.make_interval(0, 0, 0, 0, 0, 0, bindparam("b_lease_seconds")),
-        last_retry_at=_now,
-        next_retry_at=None,
-        publish_started_at=func.coalesce(_targets.c.publish_started_at, _now),
-    )
-    .returning(*_targets.c, (_targets.c.publish_started_at < _now).label("earlier"))
-)
-
-
-def detached_target(row: Any) -> PublishTarget:
-    """A `PublishTarget` built from a returned row (not attached to any session)."""
-    values = dict(row._mapping)
-    values.pop("earlier", None)
-    return PublishTarget(**values)
-
-
-async def claim_target(
-    session: AsyncSession,
-    *,
-    post_id: uuid.UUID,
-    platform: str,
-    account_id: uuid.UUID,
-    idempotency_key: str,
-    lease_seconds: float,
-) -> tuple[PublishTarget, bool] | None:
-    """Claim one target for one attempt, or None when another attempt holds it or it settled.
-
-    The single conditional UPDATE is the whole race: a pending target, a `retry` target whose
-    wait is over, or a `processing` target whose lease ran out (its worker died) can be claimed;
-    `attempts` is bumped and doubles as the fencing token of this claim.
-
-    The same statement stamps `publish_started_at` (the "attempting" marker) if it is not set,
-    so it is durable before the platform call without a transaction of its own. The flag returned
-    beside the target says whether an *earlier* attempt had already set it: then that attempt's
-    outcome is unknown and this one must reconcile before publishing.
-    """
-    row = (
-        await session.execute(
-            _CLAIM,
-            {
-                "b_post_id": post_id,
-                "b_platform": platform,
-                "b_account_id": account_id,
-                "b_idempotency_key": idempotency_key,
-                "b_lease_seconds": lease_seconds,
-            },
-        )
-    ).one_or_none()
-    if row is None:
-        return None
-    return detached_target(row), bool(row.earlier)
-
-
-_MARK_POST_PROCESSING = (
-    update(_posts)
-    .where(_posts.c.id == bindparam("b_post_id"))
-    .values(status=PostStatus.PROCESSING, attempts=_posts.c.attempts + 1, last_attempt_at=_now)
-    .returning(*_posts.c)
-)
-
-
-async def mark_post_processing(session: AsyncSession, post_id: uuid.UUID) -> ScheduledPost:
-    """Count an attempt on the post and show it `processing`; returns the post (detached)."""
-    row = (await session.execute(_MARK_POST_PROCESSING, {"b_post_id": post_id})).one()
-    return ScheduledPost(**row._mapping)
 
 
 async def find_target(
@@ -183,36 +95,6 @@ def _while_claimed(target_id: uuid.UUID, attempt: int) -> Any:
         _targets.c.status == TargetStatus.PROCESSING,
         _targets.c.attempts == attempt,
     )
-
-
-async def settle_claimed_target(
-    session: AsyncSession, *, target_id: uuid.UUID, attempt: int, settlement: Settlement
-) -> PublishTarget | None:
-    """Settle the target only while this attempt still holds its claim; the settled target, or
-    None when the lease ran out and another attempt took over (this one must not write)."""
-    row = (
-        await session.execute(
-            update(_targets)
-            .where(_while_claimed(target_id, attempt))
-            .values(**settlement.values())
-            .returning(*_targets.c)
-        )
-    ).one_or_none()
-    return None if row is None else detached_target(row)
-
-
-async def save_claimed_platform_state(
-    session: AsyncSession, *, target_id: uuid.UUID, attempt: int, state: dict[str, Any]
-) -> bool:
-    """Store the platform's idempotency state (record key, container id) while the claim holds;
-    False when the claim was lost."""
-    updated = await session.scalar(
-        update(_targets)
-        .where(_while_claimed(target_id, attempt))
-        .values(platform_state=state)
-        .returning(_targets.c.id)
-    )
-    return updated is not None
 
 
 async def release_claimed_target(

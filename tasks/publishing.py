@@ -22,29 +22,25 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from models.accounts import account_by_id, mark_account_needs_reconnect
-from models.database import unit_of_work
-from models.outbox import AttemptRecord, LogLine, RunStart, add_run_record, add_run_start
-from models.posts import roll_up_post_status
+from models.attempts import (
+    StartTemplate,
+    add_end_record,
+    claim_attempt,
+    record_attempt,
+    save_attempt_platform_state,
+)
+from models.database import driver_connection, unit_of_work
+from models.outbox import AttemptRecord, LogLine, add_run_record
 from models.settings import PublishingSettings
 from models.statuses import AccountStatus, AttemptKind, AttemptOutcome, TargetStatus
 from models.tables import MediaAsset, PublishTarget, ScheduledPost, SocialAccount
-from models.targets import (
-    Settlement,
-    claim_target,
-    find_target,
-    mark_post_processing,
-    release_claimed_target,
-    save_claimed_platform_state,
-    settle_claimed_target,
-)
+from models.targets import Settlement, find_target, release_claimed_target
 from tasks.accounts import fresh_context, refresh_tokens
 from tasks.platforms.base import (
     MediaItem,
@@ -123,9 +119,22 @@ class AttemptLog:
     _step_started: datetime | None = None
 
     def note(self, level: int, message: str, *args: Any, target: PublishTarget) -> None:
-        """Log a line and keep it for the attempt's record (its log lines in the Prefect UI)."""
-        log.log(level, message, *args, extra=_log_extra(target))
-        self.lines.append(LogLine(level, message % args if args else message, _now()))
+        """Keep a line for the attempt's record (its log lines in the Prefect UI).
+
+        The process log gets the line too, but an INFO line only at DEBUG: the record carries
+        every step to Prefect, and the process log keeps one INFO line per attempt (`publish
+        outcome`, `dispatch/jobs.py`) plus the warnings. Formatting and writing eight lines
+        per publish was a measurable share of the API's CPU (bench/bench_cpu_per_publish.py);
+        a line below the configured level now costs one level check.
+        """
+        self.keep(LogLine(level, message % args if args else message, _now()), target=target)
+
+    def keep(self, line: LogLine, *, target: PublishTarget) -> None:
+        """`note` for a line already made."""
+        self.lines.append(line)
+        emitted = logging.DEBUG if line.level == logging.INFO else line.level
+        if log.isEnabledFor(emitted):
+            log.log(emitted, "%s", line.message, extra=_log_extra(target))
 
     def step(self, name: str, *, target: PublishTarget, detail: str = "") -> None:
         """Close the step that ran since the previous mark as a timed log line (`step claim:
@@ -153,16 +162,27 @@ class AttemptLog:
         }
         return (name if self.attempt <= 1 else f"{name} · #{self.attempt}"), tags, parameters
 
-    def start(self) -> RunStart:
-        """The attempt's start, committed with its claim."""
-        name, tags, parameters = self._names()
-        return RunStart(
+    def start(self) -> StartTemplate:
+        """The attempt's start (`RunStart`), committed by the claim's own statement, which adds
+        what only the claim knows: the attempt number and the company (`_names` says how the
+        name, tags and parameters read once they are known)."""
+        job = self.job
+        post = str(job.scheduled_post_id)
+        parameters = {
+            "scheduled_post_id": post,
+            "platform": job.platform,
+            "account_id": str(job.account_id),
+            "idempotency_key": job.idempotency_key,
+            "retry_count": job.retry_count,
+            "final_attempt": job.final_attempt,
+        }
+        return StartTemplate(
+            record_id=uuid.uuid4(),
             run_id=self.run_id,
-            kind=AttemptKind.PUBLISH,
-            name=name,
-            started_at=self.started_at,
-            tags=tags,
+            run_name=f"{job.platform} · {post[:8]}",
+            tags=[f"platform:{job.platform}", f"post:{post}"],
             parameters=parameters,
+            started_at=self.started_at,
         )
 
     def record(
@@ -312,41 +332,31 @@ class Publisher:
 
     # ----------------------------------------------------------------------- steps
     async def _claim(self, job: PublishJob, attempt_log: AttemptLog) -> PublishOutcome | _Claim:
-        async with unit_of_work(self.sessions) as session:
-            claimed = await claim_target(
-                session,
+        """One statement, one round trip: the claim, the post marked `processing`, the account,
+        the media and the run's start (`models/attempts.py`)."""
+        async with driver_connection(self.sessions) as conn:
+            claimed = await claim_attempt(
+                conn,
                 post_id=job.scheduled_post_id,
                 platform=job.platform,
                 account_id=job.account_id,
                 idempotency_key=job.idempotency_key,
                 lease_seconds=self.settings.lease_seconds,
+                start=attempt_log.start(),
             )
-            if claimed is None:
+        if claimed is None:
+            async with unit_of_work(self.sessions) as session:
                 return await self._unclaimed(session, job)
-            target, earlier_attempt_started = claimed
-            # A claimed target is unsettled, so the post is `processing` whatever the others
-            # are; no roll-up query is needed here (cancelled posts have no claimable target).
-            post = await mark_post_processing(session, target.scheduled_post_id)
-            account = await account_by_id(session, target.account_id)
-            media = []
-            if post.media_asset_ids:
-                by_id = {
-                    m.id: m
-                    for m in await session.scalars(
-                        select(MediaAsset).where(MediaAsset.id.in_(post.media_asset_ids))
-                    )
-                }
-                media = [by_id[i] for i in post.media_asset_ids if i in by_id]
-            attempt_log.company_id, attempt_log.attempt = post.company_id, target.attempts
-            attempt_log.target_id = target.id
-            await add_run_start(session, attempt_log.start())
-            return _Claim(
-                target=target,
-                post=post,
-                account=account,
-                media=media,
-                reconcile_first=earlier_attempt_started,
-            )
+        target = claimed.target
+        attempt_log.company_id, attempt_log.attempt = claimed.post.company_id, target.attempts
+        attempt_log.target_id = target.id
+        return _Claim(
+            target=target,
+            post=claimed.post,
+            account=claimed.account,
+            media=claimed.media,
+            reconcile_first=claimed.earlier_attempt_started,
+        )
 
     async def _unclaimed(self, session: AsyncSession, job: PublishJob) -> PublishOutcome:
         """Why the claim failed, as an outcome; nothing is changed."""
@@ -423,11 +433,12 @@ class Publisher:
             raise
 
     async def _save_state(self, target_id: uuid.UUID, attempt: int, values: dict) -> None:
-        async with unit_of_work(self.sessions) as session:
-            if not await save_claimed_platform_state(
-                session, target_id=target_id, attempt=attempt, state=values
-            ):
-                raise TransientError("lost the claim while saving state", code="claim_lost")
+        async with driver_connection(self.sessions) as conn:
+            saved = await save_attempt_platform_state(
+                conn, target_id=target_id, attempt=attempt, state=values
+            )
+        if not saved:
+            raise TransientError("lost the claim while saving state", code="claim_lost")
 
     # ----------------------------------------------------------------------- outcomes
     async def _settle_error(
@@ -493,40 +504,45 @@ class Publisher:
         reconnect: str | None = None,
     ) -> PublishOutcome:
         """One transaction: the settlement (only while the claim holds), the post's roll-up,
-        the account's needs-reconnect mark, and the attempt's run record."""
+        the account's needs-reconnect mark, and the attempt's run record: one round trip
+        (`models/attempts.py`)."""
         record_started = _now()
-        async with unit_of_work(self.sessions) as session:
-            current = await settle_claimed_target(
-                session, target_id=target.id, attempt=attempt, settlement=settlement
+        success = settlement.status == TargetStatus.SUCCESS
+        level = logging.INFO if success else logging.WARNING
+        detail = settlement.error_message or settlement.remote_url or ""
+        settled_line = LogLine(level, f"settled as {settlement.status} {detail}", record_started)
+        owned_record = _attempt_record(attempt_log, settlement, owned=True)
+        # The database appends the `step record` line, timed up to the row's write.
+        owned_record = replace(owned_record, logs=[*owned_record.logs, settled_line])
+        async with driver_connection(self.sessions) as conn:
+            current = await record_attempt(
+                conn,
+                target_id=target.id,
+                attempt=attempt,
+                settlement=settlement,
+                post_id=target.scheduled_post_id,
+                record=owned_record.row(),
+                record_started=record_started,
+                needs_reconnect=(target.account_id, reconnect) if reconnect is not None else None,
             )
             owned = current is not None
-            if reconnect is not None:
-                await mark_account_needs_reconnect(
-                    session, account_id=target.account_id, reason=reconnect
-                )
             if owned:
-                await roll_up_post_status(session, target.scheduled_post_id)
-                success = settlement.status == TargetStatus.SUCCESS
-                detail = settlement.error_message or settlement.remote_url or ""
-                attempt_log.note(
-                    logging.INFO if success else logging.WARNING,
-                    "settled as %s %s",
-                    settlement.status,
-                    detail,
-                    target=target,
-                )
+                attempt_log.keep(settled_line, target=target)
             else:
                 attempt_log.note(
                     logging.WARNING,
                     "claim lost before recording; another attempt owns the target",
                     target=target,
                 )
-            took = (_now() - record_started).total_seconds() * 1000
-            attempt_log.note(logging.INFO, "step record: %.0f ms", took, target=target)
-            await add_run_record(session, _attempt_record(attempt_log, settlement, owned=owned))
+                took = (_now() - record_started).total_seconds() * 1000
+                attempt_log.note(logging.INFO, "step record: %.0f ms", took, target=target)
+                await add_end_record(
+                    conn, _attempt_record(attempt_log, settlement, owned=False).row()
+                )
             attempt_log.recorded = True
-            if current is None:
-                current = await session.get(PublishTarget, target.id, populate_existing=True)
+        if current is None:
+            async with unit_of_work(self.sessions) as session:
+                current = await session.get(PublishTarget, target.id)
         if current is None:
             return PublishOutcome(kind="not_found")
         return _outcome_of(current, kind if owned else "busy")

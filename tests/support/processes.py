@@ -38,14 +38,17 @@ class ServiceProcess:
     ready_path: str | None = None
     extra_ports: Sequence[int] = ()
     process: subprocess.Popen[bytes] | None = None
+    #: The source tree the process runs from (its working directory and `PYTHONPATH`); a bench
+    #: comparing against an earlier commit points it at an export of that commit.
+    root: Path = REPO
 
     def start(self, *, timeout: float = 60) -> None:
         self.log.parent.mkdir(parents=True, exist_ok=True)
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
                 self.args,
-                cwd=REPO,
-                env={**self.env, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"},
+                cwd=self.root,
+                env={**self.env, "PYTHONPATH": str(self.root), "PYTHONUNBUFFERED": "1"},
                 stdout=out,
                 stderr=out,
                 stdin=subprocess.DEVNULL,
