@@ -16,6 +16,7 @@ public IP literal, no userinfo, no special-use or internal name; local developme
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import ipaddress
 
 import httpx
@@ -73,7 +74,14 @@ async def check_server_addresses(url: str, *, policy: MediaPolicy) -> None:
 def checked_server_url(url: str, *, policy: MediaPolicy) -> str:
     """`parse_server_url` plus the resolution check, for synchronous callers (the admin CLI)."""
     normalized = parse_server_url(url, policy=policy)
-    asyncio.run(check_server_addresses(normalized, policy=policy))
+    check = check_server_addresses(normalized, policy=policy)
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        asyncio.run(check)
+    else:  # a synchronous caller inside a running loop (a test, a notebook): a loop of its own
+        with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+            pool.submit(asyncio.run, check).result()
     return normalized
 
 
