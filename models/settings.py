@@ -292,6 +292,18 @@ class PublishingSettings(BaseSettings):
     #: Refresh tokens that expire within this margin before using them.
     refresh_margin_seconds: float = Field(default=120.0, ge=0, alias="TOKEN_REFRESH_MARGIN_SECONDS")
 
+    #: How long one attempt may spend on the platform (token, reconcile, media, the call).
+    #: Unset or longer: 10 s inside the lease (at least half of it), so no attempt outlives
+    #: its claim and posts after another attempt took the target over.
+    attempt_deadline: float | None = Field(
+        default=None, gt=0, alias="PUBLISH_ATTEMPT_DEADLINE_SECONDS"
+    )
+
+    @property
+    def attempt_deadline_seconds(self) -> float:
+        inside_the_lease = max(self.lease_seconds / 2, self.lease_seconds - 10)
+        return min(self.attempt_deadline or inside_the_lease, inside_the_lease)
+
 
 class AnalyticsSettings(BaseSettings):
     model_config = _ENV

@@ -19,6 +19,7 @@ no record.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from collections.abc import Callable
@@ -303,13 +304,25 @@ class Publisher:
             initial, saver=lambda values: self._save_state(target.id, attempt, values)
         )
         try:
-            result = await self._run_adapter(
-                target=target,
-                account=account,
-                content=content,
-                state=state,
-                reconcile_first=claimed.reconcile_first,
-                attempt_log=attempt_log,
+            # The attempt ends well inside its lease, so it can never make the platform call
+            # after the lease ran out and another attempt took the target over (security review,
+            # finding 13): past the deadline its outcome is unknown and the next one reconciles.
+            async with asyncio.timeout(self.settings.attempt_deadline_seconds):
+                result = await self._run_adapter(
+                    target=target,
+                    account=account,
+                    content=content,
+                    state=state,
+                    reconcile_first=claimed.reconcile_first,
+                    attempt_log=attempt_log,
+                )
+        except TimeoutError:
+            error = UnknownOutcomeError(
+                "the attempt ran out of time; the next one checks whether it went out",
+                code="attempt_deadline",
+            )
+            return await self._settle_error(
+                target=target, attempt=attempt, job=job, error=error, attempt_log=attempt_log
             )
         except PlatformError as error:
             return await self._settle_error(

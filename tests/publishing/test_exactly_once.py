@@ -3,6 +3,7 @@ a worker that dies after the platform accepted, and a cancel racing the dispatch
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import uuid
 from collections.abc import AsyncIterator
@@ -147,3 +148,63 @@ def test_cancel_racing_dispatch_is_one_or_the_other(
                 assert delivery.json()["outcome"] == "cancelled"
                 outcomes.add("cancelled")
     assert outcomes  # at least one race ran to a consistent end
+
+
+class StallsAfterPublish:
+    """The real adapter; its answer never comes back (a platform that accepted the post, then
+    held the connection), so the attempt can only end by its own deadline."""
+
+    def __init__(self, inner: PlatformAdapter) -> None:
+        self.inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def publish(self, **kwargs: Any) -> Any:
+        await self.inner.publish(**kwargs)
+        await asyncio.Event().wait()  # forever
+
+
+async def test_an_attempt_ends_inside_its_lease_and_the_next_one_reconciles(
+    publish_stack: PublishStack,
+    tenant: Tenant,
+    db: Engine,
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """Security review finding 13: an attempt that outlives its lease could post after another
+    attempt took the target over. The attempt's deadline (inside the lease) ends it as an
+    unknown outcome while the claim still holds; the redelivery reconciles, never re-posts."""
+    platform = "x"
+    post = schedule(publish_stack, tenant, platform)
+    task = publish_stack.task_for(post["scheduledPostId"], platform)
+    settings = sandbox_platforms(publish_stack.sandbox)
+    publishing = PublishingSettings(PUBLISH_ATTEMPT_DEADLINE_SECONDS=0.5)
+    assert publishing.attempt_deadline_seconds == 0.5
+    async with clients.async_client(timeout=5) as http:
+        publisher = Publisher(
+            sessions=sessions,
+            adapters=lambda name: StallsAfterPublish(
+                build_adapter(name, http=http, settings=settings)
+            ),
+            settings=publishing,
+        )
+        outcome = await publisher.publish(
+            PublishJob(
+                scheduled_post_id=uuid.UUID(post["scheduledPostId"]),
+                platform=platform,
+                account_id=tenant.accounts[platform],
+                idempotency_key=task.body["idempotencyKey"],
+            )
+        )
+    assert (outcome.kind, outcome.error_code) == ("retry", "attempt_deadline")
+    with Session(db) as s:
+        row = s.scalar(
+            select(PublishTarget).where(
+                PublishTarget.scheduled_post_id == uuid.UUID(post["scheduledPostId"])
+            )
+        )
+        assert row is not None and row.status == "retry" and row.lease_expires_at is None
+    answer = publish_stack.deliver(task, retry_count=1)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["status"] == "success"
+    assert len(posts_with(publish_stack, platform, post["content"])) == 1
