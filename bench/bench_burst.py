@@ -17,7 +17,7 @@ backlog was drained relative to the last publish (issue 16: within 5 minutes), e
 said it was behind.
 
 Usage: .venv/bin/python bench/bench_burst.py [--targets 3000] [--no-prefect]
-       [--dispatch-concurrency 80] [--pace 40] [--yield-pace 8]
+       [--dispatch-concurrency 80] [--api-workers 1] [--pace 40] [--yield-pace 8]
 PostgreSQL: --database-url / TEST_DATABASE_URL / DATABASE_URL, or an embedded one.
 """
 
@@ -250,6 +250,7 @@ def run_burst(
     reporter_env: dict[str, str],
     workdir: Path,
     lead_seconds: float | None,
+    api_workers: int = 1,
 ) -> BurstResult:
     database_url = url.render_as_string(hide_password=False)
     engine = create_engine(database_url)
@@ -278,6 +279,7 @@ def run_burst(
             workdir=workdir,
             lead_seconds=lead_seconds,
             dispatch_concurrency=dispatch_concurrency,
+            api_workers=api_workers,
         )
         result = BurstResult(load=load, prefect=prefect, dispatch_concurrency=dispatch_concurrency)
         if not prefect or prefect_server is None:
@@ -330,6 +332,9 @@ def main() -> None:
         help="the queue's max_concurrent_dispatches (80: one Cloud Run instance's concurrency)",
     )
     parser.add_argument("--lead-seconds", type=float, default=None)
+    parser.add_argument(
+        "--api-workers", type=int, default=1, help="`tendsocial serve --workers` processes"
+    )
     parser.add_argument("--pace", type=float, default=None, help="REPORTER_MAX_RUNS_PER_SECOND")
     parser.add_argument(
         "--yield-pace", type=float, default=None, help="REPORTER_YIELD_RUNS_PER_SECOND"
@@ -357,7 +362,9 @@ def main() -> None:
             reporter_env=reporter_env,
             workdir=Path(workdir),
             lead_seconds=args.lead_seconds,
+            api_workers=args.api_workers,
         )
+    print(f"API processes                       {args.api_workers}")
     print("\n".join(table(result)))
     if result.load.problems or result.load.states.get("success", 0) != result.load.targets:
         print(f"FAILED: {result.load.problems or result.load.states}")

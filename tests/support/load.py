@@ -119,6 +119,7 @@ def run_load(
     dispatch_concurrency: int = 1000,
     queue_shards: int = 1,
     dispatches_per_second: float = 500,
+    api_workers: int = 1,
 ) -> LoadResult:
     """Start emulator, sandbox and API as processes, schedule `posts` x 3 targets due at one
     instant, wait for the drain and measure. The caller owns the (migrated) database, which
@@ -147,6 +148,7 @@ def run_load(
             webhook_secret=WEBHOOK_SECRET,
             log=workdir / "api.log",
             extra_env={"PUBLISH_QUEUE_SHARDS": str(queue_shards)},
+            workers=api_workers,
         )
         api.start()
         started.append(api)

@@ -120,9 +120,10 @@ def api_process(
     platforms: Sequence[str] = PLATFORMS,
     port: int | None = None,
     extra_env: Mapping[str, str] | None = None,
+    workers: int = 1,
 ) -> ServiceProcess:
-    """`tendsocial serve` configured by environment only, as in production (`extra_env` on
-    top: `FAIR_DISPATCH=false`, `PUBLISH_QUEUE_SHARDS=4`, ...)."""
+    """`tendsocial serve` (`workers` processes) configured by environment only, as in
+    production (`extra_env` on top: `FAIR_DISPATCH=false`, `PUBLISH_QUEUE_SHARDS=4`, ...)."""
     port = port or free_port()
     env = {
         **os.environ,
@@ -141,4 +142,6 @@ def api_process(
         **(extra_env or {}),
     }
     args = [sys.executable, "-m", "deployments", "serve", "--port", str(port)]
+    if workers > 1:
+        args += ["--workers", str(workers)]
     return ServiceProcess(args=args, port=port, log=log, env=env, ready_path="/healthz")
