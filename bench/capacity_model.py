@@ -25,7 +25,7 @@ What each figure means:
 - Prefect runs: one per target, one per sync child, 4 sync parents, 24 sweeps and one token
   refresh a day.
 
-Usage: .venv/bin/python bench/capacity_model.py [--cpu-ms-per-publish 8.0] [...]
+Usage: .venv/bin/python bench/capacity_model.py [--cpu-ms-per-publish 3.2] [...]
 """
 
 from __future__ import annotations
@@ -132,7 +132,7 @@ def main() -> None:
     parser.add_argument(
         "--cpu-ms-per-publish",
         type=float,
-        default=8.0,
+        default=3.2,
         help="API CPU per publish webhook (bench/bench_cpu_per_publish.py)",
     )
     parser.add_argument(
@@ -190,7 +190,7 @@ def main() -> None:
     )
     print(header)
     print("|" + "---|" * 10)
-    for companies in (100, 1_000, 10_000, 1_000_000):
+    for companies in (100, 1_000, 10_000, 100_000, 1_000_000):
         r = model(companies, a)
         total = sum(r.cost.values())
         parts = " + ".join(f"{v:,.0f}" for v in r.cost.values())
