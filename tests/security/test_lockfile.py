@@ -9,7 +9,8 @@ from importlib import metadata
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-REQUIREMENT = re.compile(r"^([A-Za-z0-9_.\-]+)==([^\s\\]+)")
+#: `name==version` or `name[extra,...]==version` (an extra a dependency asks for, pinned).
+REQUIREMENT = re.compile(r"^([A-Za-z0-9_.\-]+)(?:\[[A-Za-z0-9_,.\-]+\])?==([^\s\\]+)")
 
 
 def _normal(name: str) -> str:
