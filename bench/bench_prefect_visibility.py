@@ -200,7 +200,7 @@ def main() -> None:
     parser.add_argument("--sandbox-url")
     parser.add_argument("--requests", type=int, default=500, help="publishes per phase")
     parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--rounds", type=int, default=2, help="off/on pairs of phases")
+    parser.add_argument("--rounds", type=int, default=2, help="pairs of phases, off-on then on-off (ABBA)")
     parser.add_argument(
         "--pace", type=float, default=None, help="REPORTER_MAX_RUNS_PER_SECOND for the reporter"
     )
@@ -272,7 +272,11 @@ def main() -> None:
         results: dict[str, list[dict[str, float]]] = {"off": [], "on": []}
         cpu: dict[str, list[dict[str, float]]] = {"off": [], "on": []}
         database_url = url.render_as_string(hide_password=False)
-        for i, mode in enumerate(["off", "on"] * args.rounds):
+        # Rounds alternate off-on / on-off (ABBA): the sandbox keeps every post in memory and
+        # slows down a little as they pile up, and a fixed off-then-on order would charge
+        # that drift to visibility.
+        order = [m for r in range(args.rounds) for m in (("off", "on"), ("on", "off"))[r % 2]]
+        for i, mode in enumerate(order):
             if mode == "on" and reporter is None:
                 reporter = spawn(["-m", "deployments", "reporter"], reporter_env)
                 os.setpriority(os.PRIO_PGRP, reporter.pid, NICE)
