@@ -200,7 +200,9 @@ def main() -> None:
     parser.add_argument("--sandbox-url")
     parser.add_argument("--requests", type=int, default=500, help="publishes per phase")
     parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--rounds", type=int, default=2, help="pairs of phases, off-on then on-off (ABBA)")
+    parser.add_argument(
+        "--rounds", type=int, default=2, help="pairs of phases, off-on then on-off (ABBA)"
+    )
     parser.add_argument(
         "--pace", type=float, default=None, help="REPORTER_MAX_RUNS_PER_SECOND for the reporter"
     )
