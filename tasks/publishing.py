@@ -147,20 +147,27 @@ class AttemptLog:
         took = (now - began).total_seconds() * 1000
         self.note(logging.INFO, "step %s: %.0f ms%s", name, took, detail, target=target)
 
-    def _names(self) -> tuple[str, list[str], dict[str, Any]]:
+    def _job_parameters(self) -> dict[str, Any]:
+        """The run's parameters known before the claim (the job as Cloud Tasks delivered it)."""
         job = self.job
-        post = str(job.scheduled_post_id)
-        name = f"{job.platform} · {post[:8]}"
-        tags = [f"company:{self.company_id}", f"platform:{job.platform}", f"post:{post}"]
-        parameters = {
-            "scheduled_post_id": post,
+        return {
+            "scheduled_post_id": str(job.scheduled_post_id),
             "platform": job.platform,
             "account_id": str(job.account_id),
             "idempotency_key": job.idempotency_key,
             "retry_count": job.retry_count,
             "final_attempt": job.final_attempt,
-            "attempt": self.attempt,
         }
+
+    def _base_name(self) -> str:
+        return f"{self.job.platform} · {str(self.job.scheduled_post_id)[:8]}"
+
+    def _names(self) -> tuple[str, list[str], dict[str, Any]]:
+        job = self.job
+        post = str(job.scheduled_post_id)
+        name = self._base_name()
+        tags = [f"company:{self.company_id}", f"platform:{job.platform}", f"post:{post}"]
+        parameters = self._job_parameters() | {"attempt": self.attempt}
         return (name if self.attempt <= 1 else f"{name} · #{self.attempt}"), tags, parameters
 
     def start(self) -> StartTemplate:
@@ -168,21 +175,12 @@ class AttemptLog:
         what only the claim knows: the attempt number and the company (`_names` says how the
         name, tags and parameters read once they are known)."""
         job = self.job
-        post = str(job.scheduled_post_id)
-        parameters = {
-            "scheduled_post_id": post,
-            "platform": job.platform,
-            "account_id": str(job.account_id),
-            "idempotency_key": job.idempotency_key,
-            "retry_count": job.retry_count,
-            "final_attempt": job.final_attempt,
-        }
         return StartTemplate(
             record_id=uuid.uuid4(),
             run_id=self.run_id,
-            run_name=f"{job.platform} · {post[:8]}",
-            tags=[f"platform:{job.platform}", f"post:{post}"],
-            parameters=parameters,
+            run_name=self._base_name(),
+            tags=[f"platform:{job.platform}", f"post:{job.scheduled_post_id}"],
+            parameters=self._job_parameters(),
             started_at=self.started_at,
         )
 
