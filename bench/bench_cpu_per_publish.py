@@ -59,13 +59,13 @@ from tests.support.databases import (  # noqa: E402
     process_database,
     throwaway_database,
 )
-from tests.support.emulator import apply_fast_queue, emulator_process  # noqa: E402
 from tests.support.exactly_once import (  # noqa: E402
     exactly_once_problems,
     sandbox_counts,
     wait_settled,
 )
-from tests.support.processes import ServiceProcess, api_process, sandbox_process  # noqa: E402
+from tests.support.load import emulator_and_sandbox  # noqa: E402
+from tests.support.processes import ServiceProcess, api_process  # noqa: E402
 from tests.support.sandbox import SandboxHandle  # noqa: E402
 from tests.support.stacks import WEBHOOK_SECRET, Stack  # noqa: E402
 from tests.support.tenants import Tenant, make_tenant, schedule_many  # noqa: E402
@@ -263,18 +263,10 @@ def main() -> None:
             process_database(url),
         ):
             database_url = url.render_as_string(hide_password=False)
-            emulator = emulator_process(state=workdir / "emulator", log=workdir / "emulator.log")
-            sandbox = sandbox_process(log=workdir / "sandbox.log")
-            started: list[ServiceProcess] = []
-            try:
-                for service in (emulator, sandbox):
-                    service.start()
-                    started.append(service)
-                asyncio.run(
-                    apply_fast_queue(
-                        emulator.host_port, max_concurrent_dispatches=args.dispatch_concurrency
-                    )
-                )
+            with emulator_and_sandbox(workdir, dispatch_concurrency=args.dispatch_concurrency) as (
+                emulator,
+                sandbox,
+            ):
                 handle = SandboxHandle(sandbox.url)
                 for phase in phases:
                     print(f"phase: {phase.label} ...", flush=True)
@@ -303,9 +295,6 @@ def main() -> None:
                         flush=True,
                     )
                 handle.close()
-            finally:
-                for service in reversed(started):
-                    service.stop()
 
         print(
             f"\nAPI CPU per publish: {args.posts} posts × {len(PLATFORMS)} platforms per phase, "

@@ -43,10 +43,13 @@ from tests.support.databases import (  # noqa: E402
     process_database,
     throwaway_database,
 )
-from tests.support.emulator import apply_fast_queue, emulator_process  # noqa: E402
 from tests.support.exactly_once import wait_settled  # noqa: E402
-from tests.support.load import lateness_seconds, percentile  # noqa: E402
-from tests.support.processes import ServiceProcess, api_process, sandbox_process  # noqa: E402
+from tests.support.load import (  # noqa: E402
+    emulator_and_sandbox,
+    lateness_seconds,
+    percentile,
+)
+from tests.support.processes import ServiceProcess, api_process  # noqa: E402
 from tests.support.sandbox import SandboxHandle  # noqa: E402
 from tests.support.stacks import WEBHOOK_SECRET, Stack  # noqa: E402
 from tests.support.tenants import make_tenant, schedule, schedule_many  # noqa: E402
@@ -171,46 +174,35 @@ def main() -> None:
         workdir = Path(tmp)
         database_url = url.render_as_string(hide_password=False)
         engine = create_engine(database_url)
-        emulator = emulator_process(state=workdir / "emulator", log=workdir / "emulator.log")
-        sandbox = sandbox_process(log=workdir / "sandbox.log")
-        started: list[ServiceProcess] = []
         try:
-            for service in (emulator, sandbox):
-                service.start()
-                started.append(service)
-            asyncio.run(
-                apply_fast_queue(
-                    emulator.host_port, max_concurrent_dispatches=args.dispatch_concurrency
-                )
-            )
-            for mode, fair in (("fair dispatch ON", "true"), ("fair dispatch OFF", "false")):
-                api = api_process(
-                    database_url=database_url,
-                    emulator_host=emulator.host_port,
-                    sandbox_url=sandbox.url,
-                    webhook_secret=WEBHOOK_SECRET,
-                    log=workdir / f"api-fair-{fair}.log",
-                    extra_env={"FAIR_DISPATCH": fair},
-                )
-                api.start()
-                try:
-                    rounds.append(
-                        one_round(
-                            mode=mode,
-                            api=api,
-                            sandbox_url=sandbox.url,
-                            engine=engine,
-                            posts=args.posts,
-                            concurrency=args.concurrency,
-                            lead=lead,
-                            drain_timeout=args.drain_timeout,
-                        )
+            stack = emulator_and_sandbox(workdir, dispatch_concurrency=args.dispatch_concurrency)
+            with stack as (emulator, sandbox):
+                for mode, fair in (("fair dispatch ON", "true"), ("fair dispatch OFF", "false")):
+                    api = api_process(
+                        database_url=database_url,
+                        emulator_host=emulator.host_port,
+                        sandbox_url=sandbox.url,
+                        webhook_secret=WEBHOOK_SECRET,
+                        log=workdir / f"api-fair-{fair}.log",
+                        extra_env={"FAIR_DISPATCH": fair},
                     )
-                finally:
-                    api.stop()
+                    api.start()
+                    try:
+                        rounds.append(
+                            one_round(
+                                mode=mode,
+                                api=api,
+                                sandbox_url=sandbox.url,
+                                engine=engine,
+                                posts=args.posts,
+                                concurrency=args.concurrency,
+                                lead=lead,
+                                drain_timeout=args.drain_timeout,
+                            )
+                        )
+                    finally:
+                        api.stop()
         finally:
-            for service in reversed(started):
-                service.stop()
             engine.dispose()
 
     print(

@@ -16,6 +16,8 @@ import secrets
 import statistics
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,7 +25,7 @@ from pathlib import Path
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine
 
-from tests.support.emulator import apply_fast_queue, emulator_process
+from tests.support.emulator import EmulatorProcess, apply_fast_queue, emulator_process
 from tests.support.exactly_once import exactly_once_problems, sandbox_counts, wait_settled
 from tests.support.processes import ServiceProcess, api_process, sandbox_process
 from tests.support.sandbox import SandboxHandle
@@ -108,6 +110,38 @@ class LoadResult:
         ]
 
 
+@contextmanager
+def emulator_and_sandbox(
+    workdir: Path,
+    *,
+    dispatch_concurrency: int = 1000,
+    dispatches_per_second: float = 500,
+    shards: int = 1,
+) -> Iterator[tuple[EmulatorProcess, ServiceProcess]]:
+    """The Cloud Tasks emulator (its publish queues applied with short backoff: `shards` of
+    them, each at most `dispatches_per_second` and `dispatch_concurrency` in flight) and the
+    sandbox, each a process of its own, logging into `workdir`; stopped on the way out."""
+    emulator = emulator_process(state=workdir / "emulator", log=workdir / "emulator.log")
+    sandbox = sandbox_process(log=workdir / "sandbox.log")
+    started: list[ServiceProcess] = []
+    try:
+        for service in (emulator, sandbox):
+            service.start()
+            started.append(service)
+        asyncio.run(
+            apply_fast_queue(
+                emulator.host_port,
+                max_concurrent_dispatches=dispatch_concurrency,
+                max_dispatches_per_second=dispatches_per_second,
+                shards=shards,
+            )
+        )
+        yield emulator, sandbox
+    finally:
+        for service in reversed(started):
+            service.stop()
+
+
 def run_load(
     *,
     database_url: str,
@@ -126,18 +160,13 @@ def run_load(
     this process's `DATABASE_URL` must name too (the company is created through it).
     `queue_shards` publish queues, each dispatching at most `dispatches_per_second`."""
     engine = create_engine(database_url)
-    emulator = emulator_process(state=workdir / "emulator", log=workdir / "emulator.log")
-    sandbox = sandbox_process(log=workdir / "sandbox.log")
-    started: list[ServiceProcess] = []
-    try:
-        for service in (emulator, sandbox):
-            service.start()
-            started.append(service)
-        asyncio.run(
-            apply_fast_queue(
-                emulator.host_port,
-                max_concurrent_dispatches=dispatch_concurrency,
-                max_dispatches_per_second=dispatches_per_second,
+    with ExitStack() as stack:
+        stack.callback(engine.dispose)
+        emulator, sandbox = stack.enter_context(
+            emulator_and_sandbox(
+                workdir,
+                dispatch_concurrency=dispatch_concurrency,
+                dispatches_per_second=dispatches_per_second,
                 shards=queue_shards,
             )
         )
@@ -151,7 +180,7 @@ def run_load(
             workers=api_workers,
         )
         api.start()
-        started.append(api)
+        stack.callback(api.stop)
         handle = SandboxHandle(sandbox.url)
         tenant = make_tenant(
             Stack(base_url=api.url, sandbox=handle),
@@ -204,7 +233,3 @@ def run_load(
             states=dict(states),
             problems=exactly_once_problems(counts, contents=contents),
         )
-    finally:
-        for service in reversed(started):
-            service.stop()
-        engine.dispose()
