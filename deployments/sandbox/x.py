@@ -529,6 +529,22 @@ def _own_upload(
     return upload
 
 
+async def _caller_upload(
+    state: SandboxState, request: Request, media_id: str
+) -> tuple[dict[str, Any] | None, JSONResponse | None]:
+    """APPEND and FINALIZE: the caller's own upload session `media_id`, or the answer instead
+    (auth and injected faults first, then X's invalid `id` for an unknown or expired one)."""
+    account = state.account_for_token(PLATFORM, bearer_token(request))
+    early, _ = await _common_fault(state, account, "media")
+    if early is not None:
+        return None, early
+    assert account is not None
+    upload = _own_upload(state, account, media_id)
+    if upload is None:
+        return None, _invalid_parameter(state, "id", media_id)
+    return upload, None
+
+
 def _processing_info(
     state: SandboxState, upload: dict[str, Any], *, at: datetime | None = None
 ) -> dict[str, Any]:
@@ -650,14 +666,10 @@ async def initialize_upload(request: Request, state: SandboxState = Depends(get_
 async def append_upload(
     media_id: str, request: Request, state: SandboxState = Depends(get_sandbox)
 ) -> Any:
-    account = state.account_for_token(PLATFORM, bearer_token(request))
-    early, _ = await _common_fault(state, account, "media")
+    upload, early = await _caller_upload(state, request, media_id)
     if early is not None:
         return early
-    assert account is not None
-    upload = _own_upload(state, account, media_id)
-    if upload is None:
-        return _invalid_parameter(state, "id", media_id)
+    assert upload is not None
     if upload["finalized_at"] is not None:
         return _invalid(state, "The media upload was already finalized.")
     form = await request.form()
@@ -682,14 +694,10 @@ async def append_upload(
 async def finalize_upload(
     media_id: str, request: Request, state: SandboxState = Depends(get_sandbox)
 ) -> Any:
-    account = state.account_for_token(PLATFORM, bearer_token(request))
-    early, _ = await _common_fault(state, account, "media")
+    upload, early = await _caller_upload(state, request, media_id)
     if early is not None:
         return early
-    assert account is not None
-    upload = _own_upload(state, account, media_id)
-    if upload is None:
-        return _invalid_parameter(state, "id", media_id)
+    assert upload is not None
     async with state.lock:
         if upload["finalized_at"] is None:
             segments = upload["segments"]
