@@ -18,42 +18,20 @@ import sys
 import time
 import tracemalloc
 from pathlib import Path
-from typing import Any
 
 import httpx
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import StreamingResponse
-from starlette.routing import Route
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from deployments.sandbox.app import MP4_FTYP  # noqa: E402
 from models.settings import MediaSettings  # noqa: E402
 from tasks.media import MediaLimits, MediaPolicy, fetch_media  # noqa: E402
 from tasks.platforms.base import AccountContext, MediaItem, PlatformState, PostContent  # noqa: E402
 from tasks.platforms.x import XAdapter  # noqa: E402
 from tests.support.sandbox import running_sandbox  # noqa: E402
-from tests.support.servers import serve_in_thread  # noqa: E402
+from tests.support.servers import generated_video_app, serve_in_thread  # noqa: E402
 
 LOCAL = MediaPolicy.from_settings(MediaSettings(MEDIA_ALLOW_PRIVATE_ADDRESSES=True))
-
-
-def streamed_video_app(size: int) -> Starlette:
-    async def video(request: Request) -> StreamingResponse:
-        async def body() -> Any:
-            yield MP4_FTYP
-            left = size - len(MP4_FTYP)
-            block = bytes(65536)
-            while left > 0:
-                yield block[: min(left, len(block))]
-                left -= len(block)
-
-        headers = {"content-length": str(size)}
-        return StreamingResponse(body(), media_type="video/mp4", headers=headers)
-
-    return Starlette(routes=[Route("/clip.mp4", video)])
 
 
 async def _no_wait(seconds: float) -> None:
@@ -62,10 +40,10 @@ async def _no_wait(seconds: float) -> None:
 
 async def measure(size: int) -> tuple[float, float, float, float]:
     """(streamed peak MiB, streamed s, buffered peak MiB, buffered s)."""
-    with running_sandbox() as sandbox, serve_in_thread(streamed_video_app(size)) as base:
+    with running_sandbox() as sandbox, serve_in_thread(generated_video_app()) as base:
         sandbox.add_account("x", external_id="1", handle="b", access_token="t")
         account = AccountContext(account_id="a", external_id="1", handle="b", access_token="t")
-        url = f"{base}/clip.mp4"
+        url = f"{base}/video.mp4?size={size}"
         async with httpx.AsyncClient(timeout=30) as http:
             adapter = XAdapter(
                 http=http, base_url=sandbox.url("x"), media_policy=LOCAL, sleep=_no_wait

@@ -19,12 +19,8 @@ from typing import Any
 
 import httpx
 import pytest
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
-from starlette.routing import Route
 
-from deployments.sandbox.app import MP4_FTYP, sandbox_media
+from deployments.sandbox.app import sandbox_media
 from deployments.sandbox.linkedin import VIDEO_PART_BYTES
 from models.settings import DEFAULT_LINKEDIN_VERSION
 from tasks.media import MediaFetchError
@@ -39,7 +35,7 @@ from tasks.platforms.linkedin import LinkedInAdapter
 from tasks.platforms.media_support import media_problems
 from tests.platforms.helpers import LOCAL_MEDIA, sandbox_account
 from tests.support.sandbox import SandboxHandle
-from tests.support.servers import serve_in_thread
+from tests.support.servers import generated_video_app, serve_in_thread
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,31 +281,9 @@ async def test_a_video_that_cannot_be_fetched_stops_before_any_linkedin_call(
     assert sandbox.posts("linkedin") == []
 
 
-def _generated_video_app() -> Starlette:
-    """`/big.mp4?size=N`: an MP4 of N bytes with its Content-Length, generated as it is sent
-    (never materialised, unlike the sandbox's own test media)."""
-
-    async def big(request: Request) -> Response:
-        size = int(request.query_params["size"])
-        chunk = bytes(64 * 1024)
-
-        async def body() -> AsyncIterator[bytes]:
-            yield MP4_FTYP
-            sent = len(MP4_FTYP)
-            while sent < size:
-                piece = chunk[: size - sent]
-                yield piece
-                sent += len(piece)
-
-        headers = {"Content-Length": str(size)}
-        return StreamingResponse(body(), media_type="video/mp4", headers=headers)
-
-    return Starlette(routes=[Route("/big.mp4", big)])
-
-
 @pytest.fixture(scope="module")
 def video_host() -> Iterator[str]:
-    with serve_in_thread(_generated_video_app()) as base_url:
+    with serve_in_thread(generated_video_app()) as base_url:
         yield base_url
 
 
@@ -320,7 +294,7 @@ async def test_a_large_video_is_streamed_never_held_whole(sandbox, recorded, vid
     http, exchanges = recorded
     size = 96_000_000
     account = sandbox_account(sandbox, "linkedin")
-    video = MediaItem(f"{video_host}/big.mp4?size={size}", "video/mp4")  # size from the header
+    video = MediaItem(f"{video_host}/video.mp4?size={size}", "video/mp4")  # size from the header
     adapter = _adapter(sandbox, http, attempt_seconds=120.0)
     # Room for a slow shared machine with tracing on; the time is printed, not asserted.
     adapter.media_policy = dataclasses.replace(LOCAL_MEDIA, deadline_seconds=120.0)

@@ -14,12 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import StreamingResponse
-from starlette.routing import Route
 
-from deployments.sandbox.app import MP4_FTYP
 from deployments.sandbox.x import SEGMENT_MISMATCH
 from tasks.media import MediaFetchError, MediaPolicy
 from tasks.platforms.base import (
@@ -32,7 +27,7 @@ from tasks.platforms.base import (
 )
 from tasks.platforms.x import CHUNK_BYTES, PROCESSING_BUDGET_SECONDS, XAdapter
 from tests.platforms.helpers import LOCAL_MEDIA, sandbox_account
-from tests.support.servers import serve_in_thread
+from tests.support.servers import generated_video_app, serve_in_thread
 
 MEDIA_ID_PATTERN = re.compile(r"^\d{1,19}$")
 
@@ -199,35 +194,17 @@ async def test_default_segments_stay_under_x_five_mb_limit(sandbox, logged_http)
     assert max(length for _, length in appends.segments) <= 5_000_000
 
 
-def _streamed_video_app(size: int) -> Starlette:
-    """Serves an MP4 of `size` bytes generated block by block, so the server itself never
-    holds the file (the sandbox's `/_sandbox/media` builds its body in memory)."""
-
-    async def video(request: Request) -> StreamingResponse:
-        async def body() -> Any:
-            yield MP4_FTYP
-            left = size - len(MP4_FTYP)
-            block = bytes(65536)
-            while left > 0:
-                yield block[: min(left, len(block))]
-                left -= len(block)
-
-        headers = {"content-length": str(size)}
-        return StreamingResponse(body(), media_type="video/mp4", headers=headers)
-
-    return Starlette(routes=[Route("/clip.mp4", video)])
-
-
 async def test_a_large_video_is_streamed_not_held_in_memory(sandbox) -> None:
     """A 64 MB video (X takes up to 512 MB) goes up while at most a few segments' worth of
     memory is allocated at any moment in this process (adapter, fetcher and sandbox alike)."""
     size = 64_000_000
     account = sandbox_account(sandbox, "x")
-    with serve_in_thread(_streamed_video_app(size)) as media_base:
+    with serve_in_thread(generated_video_app()) as media_base:
         async with httpx.AsyncClient(timeout=10) as http:
             adapter = _adapter(sandbox, http, SandboxClock(sandbox))
             content = PostContent(
-                text="big one", media=[MediaItem(f"{media_base}/clip.mp4", "video/mp4")]
+                text="big one",
+                media=[MediaItem(f"{media_base}/video.mp4?size={size}", "video/mp4")],
             )
             tracemalloc.start()
             try:

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 
 import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import StreamingResponse
+from starlette.routing import Route
 from starlette.types import ASGIApp
 
+from deployments.sandbox.app import MP4_FTYP
 from tests.support.ports import free_port
 from tests.support.waiting import wait_until
 
@@ -37,3 +42,26 @@ def serve_in_thread(
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def generated_video_app() -> Starlette:
+    """`/video.mp4?size=N`: an MP4 of N bytes with its Content-Length, generated block by block
+    as it is sent, so the server never holds the file (the sandbox's `/_sandbox/media` builds
+    its body in memory): what memory tests of streamed uploads fetch."""
+
+    async def video(request: Request) -> StreamingResponse:
+        size = int(request.query_params["size"])
+        block = bytes(64 * 1024)
+
+        async def body() -> AsyncIterator[bytes]:
+            yield MP4_FTYP
+            sent = len(MP4_FTYP)
+            while sent < size:
+                piece = block[: size - sent]
+                yield piece
+                sent += len(piece)
+
+        headers = {"Content-Length": str(size)}
+        return StreamingResponse(body(), media_type="video/mp4", headers=headers)
+
+    return Starlette(routes=[Route("/video.mp4", video)])
