@@ -660,7 +660,8 @@ class MediaStream:
         buffer = bytearray(self._head)
         while len(buffer) < size and (chunk := await self.read_chunk()) is not None:
             buffer += chunk
-        part, self._head = bytes(buffer[:size]), bytes(buffer[size:])
+        with memoryview(buffer) as view:  # one copy each, not a sliced bytearray and then bytes
+            part, self._head = bytes(view[:size]), bytes(view[size:])
         return part
 
     async def chunks(self) -> AsyncIterator[bytes]:
