@@ -42,6 +42,7 @@ import sys
 import tarfile
 import tempfile
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -241,10 +242,21 @@ def main() -> None:
         help="a phase under cProfile (CPU clock); keeps the profile in FILE when given",
     )
     parser.add_argument("--skip-tree", action="store_true", help="no phase of this tree")
+    parser.add_argument(
+        "--keep-logs",
+        action="store_true",
+        help="keep the services' logs (the folder is printed) instead of a temporary folder",
+    )
     add_database_option(parser)
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory(prefix="bench-cpu-") as tmp:
+    with (
+        nullcontext(tempfile.mkdtemp(prefix="bench-cpu-"))
+        if args.keep_logs
+        else tempfile.TemporaryDirectory(prefix="bench-cpu-")
+    ) as tmp:
+        if args.keep_logs:
+            print(f"logs in {tmp}", flush=True)
         workdir = Path(tmp)
         phases = [Phase(label=ref, root=export_commit(ref, workdir)) for ref in args.compare]
         if not args.skip_tree:

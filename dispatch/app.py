@@ -21,6 +21,7 @@ from dispatch.observability import RequestContext
 from dispatch.rate_limits import CompanyRateLimits
 from flows.standalone import use_cases
 from models.crypto import check_token_keys
+from models.database import DriverPool
 from models.settings import Settings, load_settings
 from tasks.cloud_tasks import CloudTasksQueue, TaskQueue
 from tasks.media import MediaPolicy
@@ -62,24 +63,31 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # One HTTP client per platform (`tasks/platforms/http.py`: small pool, no cookies).
         platform_settings = settings.platforms
+        media_policy = MediaPolicy.from_settings(settings.media)
         async with AsyncExitStack() as clients:
             built: dict[str, PlatformAdapter] = {}
 
             def adapter_for(platform: str) -> PlatformAdapter:
                 if platform not in built:
-                    http = platform_http_client(platform_settings)
+                    http = platform_http_client(platform_settings, policy=media_policy)
                     clients.push_async_callback(http.aclose)
                     built[platform] = build_adapter(
                         platform,
                         http=http,
                         settings=platform_settings,
-                        media_policy=MediaPolicy.from_settings(settings.media),
+                        media_policy=media_policy,
                     )
                 return built[platform]
 
             services.adapters = adapters or adapter_for
+            connections = DriverPool(sessions, size=settings.database.publish_pool_size)
+            await connections.open()
+            clients.push_async_callback(connections.close)
             services.publisher = Publisher(
-                sessions=sessions, adapters=services.adapters, settings=settings.publishing
+                sessions=sessions,
+                connections=connections,
+                adapters=services.adapters,
+                settings=settings.publishing,
             )
             services.metrics = MetricsSync(
                 sessions=sessions, adapters=services.adapters, settings=settings.analytics

@@ -130,8 +130,9 @@ def configure_logging(*, fmt: str | None = None, level: str | None = None) -> No
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
-    # Request URLs carry tokens (Meta's refresh): never log them, whatever LOG_LEVEL says.
-    for name in ("httpx", "httpcore"):
+    # Request URLs carry tokens (Meta's refresh): never log them, whatever LOG_LEVEL says. The
+    # publish pool logs a line per checkout at INFO (CPU on every publish, and noise).
+    for name in ("httpx", "httpcore", "aiohttp", "psycopg.pool"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
 

@@ -1,7 +1,6 @@
 """A publish attempt's database work in as few round trips as its guarantees allow, as plain
-SQL on the pooled connection's own psycopg connection (`database.driver_connection`, in
-autocommit: a single statement is its own transaction, and an explicit `BEGIN ... COMMIT` is
-pipelined):
+SQL on a psycopg connection of the hot path's own pool (`database.DriverPool`, in autocommit:
+a single statement is its own transaction):
 
 - the claim: ONE statement claims the target (one conditional UPDATE: a pending target, a
   `retry` target whose wait is over, or a `processing` target whose lease ran out; `attempts`
@@ -10,37 +9,37 @@ pipelined):
   attempt had set it: reconcile first), marks the post `processing`, reads the account and the
   post's media, and inserts the run's start record (whose insert trigger sends the reporter's
   NOTIFY at commit): one round trip, one transaction;
-- the record, one transaction in one round trip (pipelined): `BEGIN`; the settlement (only
-  while this attempt still holds its claim) with the run's end record in the same statement
-  (inserted only if the settlement was); the account's needs-reconnect mark; the post row
-  lock; the roll-up (its own statement after the lock: `posts.roll_up_post_status` says why);
-  `COMMIT`;
+- the record, ONE statement (`record_publish_attempt`, a SQL function: migration 0006): the
+  settlement (only while this attempt still holds its claim), the run's end record (only if
+  the settlement was written), the account's needs-reconnect mark, the post row lock and the
+  roll-up (`roll_up_post_status`, its own statement after the lock: the migration says why);
 - the platform state an adapter saves right before its call: one statement.
 
 Before, an attempt took 12 round trips through the ORM session (BEGIN, claim, post, account,
 start record, COMMIT; BEGIN, settle, lock, roll-up, end record, COMMIT) and most of the API's
-CPU per publish went to the session machinery around them (bench/bench_cpu_per_publish.py).
+CPU per publish went to the session machinery around them; then the record was six pipelined
+statements, each a cost in the driver (bench/bench_cpu_per_publish.py).
 Fixed statement texts are prepared by psycopg after a few uses on each connection.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
+from sqlalchemy.orm import configure_mappers
+from sqlalchemy.orm.base import manager_of_class
 
 from models.crypto import token_cipher
-from models.posts import LOCK_POST_SQL, ROLL_UP_SQL
-from models.statuses import AccountStatus, AttemptKind, PostStatus, RunPhase, TargetStatus
+from models.statuses import AttemptKind, PostStatus, RunPhase, TargetStatus
 from models.tables import MediaAsset, PublishTarget, ScheduledPost, SocialAccount
 from models.targets import Settlement
 
@@ -116,6 +115,10 @@ SELECT c.*,
   JOIN social_accounts AS a ON a.id = c.account_id
 """
 
+_Entity = TypeVar("_Entity")
+#: Non-empty once the mappers were configured in this process (see `loaded`).
+_configured: list[bool] = []
+
 _TARGET_COLUMNS = tuple(column.key for column in PublishTarget.__table__.c)
 
 
@@ -143,6 +146,20 @@ class StartTemplate:
     tags: Sequence[str]
     parameters: dict[str, Any]
     started_at: datetime
+
+
+def loaded(cls: type[_Entity], values: dict[str, Any]) -> _Entity:
+    """A detached instance of a mapped class holding `values`, built as SQLAlchemy builds a
+    loaded row (a new instance state, the attributes put straight into its dict): the mapped
+    `__init__` fires an attribute event per column, which made building the four rows of an
+    attempt a tenth of the API's CPU per publish (bench/bench_cpu_per_publish.py). For reading
+    only: nothing built here is ever added to a session."""
+    if not _configured:  # what the mapped `__init__` would have done on the first use
+        configure_mappers()
+        _configured.append(True)
+    instance = manager_of_class(cls).new_instance()
+    instance.__dict__.update(values)
+    return instance
 
 
 def _decrypt(value: bytes | None) -> str | None:
@@ -181,19 +198,23 @@ async def claim_attempt(
         row = await cursor.fetchone()
     if row is None:
         return None
-    target = PublishTarget(**{name: row[name] for name in _TARGET_COLUMNS})
-    post = ScheduledPost(
-        id=target.scheduled_post_id,
-        company_id=row["post_company_id"],
-        content=row["post_content"],
-        scheduled_at=row["post_scheduled_at"],
-        media_asset_ids=row["post_media_asset_ids"] or [],
-        status=row["post_status"],
-        attempts=row["post_attempts"],
+    target = loaded(PublishTarget, {name: row[name] for name in _TARGET_COLUMNS})
+    post = loaded(
+        ScheduledPost,
+        dict(
+            id=target.scheduled_post_id,
+            company_id=row["post_company_id"],
+            content=row["post_content"],
+            scheduled_at=row["post_scheduled_at"],
+            media_asset_ids=row["post_media_asset_ids"] or [],
+            status=row["post_status"],
+            attempts=row["post_attempts"],
+        ),
     )
-    account = SocialAccount(**{name: row[f"account_{name}"] for name in _ACCOUNT_COLUMNS})
-    account.access_token = _decrypt(row["account_access_token"])  # type: ignore[assignment]
-    account.refresh_token = _decrypt(row["account_refresh_token"])
+    account_values = {name: row[f"account_{name}"] for name in _ACCOUNT_COLUMNS}
+    account_values["access_token"] = _decrypt(row["account_access_token"])
+    account_values["refresh_token"] = _decrypt(row["account_refresh_token"])
+    account = loaded(SocialAccount, account_values)
     media = [
         MediaAsset(
             id=uuid.UUID(m["id"]),
@@ -218,41 +239,12 @@ _RUN_RECORD_COLUMNS = (
     "state_message, started_at, ended_at, next_run_at, logs"
 )
 
-#: The end record of an attempt that settled its target: its logs end with the record step,
-#: timed by the database up to the moment the row is written (the settlement included).
-_RECORD_STEP_LINE = (
-    "jsonb_build_array(jsonb_build_object("
-    f"'level', {logging.INFO}, "
-    "'message', 'step record: ' || round(extract(epoch FROM clock_timestamp() - "
-    "%(r_record_started)s) * 1000)::text || ' ms', "
-    "'timestamp', to_jsonb(clock_timestamp())))"
-)
-
-
-def _settle_sql(settlement: Settlement) -> str:
-    """Settle while the claim holds and, only if it did, insert the run's end record: one
-    statement, whose RETURNING says whether this attempt still owned the target."""
-    assignments = [f"{name} = %({name})s" for name in settlement.values()]
-    return (
-        "WITH settled AS (UPDATE publish_logs SET "
-        + ", ".join([*assignments, "updated_at = now()"])
-        + " WHERE id = %(b_target_id)s AND status = %(b_processing)s AND attempts = %(b_attempt)s"
-        " RETURNING *), run_end AS ("
-        f"INSERT INTO run_records ({_RUN_RECORD_COLUMNS}) SELECT %(r_id)s, %(r_run_id)s, "
-        "%(r_parent_run_id)s, %(r_phase)s, %(r_kind)s, %(r_run_name)s, %(r_tags)s, "
-        "%(r_parameters)s, %(r_outcome)s, %(r_state_message)s, %(r_started_at)s, "
-        f"%(r_ended_at)s, %(r_next_run_at)s, %(r_logs)s::jsonb || {_RECORD_STEP_LINE} "
-        "FROM settled) SELECT * FROM settled"
-    )
-
-
-#: One statement text per settlement shape (success / error / re-enqueue): few, and fixed, so
-#: psycopg prepares each once per connection.
-_SETTLE_SQL: dict[tuple[str, ...], str] = {}
-
-_MARK_NEEDS_RECONNECT_SQL = (
-    "UPDATE social_accounts SET status = %(status)s, status_reason = %(reason)s, "
-    "updated_at = now() WHERE id = %(account_id)s"
+#: The record step in one statement (migration 0006: the settlement while the claim holds,
+#: the run's end record if it did, the needs-reconnect mark, the roll-up under the post lock).
+_RECORD_SQL = (
+    "SELECT * FROM record_publish_attempt(%(target_id)s, %(attempt)s, %(post_id)s,"
+    " %(settlement)s, %(run_end)s, %(record_started)s, %(reconnect_account_id)s,"
+    " %(reconnect_reason)s)"
 )
 
 _INSERT_RUN_RECORD_SQL = (
@@ -290,50 +282,30 @@ async def record_attempt(
     record_started: datetime,
     needs_reconnect: tuple[uuid.UUID, str] | None = None,
 ) -> PublishTarget | None:
-    """The record's transaction in ONE round trip (`BEGIN`, the settlement with the run's end
-    record `record` (an `AttemptRecord.row()`), the account's needs-reconnect mark, the post
-    row lock, the roll-up, `COMMIT`, pipelined); the settled target, or None when this attempt
-    had lost its claim: then nothing of it was written (the roll-up only recomputed the post's
-    status, under its lock) and the caller records the lost claim with `add_end_record`."""
-    values = settlement.values()
-    key = tuple(values)
-    sql = _SETTLE_SQL.get(key)
-    if sql is None:
-        sql = _SETTLE_SQL[key] = _settle_sql(settlement)
-    params = {
-        name: Jsonb(v, dumps=_dumps) if name == "raw_response" and v is not None else v
-        for name, v in values.items()
-    }
-    params |= {f"r_{name}": value for name, value in _json_columns(record).items()}
-    params |= {
-        "b_target_id": target_id,
-        "b_processing": TargetStatus.PROCESSING.value,
-        "b_attempt": attempt,
-        "r_record_started": record_started,
-    }
+    """The record's transaction in ONE statement, one round trip (`record_publish_attempt`,
+    migration 0006): the settlement with the run's end record `record` (an
+    `AttemptRecord.row()`), the account's needs-reconnect mark, the post row lock and the
+    roll-up. The settled target, or None when this attempt had lost its claim: then nothing of
+    it was written (the roll-up only recomputed the post's status, under its lock) and the
+    caller records the lost claim with `add_end_record`."""
+    account_id, reason = needs_reconnect if needs_reconnect is not None else (None, None)
     cursor = conn.cursor(row_factory=dict_row)
-    async with conn.pipeline():
-        await conn.execute("BEGIN")
-        await cursor.execute(sql, params)
-        if needs_reconnect is not None:
-            account_id, reason = needs_reconnect
-            await conn.execute(
-                _MARK_NEEDS_RECONNECT_SQL,
-                {
-                    "status": AccountStatus.NEEDS_RECONNECT.value,
-                    "reason": reason,
-                    "account_id": account_id,
-                },
-            )
-        # After the settlement (target row, then post row: the claim's lock order). Locking and
-        # recomputing when the claim was lost is harmless: the roll-up is a pure function of
-        # the targets, computed under the lock.
-        await conn.execute(LOCK_POST_SQL, {"post_id": post_id})
-        await conn.execute(ROLL_UP_SQL, {"post_id": post_id})
-        await conn.execute("COMMIT")
+    await cursor.execute(
+        _RECORD_SQL,
+        {
+            "target_id": target_id,
+            "attempt": attempt,
+            "post_id": post_id,
+            "settlement": Jsonb(settlement.values(), dumps=_dumps),
+            "run_end": Jsonb(record, dumps=_dumps),
+            "record_started": record_started,
+            "reconnect_account_id": account_id,
+            "reconnect_reason": reason,
+        },
+    )
     row = await cursor.fetchone()
     await cursor.close()
-    return None if row is None else PublishTarget(**row)
+    return None if row is None else loaded(PublishTarget, row)
 
 
 async def add_end_record(conn: AsyncConnection[Any], record: dict[str, Any]) -> None:

@@ -16,7 +16,6 @@ from typing import Any
 
 import psycopg
 from psycopg import AsyncConnection
-from psycopg.pq import TransactionStatus
 from sqlalchemy import create_engine, make_url, text
 from sqlalchemy.engine import URL, Engine
 from sqlalchemy.exc import DBAPIError
@@ -27,7 +26,6 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.orm import Session, sessionmaker
-from sqlalchemy.util import greenlet_spawn
 
 from models.crypto import token_cipher
 from models.settings import load_settings
@@ -123,61 +121,88 @@ async def unit_of_work(sessions: async_sessionmaker[AsyncSession]) -> AsyncItera
         yield session
 
 
-@asynccontextmanager
-async def driver_connection(
-    sessions: async_sessionmaker[AsyncSession],
-) -> AsyncIterator[AsyncConnection[Any]]:
-    """A connection from the sessions' own pool, as the psycopg connection itself, in autocommit:
-    for the publish hot path (`models/attempts.py`), where one statement is one transaction and
-    a multi-statement transaction is an explicit, pipelined `BEGIN ... COMMIT`.
+#: How long a publish step waits for a hot-path connection before giving up (503), and how
+#: long the pool keeps retrying one connection before it gives up and starts over on the next
+#: demand: psycopg_pool's retries back off exponentially (1, 2, 4... s), so after an outage
+#: of a minute its next attempt could be half a minute away; starting over keeps recovery
+#: within seconds of the database's return (tests/faults/test_database_outage.py).
+POOL_WAIT_SECONDS = 3.0
 
-    The ORM session costs several times the CPU of the statements it sends (a greenlet hop per
-    call, statement caching, ORM bookkeeping); this costs one checkout. The connection goes back
-    to the pool idle and out of autocommit, as the pool lent it; one the server dropped is
-    invalidated. psycopg's errors leave as SQLAlchemy's (`DBAPIError.instance`), so the API maps
-    an unreachable database to 503 on this path exactly as on every other.
+
+class DriverPool:
+    """The publish hot path's connections (`models/attempts.py`): psycopg's own pool
+    (`psycopg_pool`), every connection in autocommit, where one statement is one transaction
+    and a multi-statement transaction is an explicit, pipelined `BEGIN ... COMMIT`.
+
+    Its own pool rather than connections borrowed from SQLAlchemy's: a checkout through
+    SQLAlchemy's pool (greenlet hops, pool events, the reset on return, autocommit switched on
+    and back off) cost twice a psycopg pool's checkout in CPU, twice per publish
+    (bench/bench_cpu_per_publish.py). Sized by `DATABASE_PUBLISH_POOL_SIZE`, on the same
+    server and credentials as the `sessions`' engine; it grows on demand from one connection.
+    A connection returned mid-transaction is rolled back, one broken or cut off mid-statement
+    (a cancelled request) is discarded, as psycopg_pool does. psycopg's errors leave as
+    SQLAlchemy's (`DBAPIError.instance`), so the API maps an unreachable database to 503 on
+    this path exactly as on every other.
+
+    Open it inside the running loop (`open`) and close it with the app (`close`).
     """
-    engine: AsyncEngine = sessions.kw["bind"]
-    # The pool itself rather than `engine.connect()`: a `Connection` and its events around a
-    # connection this code drives directly would double the checkout's CPU. Pool calls that
-    # may touch the network (connect, reset, invalidate) run under `greenlet_spawn`, as
-    # SQLAlchemy's own async layer runs them.
-    try:
-        pooled = await greenlet_spawn(engine.sync_engine.pool.connect)
-    except psycopg.Error as error:  # the server is unreachable: as `engine.connect()` says it
-        raise DBAPIError.instance(
-            None, None, error, psycopg.Error, connection_invalidated=True
-        ) from error
-    conn: AsyncConnection[Any] = pooled.driver_connection  # type: ignore[assignment]
-    try:
-        await conn.set_autocommit(True)
-        yield conn
-    except psycopg.Error as error:
-        raise DBAPIError.instance(
-            None,
-            None,
-            error,
-            psycopg.Error,
-            connection_invalidated=conn.broken or conn.closed,
-        ) from error
-    finally:
-        status = conn.info.transaction_status
-        reusable = not (conn.broken or conn.closed or status in _UNUSABLE)
-        if reusable:
-            try:
-                if status != TransactionStatus.IDLE:
-                    await conn.rollback()
-                await conn.set_autocommit(False)
-            except psycopg.Error:
-                reusable = False
-        if not reusable:
-            # Dropped, or cut off mid-statement (a cancelled request): never lend it again.
-            await greenlet_spawn(pooled.invalidate)
-        await greenlet_spawn(pooled.close)
 
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], *, size: int) -> None:
+        from psycopg_pool import AsyncConnectionPool
 
-#: Transaction states a connection cannot be handed back in.
-_UNUSABLE = (TransactionStatus.ACTIVE, TransactionStatus.UNKNOWN)
+        engine: AsyncEngine = sessions.kw["bind"]
+        conninfo = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        self._pool = AsyncConnectionPool(
+            conninfo,
+            min_size=1,
+            max_size=max(size, 1),
+            kwargs={"autocommit": True},
+            open=False,
+            name="publish",
+            # Waiting longer means the database is gone: the webhook answers 503 at once
+            # rather than near Cloud Tasks' dispatch deadline, and the task is retried.
+            timeout=POOL_WAIT_SECONDS,
+            reconnect_timeout=POOL_WAIT_SECONDS,
+        )
+
+    async def open(self) -> None:
+        """Start the pool without waiting for its first connection (an unreachable database
+        fails the first publish with 503, not the start)."""
+        await self._pool.open(wait=False)
+
+    async def close(self) -> None:
+        await self._pool.close()
+
+    async def __aenter__(self) -> DriverPool:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.close()
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[AsyncConnection[Any]]:
+        """A connection in autocommit for one step of an attempt."""
+        from psycopg_pool import PoolTimeout
+
+        try:
+            conn = await self._pool.getconn()
+        except (PoolTimeout, psycopg.Error) as error:  # the database cannot be reached
+            raise DBAPIError.instance(
+                None, None, error, psycopg.Error, connection_invalidated=True
+            ) from error
+        try:
+            yield conn
+        except psycopg.Error as error:
+            raise DBAPIError.instance(
+                None,
+                None,
+                error,
+                psycopg.Error,
+                connection_invalidated=conn.broken or conn.closed,
+            ) from error
+        finally:
+            await self._pool.putconn(conn)
 
 
 async def ping_database(sessions: async_sessionmaker[AsyncSession]) -> None:

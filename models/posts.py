@@ -25,8 +25,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from models.statuses import (
     OPEN_TARGET_STATUSES,
-    SETTLED_TARGET_STATUSES,
-    PostStatus,
     TargetStatus,
 )
 from models.tables import (
@@ -165,49 +163,21 @@ async def cancel_open_targets(session: AsyncSession, post_id: uuid.UUID) -> None
     )
 
 
-def _quoted(statuses: Sequence[str]) -> str:
-    return ", ".join(f"'{status}'" for status in statuses)
-
-
-#: The post status its targets imply: the roll-up rules (README, "Statuses") plus cancel.
-#: Plain SQL (psycopg's `%(name)s` parameters) so the ORM session (`roll_up_post_status`) and
-#: the publish hot path (`models/attempts.py`, on the driver connection) run the same text.
-ROLL_UP_SQL = f"""
-UPDATE scheduled_posts AS p
-   SET status = coalesce((
-         SELECT CASE
-           WHEN bool_and(t.status = '{TargetStatus.CANCELLED}') THEN '{PostStatus.CANCELLED}'
-           WHEN bool_and(t.status IN ({_quoted((TargetStatus.SUCCESS, TargetStatus.CANCELLED))}))
-             THEN '{PostStatus.PUBLISHED}'
-           WHEN bool_and(t.status IN ({_quoted(SETTLED_TARGET_STATUSES)}))
-             THEN '{PostStatus.FAILED}'
-           WHEN bool_or(t.status IN ({
-    _quoted((TargetStatus.PROCESSING, TargetStatus.SUCCESS, TargetStatus.FAILED))
-})) THEN '{PostStatus.PROCESSING}'
-           ELSE '{PostStatus.PENDING}'
-         END
-           FROM publish_logs AS t
-          WHERE t.scheduled_post_id = %(post_id)s), p.status),
-       updated_at = now()
- WHERE p.id = %(post_id)s
-RETURNING p.status
-"""
-
-#: The post row lock the roll-up is computed under (see `roll_up_post_status`).
-LOCK_POST_SQL = "SELECT id FROM scheduled_posts WHERE id = %(post_id)s FOR UPDATE"
-
-
 async def roll_up_post_status(session: AsyncSession, post_id: uuid.UUID) -> str | None:
-    """Recompute the post's status from its targets; returns the new status.
+    """Recompute the post's status from its targets (the README's "Statuses", plus cancel);
+    returns the new status.
 
-    The post row is locked first, in its own statement: under READ COMMITTED the UPDATE that
-    follows then reads its targets with a snapshot taken after the lock, so two targets
-    settling at the same instant cannot each miss the other's result.
+    The SQL function of the same name (migration 0006) locks the post row first and recomputes
+    in a statement of its own: under READ COMMITTED that statement's snapshot is taken after
+    the lock, so two targets settling at the same instant cannot each miss the other's result.
+    The publish hot path runs the same function inside `record_publish_attempt`.
     """
     connection = await session.connection()
-    params = {"post_id": post_id}
-    await connection.exec_driver_sql(LOCK_POST_SQL, params)
-    return (await connection.exec_driver_sql(ROLL_UP_SQL, params)).scalar_one_or_none()
+    return (
+        await connection.exec_driver_sql(
+            "SELECT roll_up_post_status(%(post_id)s)", {"post_id": post_id}
+        )
+    ).scalar_one_or_none()
 
 
 async def reopen_failed_targets(

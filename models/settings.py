@@ -56,6 +56,9 @@ class DatabaseSettings(BaseSettings):
     #: per publish and PostgreSQL a backend fork each (bench/bench_cpu_per_publish.py --env).
     pool_size: int = Field(default=30, alias="DATABASE_POOL_SIZE")
     max_overflow: int = Field(default=0, alias="DATABASE_MAX_OVERFLOW")
+    #: Connections of the publish hot path's own pool (`database.DriverPool`), per process,
+    #: beside the ORM's `DATABASE_POOL_SIZE`.
+    publish_pool_size: int = Field(default=20, alias="DATABASE_PUBLISH_POOL_SIZE")
 
 
 class QueueSpec(BaseModel):

@@ -36,7 +36,7 @@ from models.attempts import (
     record_attempt,
     save_attempt_platform_state,
 )
-from models.database import driver_connection, unit_of_work
+from models.database import DriverPool, unit_of_work
 from models.outbox import AttemptRecord, LogLine, add_run_record
 from models.settings import PublishingSettings
 from models.statuses import AccountStatus, AttemptKind, AttemptOutcome, TargetStatus
@@ -251,10 +251,13 @@ class Publisher:
         self,
         *,
         sessions: async_sessionmaker[AsyncSession],
+        connections: DriverPool,
         adapters: AdapterFactory,
         settings: PublishingSettings,
     ) -> None:
         self.sessions = sessions
+        #: The attempt's own statements (claim, platform state, record) go through these.
+        self.connections = connections
         self.adapters = adapters
         self.settings = settings
 
@@ -345,7 +348,7 @@ class Publisher:
     async def _claim(self, job: PublishJob, attempt_log: AttemptLog) -> PublishOutcome | _Claim:
         """One statement, one round trip: the claim, the post marked `processing`, the account,
         the media and the run's start (`models/attempts.py`)."""
-        async with driver_connection(self.sessions) as conn:
+        async with self.connections.connection() as conn:
             claimed = await claim_attempt(
                 conn,
                 post_id=job.scheduled_post_id,
@@ -444,7 +447,7 @@ class Publisher:
             raise
 
     async def _save_state(self, target_id: uuid.UUID, attempt: int, values: dict) -> None:
-        async with driver_connection(self.sessions) as conn:
+        async with self.connections.connection() as conn:
             saved = await save_attempt_platform_state(
                 conn, target_id=target_id, attempt=attempt, state=values
             )
@@ -525,7 +528,7 @@ class Publisher:
         owned_record = _attempt_record(attempt_log, settlement, owned=True)
         # The database appends the `step record` line, timed up to the row's write.
         owned_record = replace(owned_record, logs=[*owned_record.logs, settled_line])
-        async with driver_connection(self.sessions) as conn:
+        async with self.connections.connection() as conn:
             current = await record_attempt(
                 conn,
                 target_id=target.id,

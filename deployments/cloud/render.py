@@ -134,7 +134,9 @@ def roles(env: Mapping[str, str]) -> list[Role]:
             kind="service",
             service_account="tendsocial-api",
             command=serve,
-            env={**tasks_env, "WEBHOOKS_ENABLED": "false"},
+            # No webhooks here: the publish pool (models/database.DriverPool) keeps one
+            # connection; the ORM serves the API.
+            env={**tasks_env, "WEBHOOKS_ENABLED": "false", "DATABASE_PUBLISH_POOL_SIZE": "1"},
             secrets=("DATABASE_URL", "TOKEN_ENCRYPTION_KEY"),
             memory="1Gi",
         ),
@@ -146,6 +148,10 @@ def roles(env: Mapping[str, str]) -> list[Role]:
             env={
                 **tasks_env,
                 "TASKS_OIDC_SERVICE_ACCOUNTS": _sa("tendsocial-scheduler", project),
+                # 30 connections per instance as before: the publish steps on their own pool
+                # (20), the rest (unclaimed outcomes, token refresh, syncs) on the ORM's (10).
+                "DATABASE_PUBLISH_POOL_SIZE": "20",
+                "DATABASE_POOL_SIZE": "10",
                 **client_ids,
             },
             secrets=("DATABASE_URL", "TOKEN_ENCRYPTION_KEY", *platform_secrets),

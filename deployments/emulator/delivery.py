@@ -1,65 +1,61 @@
-"""HTTP delivery of task attempts on httpx, one single-connection transport per request in flight.
+"""HTTP delivery of task attempts on aiohttp: one session, keep-alive connections per origin.
 
-Two measured choices (this 2-core machine, trivial local target):
+Measured choices (this 2-core machine, trivial local target; the emulator shares the cores with
+the service it dispatches to, so its CPU per dispatch shows in every local burst figure):
 
-- Not one shared pool: httpcore's pool does work proportional to its connections and waiting
-  requests on every change, so one pool with hundreds of concurrent requests collapses (~60 req/s
-  with 512 connections, ~1,550 req/s with one-connection pools).
-- `httpx.AsyncHTTPTransport` rather than `httpx.AsyncClient` on top of it: attempts need none of
-  the client's layers (cookies, auth, redirects — Cloud Tasks treats a 3xx as a failed attempt),
-  and skipping them is ~25% less CPU per dispatch (~2,100 vs ~1,650 req/s).
+- aiohttp rather than httpx: its HTTP/1.1 parser is C (llhttp) where httpcore's is h11, pure
+  Python; a dispatch costs about half the CPU (bench/bench_cpu_per_publish.py prints the
+  emulator's CPU per publish). httpcore's own pool had collapsed with hundreds of concurrent
+  requests (its per-change scans), which is why one-connection transports were used before.
+- No client layers: attempts need no cookies (a `DummyCookieJar`), no redirects (Cloud Tasks
+  treats a 3xx as a failed attempt), no decompression (the body is read and dropped).
+- No connection limit here: the queue's `max_concurrent_dispatches` bounds what is in flight.
 
-Idle transports are kept per origin for keep-alive reuse; one whose request was cut off (dispatch
-deadline) or failed is closed, never reused.
+A connection whose request was cut off (dispatch deadline) or failed is closed, never reused
+(aiohttp closes a connection whose response was not read to its end).
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
+import aiohttp
 
-import httpx
-
-Origin = tuple[bytes, bytes, int | None]
+#: What a failed delivery raises: the attempt is recorded as UNAVAILABLE with this message.
+DeliveryError = aiohttp.ClientError
 
 
 class Delivery:
-    def __init__(self, *, max_idle_per_origin: int = 256) -> None:
-        self._idle: dict[Origin, list[httpx.AsyncHTTPTransport]] = {}
-        self._max_idle = max_idle_per_origin
-        self._closing: set[asyncio.Task[None]] = set()
-        self._limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
-        self._ssl = httpx.create_ssl_context()  # built once: loading CA certs costs ~10 ms
+    def __init__(self) -> None:
+        self._session: aiohttp.ClientSession | None = None
 
-    def _new_transport(self) -> httpx.AsyncHTTPTransport:
-        return httpx.AsyncHTTPTransport(limits=self._limits, verify=self._ssl, trust_env=False)
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None:  # created inside the running loop, as aiohttp requires
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30),
+                cookie_jar=aiohttp.DummyCookieJar(),
+                auto_decompress=False,
+                # Only the task's own headers and Cloud Tasks' (engine.py): "`Content-Type`
+                # won't be set by Cloud Tasks" (google/cloud/tasks/v2/target.proto, HttpRequest).
+                skip_auto_headers=("Accept", "Accept-Encoding", "User-Agent", "Content-Type"),
+                trust_env=False,
+            )
+        return self._session
 
-    async def send(self, request: httpx.Request) -> tuple[int, str | None]:
+    async def send(
+        self, *, method: str, url: str, headers: dict[str, str], body: bytes | None
+    ) -> tuple[int, str | None]:
         """Send and drain the response; returns (status, Retry-After header)."""
-        origin: Origin = (request.url.raw_scheme, request.url.raw_host, request.url.port)
-        idle = self._idle.setdefault(origin, [])
-        transport = idle.pop() if idle else self._new_transport()
-        reusable = False
-        try:
-            response = await transport.handle_async_request(request)
-            try:
-                await response.aread()
-            finally:
-                await response.aclose()
-            reusable = True
-            return response.status_code, response.headers.get("retry-after")
-        finally:
-            if reusable and len(idle) < self._max_idle:
-                idle.append(transport)
-            else:
-                job = asyncio.get_running_loop().create_task(transport.aclose())
-                self._closing.add(job)
-                job.add_done_callback(self._closing.discard)
+        async with self._client().request(
+            method,
+            url,
+            headers=headers,
+            data=body,
+            allow_redirects=False,
+            timeout=aiohttp.ClientTimeout(total=None),
+        ) as response:
+            await response.read()
+            return response.status, response.headers.get("Retry-After")
 
     async def aclose(self) -> None:
-        transports = [t for idle in self._idle.values() for t in idle]
-        self._idle.clear()
-        for transport in transports:
-            with contextlib.suppress(Exception):
-                await transport.aclose()
-        await asyncio.gather(*self._closing, return_exceptions=True)
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()

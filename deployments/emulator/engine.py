@@ -32,7 +32,7 @@ from google.rpc import status_pb2
 from grpc import StatusCode
 
 from deployments.emulator.clock import Clock
-from deployments.emulator.delivery import Delivery
+from deployments.emulator.delivery import Delivery, DeliveryError
 from deployments.emulator.oidc import OidcSigner
 from deployments.emulator.retry import (
     backoff_seconds,
@@ -597,20 +597,20 @@ class Engine:
         error_code, error_message = StatusCode.OK, ""
         dispatch_time = self.clock.now()
         try:
-            request = httpx.Request(
-                HttpMethod(pb.http_request.http_method or HttpMethod.POST).name,
-                pb.http_request.url,
+            delivery = self.http.send(
+                method=HttpMethod(pb.http_request.http_method or HttpMethod.POST).name,
+                url=pb.http_request.url,
                 headers=self._headers(qs, ts),
-                content=pb.http_request.body or None,
+                body=pb.http_request.body or None,
             )
             status, retry_after_header = await self.clock.run_within(
-                from_duration(pb.dispatch_deadline), self.http.send(request)
+                from_duration(pb.dispatch_deadline), delivery
             )
             if status in (429, 503):
                 retry_after = parse_retry_after(retry_after_header, now=self.clock.now())
         except TimeoutError:
             error_code, error_message = StatusCode.DEADLINE_EXCEEDED, "Dispatch deadline exceeded"
-        except httpx.HTTPError as exc:
+        except DeliveryError as exc:
             error_code, error_message = StatusCode.UNAVAILABLE, f"{type(exc).__name__}: {exc}"
         finally:
             ts.running = False

@@ -126,6 +126,13 @@ class SandboxState:
         self.lock = asyncio.Lock()
         self.faults = FaultPlan()
         self.posts: dict[str, list[dict[str, Any]]] = {}
+        #: `find_posts` indexes: (platform, matched fields) -> their values -> posts, built on
+        #: first use and kept up by `record_post` (stored posts are never changed). A scan per
+        #: publish made each publish dearer as a burst's posts piled up (a fake's cost on the
+        #: same machine as the service it measures: bench/bench_cpu_per_publish.py).
+        self._post_index: dict[
+            tuple[str, tuple[str, ...]], dict[tuple[Any, ...], list[dict[str, Any]]]
+        ] = {}
         self.accounts: dict[str, dict[str, SandboxAccount]] = {}
         self.access_tokens: dict[str, dict[str, str]] = {}
         self.refresh_tokens: dict[str, dict[str, str]] = {}
@@ -156,14 +163,20 @@ class SandboxState:
         stored.setdefault("text", "")
         stored.setdefault("account", None)
         self.posts.setdefault(platform, []).append(stored)
+        for (indexed_platform, fields), index in self._post_index.items():
+            if indexed_platform == platform:
+                index.setdefault(tuple(stored.get(f) for f in fields), []).append(stored)
         return stored
 
     def find_posts(self, platform: str, **match: Any) -> list[dict[str, Any]]:
-        return [
-            post
-            for post in self.posts.get(platform, [])
-            if all(post.get(key) == value for key, value in match.items())
-        ]
+        """The platform's posts whose fields equal `match`, oldest first."""
+        fields = tuple(sorted(match))
+        index = self._post_index.get((platform, fields))
+        if index is None:
+            index = self._post_index[(platform, fields)] = {}
+            for post in self.posts.get(platform, []):
+                index.setdefault(tuple(post.get(f) for f in fields), []).append(post)
+        return list(index.get(tuple(match[f] for f in fields), ()))
 
     def platform_extra(self, platform: str) -> dict[str, Any]:
         return self.extra.setdefault(platform, {})
@@ -246,6 +259,7 @@ class SandboxState:
     def reset(self) -> None:
         self.faults.clear()
         self.posts.clear()
+        self._post_index.clear()
         self.accounts.clear()
         self.access_tokens.clear()
         self.refresh_tokens.clear()

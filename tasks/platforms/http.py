@@ -2,36 +2,56 @@
 
 No cookies: a client is shared by every tenant's calls to one platform, so a cookie one tenant's
 answer set (a session, a CSRF binding, a CDN's) must never be sent with another tenant's request.
-The jar's policy admits no domain, so nothing is ever stored. No redirects followed: a platform
-API that redirects is answered as the redirect it is.
+Neither jar stores anything: httpx's policy admits no domain, and aiohttp's is a `DummyCookieJar`.
+No redirects followed: a platform API that redirects is answered as the redirect it is.
 
-Keep-alive without httpcore's pool: httpcore's pool rescans every connection (quadratically,
-when more than `max_keepalive_connections` are open) each time a request starts or ends, and
-closes idle connections as soon as more than that many exist, so with a few dozen publishes in
-flight to one platform it reconnected often and its bookkeeping was a tenth of the API's CPU
-per publish (bench/bench_cpu_per_publish.py). `ConnectionPerRequest` gives each request in
-flight a one-connection transport of its own and keeps the idle ones per origin for reuse (the
-same design as the emulator's delivery, `deployments/emulator/delivery.py`); a semaphore bounds
-the connections as the pool's limit did.
+The adapters speak httpx (its requests, responses, errors and `MockTransport` in tests); the
+bytes travel through aiohttp (`AiohttpTransport`). httpcore's pure-Python HTTP/1.1 (h11) and its
+pool were a third of the API's CPU per publish, and the hand-kept connection-per-request pool
+that replaced the pool's quadratic scans still paid h11 and anyio on every call; aiohttp parses
+in C (llhttp) and keeps connections alive per host (bench/bench_cpu_per_publish.py says what
+it bought). httpx-aiohttp does the same, but maps a server that disconnects after the request
+went out to `ConnectTimeout`, which `graph.NOT_SENT_ERRORS` (rightly) reads as "never sent":
+a lost answer would be retried as if nothing had gone out. Here only errors raised before a
+byte was sent become `ConnectError`/`ConnectTimeout`.
+
+aiohttp retries a request once on a reused connection the server had closed, and only for
+idempotent methods (RFC 9112 §9.3.1.1: GET, PUT, DELETE...), never a POST: every publish call
+is a POST, and the PUTs it may retry (LinkedIn's video parts) are idempotent by definition.
+
+Every name is resolved through `GuardedResolver`: an account's own server (a Mastodon instance,
+a Bluesky PDS: tenant-chosen) is refused at connect time when its name resolves to a loopback,
+private, link-local or metadata address, by the media fetcher's egress guard. It was checked
+when the account was stored, but a name can be pointed elsewhere later (DNS rebinding; security
+review, finding 18). The hosts the operator configured (`<PLATFORM>_API_BASE_URL`) are trusted.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
+import ipaddress
+import logging
+import socket
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 
+import aiohttp
 import httpx
+from aiohttp.abc import AbstractResolver, ResolveResult
+from yarl import URL
 
 from models.settings import PlatformSettings
+from tasks import media
+from tasks.media import MediaPolicy, address_refusal
+from tasks.platforms.base import NeedsReconnectError
+from tasks.platforms.servers import REFUSED_MESSAGE
 
-#: Connections per platform client (in flight at once), and idle ones kept per origin.
+log = logging.getLogger(__name__)
+
+#: Connections per platform client (in flight at once).
 MAX_CONNECTIONS = 100
-MAX_IDLE_PER_ORIGIN = 100
-
-Origin = tuple[bytes, bytes, int | None]
+#: Idle keep-alive connections are closed after this long (httpcore's default was 5 s).
+KEEPALIVE_SECONDS = 15.0
 
 
 def no_cookies() -> CookieJar:
@@ -39,110 +59,187 @@ def no_cookies() -> CookieJar:
     return CookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))
 
 
-class _ReturningStream(httpx.AsyncByteStream):
-    """The response body; closing it hands the connection back (`ConnectionPerRequest`)."""
+class GuardedResolver(AbstractResolver):
+    """Names resolved as the media fetcher resolves them (`media.resolve_host`), every address
+    checked with its guard unless the name is one the operator configured; a refused one raises
+    `NeedsReconnectError` (the account must be reconnected with its public server) before any
+    connection is made. aiohttp caches an answer for 10 s, so a changed name is looked up, and
+    checked, again within seconds."""
 
-    def __init__(
-        self,
-        stream: httpx.AsyncByteStream,
-        *,
-        pool: ConnectionPerRequest,
-        origin: Origin,
-        transport: httpx.AsyncHTTPTransport,
-    ) -> None:
-        self._stream = stream
-        self._pool = pool
-        self._origin = origin
-        self._transport: httpx.AsyncHTTPTransport | None = transport
+    def __init__(self, *, policy: MediaPolicy, trusted_hosts: Iterable[str] = ()) -> None:
+        self._policy = policy
+        self._trusted = frozenset(h.lower().rstrip(".") for h in trusted_hosts)
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        answers = await media.resolve_host(host, port)
+        if not answers:
+            raise OSError(f"{host}: no addresses")
+        results: list[ResolveResult] = []
+        for answer in answers:
+            address = ipaddress.ip_address(answer.split("%", 1)[0])
+            if host.lower().rstrip(".") not in self._trusted:
+                reason = address_refusal(address, policy=self._policy)
+                if reason:
+                    log.warning("refused at connect: %s -> %s: %s", host, address, reason)
+                    raise NeedsReconnectError(REFUSED_MESSAGE, code="server_refused")
+            results.append(
+                {
+                    "hostname": host,
+                    "host": str(address),
+                    "port": port,
+                    "family": socket.AF_INET6 if address.version == 6 else socket.AF_INET,
+                    "proto": 0,
+                    "flags": socket.AI_NUMERICHOST,
+                }
+            )
+        return results
+
+    async def close(self) -> None:
+        return None
+
+
+def _as_httpx_error(error: aiohttp.ClientError, request: httpx.Request) -> httpx.TransportError:
+    """aiohttp's error as the httpx error the adapters classify; order matters (subclasses
+    first). Only a failure to connect says the request never left."""
+    message = str(error) or type(error).__name__
+    if isinstance(error, aiohttp.ConnectionTimeoutError):  # waiting for, or opening, a socket
+        return httpx.ConnectTimeout(message, request=request)
+    if isinstance(error, aiohttp.ServerTimeoutError):  # the answer did not come in time
+        return httpx.ReadTimeout(message, request=request)
+    if isinstance(error, aiohttp.ClientConnectorError):  # DNS, refused, TLS handshake
+        return httpx.ConnectError(message, request=request)
+    if isinstance(error, aiohttp.ServerDisconnectedError | aiohttp.ClientPayloadError):
+        return httpx.RemoteProtocolError(message, request=request)
+    if isinstance(error, aiohttp.ClientResponseError):  # an answer that is not HTTP
+        return httpx.RemoteProtocolError(message, request=request)
+    if isinstance(error, aiohttp.InvalidURL | aiohttp.NonHttpUrlClientError):
+        return httpx.UnsupportedProtocol(message, request=request)
+    return httpx.ReadError(message, request=request)  # reset mid-exchange: maybe sent
+
+
+class _AiohttpBody(httpx.AsyncByteStream):
+    """The response body as aiohttp reads it; closing it releases the connection (back to the
+    pool when the body was read to its end, closed otherwise)."""
+
+    def __init__(self, response: aiohttp.ClientResponse, request: httpx.Request) -> None:
+        self._response = response
+        self._request = request
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        async for chunk in self._stream:
-            yield chunk
+        try:
+            async for chunk in self._response.content.iter_any():
+                yield chunk
+        except aiohttp.ClientError as error:
+            raise _as_httpx_error(error, self._request) from error
 
     async def aclose(self) -> None:
-        transport, self._transport = self._transport, None
-        if transport is None:
-            return
-        try:
-            await self._stream.aclose()
-        except BaseException:
-            await self._pool.give_back(self._origin, transport, reusable=False)
-            raise
-        await self._pool.give_back(self._origin, transport, reusable=True)
+        self._response.release()
 
 
-class ConnectionPerRequest(httpx.AsyncBaseTransport):
-    """Each request in flight on a one-connection `httpx.AsyncHTTPTransport` of its own; idle
-    ones kept per origin (most recent first) for keep-alive; at most `max_connections` at once.
+class AiohttpTransport(httpx.AsyncBaseTransport):
+    """httpx's requests sent by one aiohttp session (created on first use, inside the running
+    loop, as aiohttp requires): at most `max_connections` at once, idle ones kept per host.
 
-    A transport whose connection the server closed simply opens a new one on its next request;
-    one whose request failed or was cut off is closed, never reused.
+    Bodies are passed through as they are: httpx has already encoded the request (its
+    Content-Length or, for a streamed upload, the stream itself) and decodes the response's
+    Content-Encoding itself, so aiohttp neither re-quotes the URL nor decompresses.
     """
 
     def __init__(
         self,
         *,
         max_connections: int = MAX_CONNECTIONS,
-        max_idle_per_origin: int = MAX_IDLE_PER_ORIGIN,
         verify: ssl.SSLContext | None = None,
+        resolver: AbstractResolver | None = None,
     ) -> None:
-        self._idle: dict[Origin, list[httpx.AsyncHTTPTransport]] = {}
-        self._max_idle = max_idle_per_origin
-        self._slots = asyncio.Semaphore(max_connections)
-        self._limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+        self._max_connections = max_connections
+        self._resolver = resolver
         self._ssl = verify or httpx.create_ssl_context()  # built once: loading the CAs is slow
-        self._closed = False
+        self._session: aiohttp.ClientSession | None = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            connector = aiohttp.TCPConnector(
+                limit=self._max_connections,
+                limit_per_host=0,
+                ssl=self._ssl,
+                keepalive_timeout=KEEPALIVE_SECONDS,
+                resolver=self._resolver,
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                cookie_jar=aiohttp.DummyCookieJar(),
+                auto_decompress=False,
+                # httpx's own headers go as they are; aiohttp adds none of its defaults.
+                skip_auto_headers=("Accept", "Accept-Encoding", "User-Agent"),
+            )
+        return self._session
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        timeout = request.extensions.get("timeout", {}).get("pool")
+        timeout = request.extensions.get("timeout", {})
+        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw]
+        data: bytes | httpx.AsyncByteStream | None
         try:
-            async with asyncio.timeout(timeout):
-                await self._slots.acquire()
-        except TimeoutError as exc:
-            raise httpx.PoolTimeout("no connection available in time", request=request) from exc
-        origin: Origin = (request.url.raw_scheme, request.url.raw_host, request.url.port)
-        idle = self._idle.get(origin)
-        transport = idle.pop() if idle else self._new_transport()
+            data = request.content or None
+        except httpx.RequestNotRead:  # a streamed upload: aiohttp frames it itself
+            data = request.stream  # type: ignore[assignment]
+            headers = [(k, v) for k, v in headers if k.lower() != "transfer-encoding"]
         try:
-            response = await transport.handle_async_request(request)
-        except BaseException:
-            await self.give_back(origin, transport, reusable=False)
-            raise
-        assert isinstance(response.stream, httpx.AsyncByteStream)
-        response.stream = _ReturningStream(
-            response.stream, pool=self, origin=origin, transport=transport
+            response = await self._client().request(
+                request.method,
+                URL(str(request.url), encoded=True),
+                headers=headers,
+                data=data,
+                allow_redirects=False,
+                timeout=aiohttp.ClientTimeout(
+                    total=None,
+                    connect=timeout.get("pool"),
+                    sock_connect=timeout.get("connect"),
+                    sock_read=timeout.get("read"),
+                ),
+            )
+        except aiohttp.ClientError as error:
+            raise _as_httpx_error(error, request) from error
+        return httpx.Response(
+            status_code=response.status,
+            headers=list(response.raw_headers),
+            stream=_AiohttpBody(response, request),
+            extensions={
+                "http_version": f"HTTP/{response.version.major}.{response.version.minor}".encode(),
+                "reason_phrase": (response.reason or "").encode("latin-1", "replace"),
+            },
         )
-        return response
-
-    def _new_transport(self) -> httpx.AsyncHTTPTransport:
-        return httpx.AsyncHTTPTransport(limits=self._limits, verify=self._ssl)
-
-    async def give_back(
-        self, origin: Origin, transport: httpx.AsyncHTTPTransport, *, reusable: bool
-    ) -> None:
-        self._slots.release()
-        idle = self._idle.setdefault(origin, [])
-        if reusable and not self._closed and len(idle) < self._max_idle:
-            idle.append(transport)
-            return
-        with contextlib.suppress(Exception):
-            await asyncio.shield(transport.aclose())
 
     async def aclose(self) -> None:
-        self._closed = True
-        transports = [t for idle in self._idle.values() for t in idle]
-        self._idle.clear()
-        for transport in transports:
-            with contextlib.suppress(Exception):
-                await transport.aclose()
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
 
 
-def platform_http_client(settings: PlatformSettings) -> httpx.AsyncClient:
-    """Keep-alive connections (`ConnectionPerRequest`), the platforms' timeout, no cookies, no
-    redirects."""
+def configured_hosts(settings: PlatformSettings) -> set[str]:
+    """The host names of every `<PLATFORM>_API_BASE_URL`: chosen by the operator, trusted."""
+    urls = (
+        getattr(settings, name)
+        for name in type(settings).model_fields
+        if name.endswith("_api_base_url")
+    )
+    return {host for url in urls if (host := httpx.URL(str(url)).host)}
+
+
+def platform_http_client(
+    settings: PlatformSettings, *, policy: MediaPolicy | None = None
+) -> httpx.AsyncClient:
+    """Keep-alive connections through aiohttp (`AiohttpTransport`), every name resolved through
+    the egress guard (`policy`; None is production's: public addresses only), the platforms'
+    timeout, no cookies, no redirects."""
+    resolver = GuardedResolver(
+        policy=policy or MediaPolicy(), trusted_hosts=configured_hosts(settings)
+    )
     return httpx.AsyncClient(
         timeout=settings.platform_http_timeout_seconds,
-        transport=ConnectionPerRequest(),
+        transport=AiohttpTransport(resolver=resolver),
         follow_redirects=False,
         cookies=no_cookies(),
     )

@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 from dispatch.admin import add_account, create_company
 from flows.reporter import AFTER_THE_FACT, ReporterThread
 from flows.sync_fanout import SyncFanOut, SyncTrigger
-from models.database import sync_session
+from models.database import DriverPool, sync_session
 from models.outbox import AttemptRecord, LogLine, add_run_record
 from models.settings import PublishingSettings
 from models.statuses import AttemptKind, AttemptOutcome
@@ -327,9 +327,14 @@ async def test_a_publish_whose_platform_call_takes_2s_is_a_2s_run_in_prefect(
     engine = create_async_engine(database_url)
     platforms = sandbox_platforms(publish_stack.sandbox, timeout=10)
     try:
-        async with httpx.AsyncClient(timeout=10) as http:
+        sessions = async_sessionmaker(engine, expire_on_commit=False)
+        async with (
+            httpx.AsyncClient(timeout=10) as http,
+            DriverPool(sessions, size=2) as connections,
+        ):
             publisher = Publisher(
-                sessions=async_sessionmaker(engine, expire_on_commit=False),
+                sessions=sessions,
+                connections=connections,
                 adapters=lambda p: _SlowPlatform(
                     build_adapter(p, http=http, settings=platforms), 2.0
                 ),  # type: ignore[arg-type,return-value]

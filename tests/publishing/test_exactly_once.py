@@ -15,6 +15,7 @@ from sqlalchemy.engine import URL, Engine
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import Session
 
+from models.database import DriverPool
 from models.settings import PublishingSettings
 from models.tables import PublishTarget
 from tasks.platforms.base import PlatformAdapter
@@ -66,9 +67,13 @@ async def test_worker_dies_after_accept_then_redelivery_reconciles(
     post = schedule(publish_stack, tenant, platform)
     task = publish_stack.task_for(post["scheduledPostId"], platform)
     settings = sandbox_platforms(publish_stack.sandbox)
-    async with clients.async_client(timeout=5) as http:
+    async with (
+        clients.async_client(timeout=5) as http,
+        DriverPool(sessions, size=2) as connections,
+    ):
         publisher = Publisher(
             sessions=sessions,
+            connections=connections,
             adapters=lambda name: DiesAfterPublish(
                 build_adapter(name, http=http, settings=settings)
             ),
@@ -180,9 +185,13 @@ async def test_an_attempt_ends_inside_its_lease_and_the_next_one_reconciles(
     settings = sandbox_platforms(publish_stack.sandbox)
     publishing = PublishingSettings(PUBLISH_ATTEMPT_DEADLINE_SECONDS=0.5)
     assert publishing.attempt_deadline_seconds == 0.5
-    async with clients.async_client(timeout=5) as http:
+    async with (
+        clients.async_client(timeout=5) as http,
+        DriverPool(sessions, size=2) as connections,
+    ):
         publisher = Publisher(
             sessions=sessions,
+            connections=connections,
             adapters=lambda name: StallsAfterPublish(
                 build_adapter(name, http=http, settings=settings)
             ),

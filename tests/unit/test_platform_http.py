@@ -1,11 +1,21 @@
-"""The platform HTTP clients keep no cookies: one client serves every tenant's calls to a
-platform, so a cookie set in answer to one tenant must never be sent with another's request."""
+"""The platform HTTP clients: no cookies (one client serves every tenant's calls to a platform,
+so a cookie set in answer to one tenant must never be sent with another's request), no
+redirects, tenant servers checked at connect time, and the errors the adapters' exactly-once
+rules rely on (httpx's, from the aiohttp transport)."""
 
 from __future__ import annotations
 
-import httpx
+import asyncio
+from collections.abc import AsyncIterator
 
-from models.settings import PlatformSettings
+import httpx
+import pytest
+
+from models.settings import MediaSettings, PlatformSettings
+from tasks import media
+from tasks.media import MediaPolicy
+from tasks.platforms.base import NeedsReconnectError
+from tasks.platforms.graph import NOT_SENT_ERRORS
 from tasks.platforms.http import platform_http_client
 
 
@@ -27,3 +37,123 @@ async def test_a_cookie_set_for_one_tenant_is_never_sent_for_another() -> None:
 
 def test_redirects_are_not_followed() -> None:
     assert platform_http_client(PlatformSettings()).follow_redirects is False
+
+
+# --------------------------------------------------------------------------- the transport
+class _Server:
+    """A one-route HTTP/1.1 server on 127.0.0.1: answers 200, or (`drop=True`) reads the request
+    and closes without answering, as a server that crashed mid-request does. Counts connections."""
+
+    def __init__(self, *, drop: bool = False) -> None:
+        self.drop = drop
+        self.connections = 0
+        self.requests: list[bytes] = []
+        self._server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> int:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        return self._server.sockets[0].getsockname()[1]
+
+    async def __aexit__(self, *_: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        await self._server.wait_closed()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        head = await reader.readuntil(b"\r\n\r\n")
+        self.requests.append(head)
+        lines = head.lower().split(b"\r\n")
+        sizes = [int(line.split(b":")[1]) for line in lines if line.startswith(b"content-length:")]
+        length = sizes[0] if sizes else 0
+        await reader.readexactly(length)
+        if not self.drop:
+            body = b'{"ok": true}'
+            writer.write(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                + f"Content-Length: {len(body)}\r\n\r\n".encode()
+                + body
+            )
+            await writer.drain()
+        writer.close()
+
+
+def _dns(monkeypatch: pytest.MonkeyPatch, answers: dict[str, list[str]]) -> None:
+    """Play DNS for the guarded resolver (the media fetcher's resolver, which it shares)."""
+
+    async def resolve(host: str, port: int) -> list[str]:
+        return answers[host]
+
+    monkeypatch.setattr(media, "resolve_host", resolve)
+
+
+async def test_a_tenant_server_that_now_resolves_to_a_private_address_is_refused_at_connect(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Finding 18: the name passed the check when the account was stored; at publish time it
+    resolves to this machine, and the request never leaves."""
+    _dns(monkeypatch, {"social.tenant.example": ["127.0.0.1"]})
+    async with _Server() as port, platform_http_client(PlatformSettings()) as client:
+        with pytest.raises(NeedsReconnectError) as refused:
+            await client.post(f"http://social.tenant.example:{port}/api/v1/statuses", json={})
+    assert refused.value.code == "server_refused"
+    assert "public https address" in refused.value.message
+
+
+async def test_every_address_of_the_name_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    _dns(monkeypatch, {"pds.tenant.example": ["93.184.216.34", "169.254.169.254"]})
+    async with platform_http_client(PlatformSettings()) as client:
+        with pytest.raises(NeedsReconnectError):
+            await client.get("https://pds.tenant.example/xrpc/com.atproto.server.describeServer")
+
+
+async def test_the_operator_configured_host_and_local_development_reach_a_local_server(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _dns(monkeypatch, {"sandbox.internal-ci": ["127.0.0.1"], "dev.tenant.example": ["127.0.0.1"]})
+    server = _Server()
+    async with server as port:
+        configured = PlatformSettings(MASTODON_API_BASE_URL=f"http://sandbox.internal-ci:{port}")
+        async with platform_http_client(configured) as client:
+            answer = await client.get(f"http://sandbox.internal-ci:{port}/api/v1/instance")
+            assert answer.json() == {"ok": True}
+        local = MediaPolicy.from_settings(MediaSettings(MEDIA_ALLOW_PRIVATE_ADDRESSES=True))
+        async with platform_http_client(PlatformSettings(), policy=local) as client:
+            answer = await client.get(f"http://dev.tenant.example:{port}/api/v1/instance")
+            assert answer.status_code == 200
+    assert server.connections == 2
+
+
+async def test_a_refused_connection_is_never_sent_and_a_dropped_answer_may_have_been() -> None:
+    """What the adapters' exactly-once rules read from the error: only a failure to connect
+    means the request never reached the platform (`graph.NOT_SENT_ERRORS`)."""
+    async with _Server() as port:
+        pass  # the port is closed now: nothing listens
+    async with platform_http_client(PlatformSettings()) as client:
+        with pytest.raises(NOT_SENT_ERRORS):
+            await client.post(f"http://127.0.0.1:{port}/2/tweets", json={"text": "hi"})
+        dropping = _Server(drop=True)
+        async with dropping as port:
+            with pytest.raises(httpx.TransportError) as lost:
+                await client.post(f"http://127.0.0.1:{port}/2/tweets", json={"text": "hi"})
+        assert not isinstance(lost.value, NOT_SENT_ERRORS)
+        assert dropping.requests and dropping.requests[0].startswith(b"POST /2/tweets")
+
+
+async def test_a_streamed_upload_goes_out_whole_and_headers_are_httpx_s() -> None:
+    server = _Server()
+    async with server as port, platform_http_client(PlatformSettings()) as client:
+
+        async def chunks() -> AsyncIterator[bytes]:
+            for part in (b"abc", b"def"):
+                yield part
+
+        answer = await client.put(
+            f"http://127.0.0.1:{port}/upload",
+            content=chunks(),
+            headers={"Content-Length": "6", "Authorization": "Bearer t"},
+        )
+    assert answer.status_code == 200
+    head = server.requests[0].decode().lower()
+    assert "authorization: bearer t" in head and "content-length: 6" in head
+    assert "python-httpx" in head  # httpx's own User-Agent, not aiohttp's
