@@ -128,8 +128,13 @@ def configure_logging(*, fmt: str | None = None, level: str | None = None) -> No
     root.handlers[:] = [handler]
     root.setLevel(level or os.environ.get("LOG_LEVEL", "INFO"))
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
-        logging.getLogger(name).handlers[:] = []
-        logging.getLogger(name).propagate = True
+        logger = logging.getLogger(name)
+        # uvicorn's `access_log=False` (`tendsocial serve` without `--access-log`) leaves its
+        # access logger with no handler and not propagating, and writes access lines only when
+        # that logger `hasHandlers()`: keep it off, or every request costs a formatted line.
+        enabled = bool(logger.handlers) or logger.propagate
+        logger.handlers[:] = []
+        logger.propagate = enabled
     # Request URLs carry tokens (Meta's refresh): never log them, whatever LOG_LEVEL says. The
     # publish pool logs a line per checkout at INFO (CPU on every publish, and noise).
     for name in ("httpx", "httpcore", "aiohttp", "psycopg.pool"):

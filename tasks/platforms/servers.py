@@ -10,7 +10,10 @@ public IP literal, no userinfo, no special-use or internal name; local developme
 - when an account is stored (`dispatch/admin.py`), the name is also resolved and every address
   it resolves to is checked (`check_server_addresses`);
 - before each call, adapters take the server through `account_server` (no DNS: cheap), so a row
-  stored before this check, or a policy tightened since, never reaches the network.
+  stored before this check, or a policy tightened since, never reaches the network;
+- at connect time, every name the platform clients resolve goes through the same guard
+  (`http.GuardedResolver`), so a name re-pointed at a private address after it was stored
+  is refused too (needs reconnect, `server_refused`) before a connection is made.
 """
 
 from __future__ import annotations
