@@ -211,6 +211,7 @@ def table(result: BurstResult) -> list[str]:
             "drain (last publish - instant)",
             f"{load.drain_seconds:.1f} s ({load.targets / max(load.drain_seconds, 0.001):.0f}/s)",
         ),
+        ("CPU during the drain", load.cpu_split()),
     ]
     if result.prefect:
         drained = result.drained_after_last_publish

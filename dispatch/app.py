@@ -61,7 +61,9 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        # One HTTP client per platform (`tasks/platforms/http.py`: small pool, no cookies).
+        # One HTTP client per platform (`tasks/platforms/http.py`: aiohttp connections, tenant
+        # servers checked at connect time, no cookies) and the publish path's own connection
+        # pool (`models/database.DriverPool`), all closed with the app.
         platform_settings = settings.platforms
         media_policy = MediaPolicy.from_settings(settings.media)
         async with AsyncExitStack() as clients:

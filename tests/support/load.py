@@ -54,6 +54,37 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered)) - 1))]
 
 
+def cpu_seconds_by_process(processes: dict[str, ServiceProcess]) -> dict[str, float]:
+    """User + system CPU so far of each service (its worker children included), of every
+    PostgreSQL server process on the machine, and of the whole machine (all cores)."""
+    import psutil
+
+    def tree(pid: int) -> float:
+        try:
+            root = psutil.Process(pid)
+            members = [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return 0.0
+        total = 0.0
+        for member in members:
+            try:
+                times = member.cpu_times()
+            except psutil.NoSuchProcess:
+                continue
+            total += times.user + times.system
+        return total
+
+    used = {name: tree(proc.pid) for name, proc in processes.items()}
+    postgres = 0.0
+    for proc in psutil.process_iter(["name", "cpu_times"]):
+        if proc.info["name"] in ("postgres", "postmaster") and proc.info["cpu_times"]:
+            postgres += proc.info["cpu_times"].user + proc.info["cpu_times"].system
+    used["postgresql"] = postgres
+    machine = psutil.cpu_times()
+    used["machine"] = machine.user + machine.system + getattr(machine, "nice", 0.0)
+    return used
+
+
 class PeakRss:
     """Samples the RSS of some processes every 0.2 s in a thread; keeps each one's peak."""
 
@@ -91,6 +122,19 @@ class LoadResult:
     peak_rss_mb: dict[str, float]
     states: dict[str, int]
     problems: dict[str, dict[str, int]]
+    #: CPU seconds each piece used from the instant until every target settled (`machine`:
+    #: all of it, every process on the machine; the drain had `cores × drain_seconds`).
+    drain_cpu_seconds: dict[str, float] | None = None
+
+    def cpu_split(self) -> str:
+        """Where the machine's CPU went during the drain, per target."""
+        if not self.drain_cpu_seconds:
+            return "not measured"
+        parts = [
+            f"{name} {seconds * 1000 / self.targets:.1f}"
+            for name, seconds in self.drain_cpu_seconds.items()
+        ]
+        return "ms per target: " + ", ".join(parts)
 
     def lines(self) -> list[str]:
         rss = ", ".join(f"{k} {v:.0f} MB" for k, v in self.peak_rss_mb.items())
@@ -211,6 +255,10 @@ def run_load(
                     f"scheduling took {schedule_seconds:.1f} s, longer than the lead of "
                     f"{lead:.0f} s: raise --lead-seconds"
                 )
+            # CPU from the instant on: the drain's, not scheduling's.
+            time.sleep(max(0.0, (due - datetime.now(UTC)).total_seconds()))
+            services = {"api": api, "emulator": emulator, "sandbox": sandbox}
+            cpu_before = cpu_seconds_by_process(services)
             states = wait_settled(
                 engine,
                 post_ids,
@@ -218,6 +266,7 @@ def run_load(
                 timeout=lead + drain_timeout,
             )
             drain = (datetime.now(UTC) - due).total_seconds()
+            cpu_after = cpu_seconds_by_process(services)
         lateness = lateness_seconds(engine, post_ids) or [float("nan")]
         counts = sandbox_counts(sandbox.url, marker=marker, platforms=LOAD_PLATFORMS)
         return LoadResult(
@@ -232,4 +281,5 @@ def run_load(
             peak_rss_mb={k: v / 2**20 for k, v in rss.peaks.items()},
             states=dict(states),
             problems=exactly_once_problems(counts, contents=contents),
+            drain_cpu_seconds={k: cpu_after[k] - cpu_before[k] for k in cpu_after},
         )
