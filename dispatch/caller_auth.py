@@ -106,7 +106,11 @@ class CertificateCache:
         self._lock = asyncio.Lock()
 
     async def certs(self, *, key_id: str | None) -> dict[str, str]:
-        if self._needs_refresh(key_id):
+        # A request arriving while a fetch is in flight waits for it: the fetch's start already
+        # counts against `min_refetch_seconds`, so without the wait every request of an
+        # instance's first burst but one was checked against no certificates at all (401, an
+        # attempt spent, and a retry seconds later).
+        if self._lock.locked() or self._needs_refresh(key_id):
             async with self._lock:
                 if self._needs_refresh(key_id):  # another request refreshed meanwhile
                     await self._refresh()

@@ -4,6 +4,8 @@ and `Cache-Control: max-age` decides when they are stale."""
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
@@ -55,6 +57,17 @@ async def test_unknown_key_ids_cost_one_fetch_per_interval_and_failures_keep_sta
         state["down"] = True
         assert await cache.certs(key_id="k1") == {"k1": "PEM-1", "k2": "PEM-2"}
         assert state["fetches"] == 3
+
+
+async def test_requests_arriving_during_the_first_fetch_wait_for_it() -> None:
+    """An instance's first burst: 20 deliveries at once, one fetch, and every one of them
+    verified against the fetched certificates (not an empty set: that was 19 × 401)."""
+    state = {"fetches": 0, "down": False, "keys": {"k1": "PEM-1"}, "max_age": 300}
+    with serve_in_thread(certs_server(state)) as base_url:
+        cache = CertificateCache(f"{base_url}/certs", min_refetch_seconds=60)
+        answers = await asyncio.gather(*(cache.certs(key_id="k1") for _ in range(20)))
+    assert answers == [{"k1": "PEM-1"}] * 20
+    assert state["fetches"] == 1
 
 
 async def test_certificates_stay_fresh_for_max_age() -> None:
