@@ -47,7 +47,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import psutil
 from sqlalchemy import create_engine, text
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,7 +64,10 @@ from tests.support.exactly_once import (  # noqa: E402
     sandbox_counts,
     wait_settled,
 )
-from tests.support.load import emulator_and_sandbox  # noqa: E402
+from tests.support.load import (  # noqa: E402
+    emulator_and_sandbox,
+    process_tree_cpu_seconds,
+)
 from tests.support.processes import ServiceProcess, api_process  # noqa: E402
 from tests.support.sandbox import SandboxHandle  # noqa: E402
 from tests.support.stacks import WEBHOOK_SECRET, Stack  # noqa: E402
@@ -101,16 +103,6 @@ class PhaseResult:
     @property
     def rate(self) -> float:
         return self.targets / max(self.drain, 1e-3)
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of the process and its children (uvicorn may fork workers)."""
-    proc = psutil.Process(pid)
-    total = 0.0
-    for p in [proc, *proc.children(recursive=True)]:
-        times = p.cpu_times()
-        total += times.user + times.system
-    return total
 
 
 def export_commit(ref: str, into: Path) -> Path:
@@ -174,11 +166,11 @@ def run_phase(
         processes = {"api": api.pid, "emulator": emulator.pid, "sandbox": sandbox.pid}
         if phase.profile is not None:
             os.kill(api.pid, signal.SIGUSR1)
-        before = {name: cpu_seconds(pid) for name, pid in processes.items()}
+        before = {name: process_tree_cpu_seconds(pid) for name, pid in processes.items()}
         states = wait_settled(
             engine, post_ids, expected=posts * len(PLATFORMS), timeout=600, poll=0.1
         )
-        after = {name: cpu_seconds(pid) for name, pid in processes.items()}
+        after = {name: process_tree_cpu_seconds(pid) for name, pid in processes.items()}
         if phase.profile is not None:
             os.kill(api.pid, signal.SIGUSR2)
         with engine.connect() as conn:

@@ -116,8 +116,11 @@ SELECT c.*,
 """
 
 _Entity = TypeVar("_Entity")
-#: Non-empty once the mappers were configured in this process (see `loaded`).
-_configured: list[bool] = []
+
+# `loaded` builds instances without the mapped `__init__`, which is what configures the mappers
+# on first use (a fresh API process's first publish failed without this): configured here, once,
+# every mapped class being defined in `models.tables`, imported above.
+configure_mappers()
 
 _TARGET_COLUMNS = tuple(column.key for column in PublishTarget.__table__.c)
 
@@ -154,9 +157,6 @@ def loaded(cls: type[_Entity], values: dict[str, Any]) -> _Entity:
     `__init__` fires an attribute event per column, which made building the four rows of an
     attempt a tenth of the API's CPU per publish (bench/bench_cpu_per_publish.py). For reading
     only: nothing built here is ever added to a session."""
-    if not _configured:  # what the mapped `__init__` would have done on the first use
-        configure_mappers()
-        _configured.append(True)
     instance = manager_of_class(cls).new_instance()
     instance.__dict__.update(values)
     return instance

@@ -16,6 +16,7 @@ from typing import Any
 
 import psycopg
 from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from sqlalchemy import create_engine, make_url, text
 from sqlalchemy.engine import URL, Engine
 from sqlalchemy.exc import DBAPIError
@@ -148,8 +149,6 @@ class DriverPool:
     """
 
     def __init__(self, sessions: async_sessionmaker[AsyncSession], *, size: int) -> None:
-        from psycopg_pool import AsyncConnectionPool
-
         engine: AsyncEngine = sessions.kw["bind"]
         conninfo = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
         self._pool = AsyncConnectionPool(
@@ -183,8 +182,6 @@ class DriverPool:
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[AsyncConnection[Any]]:
         """A connection in autocommit for one step of an attempt."""
-        from psycopg_pool import PoolTimeout
-
         try:
             conn = await self._pool.getconn()
         except (PoolTimeout, psycopg.Error) as error:  # the database cannot be reached

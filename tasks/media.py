@@ -404,6 +404,23 @@ def address_refusal(address: IPAddress, *, policy: MediaPolicy) -> str | None:
     return "private or non-public address"
 
 
+def answer_address(answer: str) -> IPAddress:
+    """A resolver's (or socket's) address string as an address, its IPv6 scope id dropped."""
+    return ipaddress.ip_address(answer.split("%", 1)[0])
+
+
+def first_refusal(
+    addresses: Iterable[IPAddress], *, policy: MediaPolicy
+) -> tuple[IPAddress, str] | None:
+    """The first of a name's addresses the guard refuses, and why; None when all may be
+    reached. A name is refused if ANY of its addresses is: the connection may go to any."""
+    for address in addresses:
+        reason = address_refusal(address, policy=policy)
+        if reason:
+            return address, reason
+    return None
+
+
 async def resolve_host(host: str, port: int) -> list[str]:
     """The host's addresses, in the resolver's order (tests replace this to play DNS)."""
     infos = await asyncio.get_running_loop().getaddrinfo(
@@ -525,15 +542,15 @@ class _GuardedBackend(httpcore.AsyncNetworkBackend):
             except OSError as exc:
                 detail = f"resolve {host}: {exc}"
                 raise MediaFetchError("media_unreachable", detail=detail) from None
-            candidates = [ipaddress.ip_address(a.split("%", 1)[0]) for a in answers]
+            candidates = [answer_address(a) for a in answers]
             if not candidates:
                 raise MediaFetchError("media_unreachable", detail=f"{host}: no addresses")
-        for candidate in candidates:
-            reason = address_refusal(candidate, policy=self._policy)
-            if reason:
-                raise MediaFetchError(
-                    "media_refused_address", detail=f"{host} -> {candidate}: {reason}"
-                )
+        refused = first_refusal(candidates, policy=self._policy)
+        if refused:
+            candidate, reason = refused
+            raise MediaFetchError(
+                "media_refused_address", detail=f"{host} -> {candidate}: {reason}"
+            )
         last_error: Exception | None = None
         for candidate in candidates:
             try:
@@ -548,7 +565,7 @@ class _GuardedBackend(httpcore.AsyncNetworkBackend):
                 last_error = exc
                 continue
             peer = stream.get_extra_info("server_addr")
-            connected = ipaddress.ip_address(str(peer[0]).split("%", 1)[0]) if peer else None
+            connected = answer_address(str(peer[0])) if peer else None
             if connected != candidate or address_refusal(connected, policy=self._policy):
                 await stream.aclose()
                 raise MediaFetchError(

@@ -28,7 +28,6 @@ review, finding 18). The hosts the operator configured (`<PLATFORM>_API_BASE_URL
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import socket
 import ssl
@@ -41,8 +40,9 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
 from models.settings import PlatformSettings
+from models.statuses import Platform
 from tasks import media
-from tasks.media import MediaPolicy, address_refusal
+from tasks.media import MediaPolicy, answer_address, first_refusal
 from tasks.platforms.base import NeedsReconnectError
 from tasks.platforms.servers import REFUSED_MESSAGE
 
@@ -73,28 +73,25 @@ class GuardedResolver(AbstractResolver):
     async def resolve(
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
     ) -> list[ResolveResult]:
-        answers = await media.resolve_host(host, port)
-        if not answers:
+        addresses = [answer_address(a) for a in await media.resolve_host(host, port)]
+        if not addresses:
             raise OSError(f"{host}: no addresses")
-        results: list[ResolveResult] = []
-        for answer in answers:
-            address = ipaddress.ip_address(answer.split("%", 1)[0])
-            if host.lower().rstrip(".") not in self._trusted:
-                reason = address_refusal(address, policy=self._policy)
-                if reason:
-                    log.warning("refused at connect: %s -> %s: %s", host, address, reason)
-                    raise NeedsReconnectError(REFUSED_MESSAGE, code="server_refused")
-            results.append(
-                {
-                    "hostname": host,
-                    "host": str(address),
-                    "port": port,
-                    "family": socket.AF_INET6 if address.version == 6 else socket.AF_INET,
-                    "proto": 0,
-                    "flags": socket.AI_NUMERICHOST,
-                }
-            )
-        return results
+        if host.lower().rstrip(".") not in self._trusted:
+            refused = first_refusal(addresses, policy=self._policy)
+            if refused:
+                log.warning("refused at connect: %s -> %s: %s", host, *refused)
+                raise NeedsReconnectError(REFUSED_MESSAGE, code="server_refused")
+        return [
+            {
+                "hostname": host,
+                "host": str(address),
+                "port": port,
+                "family": socket.AF_INET6 if address.version == 6 else socket.AF_INET,
+                "proto": 0,
+                "flags": socket.AI_NUMERICHOST,
+            }
+            for address in addresses
+        ]
 
     async def close(self) -> None:
         return None
@@ -220,12 +217,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
 
 def configured_hosts(settings: PlatformSettings) -> set[str]:
     """The host names of every `<PLATFORM>_API_BASE_URL`: chosen by the operator, trusted."""
-    urls = (
-        getattr(settings, name)
-        for name in type(settings).model_fields
-        if name.endswith("_api_base_url")
-    )
-    return {host for url in urls if (host := httpx.URL(str(url)).host)}
+    return {httpx.URL(settings.base_url(platform)).host for platform in Platform} - {""}
 
 
 def platform_http_client(

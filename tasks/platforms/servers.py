@@ -24,7 +24,14 @@ import ipaddress
 
 import httpx
 
-from tasks.media import MediaPolicy, MediaUrlError, address_refusal, parse_media_url, resolve_host
+from tasks.media import (
+    MediaPolicy,
+    MediaUrlError,
+    answer_address,
+    first_refusal,
+    parse_media_url,
+    resolve_host,
+)
 from tasks.platforms.base import NeedsReconnectError
 
 #: What the tenant sees: no address, no reason beyond the rule.
@@ -68,10 +75,10 @@ async def check_server_addresses(url: str, *, policy: MediaPolicy) -> None:
         answers = await resolve_host(host, port)
     except OSError as exc:
         raise ServerUrlError(detail=f"resolve {host}: {exc}") from None
-    for answer in answers:
-        reason = address_refusal(ipaddress.ip_address(answer.split("%", 1)[0]), policy=policy)
-        if reason:
-            raise ServerUrlError(detail=f"{host} -> {answer}: {reason}")
+    refused = first_refusal([answer_address(a) for a in answers], policy=policy)
+    if refused:
+        address, reason = refused
+        raise ServerUrlError(detail=f"{host} -> {address}: {reason}")
 
 
 def checked_server_url(url: str, *, policy: MediaPolicy) -> str:

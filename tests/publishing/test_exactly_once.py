@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -20,7 +20,7 @@ from models.settings import PublishingSettings
 from models.tables import PublishTarget
 from tasks.platforms.base import PlatformAdapter
 from tasks.platforms.registry import PLATFORMS, build_adapter
-from tasks.publishing import Publisher, PublishJob
+from tasks.publishing import Publisher, PublishJob, PublishOutcome
 from tests.support import clients
 from tests.support.sandbox import sandbox_platforms
 from tests.support.stacks import PublishStack
@@ -56,6 +56,40 @@ def posts_with(publish_stack: PublishStack, platform: str, text: str) -> list[di
     return [p for p in publish_stack.sandbox.posts(platform) if text in (p.get("text") or "")]
 
 
+async def publish_once(
+    publish_stack: PublishStack,
+    *,
+    sessions: async_sessionmaker[AsyncSession],
+    tenant: Tenant,
+    post: dict,
+    platform: str,
+    wrap: Callable[[PlatformAdapter], Any],
+    settings: PublishingSettings,
+) -> PublishOutcome:
+    """One attempt at the post's target by a `Publisher` of our own whose sandbox adapters are
+    wrapped by `wrap` (a worker that dies, an answer that never comes back)."""
+    task = publish_stack.task_for(post["scheduledPostId"], platform)
+    platforms = sandbox_platforms(publish_stack.sandbox)
+    async with (
+        clients.async_client(timeout=5) as http,
+        DriverPool(sessions, size=2) as connections,
+    ):
+        publisher = Publisher(
+            sessions=sessions,
+            connections=connections,
+            adapters=lambda name: wrap(build_adapter(name, http=http, settings=platforms)),
+            settings=settings,
+        )
+        return await publisher.publish(
+            PublishJob(
+                scheduled_post_id=uuid.UUID(post["scheduledPostId"]),
+                platform=platform,
+                account_id=tenant.accounts[platform],
+                idempotency_key=task.body["idempotencyKey"],
+            )
+        )
+
+
 @pytest.mark.parametrize("platform", PLATFORMS)
 async def test_worker_dies_after_accept_then_redelivery_reconciles(
     publish_stack: PublishStack,
@@ -66,28 +100,16 @@ async def test_worker_dies_after_accept_then_redelivery_reconciles(
 ) -> None:
     post = schedule(publish_stack, tenant, platform)
     task = publish_stack.task_for(post["scheduledPostId"], platform)
-    settings = sandbox_platforms(publish_stack.sandbox)
-    async with (
-        clients.async_client(timeout=5) as http,
-        DriverPool(sessions, size=2) as connections,
-    ):
-        publisher = Publisher(
+    with pytest.raises(WorkerDied):
+        await publish_once(
+            publish_stack,
             sessions=sessions,
-            connections=connections,
-            adapters=lambda name: DiesAfterPublish(
-                build_adapter(name, http=http, settings=settings)
-            ),
+            tenant=tenant,
+            post=post,
+            platform=platform,
+            wrap=DiesAfterPublish,
             settings=PublishingSettings(),
         )
-        with pytest.raises(WorkerDied):
-            await publisher.publish(
-                PublishJob(
-                    scheduled_post_id=uuid.UUID(post["scheduledPostId"]),
-                    platform=platform,
-                    account_id=tenant.accounts[platform],
-                    idempotency_key=task.body["idempotencyKey"],
-                )
-            )
     assert len(posts_with(publish_stack, platform, post["content"])) == 1
     with Session(db) as s, s.begin():
         row = s.scalar(
@@ -182,29 +204,17 @@ async def test_an_attempt_ends_inside_its_lease_and_the_next_one_reconciles(
     platform = "x"
     post = schedule(publish_stack, tenant, platform)
     task = publish_stack.task_for(post["scheduledPostId"], platform)
-    settings = sandbox_platforms(publish_stack.sandbox)
     publishing = PublishingSettings(PUBLISH_ATTEMPT_DEADLINE_SECONDS=0.5)
     assert publishing.attempt_deadline_seconds == 0.5
-    async with (
-        clients.async_client(timeout=5) as http,
-        DriverPool(sessions, size=2) as connections,
-    ):
-        publisher = Publisher(
-            sessions=sessions,
-            connections=connections,
-            adapters=lambda name: StallsAfterPublish(
-                build_adapter(name, http=http, settings=settings)
-            ),
-            settings=publishing,
-        )
-        outcome = await publisher.publish(
-            PublishJob(
-                scheduled_post_id=uuid.UUID(post["scheduledPostId"]),
-                platform=platform,
-                account_id=tenant.accounts[platform],
-                idempotency_key=task.body["idempotencyKey"],
-            )
-        )
+    outcome = await publish_once(
+        publish_stack,
+        sessions=sessions,
+        tenant=tenant,
+        post=post,
+        platform=platform,
+        wrap=StallsAfterPublish,
+        settings=publishing,
+    )
     assert (outcome.kind, outcome.error_code) == ("retry", "attempt_deadline")
     with Session(db) as s:
         row = s.scalar(

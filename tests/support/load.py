@@ -54,27 +54,32 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered)) - 1))]
 
 
+def process_tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU so far of a process and its children (uvicorn may fork workers);
+    0 for a process that is gone."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        members = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0.0
+    total = 0.0
+    for member in members:
+        try:
+            times = member.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
+
+
 def cpu_seconds_by_process(processes: dict[str, ServiceProcess]) -> dict[str, float]:
-    """User + system CPU so far of each service (its worker children included), of every
+    """User + system CPU so far of each service (`process_tree_cpu_seconds`), of every
     PostgreSQL server process on the machine, and of the whole machine (all cores)."""
     import psutil
 
-    def tree(pid: int) -> float:
-        try:
-            root = psutil.Process(pid)
-            members = [root, *root.children(recursive=True)]
-        except psutil.NoSuchProcess:
-            return 0.0
-        total = 0.0
-        for member in members:
-            try:
-                times = member.cpu_times()
-            except psutil.NoSuchProcess:
-                continue
-            total += times.user + times.system
-        return total
-
-    used = {name: tree(proc.pid) for name, proc in processes.items()}
+    used = {name: process_tree_cpu_seconds(proc.pid) for name, proc in processes.items()}
     postgres = 0.0
     for proc in psutil.process_iter(["name", "cpu_times"]):
         if proc.info["name"] in ("postgres", "postmaster") and proc.info["cpu_times"]:
