@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -11,7 +13,13 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as SATimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from tasks.errors import ConflictError, InvalidRequestError, NotFoundError, UseCaseError
+from tasks.errors import (
+    ConflictError,
+    InvalidRequestError,
+    NotFoundError,
+    QuotaExceededError,
+    UseCaseError,
+)
 
 
 class ApiError(Exception):
@@ -59,14 +67,27 @@ def status_of(error: UseCaseError) -> int:
             return 409
         case InvalidRequestError():
             return 422
+        case QuotaExceededError():
+            # Google's convention (AIP-193): a used-up quota is RESOURCE_EXHAUSTED, HTTP 429.
+            return 429
     return 400
+
+
+def retry_after_headers(error: UseCaseError) -> dict[str, str] | None:
+    """`Retry-After` in whole seconds when the refusal says when room frees up by itself."""
+    if not isinstance(error, QuotaExceededError) or error.retry_at is None:
+        return None
+    seconds = max(1, math.ceil((error.retry_at - datetime.now(UTC)).total_seconds()))
+    return {"Retry-After": str(seconds)}
 
 
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(UseCaseError)
     async def _use_case_error(request: Request, exc: UseCaseError) -> JSONResponse:
         return JSONResponse(
-            error_body(exc.code, exc.message, field=exc.field), status_code=status_of(exc)
+            error_body(exc.code, exc.message, field=exc.field),
+            status_code=status_of(exc),
+            headers=retry_after_headers(exc),
         )
 
     @app.exception_handler(ApiError)

@@ -273,6 +273,16 @@ class SchedulingSettings(BaseSettings):
     company_requests_per_minute: int = Field(
         default=1500, ge=1, alias="COMPANY_REQUESTS_PER_MINUTE"
     )
+    #: Quotas (security finding 9): posts one company may have waiting (pending or publishing)
+    #: at once, and media assets it may register in any 24 hours. Beyond them scheduling,
+    #: retrying or registering answers 429 `quota_exceeded` and stores nothing; a company's
+    #: quota never depends on what other companies use.
+    max_waiting_posts_per_company: int = Field(
+        default=10_000, ge=1, alias="MAX_WAITING_POSTS_PER_COMPANY"
+    )
+    max_media_assets_per_company_per_day: int = Field(
+        default=10_000, ge=1, alias="MAX_MEDIA_ASSETS_PER_COMPANY_PER_DAY"
+    )
     #: A fair order when many posts fall due at once: the k-th target (0-based) one company has
     #: due in the same second is dispatched k / R seconds after its instant, so every company's
     #: first target shares the first slot and a company's burst of 10,000 cannot push another

@@ -104,11 +104,11 @@ class SocialAccount(Timestamped, Base):
 
 class MediaAsset(Timestamped, Base):
     __tablename__ = "media_assets"
+    #: The company's registrations by time: the media quota counts its last 24 hours.
+    __table_args__ = (Index("media_assets_company_created", "company_id", "created_at"),)
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
-    company_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("companies.id", ondelete="CASCADE"), index=True
-    )
+    company_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("companies.id", ondelete="CASCADE"))
     url: Mapped[str] = mapped_column(String(2000))
     mime_type: Mapped[str] = mapped_column(String(100))
     size_bytes: Mapped[int | None] = mapped_column(BigInteger)
@@ -121,6 +121,12 @@ class ScheduledPost(Timestamped, Base):
         CheckConstraint(check_in("status", PostStatus), name="scheduled_posts_status"),
         Index("scheduled_posts_due", "status", "scheduled_at"),
         Index("scheduled_posts_company_created", "company_id", "created_at"),
+        #: The company's waiting posts: the pending-posts quota counts them.
+        Index(
+            "scheduled_posts_company_waiting",
+            "company_id",
+            postgresql_where=text("status IN ('pending', 'processing')"),
+        ),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)

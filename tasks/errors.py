@@ -1,8 +1,10 @@
 """The use cases' errors: what went wrong, in the domain's words. The HTTP edge maps each kind to
-its status (`dispatch/errors.py`: not found → 404, invalid → 422, conflict → 409); nothing below
-the edge knows about HTTP."""
+its status (`dispatch/errors.py`: not found → 404, invalid → 422, conflict → 409, quota → 429);
+nothing below the edge knows about HTTP."""
 
 from __future__ import annotations
+
+from datetime import datetime
 
 
 class UseCaseError(Exception):
@@ -25,3 +27,14 @@ class InvalidRequestError(UseCaseError):
 
 class ConflictError(UseCaseError):
     """The request clashes with the current state (already published, nothing to retry, ...)."""
+
+
+class QuotaExceededError(UseCaseError):
+    """The company has used up one of its quotas; `retry_at` is when room frees up by itself,
+    if that is known (a time window), else None (it waits on the company's own posts)."""
+
+    def __init__(
+        self, code: str, message: str, *, field: str | None = None, retry_at: datetime | None = None
+    ) -> None:
+        super().__init__(code, message, field=field)
+        self.retry_at = retry_at

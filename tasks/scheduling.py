@@ -53,6 +53,12 @@ from models.posts import (
     take_dispatch_ranks,
     targets_of_posts,
 )
+from models.quotas import (
+    WAITING_POST_STATUSES,
+    lock_company_quotas,
+    recent_media,
+    waiting_post_count,
+)
 from models.settings import QueueSettings, SchedulingSettings
 from models.statuses import (
     UNCANCELLABLE_TARGET_STATUSES,
@@ -62,7 +68,7 @@ from models.statuses import (
 )
 from models.tables import MediaAsset, PublishTarget, ScheduledPost
 from tasks.cloud_tasks import TaskQueue, TaskSpec
-from tasks.errors import ConflictError, InvalidRequestError, NotFoundError
+from tasks.errors import ConflictError, InvalidRequestError, NotFoundError, QuotaExceededError
 from tasks.media import MediaPolicy, MediaUrlError, parse_media_url
 from tasks.platforms.media_support import media_problems
 from tasks.platforms.registry import normalize_platform
@@ -216,6 +222,16 @@ class Scheduler:
             company_id=company_id, url=url, mime_type=mime_type, size_bytes=size_bytes
         )
         async with unit_of_work(self.sessions) as session:
+            await lock_company_quotas(session, company_id)
+            quota = self.settings.max_media_assets_per_company_per_day
+            registered, room_at = await recent_media(session, company_id=company_id, up_to=quota)
+            if registered >= quota:
+                raise QuotaExceededError(
+                    "quota_exceeded",
+                    f"this company registered {quota} media assets in the last 24 hours, its "
+                    "quota (MAX_MEDIA_ASSETS_PER_COMPANY_PER_DAY)",
+                    retry_at=room_at,
+                )
             session.add(asset)
         return asset
 
@@ -233,6 +249,7 @@ class Scheduler:
             )
             if existing is None:
                 targets = await _validated_targets(session, company_id=company_id, command=command)
+                await self._refuse_past_waiting_quota(session, company_id=company_id)
                 existing = await insert_post_once(
                     session,
                     values=_post_values(
@@ -392,9 +409,13 @@ class Scheduler:
         wanted = normalized_platforms(platforms) if platforms else None
         async with unit_of_work(self.sessions) as session:
             await self._lock_post_targets(session, company_id=company_id, post_id=post_id)
+            post = await company_post(session, company_id=company_id, post_id=post_id)
+            was_waiting = post is not None and post.status in WAITING_POST_STATUSES
             reopened = await reopen_failed_targets(session, post_id=post_id, platforms=wanted)
             if not reopened:
                 raise ConflictError("nothing_to_retry", "no failed target to retry")
+            if not was_waiting:  # a finished post waits again: one more against the quota
+                await self._refuse_past_waiting_quota(session, company_id=company_id)
             await roll_up_post_status(session, post_id)
         await self._enqueue_targets(post_id, reopened, run_at=None)
         return await self.load(company_id=company_id, post_id=post_id)
@@ -480,6 +501,20 @@ class Scheduler:
             async with unit_of_work(self.sessions) as session:
                 await record_task_names(session, post_id=post_id, names=names)
         return len(names)
+
+    async def _refuse_past_waiting_quota(
+        self, session: AsyncSession, *, company_id: uuid.UUID
+    ) -> None:
+        """Take the company's quota lock, then refuse one more waiting post past its quota
+        (the caller stores the post in the same transaction, so racing requests take turns)."""
+        await lock_company_quotas(session, company_id)
+        quota = self.settings.max_waiting_posts_per_company
+        if await waiting_post_count(session, company_id=company_id, up_to=quota) >= quota:
+            raise QuotaExceededError(
+                "quota_exceeded",
+                f"this company has {quota} posts waiting to publish, its quota "
+                "(MAX_WAITING_POSTS_PER_COMPANY); room frees up as they publish or are cancelled",
+            )
 
     async def _lock_post_targets(
         self, session: AsyncSession, *, company_id: uuid.UUID, post_id: uuid.UUID

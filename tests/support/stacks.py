@@ -187,10 +187,13 @@ def _transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
 
 # --------------------------------------------------------------------------- builders
 @contextmanager
-def api_server() -> Iterator[ApiServer]:
-    """The company API on an in-memory queue (tasks are only looked at, never delivered)."""
+def api_server(**environment: object) -> Iterator[ApiServer]:
+    """The company API on an in-memory queue (tasks are only looked at, never delivered);
+    `environment` sets settings by their environment names, as `make_settings` does."""
     queue = InMemoryTaskQueue()
-    settings = make_settings(WEBHOOK_URL="http://127.0.0.1:9", WEBHOOK_SECRET=WEBHOOK_SECRET)
+    settings = make_settings(
+        WEBHOOK_URL="http://127.0.0.1:9", WEBHOOK_SECRET=WEBHOOK_SECRET, **environment
+    )
     with serve_in_thread(create_app(settings=settings, queue=queue)) as base_url:
         yield ApiServer(base_url=base_url, queue=queue)
 
