@@ -13,7 +13,6 @@ stack, no fault injection); a plain `pytest` (CI) runs everything.
 
 from __future__ import annotations
 
-import gc
 import json
 import os
 from collections.abc import Iterator
@@ -88,16 +87,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "database_url" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.postgres)
-
-
-def pytest_collection_finish(session: pytest.Session) -> None:
-    """Freeze what imports and collection built: a full collection otherwise walks every module,
-    class and function of Prefect, SQLAlchemy and the tests again and again, a pause of 0.2 s and
-    more on a slow machine, which the sandbox (a thread of this process) shares. Its adapters'
-    clients time out after 0.5 s in the timeout-fault tests, so such a pause failed a request that
-    should have succeeded."""
-    gc.collect()
-    gc.freeze()
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
