@@ -179,19 +179,3 @@ async def test_sandbox_feed_accepts_indexed_attached_media(sandbox, http) -> Non
         data={**auth, "message": "n", "attached_media[0]": json.dumps({"media_fbid": photo_id})},
     )
     assert again.json()["error"]["error_subcode"] == 1366051
-
-
-async def test_reconcile_pages_back_past_a_burst_of_newer_posts(sandbox, http) -> None:
-    """A post cut off mid-answer, then 130 newer Page posts: reconcile still finds it."""
-    acc = account(sandbox)
-    fb = adapter(sandbox, http)
-    state, _ = recording_state()
-    content = PostContent(text="the one")
-    sandbox.inject("facebook", "timeout_after_accept", operation="publish", delay_seconds=1.0)
-    with pytest.raises(UnknownOutcomeError):
-        await fb.publish(account=acc, content=content, state=state)
-    for i in range(130):
-        await fb.publish(account=acc, content=PostContent(text=f"newer {i}"), state=PlatformState())
-    found = await fb.reconcile(account=acc, content=content, state=state)
-    [ours] = [p for p in sandbox.posts("facebook") if p["text"] == "the one"]
-    assert found is not None and found.remote_id == ours["id"]

@@ -285,25 +285,3 @@ async def test_sandbox_requires_the_version_headers(sandbox, http, headers, stat
     )
     assert answer.status_code == status
     assert answer.json()["code"] == (code or "NONEXISTENT_VERSION")
-
-
-async def test_reconcile_pages_back_past_a_burst_of_newer_posts(sandbox, http) -> None:
-    """A post cut off mid-answer, then 130 newer posts: reconcile still finds it (page 2)."""
-    adapter = LinkedInAdapter(http=http, base_url=sandbox.url("linkedin"))
-    org = "urn:li:organization:9191"
-    sandbox.add_account("linkedin", external_id=org, handle="burst", access_token="li-burst-token")
-    account = AccountContext(
-        account_id="a", external_id=org, handle="burst", access_token="li-burst-token"
-    )
-    state = PlatformState()
-    sandbox.inject("linkedin", "timeout_after_accept", operation="publish", delay_seconds=1.5)
-    with pytest.raises(UnknownOutcomeError):
-        await adapter.publish(account=account, content=PostContent(text="the one"), state=state)
-    for i in range(130):
-        await adapter.publish(
-            account=account, content=PostContent(text=f"newer {i}"), state=PlatformState()
-        )
-    found = await adapter.reconcile(
-        account=account, content=PostContent(text="the one"), state=state
-    )
-    assert found is not None

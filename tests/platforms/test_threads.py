@@ -172,20 +172,3 @@ async def test_registry_passes_graph_version_but_threads_keeps_v1(sandbox, http)
     assert th.graph_version == "v1.0"
     await th.publish(account=acc, content=PostContent(text="via registry"), state=PlatformState())
     assert sandbox.posts("threads")[0]["text"] == "via registry"
-
-
-async def test_reconcile_pages_back_past_a_burst_of_newer_posts(sandbox, http) -> None:
-    """The answer to threads_publish is lost, then 130 newer posts: reconcile still finds ours
-    (the container says PUBLISHED; the media id comes from the account's paged list)."""
-    acc = account(sandbox, container_ready_seconds=0)
-    state, _ = recording_state()
-    th = adapter(sandbox, http, poll_interval=0.01)
-    content = PostContent(text="the one")
-    sandbox.inject("threads", "timeout_after_accept", operation="publish", delay_seconds=1.0)
-    with pytest.raises(UnknownOutcomeError):
-        await th.publish(account=acc, content=content, state=state)
-    for i in range(130):
-        await th.publish(account=acc, content=PostContent(text=f"newer {i}"), state=PlatformState())
-    found = await th.reconcile(account=acc, content=content, state=state)
-    [ours] = [p for p in sandbox.posts("threads") if p["text"] == "the one"]
-    assert found is not None and found.remote_id == ours["id"]

@@ -180,25 +180,3 @@ async def test_duplicate_of_an_older_tweet_is_not_taken_for_ours(sandbox, http) 
         await adapter.publish(
             account=account, content=content, state=PlatformState({"publish_started_at": later})
         )
-
-
-async def test_reconcile_pages_back_past_a_burst_of_newer_tweets(sandbox, http) -> None:
-    """A post cut off mid-answer, then 130 newer tweets: reconcile still finds it (page 2)."""
-    adapter = XAdapter(http=http, base_url=sandbox.url("x"))
-    sandbox.add_account("x", external_id="4242", handle="burst", access_token="burst-token")
-    account = AccountContext(
-        account_id="a", external_id="4242", handle="burst", access_token="burst-token"
-    )
-    state = PlatformState()
-    sandbox.inject("x", "timeout_after_accept", operation="publish", delay_seconds=1.5)
-    with pytest.raises(UnknownOutcomeError):
-        await adapter.publish(account=account, content=PostContent(text="the one"), state=state)
-    for i in range(130):
-        await adapter.publish(
-            account=account, content=PostContent(text=f"newer {i}"), state=PlatformState()
-        )
-    found = await adapter.reconcile(
-        account=account, content=PostContent(text="the one"), state=state
-    )
-    assert found is not None
-    assert [p["id"] for p in sandbox.posts("x") if p["text"] == "the one"] == [found.remote_id]
