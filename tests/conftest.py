@@ -7,8 +7,9 @@ embedded PostgreSQL of the test run's own. A fresh database is created for the r
 with Alembic, and dropped at the end. `DATABASE_URL` is pointed at it so every process the tests
 start (the API, the CLI) uses the same database.
 
-Lanes: `-m "not stack and not faults"` is the fast lane (no Prefect server, no whole local
-stack, no fault injection); a plain `pytest` (CI) runs everything.
+Lanes: `-n 2 -m "not stack and not faults and not slow"` is the fast lane (no Prefect server, no
+whole local stack, no fault injection, no test that starts processes of its own; two xdist
+workers, each with the session fixtures below of its own); a plain `pytest` (CI) runs everything.
 """
 
 from __future__ import annotations

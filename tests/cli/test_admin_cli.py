@@ -9,12 +9,15 @@ import sys
 import uuid
 from pathlib import Path
 
+import pytest
 from sqlalchemy import select
 from sqlalchemy.engine import URL, Engine
 from sqlalchemy.orm import Session
 
 from dispatch.auth import hash_api_key
 from models.tables import Company, SocialAccount
+
+pytestmark = pytest.mark.slow  # runs the CLI as processes: not in the fast lane
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:

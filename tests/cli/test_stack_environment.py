@@ -32,6 +32,8 @@ from deployments.local_stack import (
 )
 from models.tables import Company
 
+pytestmark = pytest.mark.slow  # runs the CLI as processes: not in the fast lane
+
 #: Variables that would tell a command where things are without the endpoints file.
 WHERE_VARIABLES = (
     "DATABASE_URL",

@@ -50,6 +50,9 @@ from models.settings import (
 )
 from tasks.task_specs import WebhookTarget
 
+# It checks every gcloud command against the SDK it installs: not in the fast lane.
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[2]
 CLOUD = ROOT / "deployments" / "cloud"
 STANDIN = Path(__file__).with_name("standin.py")

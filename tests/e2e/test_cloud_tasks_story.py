@@ -16,6 +16,8 @@ from tests.support.stacks import CloudStack
 from tests.support.tenants import make_tenant, schedule
 from tests.support.waiting import holds_for, wait_until
 
+pytestmark = pytest.mark.slow  # the whole story through the emulator process: not in the fast lane
+
 
 def wait_settled(stack: CloudStack, api_key: str, post_id: str, *, within: float = 30) -> dict:
     with stack.client(api_key, timeout=10) as http:

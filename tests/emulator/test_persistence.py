@@ -24,6 +24,8 @@ from tests.support.emulator import (
 )
 from tests.support.waiting import consistently, eventually
 
+pytestmark = pytest.mark.slow  # starts and kills emulator processes: not in the fast lane
+
 
 async def test_restart_keeps_queues_tasks_and_tombstones(
     tmp_path: Path, target: Target, hook: str

@@ -295,5 +295,6 @@ async def test_registry_builds_a_working_adapter(sandbox, http) -> None:
     acc = account(sandbox)
     settings = PlatformSettings(instagram_api_base_url=sandbox.url("instagram"))
     ig = build_adapter("instagram", http=http, settings=settings)
+    ig.poll_interval = 0.02  # type: ignore[attr-defined]
     result = await ig.publish(account=acc, content=content(sandbox), state=PlatformState())
     assert result.remote_id == sandbox.posts("instagram")[0]["id"]

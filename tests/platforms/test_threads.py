@@ -170,5 +170,6 @@ async def test_registry_passes_graph_version_but_threads_keeps_v1(sandbox, http)
     settings = PlatformSettings(threads_api_base_url=sandbox.url("threads"))
     th = build_adapter("threads", http=http, settings=settings)
     assert th.graph_version == "v1.0"
+    th.poll_interval = 0.02  # type: ignore[attr-defined]
     await th.publish(account=acc, content=PostContent(text="via registry"), state=PlatformState())
     assert sandbox.posts("threads")[0]["text"] == "via registry"

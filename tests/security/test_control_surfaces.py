@@ -20,6 +20,8 @@ from tests.support.processes import REPO
 from tests.support.sandbox import SandboxHandle
 from tests.support.servers import serve_in_thread
 
+pytestmark = pytest.mark.slow  # starts the local servers as processes: not in the fast lane
+
 EXPOSED = ["0.0.0.0", "::", "192.168.1.20", "10.0.0.5", "example.com"]
 
 

@@ -44,6 +44,8 @@ from tests.support.stacks import WEBHOOK_SECRET, Stack
 from tests.support.tenants import Tenant, make_tenant, schedule
 from tests.support.waiting import wait_until
 
+pytestmark = pytest.mark.slow  # starts a Prefect server and the reporter: not in the fast lane
+
 DEBUG = {"LOG_LEVEL": "DEBUG"}
 
 
