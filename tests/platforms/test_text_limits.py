@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tasks.platforms.registry import PLATFORMS
 from tasks.platforms.text_limits import (
     escape_little_text,
     graphemes,
     mastodon_length,
+    threads_length,
     validate_content,
     x_weighted_length,
 )
+from tests.support import text_reference as reference
 
 FAMILY = "\U0001f468\u200d\U0001f469\u200d\U0001f467"  # one grapheme, five code points
 
@@ -93,3 +97,25 @@ def test_helpers() -> None:
     assert graphemes(FAMILY + "a") == 2
     assert mastodon_length("@alice@example.social hi") == len("@alice hi")
     assert escape_little_text("a(b)\\") == "a\\(b\\)\\\\"
+
+
+# Hostile texts reach these on the event loop every company shares, so they count in regex
+# passes, not per character in Python; they must still count exactly as the rules say.
+_PIECES = [FAMILY, "\U0001f44d\U0001f3fd", "\U0001f1eb\U0001f1f7", "\u200d", "\ufe0f", "\u2014"]
+# Prepend characters (Arabic number sign, Devanagari) and combining marks around emoji.
+_PIECES += ["\u0600", "\u0d4e", "\u0301", "\U0001f600", "\u2764"]
+_TEXT = st.lists(
+    st.characters(codec="utf-8") | st.sampled_from([*_PIECES, *"aé漢#@.:/ "]), max_size=60
+).map("".join)
+
+
+@settings(max_examples=400, deadline=None)
+@given(_TEXT)
+def test_x_weight_equals_the_per_cluster_rule(text: str) -> None:
+    assert x_weighted_length(text) == reference.x_weighted_length(text)
+
+
+@settings(max_examples=400, deadline=None)
+@given(_TEXT)
+def test_threads_length_equals_the_per_character_rule(text: str) -> None:
+    assert threads_length(text) == reference.threads_length(text)

@@ -1,0 +1,48 @@
+"""The platforms' counting rules written the slow, literal way, one grapheme cluster and one
+character at a time, as their documents state them: the reference the fast versions in
+`tasks/platforms/text_limits.py` must equal (`tests/platforms/test_text_limits.py`), and the
+previous approach `bench/bench_validation.py` times them against."""
+
+from __future__ import annotations
+
+import unicodedata
+
+from tasks.platforms.text_limits import (
+    _GRAPHEME,
+    _PICTOGRAPHIC,
+    _X_LIGHT_RANGES,
+    X_URL_WEIGHT,
+    extract_urls,
+)
+
+
+def x_char_weight(char: str) -> int:
+    """twitter-text v3 `ranges`: weight 100 (1) inside them, `defaultWeight` 200 (2) outside."""
+    code = ord(char)
+    return 1 if any(low <= code <= high for low, high in _X_LIGHT_RANGES) else 2
+
+
+def x_segment_weight(segment: str) -> int:
+    """Every cluster: an emoji sequence weighs 2 (`emojiParsingEnabled`), else its characters."""
+    weight = 0
+    for cluster in _GRAPHEME.findall(segment):
+        if _PICTOGRAPHIC.search(cluster):
+            weight += 2
+        else:
+            weight += sum(x_char_weight(char) for char in cluster)
+    return weight
+
+
+def x_weighted_length(text: str) -> int:
+    text = unicodedata.normalize("NFC", text)
+    total = 0
+    position = 0
+    for start, end, _ in extract_urls(text):
+        total += x_segment_weight(text[position:start]) + X_URL_WEIGHT
+        position = end
+    return total + x_segment_weight(text[position:])
+
+
+def threads_length(text: str) -> int:
+    """Threads: one per character, an emoji by its UTF-8 byte length."""
+    return sum(len(char.encode()) if _PICTOGRAPHIC.match(char) else 1 for char in text)
