@@ -3,13 +3,13 @@ another company, at the same moment, is not slowed at all."""
 
 from __future__ import annotations
 
-import httpx
 from sqlalchemy.engine import URL
 
 from dispatch.admin import create_company
 from dispatch.app import create_app
 from models.database import sync_session
 from tasks.cloud_tasks import InMemoryTaskQueue
+from tests.support import clients
 from tests.support.servers import serve_in_thread
 from tests.support.settings import make_settings
 
@@ -24,7 +24,7 @@ def test_one_company_over_its_rate_does_not_limit_another(database_url: URL) -> 
         flooding = create_company(session, name="Flooding Co").api_key
         quiet = create_company(session, name="Quiet Co").api_key
     app = create_app(settings=settings, queue=InMemoryTaskQueue())
-    with serve_in_thread(app) as base_url, httpx.Client(base_url=base_url, timeout=30) as http:
+    with serve_in_thread(app) as base_url, clients.client(base_url=base_url, timeout=30) as http:
         answers = [
             http.get("/api/social-posts", headers={"Authorization": f"Bearer {flooding}"})
             for _ in range(12)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import resource
 import time
 
+import httpx
 import pytest
 
 from models.settings import MediaSettings
@@ -18,6 +19,7 @@ from tasks.media import (
     MediaFetchError,
     MediaLimits,
     MediaPolicy,
+    default_ssl_context,
     fetch_media,
     fetch_platform_media,
     open_media,
@@ -49,6 +51,20 @@ async def test_fetches_an_image_and_reports_the_sniffed_type(
     assert fetched.content == PNG
     assert fetched.mime_type == "image/png"
     assert fetched.size_bytes == len(PNG)
+
+
+async def test_fetches_share_one_tls_context(
+    media_host: Served, dev_policy: MediaPolicy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Building a context parses the whole CA bundle (~30 ms of CPU): once per process, not once
+    per fetch."""
+    built: list[object] = []
+    real = httpx.create_ssl_context
+    monkeypatch.setattr(httpx, "create_ssl_context", lambda **kw: built.append(kw) or real(**kw))
+    default_ssl_context.cache_clear()
+    for _ in range(3):
+        await fetch_media(media_host.url("/a.png"), policy=dev_policy, limits=IMAGE)
+    assert len(built) == 1
 
 
 async def test_the_opt_in_is_off_by_default(monkeypatch: pytest.MonkeyPatch) -> None:

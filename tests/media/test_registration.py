@@ -24,6 +24,7 @@ from tasks.media import (
     parse_media_url,
 )
 from tasks.platforms.registry import PLATFORMS
+from tests.support import clients
 from tests.support.servers import serve_in_thread
 from tests.support.settings import make_settings
 
@@ -110,7 +111,7 @@ def client(api_url: str) -> Iterator[httpx.Client]:
     with sync_session() as session:
         company = create_company(session, name="Media Co")
     headers = {"Authorization": f"Bearer {company.api_key}"}
-    with httpx.Client(base_url=api_url, headers=headers, timeout=30) as http:
+    with clients.client(base_url=api_url, headers=headers, timeout=30) as http:
         yield http
 
 

@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from tests.platforms.helpers import RequestCounter
+from tests.support import clients
 
 
 @pytest.fixture(autouse=True)
@@ -22,12 +23,12 @@ def _fresh_sandbox(request: pytest.FixtureRequest) -> None:
 @pytest.fixture
 async def http() -> AsyncIterator[httpx.AsyncClient]:
     """The adapters' client, with a short timeout so timeout faults stay fast."""
-    async with httpx.AsyncClient(timeout=0.5) as client:
+    async with clients.async_client(timeout=0.5) as client:
         yield client
 
 
 @pytest.fixture
 async def counted_http() -> AsyncIterator[tuple[httpx.AsyncClient, RequestCounter]]:
     counter = RequestCounter()
-    async with httpx.AsyncClient(timeout=2, event_hooks={"request": [counter]}) as client:
+    async with clients.async_client(timeout=2, event_hooks={"request": [counter]}) as client:
         yield client, counter

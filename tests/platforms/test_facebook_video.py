@@ -29,6 +29,7 @@ from tasks.platforms.base import (
 from tasks.platforms.facebook import VIDEO_PROCESSING_LIMIT, FacebookAdapter, first_link
 from tasks.platforms.media_support import media_problems
 from tests.platforms.helpers import LOCAL_MEDIA
+from tests.support import clients
 from tests.support.stacks import PublishStack
 from tests.support.tenants import Tenant, make_tenant
 
@@ -97,7 +98,7 @@ class Calls:
 @pytest.fixture
 async def counted_http() -> AsyncIterator[tuple[httpx.AsyncClient, Calls]]:
     calls = Calls()
-    async with httpx.AsyncClient(timeout=2, event_hooks={"request": [calls]}) as client:
+    async with clients.async_client(timeout=2, event_hooks={"request": [calls]}) as client:
         yield client, calls
 
 

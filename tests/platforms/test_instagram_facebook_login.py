@@ -10,7 +10,6 @@ import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
-import httpx
 import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
@@ -30,6 +29,7 @@ from tasks.platforms.base import (
 )
 from tasks.platforms.registry import PLATFORMS, build_adapter
 from tasks.token_refresh import refresh_due_tokens
+from tests.support import clients
 
 DAY = 24 * 3600
 
@@ -130,7 +130,7 @@ def _status(db, account_id) -> tuple[str, str | None, datetime | None]:
 
 async def _run_job(sandbox, sessions, *, now: datetime):
     settings = _settings(sandbox)
-    async with httpx.AsyncClient(timeout=5) as http:
+    async with clients.async_client(timeout=5) as http:
         return await refresh_due_tokens(
             sessions,
             adapters=lambda platform: build_adapter(platform, http=http, settings=settings),
@@ -162,7 +162,7 @@ async def test_refresh_job_extends_the_user_token_before_it_expires(sandbox, ses
     assert refreshed.access_token != "fbl-due"
 
     # The extended token publishes on graph.facebook.com.
-    async with httpx.AsyncClient(timeout=5) as http:
+    async with clients.async_client(timeout=5) as http:
         adapter = build_adapter("instagram", http=http, settings=_settings(sandbox))
         result = await adapter.publish(
             account=account_context(refreshed), content=_content(sandbox), state=PlatformState()
@@ -212,7 +212,7 @@ async def test_missing_app_credentials_are_our_configuration(sandbox, sessions, 
     account_id = _account(external_id=external_id, access="fbl-ok", expires=now + timedelta(days=3))
     async with sessions() as session:
         account = await account_by_id(session, account_id)
-    async with httpx.AsyncClient(timeout=5) as http:
+    async with clients.async_client(timeout=5) as http:
         adapter = build_adapter("instagram", http=http, settings=_settings(sandbox, app=False))
         with pytest.raises(PermanentError) as caught:
             await refresh_tokens(

@@ -34,6 +34,7 @@ from tasks.platforms.base import (
 from tasks.platforms.linkedin import LinkedInAdapter
 from tasks.platforms.media_support import media_problems
 from tests.platforms.helpers import LOCAL_MEDIA, sandbox_account
+from tests.support import clients
 from tests.support.sandbox import SandboxHandle
 from tests.support.servers import generated_video_app, serve_in_thread
 
@@ -83,7 +84,7 @@ class Exchanges:
 @pytest.fixture
 async def recorded() -> AsyncIterator[tuple[httpx.AsyncClient, Exchanges]]:
     exchanges = Exchanges()
-    async with httpx.AsyncClient(timeout=10, event_hooks={"response": [exchanges]}) as client:
+    async with clients.async_client(timeout=10, event_hooks={"response": [exchanges]}) as client:
         yield client, exchanges
 
 

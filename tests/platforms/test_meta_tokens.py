@@ -22,6 +22,7 @@ import pytest
 from models.settings import DEFAULT_GRAPH_VERSION
 from tasks.platforms.base import AccountContext, NeedsReconnectError, PermanentError
 from tests.platforms.helpers import sandbox_adapter
+from tests.support import clients
 
 V = DEFAULT_GRAPH_VERSION
 DAY = 24 * 3600
@@ -91,7 +92,7 @@ async def test_an_expired_token_is_refused_and_cannot_be_refreshed(
     error = _error(await _refresh(http, sandbox, platform, "old"))
     assert (error["code"], error["error_subcode"]) == (190, 463)
     # Through the adapter: a refused refresh is a reconnect.
-    async with httpx.AsyncClient(timeout=5) as client:
+    async with clients.async_client(timeout=5) as client:
         adapter = sandbox_adapter(sandbox, platform, client)
         account = AccountContext(account_id="a", external_id="u1", handle="h", access_token="old")
         with pytest.raises(NeedsReconnectError):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import httpx
 import pytest
 
 from models.settings import PlatformSettings
@@ -11,6 +10,7 @@ from tasks.platforms.linkedin import LinkedInAdapter
 from tasks.platforms.mastodon import MastodonAdapter
 from tasks.platforms.registry import PLATFORMS, build_adapter, normalize_platform
 from tasks.platforms.x import XAdapter
+from tests.support import clients
 
 
 def test_names_and_aliases() -> None:
@@ -54,7 +54,7 @@ def test_settings_defaults_and_environment(monkeypatch: pytest.MonkeyPatch) -> N
 )
 async def test_build_adapter(name: str, adapter_class: type) -> None:
     settings = PlatformSettings(_env_file=None, linkedin_version="202509")
-    async with httpx.AsyncClient() as http:
+    async with clients.async_client() as http:
         adapter = build_adapter(name, http=http, settings=settings)
     assert isinstance(adapter, adapter_class)
     assert adapter.platform == normalize_platform(name)
@@ -65,7 +65,7 @@ async def test_build_adapter(name: str, adapter_class: type) -> None:
 
 async def test_meta_adapters_build_when_present() -> None:
     settings = PlatformSettings(_env_file=None)
-    async with httpx.AsyncClient() as http:
+    async with clients.async_client() as http:
         for name in ("instagram", "facebook", "threads"):
             try:
                 adapter = build_adapter(name, http=http, settings=settings)

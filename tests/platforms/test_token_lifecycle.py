@@ -8,7 +8,6 @@ import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
-import httpx
 import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
@@ -22,6 +21,7 @@ from tasks.platforms.base import NeedsReconnectError, PermanentError
 from tasks.platforms.registry import PLATFORMS, build_adapter
 from tasks.platforms.x import XAdapter
 from tasks.token_refresh import refresh_due_tokens
+from tests.support import clients
 
 pytestmark = pytest.mark.usefixtures("database_url")
 
@@ -73,7 +73,7 @@ async def test_refused_refresh_is_committed_although_the_caller_fails(
     """Before the fix the mark was made inside the lock's transaction and rolled back with it."""
     account_id = _account("x", access="x-old", refresh="spent", expires=None)
     account = await _load(sessions, account_id)
-    async with httpx.AsyncClient(timeout=5) as http:
+    async with clients.async_client(timeout=5) as http:
         adapter = XAdapter(http=http, base_url=sandbox.url("x"), client_id="cid")
         with pytest.raises(NeedsReconnectError):
             await refresh_tokens(
@@ -88,7 +88,7 @@ async def test_metrics_path_marks_an_expiring_account_too(sandbox, sessions, db)
     expired = datetime.now(UTC) - timedelta(minutes=1)
     account_id = _account("x", access="x-old", refresh="spent", expires=expired)
     account = await _load(sessions, account_id)
-    async with httpx.AsyncClient(timeout=5) as http:
+    async with clients.async_client(timeout=5) as http:
         adapter = XAdapter(http=http, base_url=sandbox.url("x"), client_id="cid")
         with pytest.raises(NeedsReconnectError):
             await fresh_context(sessions, adapter=adapter, account=account, margin_seconds=120)
@@ -104,7 +104,7 @@ async def test_a_refused_client_is_our_configuration_not_the_accounts(
     account_id = _account("x", access="x-c1", refresh="rt-c1", expires=None)
     account = await _load(sessions, account_id)
     sandbox.inject("x", "invalid_client", operation="refresh")
-    async with httpx.AsyncClient(timeout=5) as http:
+    async with clients.async_client(timeout=5) as http:
         adapter = XAdapter(
             http=http, base_url=sandbox.url("x"), client_id="cid", client_secret="bad"
         )
@@ -129,7 +129,7 @@ async def test_refresh_job_renews_due_tokens_and_flags_dead_ones(sandbox, sessio
         x_client_id="cid",
         **{f"{p}_api_base_url": sandbox.url(p) for p in PLATFORMS},
     )
-    async with httpx.AsyncClient(timeout=5) as http:
+    async with clients.async_client(timeout=5) as http:
         report = await refresh_due_tokens(
             sessions,
             adapters=lambda platform: build_adapter(platform, http=http, settings=settings),

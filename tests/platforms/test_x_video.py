@@ -27,6 +27,7 @@ from tasks.platforms.base import (
 )
 from tasks.platforms.x import CHUNK_BYTES, PROCESSING_BUDGET_SECONDS, XAdapter
 from tests.platforms.helpers import LOCAL_MEDIA, sandbox_account
+from tests.support import clients
 from tests.support.servers import generated_video_app, serve_in_thread
 
 MEDIA_ID_PATTERN = re.compile(r"^\d{1,19}$")
@@ -76,7 +77,7 @@ async def logged_http() -> Any:
     async def path_hook(request: httpx.Request) -> None:
         paths.append(request.url.path)
 
-    async with httpx.AsyncClient(timeout=5, event_hooks={"request": [path_hook, appends]}) as c:
+    async with clients.async_client(timeout=5, event_hooks={"request": [path_hook, appends]}) as c:
         yield c, paths, appends
 
 
@@ -92,7 +93,7 @@ def _adapter(
 
 
 def _processing(sandbox: Any, seconds: float) -> None:
-    with httpx.Client(base_url=sandbox.base_url) as control:
+    with clients.client(base_url=sandbox.base_url) as control:
         answer = control.post("/_sandbox/processing", json={"platform": "x", "seconds": seconds})
         answer.raise_for_status()
 
@@ -200,7 +201,7 @@ async def test_a_large_video_is_streamed_not_held_in_memory(sandbox) -> None:
     size = 64_000_000
     account = sandbox_account(sandbox, "x")
     with serve_in_thread(generated_video_app()) as media_base:
-        async with httpx.AsyncClient(timeout=10) as http:
+        async with clients.async_client(timeout=10) as http:
             adapter = _adapter(sandbox, http, SandboxClock(sandbox))
             content = PostContent(
                 text="big one",
@@ -339,7 +340,7 @@ class _X:
     """Raw calls to the sandbox's X media endpoints, as one account."""
 
     def __init__(self, sandbox: Any, account: AccountContext) -> None:
-        self.http = httpx.Client(
+        self.http = clients.client(
             base_url=sandbox.url("x"),
             headers={"Authorization": f"Bearer {account.access_token}"},
         )

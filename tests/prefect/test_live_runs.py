@@ -32,6 +32,7 @@ from tasks.platforms.registry import build_adapter
 from tasks.publishing import Publisher, PublishJob
 from tasks.task_specs import WebhookTarget
 from tasks.token_refresh import refresh_due_tokens
+from tests.support import clients
 from tests.support.prefect import PrefectHandle
 from tests.support.sandbox import sandbox_platforms
 from tests.support.settings import make_settings
@@ -159,7 +160,7 @@ def _deliver_sync_children(publish_stack: PublishStack, parent_job_id: str) -> l
         name: t for name, t in publish_stack.queue.tasks.items() if t.body.get("jobId") in ids
     }
     headers = {"X-Webhook-Secret": SECRET, "X-CloudTasks-TaskRetryCount": "0"}
-    with httpx.Client(timeout=30) as http:
+    with clients.client(timeout=30) as http:
         answers = [
             http.post(
                 publish_stack.base_url + "/api/jobs/sync-analytics/platform",
@@ -241,7 +242,7 @@ async def test_a_sync_started_by_the_deployment_is_the_parent_of_its_children(
     no second `sync-analytics` run, and the children are linked to it."""
     company = _company_with(SYNC_PLATFORMS, "Deployed Sync Co")
     only_these_companies([company])
-    async with httpx.AsyncClient(base_url=prefect.api_url, timeout=10) as http:
+    async with clients.async_client(base_url=prefect.api_url, timeout=10) as http:
         flow_id = (await http.post("/flows/", json={"name": "sync-analytics"})).json()["id"]
         deployment_run = (
             await http.post(
@@ -329,7 +330,7 @@ async def test_a_publish_whose_platform_call_takes_2s_is_a_2s_run_in_prefect(
     try:
         sessions = async_sessionmaker(engine, expire_on_commit=False)
         async with (
-            httpx.AsyncClient(timeout=10) as http,
+            clients.async_client(timeout=10) as http,
             DriverPool(sessions, size=2) as connections,
         ):
             publisher = Publisher(

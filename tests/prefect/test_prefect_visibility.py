@@ -19,6 +19,7 @@ from flows.reporter import PrefectRuns, ReporterThread, idempotency_key, ship_ba
 from models.outbox import AttemptRecord, LogLine, add_run_record
 from models.statuses import AttemptKind, AttemptOutcome
 from models.tables import RunRecord
+from tests.support import clients
 from tests.support.prefect import PrefectHandle
 from tests.support.stacks import PublishStack
 from tests.support.tenants import make_tenant, schedule
@@ -29,7 +30,7 @@ pytestmark = pytest.mark.stack  # a real Prefect server
 def _deliver_all(
     publish_stack: PublishStack, posts: list[dict], platforms: tuple[str, ...]
 ) -> list[httpx.Response]:
-    with httpx.Client(timeout=30) as client:
+    with clients.client(timeout=30) as client:
         return [
             publish_stack.deliver(
                 publish_stack.task_for(post["scheduledPostId"], platform), client=client
@@ -143,7 +144,7 @@ async def test_a_crash_between_creating_the_run_and_marking_it_shipped_does_not_
     async def crash(*args: object, **kwargs: object) -> None:
         raise RuntimeError("reporter died before marking the record shipped")
 
-    async with httpx.AsyncClient(base_url=prefect.api_url, timeout=10) as http:
+    async with clients.async_client(base_url=prefect.api_url, timeout=10) as http:
         runs = PrefectRuns(http)
         monkeypatch.setattr(reporter_module, "mark_run_records_shipped", crash)
         with pytest.raises(RuntimeError):
