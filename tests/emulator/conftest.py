@@ -4,6 +4,7 @@ emulator as a subprocess (signal tests) is `tests.support.emulator.emulator_proc
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 from google.cloud import tasks_v2
 
 from deployments.emulator import ManualClock, RunningEmulator, serve
+from deployments.emulator.oidc import OidcSigner
 from tests.support.emulator import Target, make_client
 
 
@@ -28,9 +30,26 @@ def hook(target: Target, request: pytest.FixtureRequest) -> str:
     return f"/hook/{request.node.name}".replace("[", "_").replace("]", "_")
 
 
+@pytest.fixture(scope="session")
+def signing_key(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One OIDC signing key for the run: making a 2048-bit RSA key is the costliest part of an
+    emulator's start, and no test here depends on the key being its own."""
+    key_dir = tmp_path_factory.mktemp("emulator-key")
+    OidcSigner(key_dir=key_dir, issuer="http://127.0.0.1")
+    return key_dir
+
+
 @pytest.fixture
-async def emulator(tmp_path: Path) -> AsyncIterator[RunningEmulator]:
-    emu = await serve(port=0, state_path=tmp_path / "state")
+def state_path(tmp_path: Path, signing_key: Path) -> Path:
+    """A fresh state directory holding the run's signing key."""
+    state = tmp_path / "state"
+    shutil.copytree(signing_key, state)
+    return state
+
+
+@pytest.fixture
+async def emulator(state_path: Path) -> AsyncIterator[RunningEmulator]:
+    emu = await serve(port=0, state_path=state_path)
     yield emu
     await emu.stop(grace=0)
 
@@ -51,8 +70,8 @@ def clock() -> ManualClock:
 
 
 @pytest.fixture
-async def manual_emulator(tmp_path: Path, clock: ManualClock) -> AsyncIterator[RunningEmulator]:
-    emu = await serve(port=0, state_path=tmp_path / "state", clock=clock)
+async def manual_emulator(state_path: Path, clock: ManualClock) -> AsyncIterator[RunningEmulator]:
+    emu = await serve(port=0, state_path=state_path, clock=clock)
     yield emu
     await emu.stop(grace=0)
 
