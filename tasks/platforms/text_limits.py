@@ -102,18 +102,39 @@ def _strip_trailing(url: str) -> str:
     return url
 
 
+#: twitter-text `extractUrlsWithIndices.js`: "MAX_URL_LENGTH = 4096"; `isValidUrl` refuses a URL
+#: when the protocol's length (`https://` when it has none) plus the URL's, its domain
+#: punycoded, is over it, and the text is then counted character by character.
+X_MAX_URL_LENGTH = 4096
+
+
+def _linkable(url: str) -> bool:
+    """Whether twitter-text's `isValidUrl` takes `url` (its length rule, and a domain that
+    punycode can encode)."""
+    scheme, sep, rest = url.partition("://")
+    protocol = f"{scheme}://" if sep else "https://"
+    domain = regex.split(r"[/?#:]", rest if sep else url, maxsplit=1)[0]
+    try:
+        ascii_domain = domain.encode("idna").decode() if not domain.isascii() else domain
+    except UnicodeError:
+        return False
+    return len(protocol) + len(url) + len(ascii_domain) - len(domain) <= X_MAX_URL_LENGTH
+
+
 def extract_urls(text: str) -> list[tuple[int, int, str]]:
     """(start, end, url) of every URL twitter-text would link: with a scheme, or a bare domain
-    (see `_BARE_URL_RE`); trailing punctuation is not part of the URL."""
+    (see `_BARE_URL_RE`), no longer than `X_MAX_URL_LENGTH`; trailing punctuation is not part
+    of the URL."""
     found: list[tuple[int, int, str]] = []
     for match in URL_RE.finditer(text):
         url = _strip_trailing(match.group())
-        found.append((match.start(), match.start() + len(url), url))
+        if _linkable(url):
+            found.append((match.start(), match.start() + len(url), url))
     for match in _BARE_URL_RE.finditer(text):
         if any(start <= match.start() < end for start, end, _ in found):
             continue
         url = _strip_trailing(match.group())
-        if "." in url:
+        if "." in url and _linkable(url):
             found.append((match.start(), match.start() + len(url), url))
     return sorted(found)
 

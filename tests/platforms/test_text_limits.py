@@ -119,3 +119,15 @@ def test_x_weight_equals_the_per_cluster_rule(text: str) -> None:
 @given(_TEXT)
 def test_threads_length_equals_the_per_character_rule(text: str) -> None:
     assert threads_length(text) == reference.threads_length(text)
+
+
+def test_a_url_past_twitter_texts_length_limit_counts_character_by_character() -> None:
+    """twitter-text `isValidUrl`: protocol + URL (domain punycoded) ≤ 4096, or it is no URL."""
+    base = "https://example.com/"
+    fits = base + "a" * (4096 - len("https://") - len(base))
+    too_long = fits + "a"
+    assert x_weighted_length(f"see {fits}") == 4 + 23
+    assert x_weighted_length(f"see {too_long}") == 4 + len(too_long)
+    bare = "example.com/" + "a" * (4096 - len("https://") - len("example.com/") + 1)
+    assert x_weighted_length(bare) == len(bare)
+    assert validate_content("x", f"see {too_long}", media_count=0)
