@@ -275,7 +275,8 @@ class SchedulingSettings(BaseSettings):
     )
     #: Quotas (security finding 9): posts one company may have waiting (pending or publishing)
     #: at once, and media assets it may register in any 24 hours. Beyond them scheduling,
-    #: retrying or registering answers 429 `quota_exceeded` and stores nothing; a company's
+    #: retrying or rescheduling a failed post, or registering media answers 429
+    #: `quota_exceeded` and stores nothing; a company's
     #: quota never depends on what other companies use.
     max_waiting_posts_per_company: int = Field(
         default=10_000, ge=1, alias="MAX_WAITING_POSTS_PER_COMPANY"

@@ -362,6 +362,8 @@ class Scheduler:
                 if old.status == PostStatus.CANCELLED:
                     raise ConflictError("post_cancelled", "a cancelled post cannot be rescheduled")
                 _refuse_if_started(old_targets, action="reschedule")
+                if old.status not in WAITING_POST_STATUSES:  # a failed post's copy waits again
+                    await self._refuse_past_waiting_quota(session, company_id=company_id)
                 await cancel_open_targets(session, post_id)
                 await roll_up_post_status(session, post_id)
                 existing = await insert_post_once(

@@ -145,6 +145,24 @@ def test_retrying_a_failed_post_counts_against_the_quota(
     assert retried.json()["status"] == "pending"
 
 
+def test_rescheduling_a_failed_post_counts_against_the_quota(
+    api: ApiServer, company: Tenant, db: Engine
+) -> None:
+    """A failed post's copy at a new time waits again; a waiting post's copy replaces it."""
+    later = (datetime.now(UTC) + timedelta(hours=3)).isoformat()
+    with api.client(company.api_key) as http:
+        failed = _schedule(http, company).json()["scheduledPostId"]
+        _fail_every_target(db, failed)
+        waiting = [_schedule(http, company).json()["scheduledPostId"] for _ in range(WAITING_QUOTA)]
+        moved = http.post(f"/api/social-posts/{waiting[0]}/reschedule", json={"scheduledAt": later})
+        refused = http.post(f"/api/social-posts/{failed}/reschedule", json={"scheduledAt": later})
+        assert moved.status_code == 201, moved.text
+        assert refused.status_code == 429, refused.text
+        assert refused.json()["error"]["code"] == "quota_exceeded"
+        assert http.get(f"/api/social-posts/{failed}").json()["status"] == "failed"
+    assert _posts(db, company) == 1 + WAITING_QUOTA + 1
+
+
 def test_past_the_media_quota_registering_waits_for_the_window(
     api: ApiServer, company: Tenant, db: Engine
 ) -> None:
