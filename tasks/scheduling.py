@@ -589,7 +589,7 @@ async def _validated_targets(
             )
         text = target.custom_content if target.custom_content is not None else command.content
         # Twenty accounts of one platform share one check of the same text (it runs on the
-        # event loop every company shares: up to ~70 ms for 70 KB of emoji on X).
+        # event loop every company shares: 20-35 ms for 70 KB of emoji on X, bench_validation).
         check = (platform, account.max_characters, text)
         problems = checked.get(check)
         if problems is None:
