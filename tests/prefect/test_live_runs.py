@@ -21,20 +21,16 @@ from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 from dispatch.admin import add_account, create_company
 from flows.reporter import AFTER_THE_FACT, ReporterThread
 from flows.sync_fanout import SyncFanOut, SyncTrigger
-from models.database import DriverPool, sync_session
+from models.database import sync_session
 from models.outbox import AttemptRecord, LogLine, add_run_record
-from models.settings import PublishingSettings
 from models.statuses import AttemptKind, AttemptOutcome
 from models.tables import RunRecord
 from tasks.cloud_tasks import InMemoryTaskQueue
 from tasks.platforms.base import PlatformAdapter
-from tasks.platforms.registry import build_adapter
-from tasks.publishing import Publisher, PublishJob
 from tasks.task_specs import WebhookTarget
 from tasks.token_refresh import refresh_due_tokens
 from tests.support import clients
 from tests.support.prefect import PrefectHandle
-from tests.support.sandbox import sandbox_platforms
 from tests.support.settings import make_settings
 from tests.support.stacks import WEBHOOK_SECRET as SECRET
 from tests.support.stacks import PublishStack
@@ -320,35 +316,15 @@ async def test_a_publish_whose_platform_call_takes_2s_is_a_2s_run_in_prefect(
 ) -> None:
     tenant = await asyncio.to_thread(make_tenant, publish_stack, name="Slow Co")
     post = await asyncio.to_thread(schedule, publish_stack, tenant, "linkedin")
-    task = next(
-        t
-        for t in publish_stack.queue.tasks.values()
-        if t.body.get("scheduledPostId") == post["scheduledPostId"]
-    )
     engine = create_async_engine(database_url)
-    platforms = sandbox_platforms(publish_stack.sandbox, timeout=10)
     try:
-        sessions = async_sessionmaker(engine, expire_on_commit=False)
-        async with (
-            clients.async_client(timeout=10) as http,
-            DriverPool(sessions, size=2) as connections,
-        ):
-            publisher = Publisher(
-                sessions=sessions,
-                connections=connections,
-                adapters=lambda p: _SlowPlatform(
-                    build_adapter(p, http=http, settings=platforms), 2.0
-                ),  # type: ignore[arg-type,return-value]
-                settings=PublishingSettings(),
-            )
-            outcome = await publisher.publish(
-                PublishJob(
-                    scheduled_post_id=uuid.UUID(task.body["scheduledPostId"]),
-                    platform="linkedin",
-                    account_id=uuid.UUID(task.body["accountId"]),
-                    idempotency_key=task.body["idempotencyKey"],
-                )
-            )
+        outcome = await publish_stack.publish_directly(
+            sessions=async_sessionmaker(engine, expire_on_commit=False),
+            post_id=post["scheduledPostId"],
+            platform="linkedin",
+            wrap=lambda adapter: _SlowPlatform(adapter, 2.0),
+            platform_timeout=10,
+        )
         assert outcome.kind == "published"
         async with async_sessionmaker(engine)() as session:
             end = (

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -15,14 +15,11 @@ from sqlalchemy.engine import URL, Engine
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import Session
 
-from models.database import DriverPool
 from models.settings import PublishingSettings
 from models.tables import PublishTarget
 from tasks.platforms.base import PlatformAdapter
-from tasks.platforms.registry import PLATFORMS, build_adapter
-from tasks.publishing import Publisher, PublishJob, PublishOutcome
+from tasks.platforms.registry import PLATFORMS
 from tests.support import clients
-from tests.support.sandbox import sandbox_platforms
 from tests.support.stacks import PublishStack
 from tests.support.tenants import Tenant, schedule
 
@@ -56,40 +53,6 @@ def posts_with(publish_stack: PublishStack, platform: str, text: str) -> list[di
     return [p for p in publish_stack.sandbox.posts(platform) if text in (p.get("text") or "")]
 
 
-async def publish_once(
-    publish_stack: PublishStack,
-    *,
-    sessions: async_sessionmaker[AsyncSession],
-    tenant: Tenant,
-    post: dict,
-    platform: str,
-    wrap: Callable[[PlatformAdapter], Any],
-    settings: PublishingSettings,
-) -> PublishOutcome:
-    """One attempt at the post's target by a `Publisher` of our own whose sandbox adapters are
-    wrapped by `wrap` (a worker that dies, an answer that never comes back)."""
-    task = publish_stack.task_for(post["scheduledPostId"], platform)
-    platforms = sandbox_platforms(publish_stack.sandbox)
-    async with (
-        clients.async_client(timeout=5) as http,
-        DriverPool(sessions, size=2) as connections,
-    ):
-        publisher = Publisher(
-            sessions=sessions,
-            connections=connections,
-            adapters=lambda name: wrap(build_adapter(name, http=http, settings=platforms)),
-            settings=settings,
-        )
-        return await publisher.publish(
-            PublishJob(
-                scheduled_post_id=uuid.UUID(post["scheduledPostId"]),
-                platform=platform,
-                account_id=tenant.accounts[platform],
-                idempotency_key=task.body["idempotencyKey"],
-            )
-        )
-
-
 @pytest.mark.parametrize("platform", PLATFORMS)
 async def test_worker_dies_after_accept_then_redelivery_reconciles(
     publish_stack: PublishStack,
@@ -101,11 +64,9 @@ async def test_worker_dies_after_accept_then_redelivery_reconciles(
     post = schedule(publish_stack, tenant, platform)
     task = publish_stack.task_for(post["scheduledPostId"], platform)
     with pytest.raises(WorkerDied):
-        await publish_once(
-            publish_stack,
+        await publish_stack.publish_directly(
             sessions=sessions,
-            tenant=tenant,
-            post=post,
+            post_id=post["scheduledPostId"],
             platform=platform,
             wrap=DiesAfterPublish,
             settings=PublishingSettings(),
@@ -206,11 +167,9 @@ async def test_an_attempt_ends_inside_its_lease_and_the_next_one_reconciles(
     task = publish_stack.task_for(post["scheduledPostId"], platform)
     publishing = PublishingSettings(PUBLISH_ATTEMPT_DEADLINE_SECONDS=0.5)
     assert publishing.attempt_deadline_seconds == 0.5
-    outcome = await publish_once(
-        publish_stack,
+    outcome = await publish_stack.publish_directly(
         sessions=sessions,
-        tenant=tenant,
-        post=post,
+        post_id=post["scheduledPostId"],
         platform=platform,
         wrap=StallsAfterPublish,
         settings=publishing,

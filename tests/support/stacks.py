@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -30,9 +30,12 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from deployments.emulator.oidc import oidc_endpoints
 from deployments.queues import apply_queues
 from dispatch.app import create_app
-from models.database import sync_session
-from models.settings import Settings
+from models.database import DriverPool, sync_session
+from models.settings import PublishingSettings, Settings
 from tasks.cloud_tasks import CloudTasksQueue, InMemoryTaskQueue, TaskSpec
+from tasks.platforms.base import PlatformAdapter
+from tasks.platforms.registry import build_adapter
+from tasks.publishing import Publisher, PublishJob, PublishOutcome
 from tests.support import clients
 from tests.support.ports import free_port
 from tests.support.sandbox import SandboxHandle, sandbox_platforms
@@ -92,6 +95,40 @@ class PublishStack(Stack):
         ]
         assert matches, f"no task for {platform}"
         return max(matches, key=lambda t: t.task_id.rsplit("-g", 1)[-1])
+
+    async def publish_directly(
+        self,
+        *,
+        sessions: async_sessionmaker[AsyncSession],
+        post_id: str,
+        platform: str,
+        wrap: Callable[[PlatformAdapter], Any],
+        settings: PublishingSettings | None = None,
+        platform_timeout: float = 5,
+    ) -> PublishOutcome:
+        """One attempt at the target's task by a `Publisher` of the test's own, in this process,
+        whose sandbox adapters are wrapped by `wrap` (a worker that dies, an answer that never
+        comes back, a slow platform)."""
+        task = self.task_for(post_id, platform)
+        async with (
+            clients.async_client(timeout=platform_timeout) as http,
+            DriverPool(sessions, size=2) as connections,
+        ):
+            platforms = sandbox_platforms(self.sandbox, timeout=platform_timeout)
+            publisher = Publisher(
+                sessions=sessions,
+                connections=connections,
+                adapters=lambda name: wrap(build_adapter(name, http=http, settings=platforms)),
+                settings=settings or PublishingSettings(),
+            )
+            return await publisher.publish(
+                PublishJob(
+                    scheduled_post_id=uuid.UUID(post_id),
+                    platform=platform,
+                    account_id=uuid.UUID(task.body["accountId"]),
+                    idempotency_key=task.body["idempotencyKey"],
+                )
+            )
 
     def deliver(
         self, task: TaskSpec, *, retry_count: int = 0, client: httpx.Client | None = None
