@@ -19,7 +19,6 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from unittest import mock
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
@@ -47,15 +46,6 @@ def best_ms(call: Callable[[], object], *, repeat: int) -> float:
     return min(timings) * 1000
 
 
-def previous_rules() -> mock._patch_dict:  # type: ignore[name-defined]
-    """The module's counting functions swapped for the literal per-character ones."""
-    return mock.patch.multiple(
-        text_limits,
-        x_weighted_length=text_reference.x_weighted_length,
-        threads_length=text_reference.threads_length,
-    )
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeat", type=int, default=5)
@@ -72,7 +62,7 @@ def main() -> None:
                 return text_limits.validate_content(platform, text, media_count=1)
 
             now = best_ms(call, repeat=repeat)
-            with previous_rules():
+            with text_reference.literal_rules():
                 before = best_ms(call, repeat=repeat)
             worst_now, worst_before = max(worst_now, now), max(worst_before, before)
             cells.append(f"{now:7.1f} / {before:7.1f}")
@@ -88,7 +78,7 @@ def main() -> None:
     def one_check() -> object:
         return text_limits.validate_content("x", text, media_count=0)
 
-    with previous_rules():
+    with text_reference.literal_rules():
         before = best_ms(twenty_checks, repeat=repeat)
     now = best_ms(one_check, repeat=repeat)
     print(

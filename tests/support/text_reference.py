@@ -1,19 +1,17 @@
 """The platforms' counting rules written the slow, literal way, one grapheme cluster and one
 character at a time, as their documents state them: the reference the fast versions in
 `tasks/platforms/text_limits.py` must equal (`tests/platforms/test_text_limits.py`), and the
-previous approach `bench/bench_validation.py` times them against."""
+previous approach `bench/bench_validation.py` times them against. `literal_rules()` swaps them
+into the module, so everything else (NFC, URL extraction, the validators) stays the one code."""
 
 from __future__ import annotations
 
-import unicodedata
+from contextlib import AbstractContextManager
+from typing import Any
+from unittest import mock
 
-from tasks.platforms.text_limits import (
-    _GRAPHEME,
-    _PICTOGRAPHIC,
-    _X_LIGHT_RANGES,
-    X_URL_WEIGHT,
-    extract_urls,
-)
+from tasks.platforms import text_limits
+from tasks.platforms.text_limits import _GRAPHEME, _PICTOGRAPHIC, _X_LIGHT_RANGES
 
 
 def x_char_weight(char: str) -> int:
@@ -33,16 +31,13 @@ def x_segment_weight(segment: str) -> int:
     return weight
 
 
-def x_weighted_length(text: str) -> int:
-    text = unicodedata.normalize("NFC", text)
-    total = 0
-    position = 0
-    for start, end, _ in extract_urls(text):
-        total += x_segment_weight(text[position:start]) + X_URL_WEIGHT
-        position = end
-    return total + x_segment_weight(text[position:])
-
-
 def threads_length(text: str) -> int:
     """Threads: one per character, an emoji by its UTF-8 byte length."""
     return sum(len(char.encode()) if _PICTOGRAPHIC.match(char) else 1 for char in text)
+
+
+def literal_rules() -> AbstractContextManager[Any]:
+    """A context in which `text_limits` counts with the rules above."""
+    return mock.patch.multiple(
+        text_limits, _x_segment_weight=x_segment_weight, threads_length=threads_length
+    )
