@@ -16,9 +16,9 @@ from sqlalchemy import func, select, text, update
 from sqlalchemy.engine import URL, Engine
 from sqlalchemy.orm import Session
 
-from models.tables import MediaAsset, PublishTarget, ScheduledPost
+from models.tables import MediaAsset, PublishTarget
 from tests.support.stacks import ApiServer, api_server
-from tests.support.tenants import Tenant, make_company
+from tests.support.tenants import Tenant, make_company, post_count, schedule_body
 
 WAITING_QUOTA = 3
 MEDIA_QUOTA = 2
@@ -39,23 +39,11 @@ def company(database_url: URL) -> Tenant:
 
 
 def _schedule(http: httpx.Client, company: Tenant, *, key: str | None = None) -> httpx.Response:
-    body: dict = {
-        "content": f"post {uuid.uuid4().hex[:8]}",
-        "platforms": [{"platform": p, "accountId": str(a)} for p, a in company.accounts.items()],
-        "scheduledAt": (datetime.now(UTC) + timedelta(hours=1)).isoformat(),
-    }
+    at = datetime.now(UTC) + timedelta(hours=1)
+    body = schedule_body(company, tuple(company.accounts), at=at)
     if key is not None:
         body["idempotencyKey"] = key
     return http.post("/api/social-posts/schedule", json=body)
-
-
-def _posts(db: Engine, company: Tenant) -> int:
-    with Session(db) as s:
-        return s.scalar(
-            select(func.count())
-            .select_from(ScheduledPost)
-            .where(ScheduledPost.company_id == company.id)
-        )
 
 
 def _media(db: Engine, company: Tenant) -> int:
@@ -90,14 +78,14 @@ def test_past_the_waiting_quota_scheduling_is_refused_until_a_post_finishes(
         assert "MAX_WAITING_POSTS_PER_COMPANY" in error["message"]
         # Room frees up only when the company's own posts finish: no time to wait is promised.
         assert "Retry-After" not in refused.headers
-        assert _posts(db, company) == WAITING_QUOTA
+        assert post_count(db, company) == WAITING_QUOTA
         # A replay of a post already stored is not a new post: it answers as before.
         assert replay.status_code == 200
         assert replay.json()["scheduledPostId"] == first.json()["scheduledPostId"]
         cancel = http.post(f"/api/social-posts/{first.json()['scheduledPostId']}/cancel")
         assert cancel.status_code == 200
         assert _schedule(http, company).status_code == 201
-    assert _posts(db, company) == WAITING_QUOTA + 1
+    assert post_count(db, company) == WAITING_QUOTA + 1
 
 
 def test_racing_requests_store_exactly_the_quota(
@@ -110,7 +98,7 @@ def test_racing_requests_store_exactly_the_quota(
     with concurrent.futures.ThreadPoolExecutor(max_workers=12) as pool:
         codes = sorted(pool.map(send, range(12)))
     assert codes == [201] * WAITING_QUOTA + [429] * (12 - WAITING_QUOTA)
-    assert _posts(db, company) == WAITING_QUOTA
+    assert post_count(db, company) == WAITING_QUOTA
 
 
 def _fail_every_target(db: Engine, post_id: str) -> None:
@@ -160,7 +148,7 @@ def test_rescheduling_a_failed_post_counts_against_the_quota(
         assert refused.status_code == 429, refused.text
         assert refused.json()["error"]["code"] == "quota_exceeded"
         assert http.get(f"/api/social-posts/{failed}").json()["status"] == "failed"
-    assert _posts(db, company) == 1 + WAITING_QUOTA + 1
+    assert post_count(db, company) == 1 + WAITING_QUOTA + 1
 
 
 def test_past_the_media_quota_registering_waits_for_the_window(

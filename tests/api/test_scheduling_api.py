@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from models.tables import PublishTarget, ScheduledPost, SocialAccount
 from tests.support.stacks import ApiServer
-from tests.support.tenants import Tenant, make_company
+from tests.support.tenants import Tenant, make_company, post_count
 
 
 def _at(**delta: float) -> str:
@@ -26,18 +26,6 @@ def _body(company: Tenant, *platforms: str, **extra: object) -> dict:
         "scheduledAt": _at(hours=1),
         **extra,
     }
-
-
-def _post_count(db: Engine, company: Tenant) -> int:
-    with Session(db) as s:
-        return (
-            s.scalar(
-                select(func.count())
-                .select_from(ScheduledPost)
-                .where(ScheduledPost.company_id == company.id)
-            )
-            or 0
-        )
 
 
 def test_schedule_creates_post_targets_and_one_task_per_platform(
@@ -93,7 +81,7 @@ def test_same_idempotency_key_returns_the_same_post(
         second = http.post("/api/social-posts/schedule", json=body)
     assert (first.status_code, second.status_code) == (201, 200)
     assert first.json()["scheduledPostId"] == second.json()["scheduledPostId"]
-    assert _post_count(db, company) == 1
+    assert post_count(db, company) == 1
 
 
 def test_twenty_identical_concurrent_requests_create_one_post(
@@ -110,7 +98,7 @@ def test_twenty_identical_concurrent_requests_create_one_post(
         results = list(pool.map(lambda _: send(), range(20)))
     assert sorted(code for code, _ in results) == [200] * 19 + [201]
     assert len({post_id for _, post_id in results}) == 1
-    assert _post_count(db, company) == 1
+    assert post_count(db, company) == 1
     with Session(db) as s:
         assert (
             s.scalar(
@@ -352,7 +340,7 @@ def test_validation_errors_name_the_field(api: ApiServer, company: Tenant, db: E
         ({"content": "nul\x00byte"}, "content"),
         ({"mediaAssetIds": [str(uuid.uuid4())]}, "mediaAssetIds[0]"),
     ]
-    before = _post_count(db, company)
+    before = post_count(db, company)
     with api.client(company.api_key) as http:
         for override, field in cases:
             answer = http.post(
@@ -360,7 +348,7 @@ def test_validation_errors_name_the_field(api: ApiServer, company: Tenant, db: E
             )
             assert answer.status_code == 422, (override, answer.text)
             assert answer.json()["error"]["field"] == field, (override, answer.json())
-    assert _post_count(db, company) == before
+    assert post_count(db, company) == before
 
 
 def test_missing_or_wrong_api_key_is_401_json(api: ApiServer, company: Tenant) -> None:

@@ -161,6 +161,15 @@ def fingerprint(db: Engine, company_id: uuid.UUID) -> str:
     return hashlib.sha256(repr(tuple(row)).encode()).hexdigest()
 
 
+def post_count(db: Engine, tenant: Tenant) -> int:
+    """How many posts the company has, whatever their status."""
+    with db.connect() as conn:
+        return conn.scalar(
+            text("SELECT count(*) FROM scheduled_posts WHERE company_id = :company"),
+            {"company": tenant.id},
+        )
+
+
 def schedule_body(
     tenant: Tenant,
     platforms: Sequence[str],
