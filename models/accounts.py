@@ -26,8 +26,9 @@ async def company_by_api_key_hash(session: AsyncSession, key_hash: str) -> Compa
 
 
 async def lock_company_for_reference(session: AsyncSession, company_id: uuid.UUID) -> bool:
-    """Whether the company exists, holding a key-share lock on it until the transaction ends, so
-    rows that refer to it can be inserted without racing its deletion."""
+    """Whether the company exists, holding a row lock on it until the transaction ends (FOR NO
+    KEY UPDATE), so rows that refer to it can be inserted without racing its deletion, and
+    callers that take it take turns (the quotas, `models/quotas.py`)."""
     found = await session.scalar(
         select(Company.id).where(Company.id == company_id).with_for_update(key_share=True)
     )

@@ -1,7 +1,8 @@
 """What a company has used of its quotas: posts waiting to publish, media registered lately.
 
-A quota is checked and spent in one transaction that first takes the company's quota lock (a
-row lock on the company), so a company's concurrent requests take turns and N racing requests
+A quota is checked and spent in one transaction that first takes the company's row lock
+(`accounts.lock_company_for_reference`, FOR NO KEY UPDATE: rows that refer to the company can
+still be inserted meanwhile), so a company's concurrent requests take turns and N racing requests
 at a quota of k store exactly k, never k + N - 1. Other companies never wait on it, and nothing
 on the publish path takes it. Counts stop at the quota (`LIMIT`), so a company far below its
 quota costs one short index scan and one at it costs at most the quota's worth of index entries.
@@ -16,20 +17,12 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from models.statuses import PostStatus
-from models.tables import Company, MediaAsset, ScheduledPost
+from models.tables import MediaAsset, ScheduledPost
 
 #: The statuses of a post still waiting to be published (`scheduled_posts_company_waiting`).
 WAITING_POST_STATUSES = (PostStatus.PENDING, PostStatus.PROCESSING)
 #: The window of the media quota.
 MEDIA_QUOTA_WINDOW = timedelta(hours=24)
-
-
-async def lock_company_quotas(session: AsyncSession, company_id: uuid.UUID) -> None:
-    """Hold the company's quota lock until the transaction ends (FOR NO KEY UPDATE: rows that
-    refer to the company can still be inserted meanwhile)."""
-    await session.execute(
-        select(Company.id).where(Company.id == company_id).with_for_update(key_share=True)
-    )
 
 
 async def waiting_post_count(session: AsyncSession, *, company_id: uuid.UUID, up_to: int) -> int:

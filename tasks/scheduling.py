@@ -38,7 +38,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from models.accounts import accounts_of_company
+from models.accounts import accounts_of_company, lock_company_for_reference
 from models.database import unit_of_work
 from models.posts import (
     cancel_open_targets,
@@ -55,7 +55,6 @@ from models.posts import (
 )
 from models.quotas import (
     WAITING_POST_STATUSES,
-    lock_company_quotas,
     recent_media,
     waiting_post_count,
 )
@@ -222,7 +221,7 @@ class Scheduler:
             company_id=company_id, url=url, mime_type=mime_type, size_bytes=size_bytes
         )
         async with unit_of_work(self.sessions) as session:
-            await lock_company_quotas(session, company_id)
+            await lock_company_for_reference(session, company_id)
             quota = self.settings.max_media_assets_per_company_per_day
             registered, room_at = await recent_media(session, company_id=company_id, up_to=quota)
             if registered >= quota:
@@ -507,9 +506,9 @@ class Scheduler:
     async def _refuse_past_waiting_quota(
         self, session: AsyncSession, *, company_id: uuid.UUID
     ) -> None:
-        """Take the company's quota lock, then refuse one more waiting post past its quota
-        (the caller stores the post in the same transaction, so racing requests take turns)."""
-        await lock_company_quotas(session, company_id)
+        """Take the company's row lock, then refuse one more waiting post past its quota (the
+        caller stores the post in the same transaction, so racing requests take turns)."""
+        await lock_company_for_reference(session, company_id)
         quota = self.settings.max_waiting_posts_per_company
         if await waiting_post_count(session, company_id=company_id, up_to=quota) >= quota:
             raise QuotaExceededError(
