@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 from models.settings import MediaSettings  # noqa: E402
 from tasks.media import MediaLimits, MediaPolicy, fetch_media  # noqa: E402
 from tasks.platforms.base import AccountContext, MediaItem, PlatformState, PostContent  # noqa: E402
-from tasks.platforms.x import XAdapter  # noqa: E402
+from tasks.platforms.x.adapter import XAdapter  # noqa: E402
 from tests.support.sandbox import running_sandbox  # noqa: E402
 from tests.support.servers import generated_video_app, serve_in_thread  # noqa: E402
 

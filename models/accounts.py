@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
     bindparam,
+    func,
+    literal_column,
     select,
     update,
 )
+from sqlalchemy.dialects.postgresql import Insert, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from models.statuses import AccountStatus
@@ -76,6 +80,58 @@ async def mark_account_needs_reconnect(
         .where(SocialAccount.id == account_id)
         .values(status=AccountStatus.NEEDS_RECONNECT, status_reason=reason)
     )
+
+
+def account_upsert(
+    *,
+    company_id: uuid.UUID,
+    platform: str,
+    external_id: str,
+    handle: str,
+    access_token: str,
+    refresh_token: str | None,
+    token_expires_at: datetime | None,
+    base_url: str | None,
+    granted_scopes: Sequence[str] | None,
+    max_characters: int | None = None,
+) -> Insert:
+    """Store an account or, when the company has it already (same platform and external id),
+    give it the new tokens: a reconnect keeps the account's id and its posts, and makes it
+    active again. One statement (INSERT … ON CONFLICT DO UPDATE), so two connects racing end
+    with one row. Returns `id` and `created` (false: an existing account was updated).
+
+    The refresh token is replaced, not kept: a new grant that issued none (LinkedIn outside its
+    partner programme) leaves the old grant's token meaningless. The handle, server and scopes
+    follow the new grant; `max_characters` is kept unless given."""
+    values = {
+        "company_id": company_id,
+        "platform": platform,
+        "external_id": external_id,
+        "handle": handle,
+        "access_token": access_token,
+        "refresh_token": refresh_token or None,
+        "token_expires_at": token_expires_at,
+        "base_url": base_url,
+        "granted_scopes": list(granted_scopes) if granted_scopes is not None else None,
+        "max_characters": max_characters,
+    }
+    statement = insert(SocialAccount).values(**values)
+    excluded = statement.excluded
+    return statement.on_conflict_do_update(
+        index_elements=["company_id", "platform", "external_id"],
+        set_={
+            "handle": excluded.handle,
+            "access_token": excluded.access_token,
+            "refresh_token": excluded.refresh_token,
+            "token_expires_at": excluded.token_expires_at,
+            "base_url": excluded.base_url,
+            "granted_scopes": excluded.granted_scopes,
+            "max_characters": func.coalesce(excluded.max_characters, SocialAccount.max_characters),
+            "status": AccountStatus.ACTIVE.value,
+            "status_reason": None,
+            "updated_at": func.now(),
+        },
+    ).returning(SocialAccount.id, literal_column("xmax = 0").label("created"))
 
 
 async def accounts_by_id(

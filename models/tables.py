@@ -97,9 +97,53 @@ class SocialAccount(Timestamped, Base):
     max_characters: Mapped[int | None] = mapped_column(Integer)
     status: Mapped[str] = mapped_column(String(20), server_default="active")
     status_reason: Mapped[str | None] = mapped_column(Text)
+    #: The scopes the platform reported as granted at connect or refresh; None: not known
+    #: (an account added with pasted tokens, or a platform that does not report them).
+    granted_scopes: Mapped[list[str] | None] = mapped_column(ARRAY(Text))
 
     def __repr__(self) -> str:  # never leak tokens through a repr in a log line
         return f"SocialAccount(id={self.id}, platform={self.platform}, handle={self.handle})"
+
+
+class ConnectState(Base):
+    """One authorization in flight (`POST /api/accounts/connect` → the callback).
+
+    Only the state's SHA-256 is stored: a leaked table cannot complete anyone's authorization.
+    The PKCE verifier stays here (encrypted) and never leaves the server. A state is consumed
+    by deleting it, so it is single use."""
+
+    __tablename__ = "account_connect_states"
+    __table_args__ = (
+        CheckConstraint(check_in("platform", Platform), name="account_connect_states_platform"),
+        Index("account_connect_states_expires", "expires_at"),
+    )
+
+    state_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    company_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("companies.id", ondelete="CASCADE"))
+    platform: Mapped[str] = mapped_column(String(20))
+    #: The platform login ("oauth2", or Instagram's "instagram" / "facebook").
+    login: Mapped[str] = mapped_column(String(40))
+    redirect_uri: Mapped[str] = mapped_column(String(2000))
+    code_verifier: Mapped[str | None] = mapped_column(EncryptedText())
+    #: The account's own server where it has one (a Mastodon instance).
+    server: Mapped[str | None] = mapped_column(String(500))
+    expires_at: Mapped[datetime]
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+class MastodonApp(Timestamped, Base):
+    """The OAuth app registered on one Mastodon instance for one redirect URI (`POST
+    /api/v1/apps`), kept so each instance gets one app, not one per connect."""
+
+    __tablename__ = "mastodon_apps"
+    __table_args__ = (UniqueConstraint("server", "redirect_uri", "scopes"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    server: Mapped[str] = mapped_column(String(500))
+    redirect_uri: Mapped[str] = mapped_column(String(2000))
+    scopes: Mapped[str] = mapped_column(String(500))
+    client_id: Mapped[str] = mapped_column(String(500))
+    client_secret: Mapped[str] = mapped_column(EncryptedText())
 
 
 class MediaAsset(Timestamped, Base):

@@ -34,46 +34,17 @@ from tasks.platforms.base import (
     PermanentError,
     PlatformAdapter,
 )
+from tasks.platforms.registry import PLATFORMS
+from tasks.platforms.specs import RefreshPolicy, platform_spec
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class RefreshPolicy:
-    """When a platform's access token should be renewed.
-
-    `before`: renew once the token expires within this; `lifetime` and `min_age`: Meta refreshes
-    only tokens at least 24 h old, and the age of a 60-day token is read from its expiry.
-    """
-
-    before: timedelta
-    lifetime: timedelta | None = None
-    min_age: timedelta | None = None
-
-    def due(self, expires_at: datetime | None, *, now: datetime) -> bool:
-        if expires_at is None or expires_at - now > self.before:
-            return False
-        if self.lifetime is not None and self.min_age is not None:
-            issued = expires_at - self.lifetime
-            if now - issued < self.min_age and expires_at > now:
-                return False
-        return True
-
-
-#: Per platform; None where a token cannot be refreshed by us (Facebook Page tokens, Mastodon:
-#: they do not expire, a rejected one needs the user).
+#: Per platform, from its spec (`tasks/platforms/<platform>/spec.py`, the default login); None
+#: where a token cannot be refreshed by us (Facebook Page tokens, Mastodon: they do not expire,
+#: a rejected one needs the user).
 REFRESH_POLICIES: dict[str, RefreshPolicy | None] = {
-    # Instagram Login / Threads long-lived tokens: 60 days; refreshable when "at least 24 hours
-    # old but not expired" (IG-refresh, TH-tok). A week ahead leaves six daily job runs to retry.
-    "instagram": RefreshPolicy(timedelta(days=7), timedelta(days=60), timedelta(hours=24)),
-    "threads": RefreshPolicy(timedelta(days=7), timedelta(days=60), timedelta(hours=24)),
-    # LinkedIn access tokens: 60 days, refresh tokens (partners) 365 days.
-    "linkedin": RefreshPolicy(timedelta(days=7)),
-    # X access tokens: 2 hours; Bluesky accessJwt: minutes to hours.
-    "x": RefreshPolicy(timedelta(minutes=10)),
-    "bluesky": RefreshPolicy(timedelta(minutes=10)),
-    "facebook": None,
-    "mastodon": None,
+    platform: platform_spec(platform).default_login.refresh for platform in PLATFORMS
 }
 
 

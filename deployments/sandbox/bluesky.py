@@ -39,7 +39,7 @@ from deployments.sandbox.core import (
     post_age_seconds,
     pseudo_count,
 )
-from tasks.platforms.bluesky import TID_RE, new_tid
+from tasks.platforms.bluesky.adapter import TID_RE, new_tid
 from tasks.platforms.text_limits import BLUESKY_MAX_BYTES, BLUESKY_MAX_GRAPHEMES, graphemes
 
 PLATFORM = "bluesky"

@@ -1,4 +1,5 @@
 """One adapter per social platform, all behind `PlatformAdapter` and one error taxonomy.
 
-Adding a platform means adding a module here and listing it in `registry.py`.
+One folder per platform: its adapter, its spec (`specs.py` says what a spec holds) and its
+connector; adding a platform means a folder here and a line in `registry.py`.
 """

@@ -12,7 +12,7 @@ One place for the exchange and its error mapping (RFC 6749 §5.2):
 Platforms that answer a dead refresh token with something other than `invalid_grant` say so
 through `grant_refused` (X answers 400 `invalid_request` "Value passed for the token was
 invalid." for a spent or revoked refresh token — not in X's docs, observed in many public
-integrations; see tasks/platforms/x.py).
+integrations; see tasks/platforms/x/adapter.py).
 """
 
 from __future__ import annotations

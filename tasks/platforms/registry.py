@@ -25,13 +25,13 @@ ALIASES: dict[str, str] = {"twitter": "x"}
 
 #: platform → (module, adapter class). Imported lazily so one missing module breaks only itself.
 _ADAPTERS: dict[str, tuple[str, str]] = {
-    "linkedin": ("tasks.platforms.linkedin", "LinkedInAdapter"),
-    "x": ("tasks.platforms.x", "XAdapter"),
-    "instagram": ("tasks.platforms.instagram", "InstagramAdapter"),
-    "facebook": ("tasks.platforms.facebook", "FacebookAdapter"),
-    "threads": ("tasks.platforms.threads", "ThreadsAdapter"),
-    "bluesky": ("tasks.platforms.bluesky", "BlueskyAdapter"),
-    "mastodon": ("tasks.platforms.mastodon", "MastodonAdapter"),
+    "linkedin": ("tasks.platforms.linkedin.adapter", "LinkedInAdapter"),
+    "x": ("tasks.platforms.x.adapter", "XAdapter"),
+    "instagram": ("tasks.platforms.instagram.adapter", "InstagramAdapter"),
+    "facebook": ("tasks.platforms.facebook.adapter", "FacebookAdapter"),
+    "threads": ("tasks.platforms.threads.adapter", "ThreadsAdapter"),
+    "bluesky": ("tasks.platforms.bluesky.adapter", "BlueskyAdapter"),
+    "mastodon": ("tasks.platforms.mastodon.adapter", "MastodonAdapter"),
 }
 
 
@@ -57,7 +57,7 @@ def _options(platform: str, settings: PlatformSettings) -> dict[str, Any]:
         extra: dict[str, Any] = {}
         if platform == "instagram":
             # Facebook Login accounts live on the Facebook host and extend their tokens with
-            # the Meta app's credentials (tasks/platforms/instagram.py).
+            # the Meta app's credentials (tasks/platforms/instagram/adapter.py).
             extra = {
                 "login": settings.instagram_login,
                 "facebook_base_url": settings.base_url("facebook"),

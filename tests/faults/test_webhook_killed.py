@@ -40,7 +40,7 @@ POSTS = 80  # 240 targets (production-like would be thousands; this keeps the te
 
 #: 8 companies x 10 posts: each account's burst stays inside the reconcile look-up window.
 #: 1 company x 80 posts: X and LinkedIn reconcile by reading only the newest 20 posts of the
-#: account (RECONCILE_WINDOW in tasks/platforms/x.py, linkedin.py), so a post cut off by the
+#: account (RECONCILE_WINDOW in tasks/platforms/x/adapter.py, linkedin.py), so a post cut off by the
 #: kill is no longer found once 20 later posts went out; X then refuses the re-post as a
 #: duplicate and the target ends `failed` although it is live (LinkedIn would post twice).
 SPREADS = [

@@ -19,7 +19,7 @@ from tasks.platforms.base import (
     TransientError,
     UnknownOutcomeError,
 )
-from tasks.platforms.bluesky import TID_RE, BlueskyAdapter
+from tasks.platforms.bluesky.adapter import TID_RE, BlueskyAdapter
 from tests.platforms.helpers import LOCAL_MEDIA
 
 DID = "did:plc:ewvi7nxzyoun6zhxrhs64oiz"

@@ -19,7 +19,7 @@ from tasks.platforms.base import (
     TransientError,
     UnknownOutcomeError,
 )
-from tasks.platforms.facebook import FacebookAdapter
+from tasks.platforms.facebook.adapter import FacebookAdapter
 from tests.platforms.helpers import LOCAL_MEDIA
 
 PAGE = "104000000000001"

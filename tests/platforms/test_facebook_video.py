@@ -26,7 +26,7 @@ from tasks.platforms.base import (
     TransientError,
     UnknownOutcomeError,
 )
-from tasks.platforms.facebook import VIDEO_PROCESSING_LIMIT, FacebookAdapter, first_link
+from tasks.platforms.facebook.adapter import VIDEO_PROCESSING_LIMIT, FacebookAdapter, first_link
 from tasks.platforms.media_support import media_problems
 from tests.platforms.helpers import LOCAL_MEDIA
 from tests.support import clients

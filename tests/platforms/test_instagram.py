@@ -19,7 +19,7 @@ from tasks.platforms.base import (
     TransientError,
     UnknownOutcomeError,
 )
-from tasks.platforms.instagram import InstagramAdapter
+from tasks.platforms.instagram.adapter import InstagramAdapter
 
 IG_USER = "17841400000000001"
 TOKEN = "ig-token-1"

@@ -19,7 +19,7 @@ from tasks.platforms.base import (
     TransientError,
     UnknownOutcomeError,
 )
-from tasks.platforms.linkedin import LinkedInAdapter, next_utc_midnight
+from tasks.platforms.linkedin.adapter import LinkedInAdapter, next_utc_midnight
 from tests.platforms.helpers import LOCAL_MEDIA
 from tests.support import clients
 

@@ -31,7 +31,7 @@ from tasks.platforms.base import (
     PostContent,
     TransientError,
 )
-from tasks.platforms.linkedin import LinkedInAdapter
+from tasks.platforms.linkedin.adapter import LinkedInAdapter
 from tasks.platforms.media_support import media_problems
 from tests.platforms.helpers import LOCAL_MEDIA, sandbox_account
 from tests.support import clients

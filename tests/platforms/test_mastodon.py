@@ -16,7 +16,7 @@ from tasks.platforms.base import (
     TransientError,
     UnknownOutcomeError,
 )
-from tasks.platforms.mastodon import MastodonAdapter
+from tasks.platforms.mastodon.adapter import MastodonAdapter
 from tests.platforms.helpers import LOCAL_MEDIA
 
 

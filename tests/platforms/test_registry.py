@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 
 from models.settings import PlatformSettings
-from tasks.platforms.bluesky import BlueskyAdapter
-from tasks.platforms.linkedin import LinkedInAdapter
-from tasks.platforms.mastodon import MastodonAdapter
+from tasks.platforms.bluesky.adapter import BlueskyAdapter
+from tasks.platforms.linkedin.adapter import LinkedInAdapter
+from tasks.platforms.mastodon.adapter import MastodonAdapter
 from tasks.platforms.registry import PLATFORMS, build_adapter, normalize_platform
-from tasks.platforms.x import XAdapter
+from tasks.platforms.x.adapter import XAdapter
 from tests.support import clients
 
 

@@ -19,7 +19,7 @@ from tasks.platforms.base import (
     UnknownOutcomeError,
 )
 from tasks.platforms.text_limits import threads_length
-from tasks.platforms.threads import ThreadsAdapter
+from tasks.platforms.threads.adapter import ThreadsAdapter
 
 TH_USER = "25000000000000001"
 TOKEN = "th-token-1"

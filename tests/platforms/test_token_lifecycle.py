@@ -19,7 +19,7 @@ from models.settings import PlatformSettings
 from tasks.accounts import account_context, fresh_context, refresh_tokens
 from tasks.platforms.base import NeedsReconnectError, PermanentError
 from tasks.platforms.registry import PLATFORMS, build_adapter
-from tasks.platforms.x import XAdapter
+from tasks.platforms.x.adapter import XAdapter
 from tasks.token_refresh import refresh_due_tokens
 from tests.support import clients
 

@@ -17,7 +17,7 @@ from tasks.platforms.base import (
     TransientError,
     UnknownOutcomeError,
 )
-from tasks.platforms.x import XAdapter
+from tasks.platforms.x.adapter import XAdapter
 from tests.platforms.helpers import LOCAL_MEDIA
 
 

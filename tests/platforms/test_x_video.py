@@ -25,7 +25,7 @@ from tasks.platforms.base import (
     PostContent,
     TransientError,
 )
-from tasks.platforms.x import CHUNK_BYTES, PROCESSING_BUDGET_SECONDS, XAdapter
+from tasks.platforms.x.adapter import CHUNK_BYTES, PROCESSING_BUDGET_SECONDS, XAdapter
 from tests.platforms.helpers import LOCAL_MEDIA, sandbox_account
 from tests.support import clients
 from tests.support.servers import generated_video_app, serve_in_thread

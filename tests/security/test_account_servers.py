@@ -18,8 +18,8 @@ from models.database import sync_session
 from models.tables import SocialAccount
 from tasks.platforms import servers
 from tasks.platforms.base import AccountContext, PlatformError, PlatformState, PostContent
-from tasks.platforms.bluesky import BlueskyAdapter
-from tasks.platforms.mastodon import MastodonAdapter
+from tasks.platforms.bluesky.adapter import BlueskyAdapter
+from tasks.platforms.mastodon.adapter import MastodonAdapter
 from tests.support.tenants import LOCAL_SERVERS, make_company
 
 PUBLIC_IP = "93.184.215.14"

@@ -1,0 +1,81 @@
+"""Instagram's facts (see `tasks/platforms/specs.py`): two logins.
+
+Instagram Login (developers.facebook.com/docs/instagram-platform/instagram-api-with-instagram-
+login/business-login): `www.instagram.com/oauth/authorize`, then `POST api.instagram.com/oauth/
+access_token`, whose answer lists the granted `permissions`; the short-lived token is exchanged
+for a 60-day one (`graph.instagram.com/access_token?grant_type=ig_exchange_token`) and refreshed
+when "at least 24 hours old but not expired" (`refresh_access_token`). Scopes
+`instagram_business_basic`, `instagram_business_content_publish`,
+`instagram_business_manage_insights`.
+
+Facebook Login (developers.facebook.com/docs/instagram-platform/instagram-api-with-facebook-
+login/get-started): the Facebook dialog and code exchange, then the Page linked to the
+Instagram professional account (`me/accounts?fields=instagram_business_account`). The Page
+token read with a long-lived user token does not expire (developers.facebook.com/docs/facebook-
+login/guides/access-tokens/get-long-lived, "Get a Long-lived Page Access Token"), and it is the
+token stored: a long-lived *user* token can only be had from a short-lived one (the same page
+documents no re-exchange), so the user token would die at 60 days. Scopes `instagram_basic`,
+`instagram_content_publish`, `instagram_manage_insights`, `pages_show_list`,
+`pages_read_engagement` (developers.facebook.com/docs/permissions).
+"""
+
+from datetime import timedelta
+
+from tasks.platforms.facebook.spec import CODE_EXCHANGE, DIALOG
+from tasks.platforms.specs import Endpoint, LoginSpec, PlatformSpec, RefreshPolicy
+
+INSTAGRAM_LOGIN_DOCS = (
+    "https://developers.facebook.com/docs/instagram-platform/instagram-api-with-instagram-login/business-login",
+    "https://developers.facebook.com/docs/instagram-platform/reference/refresh_access_token",
+)
+FACEBOOK_LOGIN_DOCS = (
+    "https://developers.facebook.com/docs/instagram-platform/instagram-api-with-facebook-login/get-started",
+    "https://developers.facebook.com/docs/facebook-login/guides/access-tokens/get-long-lived",
+    "https://developers.facebook.com/docs/permissions",
+)
+
+SPEC = PlatformSpec(
+    name="instagram",
+    title="Instagram",
+    api_base_url="https://graph.instagram.com",
+    logins=(
+        LoginSpec(
+            name="instagram",
+            authorize=Endpoint("https://www.instagram.com", "/oauth/authorize"),
+            token=Endpoint("https://api.instagram.com", "/oauth/access_token"),
+            scopes={
+                "identity": ("instagram_business_basic",),
+                "text": ("instagram_business_content_publish",),
+                "images": ("instagram_business_content_publish",),
+                "video": ("instagram_business_content_publish",),
+                "metrics": ("instagram_business_manage_insights",),
+            },
+            granted_scopes_from="token_answer",
+            scope_separator=",",
+            access_token_lifetime=timedelta(days=60),
+            # Refreshable when at least 24 h old and not expired; a week ahead leaves six
+            # daily job runs to retry.
+            refresh=RefreshPolicy(timedelta(days=7), timedelta(days=60), timedelta(hours=24)),
+            docs=INSTAGRAM_LOGIN_DOCS,
+        ),
+        LoginSpec(
+            name="facebook",
+            authorize=DIALOG,
+            token=CODE_EXCHANGE,
+            scopes={
+                "identity": ("instagram_basic", "pages_show_list", "pages_read_engagement"),
+                "text": ("instagram_content_publish",),
+                "images": ("instagram_content_publish",),
+                "video": ("instagram_content_publish",),
+                "metrics": ("instagram_manage_insights",),
+            },
+            granted_scopes_from="permissions",
+            scope_separator=",",
+            access_token_lifetime=None,
+            refresh=None,
+            docs=FACEBOOK_LOGIN_DOCS,
+        ),
+    ),
+    self_hosted=True,
+    docs=INSTAGRAM_LOGIN_DOCS + FACEBOOK_LOGIN_DOCS,
+)
