@@ -9,10 +9,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
+import httpx
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from dispatch import accounts_api, analytics_api, jobs, posts_api
+from dispatch import accounts_api, analytics_api, connect_api, jobs, posts_api
 from dispatch.body_limit import BodySizeLimit
 from dispatch.caller_auth import CertificateCache, check_webhook_settings
 from dispatch.deps import Services
@@ -23,12 +24,14 @@ from flows.standalone import use_cases
 from models.crypto import check_token_keys
 from models.database import DriverPool
 from models.settings import Settings, load_settings
+from tasks.account_connect import AccountConnect
 from tasks.cloud_tasks import CloudTasksQueue, TaskQueue
 from tasks.media import MediaPolicy
 from tasks.metrics import MetricsSync
 from tasks.platforms.base import PlatformAdapter
+from tasks.platforms.connecting import Connector
 from tasks.platforms.http import platform_http_client
-from tasks.platforms.registry import build_adapter
+from tasks.platforms.registry import build_adapter, build_connector
 from tasks.publishing import AdapterFactory, Publisher
 
 
@@ -68,18 +71,41 @@ def create_app(
         media_policy = MediaPolicy.from_settings(settings.media)
         async with AsyncExitStack() as clients:
             built: dict[str, PlatformAdapter] = {}
+            connectors: dict[str, Connector] = {}
+            http_clients: dict[str, httpx.AsyncClient] = {}
+
+            def http_for(platform: str) -> httpx.AsyncClient:
+                if platform not in http_clients:
+                    http = platform_http_client(platform_settings, policy=media_policy)
+                    clients.push_async_callback(http.aclose)
+                    http_clients[platform] = http
+                return http_clients[platform]
 
             def adapter_for(platform: str) -> PlatformAdapter:
                 if platform not in built:
-                    http = platform_http_client(platform_settings, policy=media_policy)
-                    clients.push_async_callback(http.aclose)
                     built[platform] = build_adapter(
                         platform,
-                        http=http,
+                        http=http_for(platform),
                         settings=platform_settings,
                         media_policy=media_policy,
                     )
                 return built[platform]
+
+            def connector_for(platform: str) -> Connector:
+                if platform not in connectors:
+                    connectors[platform] = build_connector(
+                        platform,
+                        http=http_for(platform),
+                        settings=platform_settings,
+                        media_policy=media_policy,
+                    )
+                return connectors[platform]
+
+            services.connect = AccountConnect(
+                sessions=sessions,
+                connectors=connector_for,
+                redirect_uris=platform_settings.connect_redirect_uris,
+            )
 
             services.adapters = adapters or adapter_for
             connections = DriverPool(sessions, size=settings.database.publish_pool_size)
@@ -112,6 +138,7 @@ def create_app(
     app.include_router(jobs.router)
     app.include_router(posts_api.router)
     app.include_router(analytics_api.router)
+    app.include_router(connect_api.router)
     app.include_router(accounts_api.router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.scheduling.max_body_bytes)
     app.add_middleware(RequestContext)

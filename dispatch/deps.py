@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from flows.sync_fanout import SyncFanOut
 from models.settings import Settings
+from tasks.account_connect import AccountConnect
 from tasks.cloud_tasks import TaskQueue
 from tasks.metrics import MetricsSync
 from tasks.publishing import AdapterFactory, Publisher
@@ -37,6 +38,7 @@ class Services:
     adapters: AdapterFactory | None = None
     publisher: Publisher | None = None
     metrics: MetricsSync | None = None
+    connect: AccountConnect | None = None
 
 
 async def services(request: Request) -> Services:
@@ -61,6 +63,13 @@ async def _metrics(request: Request) -> MetricsSync:
     return metrics
 
 
+async def _connect(request: Request) -> AccountConnect:
+    connect = request.app.state.services.connect
+    if connect is None:
+        raise RuntimeError("the app's lifespan has not started")
+    return connect
+
+
 async def _settings(request: Request) -> Settings:
     return request.app.state.services.settings
 
@@ -70,3 +79,4 @@ SettingsDep = Annotated[Settings, Depends(_settings)]
 SchedulerDep = Annotated[Scheduler, Depends(_scheduler)]
 PublisherDep = Annotated[Publisher, Depends(_publisher)]
 MetricsDep = Annotated[MetricsSync, Depends(_metrics)]
+ConnectDep = Annotated[AccountConnect, Depends(_connect)]

@@ -18,6 +18,7 @@ from tasks.errors import (
     InvalidRequestError,
     NotFoundError,
     QuotaExceededError,
+    UnavailableError,
     UseCaseError,
 )
 
@@ -70,11 +71,15 @@ def status_of(error: UseCaseError) -> int:
         case QuotaExceededError():
             # Google's convention (AIP-193): a used-up quota is RESOURCE_EXHAUSTED, HTTP 429.
             return 429
+        case UnavailableError():
+            return 503
     return 400
 
 
 def retry_after_headers(error: UseCaseError) -> dict[str, str] | None:
     """`Retry-After` in whole seconds when the refusal says when room frees up by itself."""
+    if isinstance(error, UnavailableError):
+        return {"Retry-After": "30"}
     if not isinstance(error, QuotaExceededError) or error.retry_at is None:
         return None
     seconds = max(1, math.ceil((error.retry_at - datetime.now(UTC)).total_seconds()))

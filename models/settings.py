@@ -423,6 +423,11 @@ class PlatformSettings(BaseSettings):
     )
     #: Default PDS; an account's own `base_url` (its PDS) wins.
     bluesky_api_base_url: str = Field(default="https://bsky.social", alias="BLUESKY_API_BASE_URL")
+    #: Where `did:plc` identities are resolved to their DID document (their PDS) when a
+    #: Bluesky account connects (atproto.com/specs/did; the directory at plc.directory).
+    bluesky_plc_directory_url: str = Field(
+        default="https://plc.directory", alias="BLUESKY_PLC_DIRECTORY_URL"
+    )
     #: Fallback only: a Mastodon account normally carries its instance as `base_url`.
     mastodon_api_base_url: str = Field(
         default="https://mastodon.social", alias="MASTODON_API_BASE_URL"
@@ -449,6 +454,18 @@ class PlatformSettings(BaseSettings):
     platform_http_timeout_seconds: float = Field(
         default=10.0, alias="PLATFORM_HTTP_TIMEOUT_SECONDS"
     )
+    #: The front end's redirect URIs for connecting accounts (comma-separated); a connect
+    #: naming another is refused. Empty: any https URI (plain http only on localhost).
+    connect_redirect_uris: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, alias="ACCOUNT_CONNECT_REDIRECT_URIS"
+    )
+
+    @field_validator("connect_redirect_uris", mode="before")
+    @classmethod
+    def _comma_separated_uris(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [uri.strip() for uri in value.split(",") if uri.strip()]
+        return value
 
     def base_url(self, platform: str) -> str:
         return str(getattr(self, f"{platform}_api_base_url")).rstrip("/")

@@ -1,6 +1,6 @@
 """The use cases' errors: what went wrong, in the domain's words. The HTTP edge maps each kind to
-its status (`dispatch/errors.py`: not found → 404, invalid → 422, conflict → 409, quota → 429);
-nothing below the edge knows about HTTP."""
+its status (`dispatch/errors.py`: not found → 404, invalid → 422, conflict → 409, quota → 429,
+unavailable → 503, any other refusal → 400); nothing below the edge knows about HTTP."""
 
 from __future__ import annotations
 
@@ -38,3 +38,8 @@ class QuotaExceededError(UseCaseError):
     ) -> None:
         super().__init__(code, message, field=field)
         self.retry_at = retry_at
+
+
+class UnavailableError(UseCaseError):
+    """Something outside our control (a platform) cannot answer now: the same request may
+    succeed shortly."""

@@ -68,9 +68,10 @@ from models.statuses import (
 from models.tables import MediaAsset, PublishTarget, ScheduledPost
 from tasks.cloud_tasks import TaskQueue, TaskSpec
 from tasks.errors import ConflictError, InvalidRequestError, NotFoundError, QuotaExceededError
-from tasks.media import MediaPolicy, MediaUrlError, parse_media_url
+from tasks.media import MediaPolicy, MediaUrlError, media_kind, parse_media_url
 from tasks.platforms.media_support import media_problems
 from tasks.platforms.registry import normalize_platform
+from tasks.platforms.specs import Capability, missing_grants, platform_spec
 from tasks.platforms.text_limits import validate_content
 from tasks.task_specs import WebhookTarget, publish_task_spec, target_idempotency_key
 
@@ -539,7 +540,8 @@ class Scheduler:
 async def _validated_targets(
     session: AsyncSession, *, company_id: uuid.UUID, command: ScheduleCommand
 ) -> list[_ValidTarget]:
-    """Check platforms, account ownership and state, media, and each platform's text limits.
+    """Check platforms, account ownership, state and granted scopes, media, and each
+    platform's text limits.
 
     Media are checked per platform against the media matrix (`media_support.media_problems`:
     documented kinds, types and sizes, what our adapter implements, which mixes the platform
@@ -551,6 +553,13 @@ async def _validated_targets(
     )
     media = await _company_media(session, company_id=company_id, media_ids=command.media_asset_ids)
     media_count = len(media)
+    # What the post asks of each account, for the scope check (`missing_grants`).
+    kinds = {media_kind(m.mime_type) for m in media}
+    needed_capabilities: list[Capability] = ["text"]
+    if kinds & {"image", "gif"}:
+        needed_capabilities.append("images")
+    if "video" in kinds:
+        needed_capabilities.append("video")
     seen: set[tuple[str, uuid.UUID]] = set()
     checked: dict[tuple[str, int | None, str], list[str]] = {}
     targets = []
@@ -572,6 +581,16 @@ async def _validated_targets(
             raise InvalidRequestError(
                 "account_needs_reconnect",
                 f"the {platform} account @{account.handle} needs reconnecting",
+                field=f"{field}.accountId",
+            )
+        lacking = missing_grants(
+            platform_spec(platform), account.granted_scopes, *needed_capabilities
+        )
+        if lacking:
+            raise InvalidRequestError(
+                "missing_scope",
+                f"the {platform} account @{account.handle} was not granted {', '.join(lacking)}, "
+                "which this post needs; reconnect the account",
                 field=f"{field}.accountId",
             )
         if (platform, account.id) in seen:

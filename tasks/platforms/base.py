@@ -126,6 +126,8 @@ class TokenSet:
     access_token: str
     refresh_token: str | None = None
     expires_at: datetime | None = None
+    #: The scopes the platform says the new token carries (X answers `scope`); None: not said.
+    scopes: frozenset[str] | None = None
 
 
 @dataclass(frozen=True, slots=True)

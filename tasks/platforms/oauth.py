@@ -51,6 +51,18 @@ def oauth_error(body: Any) -> tuple[str, str]:
     return str(body.get("error") or ""), str(body.get("error_description") or "")
 
 
+def granted_from_answer(value: Any) -> frozenset[str] | None:
+    """Scopes as token answers report them: a string split on spaces or commas (X uses
+    spaces, LinkedIn commas), or a list; None when absent."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return frozenset(s for s in value.replace(",", " ").split() if s)
+    if isinstance(value, list | tuple):
+        return frozenset(str(s) for s in value if s)
+    return None
+
+
 async def refresh_grant(
     http: httpx.AsyncClient,
     *,
@@ -102,4 +114,5 @@ async def refresh_grant(
         access_token=data["access_token"],
         refresh_token=data.get("refresh_token"),
         expires_at=datetime.now(UTC) + timedelta(seconds=expires_in) if expires_in else None,
+        scopes=granted_from_answer(data.get("scope")),
     )

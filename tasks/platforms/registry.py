@@ -11,6 +11,8 @@ import httpx
 from models.settings import PlatformSettings
 from tasks.media import MediaPolicy
 from tasks.platforms.base import PlatformAdapter
+from tasks.platforms.connecting import Connector, OAuthClient
+from tasks.platforms.specs import platform_spec
 
 PLATFORMS: tuple[str, ...] = (
     "linkedin",
@@ -94,6 +96,74 @@ def build_adapter(
         options["media_policy"] = media_policy
     options = _accepted(adapter_class, options)
     return adapter_class(http=http, base_url=settings.base_url(name), **options)
+
+
+#: platform → (module, connector class): how an account of the platform connects.
+_CONNECTORS: dict[str, tuple[str, str]] = {
+    "linkedin": ("tasks.platforms.linkedin.connect", "LinkedInConnector"),
+    "x": ("tasks.platforms.x.connect", "XConnector"),
+    "instagram": ("tasks.platforms.instagram.connect", "InstagramConnector"),
+    "facebook": ("tasks.platforms.facebook.connect", "FacebookConnector"),
+    "threads": ("tasks.platforms.threads.connect", "ThreadsConnector"),
+    "bluesky": ("tasks.platforms.bluesky.connect", "BlueskyConnector"),
+    "mastodon": ("tasks.platforms.mastodon.connect", "MastodonConnector"),
+}
+
+
+def oauth_clients(platform: str, settings: PlatformSettings) -> dict[str, OAuthClient]:
+    """Our app per login of the platform, from settings (Secret Manager in production)."""
+    facebook = OAuthClient(settings.facebook_app_id, settings.facebook_app_secret)
+    match platform:
+        case "linkedin":
+            return {
+                "oauth2": OAuthClient(settings.linkedin_client_id, settings.linkedin_client_secret)
+            }
+        case "x":
+            return {"oauth2": OAuthClient(settings.x_client_id, settings.x_client_secret)}
+        case "facebook":
+            return {"oauth2": facebook}
+        case "instagram":
+            return {
+                "instagram": OAuthClient(settings.instagram_app_id, settings.instagram_app_secret),
+                "facebook": facebook,
+            }
+        case "threads":
+            return {"oauth2": OAuthClient(settings.threads_app_id, settings.threads_app_secret)}
+    return {}  # Mastodon registers an app per instance; Bluesky has none
+
+
+def build_connector(
+    platform: str,
+    *,
+    http: httpx.AsyncClient,
+    settings: PlatformSettings,
+    media_policy: MediaPolicy | None = None,
+) -> Connector:
+    """A ready connector for `platform` on the platform's shared client."""
+    name = normalize_platform(platform)
+    module_name, class_name = _CONNECTORS[name]
+    connector_class = getattr(importlib.import_module(module_name), class_name)
+    return connector_class(
+        http=http,
+        spec=platform_spec(name),
+        base_urls={p: settings.base_url(p) for p in PLATFORMS},
+        clients=oauth_clients(name, settings),
+        graph_version=settings.meta_graph_version,
+        **_connector_options(name, settings, media_policy),
+    )
+
+
+def _connector_options(
+    platform: str, settings: PlatformSettings, media_policy: MediaPolicy | None
+) -> dict[str, Any]:
+    """What only the self-hosted platforms' connectors take: the egress policy their tenant's
+    server is checked with, and Bluesky's DID directory."""
+    options: dict[str, Any] = {}
+    if platform in ("mastodon", "bluesky"):
+        options["policy"] = media_policy or MediaPolicy()
+    if platform == "bluesky":
+        options["plc_directory_url"] = settings.bluesky_plc_directory_url
+    return options
 
 
 def _accepted(adapter_class: type, options: dict[str, Any]) -> dict[str, Any]:

@@ -14,7 +14,7 @@ URL when the platform's API base URL is the production one, and the stand-in's o
 from __future__ import annotations
 
 import importlib
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal
@@ -136,6 +136,22 @@ class PlatformSpec:
             if login.name == name:
                 return login
         raise KeyError(name)
+
+
+def missing_grants(
+    spec: PlatformSpec, granted: Collection[str] | None, *capabilities: Capability
+) -> list[str]:
+    """The scopes `capabilities` need that an account granted `granted` lacks: none when its
+    grants are not known (pasted tokens, a platform that does not report them). The account's
+    login is the one whose identity scopes it holds (Instagram has two)."""
+    if granted is None:
+        return []
+    held = frozenset(granted)
+    login = next(
+        (item for item in spec.logins if held.issuperset(item.scopes_for("identity"))),
+        spec.default_login,
+    )
+    return [scope for scope in login.scopes_for(*capabilities) if scope not in held]
 
 
 def oauth_url(endpoint: Endpoint, *, platform: PlatformSpec, base_urls: Mapping[str, str]) -> str:

@@ -31,7 +31,7 @@ from deployments.emulator.oidc import oidc_endpoints
 from deployments.queues import apply_queues
 from dispatch.app import create_app
 from models.database import DriverPool, sync_session
-from models.settings import PublishingSettings, Settings
+from models.settings import PlatformSettings, PublishingSettings, Settings
 from tasks.cloud_tasks import CloudTasksQueue, InMemoryTaskQueue, TaskSpec
 from tasks.platforms.base import PlatformAdapter
 from tasks.platforms.registry import build_adapter
@@ -236,15 +236,18 @@ def api_server(**environment: object) -> Iterator[ApiServer]:
 
 
 @contextmanager
-def publish_stack(sandbox: SandboxHandle) -> Iterator[PublishStack]:
-    """The app with the sandbox platforms, on an in-memory queue, served over HTTP."""
+def publish_stack(
+    sandbox: SandboxHandle, *, platforms: PlatformSettings | None = None
+) -> Iterator[PublishStack]:
+    """The app with the sandbox platforms, on an in-memory queue, served over HTTP
+    (`platforms`: the platform settings, by default every base URL at the sandbox)."""
     queue = InMemoryTaskQueue()
     settings = make_settings(
         WEBHOOK_URL="http://127.0.0.1:9",
         WEBHOOK_SECRET=WEBHOOK_SECRET,
         # The sandbox serves media from http://127.0.0.1, as under `tendsocial dev`.
         MEDIA_ALLOW_PRIVATE_ADDRESSES=True,
-        platforms=sandbox_platforms(sandbox),
+        platforms=platforms or sandbox_platforms(sandbox),
     )
     with serve_in_thread(create_app(settings=settings, queue=queue)) as base_url:
         yield PublishStack(base_url=base_url, sandbox=sandbox, queue=queue)

@@ -222,7 +222,7 @@ class BlueskyAdapter:
         return TokenSet(
             access_token=data["accessJwt"],
             refresh_token=data["refreshJwt"],
-            expires_at=_jwt_expiry(data["accessJwt"]),
+            expires_at=jwt_expiry(data["accessJwt"]),
         )
 
     # ------------------------------------------------------------------ metrics
@@ -327,7 +327,7 @@ def retry_at_from_headers(headers: httpx.Headers) -> datetime | None:
     return None
 
 
-def _jwt_expiry(token: str) -> datetime | None:
+def jwt_expiry(token: str) -> datetime | None:
     """The `exp` of an accessJwt (unverified read: only to know when to refresh)."""
     try:
         payload = token.split(".")[1]
