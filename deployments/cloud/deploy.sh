@@ -10,7 +10,8 @@
 #   PREFECT_API_KEY LINKEDIN_CLIENT_SECRET X_CLIENT_SECRET INSTAGRAM_APP_SECRET
 #   FACEBOOK_APP_SECRET THREADS_APP_SECRET  (optional)
 # Optional plain values: LINKEDIN_CLIENT_ID X_CLIENT_ID INSTAGRAM_APP_ID FACEBOOK_APP_ID
-#   THREADS_APP_ID, ALERT_NOTIFICATION_CHANNEL (projects/P/notificationChannels/ID), IMAGE_TAG.
+#   THREADS_APP_ID, ACCOUNT_CONNECT_REDIRECT_URIS (the front end's connect callback URLs, comma-
+#   separated), ALERT_NOTIFICATION_CHANNEL (projects/P/notificationChannels/ID), IMAGE_TAG.
 # WEBHOOK_URL is derived (the job service's deterministic run.app URL); if set it must match.
 set -euo pipefail
 cd "$(dirname "$0")/../.."

@@ -71,6 +71,8 @@ PLATFORM_CLIENT_IDS = (
     "FACEBOOK_APP_ID",
     "THREADS_APP_ID",
 )
+#: What connecting accounts reads beyond the apps: the front end's redirect URIs.
+CONNECT_SETTINGS = ("ACCOUNT_CONNECT_REDIRECT_URIS", "BLUESKY_PLC_DIRECTORY_URL")
 
 #: Cloud Run sizing of the webhook service; the publish queue's in-flight limit must fit in it.
 JOBS_MAX_INSTANCES = 20
@@ -109,6 +111,7 @@ def roles(env: Mapping[str, str]) -> list[Role]:
     platform_secrets = tuple(s for s in PLATFORM_SECRETS if s in present)
     prefect_key = ("PREFECT_API_KEY",) if "PREFECT_API_KEY" in present else ()
     client_ids = {name: env[name] for name in PLATFORM_CLIENT_IDS if env.get(name)}
+    connect_env = {name: env[name] for name in CONNECT_SETTINGS if env.get(name)}
     log = {"TENDSOCIAL_LOG_FORMAT": "json"}
     # What any process that enqueues Cloud Tasks or answers webhooks needs (QueueSettings,
     # WebhookSettings, AnalyticsSettings): where the queues are, where tasks call, how they sign.
@@ -135,9 +138,16 @@ def roles(env: Mapping[str, str]) -> list[Role]:
             service_account="tendsocial-api",
             command=serve,
             # No webhooks here: the publish pool (models/database.DriverPool) keeps one
-            # connection; the ORM serves the API.
-            env={**tasks_env, "WEBHOOKS_ENABLED": "false", "DATABASE_PUBLISH_POOL_SIZE": "1"},
-            secrets=("DATABASE_URL", "TOKEN_ENCRYPTION_KEY"),
+            # connection; the ORM serves the API. Connecting accounts (`POST
+            # /api/accounts/connect`) exchanges codes with our apps' ids and secrets.
+            env={
+                **tasks_env,
+                "WEBHOOKS_ENABLED": "false",
+                "DATABASE_PUBLISH_POOL_SIZE": "1",
+                **client_ids,
+                **connect_env,
+            },
+            secrets=("DATABASE_URL", "TOKEN_ENCRYPTION_KEY", *platform_secrets),
             memory="1Gi",
         ),
         Role(

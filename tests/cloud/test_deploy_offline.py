@@ -239,7 +239,7 @@ def env_name(settings_class: type, field: str) -> str:
 
 #: What each piece runs, and the settings its code reads there.
 RUNS: dict[str, tuple[type, ...]] = {
-    "tendsocial-api": (WebhookSettings, QueueSettings, DatabaseSettings),
+    "tendsocial-api": (WebhookSettings, QueueSettings, DatabaseSettings, PlatformSettings),
     "tendsocial-jobs": (
         WebhookSettings,
         QueueSettings,
