@@ -14,7 +14,7 @@ from sqlalchemy import select, text, update
 
 from models.database import sync_session
 from models.tables import ConnectState, SocialAccount
-from tests.accounts.conftest import CLIENTS, REDIRECT_URI
+from tests.support.connect import CLIENTS, REDIRECT_URI
 from tests.support.stacks import PublishStack
 from tests.support.tenants import Tenant
 

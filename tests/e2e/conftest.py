@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy.engine import URL
 
+from tests.support.connect import connect_platforms
 from tests.support.emulator import EmulatorProcess
 from tests.support.sandbox import SandboxHandle
 from tests.support.stacks import CloudStack, oidc_cloud_stack
@@ -19,8 +20,13 @@ from tests.support.stacks import CloudStack, oidc_cloud_stack
 def cloud_stack(
     database_url: URL, sandbox: SandboxHandle, cloud_emulator: EmulatorProcess
 ) -> Iterator[CloudStack]:
-    """API + webhooks on a known port, enqueueing to the emulator, OIDC-only webhook auth."""
-    with oidc_cloud_stack(sandbox, emulator_host=cloud_emulator.host_port) as stack:
+    """API + webhooks on a known port, enqueueing to the emulator, OIDC-only webhook auth, with
+    our OAuth apps configured (accounts can be connected through the API)."""
+    with oidc_cloud_stack(
+        sandbox,
+        emulator_host=cloud_emulator.host_port,
+        platforms=connect_platforms(sandbox, timeout=2.0),
+    ) as stack:
         yield stack
 
 

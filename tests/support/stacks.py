@@ -261,6 +261,7 @@ def cloud_stack(
     sessions: async_sessionmaker[AsyncSession] | None = None,
     apply: bool = True,
     platform_timeout: float = 2.0,
+    platforms: PlatformSettings | None = None,
     **env: Any,
 ) -> Iterator[CloudStack]:
     """The app on a known port (`WEBHOOK_URL` points at itself, so the emulator calls it back),
@@ -272,7 +273,7 @@ def cloud_stack(
         CLOUD_TASKS_EMULATOR_HOST=emulator_host,
         WEBHOOK_URL=f"http://127.0.0.1:{port}",
         MEDIA_ALLOW_PRIVATE_ADDRESSES=True,  # the sandbox serves media on 127.0.0.1
-        platforms=sandbox_platforms(sandbox, timeout=platform_timeout),
+        platforms=platforms or sandbox_platforms(sandbox, timeout=platform_timeout),
         **env,
     )
     if apply:
@@ -284,13 +285,16 @@ def cloud_stack(
 
 
 @contextmanager
-def oidc_cloud_stack(sandbox: SandboxHandle, *, emulator_host: str) -> Iterator[CloudStack]:
+def oidc_cloud_stack(
+    sandbox: SandboxHandle, *, emulator_host: str, platforms: PlatformSettings | None = None
+) -> Iterator[CloudStack]:
     """A `CloudStack` whose webhooks accept only the emulator's OIDC tokens (production's way):
     for `OIDC_SERVICE_ACCOUNT` and `OIDC_AUDIENCE`, checked against the emulator's `/certs`."""
     endpoints = oidc_endpoints(emulator_host)
     with cloud_stack(
         sandbox,
         emulator_host=emulator_host,
+        platforms=platforms,
         WEBHOOK_AUTH="oidc",
         TASKS_OIDC_SERVICE_ACCOUNT=OIDC_SERVICE_ACCOUNT,
         TASKS_OIDC_AUDIENCE=OIDC_AUDIENCE,

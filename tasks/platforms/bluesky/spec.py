@@ -30,6 +30,10 @@ SPEC = PlatformSpec(
             token=None,
             scopes={},
             granted_scopes_from="not_reported",
+            # The PDS signs access JWTs for 120 minutes (bluesky-social/atproto,
+            # packages/pds/src/account-manager/helpers/auth.ts, createAccessToken); the stored
+            # expiry is read from the JWT's own `exp` all the same.
+            access_token_lifetime=timedelta(hours=2),
             refresh=RefreshPolicy(timedelta(minutes=10), needs_refresh_token=True),
             docs=DOCS,
         ),
