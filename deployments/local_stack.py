@@ -55,6 +55,31 @@ import httpx
 import psutil
 
 DEMO_PLATFORMS = ("linkedin", "x", "instagram", "facebook", "threads", "bluesky", "mastodon")
+#: Our OAuth apps at the sandbox platforms under `tendsocial dev` (sandbox-only values; `seed_demo`
+#: registers them there with the redirect URIs below), so `POST /api/accounts/connect` runs
+#: locally end to end (docs/connecting-accounts.md).
+LOCAL_OAUTH_APPS: dict[str, str] = {
+    "LINKEDIN_CLIENT_ID": "local-linkedin-app",
+    "LINKEDIN_CLIENT_SECRET": "local-linkedin-secret",
+    "X_CLIENT_ID": "local-x-app",
+    "X_CLIENT_SECRET": "local-x-secret",
+    "INSTAGRAM_APP_ID": "local-instagram-app",
+    "INSTAGRAM_APP_SECRET": "local-instagram-secret",
+    "FACEBOOK_APP_ID": "local-facebook-app",
+    "FACEBOOK_APP_SECRET": "local-facebook-secret",
+    "THREADS_APP_ID": "local-threads-app",
+    "THREADS_APP_SECRET": "local-threads-secret",
+}
+#: Where a local front end receives the platforms' redirects.
+LOCAL_CONNECT_REDIRECT_URI = "http://localhost:3000/connect/callback"
+#: platform -> the settings naming its app (id, secret).
+_APP_SETTINGS = {
+    "linkedin": ("LINKEDIN_CLIENT_ID", "LINKEDIN_CLIENT_SECRET"),
+    "x": ("X_CLIENT_ID", "X_CLIENT_SECRET"),
+    "instagram": ("INSTAGRAM_APP_ID", "INSTAGRAM_APP_SECRET"),
+    "facebook": ("FACEBOOK_APP_ID", "FACEBOOK_APP_SECRET"),
+    "threads": ("THREADS_APP_ID", "THREADS_APP_SECRET"),
+}
 #: The endpoints file in the data folder (see the module docstring).
 STACK_FILE = "stack.json"
 #: Set in every child's environment: finds our grandchildren too, and nobody else's processes.
@@ -659,6 +684,13 @@ def prepare(
         "GCP_PROJECT_ID": queues.gcp_project_id,
         "GCP_LOCATION": queues.gcp_location,
         **{f"{p.upper()}_API_BASE_URL": f"{sandbox}/{p}" for p in DEMO_PLATFORMS},
+        # Connecting accounts against the sandbox: our apps there, the PLC directory stand-in,
+        # and a local front end's callback (each kept when the developer set it).
+        **{name: os.environ.get(name, value) for name, value in LOCAL_OAUTH_APPS.items()},
+        "BLUESKY_PLC_DIRECTORY_URL": f"{sandbox}/bluesky/plc",
+        "ACCOUNT_CONNECT_REDIRECT_URIS": os.environ.get(
+            "ACCOUNT_CONNECT_REDIRECT_URIS", LOCAL_CONNECT_REDIRECT_URI
+        ),
     }
     stack.database_url = stack.env["DATABASE_URL"]
     write_stack_file(stack)
@@ -839,6 +871,21 @@ def seed_demo(stack: LocalStack) -> dict[str, Any]:
                     },
                 ).raise_for_status()
                 account.status = "active"
+            redirect_uris = [
+                uri.strip()
+                for uri in stack.env["ACCOUNT_CONNECT_REDIRECT_URIS"].split(",")
+                if uri.strip()
+            ]
+            for platform, (id_name, secret_name) in _APP_SETTINGS.items():
+                sandbox.post(
+                    "/_sandbox/oauth/clients",
+                    json={
+                        "platform": platform,
+                        "clientId": stack.env[id_name],
+                        "clientSecret": stack.env[secret_name],
+                        "redirectUris": redirect_uris,
+                    },
+                ).raise_for_status()
     demo["apiUrl"] = stack.api_url
     demo["sandboxUrl"] = stack.sandbox_url
     demo["prefectUrl"] = stack.prefect_url

@@ -33,6 +33,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from deployments.binds import check_bind, is_loopback
 from deployments.sandbox.core import FAULT_KINDS, SandboxState, get_sandbox
 from deployments.sandbox.graph import control_router as graph_control_router
+from deployments.sandbox.meta_oauth import routers as meta_oauth_routers
+from deployments.sandbox.oauth import control_router as oauth_control_router
 
 logger = logging.getLogger(__name__)
 
@@ -261,6 +263,11 @@ def create_sandbox_app(*, check_host: bool = True) -> FastAPI:
     app.state.sandbox = state
     app.include_router(_control_router())
     app.include_router(graph_control_router)
+    app.include_router(oauth_control_router)
+    # Meta's login routes go before the platform routers: their `/{version}/{node}` readers
+    # would otherwise answer `/instagram/{v}/me` or `/threads/oauth/authorize`.
+    for oauth_router in meta_oauth_routers:
+        app.include_router(oauth_router)
     for name in PLATFORM_MODULES:
         try:
             module = importlib.import_module(f"deployments.sandbox.{name}")

@@ -14,8 +14,26 @@ Behaviours and where they come from (repo bluesky-social/atproto unless said oth
   (`byteStart` inclusive, `byteEnd` exclusive) with `#link`/`#mention`/`#tag` features
   (lexicons/app/bsky/feed/post.json, app/bsky/richtext/facet.json); a facet outside the text is
   refused as an invalid record.
-- `com.atproto.identity.resolveHandle` answers `{did}` or 400 `HandleNotFound`
-  (lexicons/com/atproto/identity/resolveHandle.json).
+- `com.atproto.identity.resolveHandle` answers `{did}` for a handle (compared lower-cased, as
+  the PDS normalises it), or 400 `InvalidRequest` "Unable to resolve handle": the PDS throws
+  `InvalidRequestError('Unable to resolve handle')` without naming the lexicon's
+  `HandleNotFound` (packages/pds/src/api/com/atproto/identity/resolveHandle.ts).
+- `com.atproto.server.createSession` takes `identifier` (handle or DID, lower-cased as the PDS
+  does) and `password`: the app password a sandbox consent gave (`appPassword`) or the
+  account's `extra["password"]`. Anything else answers 401 `AuthenticationRequired` "Invalid
+  identifier or password" (AuthRequiredError, packages/pds/src/api/com/atproto/server/
+  createSession.ts). The answer carries `did`, `didDoc`, `handle`, `accessJwt`, `refreshJwt`
+  and `active`; the JWTs are shaped as the PDS makes them (packages/pds/src/account-manager/
+  helpers/auth.ts: access `scope` com.atproto.appPass for an app password, `sub` the DID, 120
+  minutes; refresh `scope` com.atproto.refresh with a `jti`, 90 days), `exp` on the sandbox
+  clock, unsigned for any real verifier.
+- A PLC directory stand-in on `/bluesky/plc` (`plc_router`): `GET /bluesky/plc/{did}` answers the
+  DID document as web.plc.directory serves it (did-method-plc packages/server/src/routes.ts,
+  `application/did+ld+json`; the document's shape per atproto.com/specs/did: `@context`, `id`,
+  `alsoKnownAs` `at://<handle>`, a `Multikey` verification method `#atproto` and the
+  `#atproto_pds` `AtprotoPersonalDataServer` service) whose PDS endpoint is this sandbox's
+  `/bluesky` base, built from the request; an unknown DID answers 404 `{"message": "DID not
+  registered: <did>"}` (routes.ts and error.ts of the same package).
 - Rate limits: `ratelimit-reset` in epoch seconds (packages/xrpc-server/src/
   rate-limiter-http.ts).
 """
@@ -24,11 +42,15 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
+import secrets
+from datetime import timedelta
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
+from deployments.sandbox import oauth
 from deployments.sandbox.core import (
     Fault,
     SandboxAccount,
@@ -368,36 +390,131 @@ async def refresh_session(request: Request, state: SandboxState = Depends(get_sa
 
 @router.get("/com.atproto.identity.resolveHandle")
 async def resolve_handle(handle: str, state: SandboxState = Depends(get_sandbox)) -> Any:
+    wanted = handle.strip().lower()
     for account in state.accounts.get(PLATFORM, {}).values():
-        if account.handle == handle:
+        if account.handle.lower() == wanted:
             return _answer(state, 200, {"did": account.external_id})
     for known, did in (state.platform_extra(PLATFORM).get("handles") or {}).items():
-        if known == handle:
+        if known.lower() == wanted:
             return _answer(state, 200, {"did": did})
-    return _xrpc_error(state, 400, "HandleNotFound", "Unable to resolve handle")
+    return _xrpc_error(state, 400, "InvalidRequest", "Unable to resolve handle")
+
+
+#: Session JWT lifetimes of the PDS (account-manager/helpers/auth.ts: '120mins', '90days').
+ACCESS_JWT_LIFETIME = timedelta(minutes=120)
+REFRESH_JWT_LIFETIME = timedelta(days=90)
+
+
+def _b64url(data: dict[str, Any] | bytes) -> str:
+    raw = data if isinstance(data, bytes) else json.dumps(data, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _session_jwt(state: SandboxState, did: str, *, scope: str, lifetime: timedelta) -> str:
+    """A JWT shaped as the PDS signs it (HS256 with its secret), with a random signature: only
+    the sandbox's own token table makes it valid."""
+    now = state.now()
+    claims: dict[str, Any] = {
+        "scope": scope,
+        "sub": did,
+        "iat": int(now.timestamp()),
+        "exp": int((now + lifetime).timestamp()),
+    }
+    if scope == "com.atproto.refresh":
+        claims["jti"] = secrets.token_urlsafe(32)
+    header = {"typ": "JWT", "alg": "HS256"}
+    return f"{_b64url(header)}.{_b64url(claims)}.{_b64url(secrets.token_bytes(32))}"
+
+
+def pds_base(request: Request) -> str:
+    return str(request.base_url).rstrip("/") + "/bluesky"
+
+
+def did_document(request: Request, account: SandboxAccount) -> dict[str, Any]:
+    """The account's DID document (atproto.com/specs/did), naming this sandbox as its PDS."""
+    did = account.external_id
+    key = hashlib.sha256(did.encode()).hexdigest()[:44]
+    return {
+        "@context": [
+            "https://www.w3.org/ns/did/v1",
+            "https://w3id.org/security/multikey/v1",
+            "https://w3id.org/security/suites/secp256k1-2019/v1",
+        ],
+        "id": did,
+        "alsoKnownAs": [f"at://{account.handle}"],
+        "verificationMethod": [
+            {
+                "id": f"{did}#atproto",
+                "type": "Multikey",
+                "controller": did,
+                "publicKeyMultibase": f"zQ3sh{key}",
+            }
+        ],
+        "service": [
+            {
+                "id": "#atproto_pds",
+                "type": "AtprotoPersonalDataServer",
+                "serviceEndpoint": pds_base(request),
+            }
+        ],
+    }
+
+
+def _password_matches(state: SandboxState, account: SandboxAccount, password: str) -> bool:
+    candidates = (
+        account.extra.get("password"),
+        oauth.app_password(state, PLATFORM, account.external_id),
+    )
+    return any(
+        isinstance(known, str) and known and secrets.compare_digest(known, password)
+        for known in candidates
+    )
 
 
 @router.post("/com.atproto.server.createSession")
 async def create_session(request: Request, state: SandboxState = Depends(get_sandbox)) -> Any:
-    """Login with an app password registered as the account's `extra.password`."""
+    """Login with a handle or DID and an app password (consent `appPassword` or the account's
+    `extra.password`)."""
     body = await request.json()
-    identifier, password = body.get("identifier"), body.get("password")
+    identifier = str(body.get("identifier") or "").strip().lower()
+    password = str(body.get("password") or "")
     async with state.lock:
         for account in state.accounts.get(PLATFORM, {}).values():
-            if (
-                identifier in (account.handle, account.external_id)
-                and password
-                and (password == account.extra.get("password"))
-            ):
-                access, refresh = f"bsky-at-{new_tid()}", f"bsky-rt-{new_tid()}"
-                state.access_tokens.setdefault(PLATFORM, {})[access] = account.external_id
-                state.refresh_tokens.setdefault(PLATFORM, {})[refresh] = account.external_id
-                session = {
-                    "accessJwt": access,
-                    "refreshJwt": refresh,
-                    "handle": account.handle,
-                    "did": account.external_id,
-                    "active": True,
-                }
-                return _answer(state, 200, session)
+            if identifier not in (account.handle.lower(), account.external_id.lower()):
+                continue
+            if not password or not _password_matches(state, account, password):
+                break
+            did = account.external_id
+            access = _session_jwt(
+                state, did, scope="com.atproto.appPass", lifetime=ACCESS_JWT_LIFETIME
+            )
+            refresh = _session_jwt(
+                state, did, scope="com.atproto.refresh", lifetime=REFRESH_JWT_LIFETIME
+            )
+            state.access_tokens.setdefault(PLATFORM, {})[access] = did
+            state.refresh_tokens.setdefault(PLATFORM, {})[refresh] = did
+            session = {
+                "did": did,
+                "didDoc": did_document(request, account),
+                "handle": account.handle,
+                "accessJwt": access,
+                "refreshJwt": refresh,
+                "active": True,
+            }
+            return _answer(state, 200, session)
     return _xrpc_error(state, 401, "AuthenticationRequired", "Invalid identifier or password")
+
+
+plc_router = APIRouter(prefix="/bluesky/plc", tags=["bluesky plc directory"])
+extra_routers: tuple[APIRouter, ...] = (plc_router,)
+
+
+@plc_router.get("/{did}")
+async def plc_document(
+    did: str, request: Request, state: SandboxState = Depends(get_sandbox)
+) -> Any:
+    """web.plc.directory's `GET /:did`: the DID document, or 404 for a DID it never saw."""
+    account = state.account(PLATFORM, did)
+    if account is None:
+        return JSONResponse({"message": f"DID not registered: {did}"}, status_code=404)
+    return JSONResponse(did_document(request, account), media_type="application/did+ld+json")

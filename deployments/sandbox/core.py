@@ -188,15 +188,18 @@ class SandboxState:
         *,
         external_id: str,
         handle: str,
-        access_token: str,
+        access_token: str | None = None,
         refresh_token: str | None = None,
         extra: dict[str, Any] | None = None,
     ) -> SandboxAccount:
+        """Register (or replace) an account; without `access_token` it has no token yet (an
+        account an OAuth consent creates gets its tokens from the code grant)."""
         account = SandboxAccount(
             platform, external_id, handle, dict(extra or {}), registered_at=self.now()
         )
         self.accounts.setdefault(platform, {})[external_id] = account
-        self.access_tokens.setdefault(platform, {})[access_token] = external_id
+        if access_token:
+            self.access_tokens.setdefault(platform, {})[access_token] = external_id
         if refresh_token:
             self.refresh_tokens.setdefault(platform, {})[refresh_token] = external_id
         return account

@@ -341,10 +341,13 @@ def issue_token(
     host: str,
     kind: str = "user",
     lifetime: timedelta | None = LONG_LIVED,
+    token: str | None = None,
 ) -> tuple[str, MetaToken]:
-    """A new token for `account`, usable on `host` from now on (call under the state lock)."""
+    """A new token for `account`, usable on `host` from now on (call under the state lock).
+    `token` reuses a string already issued for another platform's account (a Page token that
+    also acts for the Page's Instagram account)."""
     now = state.now()
-    token = f"{account.platform}-{kind}-lt-{secrets.token_urlsafe(12)}"
+    token = token or f"{account.platform}-{kind}-lt-{secrets.token_urlsafe(12)}"
     record = MetaToken(
         account.platform,
         account.external_id,

@@ -19,7 +19,9 @@ Behaviour worth knowing in tests:
   `extra={"login": "facebook"}`, whose user and Page tokens only that host takes. A token on the
   other host gets 190 "Cannot parse access token" (deployments/sandbox/graph.py `authorize`).
   graph.facebook.com also serves `oauth/access_token` (`fb_exchange_token`) and `me/accounts`
-  (Page tokens); `refresh_access_token` (`ig_refresh_token`) exists on graph.instagram.com only.
+  (Page tokens), now in deployments/sandbox/meta_oauth.py with the Facebook Login code flow;
+  `refresh_access_token` (`ig_refresh_token`) exists on graph.instagram.com only (a refreshed
+  token keeps the scopes its grant had, deployments/sandbox/oauth.py).
 """
 
 from __future__ import annotations
@@ -31,10 +33,12 @@ from fastapi import APIRouter, Depends, Request
 from starlette.routing import Match
 from starlette.types import Scope
 
+from deployments.sandbox import oauth
 from deployments.sandbox.core import SandboxState, fault_delay, get_sandbox
 from deployments.sandbox.graph import (
     GraphError,
     GraphRoute,
+    access_token,
     authorize,
     carousel_children,
     check_publishable,
@@ -42,13 +46,11 @@ from deployments.sandbox.graph import (
     container_status,
     containers,
     cursor_page,
-    fb_exchange_token,
     graph_params,
     graph_time,
     insights_answer,
     media_nodes,
     new_container,
-    page_tokens,
     refresh_long_lived,
     refuse_carousel_item,
     shortcode,
@@ -109,22 +111,6 @@ facebook_host = APIRouter(
 extra_routers: tuple[APIRouter, ...] = (facebook_host,)
 
 
-@facebook_host.get("/{version}/oauth/access_token")
-async def exchange_token(
-    version: str, request: Request, state: SandboxState = Depends(get_sandbox)
-) -> dict[str, Any]:
-    check_version(version)
-    return await fb_exchange_token(request, state)
-
-
-@facebook_host.get("/{version}/me/accounts")
-async def my_pages(
-    version: str, request: Request, state: SandboxState = Depends(get_sandbox)
-) -> dict[str, Any]:
-    check_version(version)
-    return await page_tokens(request, state, platform=PLATFORM)
-
-
 def _recent_posts(state: SandboxState, owner: str) -> list[dict[str, Any]]:
     since = state.now() - timedelta(seconds=QUOTA_SECONDS)
     return [
@@ -136,9 +122,13 @@ def _recent_posts(state: SandboxState, owner: str) -> list[dict[str, Any]]:
 async def refresh_access_token(
     request: Request, state: SandboxState = Depends(get_sandbox)
 ) -> dict[str, Any]:
-    return await refresh_long_lived(
+    answer = await refresh_long_lived(
         request, state, platform=PLATFORM, grant_type="ig_refresh_token"
     )
+    old = access_token(request, dict(request.query_params))
+    async with state.lock:
+        oauth.inherit(state, platform=PLATFORM, parent=old or "", child=answer["access_token"])
+    return answer
 
 
 @router.post("/{version}/{user_id}/media")

@@ -44,6 +44,36 @@ metadata, and the OAuth refresh grant. Behaviours and where they come from:
   "seconds": N}` on the sandbox clock (`/_sandbox/clock`), 0 by default; an `invalid_content`
   fault with operation `processing` makes the next finalized video end PROCESSING_FAILED;
   faults with operation `video_status` hit the status reads only.
+- The 3-legged OAuth flow (learn.microsoft.com/en-us/linkedin/shared/authentication/
+  authorization-code-flow): `GET /oauth/v2/authorization` (www.linkedin.com) takes
+  `response_type=code`, `client_id`, `redirect_uri`, `state` and `scope` ("URL-encoded, space
+  delimited"); an unknown client or a redirect URI the app did not register answers 400 (the
+  page's `/oauth/v2/authorization` error table: "Client_id doesn't match", "Redirect_uri doesn't
+  match"); a member who refuses is sent back with `error=user_cancelled_authorize` and an
+  `error_description` ("Failed Requests"). "The authorization code has a 30-minute lifespan."
+  `POST /oauth/v2/accessToken` with `grant_type=authorization_code`, `code`, `client_id`,
+  `client_secret`, `redirect_uri` answers `access_token`, `expires_in` (60 days, 5184000 s) and
+  `scope`; the page calls `scope` space-delimited, live answers list it comma-separated and
+  sorted with `token_type` "Bearer" (e.g. `"scope":"email,openid,profile,w_member_social"` in
+  public integrations' recorded answers), which is what the sandbox sends (no `id_token`: the
+  sandbox signs no JWTs). `refresh_token` and `refresh_token_expires_in` (one year) come only
+  to apps with programmatic refresh tokens (learn.microsoft.com/en-us/linkedin/shared/
+  authentication/programmatic-refresh-tokens; `programmaticRefresh` on the sandbox client).
+  Refusals are the page's `/oauth/v2/accessToken` error table: 400 `invalid_request` 'A
+  required parameter "…" is missing', 400 `invalid_request` "Unable to retrieve access token:
+  authorization code not found", and 400 `invalid_redirect_uri` "Unable to retrieve access
+  token: appid/redirect uri/code verifier does not match authorization code. Or authorization
+  code expired. Or external member binding exists" for a wrong redirect URI, another app's,
+  an expired or a spent code (the wording covers all of them); a wrong secret answers 401
+  `invalid_client` "Client authentication failed" as for the refresh grant. "If multiple scopes
+  are requested, the user must be consent to all of them": a sandbox consent's `grantScopes`
+  plays an app that lost a product instead. Fault operations: `token` (code grant), `refresh`.
+- `GET /v2/userinfo` (Sign In with LinkedIn using OpenID Connect, learn.microsoft.com/en-us/
+  linkedin/consumer/integrations/self-serve/sign-in-with-linkedin-v2) answers `sub` (the member
+  id), `name`, `given_name`, `family_name`, `picture`, `locale`, and `email` /
+  `email_verified` with the `email` scope; without `openid` and `profile` it answers 403
+  ACCESS_DENIED "Not enough permissions to access: userinfo.GET.NO_VERSION" (serviceErrorCode
+  100, the body integrators quote). It takes no LinkedIn-Version header (a /v2 route).
 """
 
 from __future__ import annotations
@@ -58,6 +88,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 
+from deployments.sandbox import oauth
 from deployments.sandbox.core import (
     Fault,
     SandboxAccount,
@@ -194,10 +225,11 @@ def _unauthorized(kind: str = "invalid") -> JSONResponse:
 
 
 async def _gate(
-    state: SandboxState, request: Request, operation: str
+    state: SandboxState, request: Request, operation: str, *, versioned: bool = True
 ) -> tuple[JSONResponse | None, SandboxAccount | None, Fault | None]:
-    """Version headers, auth and the shared faults; returns (answer, account, publish fault)."""
-    problem = _version_problem(request, state)
+    """Version headers (for the versioned /rest API), auth and the shared faults; returns
+    (answer, account, publish fault)."""
+    problem = _version_problem(request, state) if versioned else None
     if problem is not None:
         return problem, None, None
     account = state.account_for_token(PLATFORM, bearer_token(request))
@@ -628,17 +660,134 @@ async def social_metadata(
     return _social_metadata(state, posts[0])
 
 
+# --------------------------------------------------------------------------- OAuth 2.0
+#: "the authorization code has a 30-minute lifespan" (authorization-code-flow, Step 2).
+CODE_LIFETIME = timedelta(minutes=30)
+ACCESS_TOKEN_SECONDS = 5184000
+REFRESH_TOKEN_SECONDS = 31536000
+CODE_MISMATCH = (
+    "Unable to retrieve access token: appid/redirect uri/code verifier does not match "
+    "authorization code. Or authorization code expired. Or external member binding exists"
+)
+#: What a token registered without scopes is reported to hold on refresh (unchanged).
+DEFAULT_REFRESH_SCOPE = "w_member_social,r_basicprofile"
+
+
+def _oauth_error(status: int, error: str, description: str) -> JSONResponse:
+    return JSONResponse({"error": error, "error_description": description}, status_code=status)
+
+
+@router.get("/oauth/v2/authorization")
+async def authorization(request: Request, state: SandboxState = Depends(get_sandbox)) -> Any:
+    """The member's consent window, approved (or cancelled) at once."""
+    params = request.query_params
+    redirect_uri = params.get("redirect_uri", "")
+    try:
+        client = oauth.authorization_client(
+            state, platform=PLATFORM, client_id=params.get("client_id"), redirect_uri=redirect_uri
+        )
+    except oauth.AuthorizeRefusedError as refused:
+        message = (
+            "Client_id doesn't match"
+            if refused.reason == "unknown_client"
+            else "Redirect_uri doesn't match"
+        )
+        return _oauth_error(400, "invalid_request", message)
+    back = params.get("state")
+    if params.get("response_type") != "code":
+        description = "The response_type must be code"
+        return oauth.redirect_to(
+            redirect_uri,
+            {"error": "invalid_request", "error_description": description, "state": back},
+        )
+    async with state.lock:
+        consent = oauth.consent_for(state, PLATFORM)
+        if consent is None:
+            return oauth.no_consent(PLATFORM)
+        if consent.deny:
+            return oauth.redirect_to(
+                redirect_uri,
+                {
+                    "error": "user_cancelled_authorize",
+                    "error_description": "The user cancelled the authorization",
+                    "state": back,
+                },
+            )
+        code = oauth.grant_code(
+            state,
+            client=client,
+            consent=consent,
+            redirect_uri=redirect_uri,
+            requested=oauth.split_scopes(params.get("scope")),
+            challenge=params.get("code_challenge"),
+            challenge_method=params.get("code_challenge_method"),
+            lifetime=CODE_LIFETIME,
+        )
+    return oauth.redirect_to(redirect_uri, {"code": code.code, "state": back})
+
+
+async def _code_grant(state: SandboxState, form: Any) -> JSONResponse:
+    for name in ("grant_type", "code", "redirect_uri", "client_id", "client_secret"):
+        if not form.get(name):
+            return _oauth_error(400, "invalid_request", f'A required parameter "{name}" is missing')
+    async with state.lock:
+        client = oauth.authenticate_client(
+            state, PLATFORM, str(form.get("client_id")), str(form.get("client_secret"))
+        )
+        if client is None:
+            return _oauth_error(401, "invalid_client", "Client authentication failed")
+        try:
+            code = oauth.redeem_code(
+                state,
+                platform=PLATFORM,
+                code=str(form.get("code")),
+                client_id=client.client_id,
+                redirect_uri=str(form.get("redirect_uri")),
+                code_verifier=str(form.get("code_verifier") or ""),
+            )
+        except oauth.CodeRefusedError as refused:
+            if refused.reason == oauth.UNKNOWN:
+                message = "Unable to retrieve access token: authorization code not found"
+                return _oauth_error(400, "invalid_request", message)
+            return _oauth_error(400, "invalid_redirect_uri", CODE_MISMATCH)
+        access, refresh = oauth.issue_tokens(state, code, refresh=client.programmatic_refresh)
+    body: dict[str, Any] = {
+        "access_token": access,
+        "expires_in": ACCESS_TOKEN_SECONDS,
+        "scope": ",".join(sorted(code.granted)),
+        "token_type": "Bearer",
+    }
+    if refresh is not None:
+        body["refresh_token"] = refresh
+        body["refresh_token_expires_in"] = REFRESH_TOKEN_SECONDS
+    return JSONResponse(body)
+
+
 @router.post("/oauth/v2/accessToken")
 async def access_token(request: Request, state: SandboxState = Depends(get_sandbox)) -> Any:
-    """Refresh grant: a new access token; LinkedIn returns the same refresh token."""
+    """The code grant, or the refresh grant: a new access token; LinkedIn returns the same
+    refresh token."""
     form = await request.form()
+    if form.get("grant_type") == "authorization_code":
+        async with state.lock:
+            fault = state.faults.take(PLATFORM, "token")
+        if fault is not None and fault.kind == "invalid_client":
+            body = {"error": "invalid_client", "error_description": "Client authentication failed"}
+            return JSONResponse(body, status_code=401)
+        if fault is not None and fault.kind == "server_error":
+            return _error(500, "INTERNAL_SERVER_ERROR", "Internal Server Error")
+        return await _code_grant(state, form)
+    refresh_token = str(form.get("refresh_token") or "")
     async with state.lock:
         issued = None
         fault = state.faults.take(PLATFORM, "refresh")
         if fault is not None and fault.kind == "invalid_client":
             pass
         elif form.get("grant_type") == "refresh_token":
-            issued = state.refresh(PLATFORM, str(form.get("refresh_token") or ""), rotate=False)
+            scopes = oauth.token_scopes(state, PLATFORM, refresh_token)
+            issued = state.refresh(PLATFORM, refresh_token, rotate=False)
+            if issued is not None:
+                oauth.inherit(state, platform=PLATFORM, parent=refresh_token, child=issued[1])
     if fault is not None and fault.kind == "invalid_client":
         body = {"error": "invalid_client", "error_description": "Client authentication failed"}
         return JSONResponse(body, status_code=401)
@@ -650,8 +799,35 @@ async def access_token(request: Request, state: SandboxState = Depends(get_sandb
     _, access, refresh = issued
     return {
         "access_token": access,
-        "expires_in": 5184000,
+        "expires_in": ACCESS_TOKEN_SECONDS,
         "refresh_token": refresh,
-        "refresh_token_expires_in": 31536000,
-        "scope": "w_member_social,r_basicprofile",
+        "refresh_token_expires_in": REFRESH_TOKEN_SECONDS,
+        "scope": DEFAULT_REFRESH_SCOPE if scopes is None else ",".join(sorted(scopes)),
     }
+
+
+@router.get("/v2/userinfo")
+async def userinfo(request: Request, state: SandboxState = Depends(get_sandbox)) -> Any:
+    """OpenID Connect userinfo of the token's member (operation `lookup` for faults)."""
+    early, account, _ = await _gate(state, request, "lookup", versioned=False)
+    if early is not None:
+        return early
+    assert account is not None
+    token = bearer_token(request)
+    if not oauth.has_scopes(state, PLATFORM, token, ("openid", "profile")):
+        message = "Not enough permissions to access: userinfo.GET.NO_VERSION"
+        return _error(403, "ACCESS_DENIED", message, serviceErrorCode=100)
+    member = account.external_id.removeprefix("urn:li:person:")
+    given, _, family = account.handle.partition(" ")
+    answer: dict[str, Any] = {
+        "sub": member,
+        "name": account.handle,
+        "given_name": given,
+        "family_name": family,
+        "picture": f"https://media.licdn.com/dms/image/sandbox/{member}",
+        "locale": {"country": "US", "language": "en"},
+    }
+    if oauth.has_scopes(state, PLATFORM, token, ("email",)):
+        answer["email"] = str(account.extra.get("email") or f"{member}@members.example")
+        answer["email_verified"] = True
+    return answer

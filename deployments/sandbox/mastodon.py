@@ -1,16 +1,45 @@
 """A Mastodon instance on `/mastodon`: statuses with `Idempotency-Key` (1 h), media, instance
 configuration, account timelines and status look-ups. Tokens never expire; unknown or revoked
-tokens answer 401 "The access token is invalid"."""
+tokens answer 401 "The access token is invalid".
+
+OAuth (docs.joinmastodon.org/methods/apps/#create and /methods/oauth/, mastodon/documentation):
+- `POST /api/v1/apps` (JSON or form: `client_name`, `redirect_uris` as a string, newline-separated
+  when several, or an array, `scopes` space-separated, default `read`, `website`) registers an
+  OAuth client and answers the CredentialApplication (`id`, `name`, `website`, `scopes`,
+  `redirect_uri` (deprecated, newline-joined), `redirect_uris`, `client_id`, `client_secret`,
+  `client_secret_expires_at` 0); a missing name or redirect URI, or one that is not absolute,
+  answers 422 `{"error": "Validation failed: …"}`.
+- `GET /oauth/authorize` (`response_type=code`, `client_id`, `redirect_uri`, `scope` default
+  `read`, `state`, PKCE `code_challenge` with `code_challenge_method` that "Must be `S256`", 4.3+)
+  redirects with `code` and `state`. Scopes "Must be a subset of `scopes` declared during app
+  registration" ("otherwise, authorization will fail", docs.joinmastodon.org/api/oauth-scopes/):
+  the sandbox sends `error=invalid_scope` back to the (verified) redirect URI, as RFC 6749
+  §4.1.2.1 says for errors found after it; an unknown client or unregistered redirect URI is
+  refused with 400 and Doorkeeper's `invalid_client` / `invalid_redirect_uri` bodies. Codes live
+  10 minutes (Doorkeeper's `authorization_code_expires_in` default).
+- `POST /oauth/token` (`grant_type=authorization_code`, `code`, `client_id`, `client_secret`,
+  `redirect_uri`, `code_verifier` when PKCE was used) answers the Token entity `access_token`,
+  `token_type` "Bearer", `scope` (granted, space-separated), `created_at`; a refused code, wrong
+  redirect URI or wrong or missing verifier answers 400 `invalid_grant` and bad client
+  credentials 401 `invalid_client`, with the bodies the oauth page documents. Fault operation:
+  `token`.
+- `GET /api/v1/accounts/verify_credentials` needs "`profile` or `read:accounts`" (accounts page;
+  scopes are hierarchical, `read` includes `read:accounts`, oauth-scopes page); without them it
+  answers 403 `{"error": "This action is outside the authorized scopes"}` (oauth page).
+"""
 
 from __future__ import annotations
 
 import html
+import secrets
 from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
+from deployments.sandbox import oauth
 from deployments.sandbox.core import (
     Fault,
     SandboxAccount,
@@ -219,6 +248,8 @@ async def verify_credentials(request: Request, state: SandboxState = Depends(get
     if early is not None:
         return early
     assert account is not None
+    if not _covers(oauth.token_scopes(state, PLATFORM, bearer_token(request)), PROFILE_SCOPES):
+        return _error(state, 403, "This action is outside the authorized scopes")
     return _answer(state, 200, _account_entity(request, account))
 
 
@@ -334,3 +365,185 @@ async def get_media(
     if not _processed(state, media):
         return _answer(state, 206, {**media["entity"], "url": None})
     return _answer(state, 200, media["entity"])
+
+
+# --------------------------------------------------------------------------- OAuth
+#: verify_credentials: "User token + `profile` or `read:accounts`" (any one of them).
+PROFILE_SCOPES: tuple[str, ...] = ("profile", "read:accounts")
+OOB = "urn:ietf:wg:oauth:2.0:oob"
+# Doorkeeper's error descriptions, as the oauth page quotes them (and Doorkeeper's en.yml).
+INVALID_CLIENT = (
+    "Client authentication failed due to unknown client, no client authentication included, "
+    "or unsupported authentication method."
+)
+INVALID_GRANT = (
+    "The provided authorization grant is invalid, expired, revoked, does not match the "
+    "redirection URI used in the authorization request, or was issued to another client."
+)
+INVALID_SCOPE = "The requested scope is invalid, unknown, or malformed."
+INVALID_REDIRECT = "The requested redirect uri is malformed or doesn't match client redirect URI."
+ACCESS_DENIED = "The resource owner or authorization server denied the request."
+
+
+def _covers(granted: tuple[str, ...] | None, any_of: tuple[str, ...]) -> bool:
+    """Whether the granted scopes reach one of `any_of`; `read` covers `read:accounts` (scopes
+    are hierarchical, docs.joinmastodon.org/api/oauth-scopes/). None: every scope."""
+    if granted is None:
+        return True
+    held = set(granted)
+    return any(scope in held or scope.split(":", 1)[0] in held for scope in any_of)
+
+
+def _oauth_error(status: int, error: str, description: str) -> JSONResponse:
+    return JSONResponse({"error": error, "error_description": description}, status_code=status)
+
+
+async def _body_params(request: Request) -> dict[str, Any]:
+    """JSON or form parameters; a form's repeated `redirect_uris[]` becomes a list."""
+    if request.headers.get("content-type", "").startswith("application/json"):
+        data = await request.json()
+        return dict(data) if isinstance(data, dict) else {}
+    form = await request.form()
+    params: dict[str, Any] = {k: v for k, v in form.items() if not k.endswith("[]")}
+    if form.getlist("redirect_uris[]"):
+        params["redirect_uris"] = form.getlist("redirect_uris[]")
+    return params
+
+
+def _absolute(uri: str) -> bool:
+    parts = urlsplit(uri)
+    return uri == OOB or bool(parts.scheme and (parts.netloc or parts.scheme == "urn"))
+
+
+@router.post("/api/v1/apps")
+async def create_app(request: Request, state: SandboxState = Depends(get_sandbox)) -> Any:
+    """Register an OAuth application: the client the authorization flow then names."""
+    params = await _body_params(request)
+    name = str(params.get("client_name") or "").strip()
+    raw = params.get("redirect_uris") or ""
+    uris = [str(u) for u in raw] if isinstance(raw, list) else str(raw).split()
+    if not name:
+        return _error(state, 422, "Validation failed: Application name can't be blank")
+    if not uris:
+        return _error(state, 422, "Validation failed: Redirect URI can't be blank")
+    if not all(_absolute(uri) for uri in uris):
+        return _error(state, 422, "Validation failed: Redirect URI must be an absolute URI.")
+    scopes = oauth.split_scopes(str(params.get("scopes") or "read"))
+    website = params.get("website") or None
+    client = oauth.OAuthClient(
+        platform=PLATFORM,
+        client_id=secrets.token_urlsafe(32),
+        client_secret=secrets.token_urlsafe(32),
+        redirect_uris=tuple(uris),
+        scopes=tuple(scopes),
+        name=name,
+        website=None if website is None else str(website),
+        app_id=state.new_numeric_id(),
+    )
+    async with state.lock:
+        oauth.register_client(state, client)
+    body = {
+        "id": client.app_id,
+        "name": client.name,
+        "website": client.website,
+        "scopes": list(scopes),
+        "redirect_uri": "\n".join(uris),
+        "redirect_uris": list(uris),
+        "client_id": client.client_id,
+        "client_secret": client.client_secret,
+        "client_secret_expires_at": 0,
+    }
+    return _answer(state, 200, body)
+
+
+@router.get("/oauth/authorize")
+async def authorize(request: Request, state: SandboxState = Depends(get_sandbox)) -> Any:
+    """The instance's authorization form, approved (or denied) at once by the consenting user."""
+    params = request.query_params
+    redirect_uri = params.get("redirect_uri", "")
+    try:
+        client = oauth.authorization_client(
+            state, platform=PLATFORM, client_id=params.get("client_id"), redirect_uri=redirect_uri
+        )
+    except oauth.AuthorizeRefusedError as refused:
+        if refused.reason == "unknown_client":
+            return _oauth_error(400, "invalid_client", INVALID_CLIENT)
+        return _oauth_error(400, "invalid_redirect_uri", INVALID_REDIRECT)
+    back = params.get("state")
+    requested = oauth.split_scopes(params.get("scope") or "read")
+    challenge = params.get("code_challenge")
+    problem = None
+    if params.get("response_type") != "code":
+        problem = (
+            "unsupported_response_type",
+            "The authorization server does not support this response type.",
+        )
+    elif client.scopes is not None and not set(requested) <= set(client.scopes):
+        problem = ("invalid_scope", INVALID_SCOPE)
+    elif challenge and params.get("code_challenge_method") != "S256":
+        problem = ("invalid_request", "The code challenge method must be S256.")
+    if problem is not None:
+        error, description = problem
+        return oauth.redirect_to(
+            redirect_uri, {"error": error, "error_description": description, "state": back}
+        )
+    async with state.lock:
+        consent = oauth.consent_for(state, PLATFORM)
+        if consent is None:
+            return oauth.no_consent(PLATFORM)
+        if consent.deny:
+            return oauth.redirect_to(
+                redirect_uri,
+                {"error": "access_denied", "error_description": ACCESS_DENIED, "state": back},
+            )
+        code = oauth.grant_code(
+            state,
+            client=client,
+            consent=consent,
+            redirect_uri=redirect_uri,
+            requested=requested,
+            challenge=challenge,
+            challenge_method="S256" if challenge else None,
+        )
+    return oauth.redirect_to(redirect_uri, {"code": code.code, "state": back})
+
+
+@router.post("/oauth/token")
+async def token(request: Request, state: SandboxState = Depends(get_sandbox)) -> Any:
+    """The authorization code grant (client credentials in the body)."""
+    params = await _body_params(request)
+    async with state.lock:
+        fault = state.faults.take(PLATFORM, "token")
+    if fault is not None and fault.kind == "server_error":
+        return _error(state, 503, "Service Unavailable")
+    if params.get("grant_type") != "authorization_code":
+        description = "The authorization grant type is not supported by the authorization server."
+        return _oauth_error(400, "unsupported_grant_type", description)
+    async with state.lock:
+        client = oauth.authenticate_client(
+            state,
+            PLATFORM,
+            str(params.get("client_id") or ""),
+            str(params.get("client_secret") or ""),
+        )
+        if client is None or not client.confidential:
+            return _oauth_error(401, "invalid_client", INVALID_CLIENT)
+        try:
+            code = oauth.redeem_code(
+                state,
+                platform=PLATFORM,
+                code=str(params.get("code") or ""),
+                client_id=client.client_id,
+                redirect_uri=str(params.get("redirect_uri") or ""),
+                code_verifier=str(params.get("code_verifier") or ""),
+            )
+        except oauth.CodeRefusedError:
+            return _oauth_error(400, "invalid_grant", INVALID_GRANT)
+        access, _ = oauth.issue_tokens(state, code, refresh=False)
+    body = {
+        "access_token": access,
+        "token_type": "Bearer",
+        "scope": " ".join(code.granted),
+        "created_at": int(state.now().timestamp()),
+    }
+    return JSONResponse(body)

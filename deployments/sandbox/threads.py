@@ -8,7 +8,9 @@ refused at container creation. Fault operations: `container`, `status`, `publish
 
 Tokens work on this host only and refresh with `th_refresh_token` when "at least 24 hours old but
 have not expired" (developers.facebook.com/docs/threads/get-started/long-lived-tokens; enforced in
-deployments/sandbox/graph.py `authorize` / `refresh_long_lived`).
+deployments/sandbox/graph.py `authorize` / `refresh_long_lived`); a refreshed token keeps the
+scopes of its grant. The OAuth login itself (authorization window, code exchange,
+`th_exchange_token`, `/me`, `debug_token`) is in deployments/sandbox/meta_oauth.py.
 """
 
 from __future__ import annotations
@@ -17,10 +19,12 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 
+from deployments.sandbox import oauth
 from deployments.sandbox.core import SandboxState, fault_delay, get_sandbox
 from deployments.sandbox.graph import (
     GraphError,
     GraphRoute,
+    access_token,
     authorize,
     carousel_children,
     check_publishable,
@@ -52,9 +56,13 @@ router = APIRouter(prefix=f"/{PLATFORM}", route_class=GraphRoute, tags=["threads
 async def refresh_access_token(
     request: Request, state: SandboxState = Depends(get_sandbox)
 ) -> dict[str, Any]:
-    return await refresh_long_lived(
+    answer = await refresh_long_lived(
         request, state, platform=PLATFORM, grant_type="th_refresh_token"
     )
+    old = access_token(request, dict(request.query_params))
+    async with state.lock:
+        oauth.inherit(state, platform=PLATFORM, parent=old or "", child=answer["access_token"])
+    return answer
 
 
 @router.post("/{version}/{user_id}/threads")

@@ -56,19 +56,52 @@ Behaviours and where they come from:
   24-hour bucket, otherwise the 15-minute one.
 - A refused refresh token answers 400 `invalid_request` "Value passed for the token was
   invalid." (not in X's docs; the body many public integrations handle).
+- OAuth 2.0 Authorization Code Flow with PKCE (docs.x.com/resources/fundamentals/
+  authentication/oauth-2-0/authorization-code and …/oauth-2-0/user-access-token):
+  `GET /i/oauth2/authorize` (x.com) takes `response_type=code`, `client_id`, `redirect_uri`
+  (exact match), `scope` (space-separated), `state` and `code_challenge` with
+  `code_challenge_method` "S256 OR plain" (the parameter table; plain when omitted, RFC 7636
+  §4.3), and redirects back with `code` and `state`. "The auth_code has a time limit of 30
+  seconds" (the glossary): codes here live 30 s on the sandbox clock. `POST /2/oauth2/token`
+  with `grant_type=authorization_code`, `code`, `redirect_uri`, `code_verifier`, and `client_id`
+  in the body for a public client or HTTP Basic for a confidential one ("You don't need client
+  id for confidential clients with a valid Authorization Header"), answers `token_type`,
+  `expires_in` 7200, `access_token`, `scope` and a `refresh_token` only when `offline.access`
+  was granted ("If this scope is not passed, we will not generate a refresh token"). X answers
+  every refused code grant with 400 `invalid_request` (not RFC 6749's `invalid_grant`), with
+  the descriptions integrators quote: "Missing required parameter [code_verifier].",
+  "Value passed for the code verifier did not match the code challenge." (xdevplatform/
+  twitter-api-typescript-sdk#25, #26), "Value passed for the authorization code was invalid."
+  (plhery/node-twitter-api-v2#496) and "Value passed for the redirect uri did not match the uri
+  of the authorization code." (quoted in public integrations' troubleshooting notes). A refused
+  client answers 401 `unauthorized_client` "Missing valid authorization header", as for the
+  refresh grant. The token endpoint's fault operations: `token` (code grant), `refresh`.
+- Scopes (the OAuth 2.0 column of docs.x.com/fundamentals/authentication/guides/
+  v2-authentication-mapping): `POST /2/tweets` needs `tweet.read tweet.write users.read`;
+  `GET /2/users/me`, `GET /2/users/:id/tweets` and `GET /2/tweets` need `tweet.read
+  users.read`; the media upload endpoints need `media.write` ("Upload media", the scope table;
+  docs.x.com/x-api/media/upload-media names it). A token without them gets the generic 403
+  problem `{"title": "Forbidden", "type": "about:blank", "status": 403, "detail": "Forbidden"}`
+  (the body integrators quote for `/2/users/me` with a token missing `tweet.read`, and for media
+  uploads without `media.write`, e.g. makerprism/ocaml-social-sdk#25). Tokens registered through
+  `/_sandbox/accounts` have every scope.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import html
 import math
 from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import unquote
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
+from deployments.sandbox import oauth
 from deployments.sandbox.core import (
     Fault,
     SandboxAccount,
@@ -215,12 +248,33 @@ def _tweet(post: dict[str, Any], fields: set[str], state: SandboxState) -> dict[
     return tweet
 
 
+#: What each kind of call needs of an OAuth 2.0 user token (v2 authentication mapping).
+READ_SCOPES: tuple[str, ...] = ("tweet.read", "users.read")
+WRITE_SCOPES: tuple[str, ...] = ("tweet.read", "tweet.write", "users.read")
+MEDIA_SCOPES: tuple[str, ...] = ("media.write",)
+#: What a token registered without scopes is reported to hold on refresh.
+ALL_SCOPES: tuple[str, ...] = (
+    "tweet.read",
+    "tweet.write",
+    "users.read",
+    "offline.access",
+    "media.write",
+)
+
+
 async def _common_fault(
-    state: SandboxState, account: SandboxAccount | None, operation: str
+    state: SandboxState,
+    account: SandboxAccount | None,
+    operation: str,
+    *,
+    token: str | None = None,
+    needs: tuple[str, ...] = (),
 ) -> tuple[JSONResponse | None, Fault | None]:
-    """Auth and the faults every endpoint shares; the publish-only kinds are returned."""
+    """Auth, scopes and the faults every endpoint shares; the publish-only kinds are returned."""
     if account is None:
         return _unauthorized(state), None
+    if needs and not oauth.has_scopes(state, PLATFORM, token, needs):
+        return _answer(state, 403, _problem(403, "Forbidden", "Forbidden")), None
     async with state.lock:
         fault = state.faults.take(PLATFORM, operation)
         if fault is not None and fault.kind == "revoked_token":
@@ -251,8 +305,9 @@ async def _common_fault(
 
 @router.post("/2/tweets")
 async def create_tweet(request: Request, state: SandboxState = Depends(get_sandbox)) -> Any:
-    account = state.account_for_token(PLATFORM, bearer_token(request))
-    early, fault = await _common_fault(state, account, "publish")
+    token = bearer_token(request)
+    account = state.account_for_token(PLATFORM, token)
+    early, fault = await _common_fault(state, account, "publish", token=token, needs=WRITE_SCOPES)
     if early is not None:
         return early
     assert account is not None
@@ -297,8 +352,9 @@ async def create_tweet(request: Request, state: SandboxState = Depends(get_sandb
 
 @router.get("/2/users/me")
 async def users_me(request: Request, state: SandboxState = Depends(get_sandbox)) -> Any:
-    account = state.account_for_token(PLATFORM, bearer_token(request))
-    early, _ = await _common_fault(state, account, "lookup")
+    token = bearer_token(request)
+    account = state.account_for_token(PLATFORM, token)
+    early, _ = await _common_fault(state, account, "lookup", token=token, needs=READ_SCOPES)
     if early is not None:
         return early
     assert account is not None
@@ -310,8 +366,9 @@ async def users_me(request: Request, state: SandboxState = Depends(get_sandbox))
 async def user_tweets(
     user_id: str, request: Request, state: SandboxState = Depends(get_sandbox)
 ) -> Any:
-    account = state.account_for_token(PLATFORM, bearer_token(request))
-    early, _ = await _common_fault(state, account, "lookup")
+    token = bearer_token(request)
+    account = state.account_for_token(PLATFORM, token)
+    early, _ = await _common_fault(state, account, "lookup", token=token, needs=READ_SCOPES)
     if early is not None:
         return early
     max_results = int(request.query_params.get("max_results", "10"))
@@ -354,8 +411,9 @@ def _created(post: dict[str, Any]) -> datetime:
 
 @router.get("/2/tweets")
 async def lookup_tweets(request: Request, state: SandboxState = Depends(get_sandbox)) -> Any:
-    account = state.account_for_token(PLATFORM, bearer_token(request))
-    early, _ = await _common_fault(state, account, "metrics")
+    token = bearer_token(request)
+    account = state.account_for_token(PLATFORM, token)
+    early, _ = await _common_fault(state, account, "metrics", token=token, needs=READ_SCOPES)
     if early is not None:
         return early
     ids = [i for i in request.query_params.get("ids", "").split(",") if i]
@@ -390,8 +448,9 @@ async def lookup_tweets(request: Request, state: SandboxState = Depends(get_sand
 @router.post("/2/media/upload")
 async def upload_media(request: Request, state: SandboxState = Depends(get_sandbox)) -> Any:
     """Simple (non-chunked) v2 image upload: multipart `media` + `media_category`."""
-    account = state.account_for_token(PLATFORM, bearer_token(request))
-    early, _ = await _common_fault(state, account, "media")
+    token = bearer_token(request)
+    account = state.account_for_token(PLATFORM, token)
+    early, _ = await _common_fault(state, account, "media", token=token, needs=MEDIA_SCOPES)
     if early is not None:
         return early
     form = await request.form()
@@ -534,8 +593,9 @@ async def _caller_upload(
 ) -> tuple[dict[str, Any] | None, JSONResponse | None]:
     """APPEND and FINALIZE: the caller's own upload session `media_id`, or the answer instead
     (auth and injected faults first, then X's invalid `id` for an unknown or expired one)."""
-    account = state.account_for_token(PLATFORM, bearer_token(request))
-    early, _ = await _common_fault(state, account, "media")
+    token = bearer_token(request)
+    account = state.account_for_token(PLATFORM, token)
+    early, _ = await _common_fault(state, account, "media", token=token, needs=MEDIA_SCOPES)
     if early is not None:
         return None, early
     assert account is not None
@@ -617,8 +677,9 @@ def _category_fits(category: str, media_type: str) -> bool:
 
 @router.post("/2/media/upload/initialize")
 async def initialize_upload(request: Request, state: SandboxState = Depends(get_sandbox)) -> Any:
-    account = state.account_for_token(PLATFORM, bearer_token(request))
-    early, _ = await _common_fault(state, account, "media")
+    token = bearer_token(request)
+    account = state.account_for_token(PLATFORM, token)
+    early, _ = await _common_fault(state, account, "media", token=token, needs=MEDIA_SCOPES)
     if early is not None:
         return early
     assert account is not None
@@ -721,8 +782,9 @@ async def finalize_upload(
 
 @router.get("/2/media/upload")
 async def upload_status(request: Request, state: SandboxState = Depends(get_sandbox)) -> Any:
-    account = state.account_for_token(PLATFORM, bearer_token(request))
-    early, _ = await _common_fault(state, account, "media_status")
+    token = bearer_token(request)
+    account = state.account_for_token(PLATFORM, token)
+    early, _ = await _common_fault(state, account, "media_status", token=token, needs=MEDIA_SCOPES)
     if early is not None:
         return early
     assert account is not None
@@ -736,24 +798,152 @@ async def upload_status(request: Request, state: SandboxState = Depends(get_sand
     return _answer(state, 200, {"data": _upload_data(state, upload)})
 
 
+# --------------------------------------------------------------------------- OAuth 2.0
+#: "The auth_code has a time limit of 30 seconds" (the authorization-code page's glossary).
+CODE_LIFETIME = timedelta(seconds=30)
+ACCESS_TOKEN_SECONDS = 7200
+
+
+def _oauth_error(status: int, error: str, description: str) -> JSONResponse:
+    return JSONResponse({"error": error, "error_description": description}, status_code=status)
+
+
+def _client_refused() -> JSONResponse:
+    """RFC 6749 §5.2: a client whose credentials are not accepted (X's wording)."""
+    return _oauth_error(401, "unauthorized_client", "Missing valid authorization header")
+
+
+@router.get("/i/oauth2/authorize")
+async def authorize(request: Request, state: SandboxState = Depends(get_sandbox)) -> Any:
+    """x.com's consent screen, approved (or denied) at once by the consenting user."""
+    params = request.query_params
+    redirect_uri = params.get("redirect_uri", "")
+    try:
+        client = oauth.authorization_client(
+            state, platform=PLATFORM, client_id=params.get("client_id"), redirect_uri=redirect_uri
+        )
+    except oauth.AuthorizeRefusedError as refused:
+        what = "client_id" if refused.reason == "unknown_client" else "redirect_uri"
+        return _oauth_error(400, "invalid_request", f"Value passed for the {what} was invalid.")
+    back = params.get("state")
+    method = params.get("code_challenge_method") or "plain"
+    problem = None
+    if params.get("response_type") != "code":
+        problem = ("unsupported_response_type", "response_type must be code")
+    elif not params.get("code_challenge"):
+        problem = ("invalid_request", "Missing required parameter [code_challenge].")
+    elif method not in ("S256", "plain"):
+        problem = ("invalid_request", "code_challenge_method must be S256 or plain")
+    if problem is not None:
+        # Errors found once the redirect URI is verified go back to it (RFC 6749 §4.1.2.1).
+        error, description = problem
+        return oauth.redirect_to(
+            redirect_uri, {"error": error, "error_description": description, "state": back}
+        )
+    async with state.lock:
+        consent = oauth.consent_for(state, PLATFORM)
+        if consent is None:
+            return oauth.no_consent(PLATFORM)
+        if consent.deny:
+            return oauth.redirect_to(redirect_uri, {"error": "access_denied", "state": back})
+        code = oauth.grant_code(
+            state,
+            client=client,
+            consent=consent,
+            redirect_uri=redirect_uri,
+            requested=oauth.split_scopes(params.get("scope")),
+            challenge=params.get("code_challenge"),
+            challenge_method=method,
+            lifetime=CODE_LIFETIME,
+        )
+    return oauth.redirect_to(redirect_uri, {"state": back, "code": code.code})
+
+
+def _client_credentials(request: Request, form: Any) -> tuple[str, str | None]:
+    """HTTP Basic (confidential clients; id and secret form-encoded, RFC 6749 §2.3.1) or the
+    body's `client_id` (public clients)."""
+    header = request.headers.get("authorization", "")
+    if header.lower().startswith("basic "):
+        try:
+            decoded = base64.b64decode(header[6:].strip(), validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            return "", ""
+        client_id, _, secret = decoded.partition(":")
+        return unquote(client_id), unquote(secret)
+    return str(form.get("client_id") or ""), None
+
+
+#: X's descriptions of refused code grants, all 400 `invalid_request` (see the module notes).
+CODE_REFUSALS: dict[str, str] = {
+    oauth.VERIFIER_MISSING: "Missing required parameter [code_verifier].",
+    oauth.VERIFIER_MISMATCH: "Value passed for the code verifier did not match the code challenge.",
+    oauth.REDIRECT_MISMATCH: (
+        "Value passed for the redirect uri did not match the uri of the authorization code."
+    ),
+}
+
+
+async def _code_grant(state: SandboxState, request: Request, form: Any) -> JSONResponse:
+    client_id, secret = _client_credentials(request, form)
+    if not form.get("code"):
+        return _oauth_error(400, "invalid_request", "Missing required parameter [code].")
+    async with state.lock:
+        client = oauth.authenticate_client(state, PLATFORM, client_id, secret)
+        if client is None:
+            return _client_refused()
+        try:
+            code = oauth.redeem_code(
+                state,
+                platform=PLATFORM,
+                code=str(form.get("code")),
+                client_id=client.client_id,
+                redirect_uri=str(form.get("redirect_uri") or ""),
+                code_verifier=str(form.get("code_verifier") or ""),
+            )
+        except oauth.CodeRefusedError as refused:
+            description = CODE_REFUSALS.get(
+                refused.reason, "Value passed for the authorization code was invalid."
+            )
+            return _oauth_error(400, "invalid_request", description)
+        offline = "offline.access" in code.granted
+        access, refresh = oauth.issue_tokens(state, code, refresh=offline)
+    body: dict[str, Any] = {
+        "token_type": "bearer",
+        "expires_in": ACCESS_TOKEN_SECONDS,
+        "access_token": access,
+        "scope": " ".join(code.granted),
+    }
+    if refresh is not None:
+        body["refresh_token"] = refresh
+    return JSONResponse(body)
+
+
 @router.post("/2/oauth2/token")
 async def oauth2_token(request: Request, state: SandboxState = Depends(get_sandbox)) -> Any:
-    """Refresh grant: access token for 2 h and a new single-use refresh token."""
+    """The code grant, or the refresh grant: access token for 2 h and a new single-use refresh
+    token carrying the same scopes."""
     form = await request.form()
+    grant_type = form.get("grant_type")
     async with state.lock:
-        fault = state.faults.take(PLATFORM, "refresh")
-        if fault is not None and fault.kind == "server_error":
-            return JSONResponse({"error": "server_error"}, status_code=503)
-        if fault is not None and fault.kind == "invalid_client":
-            # RFC 6749 §5.2: a confidential client whose credentials are not accepted.
-            body = {
-                "error": "unauthorized_client",
-                "error_description": "Missing valid authorization header",
-            }
-            return JSONResponse(body, status_code=401)
-        issued = None
-        if form.get("grant_type") == "refresh_token":
-            issued = state.refresh(PLATFORM, str(form.get("refresh_token") or ""), rotate=True)
+        operation = "token" if grant_type == "authorization_code" else "refresh"
+        fault = state.faults.take(PLATFORM, operation)
+    if fault is not None and fault.kind == "server_error":
+        return JSONResponse({"error": "server_error"}, status_code=503)
+    if fault is not None and fault.kind == "invalid_client":
+        # RFC 6749 §5.2: a confidential client whose credentials are not accepted.
+        return _client_refused()
+    if grant_type == "authorization_code":
+        return await _code_grant(state, request, form)
+    issued = None
+    old_refresh = str(form.get("refresh_token") or "")
+    async with state.lock:
+        if grant_type == "refresh_token":
+            scopes = oauth.token_scopes(state, PLATFORM, old_refresh)
+            issued = state.refresh(PLATFORM, old_refresh, rotate=True)
+        if issued is not None:
+            _, access, refresh = issued
+            oauth.inherit(state, platform=PLATFORM, parent=old_refresh, child=access)
+            oauth.inherit(state, platform=PLATFORM, parent=old_refresh, child=refresh)
     if issued is None:
         return JSONResponse(
             {
@@ -762,11 +952,10 @@ async def oauth2_token(request: Request, state: SandboxState = Depends(get_sandb
             },
             status_code=400,
         )
-    _, access, refresh = issued
     return {
         "token_type": "bearer",
-        "expires_in": 7200,
+        "expires_in": ACCESS_TOKEN_SECONDS,
         "access_token": access,
-        "scope": "tweet.write users.read tweet.read offline.access",
+        "scope": " ".join(ALL_SCOPES if scopes is None else scopes),
         "refresh_token": refresh,
     }

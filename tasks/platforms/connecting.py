@@ -288,6 +288,12 @@ def refusal(
             error = "invalid_client"
     else:
         text = error_text(body, *_ERROR_TEXT_FIELDS)
+        # Instagram Login (api.instagram.com): {"error_type", "code": 400, "error_message"},
+        # "Error validating client secret" / "Invalid platform app" (integrators' records).
+        words = text.lower()
+        ours = "client secret" in words or "invalid platform app" in words
+        if ours and isinstance(body, dict) and body.get("error_type") == "OAuthException":
+            error = "invalid_client"
     if error in CLIENT_ERRORS or (grant and status == 401 and not error):
         log.error("%s refused our OAuth client (%s): check its client id/secret", spec.name, error)
         return PermanentError(

@@ -22,7 +22,9 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL
 
+from deployments.local_stack import LOCAL_CONNECT_REDIRECT_URI
 from tests.stack.devstack import DevStack
+from tests.support.connect import approve
 
 pytestmark = pytest.mark.stack
 
@@ -203,6 +205,7 @@ def test_dev_stack_publishes_shows_runs_and_survives_a_restart(
         runs = _final_runs(demo, post_id, expected=3)
         assert {r["state_type"] for r in runs} == {"COMPLETED"}, runs
         _commands_beside_the_stack_use_it(stack, demo)
+        _connect_an_account(demo)
         _retry_from_the_printed_command(stack, demo)
         pending_content = f"after restart {uuid.uuid4().hex[:8]}"
         pending_id = _schedule(demo, seconds_ahead=25, content=pending_content)
@@ -217,6 +220,34 @@ def test_dev_stack_publishes_shows_runs_and_survives_a_restart(
         assert _sandbox_posts(demo, pending_content) == {"linkedin": 1, "x": 1, "instagram": 1}
     finally:
         stack.stop()
+
+
+def _connect_an_account(demo: dict) -> None:
+    """`tendsocial dev` configures our apps at the sandbox: an X account connects through the
+    API with a local front end's callback, as docs/connecting-accounts.md says."""
+    external = str(uuid.uuid4().int % 10**12)
+    httpx.post(
+        f"{demo['sandboxUrl']}/_sandbox/oauth/consent",
+        json={"platform": "x", "externalId": external, "handle": "local_x"},
+    ).raise_for_status()
+    headers = {"Authorization": f"Bearer {demo['apiKey']}"}
+    started = httpx.post(
+        f"{demo['apiUrl']}/api/accounts/connect",
+        headers=headers,
+        json={"platform": "x", "redirectUri": LOCAL_CONNECT_REDIRECT_URI},
+    )
+    assert started.status_code == 200, started.text
+    state = started.json()["state"]
+    code = approve(
+        started.json()["authorizationUrl"], state=state, redirect_uri=LOCAL_CONNECT_REDIRECT_URI
+    )
+    done = httpx.post(
+        f"{demo['apiUrl']}/api/accounts/connect/callback",
+        headers=headers,
+        json={"state": state, "code": code},
+    )
+    assert done.status_code == 201, done.text
+    assert done.json()["accounts"][0]["externalId"] == external
 
 
 def test_a_port_clash_is_a_one_line_error(tmp_path: Path) -> None:

@@ -52,14 +52,14 @@ def register_client(
     )
 
 
-def approve(authorization_url: str, *, state: str) -> str:
+def approve(authorization_url: str, *, state: str, redirect_uri: str = REDIRECT_URI) -> str:
     """The user at the platform's authorization page, approving: the code the platform sends
     back to the redirect URI (checked to carry our state)."""
     with clients.client(timeout=10, follow_redirects=False) as http:
         answer = http.get(authorization_url)
     assert answer.status_code in (302, 303), answer.text
     location = urlsplit(answer.headers["location"])
-    assert f"{location.scheme}://{location.netloc}{location.path}" == REDIRECT_URI
+    assert f"{location.scheme}://{location.netloc}{location.path}" == redirect_uri
     query = {k: v[0] for k, v in parse_qs(location.query).items()}
     assert query.get("state") == state, query
     assert "code" in query, query

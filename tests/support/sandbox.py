@@ -104,6 +104,56 @@ class SandboxHandle:
             body["extra"] = extra
         self._control.post("/_sandbox/accounts", json=body).raise_for_status()
 
+    def add_oauth_client(
+        self,
+        platform: str,
+        *,
+        client_id: str,
+        redirect_uris: list[str],
+        client_secret: str | None = None,
+        programmatic_refresh: bool = False,
+        scopes: list[str] | None = None,
+    ) -> None:
+        """Register an OAuth client (app) at a sandbox platform (`POST /_sandbox/oauth/clients`);
+        without `client_secret` it is a public client."""
+        body: dict[str, Any] = {
+            "platform": platform,
+            "clientId": client_id,
+            "redirectUris": redirect_uris,
+            "programmaticRefresh": programmatic_refresh,
+        }
+        if client_secret is not None:
+            body["clientSecret"] = client_secret
+        if scopes is not None:
+            body["scopes"] = scopes
+        self._control.post("/_sandbox/oauth/clients", json=body).raise_for_status()
+
+    def set_consent(
+        self,
+        platform: str,
+        *,
+        external_id: str,
+        handle: str,
+        grant_scopes: list[str] | None = None,
+        deny: bool = False,
+        pages: list[dict[str, Any]] | None = None,
+        app_password: str | None = None,
+    ) -> None:
+        """Who approves the platform's next authorization requests (`POST /_sandbox/oauth/
+        consent`): `grant_scopes` None grants everything asked; Facebook `pages` are
+        `{"id", "name", "instagramBusinessAccount": {"id", "username"} | None}`."""
+        body: dict[str, Any] = {
+            "platform": platform,
+            "externalId": external_id,
+            "handle": handle,
+            "grantScopes": grant_scopes,
+            "deny": deny,
+            "pages": pages or [],
+        }
+        if app_password is not None:
+            body["appPassword"] = app_password
+        self._control.post("/_sandbox/oauth/consent", json=body).raise_for_status()
+
     def advance_clock(self, seconds: float) -> None:
         self._control.post("/_sandbox/clock", json={"advanceSeconds": seconds}).raise_for_status()
 

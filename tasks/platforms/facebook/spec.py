@@ -7,7 +7,9 @@ with `grant_type=fb_exchange_token` (developers.facebook.com/docs/facebook-login
 access-tokens/get-long-lived). A Page token read with a long-lived user token "will not have an
 expiration date" (same page, "Get a Long-lived Page Access Token"): that is what is stored, so
 a Page account has nothing to refresh. Granted permissions: `GET /me/permissions`
-(developers.facebook.com/docs/graph-api/reference/user/permissions). Permissions: Pages API
+(developers.facebook.com/docs/graph-api/reference/user/permissions). The Pages and their
+tokens: `GET /me/accounts`, cursor-paginated, "next … If not included, this is the last page of
+data" (developers.facebook.com/docs/graph-api/results). Permissions: Pages API
 getting started (developers.facebook.com/docs/pages-api/getting-started: `pages_show_list`,
 `pages_manage_posts`, `pages_read_engagement`) and `read_insights` for Page insights
 (developers.facebook.com/docs/permissions).
@@ -21,6 +23,7 @@ DOCS = (
     "https://developers.facebook.com/docs/graph-api/reference/user/permissions",
     "https://developers.facebook.com/docs/pages-api/getting-started",
     "https://developers.facebook.com/docs/permissions",
+    "https://developers.facebook.com/docs/graph-api/results",
 )
 
 #: The Facebook Login dialog and code exchange, shared with Instagram's Facebook Login.

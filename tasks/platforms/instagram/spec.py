@@ -2,9 +2,15 @@
 
 Instagram Login (developers.facebook.com/docs/instagram-platform/instagram-api-with-instagram-
 login/business-login): `www.instagram.com/oauth/authorize`, then `POST api.instagram.com/oauth/
-access_token`, whose answer lists the granted `permissions`; the short-lived token is exchanged
-for a 60-day one (`graph.instagram.com/access_token?grant_type=ig_exchange_token`) and refreshed
-when "at least 24 hours old but not expired" (`refresh_access_token`). Scopes
+access_token`, whose answer lists the granted `permissions` (the guide shows the answer wrapped,
+`{"data": [{"access_token", "user_id", "permissions": "a,b"}]}`; the older reference
+developers.facebook.com/docs/instagram-platform/reference/oauth-access-token shows it flat); the
+short-lived token is exchanged for a 60-day one (`graph.instagram.com/access_token?grant_type=
+ig_exchange_token`, developers.facebook.com/docs/instagram-platform/reference/access_token) and
+refreshed when "at least 24 hours old but not expired" (`refresh_access_token`). The account's
+id is `user_id` of `GET /me?fields=user_id,username`, "your app user's Instagram professional
+account user ID" (developers.facebook.com/docs/instagram-platform/instagram-api-with-instagram-
+login/get-started). Scopes
 `instagram_business_basic`, `instagram_business_content_publish`,
 `instagram_business_manage_insights`.
 
@@ -27,6 +33,8 @@ from tasks.platforms.specs import Endpoint, LoginSpec, PlatformSpec, RefreshPoli
 INSTAGRAM_LOGIN_DOCS = (
     "https://developers.facebook.com/docs/instagram-platform/instagram-api-with-instagram-login/business-login",
     "https://developers.facebook.com/docs/instagram-platform/reference/refresh_access_token",
+    "https://developers.facebook.com/docs/instagram-platform/reference/access_token",
+    "https://developers.facebook.com/docs/instagram-platform/instagram-api-with-instagram-login/get-started",
 )
 FACEBOOK_LOGIN_DOCS = (
     "https://developers.facebook.com/docs/instagram-platform/instagram-api-with-facebook-login/get-started",

@@ -7,7 +7,10 @@ access_token` (a short-lived token, one hour, and `user_id`), exchanged for a 60
 long-lived-tokens), refreshable when "at least 24 hours old but have not expired". Scopes
 (developers.facebook.com/docs/threads/get-started): `threads_basic` "required for all Threads
 endpoints", `threads_content_publish`, `threads_manage_insights`. The token answer does not
-list what was granted.
+list what was granted, and the one documented reader of a token's scopes, `GET /debug_token`
+(developers.facebook.com/docs/threads/troubleshooting/debug-access-token), needs "a user access
+token from a Threads tester" of the app besides the token inspected: not reported. Who the user
+is: `GET /v1.0/me?fields=id,username` (developers.facebook.com/docs/threads/threads-profiles).
 """
 
 from datetime import timedelta
@@ -18,6 +21,8 @@ DOCS = (
     "https://developers.facebook.com/docs/threads/get-started/get-access-tokens-and-permissions",
     "https://developers.facebook.com/docs/threads/get-started/long-lived-tokens",
     "https://developers.facebook.com/docs/threads/get-started",
+    "https://developers.facebook.com/docs/threads/troubleshooting/debug-access-token",
+    "https://developers.facebook.com/docs/threads/threads-profiles",
 )
 
 SPEC = PlatformSpec(
