@@ -17,9 +17,13 @@ def refresh_due(
 ) -> None:
     """Renew every token inside its platform's refresh window (the daily job, run now)."""
     from models.settings import load_settings
+    from tasks.media import MediaPolicy
     from tasks.token_refresh import run_refresh_once
 
-    report = asyncio.run(run_refresh_once(load_settings().platforms))
+    settings = load_settings()
+    report = asyncio.run(
+        run_refresh_once(settings.platforms, media_policy=MediaPolicy.from_settings(settings.media))
+    )
     if as_json:
         typer.echo(json.dumps(report.as_dict()))
         return
@@ -31,6 +35,24 @@ def refresh_due(
         typer.echo(f"  needs reconnect: {name}")
     for name, why in report.failed.items():
         typer.echo(f"  failed: {name}: {why}")
+
+
+@accounts_app.command("recheck-servers")
+def recheck_servers(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the counts as JSON.")] = False,
+) -> None:
+    """Check every account's own server (base_url) with the egress guard, as configured, and
+    mark those it refuses as needing a reconnect (also a step of every sweep)."""
+    from models.settings import load_settings
+    from tasks.account_servers import describe_recheck, run_recheck_once
+
+    report = asyncio.run(run_recheck_once(load_settings()))
+    if as_json:
+        typer.echo(json.dumps(report.as_dict()))
+        return
+    typer.echo(describe_recheck(report))
+    for account_id in report.marked:
+        typer.echo(f"  needs reconnect: {account_id}")
 
 
 def register(app: typer.Typer) -> None:

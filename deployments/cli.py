@@ -118,13 +118,20 @@ def account_add(
         datetime | None,
         typer.Option(
             "--token-expires-at",
-            help="When the access token expires (ISO 8601, e.g. 2027-01-31T12:00:00Z).",
-            formats=["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d"],
+            help="When the access token expires, in ISO 8601: a date (2027-01-31), or a date "
+            "and time with optional fractional seconds and offset (2027-01-31T12:00:00.5Z, "
+            "…+00:00, …+0530); without an offset, UTC.",
+            parser=lambda value: _iso_datetime(value, option="--token-expires-at"),
+            metavar="ISO-8601",
         ),
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print {id, platform, created} as JSON.")
+    ] = False,
 ) -> None:
-    """Store a platform account and its tokens (encrypted at rest; never printed)."""
+    """Store a platform account and its tokens (encrypted at rest; never printed). An account
+    the company has already (same platform and external id) gets the new tokens, keeps its id
+    and is active again: this is how an account is reconnected by hand."""
     from dispatch.admin import add_account
     from models.database import sync_session
     from models.settings import load_settings
@@ -133,6 +140,13 @@ def account_add(
     if access_token == "-" and refresh_token == "-":
         err_console.print("[red]error:[/] only one of the tokens can come from standard input")
         raise typer.Exit(2)
+    for option, value in (("--access-token", access_token), ("--refresh-token", refresh_token)):
+        if value and value != "-" and not value.startswith("@"):
+            err_console.print(
+                f"[yellow]warning:[/] {option} given on the command line is visible in `ps` and "
+                "the shell history; pass `-` (standard input) or `@FILE` instead",
+                soft_wrap=True,
+            )
     access_token = _secret_argument(access_token)
     refresh_token = _secret_argument(refresh_token) if refresh_token else None
     try:
@@ -147,17 +161,26 @@ def account_add(
                 base_url=base_url,
                 external_id=external_id,
                 max_characters=max_characters,
-                token_expires_at=_utc(token_expires_at),
+                token_expires_at=token_expires_at,
                 server_policy=MediaPolicy.from_settings(load_settings().media),
             )
-            account_id, stored_platform = account.id, account.platform
-    except ValueError as exc:
-        err_console.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(2) from exc
+    except ValueError as exc:  # AccountRefused too: one line, never the statement
+        err_console.print(f"error: {exc}", soft_wrap=True, markup=False)
+        raise typer.Exit(2) from None
     if as_json:
-        typer.echo(json.dumps({"id": str(account_id), "platform": stored_platform}))
+        typer.echo(
+            json.dumps(
+                {"id": str(account.id), "platform": account.platform, "created": account.created}
+            )
+        )
+    elif account.created:
+        console.print(f"{account.platform} account @{handle} id {account.id}")
     else:
-        console.print(f"{stored_platform} account @{handle} id {account_id}")
+        console.print(
+            f"updated the existing {account.platform} account @{handle} id {account.id} "
+            "(new tokens; active again)",
+            soft_wrap=True,
+        )
 
 
 def _secret_argument(value: str) -> str:
@@ -169,11 +192,21 @@ def _secret_argument(value: str) -> str:
     return value
 
 
-def _utc(moment: datetime | None) -> datetime | None:
-    """A naive time is taken as UTC."""
-    if moment is None or moment.tzinfo is not None:
-        return moment
-    return moment.replace(tzinfo=UTC)
+def _iso_datetime(value: str, *, option: str) -> datetime:
+    """Any ISO 8601 date or date-time `datetime.fromisoformat` reads (Python 3.11: `Z`, any
+    fraction of a second, `+00:00` / `+0530`, a date alone); a naive time is UTC. Anything
+    else ends the command with one line naming the option (exit 2), not a usage panel."""
+    try:
+        moment = datetime.fromisoformat(value.strip())
+    except ValueError:
+        err_console.print(
+            f"error: {option}: {value!r} is not an ISO 8601 date or time "
+            "(e.g. 2027-01-31 or 2027-01-31T12:00:00Z)",
+            soft_wrap=True,
+            markup=False,
+        )
+        raise typer.Exit(2) from None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 @app.command()

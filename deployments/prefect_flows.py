@@ -52,7 +52,8 @@ def deployment_definitions() -> list[Any]:
             cron=TOKEN_REFRESH_CRON,
             tags=["accounts"],
             description="Renew long-lived platform tokens before they expire; mark refused "
-            "accounts needs_reconnect.",
+            "and expired accounts needs_reconnect; name the accounts that expire within a week "
+            "without renewal (event tendsocial.accounts.expiring).",
         ),
     ]
 

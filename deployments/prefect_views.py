@@ -34,6 +34,12 @@ flow, the tags; not the run's labels. Hence:
   `REPORTER_BEHIND_SECONDS` or more than `REPORTER_BEHIND_RECORDS` wait; its payload carries the
   backlog). `tendsocial.reporter.caught-up` follows when the backlog is small again; it is in the
   Event Feed, no automation notifies on it.
+- "accounts expiring": reactive, on `tendsocial.accounts.expiring`, which the daily
+  `refresh-expiring-tokens` flow emits (`flows/prefect_flows.py`) when accounts expire within
+  `tasks.accounts.EXPIRY_WARNING` and nothing will renew them (no refresh token: LinkedIn apps
+  outside its partner programme; a platform without refresh). Its payload names each (platform,
+  handle, account id, company id, expiry; never a token); the notification lists them daily
+  until they are reconnected.
 
 Where the notifications go. A notification action needs a block. With `webhook_url`, a `webhook`
 block named `tendsocial-alerts` is saved (Prefect's own `prefect.blocks.webhook.Webhook`) and the
@@ -55,6 +61,8 @@ import httpx
 
 from flows.reporter import BEHIND_EVENT, REPORTER_RESOURCE_ID
 from models.statuses import Platform
+from tasks.accounts import EXPIRY_WARNING
+from tasks.token_refresh import ACCOUNTS_RESOURCE_ID, EXPIRING_EVENT
 
 PUBLISH_FLOW = "publish-post"
 SYNC_FLOW = "sync-analytics"
@@ -245,6 +253,30 @@ def automation_definitions(*, webhook_block_id: str | None = None) -> list[dict[
                 "'TendSocial: the Prefect reporter is behind: ' ~ "
                 "event.payload.backlog_records ~ ' run records unshipped, the oldest ' ~ "
                 "event.payload.oldest_unshipped_seconds ~ ' s old'",
+            ),
+        },
+        {
+            "name": f"{VIEW_PREFIX}accounts expiring",
+            "description": "The daily token refresh found accounts whose token expires within "
+            f"{EXPIRY_WARNING.days} days and that nothing will renew (no refresh token, or a "
+            "platform without refresh): their posts fail once it expires unless they are "
+            "reconnected. The event's payload names them (platform, handle, account id, company "
+            "id, expiry).",
+            "enabled": True,
+            "tags": ["tendsocial"],
+            "trigger": {
+                "type": "event",
+                "posture": "Reactive",
+                "expect": [EXPIRING_EVENT],
+                "match": {"prefect.resource.id": ACCOUNTS_RESOURCE_ID},
+                "threshold": 1,
+                "within": 0,
+            },
+            "actions": _notify(
+                webhook_block_id,
+                "'TendSocial: ' ~ event.payload.count ~ ' account(s) expire within ' ~ "
+                "event.payload.warning_days ~ ' days and will not be renewed: ' ~ "
+                "(event.payload.descriptions | join('; '))",
             ),
         },
     ]

@@ -1,15 +1,23 @@
 """The accounts API: what the front end needs to see which accounts must be reconnected.
 
 Company-scoped like every company route (`dispatch.auth.CompanyId`); tokens are never returned.
-`status` is `active` or `needs_reconnect`; `lastError` is why (a refused refresh, a revoked
-token); `tokenExpiresAt` is when the stored access token expires (null: does not expire, or
-unknown), `refreshDue` whether the refresh job will renew it on its next run.
+`status` is one of
+- `active`: publishing works; a renewable token is renewed before it expires;
+- `expiring`: the token expires within 7 days (`tasks.accounts.EXPIRY_WARNING`) and nothing will
+  renew it (the platform has no refresh, or the account has no refresh token: LinkedIn apps
+  outside its partner programme). It still publishes until `tokenExpiresAt`; reconnect it before;
+- `needs_reconnect`: publishing fails until the user reconnects (a refused refresh, a revoked
+  token, or a token that expired and cannot be renewed).
+`lastError` is why an account needs reconnecting; `tokenExpiresAt` is when the stored access
+token expires (null: does not expire, or unknown), `refreshDue` whether the refresh job will
+renew it on its next run.
 """
 
 from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Literal
 
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict
@@ -30,7 +38,7 @@ class AccountView(BaseModel):
     handle: str
     external_id: str
     base_url: str | None
-    status: str
+    status: Literal["active", "expiring", "needs_reconnect"]
     last_error: str | None
     token_expires_at: datetime | None
     refresh_due: bool
@@ -50,7 +58,7 @@ def _view(summary: AccountSummary) -> AccountView:
 
 @router.get("/api/accounts", response_model=AccountList, response_model_by_alias=True)
 async def list_accounts(company_id: CompanyId, services: ServicesDep) -> AccountList:
-    """The company's platform accounts, needs-reconnect first."""
+    """The company's platform accounts, needs-reconnect first, then expiring."""
     summaries = await company_accounts(services.sessions, company_id=company_id)
     return AccountList(accounts=[_view(s) for s in summaries])
 

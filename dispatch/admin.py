@@ -9,10 +9,12 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from dispatch.auth import hash_api_key, new_api_key
-from models.tables import Company, SocialAccount
+from models.accounts import account_upsert
+from models.tables import Company
 from tasks.media import MediaPolicy
 from tasks.platforms.registry import normalize_platform
 from tasks.platforms.servers import ServerUrlError, checked_server_url
@@ -39,6 +41,24 @@ def create_company(session: Session, *, name: str) -> NewCompany:
     return NewCompany(id=company.id, name=company.name, api_key=key)
 
 
+@dataclass(frozen=True, slots=True)
+class StoredAccount:
+    """The account `add_account` stored (never its tokens); `created` false: an existing account
+    (same company, platform and external id) got the new tokens and kept its id."""
+
+    id: uuid.UUID
+    platform: str
+    handle: str
+    external_id: str
+    base_url: str | None
+    created: bool
+
+
+class AccountRefused(ValueError):
+    """The database refused the account: one line saying why, never the statement or its
+    values (the encrypted tokens among them)."""
+
+
 def add_account(
     session: Session,
     *,
@@ -52,8 +72,10 @@ def add_account(
     token_expires_at: datetime | None = None,
     max_characters: int | None = None,
     server_policy: MediaPolicy | None = None,
-) -> SocialAccount:
-    """Store a platform account with its tokens (encrypted at rest).
+) -> StoredAccount:
+    """Store a platform account with its tokens (encrypted at rest), or, when the company has
+    it already (same platform and external id), give it the new tokens: it keeps its id and its
+    posts, and is active again (`models.accounts.account_upsert`, one statement).
 
     A `base_url` (the account's Mastodon instance, PDS or Graph host) goes through the media
     fetcher's egress guard, name resolution included (`tasks/platforms/servers.py`):
@@ -69,17 +91,36 @@ def add_account(
             base_url = checked_server_url(base_url, policy=server_policy or MediaPolicy())
         except ServerUrlError as exc:  # the operator sees why; a tenant would not
             raise ValueError(f"base_url refused: {exc.detail}") from None
-    account = SocialAccount(
+    external_id = external_id or handle
+    statement = account_upsert(
         company_id=company_id,
         platform=normalized,
+        external_id=external_id,
         handle=handle,
-        external_id=external_id or handle,
         access_token=access_token,
         refresh_token=refresh_token or None,
-        base_url=base_url,
         token_expires_at=token_expires_at,
+        base_url=base_url,
+        granted_scopes=None,  # pasted tokens: what they were granted is not known
         max_characters=max_characters,
     )
-    session.add(account)
-    session.flush()
-    return account
+    try:
+        account_id, created = session.execute(statement).one()
+    except DBAPIError as exc:
+        raise AccountRefused(f"the database refused the account: {_refusal(exc)}") from None
+    return StoredAccount(
+        id=account_id,
+        platform=normalized,
+        handle=handle,
+        external_id=external_id,
+        base_url=base_url,
+        created=bool(created),
+    )
+
+
+def _refusal(error: DBAPIError) -> str:
+    """PostgreSQL's primary message (e.g. "value too long for type character varying(200)"):
+    unlike the detail, it never quotes the row."""
+    diag = getattr(error.orig, "diag", None)
+    primary = getattr(diag, "message_primary", None)
+    return str(primary) if primary else type(error.orig).__name__

@@ -15,8 +15,9 @@ imports Prefect.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
@@ -25,6 +26,9 @@ from flows.standalone import run_sweep_once, standalone_run
 from flows.sweeper import describe_sweep
 from flows.sync_fanout import SyncTrigger, describe_fan_out, sync_window
 from models.settings import load_settings
+
+if TYPE_CHECKING:
+    from tasks.token_refresh import ExpiringAccount
 
 
 def _sync_run_name() -> str:
@@ -78,12 +82,36 @@ async def enqueue_due_posts_flow() -> dict[str, int]:
 
 @flow(name="refresh-expiring-tokens", flow_run_name=_dated("token refresh"), log_prints=True)
 async def refresh_tokens_flow() -> dict[str, object]:
-    """Thin wrapper for the daily Prefect deployment and `tendsocial accounts refresh-due`."""
+    """Thin wrapper for the daily Prefect deployment and `tendsocial accounts refresh-due`.
+
+    The accounts that expire soon and will not be renewed go out as one
+    `tendsocial.accounts.expiring` event, which the "accounts expiring" automation
+    (`deployments/prefect_views.py`) notifies on: daily, so each is named until reconnected."""
+    from tasks.media import MediaPolicy
     from tasks.token_refresh import describe_refresh, run_refresh_once
 
-    report = await run_refresh_once(load_settings().platforms, record_run=False)
+    settings = load_settings()
+    report = await run_refresh_once(
+        settings.platforms,
+        media_policy=MediaPolicy.from_settings(settings.media),
+        record_run=False,
+    )
     logger = get_run_logger()
     logger.info(describe_refresh(report))
     for account, why in report.failed.items():
         logger.warning("%s: %s", account, why)
+    for expiring in report.expiring:
+        logger.warning("%s", expiring.describe())
+    if report.expiring:
+        emit_expiring_event(report.expiring)
     return report.as_dict()
+
+
+def emit_expiring_event(accounts: Sequence[ExpiringAccount]) -> None:
+    """The `tendsocial.accounts.expiring` event (`tasks.token_refresh.expiring_event`); inside
+    a flow run Prefect relates it to that run."""
+    from prefect.events import emit_event
+
+    from tasks.token_refresh import expiring_event
+
+    emit_event(**expiring_event(accounts))

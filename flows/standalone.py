@@ -83,7 +83,10 @@ async def run_sweep_once(settings: Settings, *, record_run: bool = True) -> Swee
         )
         await log_pipeline_health(run.scheduler.sessions, platforms=settings.platforms)
         refreshed = await run_refresh_once(
-            settings.platforms, sessions=run.scheduler.sessions, record_run=record_run
+            settings.platforms,
+            media_policy=run.scheduler.media_policy,
+            sessions=run.scheduler.sessions,
+            record_run=record_run,
         )
     return replace(
         report,

@@ -22,6 +22,11 @@ of the local stack). One pass, in this order:
    reconcile remain the last guard against a double post.
 5. **Fair-dispatch counts.** The per-company rank counts of seconds more than an hour past are
    deleted (nothing can be scheduled in the past any more).
+6. **Account servers.** Every active account's own server (`base_url`) is checked with the
+   egress guard under the scheduler's policy (`tasks/account_servers.py`); one it refuses is
+   marked `needs_reconnect` (security review 3, N1). The sweep has no platform settings, so it
+   trusts no configured server beyond the policy: under the policy a deployment runs with, its
+   own servers pass anyway (public https in production, the sandbox under `tendsocial dev`).
 
 Fair dispatch staggers a task by at most seconds to minutes after its post's instant
 (`tasks/scheduling.py`); every check here reads the post's `scheduled_at`, never the task's
@@ -63,6 +68,7 @@ from models.targets import (
     posts_awaiting_enqueue,
     release_abandoned_claims,
 )
+from tasks.account_servers import recheck_account_servers
 from tasks.platforms.versions import graph_sunset, linkedin_sunset
 from tasks.scheduling import Scheduler
 
@@ -83,6 +89,8 @@ class SweepReport:
     #: Filled in by a standalone sweep, which also runs the token refresh.
     tokens_refreshed: int = 0
     accounts_needing_reconnect: int = 0
+    #: Accounts whose own server the egress guard now refuses, marked to reconnect.
+    servers_refused: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return {
@@ -92,6 +100,7 @@ class SweepReport:
             "releasedTargets": self.released_targets,
             "tokensRefreshed": self.tokens_refreshed,
             "accountsNeedingReconnect": self.accounts_needing_reconnect,
+            "serversRefused": self.servers_refused,
         }
 
 
@@ -206,11 +215,13 @@ async def _sweep(
     recovered = await _recover_lost(scheduler, now=now, semaphore=semaphore)
     async with unit_of_work(scheduler.sessions) as session:
         await purge_dispatch_slots(session, before=now - _SLOT_RETENTION)
+    servers = await recheck_account_servers(scheduler.sessions, policy=scheduler.media_policy)
     report = SweepReport(
         missed_targets=missed,
         enqueued_targets=enqueued,
         recovered_targets=recovered,
         released_targets=released,
+        servers_refused=len(servers.marked),
     )
     log.info("sweep done", extra=report.as_dict())
     return report

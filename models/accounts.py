@@ -73,13 +73,19 @@ async def lock_account(session: AsyncSession, account_id: uuid.UUID) -> SocialAc
 
 
 async def mark_account_needs_reconnect(
-    session: AsyncSession, *, account_id: uuid.UUID, reason: str
-) -> None:
-    await session.execute(
-        update(SocialAccount)
-        .where(SocialAccount.id == account_id)
-        .values(status=AccountStatus.NEEDS_RECONNECT, status_reason=reason)
+    session: AsyncSession, *, account_id: uuid.UUID, reason: str, server: str | None = None
+) -> bool:
+    """Mark the account; with `server`, only while it is still active on that `base_url` (a
+    check of a row read earlier: a reconnect meanwhile wins). True when the row changed."""
+    statement = update(SocialAccount).where(SocialAccount.id == account_id)
+    if server is not None:
+        statement = statement.where(
+            SocialAccount.status == AccountStatus.ACTIVE, SocialAccount.base_url == server
+        )
+    result = await session.execute(
+        statement.values(status=AccountStatus.NEEDS_RECONNECT, status_reason=reason)
     )
+    return bool(result.rowcount)
 
 
 def account_upsert(

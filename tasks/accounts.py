@@ -12,6 +12,13 @@ after the locking transaction has ended: marking it inside that transaction and 
 rolled the mark back with everything else, so the account silently stayed "active" (the
 architecture review's problem 5). A refusal of *our* OAuth client (`oauth_client_config`) is a
 configuration error: logged by the adapter at ERROR, the account left alone.
+
+A token is worth using until it really expires. An account whose token is not renewed by us (no
+refresh policy, or a refresh-token grant and no refresh token: LinkedIn apps outside its partner
+programme) is never "due": it publishes until `token_expires_at`, shows `expiring` for the last
+`EXPIRY_WARNING` so someone reconnects it in time, and is marked `needs_reconnect` once expired.
+A refresh that fails for any reason but the account's (an outage, our client's configuration)
+is logged and the still-valid token is used; only an expired token makes that failure fatal.
 """
 
 from __future__ import annotations
@@ -20,10 +27,17 @@ import logging
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from models.accounts import company_account_rows, lock_account, mark_account_needs_reconnect
+from models.accounts import (
+    account_by_id,
+    company_account_rows,
+    lock_account,
+    mark_account_needs_reconnect,
+)
 from models.database import unit_of_work
 from models.statuses import AccountStatus
 from models.tables import SocialAccount
@@ -33,6 +47,7 @@ from tasks.platforms.base import (
     NeedsReconnectError,
     PermanentError,
     PlatformAdapter,
+    PlatformError,
 )
 from tasks.platforms.registry import PLATFORMS
 from tasks.platforms.specs import RefreshPolicy, platform_spec
@@ -47,10 +62,55 @@ REFRESH_POLICIES: dict[str, RefreshPolicy | None] = {
     platform: platform_spec(platform).default_login.refresh for platform in PLATFORMS
 }
 
+#: How long before its token expires an account that will not be renewed automatically shows
+#: `expiring` (`GET /api/accounts`) and is named by the refresh job (its report's `expiring`,
+#: the "accounts expiring" Prefect event): a week to reconnect before its posts fail.
+EXPIRY_WARNING = timedelta(days=7)
+#: That account's status as shown, derived from its expiry (the stored column, and its CHECK
+#: constraint, keep `active` / `needs_reconnect`).
+EXPIRING = "expiring"
+#: The order of the accounts list: what needs the user first.
+_SHOWN_FIRST = {AccountStatus.NEEDS_RECONNECT: 0, EXPIRING: 1, AccountStatus.ACTIVE: 2}
 
-def refresh_due(platform: str, expires_at: datetime | None, *, now: datetime) -> bool:
+
+def refresh_due(
+    platform: str, expires_at: datetime | None, *, now: datetime, has_refresh_token: bool = True
+) -> bool:
     policy = REFRESH_POLICIES.get(platform)
-    return policy is not None and policy.due(expires_at, now=now)
+    return policy is not None and policy.due(
+        expires_at, now=now, has_refresh_token=has_refresh_token
+    )
+
+
+def renewed_automatically(platform: str, *, has_refresh_token: bool) -> bool:
+    """Whether we renew the account's token at all: a refresh policy, and the refresh token its
+    grant needs."""
+    policy = REFRESH_POLICIES.get(platform)
+    return policy is not None and (has_refresh_token or not policy.needs_refresh_token)
+
+
+def expired_for_good(
+    platform: str, expires_at: datetime | None, *, now: datetime, has_refresh_token: bool
+) -> bool:
+    """The token has expired and no refresh can bring it back: not renewed by us, or Meta's
+    (its policy has a minimum age), which refuses to refresh an expired token."""
+    if expires_at is None or expires_at > now:
+        return False
+    if not renewed_automatically(platform, has_refresh_token=has_refresh_token):
+        return True
+    policy = REFRESH_POLICIES[platform]
+    return policy is not None and policy.min_age is not None
+
+
+def expiring_unrenewed(
+    platform: str, expires_at: datetime | None, *, now: datetime, has_refresh_token: bool
+) -> bool:
+    """The token expires within `EXPIRY_WARNING` and nothing will renew it: reconnect soon."""
+    return (
+        expires_at is not None
+        and now < expires_at <= now + EXPIRY_WARNING
+        and not renewed_automatically(platform, has_refresh_token=has_refresh_token)
+    )
 
 
 def account_context(account: SocialAccount) -> AccountContext:
@@ -73,27 +133,103 @@ async def fresh_context(
     margin_seconds: float,
 ) -> AccountContext:
     """The account's credentials, refreshed first when they expire within the margin or the
-    platform's own refresh window says so (Meta: a week ahead, never once expired)."""
+    platform's own refresh window says so (Meta: a week ahead, never once expired).
+
+    A token nothing renews is used until it expires, then the account is marked
+    `needs_reconnect` (`NeedsReconnectError`). A refresh refused for the account's sake
+    (`NeedsReconnectError`) is final; any other refresh failure is logged at WARNING and the
+    current token used while it is still valid (the next attempt or the daily job retries)."""
     context = account_context(account)
     expires = account.token_expires_at
+    if expires is None:
+        return context
     now = datetime.now(UTC)
-    within_margin = expires is not None and expires <= now + timedelta(seconds=margin_seconds)
-    if within_margin or refresh_due(account.platform, expires, now=now):
-        if expires is not None and expires <= now and REFRESH_POLICIES.get(account.platform):
-            policy = REFRESH_POLICIES[account.platform]
-            if policy is not None and policy.min_age is not None:
-                # Meta refuses an expired token: the refresh can only fail.
-                raise await _reconnect(
-                    sessions,
-                    account,
-                    NeedsReconnectError(
-                        f"the {account.platform} token expired on {expires.isoformat()} and "
-                        "can no longer be refreshed",
-                        code="token_expired",
-                    ),
-                )
-        context = await refresh_tokens(sessions, adapter=adapter, account=account, used=context)
-    return context
+    has_refresh_token = bool(account.refresh_token)
+    if expired_for_good(account.platform, expires, now=now, has_refresh_token=has_refresh_token):
+        return await expire_account(sessions, account=account, now=now)
+    if not renewed_automatically(account.platform, has_refresh_token=has_refresh_token):
+        return context
+    within_margin = expires <= now + timedelta(seconds=margin_seconds)
+    if not (
+        within_margin
+        or refresh_due(account.platform, expires, now=now, has_refresh_token=has_refresh_token)
+    ):
+        return context
+    try:
+        return await refresh_tokens(sessions, adapter=adapter, account=account, used=context)
+    except NeedsReconnectError:
+        raise
+    except PlatformError as error:
+        if expires <= datetime.now(UTC):
+            raise
+        log.warning(
+            "could not refresh the %s token of @%s (%s: %s); using the current token, valid "
+            "until %s",
+            account.platform,
+            account.handle,
+            error.code or type(error).__name__,
+            error.message,
+            expires.isoformat(),
+            extra={"account_id": str(account.id)},
+        )
+        return context
+
+
+async def expire_account(
+    sessions: async_sessionmaker[AsyncSession], *, account: SocialAccount, now: datetime
+) -> AccountContext:
+    """Mark an account whose token expired for good `needs_reconnect` and raise why.
+
+    One conditional update (still active, token still expired at `now`), never a read then a
+    write: an account reconnected meanwhile has a new expiry, is left alone, and its new
+    credentials are returned instead."""
+    expires = account.token_expires_at
+    assert expires is not None
+    error = NeedsReconnectError(_expired(account.platform, expires), code="token_expired")
+    async with unit_of_work(sessions) as session:
+        marked = await session.scalar(
+            update(SocialAccount)
+            .where(
+                SocialAccount.id == account.id,
+                SocialAccount.status == AccountStatus.ACTIVE,
+                SocialAccount.token_expires_at <= now,
+            )
+            .values(status=AccountStatus.NEEDS_RECONNECT, status_reason=error.message)
+            .returning(SocialAccount.id)
+        )
+        current = None if marked else await _active_account(session, account.id)
+    if marked:
+        log.warning(
+            "%s account @%s needs reconnecting: %s",
+            account.platform,
+            account.handle,
+            error.message,
+            extra={"account_id": str(account.id)},
+        )
+    elif current is not None and not expired_for_good(
+        current.platform,
+        current.token_expires_at,
+        now=now,
+        has_refresh_token=bool(current.refresh_token),
+    ):
+        return account_context(current)
+    raise error
+
+
+def _expired(platform: str, expires: datetime) -> str:
+    return (
+        f"the {platform} token expired on {expires.astimezone(UTC):%Y-%m-%d %H:%M} UTC and "
+        "cannot be renewed; reconnect the account"
+    )
+
+
+async def _active_account(session: AsyncSession, account_id: uuid.UUID) -> SocialAccount | None:
+    found = await session.scalar(
+        select(SocialAccount.id).where(
+            SocialAccount.id == account_id, SocialAccount.status == AccountStatus.ACTIVE
+        )
+    )
+    return None if found is None else await account_by_id(session, account_id)
 
 
 async def refresh_tokens(
@@ -124,6 +260,8 @@ async def refresh_tokens(
             if tokens.refresh_token:
                 locked.refresh_token = tokens.refresh_token
             locked.token_expires_at = tokens.expires_at
+            if tokens.scopes is not None:  # X reports the token's scopes on every refresh
+                locked.granted_scopes = sorted(tokens.scopes)
             locked.status_reason = None
             await session.flush()
             return account_context(locked)
@@ -161,6 +299,7 @@ class AccountSummary:
     handle: str
     external_id: str
     base_url: str | None
+    #: `active`, `expiring` (derived: see `EXPIRY_WARNING`) or `needs_reconnect`.
     status: str
     last_error: str | None
     token_expires_at: datetime | None
@@ -176,29 +315,53 @@ async def company_accounts(
     company_id: uuid.UUID,
     account_id: uuid.UUID | None = None,
 ) -> list[AccountSummary]:
-    """The company's accounts, needs-reconnect first (or the one asked for; not found if it is
-    another company's)."""
+    """The company's accounts, needs-reconnect first, then expiring (or the one asked for; not
+    found if it is another company's).
+
+    Derived from the expiry, as the publish path would see it: an active account whose token
+    nothing renews is `expiring` in its last `EXPIRY_WARNING` and `needs_reconnect` once its
+    token has expired for good (the next publish or the daily job stores the mark)."""
     now = datetime.now(UTC)
     async with sessions() as session:
         rows = await company_account_rows(session, company_id=company_id, account_id=account_id)
+        # Whether each has a refresh token, without reading (decrypting) any token.
+        with_refresh_token = set(
+            await session.scalars(
+                select(SocialAccount.id).where(
+                    SocialAccount.company_id == company_id,
+                    SocialAccount.refresh_token.is_not(None),
+                )
+            )
+        )
     if account_id is not None and not rows:
         raise NotFoundError("account_not_found", "no such account for this company")
     summaries = [
-        AccountSummary(
-            id=row.id,
-            platform=row.platform,
-            handle=row.handle,
-            external_id=row.external_id,
-            base_url=row.base_url,
-            status=row.status,
-            last_error=row.status_reason,
-            token_expires_at=row.token_expires_at,
-            refresh_due=row.status == AccountStatus.ACTIVE
-            and refresh_due(row.platform, row.token_expires_at, now=now),
-            created_at=row.created_at,
-            updated_at=row.updated_at,
-        )
-        for row in rows
+        _summary(row, now=now, has_refresh_token=row.id in with_refresh_token) for row in rows
     ]
-    summaries.sort(key=lambda summary: summary.status == AccountStatus.ACTIVE)
+    summaries.sort(key=lambda summary: _SHOWN_FIRST.get(summary.status, 0))
     return summaries
+
+
+def _summary(row: Any, *, now: datetime, has_refresh_token: bool) -> AccountSummary:
+    status, reason, expires = row.status, row.status_reason, row.token_expires_at
+    if status == AccountStatus.ACTIVE:
+        if expired_for_good(row.platform, expires, now=now, has_refresh_token=has_refresh_token):
+            status, reason = AccountStatus.NEEDS_RECONNECT.value, _expired(row.platform, expires)
+        elif expiring_unrenewed(
+            row.platform, expires, now=now, has_refresh_token=has_refresh_token
+        ):
+            status = EXPIRING
+    return AccountSummary(
+        id=row.id,
+        platform=row.platform,
+        handle=row.handle,
+        external_id=row.external_id,
+        base_url=row.base_url,
+        status=status,
+        last_error=reason,
+        token_expires_at=expires,
+        refresh_due=status == AccountStatus.ACTIVE
+        and refresh_due(row.platform, expires, now=now, has_refresh_token=has_refresh_token),
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )

@@ -247,6 +247,9 @@ def fault_error(platform: str, fault: Fault, *, owner: str) -> GraphError:
 #: long-lived-tokens); Facebook Login: "A long-lived token generally lasts about 60 days"
 #: (developers.facebook.com/docs/facebook-login/guides/access-tokens/get-long-lived).
 LONG_LIVED = timedelta(days=60)
+#: "Short-lived tokens usually have a lifetime of about an hour or two" (Facebook); "valid for
+#: 1 hour" (Instagram Login, Threads).
+SHORT_LIVED = timedelta(hours=1)
 #: "Refresh a long-lived access token that is at least 24 hours old but has not expired" (IG
 #: refresh_access_token reference); Threads: "at least 24 hours old but have not expired".
 REFRESH_MIN_AGE = timedelta(hours=24)
@@ -596,10 +599,14 @@ async def fb_exchange_token(request: Request, state: SandboxState) -> dict[str, 
     Facebook Login user tokens are exchanged here (an Instagram Login token is refused as on any
     call to this host).
 
-    Not verifiable from the docs: the body of a refused expired token (the sandbox answers
-    190/463 as for any call with it), of a missing app id (observed: 101 "Missing client_id
-    parameter."), and whether re-exchanging a long-lived token extends it (the adapter assumes
-    a fresh ~60-day token, so the sandbox issues one).
+    Meta documents the exchange of a *short-lived* token only. A long-lived token exchanged
+    again gets a new token with the same expiry, not a fresh 60 days: re-exchanges observed
+    returning `expires` 59.914…, 59.9140…, 59.9139 days (Thuzi/facebook-node-sdk#68), and the
+    get-long-lived page says such tokens die "after about 60 days" unless the person uses the
+    app. (The adapter no longer re-exchanges: a Facebook-Login account is renewed by swapping
+    to its Page token.) Not verifiable from the docs: the body of a refused expired token (the
+    sandbox answers 190/463 as for any call with it) and of a missing app id (observed: 101
+    "Missing client_id parameter.").
     """
     params = await graph_params(request)
     if params.get("grant_type") != "fb_exchange_token":
@@ -630,7 +637,10 @@ async def fb_exchange_token(request: Request, state: SandboxState) -> dict[str, 
             raise GraphError("(#100) fb_exchange_token must be a User access token", code=100)
         account = state.account(platform, record.external_id)
         assert account is not None
-        new_token, new_record = issue_token(state, account, host="facebook")
+        lifetime = LONG_LIVED
+        if record.expires_at is not None and record.expires_at - record.issued_at > SHORT_LIVED:
+            lifetime = record.expires_at - now  # already long-lived: not extended (FB-rex)
+        new_token, new_record = issue_token(state, account, host="facebook", lifetime=lifetime)
     assert new_record.expires_at is not None
     expires_in = int((new_record.expires_at - now).total_seconds())
     return {"access_token": new_token, "token_type": "bearer", "expires_in": expires_in}

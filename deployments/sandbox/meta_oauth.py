@@ -87,6 +87,7 @@ from fastapi.responses import JSONResponse
 from deployments.sandbox import facebook, oauth
 from deployments.sandbox.core import SandboxState, get_sandbox
 from deployments.sandbox.graph import (
+    SHORT_LIVED,
     GraphError,
     GraphRoute,
     access_token,
@@ -101,9 +102,6 @@ from deployments.sandbox.graph import (
     wanted_fields,
 )
 
-#: "Short-lived tokens usually have a lifetime of about an hour or two" (Facebook); "valid for
-#: 1 hour" (Instagram Login, Threads).
-SHORT_LIVED = timedelta(hours=1)
 #: Instagram and Threads: "Authorization codes are valid for 1 hour and can only be used once."
 META_CODE_LIFETIME = timedelta(hours=1)
 #: Threads: "permissions granted ... are now valid for 90 days" (long-lived-tokens page).

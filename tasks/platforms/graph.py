@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 import httpx
 
 from models.settings import DEFAULT_GRAPH_VERSION
+from tasks.media import MediaPolicy
 from tasks.platforms.base import (
     AccountContext,
     MetricCounts,
@@ -34,6 +35,7 @@ from tasks.platforms.base import (
     TransientError,
     UnknownOutcomeError,
 )
+from tasks.platforms.servers import account_server
 
 logger = logging.getLogger(__name__)
 
@@ -382,13 +384,17 @@ class GraphAdapter:
         poll_interval: float = 1.0,
         poll_timeout: float = 20.0,
         not_ready_retries: int = 2,
+        media_policy: MediaPolicy | None = None,
         **_options: Any,
     ) -> None:
         """`request_timeout` overrides the client's timeout per call; `poll_*` bound the
         container wait (short, so a handler stays within the queue's redelivery timeout);
-        `not_ready_retries` is how often a 9007 "not ready" publish is polled and retried."""
+        `not_ready_retries` is how often a 9007 "not ready" publish is polled and retried;
+        `media_policy` is the egress guard's policy an account's own Graph host is checked
+        with (`host_url`; None: production's)."""
         self.http = http
         self.base_url = base_url
+        self.media_policy = media_policy or MediaPolicy()
         self.graph_version = graph_version
         self.app_id = app_id
         self.app_secret = app_secret
@@ -410,10 +416,16 @@ class GraphAdapter:
         if problems:
             raise PermanentError("; ".join(problems), code="content_invalid")
 
+    def host_url(self, account: AccountContext) -> str:
+        """The Graph host to call for this account: its own `base_url` through the egress guard
+        (`servers.account_server`: refused, the account needs reconnecting), else the
+        configured host."""
+        return account_server(account.base_url, default=self.base_url, policy=self.media_policy)
+
     def graph(self, account: AccountContext, *, refreshable: bool | None = None) -> GraphClient:
         return GraphClient(
             http=self.http,
-            base_url=account.base_url or self.base_url,
+            base_url=self.host_url(account),
             graph_version=self.graph_version,
             refreshable=self.token_refreshable if refreshable is None else refreshable,
             timeout=self.request_timeout,

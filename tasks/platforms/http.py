@@ -19,15 +19,20 @@ aiohttp retries a request once on a reused connection the server had closed, and
 idempotent methods (RFC 9112 §9.3.1.1: GET, PUT, DELETE...), never a POST: every publish call
 is a POST, and the PUTs it may retry (LinkedIn's video parts) are idempotent by definition.
 
-Every name is resolved through `GuardedResolver`: an account's own server (a Mastodon instance,
-a Bluesky PDS: tenant-chosen) is refused at connect time when its name resolves to a loopback,
-private, link-local or metadata address, by the media fetcher's egress guard. It was checked
-when the account was stored, but a name can be pointed elsewhere later (DNS rebinding; security
-review, finding 18). The hosts the operator configured (`<PLATFORM>_API_BASE_URL`) are trusted.
+Every destination passes the media fetcher's egress guard (`GuardedResolver`): an account's own
+server (a Mastodon instance, a Bluesky PDS: tenant-chosen) is refused before a connection is
+made when it is, or its name resolves to, a loopback, private, link-local or metadata address.
+It was checked when the account was stored and is checked again by the adapter before each call
+(`servers.account_server`), but a name can be pointed elsewhere later (DNS rebinding; security
+review, finding 18). aiohttp never asks the resolver about an IP literal (its `TCPConnector.
+_resolve_host` returns it as is), so the transport checks a literal host itself, with the same
+guard, before handing the request to aiohttp (security review 3, N1). The servers the operator
+configured (`<PLATFORM>_API_BASE_URL`: host and port) are trusted.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import socket
 import ssl
@@ -37,14 +42,14 @@ from http.cookiejar import CookieJar, DefaultCookiePolicy
 import aiohttp
 import httpx
 from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.helpers import is_ip_address
 from yarl import URL
 
 from models.settings import PlatformSettings
-from models.statuses import Platform
 from tasks import media
-from tasks.media import MediaPolicy, answer_address, first_refusal
+from tasks.media import IPAddress, MediaPolicy, answer_address, first_refusal
 from tasks.platforms.base import NeedsReconnectError
-from tasks.platforms.servers import REFUSED_MESSAGE
+from tasks.platforms.servers import REFUSED_MESSAGE, configured_servers, host_key, server_origin
 
 log = logging.getLogger(__name__)
 
@@ -61,14 +66,36 @@ def no_cookies() -> CookieJar:
 
 class GuardedResolver(AbstractResolver):
     """Names resolved as the media fetcher resolves them (`media.resolve_host`), every address
-    checked with its guard unless the name is one the operator configured; a refused one raises
-    `NeedsReconnectError` (the account must be reconnected with its public server) before any
-    connection is made. aiohttp caches an answer for 10 s, so a changed name is looked up, and
-    checked, again within seconds."""
+    checked with its guard unless the host and port are a server the operator configured; a
+    refused one raises `NeedsReconnectError` (the account must be reconnected with its public
+    server) before any connection is made. aiohttp caches an answer for 10 s, so a changed name
+    is looked up, and checked, again within seconds. `check_literal` is the same check for an
+    IP-literal host, which aiohttp connects to without asking the resolver."""
 
-    def __init__(self, *, policy: MediaPolicy, trusted_hosts: Iterable[str] = ()) -> None:
+    def __init__(self, *, policy: MediaPolicy, trusted: Iterable[tuple[str, int]] = ()) -> None:
         self._policy = policy
-        self._trusted = frozenset(h.lower().rstrip(".") for h in trusted_hosts)
+        self._trusted = frozenset((host_key(host), port) for host, port in trusted)
+
+    def _guard(self, host: str, port: int, addresses: list[IPAddress]) -> None:
+        if (host_key(host), port) in self._trusted:
+            return
+        refused = first_refusal(addresses, policy=self._policy)
+        if refused:
+            log.warning("refused at connect: %s -> %s: %s", host, *refused)
+            raise NeedsReconnectError(REFUSED_MESSAGE, code="server_refused")
+
+    def check_literal(self, host: str, port: int) -> None:
+        """Refuse an IP-literal `host` the guard refuses. What aiohttp takes for a literal (its
+        own `is_ip_address`: any host with a colon, or of digits and dots only) but is no
+        address is refused too, never handed to the system's resolver unchecked."""
+        if not is_ip_address(host):
+            return  # a name: `resolve` checks it
+        try:
+            address = ipaddress.ip_address(host.strip("[]"))
+        except ValueError:
+            log.warning("refused at connect: %s: not an IP address", host)
+            raise NeedsReconnectError(REFUSED_MESSAGE, code="server_refused") from None
+        self._guard(host, port, [address])
 
     async def resolve(
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
@@ -76,11 +103,7 @@ class GuardedResolver(AbstractResolver):
         addresses = [answer_address(a) for a in await media.resolve_host(host, port)]
         if not addresses:
             raise OSError(f"{host}: no addresses")
-        if host.lower().rstrip(".") not in self._trusted:
-            refused = first_refusal(addresses, policy=self._policy)
-            if refused:
-                log.warning("refused at connect: %s -> %s: %s", host, *refused)
-                raise NeedsReconnectError(REFUSED_MESSAGE, code="server_refused")
+        self._guard(host, port, addresses)
         return [
             {
                 "hostname": host,
@@ -149,7 +172,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         *,
         max_connections: int = MAX_CONNECTIONS,
         verify: ssl.SSLContext | None = None,
-        resolver: AbstractResolver | None = None,
+        resolver: GuardedResolver | None = None,
     ) -> None:
         self._max_connections = max_connections
         self._resolver = resolver
@@ -175,6 +198,9 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         return self._session
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        url = URL(str(request.url), encoded=True)
+        if self._resolver is not None:  # before aiohttp, which skips the resolver for literals
+            self._resolver.check_literal(url.raw_host or "", url.port or 0)
         timeout = request.extensions.get("timeout", {})
         headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw]
         data: bytes | httpx.AsyncByteStream | None
@@ -186,7 +212,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         try:
             response = await self._client().request(
                 request.method,
-                URL(str(request.url), encoded=True),
+                url,
                 headers=headers,
                 data=data,
                 allow_redirects=False,
@@ -215,20 +241,19 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             await session.close()
 
 
-def configured_hosts(settings: PlatformSettings) -> set[str]:
-    """The host names of every `<PLATFORM>_API_BASE_URL`: chosen by the operator, trusted."""
-    return {httpx.URL(settings.base_url(platform)).host for platform in Platform} - {""}
+def configured_origins(settings: PlatformSettings) -> set[tuple[str, int]]:
+    """The host and port of every `<PLATFORM>_API_BASE_URL`: chosen by the operator, trusted."""
+    origins = {server_origin(url)[1:] for url in configured_servers(settings)}
+    return {(host, port) for host, port in origins if host}
 
 
 def platform_http_client(
     settings: PlatformSettings, *, policy: MediaPolicy | None = None
 ) -> httpx.AsyncClient:
-    """Keep-alive connections through aiohttp (`AiohttpTransport`), every name resolved through
+    """Keep-alive connections through aiohttp (`AiohttpTransport`), every destination checked by
     the egress guard (`policy`; None is production's: public addresses only), the platforms'
     timeout, no cookies, no redirects."""
-    resolver = GuardedResolver(
-        policy=policy or MediaPolicy(), trusted_hosts=configured_hosts(settings)
-    )
+    resolver = GuardedResolver(policy=policy or MediaPolicy(), trusted=configured_origins(settings))
     return httpx.AsyncClient(
         timeout=settings.platform_http_timeout_seconds,
         transport=AiohttpTransport(resolver=resolver),

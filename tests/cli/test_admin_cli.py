@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -116,3 +117,119 @@ def test_tokens_can_come_from_standard_input_or_a_file(
         account = s.get(SocialAccount, account_id)
         assert account is not None
         assert (account.access_token, account.refresh_token) == ("at-from-stdin", "rt-from-file")
+
+
+def _add(company_id: str, *extra: str, token_file: Path) -> subprocess.CompletedProcess[str]:
+    """`account add` of one LinkedIn account (external id `li-1`), its token read from a file."""
+    return _run(
+        *("account", "add", "--company", company_id, "--platform", "linkedin"),
+        *("--handle", "acme", "--external-id", "li-1", "--access-token", f"@{token_file}"),
+        *extra,
+    )
+
+
+def test_adding_an_existing_account_again_reconnects_it(
+    database_url: URL, db: Engine, tmp_path: Path
+) -> None:
+    """Before: a duplicate traceback with the SQL and the ciphertext (security-3 N8)."""
+    company = json.loads(_run("company", "create", "Twice Co", "--json").stdout)
+    first_token, second_token = tmp_path / "first", tmp_path / "second"
+    first_token.write_text("li-token-1\n")
+    second_token.write_text("li-token-2\n")
+    first = _add(company["id"], "--json", token_file=first_token)
+    assert first.returncode == 0, first.stderr
+    created = json.loads(first.stdout)
+    assert created["created"] is True
+    account_id = uuid.UUID(created["id"])
+    with Session(db) as s, s.begin():
+        account = s.get(SocialAccount, account_id)
+        assert account is not None
+        account.status, account.status_reason = "needs_reconnect", "revoked"
+
+    again = _add(company["id"], "--token-expires-at", "2027-01-31", token_file=second_token)
+
+    assert again.returncode == 0, again.stderr
+    (line,) = again.stdout.strip().splitlines()
+    assert (
+        line.startswith("updated the existing linkedin account @acme") and str(account_id) in line
+    )
+    assert again.stderr == ""  # the token came from a file: no warning
+    with Session(db) as s:
+        rows = s.scalars(
+            select(SocialAccount).where(SocialAccount.company_id == uuid.UUID(company["id"]))
+        ).all()
+    assert [r.id for r in rows] == [account_id]
+    (account,) = rows
+    assert (account.access_token, account.status, account.status_reason) == (
+        "li-token-2",
+        "active",
+        None,
+    )
+    assert account.token_expires_at is not None and account.token_expires_at.year == 2027
+    as_json = _add(company["id"], "--json", token_file=second_token)
+    assert json.loads(as_json.stdout) == {
+        "id": str(account_id),
+        "platform": "linkedin",
+        "created": False,
+    }
+
+
+def test_a_token_on_the_command_line_is_taken_with_a_warning(database_url: URL) -> None:
+    company = json.loads(_run("company", "create", "Literal Co", "--json").stdout)
+    added = _run(
+        *("account", "add", "--company", company["id"], "--platform", "x", "--handle", "lit"),
+        *("--access-token", "tok-literal", "--json"),
+    )
+    assert added.returncode == 0, added.stderr
+    (warning,) = added.stderr.strip().splitlines()
+    assert warning.startswith("warning: --access-token") and "`-`" in warning and "@FILE" in warning
+    assert "tok-literal" not in added.stdout + added.stderr
+
+
+def test_token_expiry_takes_every_iso_8601_form(
+    database_url: URL, db: Engine, tmp_path: Path
+) -> None:
+    company = json.loads(_run("company", "create", "Dates Co", "--json").stdout)
+    token = tmp_path / "token"
+    token.write_text("li-token\n")
+    forms = {
+        "2027-01-31T12:00:00.250Z": datetime(2027, 1, 31, 12, 0, 0, 250000, tzinfo=UTC),
+        "2027-01-31T12:00:00+00:00": datetime(2027, 1, 31, 12, tzinfo=UTC),
+        "2027-01-31T12:00:00+0530": datetime(2027, 1, 31, 6, 30, tzinfo=UTC),
+        "2027-01-31": datetime(2027, 1, 31, tzinfo=UTC),
+        "2027-01-31T12:00:00": datetime(2027, 1, 31, 12, tzinfo=UTC),  # naive: UTC
+        "2027-01-31T12:00Z": datetime(2027, 1, 31, 12, tzinfo=UTC),
+    }
+    for form, expected in forms.items():
+        added = _add(company["id"], "--token-expires-at", form, "--json", token_file=token)
+        assert added.returncode == 0, (form, added.stderr)
+        with Session(db) as s:
+            account = s.get(SocialAccount, uuid.UUID(json.loads(added.stdout)["id"]))
+            assert account is not None
+            assert account.token_expires_at == expected, form
+
+
+def test_a_bad_date_or_a_database_refusal_is_one_line(
+    database_url: URL, db: Engine, tmp_path: Path
+) -> None:
+    company = json.loads(_run("company", "create", "Refused Co", "--json").stdout)
+    token = tmp_path / "token"
+    token.write_text("li-secret-token\n")
+    bad_date = _add(company["id"], "--token-expires-at", "31/01/2027", token_file=token)
+    assert bad_date.returncode == 2
+    (line,) = bad_date.stderr.strip().splitlines()
+    assert line.startswith("error: --token-expires-at:") and "31/01/2027" in line
+
+    too_long = _run(
+        *("account", "add", "--company", company["id"], "--platform", "linkedin"),
+        *("--handle", "h" * 300, "--access-token", f"@{token}"),
+    )
+    assert too_long.returncode == 2
+    (line,) = too_long.stderr.strip().splitlines()
+    assert line.startswith("error: the database refused the account:")
+    assert "INSERT" not in line and "li-secret-token" not in too_long.stdout + too_long.stderr
+    with Session(db) as s:
+        stored = s.scalars(
+            select(SocialAccount).where(SocialAccount.company_id == uuid.UUID(company["id"]))
+        ).all()
+    assert stored == []

@@ -1,8 +1,10 @@
 """Instagram through Facebook Login (INSTAGRAM_LOGIN=facebook), end to end against the sandbox
 and real PostgreSQL: publishing with a Page token goes to graph.facebook.com (never to
-graph.instagram.com, which refuses these tokens), the refresh job extends the long-lived user
-token with `fb_exchange_token` before it expires and stores the new expiry, and a refused
-refresh leaves the account `needs_reconnect` in a committed transaction."""
+graph.instagram.com, which refuses these tokens); an account stored with a long-lived *user*
+token gets its Page's token from `me/accounts` before the user token expires (Meta documents no
+extension of a long-lived user token; the Page token does not expire), after which it is never
+due again; a refused or impossible swap leaves the account `needs_reconnect` in a committed
+transaction."""
 
 from __future__ import annotations
 
@@ -23,7 +25,6 @@ from tasks.platforms.base import (
     AccountContext,
     MediaItem,
     NeedsReconnectError,
-    PermanentError,
     PlatformState,
     PostContent,
 )
@@ -139,10 +140,10 @@ async def _run_job(sandbox, sessions, *, now: datetime):
 
 
 @pytest.mark.usefixtures("database_url")
-async def test_refresh_job_extends_the_user_token_before_it_expires(sandbox, sessions, db) -> None:
+async def test_refresh_job_swaps_the_user_token_for_the_page_token(sandbox, sessions, db) -> None:
     now = datetime.now(UTC)
     external_id = f"1784{uuid.uuid4().int % 10**12:012d}"
-    # 57 days old, 3 days left: inside the week-ahead window, old enough to refresh.
+    # 57 days old, 3 days left: inside the week-ahead window.
     _register(
         sandbox,
         external_id,
@@ -156,27 +157,29 @@ async def test_refresh_job_extends_the_user_token_before_it_expires(sandbox, ses
     report = await _run_job(sandbox, sessions, now=now)
     assert any(name.startswith("instagram:") for name in report.refreshed)
     status, _, expires = _status(db, account_id)
-    assert status == "active" and expires > now + timedelta(days=59)  # the new expiry is stored
+    assert (status, expires) == ("active", None)  # a Page token does not expire: never due
     async with sessions() as session:
-        refreshed = await account_by_id(session, account_id)
-    assert refreshed.access_token != "fbl-due"
+        swapped = await account_by_id(session, account_id)
+    assert swapped.access_token != "fbl-due"
 
-    # The extended token publishes on graph.facebook.com.
+    # The Page token publishes on graph.facebook.com after the user token has died.
+    sandbox.advance_clock(10 * DAY)
     async with clients.async_client(timeout=5) as http:
         adapter = build_adapter("instagram", http=http, settings=_settings(sandbox))
         result = await adapter.publish(
-            account=account_context(refreshed), content=_content(sandbox), state=PlatformState()
+            account=account_context(swapped), content=_content(sandbox), state=PlatformState()
         )
     assert [p["id"] for p in sandbox.posts("instagram")] == [result.remote_id]
 
 
 @pytest.mark.usefixtures("database_url")
-@pytest.mark.parametrize("why", ["expired", "password changed"])
+@pytest.mark.parametrize("why", ["expired", "password changed", "no linked page"])
 async def test_a_refused_refresh_commits_needs_reconnect(sandbox, sessions, db, why: str) -> None:
     now = datetime.now(UTC)
     external_id = f"1784{uuid.uuid4().int % 10**12:012d}"
+    stored_id, expires = external_id, now + timedelta(days=3)
     if why == "expired":
-        # Nobody refreshed it in time: "You can not use an expired token" (FB-ll).
+        # Nobody renewed it in time: Meta refuses an expired token (FB-ll), so no call is made.
         _register(
             sandbox,
             external_id,
@@ -185,8 +188,8 @@ async def test_a_refused_refresh_commits_needs_reconnect(sandbox, sessions, db, 
             token_expires_in_seconds=-DAY,
         )
         expires = now - timedelta(days=1)
-        reason = "Session has expired"
-    else:
+        reason = "token expired on"
+    elif why == "password changed":
         _register(
             sandbox,
             external_id,
@@ -194,10 +197,20 @@ async def test_a_refused_refresh_commits_needs_reconnect(sandbox, sessions, db, 
             token_age_seconds=57 * DAY,
             token_expires_in_seconds=3 * DAY,
         )
-        sandbox.inject_graph_error("instagram", "190/460", account=external_id, operation="refresh")
-        expires = now + timedelta(days=3)
+        sandbox.inject_graph_error("instagram", "190/460", account=external_id, operation="lookup")
         reason = "changed their password"
-    account_id = _account(external_id=external_id, access="fbl-dead", expires=expires)
+    else:
+        # The user's Pages are linked to another Instagram account than the one stored.
+        _register(
+            sandbox,
+            external_id,
+            "fbl-dead",
+            token_age_seconds=57 * DAY,
+            token_expires_in_seconds=3 * DAY,
+        )
+        stored_id = f"1784{uuid.uuid4().int % 10**12:012d}"
+        reason = "no Facebook Page of this login is linked"
+    account_id = _account(external_id=stored_id, access="fbl-dead", expires=expires)
     report = await _run_job(sandbox, sessions, now=now)
     assert any(name.startswith("instagram:") for name in report.needs_reconnect)
     status, status_reason, _ = _status(db, account_id)
@@ -205,7 +218,8 @@ async def test_a_refused_refresh_commits_needs_reconnect(sandbox, sessions, db, 
 
 
 @pytest.mark.usefixtures("database_url")
-async def test_missing_app_credentials_are_our_configuration(sandbox, sessions, db) -> None:
+async def test_the_page_token_needs_no_app_credentials(sandbox, sessions, db) -> None:
+    """`me/accounts` takes the user token alone: no FACEBOOK_APP_ID/SECRET, no app refusal."""
     now = datetime.now(UTC)
     external_id = f"1784{uuid.uuid4().int % 10**12:012d}"
     _register(sandbox, external_id, "fbl-ok", token_age_seconds=57 * DAY)
@@ -214,9 +228,8 @@ async def test_missing_app_credentials_are_our_configuration(sandbox, sessions, 
         account = await account_by_id(session, account_id)
     async with clients.async_client(timeout=5) as http:
         adapter = build_adapter("instagram", http=http, settings=_settings(sandbox, app=False))
-        with pytest.raises(PermanentError) as caught:
-            await refresh_tokens(
-                sessions, adapter=adapter, account=account, used=account_context(account)
-            )
-    assert caught.value.code == "oauth_client_config"
-    assert _status(db, account_id)[0] == "active"
+        context = await refresh_tokens(
+            sessions, adapter=adapter, account=account, used=account_context(account)
+        )
+    assert context.access_token != "fbl-ok"
+    assert _status(db, account_id)[::2] == ("active", None)

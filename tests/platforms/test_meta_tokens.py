@@ -7,13 +7,16 @@ there), over HTTP and through the adapters, on the sandbox clock instead of slee
 - an expired token is refused (190/463) on every call, refresh included;
 - a token works on its login's host only (Instagram Login: graph.instagram.com; Facebook Login:
   graph.facebook.com), elsewhere 190 "Cannot parse access token";
-- Facebook Login user tokens are extended with `fb_exchange_token` (app id and secret required,
-  never once expired); Page tokens derived from a long-lived user token do not expire;
+- `fb_exchange_token` needs the app id and secret and never takes an expired token; Page tokens
+  derived from a long-lived user token do not expire, so the Instagram adapter renews a
+  Facebook Login user token by swapping it for the account's Page token (`me/accounts`), never
+  by re-exchanging it;
 - documented Graph errors can be injected per account and call, in Meta's envelope.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -139,7 +142,9 @@ async def _exchange(http: httpx.AsyncClient, sandbox: Any, token: str, **extra: 
     return await http.get(f"{sandbox.url('facebook')}/{V}/oauth/access_token", params=params)
 
 
-async def test_fb_exchange_token_extends_a_live_user_token(sandbox, http) -> None:
+async def test_fb_exchange_token_does_not_extend_a_long_lived_user_token(sandbox, http) -> None:
+    """Meta documents only the short-to-long exchange; a long-lived token exchanged again keeps
+    its expiry (FB-rex), which is why the adapter swaps to the Page token instead."""
     sandbox.add_account(
         "instagram",
         external_id="ig-f",
@@ -153,14 +158,14 @@ async def test_fb_exchange_token_extends_a_live_user_token(sandbox, http) -> Non
     answer = await _exchange(http, sandbox, "fb-user", **app)
     assert answer.status_code == 200, answer.text
     fresh = answer.json()
-    assert fresh["token_type"] == "bearer" and 59 * DAY < fresh["expires_in"] <= 60 * DAY
+    # 50 of its 60 days gone: the new token has the old one's 10 days left, not 60.
+    assert fresh["token_type"] == "bearer" and 9 * DAY < fresh["expires_in"] <= 10 * DAY
     assert _error(await _exchange(http, sandbox, "ig-login", **app))["code"] == 190
-    sandbox.advance_clock(11 * DAY)  # the old token (50 + 11 days) has expired, the new one not
+    sandbox.advance_clock(11 * DAY)  # both have expired
     error = _error(await _exchange(http, sandbox, "fb-user", **app))
     assert (error["code"], error["error_subcode"]) == (190, 463)
-    assert (
-        await _list(http, sandbox, "facebook", "ig-f", fresh["access_token"])
-    ).status_code == 200
+    listed = await _list(http, sandbox, "facebook", "ig-f", fresh["access_token"])
+    assert listed.status_code != 200
 
 
 async def test_page_token_of_a_long_lived_user_token_never_expires(sandbox, http) -> None:
@@ -180,6 +185,48 @@ async def test_page_token_of_a_long_lived_user_token_never_expires(sandbox, http
     sandbox.advance_clock(70 * DAY)
     assert _error(await _list(http, sandbox, "facebook", "ig-f", "fb-user"))["error_subcode"] == 463
     assert (await _list(http, sandbox, "facebook", "ig-f", page["access_token"])).status_code == 200
+
+
+async def test_a_facebook_login_refresh_swaps_the_user_token_for_the_page_token(
+    sandbox, counted_http
+) -> None:
+    http, counter = counted_http
+    sandbox.add_account(
+        "instagram",
+        external_id="ig-f",
+        handle="f",
+        access_token="fb-user",
+        extra={"login": "facebook", "page_id": "p1", "token_age_seconds": 57 * DAY},
+    )
+    adapter = sandbox_adapter(sandbox, "instagram", http)
+    account = AccountContext(
+        account_id="a",
+        external_id="ig-f",
+        handle="f",
+        access_token="fb-user",
+        base_url=sandbox.url("facebook"),  # the account's login: Facebook's host
+    )
+    tokens = await adapter.refresh_token(account=account)
+    assert tokens.expires_at is None and tokens.refresh_token is None
+    assert tokens.access_token != "fb-user"
+    assert counter.count("/me/accounts") == 1
+    assert not counter.count("/oauth/access_token")  # no re-exchange of the long-lived token
+    sandbox.advance_clock(70 * DAY)  # the user token is long dead, the Page token is not
+    assert _error(await _list(http, sandbox, "facebook", "ig-f", "fb-user"))["error_subcode"] == 463
+    assert (await _list(http, sandbox, "facebook", "ig-f", tokens.access_token)).status_code == 200
+
+    # A login whose Pages are linked to another Instagram account has no token for this one.
+    sandbox.add_account(
+        "instagram",
+        external_id="ig-g",
+        handle="g",
+        access_token="fb-user-g",
+        extra={"login": "facebook"},
+    )
+    with pytest.raises(NeedsReconnectError, match="no Facebook Page"):
+        await adapter.refresh_token(
+            account=replace(account, external_id="ig-other", access_token="fb-user-g")
+        )
 
 
 async def test_injected_graph_error_has_the_documented_envelope(sandbox, http) -> None:

@@ -11,6 +11,7 @@ import sys
 import uuid
 from collections import Counter
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -27,8 +28,13 @@ from deployments.prefect_views import (
     automation_definitions,
     saved_views,
 )
+from dispatch.admin import add_account, create_company
+from models.database import sync_session
 from models.tables import Company
+from tasks.platforms.registry import PLATFORMS
 from tests.support.prefect import PrefectHandle
+from tests.support.sandbox import SandboxHandle
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.stack  # a real Prefect server
 
@@ -228,3 +234,61 @@ def test_a_publish_failing_for_good_posts_the_alert_and_a_sync_child_failing_doe
         "text": "TendSocial: publish x · 1234abcd failed for good (platform:x): refused"
     }
     assert bodies.empty()
+
+
+def test_the_daily_refresh_names_accounts_expiring_without_renewal_in_the_alert(
+    prefect_with_services: PrefectHandle,
+    webhook_sink: tuple[str, queue.Queue[bytes]],
+    sandbox: SandboxHandle,
+    database_url: URL,
+    tmp_path: Path,
+) -> None:
+    """The `refresh-expiring-tokens` flow, run for real against Prefect, emits the event the
+    "accounts expiring" automation turns into an alert naming the account, never its token."""
+    url, bodies = webhook_sink
+    apply_views(prefect_with_services.api_url, webhook_url=url, now=NOW)
+    expires = datetime.now(UTC) + timedelta(days=3)
+    with sync_session() as session:
+        company = create_company(session, name="Expiring Co")
+        account = add_account(
+            session,
+            company_id=company.id,
+            platform="linkedin",
+            handle=f"expiring-{uuid.uuid4().hex[:6]}",
+            access_token="li-canary-access-token",  # no refresh token: not renewed by us
+            token_expires_at=expires,
+        )
+    env = {
+        **os.environ,
+        "PREFECT_API_URL": prefect_with_services.api_url,
+        "PREFECT_HOME": str(tmp_path),
+        # Accounts other tests left due are refreshed on the sandbox, never a real platform.
+        **{f"{platform.upper()}_API_BASE_URL": sandbox.url(platform) for platform in PLATFORMS},
+    }
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import asyncio\n"
+            "from flows.prefect_flows import refresh_tokens_flow\n"
+            "asyncio.run(refresh_tokens_flow())",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    def alert() -> str | None:
+        while not bodies.empty():  # other automations of the shared server may fire too
+            text = json.loads(bodies.get())["text"]
+            if "account(s) expire within 7 days" in text and account.handle in text:
+                return text
+        return None
+
+    text = wait_until(alert, within=90, interval=0.5, what="the accounts expiring alert")
+    assert f"linkedin:@{account.handle} expires on {expires:%Y-%m-%d %H:%M} UTC" in text
+    assert str(account.id) in text and str(company.id) in text
+    assert "li-canary-access-token" not in text

@@ -1,7 +1,7 @@
 """The platform HTTP clients: no cookies (one client serves every tenant's calls to a platform,
 so a cookie set in answer to one tenant must never be sent with another's request), no
-redirects, tenant servers checked at connect time, and the errors the adapters' exactly-once
-rules rely on (httpx's, from the aiohttp transport)."""
+redirects, tenant servers checked before a connection is made (IP literals included), and the
+errors the adapters' exactly-once rules rely on (httpx's, from the aiohttp transport)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,9 @@ from tasks.media import MediaPolicy
 from tasks.platforms.base import NeedsReconnectError
 from tasks.platforms.graph import NOT_SENT_ERRORS
 from tasks.platforms.http import platform_http_client
+
+#: Local development's egress policy: loopback and private servers, plain http.
+LOCAL = MediaPolicy.from_settings(MediaSettings(MEDIA_ALLOW_PRIVATE_ADDRESSES=True))
 
 
 async def test_a_cookie_set_for_one_tenant_is_never_sent_for_another() -> None:
@@ -41,17 +44,19 @@ def test_redirects_are_not_followed() -> None:
 
 # --------------------------------------------------------------------------- the transport
 class _Server:
-    """A one-route HTTP/1.1 server on 127.0.0.1: answers 200, or (`drop=True`) reads the request
-    and closes without answering, as a server that crashed mid-request does. Counts connections."""
+    """A one-route HTTP/1.1 server on `host` (127.0.0.1): answers 200, or (`drop=True`) reads the
+    request and closes without answering, as a server that crashed mid-request does. Counts
+    connections."""
 
-    def __init__(self, *, drop: bool = False) -> None:
+    def __init__(self, *, drop: bool = False, host: str = "127.0.0.1") -> None:
         self.drop = drop
+        self.host = host
         self.connections = 0
         self.requests: list[bytes] = []
         self._server: asyncio.Server | None = None
 
     async def __aenter__(self) -> int:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self._server = await asyncio.start_server(self._handle, self.host, 0)
         return self._server.sockets[0].getsockname()[1]
 
     async def __aexit__(self, *_: object) -> None:
@@ -117,11 +122,74 @@ async def test_the_operator_configured_host_and_local_development_reach_a_local_
         async with platform_http_client(configured) as client:
             answer = await client.get(f"http://sandbox.internal-ci:{port}/api/v1/instance")
             assert answer.json() == {"ok": True}
-        local = MediaPolicy.from_settings(MediaSettings(MEDIA_ALLOW_PRIVATE_ADDRESSES=True))
-        async with platform_http_client(PlatformSettings(), policy=local) as client:
+        async with platform_http_client(PlatformSettings(), policy=LOCAL) as client:
             answer = await client.get(f"http://dev.tenant.example:{port}/api/v1/instance")
             assert answer.status_code == 200
     assert server.connections == 2
+
+
+@pytest.mark.parametrize(
+    ("host", "listen_on"),
+    [
+        ("127.0.0.1", "127.0.0.1"),
+        ("[::1]", "::1"),
+        ("[::ffff:127.0.0.1]", "127.0.0.1"),  # IPv4-mapped: the IPv4 listener would answer
+        ("[::ffff:7f00:1]", "127.0.0.1"),
+    ],
+)
+@pytest.mark.parametrize("scheme", ["http", "https"])
+async def test_a_loopback_literal_is_refused_before_any_connection(
+    host: str, listen_on: str, scheme: str
+) -> None:
+    """Security review 3, N1: aiohttp never asks the resolver about an IP literal, so before
+    the transport checked literals itself, this listener received the bearer token."""
+    server = _Server(host=listen_on)
+    async with server as port:
+        url = f"{scheme}://{host}:{port}/api/v1/statuses"
+        async with platform_http_client(PlatformSettings()) as client:  # production's policy
+            with pytest.raises(NeedsReconnectError) as refused:
+                await client.post(url, json={}, headers={"Authorization": "Bearer CANARY-N1"})
+        assert refused.value.code == "server_refused"
+        assert server.connections == 0 and server.requests == []
+        if scheme == "http":  # the listener is a real witness: local development reaches it
+            async with platform_http_client(PlatformSettings(), policy=LOCAL) as client:
+                answer = await client.post(url, json={})
+            assert answer.status_code == 200 and server.connections == 1
+
+
+@pytest.mark.parametrize(
+    "url", ["http://169.254.169.254/computeMetadata/v1/", "http://[::ffff:169.254.169.254]/"]
+)
+async def test_a_metadata_literal_is_refused_even_in_local_development(url: str) -> None:
+    for policy in (None, LOCAL):
+        async with platform_http_client(PlatformSettings(), policy=policy) as client:
+            with pytest.raises(NeedsReconnectError) as refused:  # not a timeout: never tried
+                await client.get(url, headers={"Metadata-Flavor": "Google"})
+        assert refused.value.code == "server_refused"
+
+
+async def test_a_numeric_host_that_is_no_canonical_address_is_refused() -> None:
+    """`127.1` is what aiohttp takes for a literal and the system's resolver for 127.0.0.1."""
+    server = _Server()
+    async with server as port, platform_http_client(PlatformSettings(), policy=LOCAL) as client:
+        with pytest.raises(NeedsReconnectError):
+            await client.get(f"http://127.1:{port}/")
+    assert server.connections == 0
+
+
+async def test_an_operator_configured_literal_is_trusted_on_its_own_port_only() -> None:
+    """The sandbox under `tendsocial dev` is `http://127.0.0.1:PORT/<platform>`: the operator's
+    server, reachable whatever the policy; another port on the same address is not."""
+    configured, other = _Server(), _Server()
+    async with configured as port, other as other_port:
+        settings = PlatformSettings(MASTODON_API_BASE_URL=f"http://127.0.0.1:{port}/mastodon")
+        async with platform_http_client(settings) as client:
+            answer = await client.get(f"http://127.0.0.1:{port}/mastodon/api/v2/instance")
+            assert answer.json() == {"ok": True}
+            with pytest.raises(NeedsReconnectError):
+                await client.get(f"http://127.0.0.1:{other_port}/api/v2/instance")
+    assert configured.connections == 1
+    assert other.connections == 0
 
 
 async def test_a_refused_connection_is_never_sent_and_a_dropped_answer_may_have_been() -> None:
@@ -129,7 +197,7 @@ async def test_a_refused_connection_is_never_sent_and_a_dropped_answer_may_have_
     means the request never reached the platform (`graph.NOT_SENT_ERRORS`)."""
     async with _Server() as port:
         pass  # the port is closed now: nothing listens
-    async with platform_http_client(PlatformSettings()) as client:
+    async with platform_http_client(PlatformSettings(), policy=LOCAL) as client:
         with pytest.raises(NOT_SENT_ERRORS):
             await client.post(f"http://127.0.0.1:{port}/2/tweets", json={"text": "hi"})
         dropping = _Server(drop=True)
@@ -142,7 +210,7 @@ async def test_a_refused_connection_is_never_sent_and_a_dropped_answer_may_have_
 
 async def test_a_streamed_upload_goes_out_whole_and_headers_are_httpx_s() -> None:
     server = _Server()
-    async with server as port, platform_http_client(PlatformSettings()) as client:
+    async with server as port, platform_http_client(PlatformSettings(), policy=LOCAL) as client:
 
         async def chunks() -> AsyncIterator[bytes]:
             for part in (b"abc", b"def"):

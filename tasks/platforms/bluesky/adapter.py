@@ -45,6 +45,7 @@ from tasks.platforms.base import (
 )
 from tasks.platforms.media_support import check_media_support
 from tasks.platforms.richtext import build_facets
+from tasks.platforms.servers import account_server
 from tasks.platforms.text_limits import validate_bluesky
 
 #: XRPC error names that mean "this access token is no good; refresh the session once".
@@ -255,7 +256,8 @@ class BlueskyAdapter:
 
     # ------------------------------------------------------------------ helpers
     def _xrpc(self, account: AccountContext, method: str) -> str:
-        base = (account.base_url or self.base_url).rstrip("/")
+        """The method on the account's PDS, through the egress guard (`servers.account_server`)."""
+        base = account_server(account.base_url, default=self.base_url, policy=self.media_policy)
         return f"{base}/xrpc/{method}"
 
     async def _resolve_handle(self, account: AccountContext, handle: str) -> str | None:

@@ -19,17 +19,22 @@ from tasks.platforms.base import (
     AccountContext,
     MediaItem,
     MetricCounts,
+    NeedsReconnectError,
     PermanentError,
     PostContent,
     TokenSet,
 )
 from tasks.platforms.graph import ContainerAdapter, ContainerSpec, GraphClient, as_int
+from tasks.platforms.servers import account_server
 from tasks.platforms.text_limits import validate_instagram
 
 logger = logging.getLogger(__name__)
 
 #: Facebook Login's host (IG reference: "graph.facebook.com | Instagram API with Facebook Login").
 FACEBOOK_GRAPH = "https://graph.facebook.com"
+#: `me/accounts` is read this many Pages at a time, at most `PAGE_LOOKUPS` times.
+PAGES_PER_LOOKUP = 100
+PAGE_LOOKUPS = 10
 INSIGHT_METRICS: tuple[str, ...] = (
     "views",
     "reach",
@@ -59,9 +64,8 @@ class InstagramAdapter(ContainerAdapter):
     token works only on `graph.instagram.com` (INSTAGRAM_API_BASE_URL) and is refreshed there
     with `ig_refresh_token` (IG-refresh: "at least 24 hours old but has not expired"); a
     *Facebook Login* token (a long-lived user token, or a Page token derived from one) works on
-    `graph.facebook.com` (FACEBOOK_API_BASE_URL) and a user token is extended with
-    `fb_exchange_token` on `/{v}/oauth/access_token` with the Meta app's id and secret (FB-ll:
-    "You can not use an expired token"). Which login an account uses: its own `base_url`
+    `graph.facebook.com` (FACEBOOK_API_BASE_URL), and a user token is replaced by the Page
+    token, which does not expire (`page_token`). Which login an account uses: its own `base_url`
     (graph.facebook.com / graph.instagram.com, or the configured base URL of either host);
     without one, the `login` option (INSTAGRAM_LOGIN). Neither kind can be refreshed once
     expired, so a 190/463 means reconnect; the refresh job renews tokens days before expiry.
@@ -105,20 +109,16 @@ class InstagramAdapter(ContainerAdapter):
         return self.login
 
     def host_url(self, account: AccountContext) -> str:
-        """The Graph host for this account's token: its own base URL, else the login's host
-        (before: INSTAGRAM_LOGIN=facebook still called INSTAGRAM_API_BASE_URL, by default
+        """The Graph host for this account's token: its own base URL (through the egress guard,
+        `servers.account_server`; either configured host is the operator's), else the login's
+        host (before: INSTAGRAM_LOGIN=facebook still called INSTAGRAM_API_BASE_URL, by default
         graph.instagram.com, which refuses Facebook Login tokens)."""
-        if account.base_url:
-            return account.base_url
-        return self.facebook_base_url if self.login == "facebook" else self.base_url
-
-    def graph(self, account: AccountContext, *, refreshable: bool | None = None) -> GraphClient:
-        return GraphClient(
-            http=self.http,
-            base_url=self.host_url(account),
-            graph_version=self.graph_version,
-            refreshable=self.token_refreshable if refreshable is None else refreshable,
-            timeout=self.request_timeout,
+        default = self.facebook_base_url if self.login == "facebook" else self.base_url
+        return account_server(
+            account.base_url,
+            default=default,
+            policy=self.media_policy,
+            configured=(self.base_url, self.facebook_base_url),
         )
 
     spec: ClassVar[ContainerSpec] = ContainerSpec(
@@ -156,33 +156,66 @@ class InstagramAdapter(ContainerAdapter):
         return [_media_params(media) for media in content.media]
 
     async def refresh_token(self, *, account: AccountContext) -> TokenSet:
+        """Instagram Login: `ig_refresh_token` on graph.instagram.com. Facebook Login: the
+        account's Page token replaces the stored user token (`page_token`)."""
         if self.login_of(account) == "facebook":
-            client_id = self.facebook_app_id or self.app_id
-            client_secret = self.facebook_app_secret or self.app_secret
-            if not (client_id and client_secret):
-                # FB-ll: `client_id={app-id}&client_secret={app-secret}` are required.
-                logger.error(
-                    "cannot extend a Facebook Login token: FACEBOOK_APP_ID/FACEBOOK_APP_SECRET "
-                    "(or INSTAGRAM_APP_ID/INSTAGRAM_APP_SECRET) are not set"
-                )
-                raise PermanentError(
-                    "Facebook Login token refresh needs the Meta app id and secret "
-                    "(FACEBOOK_APP_ID / FACEBOOK_APP_SECRET)",
-                    code="oauth_client_config",
-                )
-            return await self.refresh_long_lived(
-                account=account,
-                grant_type="fb_exchange_token",
-                path="oauth/access_token",
-                versioned=True,
-                token_param=False,
-                extra={
-                    "client_id": client_id,
-                    "client_secret": client_secret,
-                    "fb_exchange_token": account.access_token,
-                },
-            )
+            return await self.page_token(account)
         return await self.refresh_long_lived(account=account, grant_type="ig_refresh_token")
+
+    async def page_token(self, account: AccountContext) -> TokenSet:
+        """The token of the Page linked to the account, read with its Facebook Login user token:
+        `GET me/accounts?fields=access_token,instagram_business_account`, the Page whose
+        `instagram_business_account.id` is the account's `external_id`.
+
+        Read with a long-lived user token, a Page token "does not have an expiration date"
+        (developers.facebook.com/docs/facebook-login/guides/access-tokens/get-long-lived, "Get
+        a Long-lived Page Access Token"), so it is stored with `expires_at=None` and never due
+        again. The user token itself cannot be extended: Meta documents only the short- to
+        long-lived exchange, and re-exchanging a long-lived token (`fb_exchange_token`) returns
+        the same shrinking expiry (platforms-3 review, #7). No linked Page (unlinked, or the
+        user lost the Page) or a token or permission error (190, 10, 200-299) → the user must
+        reconnect (`NeedsReconnectError`)."""
+        graph = self.graph(account, refreshable=False)
+        target = "me/accounts"
+        query: dict[str, str] | None = {
+            "fields": "access_token,instagram_business_account",
+            "limit": str(PAGES_PER_LOOKUP),
+        }
+        try:
+            for _ in range(PAGE_LOOKUPS):
+                body = await graph.call("GET", target, token=account.access_token, params=query)
+                for page in body.get("data") or []:
+                    if not isinstance(page, dict):
+                        continue
+                    linked = page.get("instagram_business_account") or {}
+                    token = page.get("access_token")
+                    if (
+                        isinstance(linked, dict)
+                        and str(linked.get("id")) == account.external_id
+                        and isinstance(token, str)
+                        and token
+                    ):
+                        return TokenSet(access_token=token, refresh_token=None, expires_at=None)
+                next_url = (body.get("paging") or {}).get("next")
+                if not next_url:
+                    break
+                target, query = str(next_url), None
+            else:
+                raise PermanentError(
+                    f"more than {PAGES_PER_LOOKUP * PAGE_LOOKUPS} Facebook Pages to look through "
+                    "for the Instagram account's Page",
+                    code="page_lookup_truncated",
+                )
+        except PermanentError as exc:
+            code = exc.code.split("/", 1)[0]
+            if code.isdigit() and (int(code) == 10 or 200 <= int(code) < 300):
+                raise NeedsReconnectError(exc.message, code=exc.code, raw=exc.raw) from exc
+            raise
+        raise NeedsReconnectError(
+            "no Facebook Page of this login is linked to the Instagram account "
+            f"{account.external_id}; reconnect the account",
+            code="no_linked_page",
+        )
 
     async def metrics_for(
         self, graph: GraphClient, account: AccountContext, remote_id: str

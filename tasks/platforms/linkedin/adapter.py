@@ -295,9 +295,19 @@ class LinkedInAdapter:
 
     # ------------------------------------------------------------------ tokens
     async def refresh_token(self, *, account: AccountContext) -> TokenSet:
-        """Programmatic refresh (approved partners); LinkedIn returns the same refresh token."""
+        """Programmatic refresh (approved partners); LinkedIn returns the same refresh token.
+
+        Without a refresh token (most apps: "LinkedIn supports programmatic refresh tokens for
+        all approved Marketing Developer Platform (MDP) partners", learn.microsoft.com/en-us/
+        linkedin/shared/authentication/programmatic-refresh-tokens) the token cannot be renewed:
+        the lifecycle never asks before it has expired (`tasks.accounts`), so being asked means
+        LinkedIn refused it or its 60 days are over."""
         if not account.refresh_token:
-            raise NeedsReconnectError("LinkedIn account has no refresh token", code="no_refresh")
+            raise NeedsReconnectError(
+                "the LinkedIn token cannot be renewed: the account has no refresh token "
+                "(LinkedIn issues them to partner apps only); reconnect the account",
+                code="no_refresh",
+            )
         form = {
             "grant_type": "refresh_token",
             "refresh_token": account.refresh_token,

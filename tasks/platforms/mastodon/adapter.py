@@ -30,6 +30,7 @@ from tasks.platforms.base import (
 )
 from tasks.platforms.media_support import check_media_support
 from tasks.platforms.reconcile import Page, find_own_post
+from tasks.platforms.servers import account_server
 from tasks.platforms.text_limits import MASTODON_DEFAULT_MAX_CHARACTERS, validate_mastodon
 
 #: Re-send with the same key only well inside the server's one-hour window.
@@ -180,7 +181,8 @@ class MastodonAdapter:
 
     # ------------------------------------------------------------------ helpers
     def _base(self, account: AccountContext) -> str:
-        return (account.base_url or self.base_url).rstrip("/")
+        """The account's instance, through the egress guard (`servers.account_server`)."""
+        return account_server(account.base_url, default=self.base_url, policy=self.media_policy)
 
     def _auth(self, account: AccountContext) -> dict[str, str]:
         return {"Authorization": f"Bearer {account.access_token}"}
