@@ -13,6 +13,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as SATimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from models.database import is_conflict
 from tasks.errors import (
     ConflictError,
     InvalidRequestError,
@@ -21,6 +22,9 @@ from tasks.errors import (
     UnavailableError,
     UseCaseError,
 )
+
+#: The job webhooks' paths (Cloud Tasks and Cloud Scheduler call them; `dispatch/jobs.py`).
+JOB_PATH_PREFIXES = ("/api/jobs/", "/api/webhooks/")
 
 
 class ApiError(Exception):
@@ -123,11 +127,15 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(DBAPIError)
     async def _database(request: Request, exc: DBAPIError) -> JSONResponse:
         """A database we cannot reach, or a transaction that lost a race, is a reason to retry,
-        not a server error."""
-        if getattr(exc.orig, "sqlstate", None) in ("40001", "40P01"):
+        not a server error. Only the first answers 503: on a job webhook a 503 makes Cloud Tasks
+        throttle the whole queue, so a conflict the attempt's own retries (`DriverPool.run`) did
+        not get past answers 502 there (the task is retried on the queue's backoff), and 409
+        with `Retry-After` to a company."""
+        if is_conflict(exc):
+            job = request.url.path.startswith(JOB_PATH_PREFIXES)
             return JSONResponse(
                 error_body("conflict_retry", "concurrent update; retry"),
-                status_code=503,
+                status_code=502 if job else 409,
                 headers={"Retry-After": "1"},
             )
         if isinstance(exc, OperationalError | InterfaceError) or exc.connection_invalidated:

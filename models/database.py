@@ -8,11 +8,11 @@ Python has a real server, and its data survives restarts.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg import AsyncConnection
@@ -27,11 +27,19 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.orm import Session, sessionmaker
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_random_exponential,
+)
 
 from models.crypto import token_cipher
 from models.settings import load_settings
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 EMBEDDED_DATABASE_NAME = "tendsocial"
 
@@ -130,6 +138,24 @@ async def unit_of_work(sessions: async_sessionmaker[AsyncSession]) -> AsyncItera
 POOL_WAIT_SECONDS = 3.0
 
 
+#: SQLSTATEs of a transaction PostgreSQL aborted because of another one: serialization_failure
+#: and deadlock_detected (postgresql.org/docs/current/errcodes-appendix.html). The statement
+#: had no effect; running it again is the documented remedy ("applications using this level
+#: must be prepared to retry transactions due to serialization failures", transaction-iso.html).
+CONFLICT_SQLSTATES = frozenset({"40001", "40P01"})
+#: How many times a publish step runs before a conflict is given up on (then the delivery
+#: answers 502 and Cloud Tasks retries the task on the queue's own backoff).
+CONFLICT_ATTEMPTS = 4
+CONFLICT_BACKOFF_SECONDS = 0.02
+
+
+def is_conflict(error: BaseException) -> bool:
+    """Whether `error` is PostgreSQL aborting a transaction for a conflict (`CONFLICT_SQLSTATES`),
+    as psycopg raises it or as SQLAlchemy wraps it."""
+    original = error.orig if isinstance(error, DBAPIError) else error
+    return getattr(original, "sqlstate", None) in CONFLICT_SQLSTATES
+
+
 class DriverPool:
     """The publish hot path's connections (`models/attempts.py`): psycopg's own pool
     (`psycopg_pool`), every connection in autocommit, where one statement is one transaction
@@ -178,6 +204,25 @@ class DriverPool:
 
     async def __aexit__(self, *_: object) -> None:
         await self.close()
+
+    async def run(self, step: Callable[[AsyncConnection[Any]], Awaitable[T]]) -> T:
+        """One step of an attempt on a connection of its own, retried when PostgreSQL aborted
+        it for a conflict (a serialization failure or a deadlock: `is_conflict`).
+
+        Such a step did nothing (its transaction was rolled back) and the same step a moment
+        later normally succeeds, so it is retried here, up to `CONFLICT_ATTEMPTS` times with a
+        short random backoff (tenacity), instead of failing the delivery: a conflict must not
+        answer 503, which makes Cloud Tasks throttle the whole queue."""
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception(is_conflict),
+            stop=stop_after_attempt(CONFLICT_ATTEMPTS),
+            wait=wait_random_exponential(multiplier=CONFLICT_BACKOFF_SECONDS, max=0.5),
+            reraise=True,
+        ):
+            with attempt:
+                async with self.connection() as conn:
+                    return await step(conn)
+        raise AssertionError("unreachable: tenacity re-raises the last conflict")
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[AsyncConnection[Any]]:

@@ -348,16 +348,18 @@ class Publisher:
     async def _claim(self, job: PublishJob, attempt_log: AttemptLog) -> PublishOutcome | _Claim:
         """One statement, one round trip: the claim, the post marked `processing`, the account,
         the media and the run's start (`models/attempts.py`)."""
-        async with self.connections.connection() as conn:
-            claimed = await claim_attempt(
+        start = attempt_log.start()
+        claimed = await self.connections.run(
+            lambda conn: claim_attempt(
                 conn,
                 post_id=job.scheduled_post_id,
                 platform=job.platform,
                 account_id=job.account_id,
                 idempotency_key=job.idempotency_key,
                 lease_seconds=self.settings.lease_seconds,
-                start=attempt_log.start(),
+                start=start,
             )
+        )
         if claimed is None:
             async with unit_of_work(self.sessions) as session:
                 return await self._unclaimed(session, job)
@@ -447,10 +449,11 @@ class Publisher:
             raise
 
     async def _save_state(self, target_id: uuid.UUID, attempt: int, values: dict) -> None:
-        async with self.connections.connection() as conn:
-            saved = await save_attempt_platform_state(
+        saved = await self.connections.run(
+            lambda conn: save_attempt_platform_state(
                 conn, target_id=target_id, attempt=attempt, state=values
             )
+        )
         if not saved:
             raise TransientError("lost the claim while saving state", code="claim_lost")
 
@@ -528,8 +531,8 @@ class Publisher:
         owned_record = _attempt_record(attempt_log, settlement, owned=True)
         # The database appends the `step record` line, timed up to the row's write.
         owned_record = replace(owned_record, logs=[*owned_record.logs, settled_line])
-        async with self.connections.connection() as conn:
-            current = await record_attempt(
+        current = await self.connections.run(
+            lambda conn: record_attempt(
                 conn,
                 target_id=target.id,
                 attempt=attempt,
@@ -539,21 +542,21 @@ class Publisher:
                 record_started=record_started,
                 needs_reconnect=(target.account_id, reconnect) if reconnect is not None else None,
             )
-            owned = current is not None
-            if owned:
-                attempt_log.keep(settled_line, target=target)
-            else:
-                attempt_log.note(
-                    logging.WARNING,
-                    "claim lost before recording; another attempt owns the target",
-                    target=target,
-                )
-                took = (_now() - record_started).total_seconds() * 1000
-                attempt_log.note(logging.INFO, "step record: %.0f ms", took, target=target)
-                await add_end_record(
-                    conn, _attempt_record(attempt_log, settlement, owned=False).row()
-                )
-            attempt_log.recorded = True
+        )
+        owned = current is not None
+        if owned:
+            attempt_log.keep(settled_line, target=target)
+        else:
+            attempt_log.note(
+                logging.WARNING,
+                "claim lost before recording; another attempt owns the target",
+                target=target,
+            )
+            took = (_now() - record_started).total_seconds() * 1000
+            attempt_log.note(logging.INFO, "step record: %.0f ms", took, target=target)
+            lost = _attempt_record(attempt_log, settlement, owned=False).row()
+            await self.connections.run(lambda conn: add_end_record(conn, lost))
+        attempt_log.recorded = True
         if current is None:
             async with unit_of_work(self.sessions) as session:
                 current = await session.get(PublishTarget, target.id)
