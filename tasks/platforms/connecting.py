@@ -321,4 +321,39 @@ def granted_permissions(data: Sequence[Any]) -> frozenset[str]:
     )
 
 
+async def long_lived_profile(
+    connector: OAuthConnector,
+    grant: CodeExchange,
+    *,
+    short_lived: str,
+    grant_type: str,
+    profile_url: str,
+    fields: str,
+) -> tuple[str, datetime | None, dict[str, Any]]:
+    """Instagram Login's and Threads' second and third steps: the short-lived token (an hour,
+    never refreshable, so never stored) exchanged for a 60-day one at the host's
+    `access_token?grant_type=…` (`ig_exchange_token`, `th_exchange_token`), then the profile
+    read with it. Returns (token, its expiry, the profile)."""
+    title = connector.spec.title
+    if not short_lived:
+        raise AuthorizationFailedError(f"{title} answered the code without an access token")
+    extended = await connector.call(
+        "GET",
+        f"{connector.base_urls[connector.spec.name].rstrip('/')}/access_token",
+        what="the long-lived token exchange",
+        params={
+            "grant_type": grant_type,
+            "client_secret": grant.client.client_secret,
+            "access_token": short_lived,
+        },
+    )
+    token = str(extended.get("access_token") or "")
+    if not token:
+        raise AuthorizationFailedError(f"{title} did not extend the access token ({grant_type})")
+    profile = await connector.call(
+        "GET", profile_url, what="the profile look-up", params={"fields": fields}, token=token
+    )
+    return token, expires_at(extended.get("expires_in")), profile
+
+
 ConnectorFactory = Callable[[str], Connector]

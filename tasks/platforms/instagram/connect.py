@@ -29,8 +29,8 @@ from tasks.platforms.connecting import (
     CodeExchange,
     NewAccount,
     OAuthConnector,
-    expires_at,
     granted_from_answer,
+    long_lived_profile,
 )
 from tasks.platforms.facebook.connect import facebook_login
 
@@ -56,32 +56,14 @@ class InstagramConnector(OAuthConnector):
 
     async def _instagram_login(self, grant: CodeExchange) -> list[NewAccount]:
         entry = token_entry(await self.code_grant(grant))
-        short_lived = str(entry.get("access_token") or "")
-        if not short_lived:
-            raise AuthorizationFailedError("Instagram answered the code without an access token")
         host = self.base_urls["instagram"].rstrip("/")
-        extended = await self.call(
-            "GET",
-            f"{host}/access_token",
-            what="the long-lived token exchange",
-            params={
-                "grant_type": "ig_exchange_token",
-                "client_secret": grant.client.client_secret,
-                "access_token": short_lived,
-            },
-        )
-        token = str(extended.get("access_token") or "")
-        if not token:
-            # The short-lived token lives an hour and cannot be refreshed: never store it.
-            raise AuthorizationFailedError(
-                "Instagram did not extend the access token (ig_exchange_token)"
-            )
-        me = await self.call(
-            "GET",
-            f"{host}/{self.graph_version}/me",
-            what="the account look-up",
-            params={"fields": "user_id,username"},
-            token=token,
+        token, expiry, me = await long_lived_profile(
+            self,
+            grant,
+            short_lived=str(entry.get("access_token") or ""),
+            grant_type="ig_exchange_token",
+            profile_url=f"{host}/{self.graph_version}/me",
+            fields="user_id,username",
         )
         user_id = str(me.get("user_id") or me.get("id") or "")
         if not user_id:
@@ -91,7 +73,7 @@ class InstagramConnector(OAuthConnector):
                 external_id=user_id,
                 handle=str(me.get("username") or user_id),
                 access_token=token,
-                token_expires_at=expires_at(extended.get("expires_in")),
+                token_expires_at=expiry,
                 base_url=None,
                 granted_scopes=granted_from_answer(entry.get("permissions")),
             )

@@ -20,7 +20,7 @@ from tasks.platforms.connecting import (
     CodeExchange,
     NewAccount,
     OAuthConnector,
-    expires_at,
+    long_lived_profile,
 )
 from tasks.platforms.threads.adapter import THREADS_VERSION
 
@@ -30,32 +30,14 @@ class ThreadsConnector(OAuthConnector):
 
     async def exchange(self, grant: CodeExchange) -> list[NewAccount]:
         answer = await self.code_grant(grant)
-        short_lived = str(answer.get("access_token") or "")
-        if not short_lived:
-            raise AuthorizationFailedError("Threads answered the code without an access token")
         host = self.base_urls["threads"].rstrip("/")
-        extended = await self.call(
-            "GET",
-            f"{host}/access_token",
-            what="the long-lived token exchange",
-            params={
-                "grant_type": "th_exchange_token",
-                "client_secret": grant.client.client_secret,
-                "access_token": short_lived,
-            },
-        )
-        token = str(extended.get("access_token") or "")
-        if not token:
-            # The short-lived token lives an hour and cannot be refreshed: never store it.
-            raise AuthorizationFailedError(
-                "Threads did not extend the access token (th_exchange_token)"
-            )
-        me = await self.call(
-            "GET",
-            f"{host}/{THREADS_VERSION}/me",
-            what="the profile look-up",
-            params={"fields": "id,username"},
-            token=token,
+        token, expiry, me = await long_lived_profile(
+            self,
+            grant,
+            short_lived=str(answer.get("access_token") or ""),
+            grant_type="th_exchange_token",
+            profile_url=f"{host}/{THREADS_VERSION}/me",
+            fields="id,username",
         )
         user_id = str(me.get("id") or answer.get("user_id") or "")
         if not user_id:
@@ -65,7 +47,7 @@ class ThreadsConnector(OAuthConnector):
                 external_id=user_id,
                 handle=str(me.get("username") or user_id),
                 access_token=token,
-                token_expires_at=expires_at(extended.get("expires_in")),
+                token_expires_at=expiry,
                 base_url=None,
                 granted_scopes=None,
             )
