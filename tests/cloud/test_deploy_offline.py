@@ -446,6 +446,13 @@ def test_every_piece_gets_the_environment_its_code_requires(
         assert env.get("TENDSOCIAL_LOG_FORMAT") == "json", name
     worker = runtime_env(manifests(first)["tendsocial-prefect-worker"])
     assert worker["PREFECT_API_URL"] == "https://prefect.example/api"  # the worker itself
+    # Connecting accounts (`POST /api/accounts/connect`) runs on the public API service: it
+    # exchanges codes with our apps' ids and secrets (Secret Manager references).
+    with patch.dict(os.environ, runtime_env(manifests(first)["tendsocial-api"]), clear=True):
+        platforms = PlatformSettings()
+    assert platforms.x_client_id == "x-client-id"
+    assert platforms.x_client_secret == SECRET_VALUES["X_CLIENT_SECRET"]
+    assert platforms.linkedin_client_secret == SECRET_VALUES["LINKEDIN_CLIENT_SECRET"]
 
 
 def test_every_secret_referenced_exists_and_only_its_readers_can_read_it(
