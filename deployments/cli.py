@@ -102,12 +102,13 @@ def account_add(
         str,
         typer.Option(
             "--access-token",
-            help="The token, `-` to read it from standard input, or `@FILE` to read a file "
-            "(keeps it out of `ps` and the shell history).",
+            help="`-` to read the token from standard input, or `@FILE` to read it from a file. "
+            "A token itself is refused: it would show in `ps` and the shell history.",
         ),
     ],
     refresh_token: Annotated[
-        str | None, typer.Option("--refresh-token", help="As --access-token (`-` or `@FILE`).")
+        str | None,
+        typer.Option("--refresh-token", help="As --access-token (`-` or `@FILE`); empty: none."),
     ] = None,
     base_url: Annotated[str | None, typer.Option("--base-url", help="Instance/PDS URL.")] = None,
     external_id: Annotated[
@@ -140,15 +141,18 @@ def account_add(
     if access_token == "-" and refresh_token == "-":
         err_console.print("[red]error:[/] only one of the tokens can come from standard input")
         raise typer.Exit(2)
-    for option, value in (("--access-token", access_token), ("--refresh-token", refresh_token)):
-        if value and value != "-" and not value.startswith("@"):
-            err_console.print(
-                f"[yellow]warning:[/] {option} given on the command line is visible in `ps` and "
-                "the shell history; pass `-` (standard input) or `@FILE` instead",
-                soft_wrap=True,
-            )
-    access_token = _secret_argument(access_token)
-    refresh_token = _secret_argument(refresh_token) if refresh_token else None
+    try:
+        access_token = _secret_argument(access_token, option="--access-token")
+        if not access_token:
+            raise ValueError("--access-token: the token read is empty")
+        refresh_token = (
+            _secret_argument(refresh_token, option="--refresh-token") or None
+            if refresh_token
+            else None  # none, or empty: the platform gave no refresh token
+        )
+    except ValueError as exc:  # one line, never the value given
+        err_console.print(f"error: {exc}", soft_wrap=True, markup=False)
+        raise typer.Exit(2) from None
     try:
         with sync_session() as session:
             account = add_account(
@@ -183,13 +187,22 @@ def account_add(
         )
 
 
-def _secret_argument(value: str) -> str:
-    """A token given as `-` (standard input) or `@FILE` is read from there, stripped."""
+def _secret_argument(value: str, *, option: str) -> str:
+    """The token behind `-` (standard input) or `@FILE`, stripped. A token written on the
+    command line itself is refused (security review #17): `ps` and the shell history would
+    show it to anyone on the machine, and nothing in the repository needs it there."""
     if value == "-":
         return sys.stdin.readline().strip()
     if value.startswith("@"):
-        return Path(value[1:]).read_text().strip()
-    return value
+        try:
+            return Path(value[1:]).read_text().strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not text"
+            raise ValueError(f"{option}: cannot read {value[1:]}: {reason}") from None
+    raise ValueError(
+        f"{option} takes no token on the command line (`ps` and the shell history show it): "
+        "pass `-` to read it from standard input, or `@FILE` to read it from a file"
+    )
 
 
 def _iso_datetime(value: str, *, option: str) -> datetime:

@@ -85,8 +85,13 @@ def emulator(
         False,
         help="Allow a non-loopback --host (no authentication: anyone reaching it mints tokens).",
     ),
+    service_account: list[str] = typer.Option(
+        [],
+        help="An account it may mint OIDC tokens for (repeatable); tasks naming any other "
+        "account are refused, as Google refuses a caller without iam.serviceAccounts.actAs.",
+    ),
 ) -> None:
-    """Run the local Cloud Tasks v2 emulator until Ctrl-C / SIGTERM."""
+    """Run the local Cloud Tasks v2 emulator until Ctrl-C / SIGTERM (its files are private)."""
     from deployments.emulator import run
 
     run(
@@ -98,6 +103,7 @@ def emulator(
         dead_letter_queues=dlq,
         dead_letter_all=dlq_all,
         unsafe_expose=unsafe_expose,
+        service_accounts=service_account,
     )
 
 
@@ -149,12 +155,23 @@ def tasks_list(
 def tasks_describe(
     name: str, queue: str | None = typer.Option(None, help="Queue of a short id")
 ) -> None:
-    """Show one task in full (NAME: short id or full resource name)."""
+    """Show one task in full (NAME: short id or full resource name), credentials redacted.
+
+    Google's FULL view shows a task's headers as they are (the webhook secret of a task in
+    secret mode, for one): any header whose name holds secret, authorization, token or key is
+    printed `<redacted>`, so a terminal, a screen share or a pasted output never carries it.
+    """
+    from deployments.emulator.redaction import redact_headers
+
     full = _task_name(name, queue)
     task = _with_client(
         lambda c: c.get_task(request={"name": full, "response_view": tasks_v2.Task.View.FULL})
     )
-    console.print(tasks_v2.Task.to_dict(task))
+    shown = tasks_v2.Task.to_dict(task)
+    request = shown.get("http_request") or {}
+    if request.get("headers"):
+        request["headers"] = redact_headers(request["headers"])
+    console.print(shown)
 
 
 @tasks_app.command("delete")

@@ -71,7 +71,11 @@ def dev(
         ("API + webhooks", f"{stack.api_url}  (docs: {stack.api_url}/docs)"),
         ("Cloud Tasks emulator", stack.env["CLOUD_TASKS_EMULATOR_HOST"]),
         ("Sandbox platforms", stack.sandbox_url),
-        *([("Prefect UI", stack.prefect_url)] if prefect else []),
+        *(
+            [("Prefect UI", f"{stack.prefect_url}  (sign in: {stack.data_dir / 'prefect-auth'})")]
+            if prefect
+            else []
+        ),
         ("Database", "DATABASE_URL" if os.environ.get("DATABASE_URL") else "embedded PostgreSQL"),
         ("Data folder", str(stack.data_dir)),
         ("Endpoints file", f"{stack_file(stack.data_dir)}  (other commands use it)"),

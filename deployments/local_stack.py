@@ -24,9 +24,13 @@ dev` started after a hard kill of everything (watchdog included) does the same c
 from the pids recorded in `stack.json`, each checked against its start time and command line so a
 recycled pid is never killed.
 
-Secrets stay private: the data folder is created 0700, every file in it is created 0600 (the
-process umask is 077, inherited by every child: the emulator's state holds the webhook secret,
-logs may hold URLs), and `stack.json` and `demo.json` are written atomically with mode 0600.
+Secrets stay private: the data folder is created 0700 (and one of ours found open is closed;
+`models.crypto.private_data_dir`, which says why an embedded PostgreSQL run as root needs 0711),
+every file in it is created 0600 (the process umask is 077, inherited by every child: the
+emulator's state holds the webhook secret, logs may hold URLs), and `stack.json` and
+`demo.json` are written atomically with mode 0600. The Prefect server asks every client for a
+generated auth string (`prefect-auth`, 0600, recorded for the commands beside the stack) and
+allows no other web origin than its UI's (`deployments/prefect_server.py`).
 """
 
 from __future__ import annotations
@@ -179,9 +183,11 @@ def _close_an_older_data_folder(data_dir: Path) -> None:
     """A data folder an older version created open (0755) holds files written before they were
     private (logs, the emulator's state, whose SQLite journal files copy the database file's
     mode): closing the folder protects them all. Only a folder that is ours (it holds the
-    webhook secret) is touched, never one a mistyped `--data-dir` pointed at."""
-    if (data_dir / "webhook-secret").exists() and data_dir.stat().st_mode & 0o077:
-        data_dir.chmod(0o700)
+    webhook secret, the token key, the database...) is touched, never one a mistyped
+    `--data-dir` pointed at (`models.crypto.private_data_dir`)."""
+    from models.crypto import private_data_dir
+
+    private_data_dir(data_dir)
 
 
 def _open_log(path: Path) -> int:
@@ -284,6 +290,7 @@ def stack_env_keys() -> tuple[str, ...]:
         "WEBHOOK_URL",
         "WEBHOOK_SECRET",
         "PREFECT_API_URL",
+        "PREFECT_API_AUTH_STRING",
         "PREFECT_HOME",
         "TASKS_PUBLISH_MAX_CONCURRENT_DISPATCHES",
         *(f"{p.upper()}_API_BASE_URL" for p in DEMO_PLATFORMS),
@@ -615,18 +622,21 @@ def stop_all(stack: LocalStack, *, timeout: float = STOP_TIMEOUT_SECONDS) -> Non
 
 
 # --------------------------------------------------------------------------- setup
-def _stable_secret(data_dir: Path) -> str:
-    """The local webhook secret, generated once (0600 from creation) and kept.
+def _stable_secret(
+    data_dir: Path, *, name: str = "webhook-secret", generate: Callable[[], str] | None = None
+) -> str:
+    """The local webhook secret (or another secret file `name`), generated once (0600 from
+    creation) and kept.
 
     Written to a private temporary file and published with `os.link`, which fails if the name
     exists: two concurrent starts keep one secret, and nobody reads a half-written file.
     """
-    path = data_dir / "webhook-secret"
+    path = data_dir / name
     if not path.exists():
-        fd, temporary = tempfile.mkstemp(dir=data_dir, prefix=".webhook-secret.")
+        fd, temporary = tempfile.mkstemp(dir=data_dir, prefix=f".{name}.")
         try:
             with os.fdopen(fd, "w") as fh:
-                fh.write(secrets.token_urlsafe(48))
+                fh.write(generate() if generate else secrets.token_urlsafe(48))
             with contextlib.suppress(FileExistsError):
                 os.link(temporary, path)
         finally:
@@ -656,6 +666,7 @@ def prepare(
     stack.env = {**os.environ, STACK_ID_ENV: stack.stack_id}
     start_watchdog(stack)
     write_stack_file(stack)  # the watchdog is on record before anything else starts
+    from deployments.prefect_server import new_auth_string
     from models.database import database_url, sync_engine
     from models.migrate import upgrade
     from models.settings import QueueSettings
@@ -674,6 +685,10 @@ def prepare(
         "WEBHOOK_URL": f"http://127.0.0.1:{ports.api}",
         "WEBHOOK_SECRET": os.environ.get("WEBHOOK_SECRET") or _stable_secret(data_dir),
         "PREFECT_API_URL": f"http://127.0.0.1:{ports.prefect}/api",
+        # the stack's Prefect asks every client for it (deployments/prefect_server.py)
+        "PREFECT_API_AUTH_STRING": _stable_secret(
+            data_dir, name="prefect-auth", generate=new_auth_string
+        ),
         "PREFECT_HOME": str(data_dir / "prefect"),
         # the sandbox serves the demo's media on 127.0.0.1: local development opts in
         "MEDIA_ALLOW_PRIVATE_ADDRESSES": "true",
@@ -710,10 +725,13 @@ def start_services(stack: LocalStack, *, prefect: bool = True) -> str:
     # Retried-out publish tasks are copied to `<queue>-dlq`, for every publish queue.
     publish_queues = QueueSettings(**stack.env).publish_shards
     dead_letters = [arg for queue in publish_queues for arg in ("--dlq", queue.queue_id)]
+    # The emulator mints OIDC tokens only for the account our tasks are signed as, if any.
+    signer = stack.env.get("TASKS_OIDC_SERVICE_ACCOUNT")
+    accounts = ["--service-account", signer] if signer else []
     emulator = start_child(
         stack,
         name="emulator",
-        args=["emulator", "--port", str(stack.ports.emulator), *dead_letters],
+        args=["emulator", "--port", str(stack.ports.emulator), *dead_letters, *accounts],
     )
     sandbox = start_child(
         stack, name="sandbox", args=["sandbox", "--port", str(stack.ports.sandbox)]
@@ -767,21 +785,23 @@ def start_services(stack: LocalStack, *, prefect: bool = True) -> str:
 
 
 def start_prefect_server(stack: LocalStack) -> Child:
-    """Start the Prefect server (UI included) on its own database; returns at once."""
+    """Start the Prefect server (UI included) on its own database; returns at once. It answers
+    only its own clients: the stack's auth string, its UI's origin (`server_environment`)."""
     from sqlalchemy import make_url
 
-    from deployments.prefect_server import prefect_database_url
+    from deployments.prefect_server import prefect_database_url, server_environment
 
     prefect_db = prefect_database_url(
         pipeline_url=make_url(stack.database_url), database="tendsocial_prefect"
     )
     env = {
         **stack.env,
-        "PREFECT_SERVER_DATABASE_CONNECTION_URL": prefect_db,
-        "PREFECT_SERVER_API_HOST": "127.0.0.1",
-        "PREFECT_SERVER_API_PORT": str(stack.ports.prefect),
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_SERVER_UI_ENABLED": "true",
+        **server_environment(
+            port=stack.ports.prefect,
+            database_url=prefect_db,
+            ui=True,
+            auth_string=stack.env["PREFECT_API_AUTH_STRING"],
+        ),
     }
     return start_child(
         stack,

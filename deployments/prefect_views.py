@@ -317,7 +317,7 @@ def apply_views(
     applied = AppliedViews()
     if webhook_url:
         applied.webhook_block_id = save_webhook_block(api_url, webhook_url)
-    with httpx.Client(base_url=api_url.rstrip("/"), timeout=10) as http:
+    with httpx.Client(base_url=api_url.rstrip("/"), timeout=10, headers=_auth()) as http:
         views = saved_views(now=now or datetime.now(UTC), companies=companies)
         flow_ids = _flow_ids(http, {name for view in views for name in view.flows})
         for view in views:
@@ -343,6 +343,17 @@ def apply_views(
                 _ok(http.post("/automations/", json=body))
             applied.automations.append(body["name"])
     return applied
+
+
+def _auth() -> dict[str, str]:
+    """What Prefect's own client sends for `PREFECT_API_AUTH_STRING` (the local stack's server
+    asks for it: `deployments/prefect_server.py`)."""
+    from prefect.settings import get_current_settings
+
+    from deployments.prefect_server import authorization_header
+
+    auth_string = get_current_settings().api.auth_string
+    return authorization_header(auth_string.get_secret_value() if auth_string else None)
 
 
 def _ok(response: httpx.Response) -> httpx.Response:

@@ -25,6 +25,7 @@ from pydantic.alias_generators import to_camel
 
 from dispatch.auth import CompanyId
 from dispatch.deps import ServicesDep
+from dispatch.openapi import COMPANY_CALLER, errors
 from tasks.accounts import AccountSummary, company_accounts
 
 router = APIRouter()
@@ -56,14 +57,26 @@ def _view(summary: AccountSummary) -> AccountView:
     return AccountView.model_validate(summary, from_attributes=True)
 
 
-@router.get("/api/accounts", response_model=AccountList, response_model_by_alias=True)
+@router.get(
+    "/api/accounts",
+    response_model=AccountList,
+    response_model_by_alias=True,
+    openapi_extra=COMPANY_CALLER,
+    responses=errors(401, 429, 503),
+)
 async def list_accounts(company_id: CompanyId, services: ServicesDep) -> AccountList:
     """The company's platform accounts, needs-reconnect first, then expiring."""
     summaries = await company_accounts(services.sessions, company_id=company_id)
     return AccountList(accounts=[_view(s) for s in summaries])
 
 
-@router.get("/api/accounts/{account_id}", response_model=AccountView, response_model_by_alias=True)
+@router.get(
+    "/api/accounts/{account_id:uuid}",
+    response_model=AccountView,
+    response_model_by_alias=True,
+    openapi_extra=COMPANY_CALLER,
+    responses=errors(401, 404, 429, 503),
+)
 async def get_account(
     account_id: uuid.UUID, company_id: CompanyId, services: ServicesDep
 ) -> AccountView:

@@ -17,6 +17,7 @@ from pydantic.alias_generators import to_camel
 
 from dispatch.auth import CompanyId
 from dispatch.deps import ServicesDep
+from dispatch.openapi import COMPANY_CALLER, errors
 from models.tables import AnalyticsSyncJob, PostMetricSnapshot
 from tasks.analytics_reads import company_sync_job, post_metrics
 
@@ -105,7 +106,12 @@ def _metrics_view(snapshot: PostMetricSnapshot | None) -> MetricsView | None:
     )
 
 
-@router.get("/api/analytics/posts/{post_id}", response_model=PostMetricsView)
+@router.get(
+    "/api/analytics/posts/{post_id:uuid}",
+    response_model=PostMetricsView,
+    openapi_extra=COMPANY_CALLER,
+    responses=errors(401, 404, 429, 503),
+)
 async def get_post_metrics(
     post_id: uuid.UUID, company_id: CompanyId, services: ServicesDep
 ) -> PostMetricsView:
@@ -127,7 +133,12 @@ async def get_post_metrics(
     )
 
 
-@router.get("/api/analytics/sync-jobs/{job_id}", response_model=SyncJobView)
+@router.get(
+    "/api/analytics/sync-jobs/{job_id:uuid}",
+    response_model=SyncJobView,
+    openapi_extra=COMPANY_CALLER,
+    responses=errors(401, 404, 429, 503),
+)
 async def get_sync_job(
     job_id: uuid.UUID, company_id: CompanyId, services: ServicesDep
 ) -> SyncJobView:

@@ -19,7 +19,8 @@ from dispatch.caller_auth import CertificateCache, check_webhook_settings
 from dispatch.deps import Services
 from dispatch.errors import install_error_handlers
 from dispatch.observability import RequestContext
-from dispatch.rate_limits import CompanyRateLimits
+from dispatch.openapi import install_openapi
+from dispatch.rate_limits import CompanyRateLimits, UnauthenticatedLimits
 from flows.standalone import use_cases
 from models.crypto import check_token_keys
 from models.database import DriverPool
@@ -132,7 +133,9 @@ def create_app(
     app.state.services = services
     app.state.oidc_certs = CertificateCache(settings.webhooks.oidc_certs_url)
     app.state.company_limits = CompanyRateLimits(settings.scheduling)
+    app.state.unauthenticated_limits = UnauthenticatedLimits(settings.scheduling)
     install_error_handlers(app)
+    install_openapi(app, webhooks=settings.webhooks)
     # The job webhooks first: routes are matched in order, one regex at a time, and the publish
     # webhook is by far the most called route.
     app.include_router(jobs.router)

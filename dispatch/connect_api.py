@@ -25,6 +25,7 @@ from pydantic import SecretStr, StringConstraints
 from dispatch.accounts_api import AccountView
 from dispatch.auth import CompanyId
 from dispatch.deps import ConnectDep, ServicesDep
+from dispatch.openapi import COMPANY_CALLER, errors
 from dispatch.schemas import ApiModel, PlatformName, SafeText
 from tasks.account_connect import ConnectedAccount
 from tasks.accounts import company_accounts
@@ -72,6 +73,11 @@ class ConnectedView(ApiModel):
     "/api/accounts/connect",
     response_model=AuthorizationView | ConnectedView,
     response_model_by_alias=True,
+    openapi_extra=COMPANY_CALLER,
+    responses={
+        201: {"model": ConnectedView, "description": "Bluesky: the account, newly connected."},
+        **errors(400, 401, 404, 409, 413, 422, 429, 503),
+    },
 )
 async def connect_account(
     body: ConnectRequest,
@@ -110,7 +116,14 @@ async def connect_account(
 
 
 @router.post(
-    "/api/accounts/connect/callback", response_model=ConnectedView, response_model_by_alias=True
+    "/api/accounts/connect/callback",
+    response_model=ConnectedView,
+    response_model_by_alias=True,
+    openapi_extra=COMPANY_CALLER,
+    responses={
+        201: {"model": ConnectedView, "description": "At least one account newly connected."},
+        **errors(400, 401, 404, 409, 413, 422, 429, 503),
+    },
 )
 async def connect_callback(
     body: CallbackRequest,

@@ -163,8 +163,14 @@ def install_error_handlers(app: FastAPI) -> None:
             405: "method_not_allowed",
             413: "payload_too_large",
         }.get(exc.status_code, "http_error")
+        message = str(exc.detail)
+        allowed = (exc.headers or {}).get("Allow") if exc.status_code == 405 else None
+        if allowed:
+            # Starlette's router answers a path that exists without this method (RFC 9110
+            # §15.5.6: with the methods it has in `Allow`).
+            message = f"{request.method} is not allowed here; use {allowed}"
         return JSONResponse(
-            error_body(code, str(exc.detail)),
+            error_body(code, message),
             status_code=exc.status_code,
             headers=getattr(exc, "headers", None),
         )

@@ -26,7 +26,8 @@ from pydantic.alias_generators import to_camel
 from dispatch.caller_auth import verify_task_caller
 from dispatch.deps import MetricsDep, PublisherDep, ServicesDep
 from dispatch.errors import error_body
-from dispatch.schemas import PlatformName, SafeText
+from dispatch.openapi import CLOUD_TASKS_CALLER, errors, retried
+from dispatch.schemas import PlatformName, PublishAnswer, SafeText, SyncChildAnswer, SyncStarted
 from flows.sync_fanout import SyncTrigger
 from tasks.metrics import MetricsJob, MetricsOutcome
 from tasks.publishing import PublishJob, PublishOutcome
@@ -143,7 +144,15 @@ async def answer_publish_outcome(outcome: PublishOutcome, *, scheduler: Schedule
             return _Answer(error_body("not_found", "no such publish target"), status_code=404)
 
 
-@router.post("/api/jobs/publish-post")
+@router.post(
+    "/api/jobs/publish-post",
+    openapi_extra=CLOUD_TASKS_CALLER,
+    responses={
+        200: {"model": PublishAnswer, "description": "Done with this delivery: Cloud Tasks stops."},
+        **retried(PublishAnswer),
+        **errors(400, 401, 404, 413, 422, 503),
+    },
+)
 @router.post("/api/webhooks/publish-post", include_in_schema=False)
 async def publish_post(
     body: PublishPostBody,
@@ -202,7 +211,14 @@ def _outcome_body(outcome: MetricsOutcome, kind: str | None = None) -> dict[str,
     return body
 
 
-@router.post("/api/jobs/sync-analytics")
+@router.post(
+    "/api/jobs/sync-analytics",
+    openapi_extra=CLOUD_TASKS_CALLER,
+    responses={
+        200: {"model": SyncStarted, "description": "The sync and its children exist."},
+        **errors(400, 401, 404, 413, 422, 502, 503),
+    },
+)
 @router.post("/api/webhooks/sync-analytics", include_in_schema=False)
 async def sync_analytics(body: SyncTriggerBody, services: ServicesDep) -> JSONResponse:
     """Start an analytics sync (Cloud Scheduler): one child task per company × platform."""
@@ -221,7 +237,15 @@ async def sync_analytics(body: SyncTriggerBody, services: ServicesDep) -> JSONRe
     return JSONResponse(answer, status_code=200)
 
 
-@router.post("/api/jobs/sync-analytics/platform")
+@router.post(
+    "/api/jobs/sync-analytics/platform",
+    openapi_extra=CLOUD_TASKS_CALLER,
+    responses={
+        200: {"model": SyncChildAnswer, "description": "Done with this delivery."},
+        **retried(SyncChildAnswer),
+        **errors(400, 401, 404, 413, 422, 503),
+    },
+)
 @router.post("/api/webhooks/sync-analytics/platform", include_in_schema=False)
 async def sync_analytics_platform(
     body: SyncChildBody,

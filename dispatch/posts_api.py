@@ -14,12 +14,14 @@ from fastapi import APIRouter, Query, Response
 from dispatch.auth import CompanyId
 from dispatch.deps import SchedulerDep, ServicesDep
 from dispatch.errors import ApiError
+from dispatch.openapi import COMPANY_CALLER, errors
 from dispatch.schemas import (
     MediaAssetRequest,
     MediaAssetView,
     PostPage,
     PostStatusFilter,
     PostView,
+    Readiness,
     RescheduleRequest,
     RetryRequest,
     ScheduleRequest,
@@ -32,7 +34,19 @@ from tasks.scheduling import ScheduleCommand, TargetRequest
 router = APIRouter()
 
 
-@router.post("/api/social-posts/schedule", response_model=PostView, status_code=201)
+@router.post(
+    "/api/social-posts/schedule",
+    response_model=PostView,
+    status_code=201,
+    openapi_extra=COMPANY_CALLER,
+    responses={
+        200: {
+            "model": PostView,
+            "description": "The post stored earlier under this idempotencyKey.",
+        },
+        **errors(400, 401, 409, 413, 422, 429, 503, retry_after_always=False),
+    },
+)
 async def schedule_post(
     body: ScheduleRequest, company_id: CompanyId, scheduler: SchedulerDep, response: Response
 ) -> PostView:
@@ -57,14 +71,28 @@ async def schedule_post(
     return post_view(snapshot)
 
 
-@router.post("/api/social-posts/{post_id}/cancel", response_model=PostView)
+@router.post(
+    "/api/social-posts/{post_id:uuid}/cancel",
+    response_model=PostView,
+    openapi_extra=COMPANY_CALLER,
+    responses=errors(401, 404, 409, 429, 503),
+)
 async def cancel_post(
     post_id: uuid.UUID, company_id: CompanyId, scheduler: SchedulerDep
 ) -> PostView:
     return post_view(await scheduler.cancel(company_id=company_id, post_id=post_id))
 
 
-@router.post("/api/social-posts/{post_id}/reschedule", response_model=PostView, status_code=201)
+@router.post(
+    "/api/social-posts/{post_id:uuid}/reschedule",
+    response_model=PostView,
+    status_code=201,
+    openapi_extra=COMPANY_CALLER,
+    responses={
+        200: {"model": PostView, "description": "The copy this same reschedule created before."},
+        **errors(400, 401, 404, 409, 413, 422, 429, 503, retry_after_always=False),
+    },
+)
 async def reschedule_post(
     post_id: uuid.UUID,
     body: RescheduleRequest,
@@ -81,7 +109,12 @@ async def reschedule_post(
     return post_view(snapshot)
 
 
-@router.post("/api/social-posts/{post_id}/retry", response_model=PostView)
+@router.post(
+    "/api/social-posts/{post_id:uuid}/retry",
+    response_model=PostView,
+    openapi_extra=COMPANY_CALLER,
+    responses=errors(400, 401, 404, 409, 413, 422, 429, 503, retry_after_always=False),
+)
 async def retry_post(
     post_id: uuid.UUID,
     company_id: CompanyId,
@@ -94,7 +127,12 @@ async def retry_post(
     )
 
 
-@router.get("/api/social-posts/{post_id}", response_model=PostView)
+@router.get(
+    "/api/social-posts/{post_id:uuid}",
+    response_model=PostView,
+    openapi_extra=COMPANY_CALLER,
+    responses=errors(401, 404, 429, 503),
+)
 async def get_post(post_id: uuid.UUID, company_id: CompanyId, scheduler: SchedulerDep) -> PostView:
     return post_view(await scheduler.load(company_id=company_id, post_id=post_id))
 
@@ -113,7 +151,12 @@ def _encode_cursor(created_at: datetime, post_id: uuid.UUID) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-@router.get("/api/social-posts", response_model=PostPage)
+@router.get(
+    "/api/social-posts",
+    response_model=PostPage,
+    openapi_extra=COMPANY_CALLER,
+    responses=errors(401, 422, 429, 503),
+)
 async def list_posts(
     company_id: CompanyId,
     scheduler: SchedulerDep,
@@ -136,7 +179,13 @@ async def list_posts(
     )
 
 
-@router.post("/api/media-assets", response_model=MediaAssetView, status_code=201)
+@router.post(
+    "/api/media-assets",
+    response_model=MediaAssetView,
+    status_code=201,
+    openapi_extra=COMPANY_CALLER,
+    responses=errors(400, 401, 409, 413, 422, 429, 503),
+)
 async def register_media_asset(
     body: MediaAssetRequest, company_id: CompanyId, scheduler: SchedulerDep
 ) -> MediaAssetView:
@@ -155,7 +204,14 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get(
+    "/readyz",
+    response_model=None,
+    responses={
+        200: {"model": Readiness, "description": "Ready."},
+        503: {"model": Readiness, "description": "The database or the task queue is unreachable."},
+    },
+)
 async def readyz(services: ServicesDep, response: Response) -> dict[str, str]:
     """The database and the task queue are reachable; 503 with the failing part otherwise.
     `apiVersions` names any configured platform API version within 30 days of its sunset."""

@@ -1,19 +1,38 @@
-"""Per-company request limits on the company API: one company flooding the API gets 429 with
-`Retry-After`, and every other company keeps its full rate.
+"""Request limits on the company API.
+
+Per company: one company flooding the API gets 429 with `Retry-After`, and every other company
+keeps its full rate.
 
 pyrate-limiter (a maintained leaky-bucket library) keeps one in-memory bucket per company in this
 process; the factory routes each request to its company's bucket. The limits are per instance: on
 Cloud Run each instance enforces them for the requests it serves, which bounds what one company
 can cost any instance. The job webhooks are not limited here (Cloud Tasks paces them by queue).
+
+Per client address, for requests that fail to authenticate (`UnauthenticatedLimits`, below): a
+flood of missing or bad keys is refused before the key look-up once its address is over budget.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import threading
+import time
 import uuid
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Generic, TypeVar
 
-from pyrate_limiter import BucketFactory, Duration, InMemoryBucket, Limiter, Rate, RateItem
+from pyrate_limiter import (
+    GCRA,
+    BucketFactory,
+    Duration,
+    InMemoryBucket,
+    Limiter,
+    Rate,
+    RateItem,
+)
 
 from dispatch.errors import ApiError
 from models.settings import SchedulingSettings
@@ -68,3 +87,163 @@ class CompanyRateLimits:
             f"too many requests for this company; retry in {seconds} s",
             headers={"Retry-After": str(seconds)},
         )
+
+
+# --------------------------------------------------------------------- unauthenticated requests
+#: Addresses whose failures are remembered at once (about 270 bytes each, measured: ~9 MB in
+#: all); past it the least recently seen address is forgotten first. An address matters only
+#: while it owes (at most a minute after its last failure), so this covers 32,768 failing
+#: addresses a minute per instance; a flood from more addresses than that is for Cloud Armor.
+ADDRESS_TABLE_SIZE = 32_768
+#: API keys (by hash) that authenticated recently on this instance: they pass the address gate,
+#: so a flood of bad keys from a company's own address (its NAT, its office) does not keep the
+#: company out. A key the instance has not seen yet waits like the flood while its address is
+#: over budget (nothing before the look-up tells it from a bad key).
+KNOWN_KEYS_SIZE = 8_192
+
+_V = TypeVar("_V")
+
+
+def address_budget(host: str | None) -> str:
+    """Which budget a client address spends: an IPv4 address its own; an IPv6 address its /64
+    (what one host or one subscriber is usually given, so stepping through a /64 does not mint
+    fresh budgets; IPv4-mapped addresses count as IPv4); anything else (no client, a unix
+    socket) one shared budget per name."""
+    if not host:
+        return "-"
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return host[:64]
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
+
+
+class _Lru(OrderedDict[str, _V], Generic[_V]):
+    """A mapping of at most `size` entries that forgets the least recently used first."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+
+    def touch(self, key: str, value: _V) -> None:
+        self[key] = value
+        self.move_to_end(key)
+        while len(self) > self.size:
+            self.popitem(last=False)
+
+
+@dataclass(slots=True)
+class AuthAttempt:
+    """One request past the address gate; the caller says how its authentication ended."""
+
+    limits: UnauthenticatedLimits
+    budget: str
+    key_hash: str | None
+    #: Whether a unit of the address's budget was taken for it (not for a known key).
+    reserved: bool
+
+    def succeeded(self) -> None:
+        """A valid key: it spends nothing of the address's budget and passes the gate later."""
+        self.limits.settle(self, valid=True)
+
+    def failed(self) -> None:
+        """No key, a malformed one or an unknown one: one failure against the address."""
+        self.limits.settle(self, valid=False)
+
+    def abandoned(self) -> None:
+        """The look-up itself failed (the database): not the client's failure."""
+        self.limits.settle(self, valid=None)
+
+
+class UnauthenticatedLimits:
+    """Failed authentications per client address. Past the budget the address gets 429 with
+    `Retry-After` before its key is looked up, so a flood of bad keys costs a dictionary probe
+    per request, not a database query.
+
+    - Every request without a known-good key takes one unit before the look-up (so a thousand
+      concurrent bad keys cannot all slip past while the first look-up is in flight); a key that
+      turns out valid gives its unit back, so only failures spend the budget.
+    - A key that authenticated recently (`KNOWN_KEYS_SIZE`, by hash) skips the gate: a company
+      sharing an address with an attacker keeps working (one the instance has not seen yet
+      waits like the flood). It still goes through its own
+      per-company limit, and through the look-up (a revoked key fails and is forgotten).
+    - The algorithm is pyrate-limiter's GCRA: one number per address, and its `step` with
+      weight -1 gives a unit back (its emission arithmetic is linear in the weight). The table
+      is a bounded LRU (`ADDRESS_TABLE_SIZE`), so memory stays flat under a flood from many
+      addresses.
+    - Per instance, like the company limits.
+    """
+
+    def __init__(
+        self,
+        settings: SchedulingSettings,
+        *,
+        table_size: int = ADDRESS_TABLE_SIZE,
+        known_keys: int = KNOWN_KEYS_SIZE,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        per_minute = settings.unauthenticated_requests_per_minute_per_address
+        self._rates = [Rate(per_minute, Duration.MINUTE)]
+        self._gcra = GCRA()
+        self._idle = self._gcra.initial(self._rates)
+        self._budgets: _Lru[tuple[float, ...]] = _Lru(table_size)
+        self._known: _Lru[None] = _Lru(known_keys)
+        self._clock = clock
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        """Addresses remembered now (never more than the table's size)."""
+        return len(self._budgets)
+
+    def admit(self, host: str | None, key_hash: str | None) -> AuthAttempt:
+        """Let a request through to the key look-up, or raise 429 for its address."""
+        budget = address_budget(host)
+        if key_hash is not None and key_hash in self._known:
+            return AuthAttempt(self, budget, key_hash, reserved=False)
+        wait_ms = self._take(budget)
+        if wait_ms is not None:
+            seconds = max(1, math.ceil(wait_ms / 1000))
+            raise ApiError(
+                429,
+                "rate_limited",
+                f"too many failed authentications from this address; retry in {seconds} s",
+                headers={"Retry-After": str(seconds)},
+            )
+        return AuthAttempt(self, budget, key_hash, reserved=True)
+
+    def settle(self, attempt: AuthAttempt, *, valid: bool | None) -> None:
+        """Close `attempt`: valid (unit back, key remembered), failed (unit kept, or taken for a
+        known key that stopped working; key forgotten) or abandoned (None: unit back)."""
+        if valid is False and attempt.key_hash is not None:
+            self._known.pop(attempt.key_hash, None)
+        if valid is False and not attempt.reserved:
+            self._take(attempt.budget)
+        if valid is not False and attempt.reserved:
+            self._give_back(attempt.budget)
+        if valid and attempt.key_hash is not None:
+            self._known.touch(attempt.key_hash, None)
+
+    def _now_ms(self) -> int:
+        return int(self._clock() * 1000)
+
+    def _take(self, budget: str) -> int | None:
+        """Spend one unit: None when it was there, else the milliseconds until it is."""
+        with self._lock:
+            state = self._budgets.get(budget, self._idle)
+            new_state, decision = self._gcra.step(self._rates, state, self._now_ms(), 1)
+            if decision.allowed:
+                self._budgets.touch(budget, new_state)
+                return None
+            if budget in self._budgets:  # an address still flooding stays remembered
+                self._budgets.move_to_end(budget)
+            return decision.retry_after_ms or 1
+
+    def _give_back(self, budget: str) -> None:
+        with self._lock:
+            state = self._budgets.get(budget)
+            if state is not None:
+                self._budgets[budget], _ = self._gcra.step(self._rates, state, self._now_ms(), -1)

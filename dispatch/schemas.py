@@ -13,9 +13,12 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    GetJsonSchemaHandler,
     StringConstraints,
 )
 from pydantic.alias_generators import to_camel
+from pydantic.json_schema import JsonSchemaValue, SkipJsonSchema
+from pydantic_core import CoreSchema
 
 
 def _no_nul(value: str) -> str:
@@ -54,7 +57,20 @@ def _iana_zone(value: str) -> str:
     return value
 
 
-SafeText = Annotated[str, AfterValidator(_no_nul)]
+class _StatesNoNul:
+    """Says in the JSON schema what `_no_nul` refuses (a NUL; unpaired surrogates cannot be said
+    portably, and clients sending UTF-8 cannot produce them), so the OpenAPI document does not
+    admit text the API answers 422 to."""
+
+    def __get_pydantic_json_schema__(
+        self, schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        json_schema = handler(schema)
+        json_schema.setdefault("pattern", r"^[^\x00]*$")
+        return json_schema
+
+
+SafeText = Annotated[str, AfterValidator(_no_nul), _StatesNoNul()]
 Instant = Annotated[datetime, BeforeValidator(_iso_string_only), AfterValidator(_aware_utc)]
 TimeZoneName = Annotated[
     str, StringConstraints(min_length=1, max_length=64), AfterValidator(_iana_zone)
@@ -64,6 +80,10 @@ IdempotencyKey = Annotated[
     StringConstraints(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.:\-]+$"),
 ]
 PlatformName = Annotated[SafeText, StringConstraints(min_length=1, max_length=40)]
+
+
+class _Camel(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
 
 
 class ApiModel(BaseModel):
@@ -97,8 +117,12 @@ class RetryRequest(ApiModel):
 
 
 class MediaAssetRequest(ApiModel):
+    # The constraints come before the NUL check: after a validator, pydantic applies a pattern
+    # without stating it in the JSON schema, and the OpenAPI document would not say it.
     url: Annotated[
-        SafeText, StringConstraints(min_length=8, max_length=2000, pattern=r"^https?://\S+$")
+        str,
+        StringConstraints(min_length=8, max_length=2000, pattern=r"^https?://\S+$"),
+        AfterValidator(_no_nul),
     ]
     mime_type: Annotated[str, StringConstraints(pattern=r"^(image|video)/[A-Za-z0-9.+-]{1,60}$")]
     size_bytes: Annotated[int, Field(ge=0, le=5 * 1024**3)] | None = None
@@ -150,3 +174,83 @@ class MediaAssetView(ApiModel):
 
 
 PostStatusFilter = Literal["pending", "processing", "published", "failed", "cancelled"]
+
+
+# --------------------------------------------------------------------------- answers, documented
+# The models below describe answers in the OpenAPI document (`dispatch/openapi.py`); the routes
+# build those answers themselves (`dispatch/errors.py`, `dispatch/jobs.py`), so nothing here
+# changes what is sent.
+
+
+class Problem(BaseModel):
+    """One invalid input of a `validation_error`."""
+
+    field: str
+    message: str
+
+
+class ErrorDetail(BaseModel):
+    """`code` is stable (what a client branches on); `message` is for people; `field` names the
+    input at fault (`platforms[1].accountId`), when there is one."""
+
+    code: str
+    message: str
+    field: str | SkipJsonSchema[None] = None
+    #: Every invalid input, with `code: validation_error` (the first one is `field`/`message`).
+    problems: list[Problem] | SkipJsonSchema[None] = None
+
+
+class ErrorResponse(BaseModel):
+    """The one JSON shape of every 4xx and 5xx answer."""
+
+    error: ErrorDetail
+
+
+class PublishAnswer(_Camel):
+    """What the publish webhook tells Cloud Tasks (200 stops the task, 502 has it retried)."""
+
+    outcome: str = Field(
+        description="published, already_published, failed, settled, cancelled, deferred "
+        "(re-enqueued at the platform's reset), busy (another attempt holds the target: a "
+        "follow-up task comes at followUpAt), retry (502)"
+    )
+    status: str | None
+    attempts: int
+    remote_id: str | SkipJsonSchema[None] = None
+    remote_url: str | None = None
+    error_code: str | None = None
+    error_message: str | SkipJsonSchema[None] = None
+    next_retry_at: datetime | SkipJsonSchema[None] = None
+    follow_up_at: datetime | SkipJsonSchema[None] = None
+
+
+class SyncStarted(_Camel):
+    """A sync trigger's answer: the parent job and how many children it created."""
+
+    job_id: uuid.UUID
+    jobs_created: int
+
+
+class SyncChildAnswer(_Camel):
+    """One company × platform sync's answer (200 done or deferred, 502 retried)."""
+
+    outcome: str = Field(description="completed, failed, settled, deferred, not_due; busy (502)")
+    job_id: uuid.UUID | None
+    status: str | None
+    items_processed: int
+    items_failed: int
+    error_message: str | SkipJsonSchema[None] = None
+    next_run_at: datetime | SkipJsonSchema[None] = None
+    parent_status: str | SkipJsonSchema[None] = None
+
+
+class Readiness(BaseModel):
+    """`/readyz`: `status` ok or unavailable, and each part's state (`database`, `taskQueue`:
+    ok or `unavailable: <error type>`; `apiVersions`: ok or the versions near their sunset)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    status: Literal["ok", "unavailable"]
+    database: str
+    task_queue: str = Field(alias="taskQueue")
+    api_versions: str = Field(alias="apiVersions")

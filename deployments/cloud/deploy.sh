@@ -57,7 +57,7 @@ while read -r var secret_id need; do
   export "HAS_${var}=1"
 done < <("$PYTHON" -m deployments.cloud.render secrets)
 
-echo "4/12 image (requirements.lock with hashes, base image by digest)"
+echo "4/12 image (runtime lock with hashes, audited by pip-audit first; base image by digest)"
 IMAGE_TAG="${IMAGE_TAG:-$(git rev-parse --short=12 HEAD)}"
 export IMAGE="${R}-docker.pkg.dev/${P}/tendsocial/backend:${IMAGE_TAG}"
 gcloud artifacts repositories describe tendsocial --location "$R" --project "$P" >/dev/null 2>&1 \

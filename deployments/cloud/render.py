@@ -131,6 +131,10 @@ def roles(env: Mapping[str, str]) -> list[Role]:
     }
     prefect_env = {"PREFECT_API_URL": env["PREFECT_API_URL"]}
     serve = ["tendsocial", "serve", "--host", "0.0.0.0", "--port", "8080"]
+    # uvicorn takes the client's address from X-Forwarded-For only when the peer is a trusted
+    # proxy; on Cloud Run the peer is Cloud Run's link-local proxy (dispatch/auth.py
+    # `client_address`), so the per-address limits see clients, not one proxy.
+    behind_cloud_run = {"FORWARDED_ALLOW_IPS": "169.254.0.0/16"}
     return [
         Role(
             name="tendsocial-api",
@@ -142,6 +146,7 @@ def roles(env: Mapping[str, str]) -> list[Role]:
             # /api/accounts/connect`) exchanges codes with our apps' ids and secrets.
             env={
                 **tasks_env,
+                **behind_cloud_run,
                 "WEBHOOKS_ENABLED": "false",
                 "DATABASE_PUBLISH_POOL_SIZE": "1",
                 **client_ids,
@@ -157,6 +162,7 @@ def roles(env: Mapping[str, str]) -> list[Role]:
             command=serve,
             env={
                 **tasks_env,
+                **behind_cloud_run,
                 "TASKS_OIDC_SERVICE_ACCOUNTS": _sa("tendsocial-scheduler", project),
                 # 30 connections per instance as before: the publish steps on their own pool
                 # (20), the rest (unclaimed outcomes, token refresh, syncs) on the ORM's (10).

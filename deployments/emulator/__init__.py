@@ -6,7 +6,9 @@ Start it with `serve(...)` inside an event loop, `run(...)` (blocking, handles S
 - dead-letter copies: a task that runs out of retries is deleted like on Google and, when a queue
   named `<queue>-dlq` exists (or `dead_letter_queues` / `dead_letter_all` say so, creating it
   paused), copied there so it can be inspected and re-run by hand (`RunTask`);
-- OIDC tokens signed with the emulator's own key, verifiable against `oidc_endpoints(...)`.
+- OIDC tokens signed with the emulator's own key, verifiable against `oidc_endpoints(...)`,
+  for the service accounts it was started with only (`engine.py`, caller rights);
+- no credential in what it shows: task views redact credential headers (`redaction.py`).
 """
 
 from deployments.emulator.clock import Clock, ManualClock, SystemClock

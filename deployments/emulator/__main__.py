@@ -20,6 +20,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dlq", action="append", default=[], help="queue id with a DLQ")
     parser.add_argument("--dlq-all", action="store_true")
     parser.add_argument(
+        "--service-account",
+        action="append",
+        default=[],
+        help="an account whose OIDC tokens it may mint (repeatable; none: no OIDC tasks)",
+    )
+    parser.add_argument(
         "--unsafe-expose",
         action="store_true",
         help="allow a non-loopback --host (no authentication: anyone reaching it mints tokens)",
@@ -37,6 +43,7 @@ def main(argv: list[str] | None = None) -> None:
         dead_letter_queues=args.dlq,
         dead_letter_all=args.dlq_all,
         unsafe_expose=args.unsafe_expose,
+        service_accounts=args.service_account,
     )
 
 

@@ -8,6 +8,25 @@ Heap entries are invalidated lazily by sequence number, so no tick ever scans al
 Methods raise `ApiError` carrying the gRPC code and the real service's message; the gRPC layer
 (`server.py`) only translates. Messages are byte-for-byte those recorded from the real service
 (`realcloud.json`) where a recording exists.
+
+Caller rights (security review, finding N3). Google guards tasks with IAM, and the emulator knows
+no caller, so it answers every caller as one holding only what local development needs:
+
+- it acts only as the service accounts it was started with (`service_accounts`, `tendsocial
+  emulator --service-account`). On Google, "the caller must have iam.serviceAccounts.actAs
+  permission for the service account" of a task's OIDC token
+  (https://docs.cloud.google.com/dotnet/docs/reference/Google.Cloud.Tasks.V2/latest/Google.Cloud.Tasks.V2.OidcToken),
+  and CreateTask otherwise fails with PERMISSION_DENIED, "The principal (user or service
+  account) lacks IAM permission "iam.serviceAccounts.actAs" for the resource "<email>" (or the
+  resource may not exist)." (as reported in https://github.com/googleapis/nodejs-tasks/issues/249).
+  A stored task whose account is no longer one of them is not delivered (its attempt fails with
+  that error): no token is minted for an account the emulator was not given;
+- it never shows a credential: "Authorization for FULL requires cloudtasks.tasks.fullView Google
+  IAM permission" (https://cloud.google.com/ruby/docs/reference/google-cloud-tasks-v2/latest/Google-Cloud-Tasks-V2-Task-View),
+  a permission no caller of the emulator can prove. Every view it returns (FULL included, whose
+  body local tools read) shows the task's credential headers (`X-Webhook-Secret`,
+  `Authorization`, ...: `redaction.is_secret_header`) as `<redacted>`; the attempts still send
+  them. An emulator rule, not Google's: a caller with the rights sees them there.
 """
 
 from __future__ import annotations
@@ -34,6 +53,7 @@ from grpc import StatusCode
 from deployments.emulator.clock import Clock
 from deployments.emulator.delivery import Delivery, DeliveryError
 from deployments.emulator.oidc import OidcSigner
+from deployments.emulator.redaction import REDACTED, is_secret_header
 from deployments.emulator.retry import (
     backoff_seconds,
     grpc_code_for_http,
@@ -69,6 +89,14 @@ MSG_TASK_GONE = (
     "successfully completed or was deleted."
 )
 
+
+def msg_not_acting_as(email: str) -> str:
+    return (
+        'The principal (user or service account) lacks IAM permission "iam.serviceAccounts.actAs"'
+        f' for the resource "{email}" (or the resource may not exist).'
+    )
+
+
 MAX_SCHEDULE_AHEAD = 30 * 24 * 3600.0
 DEFAULT_DEADLINE, MIN_DEADLINE, MAX_DEADLINE = 600.0, 15.0, 1800.0
 MAX_TASK_BYTES = 1024 * 1024
@@ -84,6 +112,10 @@ class ApiError(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
+
+
+class NotActingAs(Exception):
+    """A stored task names a service account the emulator was not given (see the docstring)."""
 
 
 def to_timestamp(t: float) -> Any:
@@ -150,8 +182,11 @@ class Engine:
         queue_tombstone_seconds: float = 7 * 24 * 3600.0,
         dead_letter_queues: Iterable[str] = (),
         dead_letter_all: bool = False,
+        service_accounts: Iterable[str] = (),
     ) -> None:
         self.store, self.clock, self.signer = store, clock, signer
+        #: The accounts it may act as: OIDC tokens are minted for these only.
+        self.service_accounts = frozenset(service_accounts)
         self.tombstone_seconds = tombstone_seconds
         self.queue_tombstone_seconds = queue_tombstone_seconds
         self.dead_letter_queues = frozenset(dead_letter_queues)
@@ -253,10 +288,16 @@ class Engine:
 
     @staticmethod
     def view(ts: TaskState, view: int) -> Any:
+        """The task as a caller sees it: BASIC without the body, credential headers redacted in
+        every view (see the module docstring)."""
         pb = TaskPb()
         pb.CopyFrom(ts.pb)
-        if view != FULL and pb.HasField("http_request"):
-            pb.http_request.ClearField("body")
+        if pb.HasField("http_request"):
+            if view != FULL:
+                pb.http_request.ClearField("body")
+            headers = pb.http_request.headers
+            for name in [name for name in headers if is_secret_header(name)]:
+                headers[name] = REDACTED
         pb.view = FULL if view == FULL else BASIC
         return pb
 
@@ -455,12 +496,14 @@ class Engine:
                 StatusCode.INVALID_ARGUMENT,
                 "HttpRequest.url must be a valid http or https URL with a host.",
             )
-        if task.http_request.HasField("oidc_token") and not (
-            task.http_request.oidc_token.service_account_email
-        ):
-            raise ApiError(
-                StatusCode.INVALID_ARGUMENT, "OidcToken.service_account_email must be set."
-            )
+        if task.http_request.HasField("oidc_token"):
+            email = task.http_request.oidc_token.service_account_email
+            if not email:
+                raise ApiError(
+                    StatusCode.INVALID_ARGUMENT, "OidcToken.service_account_email must be set."
+                )
+            if email not in self.service_accounts:
+                raise ApiError(StatusCode.PERMISSION_DENIED, msg_not_acting_as(email))
         pb = TaskPb()
         pb.CopyFrom(task)
         if not pb.name:
@@ -584,6 +627,8 @@ class Engine:
             headers["X-CloudTasks-TaskRetryReason"] = ""
         if pb.http_request.HasField("oidc_token"):
             oidc = pb.http_request.oidc_token
+            if oidc.service_account_email not in self.service_accounts:
+                raise NotActingAs(oidc.service_account_email)
             token = self.signer.mint(
                 audience=oidc.audience or pb.http_request.url, email=oidc.service_account_email
             )
@@ -612,6 +657,8 @@ class Engine:
             error_code, error_message = StatusCode.DEADLINE_EXCEEDED, "Dispatch deadline exceeded"
         except DeliveryError as exc:
             error_code, error_message = StatusCode.UNAVAILABLE, f"{type(exc).__name__}: {exc}"
+        except NotActingAs as exc:  # not sent: no token for an account it was not given
+            error_code, error_message = StatusCode.PERMISSION_DENIED, msg_not_acting_as(str(exc))
         finally:
             ts.running = False
             qs.inflight -= 1

@@ -21,6 +21,7 @@ import contextlib
 import datetime as dt
 import hashlib
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,6 +72,14 @@ def _b64url_uint(value: int) -> str:
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
 
+def _write_private(path: Path, data: bytes) -> None:
+    """Write `path` readable by its owner only from its creation (0600, also when it existed)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        os.fchmod(fh.fileno(), 0o600)
+        fh.write(data)
+
+
 class OidcSigner:
     """Owns the signing key (created on first use in `key_dir`) and mints ID tokens."""
 
@@ -78,7 +87,7 @@ class OidcSigner:
         self.issuer = issuer
         key_path, cert_path = key_dir / "oidc-key.pem", key_dir / "oidc-cert.pem"
         if not key_path.exists() or not cert_path.exists():
-            key_dir.mkdir(parents=True, exist_ok=True)
+            key_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
             self._generate(key_path, cert_path)
         self._key_pem = key_path.read_bytes()
         self.cert_pem = cert_path.read_bytes()
@@ -108,15 +117,13 @@ class OidcSigner:
             .not_valid_after(now + dt.timedelta(days=3650))
             .sign(key, hashes.SHA256())
         )
-        key_path.write_bytes(
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
+        pem = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
         )
-        key_path.chmod(0o600)
-        cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        _write_private(key_path, pem)
+        _write_private(cert_path, cert.public_bytes(serialization.Encoding.PEM))
 
     def mint(self, *, audience: str, email: str) -> str:
         """An RS256 ID token like Google's for a service account (cached ~10 min per audience)."""

@@ -3,11 +3,18 @@
 No generated servicer stubs exist for this API in Python, so one generic handler maps each method
 name to a coroutine; requests and responses are (de)serialized with the google-cloud-tasks message
 types' own `deserialize` / `serialize`, and handled as their underlying protobuf messages.
+
+Its files are private however it is started (security review, finding N4): the state folder is
+created 0700 (each missing level; an older one of its own is closed), and the state database,
+its WAL and shared-memory files (SQLite creates them with the database file's mode) and the
+OIDC key and certificate are 0600. They hold the tasks' headers, the webhook secret among them.
+`run` (the commands) also sets the process umask to 077.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -34,11 +41,40 @@ SERVICE = "google.cloud.tasks.v2.CloudTasks"
 STATE_ENV = "CLOUD_TASKS_EMULATOR_STATE"
 DEFAULT_STATE_DIR = Path(".data/cloud-tasks-emulator")
 _MAX_PAGE = 1000
+#: The files it keeps in its state folder (`oidc.py` writes the key and certificate).
+STATE_FILES = ("state.sqlite3", "state.sqlite3-wal", "state.sqlite3-shm")
+_OWN_FILES = (*STATE_FILES, "oidc-key.pem", "oidc-cert.pem")
 
 
 def default_state_dir() -> Path:
     """`$CLOUD_TASKS_EMULATOR_STATE`, else `.data/cloud-tasks-emulator/` under the current dir."""
     return Path(os.environ.get(STATE_ENV) or DEFAULT_STATE_DIR)
+
+
+def private_state_dir(path: Path) -> Path:
+    """Create `path` and each missing parent 0700; close it (0700) when it is open and holds
+    only the emulator's files, or nothing: a folder of other things is left as it is. Its
+    files are made 0600 (the key and certificate of an older version were 0644)."""
+    missing = []
+    level = path
+    while not level.exists():
+        missing.append(level)
+        level = level.parent
+    for folder in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            folder.mkdir(mode=0o700)
+    info = path.stat()
+    if info.st_uid == os.geteuid():
+        names = {entry.name for entry in path.iterdir()}
+        if info.st_mode & 0o077 and names <= set(_OWN_FILES):
+            path.chmod(0o700)
+        for name in names & set(_OWN_FILES):
+            file = path / name
+            if file.stat().st_mode & 0o077:
+                file.chmod(0o600)
+    database = path / STATE_FILES[0]
+    os.close(os.open(database, os.O_WRONLY | os.O_CREAT, 0o600))  # SQLite keeps this mode
+    return path
 
 
 def _page(items: list[Any], page_size: int, page_token: str) -> tuple[list[Any], str]:
@@ -213,16 +249,20 @@ async def serve(
     dead_letter_queues: Iterable[str] = (),
     dead_letter_all: bool = False,
     unsafe_expose: bool = False,
+    service_accounts: Iterable[str] = (),
 ) -> RunningEmulator:
     """Start the emulator on the running event loop and return once it accepts RPCs.
 
     `port=0` picks a free port (the certs endpoint then also gets a free one unless
     `http_port` is given; by default it is `port + 1`). State lives in `state_path`
     (a directory; default `default_state_dir()`), the OIDC signing key beside it. A host
-    other than loopback needs `unsafe_expose` (`deployments/binds.py`).
+    other than loopback needs `unsafe_expose` (`deployments/binds.py`). OIDC tokens are minted
+    for `service_accounts` only (`engine.py`, caller rights).
     """
     check_bind(host, service="Cloud Tasks emulator", unsafe_expose=unsafe_expose)
-    state_dir = Path(state_path) if state_path is not None else default_state_dir()
+    state_dir = private_state_dir(
+        Path(state_path) if state_path is not None else default_state_dir()
+    )
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
     bound = server.add_insecure_port(f"{host}:{port}")
     if bound == 0:
@@ -238,6 +278,7 @@ async def serve(
         queue_tombstone_seconds=queue_tombstone_seconds,
         dead_letter_queues=dead_letter_queues,
         dead_letter_all=dead_letter_all,
+        service_accounts=service_accounts,
     )
     server.add_generic_rpc_handlers(
         (grpc.method_handlers_generic_handler(SERVICE, _handlers(engine)),)
@@ -272,7 +313,9 @@ def run(
     tombstone_seconds: float = 3600.0,
     **options: Any,
 ) -> None:
-    """Run the emulator until SIGINT/SIGTERM, then stop cleanly (state is flushed)."""
+    """Run the emulator until SIGINT/SIGTERM, then stop cleanly (state is flushed). Whatever
+    it writes is private to its user from its creation (umask 077)."""
+    os.umask(0o077)
 
     async def main() -> None:
         emulator = await serve(

@@ -292,6 +292,10 @@ def run_sandbox(host: str = "127.0.0.1", port: int = 8700, *, unsafe_expose: boo
     `unsafe_expose`, which also lifts the Host allow-list (the clients use other names then)."""
     import uvicorn
 
+    from deployments.sandbox.redaction import sandbox_log_config
+
     check_bind(host, service="sandbox", unsafe_expose=unsafe_expose)
     app = create_sandbox_app(check_host=not unsafe_expose)
-    uvicorn.run(app, host=host, port=port, log_level="info")
+    # Its access log redacts the tokens the platforms take in URLs (`redaction.py`); it writes
+    # to stdout only, never a file of its own (under `tendsocial dev`: logs/sandbox.log, 0600).
+    uvicorn.run(app, host=host, port=port, log_level="info", log_config=sandbox_log_config())

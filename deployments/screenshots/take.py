@@ -9,6 +9,11 @@ Prefect (polling Prefect's API), then photographs the Prefect UI and the demo's 
 and stops the stack with SIGINT (what Ctrl-C does). Needs `chromium` on the PATH (Debian:
 `apt-get install -y chromium fonts-noto-color-emoji`, the latter for the demo's ✅/❌).
 
+The stack's Prefect asks every client for its auth string (`prefect-auth` in the data folder,
+`deployments/prefect_server.py`): the API calls here send it, and Chromium goes through
+`signing_proxy`, which adds it to the requests for the Prefect server, so the UI shows its pages
+rather than its sign-in page (it asks only when a call answers 401).
+
 Each page gets Chromium's virtual-time budget to settle (the UI polls its API, so a page never
 goes idle); the PNGs are checked to exist and stay under `MAX_PNG_BYTES`. Look at them before
 committing: a spinner instead of content means the budget was too short for this machine
@@ -18,6 +23,8 @@ committing: a spinner instead of content means the budget was too short for this
 from __future__ import annotations
 
 import argparse
+import contextlib
+import http.client
 import io
 import json
 import os
@@ -29,10 +36,13 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -88,9 +98,9 @@ def wait_for(what: str, check: Callable[[], Any], *, timeout: float) -> Any:
 
 
 class Prefect:
-    def __init__(self, ui_url: str) -> None:
+    def __init__(self, ui_url: str, *, headers: dict[str, str]) -> None:
         self.ui_url = ui_url
-        self.http = httpx.Client(base_url=f"{ui_url}/api", timeout=10)
+        self.http = httpx.Client(base_url=f"{ui_url}/api", timeout=10, headers=headers)
 
     def post(self, path: str, body: dict[str, Any]) -> Any:
         answer = self.http.post(path, json=body)
@@ -157,18 +167,92 @@ def terminal_html(ansi: str, *, title: str) -> str:
     return console.export_html(theme=MONOKAI, inline_styles=True, code_format=template)
 
 
-def chromium_shot(url: str, png: Path, *, size: str, budget_ms: int, expect: str) -> None:
+#: Headers a proxy never forwards (RFC 9110, section 7.6.1), and the length it sets itself.
+_HOP_BY_HOP = {
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "content-length",
+}
+
+
+@contextlib.contextmanager
+def signing_proxy(*, port: int, headers: dict[str, str]) -> Iterator[str]:
+    """A forward HTTP proxy on 127.0.0.1 for Chromium that adds `headers` to its requests for
+    127.0.0.1:`port` (the Prefect server) and passes everything else on as it is; yields its
+    URL. Plain HTTP only: the pages photographed need nothing else."""
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def forward(self) -> None:
+            url = urlsplit(self.path)  # a proxy gets the absolute URL
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else None
+            sent = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
+            if url.port == port and url.hostname in ("127.0.0.1", "localhost"):
+                sent.update(headers)
+            target = http.client.HTTPConnection(url.hostname or "", url.port or 80, timeout=60)
+            try:
+                target.request(
+                    self.command,
+                    url.path + (f"?{url.query}" if url.query else "") or "/",
+                    body=body,
+                    headers=sent,
+                )
+                answer = target.getresponse()
+                data = answer.read()
+            except OSError:  # Chromium's own calls to the internet: nothing answers here
+                self.send_error(502)
+                return
+            finally:
+                target.close()
+            self.send_response(answer.status, answer.reason)
+            for name, value in answer.getheaders():
+                if name.lower() not in _HOP_BY_HOP:
+                    self.send_header(name, value)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = forward
+
+        def log_message(self, format: str, *args: Any) -> None:
+            return  # the requests carry the auth string: not on the console
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def chromium_shot(
+    url: str, png: Path, *, size: str, budget_ms: int, expect: str, proxy: str | None = None
+) -> None:
     """Photograph `url`; retried with a longer budget until the page's DOM at the moment of
-    the photo holds `expect` (the UI fades in its lists after its API calls return)."""
+    the photo holds `expect` (the UI fades in its lists after its API calls return). With
+    `proxy`, loopback too goes through it (Chromium bypasses proxies for loopback by default)."""
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     if not browser:
         raise SystemExit("chromium is not installed (apt-get install -y chromium)")
+    through = [f"--proxy-server={proxy}", "--proxy-bypass-list=<-loopback>"] if proxy else []
     for attempt in range(1, 5):
         with tempfile.TemporaryDirectory(prefix="tendsocial-chromium-") as profile:
             done = subprocess.run(
                 [
                     browser,
                     *CHROMIUM_FLAGS,
+                    *through,
                     f"--user-data-dir={profile}",
                     f"--window-size={size}",
                     f"--virtual-time-budget={budget_ms * attempt}",
@@ -230,7 +314,10 @@ def take(out: Path, *, budget_ms: int) -> None:
             return "Try it" in (data / "dev.log").read_text()
 
         wait_for("tendsocial dev", stack_ready, timeout=240)
-        prefect = Prefect(f"http://127.0.0.1:{ports['prefect']}")
+        from deployments.prefect_server import authorization_header
+
+        signed = authorization_header((data / "prefect-auth").read_text().strip())
+        prefect = Prefect(f"http://127.0.0.1:{ports['prefect']}", headers=signed)
         api = f"http://127.0.0.1:{ports['api']}"
         print(f"stack up (data folder {data}); running the demos and a sync")
         run_cli("demo", f"--data-dir={data}", env=env)
@@ -311,8 +398,11 @@ def take(out: Path, *, budget_ms: int) -> None:
             (f"{ui}/deployments", "prefect-deployments.png", "1600,520", "sync-analytics-every-6h"),
             (html.as_uri(), "demo-fail-instagram.png", "1000,360", "platforms published"),
         ]
-        for url, name, size, expect in shots:
-            chromium_shot(url, out / name, size=size, budget_ms=budget_ms, expect=expect)
+        with signing_proxy(port=ports["prefect"], headers=signed) as proxy:
+            for url, name, size, expect in shots:
+                chromium_shot(
+                    url, out / name, size=size, budget_ms=budget_ms, expect=expect, proxy=proxy
+                )
     finally:
         if dev.poll() is None:
             dev.send_signal(signal.SIGINT)  # Ctrl-C: the stack stops its services itself

@@ -32,10 +32,12 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_company_create_and_account_add(database_url: URL, db: Engine) -> None:
+def test_company_create_and_account_add(database_url: URL, db: Engine, tmp_path: Path) -> None:
     created = _run("company", "create", "CLI Co", "--json")
     assert created.returncode == 0, created.stderr
     company = json.loads(created.stdout)
+    token_file = tmp_path / "token"
+    token_file.write_text("tok-secret-1\n")
     added = _run(
         "account",
         "add",
@@ -46,7 +48,7 @@ def test_company_create_and_account_add(database_url: URL, db: Engine) -> None:
         "--handle",
         "cli",
         "--access-token",
-        "tok-secret-1",
+        f"@{token_file}",
         "--refresh-token",
         "",
         "--base-url",
@@ -71,10 +73,13 @@ def test_company_create_and_account_add(database_url: URL, db: Engine) -> None:
             "https://1.1.1.1",
         )
         assert account.refresh_token is None  # an empty refresh token stores nothing
+        assert account.access_token == "tok-secret-1"
 
 
-def test_unknown_platform_is_a_clear_error(database_url: URL) -> None:
+def test_unknown_platform_is_a_clear_error(database_url: URL, tmp_path: Path) -> None:
     company = json.loads(_run("company", "create", "Err Co", "--json").stdout)
+    token_file = tmp_path / "token"
+    token_file.write_text("t\n")
     answer = _run(
         "account",
         "add",
@@ -85,7 +90,7 @@ def test_unknown_platform_is_a_clear_error(database_url: URL) -> None:
         "--handle",
         "h",
         "--access-token",
-        "t",
+        f"@{token_file}",
     )
     assert answer.returncode == 2
     assert "unknown platform" in answer.stderr
@@ -153,7 +158,7 @@ def test_adding_an_existing_account_again_reconnects_it(
     assert (
         line.startswith("updated the existing linkedin account @acme") and str(account_id) in line
     )
-    assert again.stderr == ""  # the token came from a file: no warning
+    assert again.stderr == ""
     with Session(db) as s:
         rows = s.scalars(
             select(SocialAccount).where(SocialAccount.company_id == uuid.UUID(company["id"]))
@@ -174,16 +179,62 @@ def test_adding_an_existing_account_again_reconnects_it(
     }
 
 
-def test_a_token_on_the_command_line_is_taken_with_a_warning(database_url: URL) -> None:
+def _accounts_of(db: Engine, company_id: str) -> list[SocialAccount]:
+    with Session(db) as s:
+        return list(
+            s.scalars(
+                select(SocialAccount).where(SocialAccount.company_id == uuid.UUID(company_id))
+            )
+        )
+
+
+def test_a_token_on_the_command_line_is_refused_with_one_line_and_nothing_stored(
+    database_url: URL, db: Engine, tmp_path: Path
+) -> None:
+    """Security review #17: a literal token shows in `ps` and the shell history, so it is not
+    taken at all; the one line says how to pass it instead."""
     company = json.loads(_run("company", "create", "Literal Co", "--json").stdout)
-    added = _run(
-        *("account", "add", "--company", company["id"], "--platform", "x", "--handle", "lit"),
-        *("--access-token", "tok-literal", "--json"),
+    token_file = tmp_path / "token"
+    token_file.write_text("tok-from-file\n")
+    base = ("account", "add", "--company", company["id"], "--platform", "x", "--handle", "lit")
+    for option, literal, others in (
+        ("--access-token", "tok-literal-access", ()),
+        ("--refresh-token", "tok-literal-refresh", ("--access-token", f"@{token_file}")),
+    ):
+        refused = _run(*base, *others, option, literal, "--json")
+        assert refused.returncode == 2, (option, refused.stdout, refused.stderr)
+        (line,) = refused.stderr.strip().splitlines()
+        assert line.startswith(f"error: {option} takes no token on the command line"), line
+        assert "`-`" in line and "standard input" in line and "`@FILE`" in line
+        assert refused.stdout == ""
+        assert literal not in refused.stdout + refused.stderr
+    assert _accounts_of(db, company["id"]) == []
+
+
+def test_a_token_source_that_gives_nothing_is_one_line_and_nothing_stored(
+    database_url: URL, db: Engine, tmp_path: Path
+) -> None:
+    company = json.loads(_run("company", "create", "Nothing Co", "--json").stdout)
+    base = ("account", "add", "--company", company["id"], "--platform", "x", "--handle", "none")
+    missing = _run(*base, "--access-token", f"@{tmp_path / 'absent'}")
+    assert missing.returncode == 2
+    (line,) = missing.stderr.strip().splitlines()
+    assert (
+        line
+        == f"error: --access-token: cannot read {tmp_path / 'absent'}: No such file or directory"
     )
-    assert added.returncode == 0, added.stderr
-    (warning,) = added.stderr.strip().splitlines()
-    assert warning.startswith("warning: --access-token") and "`-`" in warning and "@FILE" in warning
-    assert "tok-literal" not in added.stdout + added.stderr
+    empty_stdin = subprocess.run(
+        [sys.executable, "-m", "deployments", *base, "--access-token", "-"],
+        input="\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=os.environ.copy(),
+        check=False,
+    )
+    assert empty_stdin.returncode == 2
+    assert empty_stdin.stderr.strip() == "error: --access-token: the token read is empty"
+    assert _accounts_of(db, company["id"]) == []
 
 
 def test_token_expiry_takes_every_iso_8601_form(

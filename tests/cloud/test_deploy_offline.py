@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -36,7 +37,7 @@ from cryptography.fernet import Fernet
 from prefect.cli.deploy._models import PrefectYamlModel
 from prefect.workers.process import ProcessWorker
 
-from deployments.cloud import render
+from deployments.cloud import render, runtime_lock
 from dispatch.caller_auth import check_webhook_settings
 from models.settings import (
     AnalyticsSettings,
@@ -296,6 +297,64 @@ def test_every_yaml_file_parses() -> None:
     assert len(files) >= 13
     for path in files:
         assert isinstance(yaml.safe_load(path.read_text()), dict), path
+
+
+# ------------------------------------------------------------------------------ the image build
+def _pip_audit_call(command: str) -> list[str]:
+    """The pip-audit invocation of a step's shell command (an `&&` chain), as argv."""
+    (call,) = [part for part in command.split("&&") if "pip-audit " in part]
+    return shlex.split(call)
+
+
+def test_cloud_build_audits_the_runtime_lock_before_it_builds_the_image(
+    deployed: tuple[Deploy, Deploy],
+) -> None:
+    """Security review #22: pip-audit exits 1 on a known vulnerability in what the image
+    installs, and that stops the build before the image step runs."""
+    build = yaml.safe_load((CLOUD / "cloudbuild.yaml").read_text())
+    steps = build["steps"]
+    commands = [" ".join([step.get("entrypoint", ""), *step.get("args", [])]) for step in steps]
+    (audit_at,) = [i for i, command in enumerate(commands) if "pip-audit " in command]
+    (image_at,) = [
+        i
+        for i, step in enumerate(steps)
+        if step["name"].startswith("gcr.io/cloud-builders/docker") and step["args"][0] == "build"
+    ]
+    assert audit_at < image_at
+    # Cloud Build runs a step after all earlier ones unless its waitFor says otherwise.
+    waits = steps[image_at].get("waitFor")
+    assert waits is None or (steps[audit_at]["id"] in waits and "-" not in waits)
+    assert build["images"] == ["${_IMAGE}"]
+
+    audit_step = steps[audit_at]
+    assert audit_step["entrypoint"] == "sh" and audit_step["args"][0] == "-ec"
+    script = audit_step["args"][1]
+    # pip-audit's exit status is the step's: the last link of an && chain, nothing masking it.
+    assert "||" not in script and ";" not in script
+    assert script.split("&&")[-1].strip().split()[0].endswith("pip-audit")
+    argv = _pip_audit_call(script)
+    assert flag(argv, "-r") == "requirements-runtime.lock"
+    assert {"--require-hashes", "--strict", "--disable-pip"} <= set(argv)
+    assert not {"--ignore-vuln", "--dry-run", "-d", "--fix"} & set(argv)
+    # The audited file is the one the image installs.
+    assert "-r requirements-runtime.lock" in (CLOUD / "Dockerfile").read_text()
+    assert (ROOT / "requirements-runtime.lock").is_file()
+
+    # pip-audit comes hash-pinned, into the step's own venv (never the image).
+    (install,) = [part for part in script.split("&&") if " install " in part]
+    install_argv = shlex.split(install)
+    assert "--require-hashes" in install_argv
+    requirements = flag(install_argv, "-r")
+    assert requirements == "deployments/cloud/audit-requirements.txt"
+    pins = runtime_lock.read_lock((ROOT / requirements).read_text())
+    assert "pip-audit" in pins and all(pin.hashes for pin in pins.values())
+    assert "audit-requirements" not in (CLOUD / "Dockerfile").read_text()
+
+    # The deploy submits this file with the repository as the source (the lock included).
+    first, _ = deployed
+    (submit,) = first.gcloud("builds", "submit")
+    assert flag(submit["argv"], "--config") == "deployments/cloud/cloudbuild.yaml"
+    assert submit["argv"][-1] == "."
 
 
 #: The command files of google-cloud-cli's `lib/surface` for the groups the scripts call, recorded

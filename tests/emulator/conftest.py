@@ -16,6 +16,12 @@ from deployments.emulator import ManualClock, RunningEmulator, serve
 from deployments.emulator.oidc import OidcSigner
 from tests.support.emulator import Target, make_client
 
+#: The accounts the emulators here may mint OIDC tokens for (test_client.py, test_oidc_dlq.py).
+SERVICE_ACCOUNTS = (
+    "publisher@test-project.iam.gserviceaccount.com",
+    "tasks-invoker@test-project.iam.gserviceaccount.com",
+)
+
 
 @pytest.fixture(scope="session")
 def target() -> Iterator[Target]:
@@ -49,7 +55,7 @@ def state_path(tmp_path: Path, signing_key: Path) -> Path:
 
 @pytest.fixture
 async def emulator(state_path: Path) -> AsyncIterator[RunningEmulator]:
-    emu = await serve(port=0, state_path=state_path)
+    emu = await serve(port=0, state_path=state_path, service_accounts=SERVICE_ACCOUNTS)
     yield emu
     await emu.stop(grace=0)
 
@@ -71,7 +77,7 @@ def clock() -> ManualClock:
 
 @pytest.fixture
 async def manual_emulator(state_path: Path, clock: ManualClock) -> AsyncIterator[RunningEmulator]:
-    emu = await serve(port=0, state_path=state_path, clock=clock)
+    emu = await serve(port=0, state_path=state_path, clock=clock, service_accounts=SERVICE_ACCOUNTS)
     yield emu
     await emu.stop(grace=0)
 

@@ -56,7 +56,7 @@ async def test_signing_key_persists_and_custom_audience(
     first = await serve(port=0, state_path=state)
     kid = first.engine.signer.kid
     await first.stop()
-    emu = await serve(port=0, state_path=state)
+    emu = await serve(port=0, state_path=state, service_accounts=[SERVICE_ACCOUNT])
     client = make_client(emu.address)
     try:
         assert emu.engine.signer.kid == kid

@@ -15,6 +15,7 @@ from typing import Any
 
 import psutil
 
+from deployments.prefect_server import authorization_header
 from tests.support.ports import free_port, free_port_pair
 
 #: Variables that tell a command where things are; a new user's shell has none of them.
@@ -23,6 +24,7 @@ WHERE_VARIABLES = (
     "TENDSOCIAL_DATA_DIR",
     "CLOUD_TASKS_EMULATOR_HOST",
     "PREFECT_API_URL",
+    "PREFECT_API_AUTH_STRING",
     "WEBHOOK_URL",
     "WEBHOOK_SECRET",
     "TENDSOCIAL_STACK_ID",
@@ -85,6 +87,12 @@ class DevStack:
 
     def demo(self) -> dict[str, Any]:
         return json.loads((self.data_dir / "demo.json").read_text())
+
+    def prefect_headers(self) -> dict[str, str]:
+        """What the stack's Prefect asks of every client: its auth string (`prefect-auth` in
+        the data folder), as Prefect's own client sends it."""
+        auth_string = (self.data_dir / "prefect-auth").read_text().strip()
+        return authorization_header(auth_string)
 
     def stop(self) -> None:
         """What Ctrl-C does."""

@@ -90,7 +90,9 @@ def _sandbox_posts(demo: dict, content: str) -> dict[str, int]:
     return counts
 
 
-def _final_runs(demo: dict, post_id: str, *, expected: int, within: float = 60) -> list[dict]:
+def _final_runs(
+    stack: DevStack, demo: dict, post_id: str, *, expected: int, within: float = 60
+) -> list[dict]:
     """Poll Prefect until `expected` runs of the post exist and every one is in a final state.
 
     The reporter ships each run as it goes (Running, then Completed), so a run seen once may
@@ -101,6 +103,7 @@ def _final_runs(demo: dict, post_id: str, *, expected: int, within: float = 60) 
         runs = httpx.post(
             f"{demo['prefectUrl']}/api/flow_runs/filter",
             json={"flow_runs": {"tags": {"all_": [f"post:{post_id}"]}}},
+            headers=stack.prefect_headers(),
             timeout=10,
         ).json()
         if len(runs) == expected and all(r["state_type"] in FINAL_STATE_TYPES for r in runs):
@@ -141,7 +144,10 @@ def _commands_beside_the_stack_use_it(stack: DevStack, demo: dict) -> None:
         deadline = time.monotonic() + 60
         while True:  # registered on the stack's Prefect, not on a temporary server
             deployments = httpx.post(
-                f"{demo['prefectUrl']}/api/deployments/filter", json={}, timeout=10
+                f"{demo['prefectUrl']}/api/deployments/filter",
+                json={},
+                headers=stack.prefect_headers(),
+                timeout=10,
             ).json()
             names = {d["name"] for d in deployments}
             expected = {
@@ -195,14 +201,14 @@ def test_dev_stack_publishes_shows_runs_and_survives_a_restart(
     demo = stack.demo()
     try:
         assert stat.S_IMODE(stack.data_dir.stat().st_mode) == 0o700
-        for secret in ("stack.json", "webhook-secret", "demo.json"):
+        for secret in ("stack.json", "webhook-secret", "prefect-auth", "demo.json"):
             assert stat.S_IMODE((stack.data_dir / secret).stat().st_mode) == 0o600, secret
         content = f"stack story {uuid.uuid4().hex[:8]}"
         post_id = _schedule(demo, seconds_ahead=2, content=content)
         post = _wait_published(demo, post_id)
         assert post["summary"] == "3 of 3 platforms published", post
         assert _sandbox_posts(demo, content) == {"linkedin": 1, "x": 1, "instagram": 1}
-        runs = _final_runs(demo, post_id, expected=3)
+        runs = _final_runs(stack, demo, post_id, expected=3)
         assert {r["state_type"] for r in runs} == {"COMPLETED"}, runs
         _commands_beside_the_stack_use_it(stack, demo)
         _connect_an_account(demo)

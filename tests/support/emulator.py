@@ -31,6 +31,9 @@ from tests.support.ports import free_port_pair
 from tests.support.processes import ServiceProcess
 
 PARENT = "projects/test-project/locations/us-central1"
+#: The account the test stacks' OIDC tasks are signed as (`tests.support.stacks`): the emulator
+#: mints tokens only for the accounts it is started with.
+OIDC_TEST_ACCOUNTS = ("tasks-invoker@tendsocial-local.iam.gserviceaccount.com",)
 
 
 @dataclass
@@ -66,15 +69,22 @@ class EmulatorProcess(ServiceProcess):
 
 
 def emulator_process(
-    *, state: Path, log: Path | None = None, dead_letter: Sequence[str] = ()
+    *,
+    state: Path,
+    log: Path | None = None,
+    dead_letter: Sequence[str] = (),
+    service_accounts: Sequence[str] = OIDC_TEST_ACCOUNTS,
 ) -> EmulatorProcess:
     """`python -m deployments.emulator` on a free port pair, keeping its state in `state`
-    (its log beside it unless `log` says otherwise); `.start()` it."""
+    (its log beside it unless `log` says otherwise), minting OIDC tokens for
+    `service_accounts`; `.start()` it."""
     port = free_port_pair()
     args = [sys.executable, "-m", "deployments.emulator", "--port", str(port)]
     args += ["--state", str(state)]
     for queue_id in dead_letter:
         args += ["--dlq", queue_id]
+    for account in service_accounts:
+        args += ["--service-account", account]
     return EmulatorProcess(
         args=args,
         port=port,
