@@ -143,8 +143,6 @@ class AuthAttempt:
     limits: UnauthenticatedLimits
     budget: str
     key_hash: str | None
-    #: Whether a unit of the address's budget was taken for it (not for a known key).
-    reserved: bool
 
     def succeeded(self) -> None:
         """A valid key: it spends nothing of the address's budget and passes the gate later."""
@@ -164,17 +162,18 @@ class UnauthenticatedLimits:
     `Retry-After` before its key is looked up, so a flood of bad keys costs a dictionary probe
     per request, not a database query.
 
-    - Every request without a known-good key takes one unit before the look-up (so a thousand
-      concurrent bad keys cannot all slip past while the first look-up is in flight); a key that
-      turns out valid gives its unit back, so only failures spend the budget.
+    - Only failures spend the budget, when they are known to be failures. The gate before the
+      look-up only reads the budget: a company's burst of valid keys that this instance has not
+      seen yet (a new instance, the first minute after a deploy) is never refused for requests
+      that are merely in flight. What a flood can get past the gate beyond its budget is bounded
+      by the requests in flight at once (the instance's concurrency), each costing one look-up.
     - A key that authenticated recently (`KNOWN_KEYS_SIZE`, by hash) skips the gate: a company
       sharing an address with an attacker keeps working (one the instance has not seen yet
-      waits like the flood). It still goes through its own
+      waits like the flood while the address is over budget). It still goes through its own
       per-company limit, and through the look-up (a revoked key fails and is forgotten).
-    - The algorithm is pyrate-limiter's GCRA: one number per address, and its `step` with
-      weight -1 gives a unit back (its emission arithmetic is linear in the weight). The table
-      is a bounded LRU (`ADDRESS_TABLE_SIZE`), so memory stays flat under a flood from many
-      addresses.
+    - The algorithm is pyrate-limiter's GCRA: one number per address; its `step` is pure, so
+      the gate reads it without spending. The table is a bounded LRU (`ADDRESS_TABLE_SIZE`),
+      so memory stays flat under a flood from many addresses.
     - Per instance, like the company limits.
     """
 
@@ -202,48 +201,41 @@ class UnauthenticatedLimits:
     def admit(self, host: str | None, key_hash: str | None) -> AuthAttempt:
         """Let a request through to the key look-up, or raise 429 for its address."""
         budget = address_budget(host)
-        if key_hash is not None and key_hash in self._known:
-            return AuthAttempt(self, budget, key_hash, reserved=False)
-        wait_ms = self._take(budget)
-        if wait_ms is not None:
-            seconds = max(1, math.ceil(wait_ms / 1000))
-            raise ApiError(
-                429,
-                "rate_limited",
-                f"too many failed authentications from this address; retry in {seconds} s",
-                headers={"Retry-After": str(seconds)},
-            )
-        return AuthAttempt(self, budget, key_hash, reserved=True)
+        if key_hash is None or key_hash not in self._known:
+            wait_ms = self._step(budget, spend=False)
+            if wait_ms is not None:
+                seconds = max(1, math.ceil(wait_ms / 1000))
+                raise ApiError(
+                    429,
+                    "rate_limited",
+                    f"too many failed authentications from this address; retry in {seconds} s",
+                    headers={"Retry-After": str(seconds)},
+                )
+        return AuthAttempt(self, budget, key_hash)
 
     def settle(self, attempt: AuthAttempt, *, valid: bool | None) -> None:
-        """Close `attempt`: valid (unit back, key remembered), failed (unit kept, or taken for a
-        known key that stopped working; key forgotten) or abandoned (None: unit back)."""
-        if valid is False and attempt.key_hash is not None:
-            self._known.pop(attempt.key_hash, None)
-        if valid is False and not attempt.reserved:
-            self._take(attempt.budget)
-        if valid is not False and attempt.reserved:
-            self._give_back(attempt.budget)
+        """Close `attempt`: valid (the key remembered), failed (one unit spent; a known key
+        that stopped working is forgotten) or abandoned (None: nothing spent)."""
+        if valid is False:
+            if attempt.key_hash is not None:
+                self._known.pop(attempt.key_hash, None)
+            self._step(attempt.budget, spend=True)
         if valid and attempt.key_hash is not None:
             self._known.touch(attempt.key_hash, None)
 
     def _now_ms(self) -> int:
         return int(self._clock() * 1000)
 
-    def _take(self, budget: str) -> int | None:
-        """Spend one unit: None when it was there, else the milliseconds until it is."""
+    def _step(self, budget: str, *, spend: bool) -> int | None:
+        """Whether the address has a unit: None when it has (spent if `spend`), else the
+        milliseconds until it has."""
         with self._lock:
             state = self._budgets.get(budget, self._idle)
             new_state, decision = self._gcra.step(self._rates, state, self._now_ms(), 1)
             if decision.allowed:
-                self._budgets.touch(budget, new_state)
+                if spend:
+                    self._budgets.touch(budget, new_state)
                 return None
             if budget in self._budgets:  # an address still flooding stays remembered
                 self._budgets.move_to_end(budget)
             return decision.retry_after_ms or 1
-
-    def _give_back(self, budget: str) -> None:
-        with self._lock:
-            state = self._budgets.get(budget)
-            if state is not None:
-                self._budgets[budget], _ = self._gcra.step(self._rates, state, self._now_ms(), -1)

@@ -111,15 +111,15 @@ def test_a_bad_key_flood_gets_429_past_the_limit_with_no_lookup_per_refused_requ
     counted_api: CountedApi,
 ) -> None:
     answers = asyncio.run(
-        _flood(counted_api.base_url, address=ATTACKER, requests=300, concurrency=32)
+        _flood(counted_api.base_url, address=ATTACKER, requests=150, concurrency=32)
     )
     codes = [a.status_code for a in answers]
     assert set(codes) == {401, 429}
-    # 32 in flight at once cannot slip past the gate while the first look-ups run: a unit is
-    # taken before each look-up. One more unit may have refilled if the flood took 6 s.
-    assert LIMIT <= codes.count(401) <= LIMIT + 1
+    # The gate reads the budget and failures spend it: what gets past beyond the budget is
+    # bounded by the requests in flight at once (32 here), plus a unit refilled meanwhile.
+    assert LIMIT <= codes.count(401) <= LIMIT + 32 + 1
     refused = [a for a in answers if a.status_code == 429]
-    assert len(refused) >= 300 - LIMIT - 1
+    assert len(refused) >= 150 - LIMIT - 32 - 1
     for answer in refused:
         assert 1 <= int(answer.headers["Retry-After"]) <= 60
         assert answer.json()["error"]["code"] == "rate_limited"
@@ -130,7 +130,7 @@ def test_a_bad_key_flood_gets_429_past_the_limit_with_no_lookup_per_refused_requ
         for a in answers
         if a.status_code == 401 and a.json()["error"]["message"] == "invalid API key"
     ]
-    assert 0 < len(counted_api.lookups) <= len(let_through) <= LIMIT + 1
+    assert 0 < len(counted_api.lookups) <= len(let_through) <= LIMIT + 32 + 1
     # Still refused before any look-up afterwards, whichever way the key is spoiled.
     before = len(counted_api.lookups)
     again = _get(counted_api.base_url, key=f"ts_{uuid.uuid4().hex}", address=ATTACKER)
@@ -152,7 +152,7 @@ def test_a_company_and_another_address_are_not_held_up_by_a_flood(
 
     async def during_the_flood() -> tuple[list[httpx.Response], list[httpx.Response]]:
         flood = asyncio.create_task(
-            _flood(counted_api.base_url, address=ATTACKER, requests=400, concurrency=16)
+            _flood(counted_api.base_url, address=ATTACKER, requests=200, concurrency=16)
         )
         legitimate: list[httpx.Response] = []
         async with clients.async_client(base_url=counted_api.base_url, timeout=60) as http:
@@ -162,7 +162,7 @@ def test_a_company_and_another_address_are_not_held_up_by_a_flood(
         return await flood, legitimate
 
     flooded, legitimate = asyncio.run(during_the_flood())
-    assert [a.status_code for a in flooded].count(429) >= 400 - LIMIT - 1
+    assert [a.status_code for a in flooded].count(429) >= 200 - LIMIT - 16 - 1
     assert {a.status_code for a in legitimate} == {200}, [a.text for a in legitimate][:3]
     # The neighbour's own failures have their own budget.
     stranger = _get(counted_api.base_url, key=f"ts_{uuid.uuid4().hex}", address=NEIGHBOUR)
@@ -191,6 +191,22 @@ def test_valid_keys_never_spend_the_address_budget(counted_api: CountedApi) -> N
         for _ in range(LIMIT)
     ]
     assert codes == [401] * LIMIT
+
+
+def test_a_first_burst_of_valid_keys_is_never_refused(counted_api: CountedApi) -> None:
+    """Four companies this instance has never seen send 10 requests each at once from one
+    address (a new instance right after a deploy, one office's NAT): in flight together they
+    are far past the address's budget of failures, and none of them fails, so none is refused."""
+    tenants = [make_company(name=f"Burst {i}") for i in range(4)]
+
+    async def burst() -> list[httpx.Response]:
+        async with clients.async_client(base_url=counted_api.base_url, timeout=60) as http:
+            return await asyncio.gather(
+                *(_company_get(http, tenant, ATTACKER) for tenant in tenants for _ in range(10))
+            )
+
+    answers = asyncio.run(burst())
+    assert {a.status_code for a in answers} == {200}, [a.text for a in answers][:3]
 
 
 # ------------------------------------------------------------------------------- unit level
@@ -236,7 +252,6 @@ def test_a_known_key_passes_an_exhausted_address_until_it_stops_working() -> Non
     with pytest.raises(ApiError):
         limits.admit(ATTACKER, hash_api_key("ts_new"))  # unknown: waits like the flood
     known = limits.admit(ATTACKER, hash_api_key("ts_good"))
-    assert not known.reserved
     known.failed()  # revoked meanwhile: forgotten, and it counts as a failure from now on
     with pytest.raises(ApiError):
         limits.admit(ATTACKER, hash_api_key("ts_good"))
@@ -279,6 +294,7 @@ def test_the_table_never_exceeds_its_size_under_100k_addresses() -> None:
         limits.admit(latest, None)
 
 
+@pytest.mark.slow  # 100k failures through the default-size table: seconds of CPU
 def test_the_default_table_stays_within_a_few_megabytes_under_100k_addresses() -> None:
     limits = _limits(60)
     network = ipaddress.ip_network("10.0.0.0/8")
