@@ -23,13 +23,11 @@ Usage: .venv/bin/python bench/conformance.py [--max-examples 100] [--seed 1] [--
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -43,7 +41,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from deployments.emulator.oidc import OidcSigner, start_certs_server  # noqa: E402
+from deployments.emulator.oidc import OidcSigner  # noqa: E402
 from dispatch.app import create_app  # noqa: E402
 from dispatch.openapi import (  # noqa: E402
     COMPANY_KEY,
@@ -59,8 +57,7 @@ from tests.support.databases import (  # noqa: E402
     process_database,
     throwaway_database,
 )
-from tests.support.ports import free_port  # noqa: E402
-from tests.support.servers import serve_in_thread  # noqa: E402
+from tests.support.servers import certs_server, serve_in_thread  # noqa: E402
 from tests.support.settings import make_settings  # noqa: E402
 from tests.support.stacks import WEBHOOK_SECRET as TEST_WEBHOOK_SECRET  # noqa: E402
 from tests.support.stacks import api_server  # noqa: E402
@@ -169,22 +166,6 @@ def run_schemathesis(run: Run, *, args: argparse.Namespace, environment: dict[st
     run.seconds = time.monotonic() - started
     run.exit_code = finished.returncode
     tally(run, report_dir)
-
-
-@contextmanager
-def certs_server(signer: OidcSigner) -> Iterator[str]:
-    """The signer's certificates over HTTP (as Google serves its own), in a thread."""
-    loop = asyncio.new_event_loop()
-    port = free_port()
-    server = loop.run_until_complete(start_certs_server(signer, host="127.0.0.1", port=port))
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{port}/certs"
-    finally:
-        loop.call_soon_threadsafe(server.close)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(timeout=10)
 
 
 @contextmanager

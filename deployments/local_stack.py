@@ -58,6 +58,8 @@ from typing import Any, NoReturn
 import httpx
 import psutil
 
+from models.private_files import create_private_dirs
+
 DEMO_PLATFORMS = ("linkedin", "x", "instagram", "facebook", "threads", "bluesky", "mastodon")
 #: Our OAuth apps at the sandbox platforms under `tendsocial dev` (sandbox-only values; `seed_demo`
 #: registers them there with the redirect URIs below), so `POST /api/accounts/connect` runs
@@ -151,13 +153,9 @@ class LocalStack:
 
 # --------------------------------------------------------------------------- private files
 def ensure_private_dir(path: Path) -> Path:
-    """Create `path` (and missing parents) with mode 0700 for the folder itself.
-
-    The mode is given at creation (`mkdir(mode=...)`, narrowed further by the umask), so there is
-    no moment where another user could list it. An existing folder is left as it is.
-    """
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    return path
+    """Create `path` and each missing parent with mode 0700 (`create_private_dirs`); an
+    existing folder is left as it is."""
+    return create_private_dirs(path)
 
 
 def write_private_file(path: Path, text: str) -> None:

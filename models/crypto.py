@@ -20,6 +20,7 @@ from sqlalchemy import LargeBinary
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 
+from models.private_files import create_private_dirs
 from models.settings import DatabaseSettings, load_settings
 
 KEY_FILE_NAME = "token.key"
@@ -95,14 +96,7 @@ def private_data_dir(data_dir: Path) -> Path:
     "Permission denied" once the folder is 0700. The folder is then 0711: others may pass
     through it, never list it, and what is inside stays 0700/0600.
     """
-    missing = []
-    level = data_dir
-    while not level.exists():
-        missing.append(level)
-        level = level.parent
-    for folder in reversed(missing):
-        with contextlib.suppress(FileExistsError):
-            folder.mkdir(mode=0o700)
+    create_private_dirs(data_dir)
     info = data_dir.stat()
     if info.st_uid != os.geteuid() or not any(
         (data_dir / name).exists() for name in DATA_FOLDER_MARKERS

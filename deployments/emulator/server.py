@@ -14,7 +14,6 @@ OIDC key and certificate are 0600. They hold the tasks' headers, the webhook sec
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import signal
@@ -34,6 +33,7 @@ from deployments.emulator.clock import Clock, SystemClock
 from deployments.emulator.engine import ApiError, Engine
 from deployments.emulator.oidc import OidcSigner, start_certs_server
 from deployments.emulator.store import Store
+from models.private_files import create_private_dirs
 
 log = logging.getLogger("deployments.emulator")
 
@@ -55,14 +55,7 @@ def private_state_dir(path: Path) -> Path:
     """Create `path` and each missing parent 0700; close it (0700) when it is open and holds
     only the emulator's files, or nothing: a folder of other things is left as it is. Its
     files are made 0600 (the key and certificate of an older version were 0644)."""
-    missing = []
-    level = path
-    while not level.exists():
-        missing.append(level)
-        level = level.parent
-    for folder in reversed(missing):
-        with contextlib.suppress(FileExistsError):
-            folder.mkdir(mode=0o700)
+    create_private_dirs(path)
     info = path.stat()
     if info.st_uid == os.geteuid():
         names = {entry.name for entry in path.iterdir()}

@@ -13,8 +13,6 @@ target"), an unauthenticated one 401: the status tells whether the caller check 
 
 from __future__ import annotations
 
-import asyncio
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -26,15 +24,14 @@ import pytest
 from google.auth import crypt, jwt
 from sqlalchemy.engine import URL
 
-from deployments.emulator.oidc import OidcSigner, start_certs_server
+from deployments.emulator.oidc import OidcSigner
 from dispatch.app import create_app
 from models.settings import QueueSettings, WebhookSettings
 from models.tables import PublishTarget
 from tasks.cloud_tasks import CloudTasksQueue, InMemoryTaskQueue
 from tasks.task_specs import WebhookTarget, publish_task_spec, sync_child_task_spec
 from tests.support import clients
-from tests.support.ports import free_port
-from tests.support.servers import serve_in_thread
+from tests.support.servers import certs_server, serve_in_thread
 from tests.support.settings import make_settings
 
 TASKS_SA = "tendsocial-tasks@proj.iam.gserviceaccount.com"
@@ -61,18 +58,8 @@ def signer(tmp_path_factory: pytest.TempPathFactory) -> OidcSigner:
 @pytest.fixture(scope="module")
 def certs_url(signer: OidcSigner) -> Iterator[str]:
     """The signer's certificates over HTTP, as the app fetches Google's."""
-    loop = asyncio.new_event_loop()
-    port = free_port()
-    server = loop.run_until_complete(start_certs_server(signer, host="127.0.0.1", port=port))
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{port}/certs"
-    finally:
-        loop.call_soon_threadsafe(server.close)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(timeout=10)
-        loop.close()
+    with certs_server(signer) as url:
+        yield url
 
 
 def token(signer: OidcSigner, **claims: object) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
@@ -13,6 +14,7 @@ from starlette.responses import StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
+from deployments.emulator.oidc import OidcSigner, start_certs_server
 from deployments.sandbox.app import MP4_FTYP
 from tests.support.ports import free_port
 from tests.support.waiting import wait_until
@@ -42,6 +44,24 @@ def serve_in_thread(
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+@contextmanager
+def certs_server(signer: OidcSigner) -> Iterator[str]:
+    """The signer's certificates over HTTP, as Google serves its own (the app fetches them),
+    on a loop of its own in a thread; yields their URL."""
+    loop = asyncio.new_event_loop()
+    port = free_port()
+    server = loop.run_until_complete(start_certs_server(signer, host="127.0.0.1", port=port))
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{port}/certs"
+    finally:
+        loop.call_soon_threadsafe(server.close)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=10)
+        loop.close()
 
 
 def generated_video_app() -> Starlette:
