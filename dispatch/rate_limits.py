@@ -143,6 +143,9 @@ class AuthAttempt:
     limits: UnauthenticatedLimits
     budget: str
     key_hash: str | None
+    #: Whether a unit was taken for it at the gate (an address already failing), to be given
+    #: back if the key turns out valid.
+    reserved: bool = False
 
     def succeeded(self) -> None:
         """A valid key: it spends nothing of the address's budget and passes the gate later."""
@@ -162,11 +165,13 @@ class UnauthenticatedLimits:
     `Retry-After` before its key is looked up, so a flood of bad keys costs a dictionary probe
     per request, not a database query.
 
-    - Only failures spend the budget, when they are known to be failures. The gate before the
-      look-up only reads the budget: a company's burst of valid keys that this instance has not
-      seen yet (a new instance, the first minute after a deploy) is never refused for requests
-      that are merely in flight. What a flood can get past the gate beyond its budget is bounded
-      by the requests in flight at once (the instance's concurrency), each costing one look-up.
+    - Only failures spend the budget. An address with no failure remembered passes the gate
+      freely, so a company's burst of valid keys this instance has not seen yet (a new
+      instance, the first minute after a deploy) is never refused for requests merely in
+      flight; a flood's first wave gets past only as far as the requests in flight at once.
+      Once an address has failed, every request of it without a known key takes a unit at the
+      gate (so concurrent bad keys cannot slip past while the look-ups run), given back when
+      the key turns out valid or the look-up could not run.
     - A key that authenticated recently (`KNOWN_KEYS_SIZE`, by hash) skips the gate: a company
       sharing an address with an attacker keeps working (one the instance has not seen yet
       waits like the flood while the address is over budget). It still goes through its own
@@ -201,41 +206,49 @@ class UnauthenticatedLimits:
     def admit(self, host: str | None, key_hash: str | None) -> AuthAttempt:
         """Let a request through to the key look-up, or raise 429 for its address."""
         budget = address_budget(host)
-        if key_hash is None or key_hash not in self._known:
-            wait_ms = self._step(budget, spend=False)
-            if wait_ms is not None:
-                seconds = max(1, math.ceil(wait_ms / 1000))
-                raise ApiError(
-                    429,
-                    "rate_limited",
-                    f"too many failed authentications from this address; retry in {seconds} s",
-                    headers={"Retry-After": str(seconds)},
-                )
-        return AuthAttempt(self, budget, key_hash)
+        if key_hash is not None and key_hash in self._known:
+            return AuthAttempt(self, budget, key_hash)
+        with self._lock:
+            state = self._budgets.get(budget, self._idle)
+            if self._gcra.consumed(self._rates, state, self._now_ms()) == 0:
+                # No failure of this address is remembered: nothing to hold back (a company's
+                # first burst is never refused for requests merely in flight).
+                return AuthAttempt(self, budget, key_hash)
+            wait_ms = self._step_locked(budget, weight=1)
+        if wait_ms is not None:
+            seconds = max(1, math.ceil(wait_ms / 1000))
+            raise ApiError(
+                429,
+                "rate_limited",
+                f"too many failed authentications from this address; retry in {seconds} s",
+                headers={"Retry-After": str(seconds)},
+            )
+        return AuthAttempt(self, budget, key_hash, reserved=True)
 
     def settle(self, attempt: AuthAttempt, *, valid: bool | None) -> None:
         """Close `attempt`: valid (the key remembered), failed (one unit spent; a known key
-        that stopped working is forgotten) or abandoned (None: nothing spent)."""
-        if valid is False:
-            if attempt.key_hash is not None:
-                self._known.pop(attempt.key_hash, None)
-            self._step(attempt.budget, spend=True)
+        that stopped working is forgotten) or abandoned (None: not the client's failure). A
+        unit reserved at the gate is the failure's own, and given back otherwise."""
+        if valid is False and attempt.key_hash is not None:
+            self._known.pop(attempt.key_hash, None)
         if valid and attempt.key_hash is not None:
             self._known.touch(attempt.key_hash, None)
+        weight = (1 if valid is False else 0) - (1 if attempt.reserved else 0)
+        if weight:
+            with self._lock:
+                self._step_locked(attempt.budget, weight=weight)
 
     def _now_ms(self) -> int:
         return int(self._clock() * 1000)
 
-    def _step(self, budget: str, *, spend: bool) -> int | None:
-        """Whether the address has a unit: None when it has (spent if `spend`), else the
-        milliseconds until it has."""
-        with self._lock:
-            state = self._budgets.get(budget, self._idle)
-            new_state, decision = self._gcra.step(self._rates, state, self._now_ms(), 1)
-            if decision.allowed:
-                if spend:
-                    self._budgets.touch(budget, new_state)
-                return None
-            if budget in self._budgets:  # an address still flooding stays remembered
-                self._budgets.move_to_end(budget)
-            return decision.retry_after_ms or 1
+    def _step_locked(self, budget: str, *, weight: int) -> int | None:
+        """Spend `weight` units of the address's budget (a negative weight gives them back):
+        None when they were there, else the milliseconds until they are. Under `_lock`."""
+        state = self._budgets.get(budget, self._idle)
+        new_state, decision = self._gcra.step(self._rates, state, self._now_ms(), weight)
+        if decision.allowed:
+            self._budgets.touch(budget, new_state)
+            return None
+        if budget in self._budgets:  # an address still flooding stays remembered
+            self._budgets.move_to_end(budget)
+        return decision.retry_after_ms or 1

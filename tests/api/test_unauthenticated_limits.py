@@ -115,8 +115,9 @@ def test_a_bad_key_flood_gets_429_past_the_limit_with_no_lookup_per_refused_requ
     )
     codes = [a.status_code for a in answers]
     assert set(codes) == {401, 429}
-    # The gate reads the budget and failures spend it: what gets past beyond the budget is
-    # bounded by the requests in flight at once (32 here), plus a unit refilled meanwhile.
+    # The address's first wave gets past as far as the requests in flight at once (32 here);
+    # once it has failed, each request takes a unit at the gate: the budget, plus that first
+    # wave, plus a unit refilled meanwhile, and no more.
     assert LIMIT <= codes.count(401) <= LIMIT + 32 + 1
     refused = [a for a in answers if a.status_code == 429]
     assert len(refused) >= 150 - LIMIT - 32 - 1
@@ -252,9 +253,26 @@ def test_a_known_key_passes_an_exhausted_address_until_it_stops_working() -> Non
     with pytest.raises(ApiError):
         limits.admit(ATTACKER, hash_api_key("ts_new"))  # unknown: waits like the flood
     known = limits.admit(ATTACKER, hash_api_key("ts_good"))
+    assert not known.reserved
     known.failed()  # revoked meanwhile: forgotten, and it counts as a failure from now on
     with pytest.raises(ApiError):
         limits.admit(ATTACKER, hash_api_key("ts_good"))
+
+
+def test_a_failing_address_reserves_at_the_gate_and_a_valid_key_gives_it_back() -> None:
+    limits = _limits(3)
+    first = limits.admit(ATTACKER, hash_api_key("ts_a"))
+    assert not first.reserved  # no failure remembered: nothing held back
+    first.failed()
+    # Now failing: two more in flight take the two units left, a third waits.
+    pending = [limits.admit(ATTACKER, hash_api_key(f"ts_{i}")) for i in range(2)]
+    assert all(p.reserved for p in pending)
+    with pytest.raises(ApiError):
+        limits.admit(ATTACKER, hash_api_key("ts_z"))
+    pending[0].succeeded()  # a valid key: its unit comes back
+    limits.admit(ATTACKER, hash_api_key("ts_y")).failed()
+    with pytest.raises(ApiError):
+        limits.admit(ATTACKER, None)
 
 
 def test_a_lookup_that_could_not_run_gives_its_unit_back() -> None:
