@@ -321,7 +321,7 @@ def granted_permissions(data: Sequence[Any]) -> frozenset[str]:
     )
 
 
-async def long_lived_profile(
+async def long_lived_account(
     connector: OAuthConnector,
     grant: CodeExchange,
     *,
@@ -329,11 +329,13 @@ async def long_lived_profile(
     grant_type: str,
     profile_url: str,
     fields: str,
-) -> tuple[str, datetime | None, dict[str, Any]]:
-    """Instagram Login's and Threads' second and third steps: the short-lived token (an hour,
-    never refreshable, so never stored) exchanged for a 60-day one at the host's
+    id_fields: tuple[str, ...],
+    granted_scopes: frozenset[str] | None,
+) -> NewAccount:
+    """Instagram Login's and Threads' steps after the code grant: the short-lived token (an
+    hour, never refreshable, so never stored) exchanged for a 60-day one at the host's
     `access_token?grant_type=…` (`ig_exchange_token`, `th_exchange_token`), then the profile
-    read with it. Returns (token, its expiry, the profile)."""
+    read with it; the account's id is the first of `id_fields` the profile holds."""
     title = connector.spec.title
     if not short_lived:
         raise AuthorizationFailedError(f"{title} answered the code without an access token")
@@ -353,7 +355,16 @@ async def long_lived_profile(
     profile = await connector.call(
         "GET", profile_url, what="the profile look-up", params={"fields": fields}, token=token
     )
-    return token, expires_at(extended.get("expires_in")), profile
+    user_id = next((str(profile[f]) for f in id_fields if profile.get(f)), "")
+    if not user_id:
+        raise AuthorizationFailedError(f"{title} did not say who the user is (GET /me)")
+    return NewAccount(
+        external_id=user_id,
+        handle=str(profile.get("username") or user_id),
+        access_token=token,
+        token_expires_at=expires_at(extended.get("expires_in")),
+        granted_scopes=granted_scopes,
+    )
 
 
 ConnectorFactory = Callable[[str], Connector]

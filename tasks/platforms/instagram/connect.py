@@ -30,7 +30,7 @@ from tasks.platforms.connecting import (
     NewAccount,
     OAuthConnector,
     granted_from_answer,
-    long_lived_profile,
+    long_lived_account,
 )
 from tasks.platforms.facebook.connect import facebook_login
 
@@ -57,27 +57,17 @@ class InstagramConnector(OAuthConnector):
     async def _instagram_login(self, grant: CodeExchange) -> list[NewAccount]:
         entry = token_entry(await self.code_grant(grant))
         host = self.base_urls["instagram"].rstrip("/")
-        token, expiry, me = await long_lived_profile(
+        account = await long_lived_account(
             self,
             grant,
             short_lived=str(entry.get("access_token") or ""),
             grant_type="ig_exchange_token",
             profile_url=f"{host}/{self.graph_version}/me",
             fields="user_id,username",
+            id_fields=("user_id", "id"),
+            granted_scopes=granted_from_answer(entry.get("permissions")),
         )
-        user_id = str(me.get("user_id") or me.get("id") or "")
-        if not user_id:
-            raise AuthorizationFailedError("Instagram did not say who the user is (GET /me)")
-        return [
-            NewAccount(
-                external_id=user_id,
-                handle=str(me.get("username") or user_id),
-                access_token=token,
-                token_expires_at=expiry,
-                base_url=None,
-                granted_scopes=granted_from_answer(entry.get("permissions")),
-            )
-        ]
+        return [account]
 
     async def _facebook_login(self, grant: CodeExchange) -> list[NewAccount]:
         login = await facebook_login(self, grant, page_fields=PAGE_FIELDS)

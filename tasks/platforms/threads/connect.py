@@ -16,11 +16,10 @@ from __future__ import annotations
 from typing import ClassVar
 
 from tasks.platforms.connecting import (
-    AuthorizationFailedError,
     CodeExchange,
     NewAccount,
     OAuthConnector,
-    long_lived_profile,
+    long_lived_account,
 )
 from tasks.platforms.threads.adapter import THREADS_VERSION
 
@@ -31,24 +30,14 @@ class ThreadsConnector(OAuthConnector):
     async def exchange(self, grant: CodeExchange) -> list[NewAccount]:
         answer = await self.code_grant(grant)
         host = self.base_urls["threads"].rstrip("/")
-        token, expiry, me = await long_lived_profile(
+        account = await long_lived_account(
             self,
             grant,
             short_lived=str(answer.get("access_token") or ""),
             grant_type="th_exchange_token",
             profile_url=f"{host}/{THREADS_VERSION}/me",
             fields="id,username",
+            id_fields=("id",),
+            granted_scopes=None,
         )
-        user_id = str(me.get("id") or answer.get("user_id") or "")
-        if not user_id:
-            raise AuthorizationFailedError("Threads did not say who the user is (GET /me)")
-        return [
-            NewAccount(
-                external_id=user_id,
-                handle=str(me.get("username") or user_id),
-                access_token=token,
-                token_expires_at=expiry,
-                base_url=None,
-                granted_scopes=None,
-            )
-        ]
+        return [account]
