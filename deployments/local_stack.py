@@ -61,24 +61,7 @@ import psutil
 from models.private_files import create_private_dirs
 
 DEMO_PLATFORMS = ("linkedin", "x", "instagram", "facebook", "threads", "bluesky", "mastodon")
-#: Our OAuth apps at the sandbox platforms under `tendsocial dev` (sandbox-only values; `seed_demo`
-#: registers them there with the redirect URIs below), so `POST /api/accounts/connect` runs
-#: locally end to end (docs/connecting-accounts.md).
-LOCAL_OAUTH_APPS: dict[str, str] = {
-    "LINKEDIN_CLIENT_ID": "local-linkedin-app",
-    "LINKEDIN_CLIENT_SECRET": "local-linkedin-secret",
-    "X_CLIENT_ID": "local-x-app",
-    "X_CLIENT_SECRET": "local-x-secret",
-    "INSTAGRAM_APP_ID": "local-instagram-app",
-    "INSTAGRAM_APP_SECRET": "local-instagram-secret",
-    "FACEBOOK_APP_ID": "local-facebook-app",
-    "FACEBOOK_APP_SECRET": "local-facebook-secret",
-    "THREADS_APP_ID": "local-threads-app",
-    "THREADS_APP_SECRET": "local-threads-secret",
-}
-#: Where a local front end receives the platforms' redirects.
-LOCAL_CONNECT_REDIRECT_URI = "http://localhost:3000/connect/callback"
-#: platform -> the settings naming its app (id, secret).
+#: platform -> the settings naming our OAuth app there (id, secret).
 _APP_SETTINGS = {
     "linkedin": ("LINKEDIN_CLIENT_ID", "LINKEDIN_CLIENT_SECRET"),
     "x": ("X_CLIENT_ID", "X_CLIENT_SECRET"),
@@ -86,6 +69,16 @@ _APP_SETTINGS = {
     "facebook": ("FACEBOOK_APP_ID", "FACEBOOK_APP_SECRET"),
     "threads": ("THREADS_APP_ID", "THREADS_APP_SECRET"),
 }
+#: Our OAuth apps at the sandbox platforms under `tendsocial dev` (sandbox-only values; `seed_demo`
+#: registers them there with the redirect URIs below), so `POST /api/accounts/connect` runs
+#: locally end to end (docs/connecting-accounts.md).
+LOCAL_OAUTH_APPS: dict[str, str] = {
+    name: f"local-{platform}-{part}"
+    for platform, names in _APP_SETTINGS.items()
+    for name, part in zip(names, ("app", "secret"), strict=True)
+}
+#: Where a local front end receives the platforms' redirects.
+LOCAL_CONNECT_REDIRECT_URI = "http://localhost:3000/connect/callback"
 #: The endpoints file in the data folder (see the module docstring).
 STACK_FILE = "stack.json"
 #: Set in every child's environment: finds our grandchildren too, and nobody else's processes.
