@@ -1,6 +1,6 @@
 """Capacity and cost model: what 100 to 1,000,000 companies cost on Google Cloud, and what
-breaks first. Prints the README's table from the measured CPU per publish and stated
-assumptions; change any of them on the command line.
+breaks first. Prints the capacity table of docs/benchmarks.md from the measured CPU per publish
+and stated assumptions; change any of them on the command line.
 
 Prices (us-central1, USD, list prices, no committed-use discounts), each from Google's page:
 - Cloud Tasks: first 1M billable operations a month free, then $0.40 per million; an operation

@@ -7,7 +7,8 @@ naming `mediaAssetIds[i]`) whatever would otherwise fail, or worse, go out witho
 Adapters run the same check before their first call as a safety net for posts scheduled before
 a rule changed.
 
-Link previews are not media assets and are not checked here; see the README's platform matrix.
+Link previews are not media assets and are not checked here; see the platform matrix in
+docs/platforms.md.
 """
 
 from __future__ import annotations
