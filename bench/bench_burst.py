@@ -12,7 +12,7 @@ due at one instant.
 Measured: every target published exactly once (the sandbox's posts), publish lateness
 p50/p99/max (`published_at - scheduled_at`), the drain (last publish - the instant); and with
 Prefect: the reporter's peak backlog (unshipped run records, sampled every 0.5 s), when the
-backlog was drained relative to the last publish (issue 16: within 5 minutes), every run shipped
+backlog was drained relative to the last publish (the goal: within 5 minutes), every run shipped
 (Prefect's own count of `publish-post` runs = the attempts recorded), and whether the reporter
 said it was behind.
 
@@ -62,9 +62,9 @@ from tests.support.load import LOAD_PLATFORMS, LoadResult, run_load  # noqa: E40
 NICE = 10
 #: The emulator's queue as `run_load` sets it (`tests/support/emulator.py`, apply_fast_queue).
 QUEUE_MAX_DISPATCHES_PER_SECOND = 500
-#: Issue 16: the backlog drained within this long after the last publish.
+#: The goal: the backlog drained within this long after the last publish.
 DRAIN_GOAL_SECONDS = 300.0
-#: Issue 17: p99 lateness of a 3,000-target burst.
+#: The goal: p99 lateness of a 3,000-target burst.
 LATENESS_GOAL_SECONDS = 10.0
 
 

@@ -24,7 +24,7 @@ Phases, side by side in one run on the same database, emulator and sandbox:
   profiler); prints the functions that took the most CPU.
 
 Uses `--database-url` / `TEST_DATABASE_URL` / `DATABASE_URL`'s server when set (a scratch
-database is created and dropped), else an embedded PostgreSQL. The goal of issue 17 is
+database is created and dropped), else an embedded PostgreSQL. The goal is
 ≤ 3 ms of API CPU per publish.
 """
 

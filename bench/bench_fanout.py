@@ -33,9 +33,9 @@ from sqlalchemy.engine import URL  # noqa: E402
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine  # noqa: E402
 
 from deployments.queues import apply_queues  # noqa: E402
-from flows.sync_fanout import SyncFanOut, SyncTrigger  # noqa: E402
 from models.settings import AnalyticsSettings, QueueSettings, QueueSpec  # noqa: E402
 from tasks.cloud_tasks import CloudTasksQueue, TaskSpec, make_client  # noqa: E402
+from tasks.sync_fanout import SyncFanOut, SyncTrigger  # noqa: E402
 from tasks.task_specs import WebhookTarget  # noqa: E402
 from tests.support.databases import (  # noqa: E402
     add_database_option,

@@ -26,7 +26,7 @@ process and, in it:
 The company calls from the flood's own address (127.0.0.1: the worst case, an attacker behind
 the same NAT); it scheduled during warm-up, so its key is known to the gate. Phases: `without`
 (UNAUTHENTICATED_REQUESTS_PER_MINUTE_PER_ADDRESS=10^9: every bad key is looked up, as before
-issue 24) and `with` (the default, 60 a minute), in that order.
+the per-address limit existed) and `with` (the default, 60 a minute), in that order.
 
 Uses `--database-url` / `TEST_DATABASE_URL` / `DATABASE_URL`'s server when set (a scratch
 database is created and dropped), else an embedded PostgreSQL.

@@ -1,6 +1,6 @@
 """Content validation under hostile text: what one schedule request can cost the event loop
-every company shares (security finding 9: "a 70 KB `@.` x 35000 body costs 150-180 ms of API
-time per rejected request").
+every company shares (a 70 KB `@.` x 35000 body once cost 150-180 ms of API time per
+rejected request).
 
 For each hostile 70 KB shape and each platform, the time of one `validate_content` call as
 counted now (regex passes, `tasks/platforms/text_limits.py`) and as counted before, one

@@ -25,7 +25,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from models.settings import MediaSettings  # noqa: E402
-from tasks.media import MediaLimits, MediaPolicy, fetch_media  # noqa: E402
+from tasks.egress import MediaPolicy  # noqa: E402
+from tasks.media import MediaLimits, fetch_media  # noqa: E402
 from tasks.platforms.base import AccountContext, MediaItem, PlatformState, PostContent  # noqa: E402
 from tasks.platforms.x.adapter import XAdapter  # noqa: E402
 from tests.support.sandbox import running_sandbox  # noqa: E402

@@ -59,8 +59,10 @@ from tests.support.databases import (  # noqa: E402
 )
 from tests.support.servers import certs_server, serve_in_thread  # noqa: E402
 from tests.support.settings import make_settings  # noqa: E402
-from tests.support.stacks import WEBHOOK_SECRET as TEST_WEBHOOK_SECRET  # noqa: E402
-from tests.support.stacks import api_server  # noqa: E402
+from tests.support.stacks import (  # noqa: E402
+    WEBHOOK_SECRET as TEST_WEBHOOK_SECRET,
+    api_server,
+)
 from tests.support.tenants import make_company  # noqa: E402
 
 OIDC_CALLER = "tendsocial-tasks@conformance.iam.gserviceaccount.com"

@@ -9,6 +9,9 @@ from typing import Annotated
 import typer
 
 accounts_app = typer.Typer(no_args_is_help=True, help="Platform accounts' tokens.")
+#: What `tendsocial` adds (`deployments/cli.py`): the `accounts` group.
+app = typer.Typer()
+app.add_typer(accounts_app, name="accounts")
 
 
 @accounts_app.command("refresh-due")
@@ -17,7 +20,7 @@ def refresh_due(
 ) -> None:
     """Renew every token inside its platform's refresh window (the daily job, run now)."""
     from models.settings import load_settings
-    from tasks.media import MediaPolicy
+    from tasks.egress import MediaPolicy
     from tasks.token_refresh import run_refresh_once
 
     settings = load_settings()
@@ -53,7 +56,3 @@ def recheck_servers(
     typer.echo(describe_recheck(report))
     for account_id in report.marked:
         typer.echo(f"  needs reconnect: {account_id}")
-
-
-def register(app: typer.Typer) -> None:
-    app.add_typer(accounts_app, name="accounts")

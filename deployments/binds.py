@@ -3,7 +3,7 @@
 The sandbox (`/_sandbox/*`: reset, accounts with tokens, every tenant's posts) and the Cloud
 Tasks emulator (CreateTask to any URL, OIDC tokens minted for any email and audience) have no
 authentication by design: they are local stand-ins. Bound to another interface, anyone on the
-network could mint tokens the local API trusts (security review, finding 16), so a non-loopback
+network could mint tokens the local API trusts, so a non-loopback
 bind needs `--unsafe-expose`.
 """
 

@@ -14,10 +14,9 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from typer.core import TyperGroup
 
-# platformdirs warns on every start where XDG_RUNTIME_DIR is unset (containers, CI); the
-# embedded PostgreSQL then uses /tmp, which is fine: keep the CLI's output clean.
-warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
+from deployments import accounts_cli, cloud_tasks_cli, dev_cli, flows_cli, reporter_cli
 
 
 class _TendSocialApp(typer.Typer):
@@ -37,13 +36,28 @@ class _TendSocialApp(typer.Typer):
             raise SystemExit(1) from None
 
 
-app = _TendSocialApp(no_args_is_help=True, add_completion=False, help="TendSocial pipeline.")
+class _CommandsFirst(TyperGroup):
+    """Lists the commands, then the groups, each in the order they were added (the commands
+    other modules add come with their groups, `add_typer` merging them where they stand)."""
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        names = super().list_commands(ctx)
+        groups = [name for name in names if isinstance(self.commands[name], TyperGroup)]
+        return [name for name in names if name not in groups] + groups
+
+
+app = _TendSocialApp(
+    cls=_CommandsFirst, no_args_is_help=True, add_completion=False, help="TendSocial pipeline."
+)
 db_app = typer.Typer(no_args_is_help=True, help="Database schema.")
 company_app = typer.Typer(no_args_is_help=True, help="Companies and their API keys.")
 account_app = typer.Typer(no_args_is_help=True, help="Social platform accounts.")
 app.add_typer(db_app, name="db")
 app.add_typer(company_app, name="company")
 app.add_typer(account_app, name="account")
+# The other commands live beside their subject; each module's `app` adds its commands here.
+for _commands in (cloud_tasks_cli, reporter_cli, flows_cli, dev_cli, accounts_cli):
+    app.add_typer(_commands.app)
 
 console = Console()
 err_console = Console(stderr=True)
@@ -53,6 +67,9 @@ err_console = Console(stderr=True)
 def _where_the_stack_is(ctx: typer.Context) -> None:
     """Before any command reads a setting: a running `tendsocial dev`'s endpoints
     (`<data folder>/stack.json`) fill in what the environment does not set."""
+    # platformdirs warns on every start where XDG_RUNTIME_DIR is unset (containers, CI); the
+    # embedded PostgreSQL then uses /tmp, which is fine: keep the command's output clean.
+    warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
     if ctx.invoked_subcommand != "dev":
         from deployments.local_stack import stack_environment
 
@@ -79,8 +96,8 @@ def company_create(
     as_json: Annotated[bool, typer.Option("--json", help="Print {id, apiKey} as JSON.")] = False,
 ) -> None:
     """Create a company and print its API key (shown once)."""
-    from dispatch.admin import create_company
     from models.database import sync_session
+    from tasks.administration import create_company
 
     with sync_session() as session:
         company = create_company(session, name=name)
@@ -133,10 +150,10 @@ def account_add(
     """Store a platform account and its tokens (encrypted at rest; never printed). An account
     the company has already (same platform and external id) gets the new tokens, keeps its id
     and is active again: this is how an account is reconnected by hand."""
-    from dispatch.admin import add_account
     from models.database import sync_session
     from models.settings import load_settings
-    from tasks.media import MediaPolicy
+    from tasks.administration import add_account
+    from tasks.egress import MediaPolicy
 
     if access_token == "-" and refresh_token == "-":
         err_console.print("[red]error:[/] only one of the tokens can come from standard input")
@@ -189,8 +206,8 @@ def account_add(
 
 def _secret_argument(value: str, *, option: str) -> str:
     """The token behind `-` (standard input) or `@FILE`, stripped. A token written on the
-    command line itself is refused (security review #17): `ps` and the shell history would
-    show it to anyone on the machine, and nothing in the repository needs it there."""
+    command line itself is refused: `ps` and the shell history would show it to anyone on the
+    machine, and nothing in the repository needs it there."""
     if value == "-":
         return sys.stdin.readline().strip()
     if value.startswith("@"):
@@ -256,24 +273,3 @@ def serve(
         # nothing Cloud Run's own request log does not; `--access-log` brings it back.
         access_log=access_log,
     )
-
-
-from deployments.cloud_tasks_cli import register as _register_cloud_tasks  # noqa: E402
-
-_register_cloud_tasks(app)
-
-from deployments.reporter_cli import register as _register_reporter  # noqa: E402
-
-_register_reporter(app)
-
-from deployments.flows_cli import register as _register_flows  # noqa: E402
-
-_register_flows(app)
-
-from deployments.dev_cli import register as _register_dev  # noqa: E402
-
-_register_dev(app)
-
-from deployments.accounts_cli import register as _register_accounts  # noqa: E402
-
-_register_accounts(app)

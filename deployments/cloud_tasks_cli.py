@@ -29,6 +29,10 @@ T = TypeVar("T")
 console = Console()
 queues_app = typer.Typer(no_args_is_help=True, help="Cloud Tasks queues.")
 tasks_app = typer.Typer(no_args_is_help=True, help="Cloud Tasks tasks (emulator or Google).")
+#: What `tendsocial` adds (`deployments/cli.py`): `emulator`, and the `queues` and `tasks` groups.
+app = typer.Typer()
+app.add_typer(queues_app, name="queues")
+app.add_typer(tasks_app, name="tasks")
 
 
 def _settings() -> QueueSettings:
@@ -71,6 +75,7 @@ def _task_name(name: str, queue: str | None) -> str:
     return name if "/" in name else f"{settings.queue_path(queue)}/tasks/{name}"
 
 
+@app.command("emulator")
 def emulator(
     host: str = typer.Option("127.0.0.1", help="Bind address (keep it on loopback)."),
     port: int = typer.Option(8123, help="gRPC port; OIDC certs are served on port + 1."),
@@ -192,10 +197,3 @@ def tasks_run(
     full = _task_name(name, queue)
     task = _with_client(lambda c: c.run_task(name=full))
     console.print(f"dispatched {task.name}")
-
-
-def register(app: typer.Typer) -> None:
-    """Add the Cloud Tasks commands to the `tendsocial` app."""
-    app.command("emulator")(emulator)
-    app.add_typer(queues_app, name="queues")
-    app.add_typer(tasks_app, name="tasks")

@@ -17,6 +17,8 @@ from rich.table import Table
 
 console = Console()
 err_console = Console(stderr=True)
+#: What `tendsocial` adds (`deployments/cli.py`): `dev`, `demo` and `sandbox`.
+app = typer.Typer()
 
 STATUS_ICONS = {
     "pending": "⏳ pending",
@@ -28,6 +30,7 @@ STATUS_ICONS = {
 }
 
 
+@app.command()
 def dev(
     data_dir: Annotated[Path, typer.Option(help="Where all local state lives.")] = Path(".data"),
     api_port: Annotated[int, typer.Option()] = 8000,
@@ -124,6 +127,7 @@ def _status_table(post: dict[str, Any]) -> Table:
     return table
 
 
+@app.command()
 def demo(
     fail: Annotated[
         str | None, typer.Option(help="Make this platform fail permanently (e.g. instagram).")
@@ -193,6 +197,7 @@ def print_demo_outcome(post: dict[str, Any], info: dict[str, Any]) -> None:
         )
 
 
+@app.command()
 def sandbox(
     host: Annotated[str, typer.Option()] = "127.0.0.1",
     port: Annotated[int, typer.Option()] = 8700,
@@ -205,9 +210,3 @@ def sandbox(
     from deployments.sandbox.app import run_sandbox
 
     run_sandbox(host, port, unsafe_expose=unsafe_expose)
-
-
-def register(app: typer.Typer) -> None:
-    app.command()(dev)
-    app.command()(demo)
-    app.command()(sandbox)

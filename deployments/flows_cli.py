@@ -9,8 +9,14 @@ from typing import Annotated
 import typer
 
 flows_app = typer.Typer(no_args_is_help=True, help="Prefect flows and their deployments.")
+views_app = typer.Typer(no_args_is_help=True, help="The data team's saved filters and alerts.")
+flows_app.add_typer(views_app, name="views")
+#: What `tendsocial` adds (`deployments/cli.py`): `sweep`, and the `flows` group.
+app = typer.Typer()
+app.add_typer(flows_app, name="flows")
 
 
+@app.command("sweep")
 def sweep(
     as_json: Annotated[bool, typer.Option("--json", help="Print the counts as JSON.")] = False,
 ) -> None:
@@ -30,7 +36,7 @@ def sweep(
 
 @flows_app.command("serve")
 def flows_serve() -> None:
-    """Register the Prefect deployments (sync every 6 h, sweeper daily) and run them.
+    """Register and run the Prefect deployments (sync every 6 h, sweeper hourly, tokens daily).
 
     On the Prefect server of `PREFECT_API_URL` (beside `tendsocial dev`: its server), never on a
     temporary one of its own, which Prefect would start when no URL is set and which would hold
@@ -55,9 +61,6 @@ def flows_serve() -> None:
             f"no Prefect server answers at {api_url}: start `tendsocial dev` or fix PREFECT_API_URL"
         ) from exc
     serve_flows()
-
-
-views_app = typer.Typer(no_args_is_help=True, help="The data team's saved filters and alerts.")
 
 
 @views_app.command("apply")
@@ -89,9 +92,3 @@ def views_apply(
         }
     for line in describe(apply_views(api_url, companies=companies, webhook_url=webhook_url)):
         typer.echo(line)
-
-
-def register(app: typer.Typer) -> None:
-    app.command("sweep")(sweep)
-    flows_app.add_typer(views_app, name="views")
-    app.add_typer(flows_app, name="flows")

@@ -1,60 +1,116 @@
-"""Prefect deployments of the flows for the local stack: the 6-hourly analytics sync, the
-hourly due-post sweeper and the daily token refresh.
+"""The Prefect deployments of the scheduled flows, declared once (`DEPLOYMENTS`) for both places
+that run them, so their names, schedules, parameters, tags and descriptions cannot drift apart:
 
-`deployment_definitions()` declares them (no server call); `serve_flows()` registers them with
-the Prefect server in `PREFECT_API_URL` and runs them from this long-lived process. Production
-does not use this module: `deployments/prefect.yaml` deploys the sweeper and the token refresh
-to the `tendsocial-cloud-run` work pool, and Cloud Scheduler triggers the sync through
-`POST /api/jobs/sync-analytics`. Both sync paths share the idempotency key per window, so running
-both never fans out twice in a window.
+- production: `deployments/prefect.yaml`, which `deployments/cloud/deploy.sh` applies to the
+  `tendsocial-cloud-run` work pool, is generated from the table: `python -m
+  deployments.prefect_flows` rewrites it, `tests/prefect/test_deployment_table.py` fails when
+  it differs;
+- `tendsocial dev` (`tendsocial flows serve`): `deployment_definitions()` builds the same
+  deployments (no server call) and `serve_flows()` registers them with the Prefect server in
+  `PREFECT_API_URL` and runs them from that long-lived process.
+
+The analytics sync is the one deployment production leaves out: there Cloud Scheduler triggers
+it through `POST /api/jobs/sync-analytics` (`deployments/cloud/scheduler-job.sh`, same cron).
+Both sync paths share the idempotency key per window, so running both never fans out twice in a
+window.
 """
 
 from __future__ import annotations
 
+import sys
+import textwrap
+from dataclasses import dataclass, field
+from importlib.metadata import version
+from pathlib import Path
 from typing import Any
 
-#: Every 6 hours on the hour (UTC): the product's analytics cadence (README).
-SYNC_ANALYTICS_CRON = "0 */6 * * *"
-#: Hourly at :15 (UTC), as in production (`deployments/prefect.yaml`): a lost task is recovered
-#: within the hour.
-SWEEPER_CRON = "15 * * * *"
+#: The generated production file.
+PREFECT_YAML = Path(__file__).resolve().parent / "prefect.yaml"
+#: The flows' module, as Prefect entrypoints name it (relative to the image's working folder).
+FLOWS_FILE = "flows/prefect_flows.py"
+#: The production work pool (`deploy.sh` creates it; the `tendsocial-prefect-worker` polls it).
+WORK_POOL = "tendsocial-cloud-run"
+#: The image's working folder (`deployments/cloud/Dockerfile`, `WORKDIR /app`).
+IMAGE_WORKDIR = "/app"
+#: Every schedule is in UTC.
+TIMEZONE = "Etc/UTC"
 #: The trigger key of scheduled syncs; Cloud Scheduler sends the same, so one parent per window.
 SCHEDULED_SYNC_KEY = "scheduled"
-#: Daily at 00:30 (UTC), as in production: long-lived tokens are renewed a week before expiry.
-TOKEN_REFRESH_CRON = "30 0 * * *"
+
+
+@dataclass(frozen=True, slots=True)
+class DeploymentSpec:
+    """One deployment: `flow` is the flow function's name in `flows/prefect_flows.py`."""
+
+    name: str
+    flow: str
+    cron: str
+    description: str
+    tags: tuple[str, ...]
+    parameters: dict[str, Any] = field(default_factory=dict)
+    #: At most one run at a time: a slow run is never overlapped by the next one.
+    concurrency_limit: int = 1
+    #: False: production runs it another way (the entry's comment says which).
+    in_production: bool = True
+
+    @property
+    def entrypoint(self) -> str:
+        return f"{FLOWS_FILE}:{self.flow}"
+
+
+DEPLOYMENTS: tuple[DeploymentSpec, ...] = (
+    DeploymentSpec(
+        name="sync-analytics-every-6h",
+        flow="sync_analytics_flow",
+        # Every 6 hours on the hour: the product's analytics cadence (docs/analytics.md).
+        cron="0 */6 * * *",
+        description="Fan out one child Cloud Task per company × platform.",
+        tags=("analytics",),
+        parameters={"idempotency_key": SCHEDULED_SYNC_KEY},
+        # Production: Cloud Scheduler, with the same cron (deployments/cloud/scheduler-job.sh).
+        in_production=False,
+    ),
+    DeploymentSpec(
+        name="enqueue-due-posts-hourly",
+        flow="enqueue_due_posts_flow",
+        # Hourly at :15: a lost task is recovered within the hour.
+        cron="15 * * * *",
+        description="Enqueue posts entering Cloud Tasks' 30-day window, recover lost tasks, "
+        "fail posts more than MISSED_POST_LATENESS_HOURS late. Hourly, so a lost task is "
+        "recovered within the hour.",
+        tags=("publishing", "sweeper"),
+    ),
+    DeploymentSpec(
+        name="refresh-expiring-tokens-daily",
+        flow="refresh_tokens_flow",
+        # Daily at 03:30, away from the syncs on the hour and the sweeps at :15; tokens are
+        # renewed days before they expire (docs/connecting-accounts.md), so the hour is free.
+        cron="30 3 * * *",
+        description="Renew long-lived platform tokens before they expire; mark refused and "
+        "expired accounts needs_reconnect; name the accounts that expire within a week without "
+        "renewal (event tendsocial.accounts.expiring).",
+        tags=("accounts", "tokens"),
+    ),
+)
 
 
 def deployment_definitions() -> list[Any]:
-    """The RunnerDeployments (built locally, nothing sent to a server)."""
-    from flows.prefect_flows import (
-        enqueue_due_posts_flow,
-        refresh_tokens_flow,
-        sync_analytics_flow,
-    )
+    """The RunnerDeployments of every deployment, for `tendsocial dev` (built locally, nothing
+    sent to a server)."""
+    from prefect.client.schemas.schedules import CronSchedule
+
+    import flows.prefect_flows
 
     return [
-        sync_analytics_flow.to_deployment(
-            name="sync-analytics-every-6h",
-            cron=SYNC_ANALYTICS_CRON,
-            parameters={"idempotency_key": SCHEDULED_SYNC_KEY},
-            tags=["analytics"],
-            description="Fan out one child Cloud Task per company × platform.",
-        ),
-        enqueue_due_posts_flow.to_deployment(
-            name="enqueue-due-posts-hourly",
-            cron=SWEEPER_CRON,
-            tags=["publishing", "sweeper"],
-            description="Enqueue posts entering the 30-day window, recover lost tasks, "
-            "fail missed posts.",
-        ),
-        refresh_tokens_flow.to_deployment(
-            name="refresh-expiring-tokens-daily",
-            cron=TOKEN_REFRESH_CRON,
-            tags=["accounts"],
-            description="Renew long-lived platform tokens before they expire; mark refused "
-            "and expired accounts needs_reconnect; name the accounts that expire within a week "
-            "without renewal (event tendsocial.accounts.expiring).",
-        ),
+        getattr(flows.prefect_flows, spec.flow).to_deployment(
+            name=spec.name,
+            schedules=[CronSchedule(cron=spec.cron, timezone=TIMEZONE)],
+            concurrency_limit=spec.concurrency_limit,
+            parameters=dict(spec.parameters),
+            tags=list(spec.tags),
+            description=spec.description,
+        )
+        for spec in DEPLOYMENTS
     ]
 
 
@@ -63,3 +119,85 @@ def serve_flows() -> None:
     from prefect import serve
 
     serve(*deployment_definitions())
+
+
+_HEADER = """\
+# GENERATED by `python -m deployments.prefect_flows` from its DEPLOYMENTS table, which
+# `tendsocial dev` serves too: edit the table, then regenerate (a test fails on any difference).
+#
+# Prefect deployments for production, applied by deployments/cloud/deploy.sh from the repository
+# root: `prefect work-pool create {pool} --type process --overwrite`, then
+# `prefect deploy --all --prefect-file deployments/prefect.yaml`.
+#
+# The work pool is a `process` pool. Its worker is the Cloud Run worker pool
+# `tendsocial-prefect-worker` (deployments/cloud/render.py), running the project's image with
+# `prefect worker start --pool {pool} --type process`; each flow run is a
+# subprocess of that worker and inherits its environment. That environment holds the database
+# URL, the token key and the platform secrets as Secret Manager references resolved by Cloud Run
+# (`secretKeyRef`), and the Cloud SQL connection (`run.googleapis.com/cloudsql-instances`). So no
+# secret is ever a job variable (job variables are stored in clear in Prefect), and nothing here
+# names an image, a credential or a URL. Why not `cloud-run-v2`: prefect-gcp is not in
+# requirements.lock, and its worker would need run.developer plus actAs on the flow runs' service
+# account, i.e. anyone able to create a deployment in Prefect could run any image as that
+# account. The webhooks never go through Prefect; the analytics sync is triggered by Cloud
+# Scheduler (deployments/cloud/scheduler-job.sh), not from here.
+"""
+
+
+def _scalar(value: Any) -> str:
+    """A YAML scalar: strings double-quoted as JSON (valid YAML), numbers and booleans as is."""
+    import json
+
+    return json.dumps(value, ensure_ascii=False)
+
+
+def prefect_yaml() -> str:
+    """The text of `deployments/prefect.yaml`: the production deployments of the table."""
+    lines = [
+        _HEADER.format(pool=WORK_POOL).rstrip("\n"),
+        "name: tendsocial-pipeline",
+        f"prefect-version: {version('prefect')}",
+        "",
+        "pull:",
+        "  - prefect.deployments.steps.set_working_directory:",
+        f"      directory: {IMAGE_WORKDIR}",
+        "",
+        "deployments:",
+    ]
+    for spec in DEPLOYMENTS:
+        if not spec.in_production:
+            continue
+        lines += [
+            f"  - name: {spec.name}",
+            f"    entrypoint: {spec.entrypoint}",
+            "    description: >-",
+            *textwrap.wrap(
+                spec.description,
+                width=96,
+                initial_indent=" " * 6,
+                subsequent_indent=" " * 6,
+                break_on_hyphens=False,  # a folded line break reads back as a space
+                break_long_words=False,
+            ),
+            f"    tags: [{', '.join(spec.tags)}]",
+        ]
+        if spec.parameters:
+            lines.append("    parameters:")
+            lines += [f"      {key}: {_scalar(value)}" for key, value in spec.parameters.items()]
+        lines += [
+            "    schedules:",
+            f"      - cron: {_scalar(spec.cron)}",
+            f"        timezone: {TIMEZONE}",
+            f"    concurrency_limit: {spec.concurrency_limit}",
+            "    work_pool:",
+            f"      name: {WORK_POOL}",
+            "      job_variables:",
+            f"        working_dir: {IMAGE_WORKDIR}",
+            "",
+        ]
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+if __name__ == "__main__":
+    PREFECT_YAML.write_text(prefect_yaml())
+    print(f"wrote {PREFECT_YAML}", file=sys.stderr)

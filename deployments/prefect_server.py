@@ -6,7 +6,7 @@ pipeline's, in a database of its own; the embedded PostgreSQL listens on a unix 
 the URL may be `postgresql+asyncpg://postgres@/dbname?host=/socket/dir`. `PREFECT_HOME` is kept
 under a data folder so the server never touches the user's `~/.prefect`.
 
-Private to its own clients (security review, finding N2): Prefect's server allows every origin
+Private to its own clients: Prefect's server allows every origin
 by default (`PREFECT_SERVER_CORS_ALLOWED_ORIGINS=*`, Prefect 3.9.1
 prefect/settings/models/server/api.py), so any web page a developer opens could read runs and
 start deployments through their browser. `server_environment` allows only the UI's own origin

@@ -29,7 +29,7 @@ flow, the tags; not the run's labels. Hence:
   process died mid-attempt. What this cannot see is a reporter that ships everything, only late:
   the lag is a label (`tendsocial.timing: after-the-fact`), and labels are not on the events.
 - "reporter behind": reactive, on the reporter's own event `tendsocial.reporter.behind`
-  (`flows/reporter.py` emits it with `POST /api/events`, which the open-source server has:
+  (`flows/reporter/backlog.py` emits it with `POST /api/events`, which the open-source server has:
   `prefect/server/api/events.py`, when its oldest unshipped record is older than
   `REPORTER_BEHIND_SECONDS` or more than `REPORTER_BEHIND_RECORDS` wait; its payload carries the
   backlog). `tendsocial.reporter.caught-up` follows when the backlog is small again; it is in the

@@ -15,8 +15,11 @@ import typer
 from rich.console import Console
 
 console = Console()
+#: What `tendsocial` adds (`deployments/cli.py`): `reporter`.
+app = typer.Typer()
 
 
+@app.command("reporter")
 def reporter(
     once: Annotated[
         bool, typer.Option("--once", help="Ship what is queued now, then exit.")
@@ -59,7 +62,3 @@ def reporter(
         await run_reporter(sessions=sessions, settings=settings, stop=stop)
 
     asyncio.run(main())
-
-
-def register(app: typer.Typer) -> None:
-    app.command("reporter")(reporter)

@@ -1,34 +1,52 @@
-"""The company-scoped analytics API: the latest metrics of a post, and a sync with its children.
+"""The company-scoped analytics API: the latest metrics of a post and their history, the
+company's daily totals, and a sync with its children.
 
 Visibility of sync jobs (`GET /api/analytics/sync-jobs/{id}`): any company API key may read a
 parent that spans every company (status, window, timestamps), but the children listed and the
 item counts shown are only the caller's own; a parent started for one company, and every child,
 is visible to that company alone (404 for others, as for posts).
+
+Cursors (`nextCursor`, passed back as `cursor`) are opaque but not secret: the position of the
+last item given, and a digest of that position with the endpoint and the query it answered. A
+cursor edited, made up, or sent to another endpoint or with other parameters answers 422
+`invalid_cursor`; a forged one could only page through what the caller may read anyway.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
+import hmac
 import uuid
-from datetime import datetime
+from datetime import date, datetime
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter
-from pydantic import BaseModel, ConfigDict, Field
-from pydantic.alias_generators import to_camel
+from fastapi import APIRouter, Query
+from pydantic import Field
 
 from dispatch.auth import CompanyId
 from dispatch.deps import ServicesDep
+from dispatch.errors import ApiError
 from dispatch.openapi import COMPANY_CALLER, errors
+from dispatch.schemas import CamelModel, Instant
 from models.tables import AnalyticsSyncJob, PostMetricSnapshot
-from tasks.analytics_reads import company_sync_job, post_metrics
+from tasks.analytics_reads import (
+    MAX_RANGE_DAYS,
+    company_summary,
+    company_sync_job,
+    post_metrics,
+    post_metrics_history,
+)
+
+#: Page sizes: the default, and the most one page may hold.
+DEFAULT_PAGE = 500
+MAX_PAGE = 1000
 
 router = APIRouter()
 
 
-class _Camel(BaseModel):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
-
-
-class MetricsView(_Camel):
+class MetricsView(CamelModel):
     collected_at: datetime
     impressions: int | None
     reach: int | None
@@ -39,7 +57,7 @@ class MetricsView(_Camel):
     clicks: int | None
 
 
-class TargetMetricsView(_Camel):
+class TargetMetricsView(CamelModel):
     platform: str
     account_id: uuid.UUID
     status: str
@@ -48,12 +66,43 @@ class TargetMetricsView(_Camel):
     metrics: MetricsView | None
 
 
-class PostMetricsView(_Camel):
+class PostMetricsView(CamelModel):
     scheduled_post_id: uuid.UUID
     platforms: list[TargetMetricsView]
 
 
-class SyncJobView(_Camel):
+class TargetHistoryView(CamelModel):
+    platform: str
+    account_id: uuid.UUID
+    #: Oldest first.
+    snapshots: list[MetricsView]
+
+
+class PostHistoryView(CamelModel):
+    scheduled_post_id: uuid.UUID
+    platforms: list[TargetHistoryView]
+    next_cursor: str | None = None
+
+
+class DailyTotalView(CamelModel):
+    #: The UTC day.
+    day: date
+    platform: str
+    impressions: int | None
+    likes: int | None
+    comments: int | None
+    shares: int | None
+    #: How many of the company's posts on that platform (one per account) the sums count.
+    posts: int
+
+
+class SummaryView(CamelModel):
+    granularity: Literal["day"]
+    items: list[DailyTotalView]
+    next_cursor: str | None = None
+
+
+class SyncJobView(CamelModel):
     job_id: uuid.UUID
     parent_id: uuid.UUID | None = None
     company_id: uuid.UUID | None = None
@@ -130,6 +179,179 @@ async def get_post_metrics(
             )
             for target, snapshot in rows
         ],
+    )
+
+
+_CURSOR_KINDS = ("history", "summary")
+
+
+def _cursor_digest(kind: str, binding: tuple[str, ...], fields: tuple[str, ...]) -> str:
+    return hashlib.sha256("\x1f".join((kind, *binding, *fields)).encode()).hexdigest()[:24]
+
+
+def _encode_cursor(kind: str, binding: tuple[str, ...], fields: tuple[str, ...]) -> str:
+    raw = "|".join((kind, *fields, _cursor_digest(kind, binding, fields))).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _cursor_fields(cursor: str, kind: str, binding: tuple[str, ...], count: int) -> list[str]:
+    """The `count` fields of a cursor this endpoint issued for this query, or 422."""
+    invalid = ApiError(422, "invalid_cursor", "invalid cursor", field="cursor")
+    try:
+        raw = base64.urlsafe_b64decode(cursor.encode() + b"=" * (-len(cursor) % 4)).decode()
+    except (ValueError, binascii.Error, UnicodeError):
+        raise invalid from None
+    parts = raw.split("|")
+    if len(parts) != count + 2 or parts[0] not in _CURSOR_KINDS:
+        raise invalid
+    fields = tuple(parts[1:-1])
+    expected = _cursor_digest(kind, binding, fields)
+    if parts[0] != kind or not hmac.compare_digest(parts[-1], expected):
+        raise invalid
+    return list(fields)
+
+
+def _parsed(parse: Any, value: str) -> Any:
+    """A cursor field read back; a digest-valid cursor always parses, so this is a safety net."""
+    try:
+        return parse(value)
+    except ValueError:
+        raise ApiError(422, "invalid_cursor", "invalid cursor", field="cursor") from None
+
+
+_RANGE = f"at most {MAX_RANGE_DAYS} days after `from`"
+
+
+@router.get(
+    "/api/analytics/posts/{post_id:uuid}/history",
+    response_model=PostHistoryView,
+    openapi_extra=COMPANY_CALLER,
+    responses=errors(401, 404, 422, 429, 503),
+)
+async def get_post_history(
+    post_id: uuid.UUID,
+    company_id: CompanyId,
+    services: ServicesDep,
+    start: Annotated[
+        Instant, Query(alias="from", description="Snapshots collected at or after this instant.")
+    ],
+    end: Annotated[
+        Instant,
+        Query(alias="to", description=f"Snapshots collected at or before this instant; {_RANGE}."),
+    ],
+    platform: Annotated[
+        str | None, Query(max_length=40, description="Only this platform's targets.")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="Snapshots per page.")] = (
+        DEFAULT_PAGE
+    ),
+    cursor: Annotated[str | None, Query(max_length=300)] = None,
+) -> PostHistoryView:
+    """Each platform target's snapshots of the company's post over time, oldest first, target
+    by target in request order; a page holds at most `limit` snapshots."""
+    binding = (str(company_id), str(post_id), platform or "", start.isoformat(), end.isoformat())
+    after = None
+    if cursor:
+        target, at, snapshot = _cursor_fields(cursor, "history", binding, 3)
+        after = (
+            _parsed(uuid.UUID, target),
+            _parsed(datetime.fromisoformat, at),
+            _parsed(uuid.UUID, snapshot),
+        )
+    page = await post_metrics_history(
+        services.sessions,
+        company_id=company_id,
+        post_id=post_id,
+        platform=platform,
+        start=start,
+        end=end,
+        after=after,
+        limit=limit,
+    )
+    next_cursor = None
+    if page.next_after is not None:
+        target_id, collected_at, snapshot_id = page.next_after
+        fields = (str(target_id), collected_at.isoformat(), str(snapshot_id))
+        next_cursor = _encode_cursor("history", binding, fields)
+    return PostHistoryView(
+        scheduled_post_id=post_id,
+        platforms=[
+            TargetHistoryView(
+                platform=item.target.platform,
+                account_id=item.target.account_id,
+                snapshots=[
+                    MetricsView(
+                        collected_at=row.collected_at,
+                        impressions=row.impressions,
+                        reach=row.reach,
+                        likes=row.likes,
+                        comments=row.comments,
+                        shares=row.shares,
+                        saves=row.saves,
+                        clicks=row.clicks,
+                    )
+                    for row in item.snapshots
+                ],
+            )
+            for item in page.targets
+        ],
+        next_cursor=next_cursor,
+    )
+
+
+@router.get(
+    "/api/analytics/summary",
+    response_model=SummaryView,
+    openapi_extra=COMPANY_CALLER,
+    responses=errors(401, 422, 429, 503),
+)
+async def get_summary(
+    company_id: CompanyId,
+    services: ServicesDep,
+    start: Annotated[Instant, Query(alias="from", description="The first day is this UTC day.")],
+    end: Annotated[
+        Instant, Query(alias="to", description=f"The last day is this UTC day; {_RANGE}.")
+    ],
+    granularity: Annotated[Literal["day"], Query(description="Only `day` exists.")] = "day",
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="Rows per page.")] = DEFAULT_PAGE,
+    cursor: Annotated[str | None, Query(max_length=300)] = None,
+) -> SummaryView:
+    """The company's totals per UTC day and platform, by day then platform: for each, the sum
+    over its posts of each post's latest snapshot collected by the end of that day (lifetime
+    counters as of that day); posts without a snapshot yet on a day do not count, and a count
+    a platform does not report is left out of its sum (null when no post reports it)."""
+    binding = (str(company_id), start.isoformat(), end.isoformat(), granularity)
+    after = None
+    if cursor:
+        day, platform = _cursor_fields(cursor, "summary", binding, 2)
+        after = (_parsed(date.fromisoformat, day), platform)
+    page = await company_summary(
+        services.sessions,
+        company_id=company_id,
+        start=start,
+        end=end,
+        after=after,
+        limit=limit,
+    )
+    next_cursor = None
+    if page.next_after is not None:
+        last_day, last_platform = page.next_after
+        next_cursor = _encode_cursor("summary", binding, (last_day.isoformat(), last_platform))
+    return SummaryView(
+        granularity=granularity,
+        items=[
+            DailyTotalView(
+                day=row.day,
+                platform=row.platform,
+                impressions=row.impressions,
+                likes=row.likes,
+                comments=row.comments,
+                shares=row.shares,
+                posts=row.posts,
+            )
+            for row in page.rows
+        ],
+        next_cursor=next_cursor,
     )
 
 

@@ -1,7 +1,8 @@
 """The FastAPI application (the composition root): the company API, the job webhooks, health.
 
-Everything a route uses is built here once, from the one `Settings` the entrypoint loaded, and
-handed to the routes as typed dependencies (`dispatch/deps.py`).
+Everything a route uses is built here once, from the one `Settings` the entrypoint loaded (the
+shared services through `tasks/composition.py`, as every entrypoint builds them), and handed to
+the routes as typed dependencies (`dispatch/deps.py`).
 """
 
 from __future__ import annotations
@@ -9,7 +10,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
-import httpx
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -21,18 +21,14 @@ from dispatch.errors import install_error_handlers
 from dispatch.observability import RequestContext
 from dispatch.openapi import install_openapi
 from dispatch.rate_limits import CompanyRateLimits, UnauthenticatedLimits
-from flows.standalone import use_cases
 from models.crypto import check_token_keys
 from models.database import DriverPool
 from models.settings import Settings, load_settings
 from tasks.account_connect import AccountConnect
 from tasks.cloud_tasks import CloudTasksQueue, TaskQueue
-from tasks.media import MediaPolicy
+from tasks.composition import PlatformClients, use_cases
+from tasks.egress import MediaPolicy
 from tasks.metrics import MetricsSync
-from tasks.platforms.base import PlatformAdapter
-from tasks.platforms.connecting import Connector
-from tasks.platforms.http import platform_http_client
-from tasks.platforms.registry import build_adapter, build_connector
 from tasks.publishing import AdapterFactory, Publisher
 
 
@@ -60,55 +56,27 @@ def create_app(
         sessions=sessions,
         queue=queue,
         scheduler=wired.scheduler,
+        dispatcher=wired.dispatcher,
         fan_out=wired.fan_out,
     )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        # One HTTP client per platform (`tasks/platforms/http.py`: aiohttp connections, tenant
-        # servers checked at connect time, no cookies) and the publish path's own connection
-        # pool (`models/database.DriverPool`), all closed with the app.
-        platform_settings = settings.platforms
-        media_policy = MediaPolicy.from_settings(settings.media)
+        # One HTTP client per platform (`tasks.composition.PlatformClients`: aiohttp
+        # connections, tenant servers checked at connect time, no cookies) and the publish
+        # path's own connection pool (`models/database.DriverPool`), all closed with the app.
+        platforms = PlatformClients(
+            settings.platforms, media_policy=MediaPolicy.from_settings(settings.media)
+        )
         async with AsyncExitStack() as clients:
-            built: dict[str, PlatformAdapter] = {}
-            connectors: dict[str, Connector] = {}
-            http_clients: dict[str, httpx.AsyncClient] = {}
-
-            def http_for(platform: str) -> httpx.AsyncClient:
-                if platform not in http_clients:
-                    http = platform_http_client(platform_settings, policy=media_policy)
-                    clients.push_async_callback(http.aclose)
-                    http_clients[platform] = http
-                return http_clients[platform]
-
-            def adapter_for(platform: str) -> PlatformAdapter:
-                if platform not in built:
-                    built[platform] = build_adapter(
-                        platform,
-                        http=http_for(platform),
-                        settings=platform_settings,
-                        media_policy=media_policy,
-                    )
-                return built[platform]
-
-            def connector_for(platform: str) -> Connector:
-                if platform not in connectors:
-                    connectors[platform] = build_connector(
-                        platform,
-                        http=http_for(platform),
-                        settings=platform_settings,
-                        media_policy=media_policy,
-                    )
-                return connectors[platform]
-
+            clients.push_async_callback(platforms.aclose)
             services.connect = AccountConnect(
                 sessions=sessions,
-                connectors=connector_for,
-                redirect_uris=platform_settings.connect_redirect_uris,
+                connectors=platforms.connector,
+                redirect_uris=settings.platforms.connect_redirect_uris,
             )
 
-            services.adapters = adapters or adapter_for
+            services.adapters = adapters or platforms.adapter
             connections = DriverPool(sessions, size=settings.database.publish_pool_size)
             await connections.open()
             clients.push_async_callback(connections.close)

@@ -1,30 +1,16 @@
-"""Company API keys: `Authorization: Bearer <key>`, stored as SHA-256.
-
-Keys are 256-bit random tokens, so a fast hash is enough (no dictionary to guess from), and the
-lookup by hash means no key is ever compared byte by byte in Python.
-"""
+"""Company API keys at the edge: `Authorization: Bearer <key>`, looked up by its SHA-256
+(`tasks/api_keys.py` says why a fast hash is enough)."""
 
 from __future__ import annotations
 
-import hashlib
-import secrets
 import uuid
 from typing import Annotated
 
 from fastapi import Depends, Request
 
 from dispatch.errors import ApiError
+from tasks.api_keys import API_KEY_PREFIX, hash_api_key
 from tasks.tenants import company_for_api_key_hash
-
-API_KEY_PREFIX = "ts_"
-
-
-def new_api_key() -> str:
-    return API_KEY_PREFIX + secrets.token_urlsafe(32)
-
-
-def hash_api_key(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()
 
 
 def _unauthenticated(message: str) -> ApiError:

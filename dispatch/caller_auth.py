@@ -25,8 +25,7 @@ from collections.abc import Callable
 
 import httpx
 from fastapi import Request
-from google.auth import exceptions as google_exceptions
-from google.auth import jwt
+from google.auth import exceptions as google_exceptions, jwt
 
 from dispatch.errors import ApiError
 from models.settings import WebhookSettings

@@ -16,13 +16,14 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from flows.sync_fanout import SyncFanOut
 from models.settings import Settings
 from tasks.account_connect import AccountConnect
 from tasks.cloud_tasks import TaskQueue
+from tasks.dispatcher import TargetDispatcher
 from tasks.metrics import MetricsSync
 from tasks.publishing import AdapterFactory, Publisher
 from tasks.scheduling import Scheduler
+from tasks.sync_fanout import SyncFanOut
 
 
 @dataclass(slots=True)
@@ -33,6 +34,7 @@ class Services:
     sessions: async_sessionmaker[AsyncSession]
     queue: TaskQueue
     scheduler: Scheduler
+    dispatcher: TargetDispatcher
     fan_out: SyncFanOut
     #: Set by the app's lifespan, which owns the platforms' HTTP clients.
     adapters: AdapterFactory | None = None

@@ -28,10 +28,10 @@ from dispatch.deps import MetricsDep, PublisherDep, ServicesDep
 from dispatch.errors import error_body
 from dispatch.openapi import CLOUD_TASKS_CALLER, errors, retried
 from dispatch.schemas import PlatformName, PublishAnswer, SafeText, SyncChildAnswer, SyncStarted
-from flows.sync_fanout import SyncTrigger
+from tasks.dispatcher import TargetDispatcher
 from tasks.metrics import MetricsJob, MetricsOutcome
 from tasks.publishing import PublishJob, PublishOutcome
-from tasks.scheduling import Scheduler
+from tasks.sync_fanout import SyncTrigger
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +108,9 @@ def _target_body(outcome: PublishOutcome) -> dict[str, Any]:
     return body
 
 
-async def answer_publish_outcome(outcome: PublishOutcome, *, scheduler: Scheduler) -> JSONResponse:
+async def answer_publish_outcome(
+    outcome: PublishOutcome, *, dispatcher: TargetDispatcher
+) -> JSONResponse:
     """The answer Cloud Tasks acts on: 200 stops it; 502 makes it retry on the queue's own
     backoff; 404 for no such target.
 
@@ -127,13 +129,13 @@ async def answer_publish_outcome(outcome: PublishOutcome, *, scheduler: Schedule
             # Re-enqueue at the platform's reset under a fresh task name: no attempt before it,
             # and the queue's retry budget is not spent waiting.
             try:
-                await scheduler.enqueue_target(outcome.target_id, run_at=outcome.retry_at)
+                await dispatcher.enqueue_target(outcome.target_id, run_at=outcome.retry_at)
             except Exception:
                 return _requeue_failed()
             return _Answer(_target_body(outcome) | {"outcome": "deferred"}, status_code=200)
         case "busy" if outcome.retry_at is not None and outcome.target_id is not None:
             try:
-                await scheduler.enqueue_follow_up(outcome.target_id, at=outcome.retry_at)
+                await dispatcher.enqueue_follow_up(outcome.target_id, at=outcome.retry_at)
             except Exception:
                 return _requeue_failed()
             body = _target_body(outcome) | {"outcome": "busy", "followUpAt": outcome.retry_at}
@@ -172,7 +174,7 @@ async def publish_post(
         )
     )
     _log_publish_outcome(outcome, platform=body.platform)
-    return await answer_publish_outcome(outcome, scheduler=services.scheduler)
+    return await answer_publish_outcome(outcome, dispatcher=services.dispatcher)
 
 
 #: What each attempt's outcome counts as on the `publish outcome` line (the log-based metric

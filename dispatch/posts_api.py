@@ -1,5 +1,5 @@
-"""The company API for posts and media: thin routes over `tasks.scheduling.Scheduler`, plus the
-health probes."""
+"""The company API for posts and media: thin routes over `tasks.scheduling.Scheduler` (its
+commands, its `reads` and its `media` registration), plus the health probes."""
 
 from __future__ import annotations
 
@@ -134,7 +134,7 @@ async def retry_post(
     responses=errors(401, 404, 429, 503),
 )
 async def get_post(post_id: uuid.UUID, company_id: CompanyId, scheduler: SchedulerDep) -> PostView:
-    return post_view(await scheduler.load(company_id=company_id, post_id=post_id))
+    return post_view(await scheduler.reads.load(company_id=company_id, post_id=post_id))
 
 
 def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
@@ -166,7 +166,7 @@ async def list_posts(
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> PostPage:
     """Newest first; `?status=failed` is the failed (dead-letter) view."""
-    page = await scheduler.page(
+    page = await scheduler.reads.page(
         company_id=company_id,
         status=status,
         platform=platform,
@@ -190,7 +190,7 @@ async def register_media_asset(
     body: MediaAssetRequest, company_id: CompanyId, scheduler: SchedulerDep
 ) -> MediaAssetView:
     """Register a public media URL; posts refer to it by id."""
-    asset = await scheduler.register_media(
+    asset = await scheduler.media.register(
         company_id=company_id, url=body.url, mime_type=body.mime_type, size_bytes=body.size_bytes
     )
     return MediaAssetView(

@@ -82,14 +82,17 @@ IdempotencyKey = Annotated[
 PlatformName = Annotated[SafeText, StringConstraints(min_length=1, max_length=40)]
 
 
-class _Camel(BaseModel):
+class CamelModel(BaseModel):
+    """The API's JSON is camelCase; Python names stay snake_case (either is accepted)."""
+
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
 
 
-class ApiModel(BaseModel):
-    model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=True, extra="forbid", str_max_length=100_000
-    )
+class ApiModel(CamelModel):
+    """A request body (and the answers declared beside it): unknown fields are refused, and no
+    string may exceed 100,000 characters whatever its own limit, so a hostile body is cheap."""
+
+    model_config = ConfigDict(extra="forbid", str_max_length=100_000)
 
 
 class PlatformTarget(ApiModel):
@@ -129,8 +132,6 @@ class MediaAssetRequest(ApiModel):
 
 
 class TargetView(ApiModel):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
-
     platform: str
     account_id: uuid.UUID
     status: str
@@ -143,8 +144,6 @@ class TargetView(ApiModel):
 
 
 class PostView(ApiModel):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
-
     scheduled_post_id: uuid.UUID
     status: str
     scheduled_at: datetime
@@ -158,15 +157,11 @@ class PostView(ApiModel):
 
 
 class PostPage(ApiModel):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
-
     items: list[PostView]
     next_cursor: str | None = None
 
 
 class MediaAssetView(ApiModel):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
-
     id: uuid.UUID
     url: str
     mime_type: str
@@ -206,7 +201,7 @@ class ErrorResponse(BaseModel):
     error: ErrorDetail
 
 
-class PublishAnswer(_Camel):
+class PublishAnswer(CamelModel):
     """What the publish webhook tells Cloud Tasks (200 stops the task, 502 has it retried)."""
 
     outcome: str = Field(
@@ -224,14 +219,14 @@ class PublishAnswer(_Camel):
     follow_up_at: datetime | SkipJsonSchema[None] = None
 
 
-class SyncStarted(_Camel):
+class SyncStarted(CamelModel):
     """A sync trigger's answer: the parent job and how many children it created."""
 
     job_id: uuid.UUID
     jobs_created: int
 
 
-class SyncChildAnswer(_Camel):
+class SyncChildAnswer(CamelModel):
     """One company × platform sync's answer (200 done or deferred, 502 retried)."""
 
     outcome: str = Field(description="completed, failed, settled, deferred, not_due; busy (502)")

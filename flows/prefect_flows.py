@@ -1,7 +1,8 @@
-"""The Prefect flows of the scheduled jobs: thin wrappers over the plain use cases in
-`flows/sync_fanout.py`, `flows/sweeper.py` and `tasks/token_refresh.py`, entrypoints of the
-Prefect deployments (`deployments/prefect.yaml`, `deployments/prefect_flows.py`). Each loads the
-settings once (it is an entrypoint) and passes them down.
+"""The Prefect flows of the scheduled jobs: thin wrappers over the plain use cases
+(`tasks/sync_fanout.py`, the sweep and `tasks/token_refresh.py`), entrypoints of the Prefect
+deployments declared once in `deployments/prefect_flows.py` (served by `tendsocial dev`, and
+generated into production's `deployments/prefect.yaml`). Each loads the settings once (it is an
+entrypoint) and passes them down.
 
 A deployment run IS the run the data team sees, so the use case is told not to record a second
 one through the outbox: the fan-out records this flow run as the parent its children link to
@@ -24,8 +25,8 @@ from prefect.runtime import flow_run
 
 from flows.standalone import run_sweep_once, standalone_run
 from flows.sweeper import describe_sweep
-from flows.sync_fanout import SyncTrigger, describe_fan_out, sync_window
 from models.settings import load_settings
+from tasks.sync_fanout import SyncTrigger, describe_fan_out, sync_window
 
 if TYPE_CHECKING:
     from tasks.token_refresh import ExpiringAccount
@@ -87,7 +88,7 @@ async def refresh_tokens_flow() -> dict[str, object]:
     The accounts that expire soon and will not be renewed go out as one
     `tendsocial.accounts.expiring` event, which the "accounts expiring" automation
     (`deployments/prefect_views.py`) notifies on: daily, so each is named until reconnected."""
-    from tasks.media import MediaPolicy
+    from tasks.egress import MediaPolicy
     from tasks.token_refresh import describe_refresh, run_refresh_once
 
     settings = load_settings()

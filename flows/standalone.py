@@ -1,6 +1,6 @@
-"""How the use cases are wired from one `Settings` (`use_cases`: the API app wires them the same
-way), and the resources for runs outside the API process (the Prefect deployments, `tendsocial
-sweep`): a database engine and the Cloud Tasks client, closed when the run ends."""
+"""The resources of runs outside the API process (the Prefect deployments, `tendsocial sweep`):
+a database engine and the Cloud Tasks client, closed when the run ends, with the use cases wired
+on them as the API app wires its own (`tasks.composition.use_cases`)."""
 
 from __future__ import annotations
 
@@ -8,48 +8,16 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 
 from flows.sweeper import SweepReport, log_pipeline_health, sweep_due_posts
-from flows.sync_fanout import SyncFanOut
 from models.database import database_url
 from models.settings import Settings
-from tasks.cloud_tasks import CloudTasksQueue, TaskQueue
-from tasks.media import MediaPolicy
+from tasks.cloud_tasks import CloudTasksQueue
+from tasks.composition import use_cases
 from tasks.scheduling import Scheduler
-from tasks.task_specs import WebhookTarget
+from tasks.sync_fanout import SyncFanOut
 from tasks.token_refresh import run_refresh_once
-
-
-@dataclass(frozen=True, slots=True)
-class UseCases:
-    """The use cases every entrypoint wires the same way, over one session factory and queue."""
-
-    scheduler: Scheduler
-    fan_out: SyncFanOut
-
-
-def use_cases(
-    settings: Settings, *, sessions: async_sessionmaker[AsyncSession], queue: TaskQueue
-) -> UseCases:
-    webhook = WebhookTarget.from_settings(settings.webhooks)
-    return UseCases(
-        scheduler=Scheduler(
-            sessions=sessions,
-            queue=queue,
-            webhook=webhook,
-            queues=settings.queues,
-            settings=settings.scheduling,
-            media_policy=MediaPolicy.from_settings(settings.media),
-        ),
-        fan_out=SyncFanOut(
-            sessions=sessions,
-            queue=queue,
-            webhook=webhook,
-            queues=settings.queues,
-            settings=settings.analytics,
-        ),
-    )
 
 
 @dataclass(frozen=True, slots=True)

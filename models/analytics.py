@@ -1,27 +1,34 @@
-"""Statements of the analytics sync: the fan-out (`flows.sync_fanout`), the per-platform metrics
+"""Statements of the analytics sync: the fan-out (`tasks.sync_fanout`), the per-platform metrics
 unit of work (`tasks.metrics`) and the metrics API. Nothing here commits."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from sqlalchemy import (
+    Date,
     DateTime,
+    Row,
+    Select,
     Text,
+    TextClause,
     Uuid,
     and_,
+    bindparam,
     case,
     func,
     literal,
     or_,
     select,
+    text,
     true,
+    tuple_,
     update,
 )
-from sqlalchemy.dialects.postgresql import ARRAY, insert
+from sqlalchemy.dialects.postgresql import ARRAY, distinct_on, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
@@ -34,6 +41,7 @@ from models.statuses import (
 )
 from models.tables import (
     AnalyticsSyncJob,
+    PostMetricDay,
     PostMetricSnapshot,
     PublishTarget,
     ScheduledPost,
@@ -268,8 +276,241 @@ async def metric_targets(
 async def insert_metric_snapshots(
     session: AsyncSession, snapshots: Sequence[dict[str, Any]]
 ) -> None:
-    if snapshots:
-        await session.execute(insert(PostMetricSnapshot), list(snapshots))
+    """Store the snapshots and fold them into their day's roll-up (`PostMetricDay`), in the
+    caller's transaction: a day's row keeps the latest snapshot of that UTC day."""
+    if not snapshots:
+        return
+    rows = [{"id": uuid.uuid4(), **values} for values in snapshots]
+    await session.execute(insert(PostMetricSnapshot), rows)
+    snapshot = PostMetricSnapshot
+    day = func.date(func.timezone("UTC", snapshot.collected_at))
+    latest = (
+        select(
+            snapshot.publish_log_id,
+            day,
+            snapshot.collected_at,
+            snapshot.impressions,
+            snapshot.likes,
+            snapshot.comments,
+            snapshot.shares,
+        )
+        .where(snapshot.id.in_([row["id"] for row in rows]))
+        .ext(distinct_on(snapshot.publish_log_id, day))
+        .order_by(snapshot.publish_log_id, day, snapshot.collected_at.desc(), snapshot.id.desc())
+    )
+    upsert = insert(PostMetricDay).from_select(list(_DAY_COLUMNS), latest)
+    await session.execute(
+        upsert.on_conflict_do_update(
+            index_elements=["publish_log_id", "day"],
+            set_={name: upsert.excluded[name] for name in _DAY_COLUMNS[2:]},
+            where=PostMetricDay.collected_at <= upsert.excluded.collected_at,
+        )
+    )
+
+
+_DAY_COLUMNS = (
+    "publish_log_id",
+    "day",
+    "collected_at",
+    "impressions",
+    "likes",
+    "comments",
+    "shares",
+)
+
+#: The counts the history answers (`raw` stays out: it can be large and is not shown).
+_HISTORY_COLUMNS = (
+    PostMetricSnapshot.id,
+    PostMetricSnapshot.collected_at,
+    PostMetricSnapshot.impressions,
+    PostMetricSnapshot.reach,
+    PostMetricSnapshot.likes,
+    PostMetricSnapshot.comments,
+    PostMetricSnapshot.shares,
+    PostMetricSnapshot.saves,
+    PostMetricSnapshot.clicks,
+)
+
+
+async def company_post_targets(
+    session: AsyncSession, *, company_id: uuid.UUID, post_id: uuid.UUID, platform: str | None
+) -> list[PublishTarget] | None:
+    """The targets of the company's post in request order (only `platform`'s if given); None
+    for no such post of this company."""
+    post = await company_post(session, company_id=company_id, post_id=post_id)
+    if post is None:
+        return None
+    query = select(PublishTarget).where(PublishTarget.scheduled_post_id == post_id)
+    if platform is not None:
+        query = query.where(PublishTarget.platform == platform)
+    rows = await session.scalars(query.order_by(PublishTarget.position, PublishTarget.id))
+    return list(rows.all())
+
+
+def target_snapshots_query(
+    *,
+    target_id: uuid.UUID,
+    start: datetime,
+    end: datetime,
+    after: tuple[datetime, uuid.UUID] | None,
+    limit: int,
+) -> Select[Any]:
+    """Up to `limit` snapshots of one target collected in [start, end], oldest first, after
+    the (collected_at, id) `after` if given: one range of the (publish_log_id, collected_at)
+    index."""
+    snapshot = PostMetricSnapshot
+    query = select(*_HISTORY_COLUMNS).where(
+        snapshot.publish_log_id == target_id,
+        snapshot.collected_at >= start,
+        snapshot.collected_at <= end,
+    )
+    if after is not None:
+        query = query.where(tuple_(snapshot.collected_at, snapshot.id) > tuple_(*after))
+    return query.order_by(snapshot.collected_at, snapshot.id).limit(limit)
+
+
+async def target_snapshots(
+    session: AsyncSession,
+    *,
+    target_id: uuid.UUID,
+    start: datetime,
+    end: datetime,
+    after: tuple[datetime, uuid.UUID] | None,
+    limit: int,
+) -> list[Row[Any]]:
+    query = target_snapshots_query(
+        target_id=target_id, start=start, end=end, after=after, limit=limit
+    )
+    return list((await session.execute(query)).all())
+
+
+#: The company's totals per day and platform (`company_daily_totals`). Each target contributes,
+#: on each day, its latest roll-up row of that day or before: the row before the first day
+#: (carried in) and the rows of the range. Rather than expanding every target to every day,
+#: each row becomes its change from the target's previous row (`lag`; its first row counts in
+#: full, and one post), the changes are summed per day and platform, and a running sum over
+#: the days of the range gives each day's totals: rows read x 1, not targets x days. A count
+#: a platform does not report (NULL) is left out of the sums; `*_reported` counts the posts
+#: that report it, so a total no post reports stays NULL. Targets are reached through the
+#: company's posts created before the range ended (`scheduled_posts` by company), and each
+#: target's rows through the roll-up's primary key, so nothing of another company is read.
+DAILY_TOTALS_SQL = """
+WITH targets AS (
+    SELECT t.id, t.platform
+    FROM scheduled_posts p
+    JOIN publish_logs t ON t.scheduled_post_id = p.id
+    WHERE p.company_id = :company_id AND p.created_at < :end_of_range
+),
+rows AS (
+    SELECT t.platform, greatest(d.day, :first_day) AS day,
+           d.impressions, d.likes, d.comments, d.shares,
+           lag(d.impressions) OVER w AS impressions_before, lag(d.likes) OVER w AS likes_before,
+           lag(d.comments) OVER w AS comments_before, lag(d.shares) OVER w AS shares_before,
+           lag(d.day) OVER w IS NULL AS first_row
+    FROM targets t
+    CROSS JOIN LATERAL (
+        (SELECT day, impressions, likes, comments, shares FROM {table}
+         WHERE publish_log_id = t.id AND day < :first_day
+         ORDER BY day DESC LIMIT 1)
+        UNION ALL
+        (SELECT day, impressions, likes, comments, shares FROM {table}
+         WHERE publish_log_id = t.id AND day BETWEEN :first_day AND :last_day)
+    ) d
+    WINDOW w AS (PARTITION BY t.id ORDER BY d.day)
+),
+changes AS (
+    SELECT day, platform,
+        sum(coalesce(impressions, 0) - coalesce(impressions_before, 0)) AS impressions,
+        sum(coalesce(likes, 0) - coalesce(likes_before, 0)) AS likes,
+        sum(coalesce(comments, 0) - coalesce(comments_before, 0)) AS comments,
+        sum(coalesce(shares, 0) - coalesce(shares_before, 0)) AS shares,
+        sum((impressions IS NOT NULL)::int - (impressions_before IS NOT NULL)::int)
+            AS impressions_reported,
+        sum((likes IS NOT NULL)::int - (likes_before IS NOT NULL)::int) AS likes_reported,
+        sum((comments IS NOT NULL)::int - (comments_before IS NOT NULL)::int)
+            AS comments_reported,
+        sum((shares IS NOT NULL)::int - (shares_before IS NOT NULL)::int) AS shares_reported,
+        sum(first_row::int) AS posts
+    FROM rows
+    GROUP BY day, platform
+),
+running AS (
+    SELECT grid.day, grid.platform,
+        sum(coalesce(c.impressions, 0)) OVER w AS impressions,
+        sum(coalesce(c.likes, 0)) OVER w AS likes,
+        sum(coalesce(c.comments, 0)) OVER w AS comments,
+        sum(coalesce(c.shares, 0)) OVER w AS shares,
+        sum(coalesce(c.impressions_reported, 0)) OVER w AS impressions_reported,
+        sum(coalesce(c.likes_reported, 0)) OVER w AS likes_reported,
+        sum(coalesce(c.comments_reported, 0)) OVER w AS comments_reported,
+        sum(coalesce(c.shares_reported, 0)) OVER w AS shares_reported,
+        sum(coalesce(c.posts, 0)) OVER w AS posts
+    FROM (
+        SELECT series.day::date AS day, platforms.platform
+        FROM generate_series(CAST(:first_day AS timestamp), CAST(:last_day AS timestamp),
+            interval '1 day')
+            AS series(day)
+        CROSS JOIN (SELECT DISTINCT platform FROM changes) AS platforms
+    ) AS grid
+    LEFT JOIN changes c ON c.day = grid.day AND c.platform = grid.platform
+    WINDOW w AS (PARTITION BY grid.platform ORDER BY grid.day)
+)
+SELECT day, platform,
+    CASE WHEN impressions_reported > 0 THEN impressions::bigint END AS impressions,
+    CASE WHEN likes_reported > 0 THEN likes::bigint END AS likes,
+    CASE WHEN comments_reported > 0 THEN comments::bigint END AS comments,
+    CASE WHEN shares_reported > 0 THEN shares::bigint END AS shares,
+    posts::bigint AS posts
+FROM running
+WHERE posts > 0 AND (day, platform) > (:after_day, :after_platform)
+ORDER BY day, platform
+LIMIT :limit
+"""
+
+
+def daily_totals_statement(table: str = "post_metric_days") -> TextClause:
+    """The totals statement over `table`: the roll-up, or (the benchmark's baseline) a view of
+    the same columns computed from raw snapshots."""
+    return text(DAILY_TOTALS_SQL.format(table=table)).bindparams(
+        bindparam("first_day", type_=Date()),
+        bindparam("last_day", type_=Date()),
+        bindparam("after_day", type_=Date()),
+        bindparam("end_of_range", type_=DateTime(timezone=True)),
+    )
+
+
+def _end_of_day(day: date) -> datetime:
+    """The instant the UTC day ends (its next midnight), or the last instant Python has."""
+    if day == date.max:
+        return datetime.max.replace(tzinfo=UTC)
+    return datetime.combine(day, time.min, UTC) + timedelta(days=1)
+
+
+async def company_daily_totals(
+    session: AsyncSession,
+    *,
+    company_id: uuid.UUID,
+    first_day: date,
+    last_day: date,
+    after: tuple[date, str] | None,
+    limit: int,
+) -> list[Row[Any]]:
+    """Up to `limit` (day, platform, impressions, likes, comments, shares, posts) of the days
+    first_day..last_day (UTC), by day then platform, after the (day, platform) `after`."""
+    start = first_day if after is None else max(first_day, after[0])
+    rows = await session.execute(
+        daily_totals_statement(),
+        {
+            "company_id": company_id,
+            "first_day": start,
+            "last_day": last_day,
+            "after_day": after[0] if after else date.min,
+            "after_platform": after[1] if after else "",
+            "end_of_range": _end_of_day(last_day),
+            "limit": limit,
+        },
+    )
+    return list(rows.all())
 
 
 async def latest_post_metrics(

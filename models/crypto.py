@@ -2,7 +2,7 @@
 
 Keys come from `TOKEN_ENCRYPTION_KEY` (comma-separated, newest first, so keys can rotate). Local
 development without it gets a key generated once into the data folder; anywhere else a missing
-key is refused (security review, finding 19): instances that each generated a key of their own
+key is refused: instances that each generated a key of their own
 would write tokens no other instance can read. `check_token_keys` runs when the app is built, so
 a malformed key stops the start instead of the first publish.
 """

@@ -2,7 +2,7 @@
 sync, a sweep, a token refresh): its start, written in the SAME transaction as the claim that
 starts the work (`add_run_start`), and its end, written in the SAME transaction as the outcome
 (`add_run_record`). So the Prefect UI shows exactly what the database committed, and the reporter
-(`flows/reporter.py`), woken by the `NOTIFY` each insert sends, can ship each instant as it
+(`flows/reporter/`), woken by the `NOTIFY` each insert sends, can ship each instant as it
 happens: Prefect's own start and end times are then the real ones. Nothing on the request path
 ever talks to Prefect.
 
@@ -196,15 +196,6 @@ async def claim_unshipped_run_records(session: AsyncSession, *, limit: int) -> l
         .with_for_update(skip_locked=True)
     )
     return list(rows.all())
-
-
-async def unshipped_run_record_count(session: AsyncSession) -> int:
-    """The reporter's backlog."""
-    return (
-        await session.scalar(
-            select(func.count()).select_from(RunRecord).where(RunRecord.shipped_at.is_(None))
-        )
-    ) or 0
 
 
 async def shipped_flow_run_ids(

@@ -164,7 +164,7 @@ async def cancel_open_targets(session: AsyncSession, post_id: uuid.UUID) -> None
 
 
 async def roll_up_post_status(session: AsyncSession, post_id: uuid.UUID) -> str | None:
-    """Recompute the post's status from its targets (the README's "Statuses", plus cancel);
+    """Recompute the post's status from its targets (the truth table: tests/models/test_roll_up.py);
     returns the new status.
 
     The SQL function of the same name (migration 0006) locks the post row first and recomputes

@@ -25,12 +25,10 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 _ENV = SettingsConfigDict(env_prefix="", extra="ignore", populate_by_name=True)
 
-#: The platform API versions pinned by default; `tasks/platforms/versions.py` knows when each is
-#: retired, and a test fails when a default is within 60 days of that date.
-#: LinkedIn 202607 (July 2026) is listed as the latest version by learn.microsoft.com/en-us/
-#: linkedin/marketing/versioning as harvested on 2026-08-13 (github.com/api-evangelist/
-#: linkedin-ads lifecycle/linkedin-ads-lifecycle.yml); LinkedIn supports a version for at least
-#: a year, so it works until July 2027 (202603, the previous default, retires 16 Mar 2027).
+#: The platform API versions pinned by default. The platforms' specs are their home
+#: (`tasks/platforms/linkedin/spec.py`, `facebook/spec.py`: `ApiVersions`, with the sunsets and
+#: sources); models cannot import tasks, so these repeat them and `tests/unit/test_settings.py`
+#: fails when they differ, as it does for the API base URLs below (`PlatformSpec.api_base_url`).
 DEFAULT_LINKEDIN_VERSION = "202607"
 DEFAULT_GRAPH_VERSION = "v25.0"
 
@@ -280,11 +278,11 @@ class SchedulingSettings(BaseSettings):
     unauthenticated_requests_per_minute_per_address: int = Field(
         default=60, ge=1, alias="UNAUTHENTICATED_REQUESTS_PER_MINUTE_PER_ADDRESS"
     )
-    #: Quotas (security finding 9): posts one company may have waiting (pending or publishing)
-    #: at once, and media assets it may register in any 24 hours. Beyond them scheduling,
-    #: retrying or rescheduling a failed post, or registering media answers 429
-    #: `quota_exceeded` and stores nothing; a company's
-    #: quota never depends on what other companies use.
+    #: Quotas, so one company cannot exhaust the service: posts one company may have waiting
+    #: (pending or publishing) at once, and media assets it may register in any 24 hours.
+    #: Beyond them scheduling, retrying or rescheduling a failed post, or registering media
+    #: answers 429 `quota_exceeded` and stores nothing; a company's quota never depends on what
+    #: other companies use.
     max_waiting_posts_per_company: int = Field(
         default=10_000, ge=1, alias="MAX_WAITING_POSTS_PER_COMPANY"
     )
@@ -388,7 +386,7 @@ class ReporterSettings(BaseSettings):
     )
     #: The reporter is "behind" (a WARNING line and the Prefect event
     #: `tendsocial.reporter.behind`, which the "reporter behind" automation notifies on) when its
-    #: oldest unshipped record is this old (default 5 min: issue 16's bound for draining a burst)
+    #: oldest unshipped record is this old (default 5 min: the bound set for draining a burst)
     #: or this many records wait; "caught up" again below half of both.
     behind_seconds: float = Field(default=300.0, gt=0, alias="REPORTER_BEHIND_SECONDS")
     behind_records: int = Field(default=20_000, ge=1, alias="REPORTER_BEHIND_RECORDS")
@@ -479,7 +477,7 @@ class PlatformSettings(BaseSettings):
 
 
 class MediaSettings(BaseSettings):
-    """How media URLs are fetched (`tasks/media.py`)."""
+    """How media URLs are fetched (`tasks/media.py`, behind the guard of `tasks/egress.py`)."""
 
     model_config = _ENV
 

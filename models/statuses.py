@@ -64,7 +64,7 @@ SETTLED_SYNC_JOB_STATUSES = (SyncJobStatus.COMPLETED, SyncJobStatus.FAILED)
 
 class AttemptOutcome(StrEnum):
     """How a recorded attempt ended, in the pipeline's own words; the reporter alone translates
-    it into a Prefect state (`flows/reporter.py`)."""
+    it into a Prefect state (`flows/reporter/`)."""
 
     SUCCEEDED = "succeeded"
     FAILED = "failed"

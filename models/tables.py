@@ -9,12 +9,13 @@ fresh Cloud Task name.
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, ClassVar
 
 from sqlalchemy import (
     BigInteger,
     CheckConstraint,
+    Date,
     DateTime,
     ForeignKey,
     Identity,
@@ -326,12 +327,44 @@ class PostMetricSnapshot(Base):
     raw: Mapped[dict[str, Any] | None]
 
 
+class PostMetricDay(Base):
+    """The last snapshot of one published target on one UTC day: the daily roll-up behind the
+    company summary (`GET /api/analytics/summary`), upserted with each snapshot
+    (`models.analytics.insert_metric_snapshots`) and kept only when it is the day's latest.
+
+    Why a roll-up rather than more columns and indexes on `post_metric_snapshots`: a day's
+    total is each post's latest counters as of that day, so the summary needs one row per
+    target and day, whatever the cadence stored (up to one snapshot an hour on a post's first
+    day, four a day after). Read from snapshots, a 90-day summary of 100 posts reads 36,000
+    rows and sorts them to keep 9,000; from here it reads those 9,000 in key order, and a post
+    with no row on a day carries its previous row forward. The summary reaches these rows
+    through the company's own posts (`scheduled_posts_company_created`, then the primary key
+    per target), so its cost depends on that company's posts alone, never on other companies'
+    rows: no company column or company index is needed (bench/bench_metrics_history.py
+    measures both plans). Post history reads `post_metric_snapshots` by its
+    (publish_log_id, collected_at) index, which is already confined to one target."""
+
+    __tablename__ = "post_metric_days"
+
+    publish_log_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("publish_logs.id", ondelete="CASCADE"), primary_key=True
+    )
+    #: The UTC calendar day of `collected_at`.
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    #: When the snapshot kept here was collected: a later one of the same day replaces it.
+    collected_at: Mapped[datetime]
+    impressions: Mapped[int | None] = mapped_column(BigInteger)
+    likes: Mapped[int | None] = mapped_column(BigInteger)
+    comments: Mapped[int | None] = mapped_column(BigInteger)
+    shares: Mapped[int | None] = mapped_column(BigInteger)
+
+
 class RunRecord(Base):
     """One instant of a run (its start or its end) waiting to be shown in Prefect.
 
     A transactional outbox: each row is written in the same transaction as what it describes
     (the start with the claim, the end with the outcome), then shipped to the Prefect API by the
-    reporter (flows/reporter.py), in `sequence` order per run. The request path never talks to
+    reporter (flows/reporter/), in `sequence` order per run. The request path never talks to
     Prefect, so Prefect being slow or down cannot slow or fail it. A run's rows share `run_id`;
     an `end` row without a `start` row is a run recorded whole, after the fact.
     """

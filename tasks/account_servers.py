@@ -1,12 +1,12 @@
 """Re-check every account's stored server (`base_url`) against the egress guard: the use case
 behind `tendsocial accounts recheck-servers`, and a step of every sweep (`flows/sweeper.py`).
 
-A stored server may fail today's policy: a row stored before the storage check existed
-(security review, finding 18), under local development's policy, by a path that skipped
-`dispatch.admin.add_account`, or under a policy tightened since. The adapters refuse such a
+A stored server may fail today's policy: a row stored before the storage check existed,
+under local development's policy, by a path that skipped
+`tasks.administration.add_account`, or under a policy tightened since. The adapters refuse such a
 server before each call (`servers.account_server`), but only when the account next posts;
 marked now, the account shows as needing a reconnect (accounts API, health metric) before a
-post fails on it (security review 3, N1).
+post fails on it.
 
 The check is the adapters' own (`account_server`, no DNS), so the pass and the call agree. A
 name that resolves to a private address is refused at connect time instead
@@ -34,7 +34,7 @@ from models.database import database_url, unit_of_work
 from models.settings import Settings
 from models.statuses import AccountStatus
 from models.tables import SocialAccount
-from tasks.media import MediaPolicy
+from tasks.egress import MediaPolicy
 from tasks.platforms.base import NeedsReconnectError
 from tasks.platforms.servers import ServerUrlError, account_server, configured_servers
 

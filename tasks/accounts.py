@@ -9,8 +9,8 @@ refresh token never overwrites the stored one.
 
 A refused refresh marks the account `needs_reconnect` in its **own** committed transaction,
 after the locking transaction has ended: marking it inside that transaction and re-raising
-rolled the mark back with everything else, so the account silently stayed "active" (the
-architecture review's problem 5). A refusal of *our* OAuth client (`oauth_client_config`) is a
+would roll the mark back with everything else, and the account would silently stay "active".
+A refusal of *our* OAuth client (`oauth_client_config`) is a
 configuration error: logged by the adapter at ERROR, the account left alone.
 
 A token is worth using until it really expires. An account whose token is not renewed by us (no

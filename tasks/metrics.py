@@ -8,8 +8,9 @@ Plain async code, the same with or without Prefect. One run:
 2. selects the company's published targets on that platform (`PublishTarget` success with a remote
    id) whose metrics are due (cadence below), grouped by account;
 3. calls the adapter's `fetch_metrics` in batches of its `metrics_batch_size` (X 100, Bluesky 25,
-   Mastodon / LinkedIn 20, Meta 1) and stores one `PostMetricSnapshot` per post per batch, each
-   batch in its own transaction, so a deferred or retried run only fetches what is still due;
+   Mastodon / LinkedIn 20, Meta 1) and stores one `PostMetricSnapshot` per post per batch (with
+   its day's roll-up, `PostMetricDay`), each batch in its own transaction, so a deferred or
+   retried run only fetches what is still due;
 4. settles the job (items processed / failed, status, message) and rolls the parent up in the
    same transaction.
 
@@ -36,7 +37,7 @@ do not fail the job.
 **Visibility.** Each claimed run is a `sync-platform-analytics` run in Prefect (the run-record
 outbox, `models/outbox.py`): its start committed with the claim, its end with the settlement (or
 the deferral, the release), tagged `company:` and `platform:`, linked to the fan-out run that
-created the parent job (`flows.sync_fanout.sync_run_id`, derived from `parent_id` here the same
+created the parent job (`tasks.sync_fanout.sync_run_id`, derived from `parent_id` here the same
 way).
 """
 

@@ -11,7 +11,7 @@ any point leaves a state the next delivery can continue from:
 
 Every claimed attempt also leaves run records (the Prefect visibility outbox, in the pipeline's
 own words): its start (`RunStart`) committed with the claim, its end (`AttemptRecord`) in the
-same transaction as its outcome; `flows/reporter.py` maps them to Prefect and ships each as it
+same transaction as its outcome; `flows/reporter/` maps them to Prefect and ships each as it
 commits, so Prefect's own times are the real ones and Prefect never sits on this path.
 Deliveries that claim nothing (busy, already settled) change nothing and leave
 no record.
@@ -30,6 +30,7 @@ from typing import Any, Literal
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from models.attempts import (
+    ClaimedAttempt,
     StartTemplate,
     add_end_record,
     claim_attempt,
@@ -40,7 +41,7 @@ from models.database import DriverPool, unit_of_work
 from models.outbox import AttemptRecord, LogLine, add_run_record
 from models.settings import PublishingSettings
 from models.statuses import AccountStatus, AttemptKind, AttemptOutcome, TargetStatus
-from models.tables import MediaAsset, PublishTarget, ScheduledPost, SocialAccount
+from models.tables import PublishTarget, SocialAccount
 from models.targets import Settlement, find_target, release_claimed_target
 from tasks.accounts import fresh_context, refresh_tokens
 from tasks.platforms.base import (
@@ -207,18 +208,6 @@ class AttemptLog:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class _Claim:
-    """What one claimed attempt works with, read in the claim's transaction."""
-
-    target: PublishTarget
-    post: ScheduledPost
-    account: SocialAccount
-    media: list[MediaAsset]
-    #: An earlier attempt started the platform call and recorded nothing: look before publishing.
-    reconcile_first: bool
-
-
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -306,15 +295,15 @@ class Publisher:
         )
         try:
             # The attempt ends well inside its lease, so it can never make the platform call
-            # after the lease ran out and another attempt took the target over (security review,
-            # finding 13): past the deadline its outcome is unknown and the next one reconciles.
+            # after the lease ran out and another attempt took the target over: past the deadline
+            # its outcome is unknown and the next one reconciles.
             async with asyncio.timeout(self.settings.attempt_deadline_seconds):
                 result = await self._run_adapter(
                     target=target,
                     account=account,
                     content=content,
                     state=state,
-                    reconcile_first=claimed.reconcile_first,
+                    reconcile_first=claimed.earlier_attempt_started,
                     attempt_log=attempt_log,
                 )
         except TimeoutError:
@@ -345,7 +334,9 @@ class Publisher:
         )
 
     # ----------------------------------------------------------------------- steps
-    async def _claim(self, job: PublishJob, attempt_log: AttemptLog) -> PublishOutcome | _Claim:
+    async def _claim(
+        self, job: PublishJob, attempt_log: AttemptLog
+    ) -> PublishOutcome | ClaimedAttempt:
         """One statement, one round trip: the claim, the post marked `processing`, the account,
         the media and the run's start (`models/attempts.py`)."""
         start = attempt_log.start()
@@ -366,13 +357,7 @@ class Publisher:
         target = claimed.target
         attempt_log.company_id, attempt_log.attempt = claimed.post.company_id, target.attempts
         attempt_log.target_id = target.id
-        return _Claim(
-            target=target,
-            post=claimed.post,
-            account=claimed.account,
-            media=claimed.media,
-            reconcile_first=claimed.earlier_attempt_started,
-        )
+        return claimed
 
     async def _unclaimed(self, session: AsyncSession, job: PublishJob) -> PublishOutcome:
         """Why the claim failed, as an outcome; nothing is changed."""

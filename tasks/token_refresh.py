@@ -49,7 +49,7 @@ from tasks.accounts import (
     refresh_due,
     refresh_tokens,
 )
-from tasks.media import MediaPolicy
+from tasks.egress import MediaPolicy
 from tasks.platforms.base import NeedsReconnectError, PlatformAdapter, PlatformError
 
 log = logging.getLogger(__name__)
@@ -292,20 +292,17 @@ async def run_refresh_once(
     now: datetime | None = None,
     record_run: bool = True,
 ) -> RefreshReport:
-    """The job with production wiring: adapters from `settings` under the deployment's egress
-    policy (`media_policy`, production's when None: an account's own server is checked as on the
-    publish path), on `sessions` (a caller that has its own, such as the sweep, passes them) or
-    the process's database."""
+    """The job with production wiring (`tasks.composition.PlatformClients`): adapters from
+    `settings` under the deployment's egress policy (`media_policy`, production's when None: an
+    account's own server is checked as on the publish path), on `sessions` (a caller that has
+    its own, such as the sweep, passes them) or the process's database."""
     from models.database import async_session_factory
-    from tasks.platforms.http import platform_http_client
-    from tasks.platforms.registry import build_adapter
+    from tasks.composition import PlatformClients
 
-    async with platform_http_client(settings, policy=media_policy) as http:
+    async with PlatformClients(settings, media_policy=media_policy) as platforms:
         return await refresh_due_tokens(
             sessions or async_session_factory(),
-            adapters=lambda platform: build_adapter(
-                platform, http=http, settings=settings, media_policy=media_policy
-            ),
+            adapters=platforms.adapter,
             now=now,
             record_run=record_run,
         )

@@ -7,6 +7,9 @@ embedded PostgreSQL of the test run's own. A fresh database is created for the r
 with Alembic, and dropped at the end. `DATABASE_URL` is pointed at it so every process the tests
 start (the API, the CLI) uses the same database.
 
+`tests/unit` needs no server (it runs with `TEST_DATABASE_URL` pointing nowhere); tests on
+the real database are in `tests/models` and the folders of what they test.
+
 Lanes: `-n 2 -m "not stack and not faults and not slow"` is the fast lane (no Prefect server, no
 whole local stack, no fault injection, no test that starts processes of its own; two xdist
 workers, each with the session fixtures below of its own); a plain `pytest` (CI) runs everything.
@@ -26,8 +29,7 @@ from sqlalchemy.engine import URL, Engine
 from tests.support.databases import postgres_server, process_database, throwaway_database
 from tests.support.emulator import EmulatorProcess, emulator_process
 from tests.support.sandbox import SandboxHandle, running_sandbox
-from tests.support.stacks import PublishStack
-from tests.support.stacks import publish_stack as running_publish_stack
+from tests.support.stacks import PublishStack, publish_stack as running_publish_stack
 
 # grpc's fork handlers are not needed (no test forks a process that uses grpc) and slow down
 # every subprocess start.
@@ -83,10 +85,18 @@ def cloud_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulato
         emulator.stop()
 
 
+#: Tests that run with no server at all: neither PostgreSQL nor any process of their own.
+NO_SERVER = Path(__file__).parent / "unit"
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Every test that uses the database is marked `postgres` (CI checks that some ran)."""
+    """Every test that uses the database is marked `postgres` (CI checks that some ran); one
+    in `tests/unit` is refused: those run without a server (tests/models holds the ones on
+    the real database)."""
     for item in items:
         if "database_url" in getattr(item, "fixturenames", ()):
+            if NO_SERVER in item.path.parents:
+                raise pytest.UsageError(f"{item.nodeid} needs PostgreSQL: not in tests/unit")
             item.add_marker(pytest.mark.postgres)
 
 

@@ -61,7 +61,7 @@ elif [ "$MODE" = invokers ]; then
       --region "$GCP_LOCATION" --member "$(sa "$account")" --role roles/run.invoker >/dev/null
   done
   # The company API: public. Every call carries a company API key, checked by the app; the
-  # Authorization header cannot carry both that key and a Google ID token (review finding 11).
+  # Authorization header cannot carry both that key and a Google ID token.
   gcloud run services add-iam-policy-binding tendsocial-api --project "$P" \
     --region "$GCP_LOCATION" --member allUsers --role roles/run.invoker >/dev/null
 else

@@ -1,14 +1,14 @@
 """Write `requirements-runtime.lock`: the part of `requirements.lock` the service runs on.
 
 `requirements.lock` pins everything the development virtualenv holds, test and lint tools
-included; the production image must carry only what runs (security review #10). This script
+included; the production image must carry only what runs. This script
 takes the `[project] dependencies` of `pyproject.toml`, follows their requirements as the
 installed distributions declare them (`importlib.metadata`, environment markers and extras
 evaluated for this interpreter: CPython 3.11 on Linux, as in the image) and copies each one's
 pin and hashes verbatim from `requirements.lock`, so the two locks can never disagree on a
 version or a hash and nothing is resolved or downloaded here.
 
-Regenerate after refreshing `requirements.lock` (RELIABILITY.md, "Dependency lock"):
+Regenerate after refreshing `requirements.lock` (docs/reliability.md, "Dependency lock"):
 
     .venv/bin/python -m deployments.cloud.runtime_lock          # writes requirements-runtime.lock
     .venv/bin/python -m deployments.cloud.runtime_lock --check  # exit 1 when it is stale

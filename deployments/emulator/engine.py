@@ -9,7 +9,7 @@ Methods raise `ApiError` carrying the gRPC code and the real service's message; 
 (`server.py`) only translates. Messages are byte-for-byte those recorded from the real service
 (`realcloud.json`) where a recording exists.
 
-Caller rights (security review, finding N3). Google guards tasks with IAM, and the emulator knows
+Caller rights. Google guards tasks with IAM, and the emulator knows
 no caller, so it answers every caller as one holding only what local development needs:
 
 - it acts only as the service accounts it was started with (`service_accounts`, `tendsocial
@@ -43,9 +43,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-from google.cloud.tasks_v2.types import queue as queue_types
-from google.cloud.tasks_v2.types import target as target_types
-from google.cloud.tasks_v2.types import task as task_types
+from google.cloud.tasks_v2.types import (
+    queue as queue_types,
+    target as target_types,
+    task as task_types,
+)
 from google.protobuf import duration_pb2, field_mask_pb2, timestamp_pb2
 from google.rpc import status_pb2
 from grpc import StatusCode

@@ -4,7 +4,7 @@ No generated servicer stubs exist for this API in Python, so one generic handler
 name to a coroutine; requests and responses are (de)serialized with the google-cloud-tasks message
 types' own `deserialize` / `serialize`, and handled as their underlying protobuf messages.
 
-Its files are private however it is started (security review, finding N4): the state folder is
+Its files are private however it is started: the state folder is
 created 0700 (each missing level; an older one of its own is closed), and the state database,
 its WAL and shared-memory files (SQLite creates them with the database file's mode) and the
 OIDC key and certificate are 0600. They hold the tasks' headers, the webhook secret among them.
@@ -23,9 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from google.cloud.tasks_v2.types import cloudtasks
-from google.cloud.tasks_v2.types import queue as queue_types
-from google.cloud.tasks_v2.types import task as task_types
+from google.cloud.tasks_v2.types import cloudtasks, queue as queue_types, task as task_types
 from google.protobuf import empty_pb2
 
 from deployments.binds import check_bind

@@ -1,7 +1,7 @@
 """The sandbox FastAPI app: every platform router present plus the `/_sandbox` control API.
 
 It has no authentication (a local stand-in), so it guards itself the way local development
-servers do (security review, finding 16):
+servers do:
 
 - it binds loopback only unless `--unsafe-expose` (`deployments/binds.py`);
 - `LocalOnly` answers 421 to a `Host` that is not localhost / 127.0.0.1 / [::1]: a web page
@@ -32,7 +32,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from deployments.binds import check_bind, is_loopback
 from deployments.sandbox.core import FAULT_KINDS, SandboxState, get_sandbox
-from deployments.sandbox.graph import control_router as graph_control_router
+from deployments.sandbox.graph_errors import control_router as graph_control_router
 from deployments.sandbox.meta_oauth import routers as meta_oauth_routers
 from deployments.sandbox.oauth import control_router as oauth_control_router
 

@@ -61,8 +61,7 @@ from deployments.sandbox.core import (
     post_age_seconds,
     pseudo_count,
 )
-from tasks.platforms.bluesky.adapter import TID_RE, new_tid
-from tasks.platforms.text_limits import BLUESKY_MAX_BYTES, BLUESKY_MAX_GRAPHEMES, graphemes
+from deployments.sandbox.counting import TID_RE, bluesky_text_problem, new_tid
 
 PLATFORM = "bluesky"
 COLLECTION = "app.bsky.feed.post"
@@ -250,12 +249,9 @@ async def create_record(request: Request, state: SandboxState = Depends(get_sand
     if body.get("collection") != COLLECTION:
         return _xrpc_error(state, 400, "InvalidRequest", "sandbox only stores app.bsky.feed.post")
     text = str(record.get("text", ""))
-    if graphemes(text) > BLUESKY_MAX_GRAPHEMES or len(text.encode()) > BLUESKY_MAX_BYTES:
-        message = (
-            f"Invalid {COLLECTION} record: Record/text must not be longer than "
-            f"{BLUESKY_MAX_GRAPHEMES} graphemes"
-        )
-        return _xrpc_error(state, 400, "InvalidRequest", message)
+    problem = bluesky_text_problem(text)
+    if problem is not None:
+        return _xrpc_error(state, 400, "InvalidRequest", f"Invalid {COLLECTION} record: {problem}")
     problem = _facet_problem(text, record.get("facets"))
     if problem is not None:
         return _xrpc_error(state, 400, "InvalidRequest", f"Invalid {COLLECTION} record: {problem}")

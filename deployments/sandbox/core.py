@@ -115,7 +115,7 @@ class SandboxAccount:
     handle: str
     extra: dict[str, Any] = field(default_factory=dict)
     #: On the sandbox clock: where the age of the account's first token counts from (Meta
-    #: refreshes only tokens at least 24 h old, deployments/sandbox/graph.py).
+    #: refreshes only tokens at least 24 h old, deployments/sandbox/graph_tokens.py).
     registered_at: datetime | None = None
 
 

@@ -44,16 +44,14 @@ from deployments.sandbox.graph import (
     GraphError,
     GraphRoute,
     age_seconds,
-    authorize,
-    check_version,
     cursor_page,
-    graph_params,
     graph_time,
     insights_answer,
     pseudo_metric,
     unknown_object,
     wanted_fields,
 )
+from deployments.sandbox.graph_tokens import graph_call
 
 PLATFORM = "facebook"
 MESSAGE_LIMIT = 63206
@@ -188,10 +186,8 @@ def _record(
 async def create_feed_post(
     version: str, page_id: str, request: Request, state: SandboxState = Depends(get_sandbox)
 ) -> dict[str, Any]:
-    check_version(version)
-    params = await graph_params(request)
-    account, fault = await authorize(
-        request, state, platform=PLATFORM, params=params, operation="publish", owner=page_id
+    params, account, fault = await graph_call(
+        request, state, version=version, platform=PLATFORM, operation="publish", owner=page_id
     )
     message = params.get("message", "")
     link = params.get("link")
@@ -231,10 +227,8 @@ async def create_feed_post(
 async def upload_photo(
     version: str, page_id: str, request: Request, state: SandboxState = Depends(get_sandbox)
 ) -> dict[str, Any]:
-    check_version(version)
-    params = await graph_params(request)
-    account, fault = await authorize(
-        request, state, platform=PLATFORM, params=params, operation="media", owner=page_id
+    params, account, fault = await graph_call(
+        request, state, version=version, platform=PLATFORM, operation="media", owner=page_id
     )
     url = params.get("url")
     if not url:
@@ -266,10 +260,8 @@ async def upload_video(
     version: str, page_id: str, request: Request, state: SandboxState = Depends(get_sandbox)
 ) -> dict[str, Any]:
     """The non-resumable `file_url` upload: the video id at once, processing afterwards."""
-    check_version(version)
-    params = await graph_params(request)
-    _, fault = await authorize(
-        request, state, platform=PLATFORM, params=params, operation="video", owner=page_id
+    params, _, fault = await graph_call(
+        request, state, version=version, platform=PLATFORM, operation="video", owner=page_id
     )
     file_url = params.get("file_url")
     if file_url and "upload_phase" in params:
@@ -315,10 +307,8 @@ async def list_videos(
     version: str, page_id: str, request: Request, state: SandboxState = Depends(get_sandbox)
 ) -> dict[str, Any]:
     """The Page's uploaded videos, newest first."""
-    check_version(version)
-    params = await graph_params(request)
-    await authorize(
-        request, state, platform=PLATFORM, params=params, operation="lookup", owner=page_id
+    params, _, _ = await graph_call(
+        request, state, version=version, platform=PLATFORM, operation="lookup", owner=page_id
     )
     fields = wanted_fields(params, "id,description,updated_time")
     async with state.lock:
@@ -334,10 +324,8 @@ async def published_posts(
     version: str, page_id: str, request: Request, state: SandboxState = Depends(get_sandbox)
 ) -> dict[str, Any]:
     """The page's posts, newest first, as a reconcile reads them."""
-    check_version(version)
-    params = await graph_params(request)
-    await authorize(
-        request, state, platform=PLATFORM, params=params, operation="lookup", owner=page_id
+    params, _, _ = await graph_call(
+        request, state, version=version, platform=PLATFORM, operation="lookup", owner=page_id
     )
     fields = wanted_fields(params, "id")
     async with state.lock:
@@ -353,10 +341,8 @@ async def published_posts(
 async def insights(
     version: str, post_id: str, request: Request, state: SandboxState = Depends(get_sandbox)
 ) -> dict[str, Any]:
-    check_version(version)
-    params = await graph_params(request)
-    account, _ = await authorize(
-        request, state, platform=PLATFORM, params=params, operation="metrics"
+    params, account, _ = await graph_call(
+        request, state, version=version, platform=PLATFORM, operation="metrics"
     )
     post = _own_post(state, account, post_id)
     metrics = [m for m in params.get("metric", "").split(",") if m]
@@ -379,10 +365,8 @@ async def insights(
 async def read_node(
     version: str, node_id: str, request: Request, state: SandboxState = Depends(get_sandbox)
 ) -> dict[str, Any]:
-    check_version(version)
-    params = await graph_params(request)
-    account, _ = await authorize(
-        request, state, platform=PLATFORM, params=params, operation="lookup"
+    params, account, _ = await graph_call(
+        request, state, version=version, platform=PLATFORM, operation="lookup"
     )
     async with state.lock:
         _settle_videos(state)

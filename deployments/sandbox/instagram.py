@@ -17,7 +17,7 @@ Behaviour worth knowing in tests:
   (graph.instagram.com) for accounts registered with Instagram Login tokens (the default), and
   under `/facebook` (graph.facebook.com, `facebook_host`) for accounts registered with
   `extra={"login": "facebook"}`, whose user and Page tokens only that host takes. A token on the
-  other host gets 190 "Cannot parse access token" (deployments/sandbox/graph.py `authorize`).
+  other host gets 190 "Cannot parse access token" (deployments/sandbox/graph_tokens.py `authorize`).
   graph.facebook.com also serves `oauth/access_token` (`fb_exchange_token`) and `me/accounts`
   (Page tokens), now in deployments/sandbox/meta_oauth.py with the Facebook Login code flow;
   `refresh_access_token` (`ig_refresh_token`) exists on graph.instagram.com only (a refreshed
@@ -33,30 +33,22 @@ from fastapi import APIRouter, Depends, Request
 from starlette.routing import Match
 from starlette.types import Scope
 
-from deployments.sandbox import oauth
-from deployments.sandbox.core import SandboxState, fault_delay, get_sandbox
-from deployments.sandbox.graph import (
-    GraphError,
-    GraphRoute,
-    access_token,
-    authorize,
+from deployments.sandbox.core import Fault, SandboxAccount, SandboxState, fault_delay, get_sandbox
+from deployments.sandbox.graph import GraphError, GraphRoute, graph_time, shortcode, wanted_fields
+from deployments.sandbox.graph_containers import (
     carousel_children,
-    check_publishable,
-    check_version,
     container_status,
     containers,
-    cursor_page,
-    graph_params,
-    graph_time,
-    insights_answer,
+    media_insights,
     media_nodes,
+    media_page,
     new_container,
-    refresh_long_lived,
-    refuse_carousel_item,
-    shortcode,
-    unknown_object,
-    wanted_fields,
+    own_container,
+    own_media,
+    publish,
+    publishable_container,
 )
+from deployments.sandbox.graph_tokens import graph_call, refresh_long_lived
 
 PLATFORM = "instagram"
 QUOTA_TOTAL = 100
@@ -111,6 +103,26 @@ facebook_host = APIRouter(
 extra_routers: tuple[APIRouter, ...] = (facebook_host,)
 
 
+async def _graph_call(
+    request: Request,
+    state: SandboxState,
+    *,
+    version: str,
+    operation: str,
+    owner: str | None = None,
+) -> tuple[dict[str, str], SandboxAccount, Fault | None]:
+    """`graph_call` for an Instagram edge, on whichever Meta host the call came to."""
+    return await graph_call(
+        request,
+        state,
+        version=version,
+        platform=PLATFORM,
+        operation=operation,
+        owner=owner,
+        host=served_host(request),
+    )
+
+
 def _recent_posts(state: SandboxState, owner: str) -> list[dict[str, Any]]:
     since = state.now() - timedelta(seconds=QUOTA_SECONDS)
     return [
@@ -122,29 +134,17 @@ def _recent_posts(state: SandboxState, owner: str) -> list[dict[str, Any]]:
 async def refresh_access_token(
     request: Request, state: SandboxState = Depends(get_sandbox)
 ) -> dict[str, Any]:
-    answer = await refresh_long_lived(
+    return await refresh_long_lived(
         request, state, platform=PLATFORM, grant_type="ig_refresh_token"
     )
-    old = access_token(request, dict(request.query_params))
-    async with state.lock:
-        oauth.inherit(state, platform=PLATFORM, parent=old or "", child=answer["access_token"])
-    return answer
 
 
 @router.post("/{version}/{user_id}/media")
 async def create_container(
     version: str, user_id: str, request: Request, state: SandboxState = Depends(get_sandbox)
 ) -> dict[str, Any]:
-    check_version(version)
-    params = await graph_params(request)
-    account, _ = await authorize(
-        request,
-        state,
-        platform=PLATFORM,
-        params=params,
-        operation="container",
-        owner=user_id,
-        host=served_host(request),
+    params, account, _ = await _graph_call(
+        request, state, version=version, operation="container", owner=user_id
     )
     media_type = params.get("media_type", "IMAGE").upper()
     media_url = params.get("video_url") if media_type in ("REELS", "VIDEO") else None
@@ -174,9 +174,8 @@ async def create_container(
                 "children": children,
                 "is_carousel_item": params.get("is_carousel_item") == "true",
             },
+            download_error="Media download has failed.",
         )
-        if media_url and "broken" in media_url:
-            container["error"] = "Media download has failed."
     return {"id": container["id"]}
 
 
@@ -185,74 +184,41 @@ async def list_media(
     version: str, user_id: str, request: Request, state: SandboxState = Depends(get_sandbox)
 ) -> dict[str, Any]:
     """The account's published media, newest first (what a reconcile can search)."""
-    check_version(version)
-    params = await graph_params(request)
-    await authorize(
-        request,
-        state,
-        platform=PLATFORM,
-        params=params,
-        operation="lookup",
-        owner=user_id,
-        host=served_host(request),
+    params, _, _ = await _graph_call(
+        request, state, version=version, operation="lookup", owner=user_id
     )
-    fields = wanted_fields(params, "id")
-    posts = list(reversed(state.find_posts(PLATFORM, account=user_id)))
-    return cursor_page(request, params, posts, lambda post: _media_fields(post, fields))
+    return media_page(request, state, PLATFORM, params=params, owner=user_id, render=_media_fields)
 
 
 @router.post("/{version}/{user_id}/media_publish")
 async def media_publish(
     version: str, user_id: str, request: Request, state: SandboxState = Depends(get_sandbox)
 ) -> dict[str, Any]:
-    check_version(version)
-    params = await graph_params(request)
-    account, fault = await authorize(
-        request,
-        state,
-        platform=PLATFORM,
-        params=params,
-        operation="publish",
-        owner=user_id,
-        host=served_host(request),
+    params, account, fault = await _graph_call(
+        request, state, version=version, operation="publish", owner=user_id
     )
-    creation_id = params.get("creation_id", "")
     async with state.lock:
-        container = containers(state, PLATFORM).get(creation_id)
-        if container is None or container["owner"] != user_id:
-            raise GraphError(
-                "(#100) Param creation_id must be a valid container id", code=100, subcode=2207006
-            )
-        refuse_carousel_item(container)
-        check_publishable(state, container)
-        recent = _recent_posts(state, user_id)
-        if len(recent) >= QUOTA_TOTAL:
+        container = publishable_container(
+            state,
+            PLATFORM,
+            owner=user_id,
+            creation_id=params.get("creation_id", ""),
+            subcode=2207006,
+        )
+        if len(_recent_posts(state, user_id)) >= QUOTA_TOTAL:
             raise GraphError(
                 "You reached maximum number of posts that is allowed to be published by "
                 "Content Publishing API.",
                 code=9,
                 subcode=2207042,
             )
-        media_id = state.new_numeric_id()
-        post = state.record_post(
+        media_id = publish(
+            state,
             PLATFORM,
-            {
-                "id": media_id,
-                "text": container["caption"],
-                "account": user_id,
-                "url": f"https://www.instagram.com/p/{shortcode(media_id)}/",
-                "handle": account.handle,
-                "container_id": creation_id,
-                "media_type": container["media_type"],
-                "media_url": container["media_url"],
-                "children": container["children"],
-                "double_publish": container["publish_count"] > 0,
-                "published_at": state.now(),
-            },
+            container,
+            account=account,
+            permalink=lambda media_id: f"https://www.instagram.com/p/{shortcode(media_id)}/",
         )
-        container["publish_count"] += 1
-        container["media_id"] = container["media_id"] or media_id
-        media_nodes(state, PLATFORM)[media_id] = post
     if fault is not None:
         await fault_delay(fault)
     return {"id": media_id}
@@ -262,17 +228,7 @@ async def media_publish(
 async def publishing_limit(
     version: str, user_id: str, request: Request, state: SandboxState = Depends(get_sandbox)
 ) -> dict[str, Any]:
-    check_version(version)
-    params = await graph_params(request)
-    await authorize(
-        request,
-        state,
-        platform=PLATFORM,
-        params=params,
-        operation="limit",
-        owner=user_id,
-        host=served_host(request),
-    )
+    await _graph_call(request, state, version=version, operation="limit", owner=user_id)
     usage = len(_recent_posts(state, user_id))
     return {
         "data": [
@@ -288,21 +244,10 @@ async def publishing_limit(
 async def insights(
     version: str, media_id: str, request: Request, state: SandboxState = Depends(get_sandbox)
 ) -> dict[str, Any]:
-    check_version(version)
-    params = await graph_params(request)
-    account, _ = await authorize(
-        request,
-        state,
-        platform=PLATFORM,
-        params=params,
-        operation="metrics",
-        host=served_host(request),
+    params, account, _ = await _graph_call(request, state, version=version, operation="metrics")
+    return media_insights(
+        state, PLATFORM, account=account, media_id=media_id, params=params, allowed=INSIGHT_METRICS
     )
-    post = media_nodes(state, PLATFORM).get(media_id)
-    if post is None or post["account"] != account.external_id:
-        raise unknown_object(media_id)
-    metrics = [m for m in params.get("metric", "").split(",") if m]
-    return insights_answer(state, post, metrics=metrics, allowed=INSIGHT_METRICS)
 
 
 @router.get("/{version}/{node_id}")
@@ -310,19 +255,14 @@ async def read_node(
     version: str, node_id: str, request: Request, state: SandboxState = Depends(get_sandbox)
 ) -> dict[str, Any]:
     """A container (`status_code`, `status`) or a published media (`permalink`, counters)."""
-    check_version(version)
-    params = await graph_params(request)
-    operation = "status" if node_id in containers(state, PLATFORM) else "lookup"
-    account, _ = await authorize(
+    params, account, _ = await _graph_call(
         request,
         state,
-        platform=PLATFORM,
-        params=params,
-        operation=operation,
-        host=served_host(request),
+        version=version,
+        operation="status" if node_id in containers(state, PLATFORM) else "lookup",
     )
-    container = containers(state, PLATFORM).get(node_id)
-    if container is not None and container["owner"] == account.external_id:
+    container = own_container(state, PLATFORM, account=account, node_id=node_id)
+    if container is not None:
         status = container_status(state, container)
         answer: dict[str, Any] = {"id": node_id}
         for field in wanted_fields(params, "id"):
@@ -333,9 +273,7 @@ async def read_node(
                     container["error"] or "Media container state."
                 )
         return answer
-    post = media_nodes(state, PLATFORM).get(node_id)
-    if post is None or post["account"] != account.external_id:
-        raise unknown_object(node_id)
+    post = own_media(state, PLATFORM, account=account, node_id=node_id)
     return _media_fields(post, wanted_fields(params, "id"))
 
 

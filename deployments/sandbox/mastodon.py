@@ -50,7 +50,7 @@ from deployments.sandbox.core import (
     post_age_seconds,
     pseudo_count,
 )
-from tasks.platforms.text_limits import MASTODON_DEFAULT_MAX_CHARACTERS, mastodon_length
+from deployments.sandbox.counting import MASTODON_DEFAULT_MAX_CHARACTERS, mastodon_length
 
 PLATFORM = "mastodon"
 WINDOW_LIMIT = 300
@@ -178,7 +178,7 @@ async def create_status(request: Request, state: SandboxState = Depends(get_sand
     if not text.strip() and not media_ids:
         return _error(state, 422, "Validation failed: Text can't be blank")
     limit = max_characters(state)
-    if mastodon_length(text) > limit:
+    if mastodon_length(text, spoiler_text=str(params.get("spoiler_text") or "")) > limit:
         return _error(state, 422, f"Validation failed: Text character limit of {limit} exceeded")
     uploads = extra.setdefault("media", {})
     attachments = []
@@ -305,9 +305,9 @@ async def instance(request: Request, state: SandboxState = Depends(get_sandbox))
 #: `POST /_sandbox/processing {"platform": "mastodon", "seconds": N}`. Images are processed
 #: synchronously (200 with a `url`); video and GIF (converted to gifv) answer 202 with
 #: `url: null` until processed, and `GET /api/v1/media/:id` answers 206 Partial content while
-#: processing, 200 when done (docs.joinmastodon.org/methods/media/#v2 and #get; the review's
-#: M-api row). A status with unprocessed media answers 422 "Cannot attach files that have not
-#: finished processing. Try again in a moment!" (mastodon/mastodon config/locales/en.yml,
+#: processing, 200 when done (docs.joinmastodon.org/methods/media/#v2 and #get). A status with
+#: unprocessed media answers 422 "Cannot attach files that have not finished processing. Try
+#: again in a moment!" (mastodon/mastodon config/locales/en.yml,
 #: media_attachments.validations.not_ready).
 DEFAULT_PROCESSING_SECONDS = 0.0
 

@@ -1,6 +1,6 @@
 """Meta's logins on the sandbox: Facebook Login (Pages, and Instagram through Facebook Login),
 Instagram Login and Threads. The shared code/consent bookkeeping is `oauth.py`; tokens are
-`graph.py`'s `MetaToken`s, so the existing Graph routes take them with Meta's host and expiry
+`graph_tokens.py`'s `MetaToken`s, so the existing Graph routes take them with Meta's host and expiry
 rules. These routes are mounted before the platform routers (`app.py`): their paths
 (`/instagram/{v}/me`, `/threads/oauth/authorize`, …) would otherwise reach the `/{v}/{node}`
 readers.
@@ -18,9 +18,9 @@ manual-flow):
   short-lived user token `{"access_token", "token_type": "bearer", "expires_in"}` (one hour:
   "Short-lived tokens usually have a lifetime of about an hour or two", developers.facebook.com/
   docs/facebook-login/guides/access-tokens). The same path with `grant_type=fb_exchange_token`
-  keeps extending user tokens (`graph.fb_exchange_token`); a token from a code grant must come
-  with its app's secret. Refusals as integrators record them (Graph envelope, 400): a code used
-  twice 100/36009 "This authorization code has been used.", an expired one 100/36007 "This
+  keeps extending user tokens (`graph_tokens.fb_exchange_token`); a token from a code grant
+  must come with its app's secret. Refusals as integrators record them (Graph envelope, 400): a
+  code used twice 100/36009 "This authorization code has been used.", an expired one 100/36007 "This
   authorization code has expired.", another redirect URI 100/36008 "Error validating
   verification code. Please make sure your redirect_uri is identical to the one you used in the
   OAuth dialog request", an unknown code 100 "Invalid verification code format.", a wrong
@@ -38,7 +38,7 @@ manual-flow):
   access the list of Pages a person manages", developers.facebook.com/docs/permissions). A Page
   token works on the Page's routes and, for a Page with an Instagram business account, on that
   account's routes on graph.facebook.com. Tokens of Instagram accounts registered with
-  `login: facebook` keep the former answer (`graph.page_tokens`).
+  `login: facebook` keep the former answer (`graph_tokens.page_tokens`).
 - `GET /facebook/{v}/me` with a Facebook token → `{"id", "name"}` of the user (or the Page).
 
 Instagram Login (developers.facebook.com/docs/instagram-platform/instagram-api-with-instagram-
@@ -87,19 +87,22 @@ from fastapi.responses import JSONResponse
 from deployments.sandbox import facebook, oauth
 from deployments.sandbox.core import SandboxState, get_sandbox
 from deployments.sandbox.graph import (
-    SHORT_LIVED,
     GraphError,
     GraphRoute,
     access_token,
+    check_version,
+    graph_params,
+    wanted_fields,
+)
+from deployments.sandbox.graph_tokens import (
+    SHORT_LIVED,
     authorize,
     cannot_parse_token,
-    check_version,
     fb_exchange_token,
-    graph_params,
+    graph_call,
     issue_token,
     page_tokens,
     token_info,
-    wanted_fields,
 )
 
 #: Instagram and Threads: "Authorization codes are valid for 1 hour and can only be used once."
@@ -562,10 +565,8 @@ async def instagram_exchange(
 async def instagram_me(
     version: str, request: Request, state: SandboxState = Depends(get_sandbox)
 ) -> dict[str, Any]:
-    check_version(version)
-    params = await graph_params(request)
-    account, _ = await authorize(
-        request, state, platform="instagram", params=params, operation="lookup"
+    params, account, _ = await graph_call(
+        request, state, version=version, platform="instagram", operation="lookup"
     )
     values = {
         "id": account.external_id,
@@ -632,10 +633,8 @@ async def threads_exchange(
 async def threads_me(
     version: str, request: Request, state: SandboxState = Depends(get_sandbox)
 ) -> dict[str, Any]:
-    check_version(version)
-    params = await graph_params(request)
-    account, _ = await authorize(
-        request, state, platform="threads", params=params, operation="lookup"
+    params, account, _ = await graph_call(
+        request, state, version=version, platform="threads", operation="lookup"
     )
     values = {"id": account.external_id, "username": account.handle, "name": account.handle}
     return {f: values[f] for f in ["id", *wanted_fields(params, "id")] if f in values}
@@ -647,9 +646,9 @@ async def threads_debug_token(
 ) -> dict[str, Any]:
     """The granted permissions of `input_token` (a token registered without a grant reports
     the three scopes the sandbox knows)."""
-    check_version(version)
-    params = await graph_params(request)
-    await authorize(request, state, platform="threads", params=params, operation="lookup")
+    params, _, _ = await graph_call(
+        request, state, version=version, platform="threads", operation="lookup"
+    )
     inspected = params.get("input_token")
     if not inspected:
         raise GraphError("(#100) The parameter input_token is required", code=100)

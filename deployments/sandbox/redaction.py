@@ -1,4 +1,4 @@
-"""The sandbox's own log never holds a token (security review, finding N5).
+"""The sandbox's own log never holds a token.
 
 The platforms it stands in for take credentials in the URL, so uvicorn's access line for such a
 request would carry them:

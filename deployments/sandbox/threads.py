@@ -8,7 +8,7 @@ refused at container creation. Fault operations: `container`, `status`, `publish
 
 Tokens work on this host only and refresh with `th_refresh_token` when "at least 24 hours old but
 have not expired" (developers.facebook.com/docs/threads/get-started/long-lived-tokens; enforced in
-deployments/sandbox/graph.py `authorize` / `refresh_long_lived`); a refreshed token keeps the
+deployments/sandbox/graph_tokens.py `authorize` / `refresh_long_lived`); a refreshed token keeps the
 scopes of its grant. The OAuth login itself (authorization window, code exchange,
 `th_exchange_token`, `/me`, `debug_token`) is in deployments/sandbox/meta_oauth.py.
 """
@@ -19,30 +19,21 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 
-from deployments.sandbox import oauth
 from deployments.sandbox.core import SandboxState, fault_delay, get_sandbox
-from deployments.sandbox.graph import (
-    GraphError,
-    GraphRoute,
-    access_token,
-    authorize,
+from deployments.sandbox.graph import GraphError, GraphRoute, graph_time, shortcode, wanted_fields
+from deployments.sandbox.graph_containers import (
     carousel_children,
-    check_publishable,
-    check_version,
     container_status,
     containers,
-    cursor_page,
-    graph_params,
-    graph_time,
-    insights_answer,
-    media_nodes,
+    media_insights,
+    media_page,
     new_container,
-    refresh_long_lived,
-    refuse_carousel_item,
-    shortcode,
-    unknown_object,
-    wanted_fields,
+    own_container,
+    own_media,
+    publish,
+    publishable_container,
 )
+from deployments.sandbox.graph_tokens import graph_call, refresh_long_lived
 
 PLATFORM = "threads"
 TEXT_LIMIT = 500
@@ -56,23 +47,17 @@ router = APIRouter(prefix=f"/{PLATFORM}", route_class=GraphRoute, tags=["threads
 async def refresh_access_token(
     request: Request, state: SandboxState = Depends(get_sandbox)
 ) -> dict[str, Any]:
-    answer = await refresh_long_lived(
+    return await refresh_long_lived(
         request, state, platform=PLATFORM, grant_type="th_refresh_token"
     )
-    old = access_token(request, dict(request.query_params))
-    async with state.lock:
-        oauth.inherit(state, platform=PLATFORM, parent=old or "", child=answer["access_token"])
-    return answer
 
 
 @router.post("/{version}/{user_id}/threads")
 async def create_container(
     version: str, user_id: str, request: Request, state: SandboxState = Depends(get_sandbox)
 ) -> dict[str, Any]:
-    check_version(version)
-    params = await graph_params(request)
-    account, _ = await authorize(
-        request, state, platform=PLATFORM, params=params, operation="container", owner=user_id
+    params, account, _ = await graph_call(
+        request, state, version=version, platform=PLATFORM, operation="container", owner=user_id
     )
     media_type = params.get("media_type", "").upper()
     if media_type not in MEDIA_TYPES:
@@ -104,9 +89,8 @@ async def create_container(
                 "children": children,
                 "is_carousel_item": params.get("is_carousel_item") == "true",
             },
+            download_error="FAILED_DOWNLOADING_VIDEO" if media_type == "VIDEO" else "UNKNOWN",
         )
-        if media_url and "broken" in media_url:
-            container["error"] = "FAILED_DOWNLOADING_VIDEO" if media_type == "VIDEO" else "UNKNOWN"
     return {"id": container["id"]}
 
 
@@ -114,52 +98,32 @@ async def create_container(
 async def list_threads(
     version: str, user_id: str, request: Request, state: SandboxState = Depends(get_sandbox)
 ) -> dict[str, Any]:
-    check_version(version)
-    params = await graph_params(request)
-    await authorize(
-        request, state, platform=PLATFORM, params=params, operation="lookup", owner=user_id
+    params, _, _ = await graph_call(
+        request, state, version=version, platform=PLATFORM, operation="lookup", owner=user_id
     )
-    fields = wanted_fields(params, "id")
-    posts = list(reversed(state.find_posts(PLATFORM, account=user_id)))
-    return cursor_page(request, params, posts, lambda post: _media_fields(post, fields))
+    return media_page(request, state, PLATFORM, params=params, owner=user_id, render=_media_fields)
 
 
 @router.post("/{version}/{user_id}/threads_publish")
 async def threads_publish(
     version: str, user_id: str, request: Request, state: SandboxState = Depends(get_sandbox)
 ) -> dict[str, Any]:
-    check_version(version)
-    params = await graph_params(request)
-    account, fault = await authorize(
-        request, state, platform=PLATFORM, params=params, operation="publish", owner=user_id
+    params, account, fault = await graph_call(
+        request, state, version=version, platform=PLATFORM, operation="publish", owner=user_id
     )
-    creation_id = params.get("creation_id", "")
     async with state.lock:
-        container = containers(state, PLATFORM).get(creation_id)
-        if container is None or container["owner"] != user_id:
-            raise GraphError("(#100) Param creation_id must be a valid container id", code=100)
-        refuse_carousel_item(container)
-        check_publishable(state, container)
-        media_id = state.new_numeric_id()
-        post = state.record_post(
-            PLATFORM,
-            {
-                "id": media_id,
-                "text": container["caption"],
-                "account": user_id,
-                "url": f"https://www.threads.net/@{account.handle}/post/{shortcode(media_id)}",
-                "handle": account.handle,
-                "container_id": creation_id,
-                "media_type": container["media_type"],
-                "media_url": container["media_url"],
-                "children": container["children"],
-                "double_publish": container["publish_count"] > 0,
-                "published_at": state.now(),
-            },
+        container = publishable_container(
+            state, PLATFORM, owner=user_id, creation_id=params.get("creation_id", "")
         )
-        container["publish_count"] += 1
-        container["media_id"] = container["media_id"] or media_id
-        media_nodes(state, PLATFORM)[media_id] = post
+        media_id = publish(
+            state,
+            PLATFORM,
+            container,
+            account=account,
+            permalink=lambda media_id: (
+                f"https://www.threads.net/@{account.handle}/post/{shortcode(media_id)}"
+            ),
+        )
     if fault is not None:
         await fault_delay(fault)
     return {"id": media_id}
@@ -169,16 +133,12 @@ async def threads_publish(
 async def insights(
     version: str, media_id: str, request: Request, state: SandboxState = Depends(get_sandbox)
 ) -> dict[str, Any]:
-    check_version(version)
-    params = await graph_params(request)
-    account, _ = await authorize(
-        request, state, platform=PLATFORM, params=params, operation="metrics"
+    params, account, _ = await graph_call(
+        request, state, version=version, platform=PLATFORM, operation="metrics"
     )
-    post = media_nodes(state, PLATFORM).get(media_id)
-    if post is None or post["account"] != account.external_id:
-        raise unknown_object(media_id)
-    metrics = [m for m in params.get("metric", "").split(",") if m]
-    return insights_answer(state, post, metrics=metrics, allowed=INSIGHT_METRICS)
+    return media_insights(
+        state, PLATFORM, account=account, media_id=media_id, params=params, allowed=INSIGHT_METRICS
+    )
 
 
 @router.get("/{version}/{node_id}")
@@ -186,14 +146,12 @@ async def read_node(
     version: str, node_id: str, request: Request, state: SandboxState = Depends(get_sandbox)
 ) -> dict[str, Any]:
     """A container (`status`, `error_message`) or a published thread (`permalink`, ...)."""
-    check_version(version)
-    params = await graph_params(request)
     operation = "status" if node_id in containers(state, PLATFORM) else "lookup"
-    account, _ = await authorize(
-        request, state, platform=PLATFORM, params=params, operation=operation
+    params, account, _ = await graph_call(
+        request, state, version=version, platform=PLATFORM, operation=operation
     )
-    container = containers(state, PLATFORM).get(node_id)
-    if container is not None and container["owner"] == account.external_id:
+    container = own_container(state, PLATFORM, account=account, node_id=node_id)
+    if container is not None:
         answer: dict[str, Any] = {"id": node_id}
         for field in wanted_fields(params, "id"):
             if field == "status":
@@ -201,9 +159,7 @@ async def read_node(
             elif field == "error_message" and container["error"]:
                 answer["error_message"] = container["error"]
         return answer
-    post = media_nodes(state, PLATFORM).get(node_id)
-    if post is None or post["account"] != account.external_id:
-        raise unknown_object(node_id)
+    post = own_media(state, PLATFORM, account=account, node_id=node_id)
     return _media_fields(post, wanted_fields(params, "id"))
 
 

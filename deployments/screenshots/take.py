@@ -66,7 +66,7 @@ CLI = [sys.executable, "-m", "deployments"]
 
 def free_ports() -> dict[str, int]:
     """Free ports for the stack; the emulator's must have a free neighbour (its OIDC
-    certificates listen on port + 1, `deployments/local_stack.py`)."""
+    certificates listen on port + 1, `deployments/local_stack/core.py`, `Ports.named`)."""
     from deployments.prefect_server import free_port
 
     def pair_free(port: int) -> bool:

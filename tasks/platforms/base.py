@@ -13,46 +13,18 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, Protocol
 
+import httpx
 
-# --------------------------------------------------------------------------- errors
-class PlatformError(Exception):
-    """Base of the taxonomy. `code` is the platform's own error code (string), `raw` its body."""
-
-    def __init__(self, message: str, *, code: str = "", raw: Any = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.code = code
-        self.raw = raw
-
-
-class PermanentError(PlatformError):
-    """Validation, permission, policy, duplicate without an id: retrying cannot help."""
-
-
-class TransientError(PlatformError):
-    """5xx, 429, throttling, still processing: retry, not before `retry_at` if the platform says."""
-
-    def __init__(
-        self, message: str, *, code: str = "", raw: Any = None, retry_at: datetime | None = None
-    ) -> None:
-        super().__init__(message, code=code, raw=raw)
-        self.retry_at = retry_at
-
-
-class UnknownOutcomeError(PlatformError):
-    """The platform may or may not have published (timeout, 5xx on the publish call).
-
-    The next attempt must reconcile before publishing again.
-    """
-
-
-class NeedsReconnectError(PlatformError):
-    """The token is revoked or refresh failed for good: the account needs the user to reconnect."""
-
-
-class TokenExpiredError(PlatformError):
-    """The access token expired; one refresh then one retry is the right answer."""
-
+# The error taxonomy is defined below the adapters, so the media fetcher can raise it too; the
+# adapters import it from here, with the interface.
+from tasks.platform_errors import (
+    NeedsReconnectError as NeedsReconnectError,
+    PermanentError as PermanentError,
+    PlatformError as PlatformError,
+    TokenExpiredError as TokenExpiredError,
+    TransientError as TransientError,
+    UnknownOutcomeError as UnknownOutcomeError,
+)
 
 # --------------------------------------------------------------------------- the one classifier
 #: When a platform answers 429 without saying when to come back.
@@ -67,20 +39,25 @@ def classify_http(
     raw: Any = None,
     publish: bool = False,
     retry_at: datetime | None = None,
+    tokens_expire: bool = True,
 ) -> PlatformError:
     """The taxonomy for an HTTP answer whose platform-specific meaning is already ruled out.
 
     Adapters first look at what only they understand (X's duplicate 403, LinkedIn's 426 and
-    REVOKED_ACCESS_TOKEN, XRPC error names, Graph codes) and hand everything else here, so the
-    generic rules exist once: 429 waits for the reset the platform stated (`retry_at`, or a
-    short default when it stated none); 401 is an expired token worth one refresh; a 5xx on the
-    one non-idempotent publish call may come after the post went out (unknown outcome), on any
-    other call it is transient; every other 4xx is permanent.
+    REVOKED_ACCESS_TOKEN, XRPC error names, Graph codes, Mastodon's 422 for media still
+    processing) and hand everything else here, so the generic rules exist once: 429 waits for
+    the reset the platform stated (`retry_at`, or a short default when it stated none); 401 is
+    an expired token worth one refresh, or, where tokens never expire (`tokens_expire=False`:
+    Mastodon's "do not expire", docs.joinmastodon.org/methods/oauth/#token), a revoked one only
+    a reconnect cures; a 5xx on the one non-idempotent publish call may come after the post went
+    out (unknown outcome), on any other call it is transient; every other 4xx is permanent.
     """
     label = code or str(status)
     if status == 429:
         wait_until = retry_at or datetime.now(UTC) + DEFAULT_RATE_LIMIT_WAIT
         return TransientError(message, code=code or "rate_limited", raw=raw, retry_at=wait_until)
+    if status == 401 and not tokens_expire:
+        return NeedsReconnectError(message, code=code or "token_invalid", raw=raw)
     if status == 401:
         return TokenExpiredError(message, code=code or "unauthorized", raw=raw)
     if status >= 500:
@@ -94,11 +71,21 @@ def classify_http(
 MAX_ERROR_TEXT = 300
 
 
+def json_or_text(response: httpx.Response) -> Any:
+    """The answer's JSON, or its text when it is not JSON (an HTML error page, a proxy's
+    plain text): what error classification reads and keeps as `raw`."""
+    try:
+        return response.json()
+    except ValueError:
+        return response.text
+
+
 def error_text(body: Any, *fields: str) -> str:
     """The platform's own error text: the first non-empty string among `fields` of its JSON
     error object, cut to `MAX_ERROR_TEXT`. Never the body itself: a Mastodon instance or a PDS
     is chosen by the tenant, and whatever an internal server answers must not be echoed into a
-    message the tenant reads (security review, finding 18)."""
+    message the tenant reads (it could be a server on a private network the tenant cannot
+    otherwise see)."""
     if isinstance(body, dict):
         for name in fields:
             value = body.get(name)
@@ -253,3 +240,24 @@ class PlatformAdapter(Protocol):
     ) -> dict[str, MetricCounts]:
         """Metrics for up to `metrics_batch_size` of the account's posts, keyed by remote id."""
         ...
+
+
+def check_content(
+    adapter: PlatformAdapter,
+    content: PostContent,
+    *,
+    max_characters: int | None = None,
+    media_types: Sequence[str] = (),
+) -> None:
+    """The adapter's own `validate_content` before its first call: content the platform would
+    refuse fails the target for good (`content_invalid`) instead of reaching the platform.
+    Scheduled content was checked by the API already; this catches posts scheduled before a
+    rule changed."""
+    problems = adapter.validate_content(
+        content.text,
+        media_count=len(content.media),
+        max_characters=max_characters,
+        media_types=media_types,
+    )
+    if problems:
+        raise PermanentError("; ".join(problems), code="content_invalid")

@@ -27,10 +27,13 @@ from urllib.parse import urlencode
 import httpx
 
 from tasks.platforms.base import PermanentError, PlatformError, TransientError, error_text
-from tasks.platforms.oauth import CLIENT_ERRORS, oauth_error
 
 # The refresh grant reads `scope` the same way; connectors import it from here.
-from tasks.platforms.oauth import granted_from_answer as granted_from_answer
+from tasks.platforms.oauth import (
+    CLIENT_ERRORS,
+    granted_from_answer as granted_from_answer,
+    oauth_error,
+)
 from tasks.platforms.specs import LoginSpec, PlatformSpec, oauth_url
 
 

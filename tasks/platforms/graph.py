@@ -12,7 +12,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
@@ -20,9 +20,10 @@ from typing import Any, ClassVar
 import httpx
 
 from models.settings import DEFAULT_GRAPH_VERSION
-from tasks.media import MediaPolicy
+from tasks.egress import MediaPolicy
 from tasks.platforms.base import (
     AccountContext,
+    MediaItem,
     MetricCounts,
     NeedsReconnectError,
     PermanentError,
@@ -34,7 +35,9 @@ from tasks.platforms.base import (
     TokenSet,
     TransientError,
     UnknownOutcomeError,
+    check_content,
 )
+from tasks.platforms.reconcile import Page, find_own_post
 from tasks.platforms.servers import account_server
 
 logger = logging.getLogger(__name__)
@@ -332,36 +335,29 @@ def graph_timestamp(value: str) -> datetime | None:
             return None
 
 
-#: How far before our first attempt a matching post still counts as ours (clock skew).
-#: Reconcile reads the account's media 100 a page, at most this many pages.
+#: Reconcile reads a Graph edge 100 items a page (the pages and the clock skew are
+#: `reconcile.find_own_post`'s).
 RECONCILE_PAGE_SIZE = 100
-RECONCILE_MAX_PAGES = 10
-RECONCILE_SKEW = timedelta(minutes=5)
 
 
-async def graph_pages(
-    graph: GraphClient, path: str, *, token: str, params: dict[str, str], what: str
-) -> AsyncIterator[list[dict[str, Any]]]:
-    """The pages of a newest-first Graph edge (reconcile look-ups), following `paging.next`
-    verbatim: with `since`, Page feeds paginate by time (`until` / `__paging_token`) rather than
-    cursors, so rebuilding the next query from `cursors.after` would re-read page one.
+def graph_page_reader(
+    graph: GraphClient, path: str, *, token: str, params: Mapping[str, str]
+) -> Callable[[str | None], Awaitable[Page[dict[str, Any]]]]:
+    """The page reader `reconcile.find_own_post` walks a newest-first Graph edge with: the first
+    page from `path` with `params`, every next one from its `paging.next` URL verbatim (the
+    cursor). With `since`, Page feeds paginate by time (`until` / `__paging_token`) rather than
+    cursors, so rebuilding the next query from `cursors.after` would re-read page one."""
 
-    Past `RECONCILE_MAX_PAGES` with pages still left, an earlier post cannot be ruled out: the
-    outcome stays unknown (retry) rather than risking a second post.
-    """
-    query: dict[str, str] | None = {"limit": str(RECONCILE_PAGE_SIZE), **params}
-    target = path
-    for _ in range(RECONCILE_MAX_PAGES):
-        body = await graph.call("GET", target, token=token, params=query)
-        yield body.get("data", [])
-        next_url = (body.get("paging") or {}).get("next")
-        if not next_url:
-            return
-        target, query = str(next_url), None
-    raise UnknownOutcomeError(
-        f"could not rule out an earlier post: more than "
-        f"{RECONCILE_PAGE_SIZE * RECONCILE_MAX_PAGES} {what}"
-    )
+    async def read_page(next_url: str | None) -> Page[dict[str, Any]]:
+        if next_url is None:
+            query = {"limit": str(RECONCILE_PAGE_SIZE), **params}
+            body = await graph.call("GET", path, token=token, params=query)
+        else:
+            body = await graph.call("GET", next_url, token=token)
+        following = (body.get("paging") or {}).get("next")
+        return Page(body.get("data", []), str(following) if following else None)
+
+    return read_page
 
 
 class GraphAdapter:
@@ -404,17 +400,15 @@ class GraphAdapter:
         self.not_ready_retries = not_ready_retries
 
     def validate_content(
-        self, text: str, *, media_count: int, max_characters: int | None = None
+        self,
+        text: str,
+        *,
+        media_count: int,
+        max_characters: int | None = None,
+        media_types: Sequence[str] = (),
     ) -> list[str]:
         """Pre-flight problems (`tasks.platforms.text_limits`); none by default."""
         return []
-
-    def check_content(self, account: AccountContext, content: PostContent) -> None:
-        problems = self.validate_content(
-            content.text, media_count=len(content.media), max_characters=account.max_characters
-        )
-        if problems:
-            raise PermanentError("; ".join(problems), code="content_invalid")
 
     def host_url(self, account: AccountContext) -> str:
         """The Graph host to call for this account: its own `base_url` through the egress guard
@@ -547,6 +541,13 @@ class ContainerSpec:
     list_edge: str
     status_field: str
     text_field: str
+    #: `media_type` of a single video post (Instagram: REELS, Threads: VIDEO); carousel items
+    #: are VIDEO on both.
+    video_type: str
+    #: `media_type` of an image (Threads: IMAGE; Instagram: none, an `image_url` is an image).
+    image_type: str | None = None
+    #: `media_type` of a text-only post (Threads: TEXT; Instagram has none).
+    text_type: str | None = None
 
 
 class ContainerAdapter(GraphAdapter):
@@ -559,18 +560,41 @@ class ContainerAdapter(GraphAdapter):
     spec: ClassVar[ContainerSpec]
 
     def container_params(self, content: PostContent) -> dict[str, str]:
-        """Validate the content and build the (parent) container-creation parameters."""
-        raise NotImplementedError
+        """The (parent) container-creation parameters: a text post, a carousel (its items
+        checked first), or one image or video, with the text under the platform's name."""
+        text = {self.spec.text_field: content.text}
+        if not content.media:
+            if self.spec.text_type is None:
+                raise PermanentError(f"{self.platform} posts need media", code="content_invalid")
+            return {"media_type": self.spec.text_type, **text}
+        if len(content.media) > 1:
+            self.carousel_children(content)  # validates every item
+            return {"media_type": "CAROUSEL", **text}
+        params = self.media_params(content.media[0])
+        if params.get("media_type") == "VIDEO":
+            params["media_type"] = self.spec.video_type
+        return {**params, **text}
 
     def carousel_children(self, content: PostContent) -> list[dict[str, str]]:
         """Parameters of each carousel item container; empty for a single-media post."""
-        return []
+        if len(content.media) < 2:
+            return []
+        return [self.media_params(media) for media in content.media]
+
+    def media_params(self, media: MediaItem) -> dict[str, str]:
+        """One image or video by URL (Meta downloads it); any other type is refused."""
+        if media.mime_type.startswith("image/"):
+            kind = {"media_type": self.spec.image_type} if self.spec.image_type else {}
+            return {**kind, "image_url": media.url}
+        if media.mime_type.startswith("video/"):
+            return {"media_type": "VIDEO", "video_url": media.url}
+        raise PermanentError(f"unsupported media type {media.mime_type}", code="media_type")
 
     # ------------------------------------------------------------------ the interface
     async def publish(
         self, *, account: AccountContext, content: PostContent, state: PlatformState
     ) -> PublishResult:
-        self.check_content(account, content)
+        check_content(self, content, max_characters=account.max_characters)
         params = self.container_params(content)
         children = self.carousel_children(content)
         graph = self.graph(account)
@@ -768,40 +792,28 @@ class ContainerAdapter(GraphAdapter):
         """The account's media whose text matches ours and that appeared after our first
         container; the earliest such one is the post an earlier attempt made.
 
-        The edge lists newest first; it is read page by page (`after` cursors) until media older
-        than our first container show up, so a burst of newer posts cannot hide ours. Past the
-        page bound the outcome stays unknown (retry) rather than risking a second post.
+        The edge lists newest first; the shared loop (`reconcile.find_own_post`) reads it page
+        by page until media older than our first container show up, so a burst of newer posts
+        cannot hide ours; past its page bound the outcome stays unknown (retry) rather than
+        risking a second post.
         """
         text_field = self.spec.text_field
         created_raw = state.get("container_created_at")
-        since = (
-            datetime.fromisoformat(created_raw) - RECONCILE_SKEW
-            if isinstance(created_raw, str)
-            else None
-        )
         expected = content.text.strip()
-        matches: list[tuple[datetime, dict[str, Any]]] = []
-        pages = graph_pages(
-            graph,
-            f"{account.external_id}/{self.spec.list_edge}",
-            token=account.access_token,
-            params={"fields": f"id,{text_field},timestamp,permalink"},
+        item = await find_own_post(
+            read_page=graph_page_reader(
+                graph,
+                f"{account.external_id}/{self.spec.list_edge}",
+                token=account.access_token,
+                params={"fields": f"id,{text_field},timestamp,permalink"},
+            ),
+            matches=lambda item: str(item.get(text_field) or "").strip() == expected,
+            created_at=lambda item: graph_timestamp(str(item.get("timestamp", ""))),
+            since=datetime.fromisoformat(created_raw) if isinstance(created_raw, str) else None,
             what="media since the first container",
         )
-        async for page in pages:
-            reached_older = False
-            for item in page:
-                stamp = graph_timestamp(str(item.get("timestamp", ""))) or datetime.now(UTC)
-                if since is not None and stamp < since:
-                    reached_older = True
-                    continue
-                if str(item.get(text_field) or "").strip() == expected:
-                    matches.append((stamp, item))
-            if reached_older:
-                break
-        if not matches:
+        if item is None:
             return None
-        _, item = min(matches, key=lambda pair: pair[0])
         media_id = str(item["id"])
         await state.save(media_id=media_id)
         permalink = item.get("permalink")

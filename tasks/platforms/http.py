@@ -23,15 +23,17 @@ Every destination passes the media fetcher's egress guard (`GuardedResolver`): a
 server (a Mastodon instance, a Bluesky PDS: tenant-chosen) is refused before a connection is
 made when it is, or its name resolves to, a loopback, private, link-local or metadata address.
 It was checked when the account was stored and is checked again by the adapter before each call
-(`servers.account_server`), but a name can be pointed elsewhere later (DNS rebinding; security
-review, finding 18). aiohttp never asks the resolver about an IP literal (its `TCPConnector.
-_resolve_host` returns it as is), so the transport checks a literal host itself, with the same
-guard, before handing the request to aiohttp (security review 3, N1). The servers the operator
+(`servers.account_server`), but a name can be pointed elsewhere later (DNS rebinding). aiohttp
+never asks the resolver about an IP literal (its `TCPConnector._resolve_host` returns it as
+is), so the transport checks a literal host itself, with the same guard, before handing the
+request to aiohttp: without that, a stored `http://127.0.0.1:PORT` would receive the account's
+bearer token. The servers the operator
 configured (`<PLATFORM>_API_BASE_URL`: host and port) are trusted.
 """
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 import socket
@@ -46,8 +48,8 @@ from aiohttp.helpers import is_ip_address
 from yarl import URL
 
 from models.settings import PlatformSettings
-from tasks import media
-from tasks.media import IPAddress, MediaPolicy, answer_address, first_refusal
+from tasks import egress
+from tasks.egress import IPAddress, MediaPolicy, answer_address, first_refusal
 from tasks.platforms.base import NeedsReconnectError
 from tasks.platforms.servers import REFUSED_MESSAGE, configured_servers, host_key, server_origin
 
@@ -59,13 +61,22 @@ MAX_CONNECTIONS = 100
 KEEPALIVE_SECONDS = 15.0
 
 
+@functools.cache
+def default_tls() -> ssl.SSLContext:
+    """httpx's default TLS context (certifi's CAs, verification on), built once per process and
+    shared by every client: loading the CA bundle takes about 20 ms, paid by each platform's
+    client, each token-refresh run and each test otherwise. A context holds no connection
+    state, so sharing it is safe."""
+    return httpx.create_ssl_context()
+
+
 def no_cookies() -> CookieJar:
     """A cookie jar that keeps nothing (`DefaultCookiePolicy` with no allowed domain)."""
     return CookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))
 
 
 class GuardedResolver(AbstractResolver):
-    """Names resolved as the media fetcher resolves them (`media.resolve_host`), every address
+    """Names resolved as the media fetcher resolves them (`egress.resolve_host`), every address
     checked with its guard unless the host and port are a server the operator configured; a
     refused one raises `NeedsReconnectError` (the account must be reconnected with its public
     server) before any connection is made. aiohttp caches an answer for 10 s, so a changed name
@@ -100,7 +111,7 @@ class GuardedResolver(AbstractResolver):
     async def resolve(
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
     ) -> list[ResolveResult]:
-        addresses = [answer_address(a) for a in await media.resolve_host(host, port)]
+        addresses = [answer_address(a) for a in await egress.resolve_host(host, port)]
         if not addresses:
             raise OSError(f"{host}: no addresses")
         self._guard(host, port, addresses)
@@ -176,7 +187,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     ) -> None:
         self._max_connections = max_connections
         self._resolver = resolver
-        self._ssl = verify or httpx.create_ssl_context()  # built once: loading the CAs is slow
+        self._ssl = verify or default_tls()
         self._session: aiohttp.ClientSession | None = None
 
     def _client(self) -> aiohttp.ClientSession:

@@ -30,18 +30,12 @@ from tasks.platforms.base import (
     PlatformError,
     TokenSet,
     TransientError,
+    json_or_text,
 )
 
 log = logging.getLogger(__name__)
 
 CLIENT_ERRORS = frozenset({"invalid_client", "unauthorized_client"})
-
-
-def _body(response: httpx.Response) -> Any:
-    try:
-        return response.json()
-    except ValueError:
-        return response.text
 
 
 def oauth_error(body: Any) -> tuple[str, str]:
@@ -68,18 +62,33 @@ async def refresh_grant(
     *,
     platform: str,
     url: str,
-    form: dict[str, str],
-    auth: tuple[str, str] | None = None,
+    refresh_token: str,
+    client_id: str,
+    client_secret: str = "",
+    secret_in_body: bool = False,
     error_for: Callable[[httpx.Response], PlatformError],
     grant_refused: Callable[[str, str], bool] | None = None,
 ) -> TokenSet:
-    """POST the refresh grant and return the new tokens (refresh token None when not sent)."""
+    """POST the refresh grant and return the new tokens (refresh token None when not sent).
+
+    The client authenticates as RFC 6749 §2.3.1 allows: `secret_in_body` sends `client_secret`
+    in the form (LinkedIn's "client_secret" parameter, learn.microsoft.com/en-us/linkedin/
+    shared/authentication/programmatic-refresh-tokens); otherwise a secret goes as HTTP Basic
+    and a public client (no secret) sends only its `client_id` (X, "Working with confidential
+    clients": docs.x.com/fundamentals/authentication/oauth-2-0/user-access-token). `client_id`
+    is in the form either way."""
+    form = {"grant_type": "refresh_token", "refresh_token": refresh_token, "client_id": client_id}
+    auth: tuple[str, str] | None = None
+    if secret_in_body:
+        form["client_secret"] = client_secret
+    elif client_secret:
+        auth = (client_id, client_secret)
     try:
         response = await http.post(url, data=form, auth=auth or httpx.USE_CLIENT_DEFAULT)
     except httpx.HTTPError as exc:
         raise TransientError(f"{platform} token refresh failed in transit: {exc!r}") from exc
     if response.status_code != 200:
-        body = _body(response)
+        body = json_or_text(response)
         error, description = oauth_error(body)
         if error == "invalid_grant" or (
             grant_refused is not None and grant_refused(error, description)

@@ -1,10 +1,11 @@
 """The one reconcile loop: did an earlier attempt already publish this post?
 
-Platforms without an idempotency key (X, LinkedIn organisations, Facebook, Instagram/Threads once
-their container can no longer vouch for itself, Mastodon past its one-hour key) are reconciled
-by reading the account's own posts back, newest first, since the first attempt began (less a
-clock-skew slack), page by page, until older posts begin or the pages run out. Each adapter
-supplies only
+Platforms without an idempotency key (X, LinkedIn organisations, Facebook's posts and videos,
+Instagram/Threads once their container can no longer vouch for itself, Mastodon past its
+one-hour key) are reconciled by reading the account's own posts back, newest first, since the
+first attempt began (less a clock-skew slack), page by page, until older posts begin or the
+pages run out. The Meta platforms read their Graph edges through `graph.graph_page_reader`.
+Each adapter supplies only
 
 - a **page reader**: `read_page(cursor) -> Page` (cursor None for the first page), and
 - a **matcher**: `matches(item) -> bool` (our text, compared the way the platform stores it),
@@ -15,7 +16,7 @@ Two rules hold for every platform:
 - past `max_pages` pages with pages still left, an earlier success cannot be ruled out: the
   outcome stays unknown (`UnknownOutcomeError`, retry later) rather than risking a second post;
 - a look-up the platform refuses (403 missing scope, 404) says nothing about our post either:
-  it too is an unknown outcome, never a failed post (review §8, "reconcile-first errors").
+  it too is an unknown outcome, never a failed post.
 """
 
 from __future__ import annotations

@@ -1,18 +1,23 @@
-"""Platform names and the one place that turns a name into a configured adapter."""
+"""Platform names and the one place that turns a name into a configured adapter or connector.
+
+`PLATFORMS` is the registry: one line per platform. Everything else about a platform is read
+from its spec (`tasks/platforms/<platform>/spec.py`): the adapter and connector classes, and which
+settings configure them. `models.statuses.Platform` (the database's CHECK constraint) lists the
+same names; models cannot import tasks, so `tests/platforms/test_registry.py` holds them equal.
+"""
 
 from __future__ import annotations
 
 import importlib
-import inspect
 from typing import Any
 
 import httpx
 
 from models.settings import PlatformSettings
-from tasks.media import MediaPolicy
+from tasks.egress import MediaPolicy
 from tasks.platforms.base import PlatformAdapter
 from tasks.platforms.connecting import Connector, OAuthClient
-from tasks.platforms.specs import platform_spec
+from tasks.platforms.specs import PlatformSpec, platform_spec
 
 PLATFORMS: tuple[str, ...] = (
     "linkedin",
@@ -25,17 +30,6 @@ PLATFORMS: tuple[str, ...] = (
 )
 ALIASES: dict[str, str] = {"twitter": "x"}
 
-#: platform → (module, adapter class). Imported lazily so one missing module breaks only itself.
-_ADAPTERS: dict[str, tuple[str, str]] = {
-    "linkedin": ("tasks.platforms.linkedin.adapter", "LinkedInAdapter"),
-    "x": ("tasks.platforms.x.adapter", "XAdapter"),
-    "instagram": ("tasks.platforms.instagram.adapter", "InstagramAdapter"),
-    "facebook": ("tasks.platforms.facebook.adapter", "FacebookAdapter"),
-    "threads": ("tasks.platforms.threads.adapter", "ThreadsAdapter"),
-    "bluesky": ("tasks.platforms.bluesky.adapter", "BlueskyAdapter"),
-    "mastodon": ("tasks.platforms.mastodon.adapter", "MastodonAdapter"),
-}
-
 
 def normalize_platform(name: str) -> str:
     """The canonical platform name ("Twitter" → "x"); ValueError for unknown names."""
@@ -46,33 +40,32 @@ def normalize_platform(name: str) -> str:
     return key
 
 
-def _options(platform: str, settings: PlatformSettings) -> dict[str, Any]:
-    if platform == "linkedin":
-        return {
-            "version": settings.linkedin_version,
-            "client_id": settings.linkedin_client_id,
-            "client_secret": settings.linkedin_client_secret,
-        }
-    if platform == "x":
-        return {"client_id": settings.x_client_id, "client_secret": settings.x_client_secret}
-    if platform in ("instagram", "facebook", "threads"):
-        extra: dict[str, Any] = {}
-        if platform == "instagram":
-            # Facebook Login accounts live on the Facebook host and extend their tokens with
-            # the Meta app's credentials (tasks/platforms/instagram/adapter.py).
-            extra = {
-                "login": settings.instagram_login,
-                "facebook_base_url": settings.base_url("facebook"),
-                "facebook_app_id": settings.facebook_app_id,
-                "facebook_app_secret": settings.facebook_app_secret,
-            }
-        return {
-            **extra,
-            "graph_version": settings.meta_graph_version,
-            "app_id": getattr(settings, f"{platform}_app_id"),
-            "app_secret": getattr(settings, f"{platform}_app_secret"),
-        }
-    return {}
+def registered_specs() -> list[PlatformSpec]:
+    """Every registered platform's spec, in the registry's order."""
+    return [platform_spec(name) for name in PLATFORMS]
+
+
+def base_url(settings: PlatformSettings, platform: str) -> str:
+    """The platform's configured API base URL (`<PLATFORM>_API_BASE_URL`), or its spec's
+    production one for a platform that has no such setting yet."""
+    if hasattr(settings, f"{platform}_api_base_url"):
+        return settings.base_url(platform)
+    return platform_spec(platform).api_base_url.rstrip("/")
+
+
+def _setting(settings: PlatformSettings, attribute: str) -> Any:
+    """A setting by attribute name; API base URLs through `base_url` (no trailing slash)."""
+    if attribute.endswith("_api_base_url"):
+        return base_url(settings, attribute.removesuffix("_api_base_url"))
+    return getattr(settings, attribute)
+
+
+def _class(platform: str, module: str, name: str) -> type:
+    """`tasks.platforms.<platform>.<module>.<name>`, imported on first use so one broken
+    platform breaks only itself."""
+    if not name:
+        raise ValueError(f"{platform}'s spec names no {module} class")
+    return getattr(importlib.import_module(f"tasks.platforms.{platform}.{module}"), name)
 
 
 def build_adapter(
@@ -89,47 +82,21 @@ def build_adapter(
     public addresses only). The API passes `MediaPolicy.from_settings(settings.media)`.
     """
     name = normalize_platform(platform)
-    module_name, class_name = _ADAPTERS[name]
-    adapter_class = getattr(importlib.import_module(module_name), class_name)
-    options = _options(name, settings)
+    spec = platform_spec(name)
+    adapter_class = _class(name, "adapter", spec.adapter_class)
+    options = {key: _setting(settings, attr) for key, attr in spec.adapter_settings.items()}
     if media_policy is not None:
         options["media_policy"] = media_policy
-    options = _accepted(adapter_class, options)
-    return adapter_class(http=http, base_url=settings.base_url(name), **options)
-
-
-#: platform → (module, connector class): how an account of the platform connects.
-_CONNECTORS: dict[str, tuple[str, str]] = {
-    "linkedin": ("tasks.platforms.linkedin.connect", "LinkedInConnector"),
-    "x": ("tasks.platforms.x.connect", "XConnector"),
-    "instagram": ("tasks.platforms.instagram.connect", "InstagramConnector"),
-    "facebook": ("tasks.platforms.facebook.connect", "FacebookConnector"),
-    "threads": ("tasks.platforms.threads.connect", "ThreadsConnector"),
-    "bluesky": ("tasks.platforms.bluesky.connect", "BlueskyConnector"),
-    "mastodon": ("tasks.platforms.mastodon.connect", "MastodonConnector"),
-}
+    return adapter_class(http=http, base_url=base_url(settings, name), **options)
 
 
 def oauth_clients(platform: str, settings: PlatformSettings) -> dict[str, OAuthClient]:
-    """Our app per login of the platform, from settings (Secret Manager in production)."""
-    facebook = OAuthClient(settings.facebook_app_id, settings.facebook_app_secret)
-    match platform:
-        case "linkedin":
-            return {
-                "oauth2": OAuthClient(settings.linkedin_client_id, settings.linkedin_client_secret)
-            }
-        case "x":
-            return {"oauth2": OAuthClient(settings.x_client_id, settings.x_client_secret)}
-        case "facebook":
-            return {"oauth2": facebook}
-        case "instagram":
-            return {
-                "instagram": OAuthClient(settings.instagram_app_id, settings.instagram_app_secret),
-                "facebook": facebook,
-            }
-        case "threads":
-            return {"oauth2": OAuthClient(settings.threads_app_id, settings.threads_app_secret)}
-    return {}  # Mastodon registers an app per instance; Bluesky has none
+    """Our app per login of the platform, from settings (Secret Manager in production). None for
+    Mastodon (an app is registered per instance) and Bluesky (no OAuth)."""
+    return {
+        login: OAuthClient(getattr(settings, client_id), getattr(settings, client_secret))
+        for login, (client_id, client_secret) in platform_spec(platform).oauth_apps.items()
+    }
 
 
 def build_connector(
@@ -139,36 +106,19 @@ def build_connector(
     settings: PlatformSettings,
     media_policy: MediaPolicy | None = None,
 ) -> Connector:
-    """A ready connector for `platform` on the platform's shared client."""
+    """A ready connector for `platform` on the platform's shared client. A tenant-chosen server
+    (a Mastodon instance, a Bluesky PDS) is checked with `media_policy`, the egress policy."""
     name = normalize_platform(platform)
-    module_name, class_name = _CONNECTORS[name]
-    connector_class = getattr(importlib.import_module(module_name), class_name)
+    spec = platform_spec(name)
+    connector_class = _class(name, "connect", spec.connector_class)
+    options = {key: _setting(settings, attr) for key, attr in spec.connector_settings.items()}
+    if spec.tenant_server:
+        options["policy"] = media_policy or MediaPolicy()
     return connector_class(
         http=http,
-        spec=platform_spec(name),
-        base_urls={p: settings.base_url(p) for p in PLATFORMS},
+        spec=spec,
+        base_urls={p: base_url(settings, p) for p in PLATFORMS},
         clients=oauth_clients(name, settings),
         graph_version=settings.meta_graph_version,
-        **_connector_options(name, settings, media_policy),
+        **options,
     )
-
-
-def _connector_options(
-    platform: str, settings: PlatformSettings, media_policy: MediaPolicy | None
-) -> dict[str, Any]:
-    """What only the self-hosted platforms' connectors take: the egress policy their tenant's
-    server is checked with, and Bluesky's DID directory."""
-    options: dict[str, Any] = {}
-    if platform in ("mastodon", "bluesky"):
-        options["policy"] = media_policy or MediaPolicy()
-    if platform == "bluesky":
-        options["plc_directory_url"] = settings.bluesky_plc_directory_url
-    return options
-
-
-def _accepted(adapter_class: type, options: dict[str, Any]) -> dict[str, Any]:
-    """Only the options the constructor takes, so a new setting never breaks an old adapter."""
-    parameters = inspect.signature(adapter_class).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
-        return options
-    return {key: value for key, value in options.items() if key in parameters}

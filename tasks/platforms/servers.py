@@ -2,20 +2,21 @@
 
 The front end lets a company pick its Mastodon instance, so the server the API then calls with
 the account's token is tenant-chosen: the same server-side request forgery risk as a media URL
-(security review, findings 1 and 18). It is checked with the media fetcher's egress guard
-(`tasks/media.py`, one guard for every tenant-chosen destination): https, a real DNS name or a
-public IP literal, no userinfo, no special-use or internal name; local development's
-`MEDIA_ALLOW_PRIVATE_ADDRESSES` admits loopback/private servers and plain http, as for media.
+(a request, with the account's token, to our loopback, VPC or metadata server). It is checked
+with the media fetcher's egress guard (`tasks/egress.py`, one guard for every tenant-chosen
+destination): https, a real DNS name or a public IP literal, no userinfo, no special-use or
+internal name; local development's `MEDIA_ALLOW_PRIVATE_ADDRESSES` admits loopback/private
+servers and plain http, as for media.
 The servers the operator configured (`<PLATFORM>_API_BASE_URL`) are trusted: an account whose
 `base_url` is on one of them (same scheme, host and port) is calling the operator's server.
 
-- when an account is stored (`dispatch/admin.py`), the name is also resolved and every address
+- when an account is stored (`tasks/administration.py`), the name is also resolved and every address
   it resolves to is checked (`check_server_addresses`);
 - before each call, the adapters take the server through `account_server` (no DNS: cheap) with
   the policy they were built with (`media_policy`: production's unless local development's
   was passed): Mastodon's `_base`, Bluesky's `_xrpc`, the Meta adapters' `GraphAdapter.
   host_url`. A row stored before this check, or under a policy tightened since, raises
-  `NeedsReconnectError` (`server_refused`) before any connection (security review 3, N1);
+  `NeedsReconnectError` (`server_refused`) before any connection;
 - at connect time, the platform clients (`http.py`) check every IP-literal host before the
   request and every name they resolve (`GuardedResolver`) with the same guard, so a name
   re-pointed at a private address after it was stored is refused too (needs reconnect,
@@ -37,7 +38,7 @@ import httpx
 
 from models.settings import PlatformSettings
 from models.statuses import Platform
-from tasks.media import (
+from tasks.egress import (
     MediaPolicy,
     MediaUrlError,
     answer_address,

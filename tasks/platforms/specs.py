@@ -9,6 +9,15 @@ path). Adding a platform means a folder with its `spec.py` and adapter, and a re
 Endpoints are split into host and path because a local stand-in (the sandbox) serves every host
 of a platform under that platform's one configured base URL: `oauth_url` builds the production
 URL when the platform's API base URL is the production one, and the stand-in's otherwise.
+
+Besides connecting, a spec holds what every other reader needs, each fact with its source: the
+text rule (`TextRule`: the limit and the counting function, read by `text_limits`), the media
+matrix (`MediaSpec`: byte caps and types per kind, items per post, which kinds our adapter
+implements, read by `tasks.media` and `media_support`), the pinned API versions and their
+sunsets (`ApiVersions`, read by `versions`), the rate-limit rules (`RateLimits`), the metrics
+(`MetricsSpec`) and the upload mechanics (`UploadSpec`), and which adapter and connector classes
+the registry builds with which settings. `deployments/platform_docs.py` writes the documentation
+tables from these, so the tables cannot drift from the code.
 """
 
 from __future__ import annotations
@@ -16,7 +25,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Literal
 
 #: What an account may be asked to do; each needs its own scopes on most platforms.
@@ -26,6 +35,150 @@ CAPABILITIES: tuple[Capability, ...] = ("identity", "text", "images", "video", "
 #: How a platform tells which scopes the user granted: the `scope` field of the token answer
 #: (RFC 6749 §5.1), a permissions list read after the exchange (Meta), or not at all.
 GrantedScopesSource = Literal["token_answer", "permissions", "not_reported"]
+
+#: The kinds of media a post may carry (`tasks.media.media_kind` sorts a MIME type into one).
+MediaKind = Literal["image", "gif", "video"]
+MEDIA_KINDS: tuple[MediaKind, ...] = ("image", "gif", "video")
+
+#: How a platform counts a text: the counting functions of `tasks/platforms/text_limits.py`.
+#: `x_weighted`: twitter-text v3 weights (URLs 23); `graphemes`: grapheme clusters; `mastodon`:
+#: graphemes, URLs 23, `@user@domain` as `@user`; `threads`: characters, emoji by UTF-8 bytes;
+#: `characters`: code points.
+Counting = Literal["x_weighted", "graphemes", "mastodon", "threads", "characters"]
+
+#: The figures `PlatformAdapter.fetch_metrics` fills (`tasks.platforms.base.MetricCounts`).
+Metric = Literal["impressions", "reach", "likes", "comments", "shares", "saves", "clicks"]
+METRICS: tuple[Metric, ...] = (
+    "impressions",
+    "reach",
+    "likes",
+    "comments",
+    "shares",
+    "saves",
+    "clicks",
+)
+
+MB = 1_000_000
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class TextRule:
+    """How long a post's text may be, how it is counted, and the other per-text limits."""
+
+    max_characters: int
+    counting: Counting
+    #: What the count is called in a refusal ("weighted characters", "graphemes").
+    unit: str = "characters"
+    #: A second ceiling in UTF-8 bytes (Bluesky's record field).
+    max_bytes: int | None = None
+    #: Distinct URLs, `#hashtags`, `@mentions` per post (None: no documented limit).
+    max_links: int | None = None
+    max_hashtags: int | None = None
+    max_mentions: int | None = None
+    #: Whether an account may carry its own, larger limit (a Mastodon instance, X Premium).
+    per_account: bool = False
+    docs: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class MediaCap:
+    """What a platform documents for one kind of media."""
+
+    #: None: the platform documents no byte limit for this kind (only pixels or duration).
+    max_bytes: int | None
+    mime_types: frozenset[str]
+    source: str
+
+
+def media_cap(max_bytes: int | None, mime_types: Collection[str], source: str) -> MediaCap:
+    return MediaCap(max_bytes=max_bytes, mime_types=frozenset(mime_types), source=source)
+
+
+@dataclass(frozen=True, slots=True)
+class MediaSpec:
+    """A platform's media: what it documents (`caps`) and what our adapter does with it.
+
+    A kind missing from `caps` is one the platform does not take; a kind in `caps` but not in
+    `implemented` is refused at scheduling time as "not supported yet"."""
+
+    caps: Mapping[MediaKind, MediaCap]
+    #: Kinds the adapter posts through the platform's documented flow.
+    implemented: frozenset[MediaKind]
+    #: Most media items per post (None: no limit known).
+    max_items: int | None
+    #: Kinds that must be the post's one media item.
+    alone: frozenset[MediaKind] = frozenset()
+    #: Kinds the adapter uploads in one request from memory, so held to
+    #: `tasks.media.MAX_BUFFERED_BYTES` whatever more the platform documents.
+    buffered: frozenset[MediaKind] = frozenset()
+    #: Whether a post needs at least one media item (Instagram).
+    required: bool = False
+    docs: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ApiVersions:
+    """A pinned API version, the setting that overrides it, and when versions are retired."""
+
+    #: The environment variable (None: the version is fixed in code, e.g. Threads' `v1.0`).
+    setting: str | None
+    default: str
+    #: Published retirement dates by version.
+    sunsets: Mapping[str, date] = field(default_factory=dict)
+    #: For versions not in `sunsets`: the documented minimum support in months from release
+    #: (None: no rule, the version's sunset is unknown until published).
+    support_months: int | None = None
+    docs: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimits:
+    """What the code relies on when the platform says "too many requests"."""
+
+    #: Where the end of the wait is read from (a header, a rule).
+    reset_from: str
+    #: The wait when the answer states none (None: `base.DEFAULT_RATE_LIMIT_WAIT`).
+    fallback_wait: timedelta | None = None
+    #: A documented cap on published posts, if any.
+    publish_quota: str | None = None
+    docs: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsSpec:
+    """Which figures the adapter's `fetch_metrics` returns, and for whom it cannot by design."""
+
+    reported: tuple[Metric, ...]
+    #: Posts fetched per request.
+    batch_size: int
+    #: Account kind -> why no metrics are available for it (a restricted permission).
+    unavailable: Mapping[str, str] = field(default_factory=dict)
+    #: Figure -> what the platform calls it, where the name differs ("favourites").
+    names: Mapping[Metric, str] = field(default_factory=dict)
+    docs: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class UploadSpec:
+    """How media uploads behave, where the adapter uploads in steps (None: not applicable)."""
+
+    #: Bytes per uploaded part or segment, and the most parts one upload may have.
+    part_bytes: int | None = None
+    max_parts: int | None = None
+    #: Who chooses the part boundaries: "adapter" or "platform" (LinkedIn's byte ranges).
+    parts_set_by: str | None = None
+    #: How long one attempt waits for processing before it ends transient and the next resumes.
+    processing_budget: timedelta | None = None
+    #: When the next attempt looks again at media still processing.
+    processing_retry: timedelta | None = None
+    #: After this long in processing an upload is treated as lost.
+    processing_limit: timedelta | None = None
+    #: How long an uploaded but unposted media item stays usable.
+    unposted_lifetime: timedelta | None = None
+    #: The 2xx answers an upload step takes as success.
+    accepted_statuses: tuple[int, ...] = ()
+    docs: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +276,26 @@ class PlatformSpec:
     #: Whether an account may name its own server (`base_url`): an instance, a PDS, a Graph host.
     self_hosted: bool = False
     docs: tuple[str, ...] = field(default=())
+    text: TextRule | None = None
+    media: MediaSpec | None = None
+    versions: ApiVersions | None = None
+    rate_limits: RateLimits | None = None
+    metrics: MetricsSpec | None = None
+    upload: UploadSpec | None = None
+    #: The adapter class in `tasks/platforms/<name>/adapter.py` and the connector class in
+    #: `tasks/platforms/<name>/connect.py` (the registry imports them by these names).
+    adapter_class: str = ""
+    connector_class: str = ""
+    #: Adapter keyword -> the `PlatformSettings` attribute it is configured from; an attribute
+    #: `<platform>_api_base_url` is read through `PlatformSettings.base_url`.
+    adapter_settings: Mapping[str, str] = field(default_factory=dict)
+    #: Login name -> (client id, client secret) `PlatformSettings` attributes: our OAuth app.
+    oauth_apps: Mapping[str, tuple[str, str]] = field(default_factory=dict)
+    #: Connector keyword -> `PlatformSettings` attribute, beside what every connector takes.
+    connector_settings: Mapping[str, str] = field(default_factory=dict)
+    #: Whether the account's server is chosen by the tenant (an instance, a PDS), so the
+    #: connector checks it with the egress guard (`tasks.egress`) before calling it.
+    tenant_server: bool = False
 
     @property
     def default_login(self) -> LoginSpec:
@@ -169,9 +342,25 @@ _SPECS: dict[str, PlatformSpec] = {}
 
 
 def platform_spec(platform: str) -> PlatformSpec:
-    """The spec of a platform by its canonical name (`tasks/platforms/<platform>/spec.py`)."""
+    """The spec of a platform by its canonical name (`tasks/platforms/<platform>/spec.py`);
+    KeyError when no such folder holds one. Which names are platforms at all is the registry's
+    list (`registry.PLATFORMS`); this only finds a folder's spec."""
     spec = _SPECS.get(platform)
     if spec is None:
-        spec = importlib.import_module(f"tasks.platforms.{platform}.spec").SPEC
+        if not platform.isidentifier() or not platform.islower():
+            raise KeyError(platform)
+        name = f"tasks.platforms.{platform}.spec"
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name not in (name, name.rpartition(".")[0]):
+                raise  # the folder exists and its spec imports something missing
+            raise KeyError(platform) from exc
+        spec = module.SPEC
         _SPECS[platform] = spec
     return spec
+
+
+def forget_spec(platform: str) -> None:
+    """Drop a cached spec (a test that registers a platform of its own cleans up with this)."""
+    _SPECS.pop(platform, None)

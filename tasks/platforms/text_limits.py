@@ -1,6 +1,9 @@
 """Pre-flight content limits per platform: cheap checks that turn permanent failures into
 messages before any call is made. Pure functions; counts follow each platform's own rules.
-Media kinds, types, sizes and mixes are checked by `media_support.media_problems`."""
+
+The limits themselves are the platforms' `TextRule`s (`tasks/platforms/<platform>/spec.py`,
+each with its source); this module holds the counting functions a rule names and applies the
+rule. Media kinds, types, sizes and mixes are checked by `media_support.media_problems`."""
 
 from __future__ import annotations
 
@@ -9,14 +12,14 @@ from collections.abc import Callable, Sequence
 
 import regex
 
+from tasks.platforms.specs import Counting, PlatformSpec, TextRule, platform_spec
+
 #: URLs with a scheme (what Mastodon and Bluesky recognise).
 URL_RE = regex.compile(r"https?://[^\s<>\"']+", regex.IGNORECASE)
 _GRAPHEME = regex.compile(r"\X")
 _PICTOGRAPHIC = regex.compile(r"\p{Extended_Pictographic}")
 HASHTAG_RE = regex.compile(r"(?<![\w#&])#(?!\d+\b)\w+")
 MENTION_RE = regex.compile(r"(?<![\w@])@[\w.]+")
-_HASHTAG = HASHTAG_RE
-_MENTION = MENTION_RE
 
 # twitter-text extracts URLs without a scheme too (`extractUrlsWithIndices.js`,
 # DEFAULT_PROTOCOL_OPTIONS = { extractUrlsWithoutProtocol: true }): a bare domain counts as a
@@ -37,8 +40,16 @@ _BARE_URL_RE = regex.compile(
 )
 _TRAILING_PUNCTUATION = ".,:;!?)]}'\""
 
-X_MAX_WEIGHT = 280
-X_MAX_IMAGES = 4
+
+def _rule(platform: str) -> TextRule:
+    rule = platform_spec(platform).text
+    assert rule is not None, f"{platform} has no text rule"
+    return rule
+
+
+#: The figures other modules and the sandbox read, from the specs.
+X_MAX_WEIGHT = _rule("x").max_characters
+#: twitter-text v3 (config/v3.json `transformedURLLength`): a URL weighs 23.
 X_URL_WEIGHT = 23
 #: twitter-text v3: code points in these ranges weigh 1, all others 2.
 _X_LIGHT_RANGES: tuple[tuple[int, int], ...] = (
@@ -47,26 +58,11 @@ _X_LIGHT_RANGES: tuple[tuple[int, int], ...] = (
     (8208, 8223),
     (8242, 8247),
 )
-BLUESKY_MAX_GRAPHEMES = 300
-BLUESKY_MAX_BYTES = 3000
-THREADS_MAX_CHARACTERS = 500
-MASTODON_DEFAULT_MAX_CHARACTERS = 500
+BLUESKY_MAX_GRAPHEMES = _rule("bluesky").max_characters
+BLUESKY_MAX_BYTES = _rule("bluesky").max_bytes or 0
+MASTODON_DEFAULT_MAX_CHARACTERS = _rule("mastodon").max_characters
+#: Mastodon's `characters_reserved_per_url` (docs.joinmastodon.org/entities/Instance/#statuses).
 MASTODON_URL_WEIGHT = 23
-LINKEDIN_MAX_CHARACTERS = 3000
-INSTAGRAM_MAX_CAPTION = 2200
-#: Meta, Instagram content publishing, "Limitations": "Captions are limited to 2,200 characters,
-#: 30 hashtags, and 20 @ tags" (newer third-party pages say 5/3: could not verify with Meta).
-INSTAGRAM_MAX_HASHTAGS = 30
-INSTAGRAM_MAX_MENTIONS = 20
-#: developers.facebook.com/documentation/threads/create-posts/text-attachments: "Starting
-#: December 22, 2025, Threads posts containing more than 5 links will fail to post during the
-#: media creation step ... THREADS_API__LINK_LIMIT_EXCEEDED" (unique URLs in `text`).
-THREADS_MAX_LINKS = 5
-#: One topic tag per post: ayrshare.com/apis/post/social-networks/threads ("Threads only allows
-#: 1 hashtag per post"); Meta's own pages do not state it (could not verify with Meta).
-THREADS_MAX_HASHTAGS = 1
-BLUESKY_MAX_IMAGES = 4
-FACEBOOK_MAX_CHARACTERS = 63206
 
 #: Little-text reserved characters that LinkedIn truncates at unless backslash-escaped.
 LINKEDIN_RESERVED = frozenset("\\|{}@[]()<>#*_~")
@@ -219,150 +215,77 @@ def _empty(text: str, media_count: int) -> list[str]:
     return ["the post has neither text nor media"] if not text.strip() and media_count == 0 else []
 
 
-def _media_cap(platform: str, media_count: int, cap: int) -> list[str]:
-    return (
-        [f"{platform} allows at most {cap} media items, got {media_count}"]
-        if media_count > cap
-        else []
-    )
+def _count(counting: Counting, text: str) -> int:
+    """`text` counted the way the rule says (looked up at call time, so tests may swap one)."""
+    match counting:
+        case "x_weighted":
+            return x_weighted_length(text)
+        case "graphemes":
+            return graphemes(text)
+        case "mastodon":
+            return mastodon_length(text)
+        case "threads":
+            return threads_length(text)
+        case "characters":
+            return len(text)
 
 
-def validate_x(
-    text: str,
-    *,
-    media_count: int,
-    max_characters: int | None = None,
-    media_types: Sequence[str] = (),
+def check_text(
+    spec: PlatformSpec, text: str, *, media_count: int, max_characters: int | None = None
 ) -> list[str]:
-    limit = max_characters or X_MAX_WEIGHT
-    problems = _empty(text, media_count) + _media_cap("X", media_count, X_MAX_IMAGES)
-    weight = x_weighted_length(text)
-    if weight > limit:
-        problems.append(f"X allows {limit} weighted characters, the text weighs {weight}")
-    return problems
-
-
-def validate_bluesky(
-    text: str,
-    *,
-    media_count: int,
-    max_characters: int | None = None,
-    media_types: Sequence[str] = (),
-) -> list[str]:
-    limit = max_characters or BLUESKY_MAX_GRAPHEMES
-    problems = _empty(text, media_count) + _media_cap("Bluesky", media_count, BLUESKY_MAX_IMAGES)
-    count = graphemes(text)
-    if count > limit:
-        problems.append(f"Bluesky allows {limit} graphemes, the text has {count}")
-    size = len(text.encode())
-    if size > BLUESKY_MAX_BYTES:
-        problems.append(f"Bluesky allows {BLUESKY_MAX_BYTES} UTF-8 bytes, the text has {size}")
-    return problems
-
-
-def validate_mastodon(
-    text: str,
-    *,
-    media_count: int,
-    max_characters: int | None = None,
-    media_types: Sequence[str] = (),
-) -> list[str]:
-    limit = max_characters or MASTODON_DEFAULT_MAX_CHARACTERS
-    problems = _empty(text, media_count) + _media_cap("Mastodon", media_count, 4)
-    count = mastodon_length(text)
-    if count > limit:
-        problems.append(f"this Mastodon instance allows {limit} characters, the text has {count}")
-    return problems
-
-
-def validate_threads(
-    text: str,
-    *,
-    media_count: int,
-    max_characters: int | None = None,
-    media_types: Sequence[str] = (),
-) -> list[str]:
-    limit = max_characters or THREADS_MAX_CHARACTERS
-    problems = _empty(text, media_count) + _media_cap("Threads", media_count, 20)
-    count = threads_length(text)
-    if count > limit:
-        problems.append(f"Threads allows {limit} characters, the text has {count}")
-    links = len({url for _, _, url in extract_urls(text)})
-    if links > THREADS_MAX_LINKS:
-        problems.append(f"Threads allows {THREADS_MAX_LINKS} links, the text has {links}")
-    tags = len(hashtags(text))
-    if tags > THREADS_MAX_HASHTAGS:
-        problems.append(f"Threads allows {THREADS_MAX_HASHTAGS} hashtag, the text has {tags}")
-    return problems
-
-
-def validate_linkedin(
-    text: str,
-    *,
-    media_count: int,
-    max_characters: int | None = None,
-    media_types: Sequence[str] = (),
-) -> list[str]:
-    limit = max_characters or LINKEDIN_MAX_CHARACTERS
-    problems = _empty(text, media_count) + _media_cap("LinkedIn", media_count, 20)
-    # 3,000 characters of commentary; whether LinkedIn counts the escaping backslashes is not
-    # documented, so the text as the reader sees it is counted.
-    count = len(text)
-    if count > limit:
-        problems.append(f"LinkedIn allows {limit} characters, the text has {count}")
-    return problems
-
-
-def validate_instagram(
-    text: str,
-    *,
-    media_count: int,
-    max_characters: int | None = None,
-    media_types: Sequence[str] = (),
-) -> list[str]:
-    limit = max_characters or INSTAGRAM_MAX_CAPTION
-    problems: list[str] = []
-    if media_count == 0:
-        problems.append("Instagram needs at least one image")
-    problems += _media_cap("Instagram", media_count, 10)
-    if len(text) > limit:
-        problems.append(f"Instagram allows a {limit}-character caption, the text has {len(text)}")
-    hashtags = len(_HASHTAG.findall(text))
-    if hashtags > INSTAGRAM_MAX_HASHTAGS:
-        problems.append(
-            f"Instagram allows {INSTAGRAM_MAX_HASHTAGS} hashtags, the text has {hashtags}"
-        )
-    mentions = len(_MENTION.findall(text))
-    if mentions > INSTAGRAM_MAX_MENTIONS:
-        problems.append(
-            f"Instagram allows {INSTAGRAM_MAX_MENTIONS} @mentions, the text has {mentions}"
-        )
-    return problems
-
-
-def validate_facebook(
-    text: str,
-    *,
-    media_count: int,
-    max_characters: int | None = None,
-    media_types: Sequence[str] = (),
-) -> list[str]:
-    limit = max_characters or FACEBOOK_MAX_CHARACTERS
+    """Problems with `text` + `media_count` media under the platform's `TextRule` and item cap;
+    `max_characters` overrides the rule's limit (an account's own)."""
+    rule, media, title = spec.text, spec.media, spec.title
     problems = _empty(text, media_count)
-    if len(text) > limit:
-        problems.append(f"Facebook allows {limit} characters, the text has {len(text)}")
+    if media is not None and media.required and media_count == 0:
+        problems.append(f"{title} needs at least one image or video")
+    if media is not None and media.max_items is not None and media_count > media.max_items:
+        problems.append(f"{title} allows at most {media.max_items} media items, got {media_count}")
+    if rule is None:
+        return problems
+    limit = max_characters or rule.max_characters
+    count = _count(rule.counting, text)
+    if count > limit:
+        who = f"this {title} instance" if rule.per_account and spec.self_hosted else title
+        problems.append(f"{who} allows {limit} {rule.unit}, the text has {count}")
+    size = len(text.encode())
+    if rule.max_bytes is not None and size > rule.max_bytes:
+        problems.append(f"{title} allows {rule.max_bytes} UTF-8 bytes, the text has {size}")
+    counters: tuple[tuple[str, int | None, Callable[[], int]], ...] = (
+        ("links", rule.max_links, lambda: len({url for _, _, url in extract_urls(text)})),
+        ("hashtags", rule.max_hashtags, lambda: len(hashtags(text))),
+        ("@mentions", rule.max_mentions, lambda: len(mentions(text))),
+    )
+    for label, cap, found in counters:
+        if cap is not None and (n := found()) > cap:
+            problems.append(f"{title} allows {cap} {label}, the text has {n}")
     return problems
 
 
-_VALIDATORS: dict[str, Callable[..., list[str]]] = {
-    "x": validate_x,
-    "bluesky": validate_bluesky,
-    "mastodon": validate_mastodon,
-    "threads": validate_threads,
-    "linkedin": validate_linkedin,
-    "instagram": validate_instagram,
-    "facebook": validate_facebook,
-}
+def _validator(platform: str) -> Callable[..., list[str]]:
+    def validate(
+        text: str,
+        *,
+        media_count: int,
+        max_characters: int | None = None,
+        media_types: Sequence[str] = (),
+    ) -> list[str]:
+        return check_text(
+            platform_spec(platform), text, media_count=media_count, max_characters=max_characters
+        )
+
+    validate.__name__ = validate.__qualname__ = f"validate_{platform}"
+    return validate
+
+
+#: The adapters' pre-flight checks, by the names they import.
+validate_x = _validator("x")
+validate_bluesky = _validator("bluesky")
+validate_mastodon = _validator("mastodon")
+validate_threads = _validator("threads")
+validate_linkedin = _validator("linkedin")
+validate_instagram = _validator("instagram")
+validate_facebook = _validator("facebook")
 
 
 def validate_content(
@@ -378,9 +301,8 @@ def validate_content(
     `max_characters` overrides the platform default (a Mastodon instance's own limit, an X
     Premium account).
     """
-    validator = _VALIDATORS.get(platform)
-    if validator is None:
-        raise ValueError(f"unknown platform {platform!r}")
-    return validator(
-        text, media_count=media_count, max_characters=max_characters, media_types=media_types
-    )
+    try:
+        spec = platform_spec(platform)
+    except KeyError:
+        raise ValueError(f"unknown platform {platform!r}") from None
+    return check_text(spec, text, media_count=media_count, max_characters=max_characters)

@@ -10,8 +10,7 @@ import pytest
 
 from tests.support.connect import connect_platforms
 from tests.support.sandbox import SandboxHandle
-from tests.support.stacks import PublishStack
-from tests.support.stacks import publish_stack as running_publish_stack
+from tests.support.stacks import PublishStack, publish_stack as running_publish_stack
 from tests.support.tenants import Tenant, make_company
 
 

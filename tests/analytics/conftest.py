@@ -15,8 +15,7 @@ from tasks.cloud_tasks import CloudTasksQueue
 from tests.support.databases import throwaway_database
 from tests.support.emulator import EmulatorProcess
 from tests.support.sandbox import SandboxHandle
-from tests.support.stacks import AnalyticsStack
-from tests.support.stacks import analytics_stack as running_analytics_stack
+from tests.support.stacks import AnalyticsStack, analytics_stack as running_analytics_stack
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,7 @@ from deployments.cli import app as cli
 from flows.sweeper import SweepReport, sweep_due_posts
 from models.database import reset_engines
 from tasks.cloud_tasks import CloudTasksQueue
-from tasks.media import MediaPolicy
+from tasks.egress import MediaPolicy
 from tasks.scheduling import Scheduler
 from tasks.task_specs import WebhookTarget
 from tests.support.analytics import sync_tenant

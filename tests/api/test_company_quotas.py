@@ -1,7 +1,7 @@
-"""Per-company quotas (security finding 9): posts waiting to publish and media registered in 24
-hours. Past a quota the company gets 429 `quota_exceeded` as JSON and nothing is stored; racing
-requests store exactly the quota; another company is never refused for it; room comes back as
-posts finish or registrations age out of the window."""
+"""Per-company quotas: posts waiting to publish and media registered in 24 hours. Past a quota the
+company gets 429 `quota_exceeded` as JSON and nothing is stored; racing requests store exactly the
+quota; another company is never refused for it; room comes back as posts finish or registrations age
+out of the window."""
 
 from __future__ import annotations
 

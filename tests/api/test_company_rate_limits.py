@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from sqlalchemy.engine import URL
 
-from dispatch.admin import create_company
 from dispatch.app import create_app
 from models.database import sync_session
+from tasks.administration import create_company
 from tasks.cloud_tasks import InMemoryTaskQueue
 from tests.support import clients
 from tests.support.servers import serve_in_thread

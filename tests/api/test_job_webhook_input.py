@@ -1,6 +1,6 @@
 """The job webhooks, called WITH the webhook secret, answer hostile bodies with a 4xx and a JSON
-error and change nothing (the review's generated input found two 500s here: a `platform` holding
-NUL or an unpaired surrogate, and a `companyId` that does not exist)."""
+error and change nothing (generated input once found two 500s here: a `platform` holding NUL or
+an unpaired surrogate, and a `companyId` that does not exist)."""
 
 from __future__ import annotations
 
@@ -84,7 +84,7 @@ def test_sync_trigger_for_an_unknown_company_is_404_and_creates_nothing(
 def test_an_unauthenticated_caller_gets_401_before_the_body_is_parsed(
     jobs_url: str, path: str, body: str
 ) -> None:
-    """Security review finding 21: the caller check comes first, so a stranger learns nothing
+    """The caller check comes first, so a stranger learns nothing
     about the parser (a malformed body used to answer 422 "JSON decode error")."""
     for headers in ({}, {"X-Webhook-Secret": "wrong-" + SECRET}):
         answer = httpx.post(

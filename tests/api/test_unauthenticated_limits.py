@@ -1,6 +1,6 @@
-"""Floods without a valid key are cheap and bounded (issue 24, security review N7): requests that
-fail to authenticate are limited per client address, answered 429 with Retry-After before any
-key look-up, while valid keys spend nothing of that budget and other addresses are untouched.
+"""Floods without a valid key are cheap and bounded: requests that fail to authenticate are limited
+per client address, answered 429 with Retry-After before any key look-up, while valid keys spend
+nothing of that budget and other addresses are untouched.
 
 Over HTTP, every client is 127.0.0.1, which uvicorn trusts as a proxy by default: a request's
 `X-Forwarded-For` stands for the client address Cloud Run's proxy would report."""
@@ -23,11 +23,11 @@ from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 from sqlalchemy.pool import NullPool
 
 from dispatch.app import create_app
-from dispatch.auth import hash_api_key
 from dispatch.errors import ApiError
 from dispatch.rate_limits import ADDRESS_TABLE_SIZE, UnauthenticatedLimits, address_budget
 from models.database import database_url as configured_database_url
 from models.settings import SchedulingSettings
+from tasks.api_keys import hash_api_key
 from tasks.cloud_tasks import InMemoryTaskQueue
 from tests.support import clients
 from tests.support.servers import serve_in_thread
@@ -99,12 +99,17 @@ async def _flood(base_url: str, *, address: str, requests: int, concurrency: int
         return list(await asyncio.gather(*(one(h) for h in _bad_keys(requests))))
 
 
-def _get(base_url: str, *, key: str | None, address: str) -> httpx.Response:
+def _get(
+    base_url: str, *, key: str | None, address: str, http: httpx.Client | None = None
+) -> httpx.Response:
+    """One company API request from `address` (on `http`, or a client of its own)."""
     headers = {"X-Forwarded-For": address}
     if key is not None:
         headers["Authorization"] = f"Bearer {key}"
-    with clients.client(base_url=base_url, timeout=30) as http:
-        return http.get("/api/social-posts", headers=headers)
+    if http is not None:
+        return http.get(f"{base_url}/api/social-posts", headers=headers)
+    with clients.client(timeout=30) as own:
+        return own.get(f"{base_url}/api/social-posts", headers=headers)
 
 
 def test_a_bad_key_flood_gets_429_past_the_limit_with_no_lookup_per_refused_request(
@@ -181,16 +186,17 @@ async def _company_get(http: httpx.AsyncClient, tenant: Tenant, address: str) ->
 def test_valid_keys_never_spend_the_address_budget(counted_api: CountedApi) -> None:
     """Fifty valid requests from one address (companies the instance has never seen, so each
     one goes through the gate), then the address still has its whole budget of failures."""
-    for _ in range(5):
-        tenant = make_company(name="Busy")
-        for _ in range(10):
-            assert _get(counted_api.base_url, key=tenant.api_key, address=ATTACKER).status_code == (
-                200
-            )
-    codes = [
-        _get(counted_api.base_url, key=f"ts_{uuid.uuid4().hex}", address=ATTACKER).status_code
-        for _ in range(LIMIT)
-    ]
+    url = counted_api.base_url
+    with clients.client(timeout=30) as http:
+        for _ in range(5):
+            tenant = make_company(name="Busy")
+            for _ in range(10):
+                answer = _get(url, key=tenant.api_key, address=ATTACKER, http=http)
+                assert answer.status_code == 200
+        codes = [
+            _get(url, key=f"ts_{uuid.uuid4().hex}", address=ATTACKER, http=http).status_code
+            for _ in range(LIMIT)
+        ]
     assert codes == [401] * LIMIT
 
 
@@ -296,16 +302,16 @@ def test_an_ipv6_client_counts_by_its_64_and_a_mapped_ipv4_as_ipv4() -> None:
     assert address_budget(None) == "-"
 
 
-def test_the_table_never_exceeds_its_size_under_100k_addresses() -> None:
+def test_the_table_never_exceeds_its_size_under_20_times_as_many_addresses() -> None:
     limits = _limits(60, table_size=1_000)
     network = ipaddress.ip_network("10.0.0.0/8")
-    for i in range(100_000):
+    for i in range(20_000):
         _fail(limits, str(network[i + 1]))
         if i % 997 == 0:
             assert len(limits) <= 1_000
     assert len(limits) == 1_000
     # The addresses still remembered are the most recent ones: the last one still owes.
-    latest = str(network[100_000])
+    latest = str(network[20_000])
     for _ in range(59):
         _fail(limits, latest)
     with pytest.raises(ApiError):

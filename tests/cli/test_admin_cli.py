@@ -15,8 +15,10 @@ from sqlalchemy import select
 from sqlalchemy.engine import URL, Engine
 from sqlalchemy.orm import Session
 
-from dispatch.auth import hash_api_key
 from models.tables import Company, SocialAccount
+from tasks.administration import add_account, create_company
+from tasks.api_keys import hash_api_key
+from tasks.errors import InvalidRequestError, NotFoundError
 
 pytestmark = pytest.mark.slow  # runs the CLI as processes: not in the fast lane
 
@@ -191,8 +193,8 @@ def _accounts_of(db: Engine, company_id: str) -> list[SocialAccount]:
 def test_a_token_on_the_command_line_is_refused_with_one_line_and_nothing_stored(
     database_url: URL, db: Engine, tmp_path: Path
 ) -> None:
-    """Security review #17: a literal token shows in `ps` and the shell history, so it is not
-    taken at all; the one line says how to pass it instead."""
+    """A literal token would show in `ps` and the shell history, so it is not taken at all; the
+    one line says how to pass it instead."""
     company = json.loads(_run("company", "create", "Literal Co", "--json").stdout)
     token_file = tmp_path / "token"
     token_file.write_text("tok-from-file\n")
@@ -284,3 +286,34 @@ def test_a_bad_date_or_a_database_refusal_is_one_line(
             select(SocialAccount).where(SocialAccount.company_id == uuid.UUID(company["id"]))
         ).all()
     assert stored == []
+
+
+def test_refusals_are_use_case_errors_naming_the_field(db: Engine) -> None:
+    """What the CLI prints as one line is a use-case error (code and field), still a
+    ValueError for callers that catch that."""
+    with Session(db) as session:
+        with pytest.raises(InvalidRequestError) as blank:
+            create_company(session, name="  ")
+        assert (blank.value.code, blank.value.field) == ("invalid_name", "name")
+        with pytest.raises(NotFoundError) as missing:
+            add_account(
+                session, company_id=uuid.uuid4(), platform="x", handle="h", access_token="t"
+            )
+        assert isinstance(missing.value, ValueError)
+        company = create_company(session, name="Errors Co")
+        with pytest.raises(InvalidRequestError) as unknown:
+            add_account(
+                session, company_id=company.id, platform="myspace", handle="h", access_token="t"
+            )
+        assert unknown.value.field == "platform"
+        assert str(unknown.value).startswith("unknown platform 'myspace'")
+        with pytest.raises(InvalidRequestError, match="no server of their own"):
+            add_account(
+                session,
+                company_id=company.id,
+                platform="x",
+                handle="h",
+                access_token="t",
+                base_url="https://x.example",
+            )
+        session.rollback()

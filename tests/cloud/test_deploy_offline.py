@@ -38,6 +38,7 @@ from prefect.cli.deploy._models import PrefectYamlModel
 from prefect.workers.process import ProcessWorker
 
 from deployments.cloud import render, runtime_lock
+from deployments.prefect_flows import DEPLOYMENTS
 from dispatch.caller_auth import check_webhook_settings
 from models.settings import (
     AnalyticsSettings,
@@ -309,7 +310,7 @@ def _pip_audit_call(command: str) -> list[str]:
 def test_cloud_build_audits_the_runtime_lock_before_it_builds_the_image(
     deployed: tuple[Deploy, Deploy],
 ) -> None:
-    """Security review #22: pip-audit exits 1 on a known vulnerability in what the image
+    """pip-audit exits 1 on a known vulnerability in what the image
     installs, and that stops the build before the image step runs."""
     build = yaml.safe_load((CLOUD / "cloudbuild.yaml").read_text())
     steps = build["steps"]
@@ -615,6 +616,8 @@ def test_prefect_deployments_run_on_the_pool_the_deploy_creates_without_secrets(
     assert flag(worker_args, "--pool") == pool and flag(worker_args, "--type") == pool_type
     template_vars = ProcessWorker.get_default_base_job_template()["variables"]["properties"]
     by_name = {d.name: d for d in config.deployments}
+    # the table both production and `tendsocial dev` read; the sync is Cloud Scheduler's here
+    assert set(by_name) == {s.name for s in DEPLOYMENTS if s.in_production}
     assert set(by_name) == {"enqueue-due-posts-hourly", "refresh-expiring-tokens-daily"}
     assert by_name["enqueue-due-posts-hourly"].entrypoint == (
         "flows/prefect_flows.py:enqueue_due_posts_flow"

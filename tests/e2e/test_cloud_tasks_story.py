@@ -32,8 +32,8 @@ def wait_settled(stack: CloudStack, api_key: str, post_id: str, *, within: float
 def test_each_platform_published_at_its_instant(cloud_stack: CloudStack, db: Engine) -> None:
     tenant = make_tenant(cloud_stack, name="Story Co")
     content = f"Story {uuid.uuid4().hex[:8]}"
-    scheduled_at = datetime.now(UTC) + timedelta(seconds=2)
-    answer = schedule(cloud_stack, tenant, *PLATFORMS, content=content, at=scheduled_at)
+    answer = schedule(cloud_stack, tenant, *PLATFORMS, content=content, lead=2)
+    scheduled_at = datetime.fromisoformat(answer["scheduledAt"])
     post_id = answer["scheduledPostId"]
     assert all(name for name in answer["platforms"])
 
@@ -73,7 +73,7 @@ def test_one_platform_fails_for_good_two_of_three(cloud_stack: CloudStack, faili
         "x",
         failing,
         content=f"Partial {uuid.uuid4().hex[:8]}",
-        at=datetime.now(UTC) + timedelta(seconds=1),
+        lead=1,
     )
     settled = wait_settled(cloud_stack, tenant.api_key, post["scheduledPostId"])
     assert settled["status"] == "failed"

@@ -1,8 +1,8 @@
-"""The emulator never hands out a credential (security review, finding N3): every task view it
-returns redacts the headers that authenticate the request, while the attempts still carry them;
-it mints OIDC tokens only for the service accounts it was started with, refusing other accounts
-as Google refuses a caller without `iam.serviceAccounts.actAs` (`engine.py`, caller rights).
-And its files are private however it runs (finding N4)."""
+"""The emulator never hands out a credential: every task view it returns redacts the headers that
+authenticate the request, while the attempts still carry them; it mints OIDC tokens only for the
+service accounts it was started with, refusing other accounts as Google refuses a caller without
+`iam.serviceAccounts.actAs` (`engine.py`, caller rights). And its files are private however it
+runs."""
 
 from __future__ import annotations
 
@@ -225,6 +225,7 @@ def _create_queue_over_grpc(address: str) -> None:
         channel.close()
 
 
+@pytest.mark.slow  # starts `tendsocial emulator` as a process of its own
 def test_the_standalone_emulator_keeps_its_files_private(
     standalone: tuple[Path, str],
 ) -> None:

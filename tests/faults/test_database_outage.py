@@ -9,9 +9,7 @@ import contextlib
 import glob
 import socket
 import threading
-import uuid
 from collections import Counter
-from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy.engine import URL, Engine
@@ -21,7 +19,7 @@ from tests.support.emulator import EmulatorProcess
 from tests.support.exactly_once import exactly_once_problems, sandbox_counts, wait_settled
 from tests.support.sandbox import SandboxHandle
 from tests.support.stacks import fault_cloud_stack
-from tests.support.tenants import make_tenant, schedule
+from tests.support.tenants import make_tenant, schedule_due_together
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.faults
@@ -137,20 +135,24 @@ def test_database_outage_answers_503_then_publishes_each_target_once(
             sandbox, emulator_host=fault_emulator.host_port, sessions=sessions
         ) as fs:
             tenant = make_tenant(fs, name="Db Outage Co")
-            marker = f"db-outage-{uuid.uuid4().hex[:8]}"
-            contents = [f"{marker} {i}" for i in range(POSTS)]
-            due = datetime.now(UTC) + timedelta(seconds=3)
-            post_ids = [
-                schedule(fs, tenant, *PLATFORMS, content=content, at=due)["scheduledPostId"]
-                for content in contents
-            ]
-            assert datetime.now(UTC) < due, "scheduling outlasted the lead time"
+            # Scheduled again with a longer lead when the scheduling outlasts it: the outage
+            # must start before the posts' instant.
+            batch = schedule_due_together(
+                api_url=fs.base_url,
+                tenants=[tenant],
+                platforms=PLATFORMS,
+                posts=POSTS,
+                prefix="db-outage",
+                lead_seconds=3,
+                concurrency=4,
+            )
+            marker, contents, post_ids = batch.marker, batch.contents, batch.post_ids
             proxy.cut()
             targets = POSTS * len(PLATFORMS)
             # The outage lasts until every target was refused about twice by the webhook.
             wait_until(
                 lambda: fs.statuses.count(503) >= 2 * targets,
-                within=30,
+                within=30 + batch.lead_seconds,
                 interval=0.1,
                 what=lambda: f"two refusals per target, got {Counter(fs.statuses)}",
             )

@@ -3,9 +3,8 @@ lost or doubled, and a rate-limited target is not called again before the platfo
 
 from __future__ import annotations
 
-import uuid
 from collections import Counter
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 
 import pytest
 from sqlalchemy.engine import Engine
@@ -13,7 +12,7 @@ from sqlalchemy.engine import Engine
 from tests.support.emulator import pending_publish_tasks
 from tests.support.exactly_once import exactly_once_problems, sandbox_counts, wait_settled
 from tests.support.stacks import CloudStack
-from tests.support.tenants import make_tenant, schedule
+from tests.support.tenants import make_tenant, schedule_due_together
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.faults
@@ -32,15 +31,18 @@ def test_rate_limits_server_errors_and_timeouts_lose_and_double_nothing(
     sandbox.inject("linkedin", "server_error", operation="publish", count=3)
     sandbox.inject("mastodon", "timeout_after_accept", operation="publish", delay_seconds=4)
     sandbox.inject("bluesky", "timeout_before_accept", operation="publish", count=2)
-    marker = f"flaky-{uuid.uuid4().hex[:8]}"
-    contents = [f"{marker} {i}" for i in range(POSTS)]
-    due = datetime.now(UTC) + timedelta(seconds=2)
-    post_ids = [
-        schedule(fault_stack, tenant, *PLATFORMS, content=content, at=due)["scheduledPostId"]
-        for content in contents
-    ]
+    batch = schedule_due_together(
+        api_url=fault_stack.base_url,
+        tenants=[tenant],
+        platforms=PLATFORMS,
+        posts=POSTS,
+        prefix="flaky",
+        lead_seconds=2,
+        concurrency=4,
+    )
+    marker, contents, due, post_ids = batch.marker, batch.contents, batch.due, batch.post_ids
     targets = POSTS * len(PLATFORMS)
-    states = wait_settled(db, post_ids, expected=targets, timeout=60)
+    states = wait_settled(db, post_ids, expected=targets, timeout=60 + batch.lead_seconds)
     assert states == Counter({"success": targets}), states
     # A late duplicate could only come from a task still in the queue: wait until none is.
     queues = fault_stack.settings.queues

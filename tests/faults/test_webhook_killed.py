@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import uuid
 from collections import Counter
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -31,7 +29,7 @@ from tests.support.load import LOAD_PLATFORMS as PLATFORMS
 from tests.support.processes import api_process
 from tests.support.sandbox import SandboxHandle
 from tests.support.stacks import WEBHOOK_SECRET, Stack
-from tests.support.tenants import make_tenant, schedule_many
+from tests.support.tenants import make_tenant, schedule_due_together
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.faults
@@ -83,31 +81,19 @@ def test_sigkill_mid_publishing_ends_with_each_target_published_once(
             make_tenant(served, name=f"Kill Co {i}", platforms=PLATFORMS, media=False)
             for i in range(companies)
         ]
-        marker = f"sigkill-{uuid.uuid4().hex[:8]}"
-        contents = [f"{marker} {i}" for i in range(POSTS)]
-        due = datetime.now(UTC) + timedelta(seconds=6)
-
-        async def schedule_all() -> list[str]:
-            batches = await asyncio.gather(
-                *(
-                    schedule_many(
-                        api_url=api.url,
-                        tenant=tenant,
-                        contents=contents[i::companies],
-                        due=due,
-                        platforms=PLATFORMS,
-                    )
-                    for i, tenant in enumerate(tenants)
-                )
-            )
-            return [post_id for batch in batches for post_id in batch]
-
-        post_ids = asyncio.run(schedule_all())
-        assert datetime.now(UTC) < due, "scheduling outlasted the lead time"
+        batch = schedule_due_together(
+            api_url=api.url,
+            tenants=tenants,
+            platforms=PLATFORMS,
+            posts=POSTS,
+            prefix="sigkill",
+            lead_seconds=6,
+        )
+        post_ids = batch.post_ids
         targets = POSTS * len(PLATFORMS)
         wait_until(
             lambda: target_states(db, post_ids)["success"] >= targets // 4,
-            within=60,
+            within=60 + batch.lead_seconds,
             interval=0.02,
             what=lambda: str(target_states(db, post_ids)),
         )
@@ -126,7 +112,8 @@ def test_sigkill_mid_publishing_ends_with_each_target_published_once(
         api.start()
         states = wait_settled(db, post_ids, expected=targets, timeout=90)
         problems = exactly_once_problems(
-            sandbox_counts(sandbox.base_url, marker=marker, platforms=PLATFORMS), contents=contents
+            sandbox_counts(sandbox.base_url, marker=batch.marker, platforms=PLATFORMS),
+            contents=batch.contents,
         )
         assert problems == {}, problems
         assert states == Counter({"success": targets}), (at_kill, states, _failures(db, post_ids))

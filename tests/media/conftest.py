@@ -66,7 +66,7 @@ def _media_app(served: Served) -> Starlette:
         return StreamingResponse(body(), media_type=media_type, headers=headers)
 
     async def drip(request: Request) -> Response:
-        """A JPEG that arrives one byte every 200 ms, for ever (the review's 40 s drip)."""
+        """A JPEG that arrives one byte every 200 ms, for ever (per-read timeouts never fire)."""
         record(request)
 
         async def body() -> AsyncIterator[bytes]:

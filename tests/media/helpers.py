@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
-from tasks.media import MediaPolicy
+from tasks.egress import MediaPolicy
 
 PUBLIC_HOST = "127.0.0.2"
 INTERNAL_HOST = "127.0.0.1"

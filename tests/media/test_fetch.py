@@ -14,11 +14,10 @@ import httpx
 import pytest
 
 from models.settings import MediaSettings
+from tasks.egress import MediaFetchError, MediaPolicy
 from tasks.media import (
     MAX_BUFFERED_BYTES,
-    MediaFetchError,
     MediaLimits,
-    MediaPolicy,
     default_ssl_context,
     fetch_media,
     fetch_platform_media,
@@ -98,7 +97,7 @@ async def test_peak_memory_while_a_capped_gigabyte_download_is_refused(
     media_host: Served, dev_policy: MediaPolicy
 ) -> None:
     """The largest buffered cap (Bluesky video, 50 MB) against a 1 GiB body: memory grows by
-    about the cap, never by the body (the review saw 2.2x a 150 MiB body)."""
+    about the cap, never by the body (a buffered fetch once grew by 2.2x a 150 MiB body)."""
     limits = MediaLimits.for_platform("bluesky", "video/mp4")
     assert limits.max_bytes == MAX_BUFFERED_BYTES
     before_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -206,7 +205,7 @@ async def test_redirects_are_followed_up_to_three_hops(
 
 async def test_no_cookie_is_ever_sent(media_host: Served, dev_policy: MediaPolicy) -> None:
     """The redirect sets a cookie and so does the image; neither comes back, not even on the
-    next fetch to the same host (no jar exists: security review finding 12)."""
+    next fetch to the same host (no jar exists: a cookie must never travel between tenants)."""
     target = media_host.url("/a.png")
     await fetch_media(media_host.url(f"/redirect?to={target}"), policy=dev_policy, limits=IMAGE)
     await fetch_media(target, policy=dev_policy, limits=IMAGE)

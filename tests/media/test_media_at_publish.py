@@ -2,8 +2,8 @@
 
 Over real HTTP: the API and its publish webhook, the sandbox platforms, real PostgreSQL. A post
 whose media cannot be fetched is retried (transient) and, on the queue's final attempt, fails
-with the media error code; no attempt ever publishes the text alone (the review's "published on
-attempt 2 without the image").
+with the media error code; no attempt ever publishes the text alone (a post once went out on
+attempt 2 without its image).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from models.tables import PublishTarget
-from tasks.media import MEDIA_ERROR_MESSAGES
+from tasks.egress import MEDIA_ERROR_MESSAGES
 from tests.platforms.helpers import DOWNLOADING_PLATFORMS
 from tests.support.stacks import PublishStack
 from tests.support.tenants import Tenant, make_tenant

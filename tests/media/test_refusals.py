@@ -13,9 +13,10 @@ from urllib.parse import quote
 
 import pytest
 
-import tasks.media
+import tasks.egress
 from models.settings import MediaSettings
-from tasks.media import MediaFetchError, MediaLimits, MediaPolicy, fetch_media
+from tasks.egress import MediaFetchError, MediaPolicy
+from tasks.media import MediaLimits, fetch_media
 from tests.media.helpers import PNG, PUBLIC_HOST, Served, public_only_policy
 
 IMAGE = MediaLimits(max_bytes=5_000_000, mime_types=frozenset({"image/png", "image/jpeg"}))
@@ -99,7 +100,7 @@ async def test_private_metadata_and_special_addresses_are_refused(
     async def no_dns(host: str, port: int) -> list[str]:
         raise AssertionError(f"{host} should be refused before any lookup")
 
-    monkeypatch.setattr(tasks.media, "resolve_host", no_dns)
+    monkeypatch.setattr(tasks.egress, "resolve_host", no_dns)
     await _refused(url, policy=public_only_policy())
     # metadata and link-local stay refused even with the local-development opt-in
     if "169.254" in url or "metadata" in url or "fd00:ec2" in url or "fe80" in url:
@@ -117,7 +118,7 @@ async def test_a_name_that_resolves_to_loopback_is_refused(
             host
         ]
 
-    monkeypatch.setattr(tasks.media, "resolve_host", resolver)
+    monkeypatch.setattr(tasks.egress, "resolve_host", resolver)
     url = f"http://127.0.0.1.nip.example:{port}/secret"
     error = await _refused(url, policy=public_only_policy())
     assert error.code == "media_refused_address"
@@ -138,7 +139,7 @@ async def test_dns_rebinding_cannot_switch_the_address_after_the_check(
         lookups.append(host)
         return next(answers)
 
-    monkeypatch.setattr(tasks.media, "resolve_host", rebinding)
+    monkeypatch.setattr(tasks.egress, "resolve_host", rebinding)
     port = int(media_host.base_url.rsplit(":", 1)[1])
     fetched = await fetch_media(
         f"http://rebind.example:{port}/a.png", policy=public_only_policy(), limits=IMAGE
@@ -164,14 +165,14 @@ async def test_dns_rebinding_cannot_switch_the_address_after_the_check(
 async def test_a_redirect_to_an_internal_address_is_refused(
     target: str, media_host: Served, internal: Served, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_resolver = tasks.media.resolve_host
+    real_resolver = tasks.egress.resolve_host
 
     async def resolver(host: str, port: int) -> list[str]:
         if host == "internal.example":
             return ["127.0.0.1"]
         return await real_resolver(host, port)
 
-    monkeypatch.setattr(tasks.media, "resolve_host", resolver)
+    monkeypatch.setattr(tasks.egress, "resolve_host", resolver)
     port = int(internal.base_url.rsplit(":", 1)[1])
     location = target.format(port=port)
     url = media_host.url(f"/redirect?to={quote(location, safe='')}")
@@ -184,7 +185,7 @@ async def test_the_internal_service_is_reachable_when_allowed(internal: Served) 
     """The control: the same fetch with the opt-in reaches the internal service, so the
     refusals above are the policy's doing and not a broken server."""
     policy = MediaPolicy(
-        allow_http=True, allowed_private_networks=tasks.media.LOCAL_DEVELOPMENT_NETWORKS
+        allow_http=True, allowed_private_networks=tasks.egress.LOCAL_DEVELOPMENT_NETWORKS
     )
     await fetch_media(internal.url("/secret"), policy=policy, limits=IMAGE)
     assert [r["path"] for r in internal.requests] == ["/secret"]

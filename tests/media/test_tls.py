@@ -26,8 +26,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-import tasks.media
-from tasks.media import MediaFetchError, MediaLimits, fetch_media
+import tasks.egress
+from tasks.egress import MediaFetchError
+from tasks.media import MediaLimits, fetch_media
 from tests.media.helpers import PNG, PUBLIC_HOST, public_only_policy
 from tests.support.ports import free_port
 
@@ -150,7 +151,7 @@ def media_test_dns(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         lookups.append(host)
         return {"media.test": [PUBLIC_HOST], "other.test": [PUBLIC_HOST]}[host]
 
-    monkeypatch.setattr(tasks.media, "resolve_host", resolver)
+    monkeypatch.setattr(tasks.egress, "resolve_host", resolver)
     return lookups
 
 

@@ -8,10 +8,10 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
-from dispatch.admin import add_account, create_company
 from models.database import sync_session
 from models.migrate import alembic_config
 from models.tables import Base, SocialAccount
+from tasks.administration import add_account, create_company
 
 
 def test_autogenerate_finds_no_difference_after_migrating(db: Engine) -> None:

@@ -1,5 +1,7 @@
 """Adapter-test fixtures. The session `sandbox` server is a fixture of `tests/conftest.py`;
 the autouse fixture below resets it so faults, posts and accounts never leak between tests.
+The adapters talk through the client production gives them (`helpers.sandbox_http`: the aiohttp
+transport, not httpx's default), so what the tests see is what the app sends and receives.
 """
 
 from __future__ import annotations
@@ -9,8 +11,8 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from tests.platforms.helpers import RequestCounter
-from tests.support import clients
+from tests.platforms.helpers import RequestCounter, sandbox_http
+from tests.support.sandbox import SandboxHandle
 
 
 @pytest.fixture(autouse=True)
@@ -21,14 +23,16 @@ def _fresh_sandbox(request: pytest.FixtureRequest) -> None:
 
 
 @pytest.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
+async def http(sandbox: SandboxHandle) -> AsyncIterator[httpx.AsyncClient]:
     """The adapters' client, with a short timeout so timeout faults stay fast."""
-    async with clients.async_client(timeout=0.5) as client:
+    async with sandbox_http(sandbox, timeout=0.5) as client:
         yield client
 
 
 @pytest.fixture
-async def counted_http() -> AsyncIterator[tuple[httpx.AsyncClient, RequestCounter]]:
+async def counted_http(
+    sandbox: SandboxHandle,
+) -> AsyncIterator[tuple[httpx.AsyncClient, RequestCounter]]:
     counter = RequestCounter()
-    async with clients.async_client(timeout=2, event_hooks={"request": [counter]}) as client:
+    async with sandbox_http(sandbox, timeout=2, event_hooks={"request": [counter]}) as client:
         yield client, counter

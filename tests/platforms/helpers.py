@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
+
 import httpx
 
-from models.settings import MediaSettings, PlatformSettings
-from tasks.media import MediaPolicy
+from models.settings import MediaSettings
+from tasks.egress import MediaPolicy
 from tasks.platforms.base import AccountContext, PlatformAdapter
-from tasks.platforms.registry import PLATFORMS, build_adapter
-from tests.support.sandbox import SandboxHandle
+from tasks.platforms.http import platform_http_client
+from tasks.platforms.registry import build_adapter
+from tests.support.sandbox import SandboxHandle, sandbox_platforms
 
 #: The media fetcher's rules under `tendsocial dev`: the sandbox serves media from
 #: http://127.0.0.1, which production's default policy refuses.
@@ -51,8 +55,24 @@ def sandbox_adapter(
     media_policy: MediaPolicy = LOCAL_MEDIA,
 ) -> PlatformAdapter:
     """The adapter as the API builds it (`build_adapter`), every base URL on the sandbox."""
-    settings = PlatformSettings(**{f"{p}_api_base_url": sandbox.url(p) for p in PLATFORMS})
+    settings = sandbox_platforms(sandbox)
     return build_adapter(platform, http=http, settings=settings, media_policy=media_policy)
+
+
+EventHooks = Mapping[str, Sequence[Callable[[Any], Awaitable[None]]]]
+
+
+def sandbox_http(
+    sandbox: SandboxHandle, *, timeout: float, event_hooks: EventHooks | None = None
+) -> httpx.AsyncClient:
+    """The client the app gives its adapters and connectors (`platform_http_client`: aiohttp,
+    the guarded resolver, no cookies, no redirects), configured as under `tendsocial dev`: every
+    platform at the sandbox, local development's egress policy. `event_hooks` are httpx's."""
+    settings = sandbox_platforms(sandbox, timeout=timeout)
+    client = platform_http_client(settings, policy=LOCAL_MEDIA)
+    if event_hooks:
+        client.event_hooks = {name: list(hooks) for name, hooks in event_hooks.items()}
+    return client
 
 
 class RequestCounter:

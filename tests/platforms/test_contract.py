@@ -33,7 +33,7 @@ from tasks.platforms.base import (
     UnknownOutcomeError,
 )
 from tasks.platforms.registry import PLATFORMS, build_adapter
-from tests.support import clients
+from tests.platforms.helpers import sandbox_http
 
 TEXT = "The one & only <launch> https://example.com/a?b=1 #tend"
 
@@ -110,7 +110,7 @@ async def test_lost_answer_then_130_newer_posts_reconciles_to_ours(setup: Setup,
         await setup.adapter.publish(account=setup.account, content=setup.content(TEXT), state=state)
     # The 130 calls that must succeed go through a patient client: the short one exists to make
     # the lost answer fast, and one scheduling hiccup of half a second would fail them.
-    async with clients.async_client(timeout=10) as patient_http:
+    async with sandbox_http(sandbox, timeout=10) as patient_http:
         adapter = _adapter(sandbox, patient_http, setup.platform)
         # Instagram allows 100 API-published posts per rolling 24 h (content_publishing_limit),
         # so it gets as many newer posts as its quota leaves.

@@ -139,6 +139,20 @@ async def test_reconcile_without_attempt_is_none(sandbox, http) -> None:
     assert await fb.reconcile(account=acc, content=content, state=state) is None
 
 
+@pytest.mark.parametrize("error", ["10", "200"])
+async def test_a_refused_look_up_leaves_the_outcome_unknown(sandbox, http, error: str) -> None:
+    """The Page's posts are read through the shared reconcile loop: a permission refusal of the
+    look-up says nothing about whether our post went out, so the attempt stays unknown (retried
+    later) rather than failing a post that may be live."""
+    acc = account(sandbox)
+    fb = adapter(sandbox, http)
+    state = PlatformState({"feed_attempted_at": datetime.now(UTC).isoformat()})
+    sandbox.inject_graph_error("facebook", error, operation="lookup")
+    with pytest.raises(UnknownOutcomeError) as caught:
+        await fb.reconcile(account=acc, content=PostContent(text="maybe sent"), state=state)
+    assert caught.value.code == error
+
+
 async def test_tokens(sandbox, http) -> None:
     acc = account(sandbox)
     fb = adapter(sandbox, http)

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tasks.media import MEDIA_ERROR_MESSAGES, MediaFetchError, MediaPolicy
+from tasks.egress import MEDIA_ERROR_MESSAGES, MediaFetchError, MediaPolicy
 from tasks.platforms.base import (
     AccountContext,
     MediaItem,
@@ -28,8 +28,8 @@ from tasks.platforms.base import (
 )
 from tasks.platforms.facebook.adapter import VIDEO_PROCESSING_LIMIT, FacebookAdapter, first_link
 from tasks.platforms.media_support import media_problems
-from tests.platforms.helpers import LOCAL_MEDIA
-from tests.support import clients
+from tests.platforms.helpers import LOCAL_MEDIA, sandbox_http
+from tests.support.sandbox import SandboxHandle
 from tests.support.stacks import PublishStack
 from tests.support.tenants import Tenant, make_tenant
 
@@ -96,9 +96,11 @@ class Calls:
 
 
 @pytest.fixture
-async def counted_http() -> AsyncIterator[tuple[httpx.AsyncClient, Calls]]:
+async def counted_http(
+    sandbox: SandboxHandle,
+) -> AsyncIterator[tuple[httpx.AsyncClient, Calls]]:
     calls = Calls()
-    async with clients.async_client(timeout=2, event_hooks={"request": [calls]}) as client:
+    async with sandbox_http(sandbox, timeout=2, event_hooks={"request": [calls]}) as client:
         yield client, calls
 
 

@@ -225,7 +225,7 @@ async def test_sandbox_missing_image_is_error_100(sandbox: Any, http: httpx.Asyn
 
 
 # Through the sandbox and the real adapters: every documented error the sandbox can inject
-# (deployments/sandbox/graph.py GRAPH_ERRORS, each cited there) answers the first call of a
+# (deployments/sandbox/graph_errors.py GRAPH_ERRORS, each cited there) answers the first call of a
 # publish (container creation) and must end in the right place of the taxonomy:
 # transient → retried, rate limits → retried no earlier than Meta says, permanent → failed with
 # Meta's own words, token errors → the account needs reconnecting (Meta tokens cannot be

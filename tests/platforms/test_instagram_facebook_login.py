@@ -16,11 +16,11 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 
-from dispatch.admin import add_account, create_company
 from models.accounts import account_by_id
 from models.database import sync_session
 from models.settings import DEFAULT_GRAPH_VERSION, PlatformSettings
 from tasks.accounts import account_context, refresh_tokens
+from tasks.administration import add_account, create_company
 from tasks.platforms.base import (
     AccountContext,
     MediaItem,
@@ -30,7 +30,7 @@ from tasks.platforms.base import (
 )
 from tasks.platforms.registry import PLATFORMS, build_adapter
 from tasks.token_refresh import refresh_due_tokens
-from tests.support import clients
+from tests.platforms.helpers import sandbox_http
 
 DAY = 24 * 3600
 
@@ -131,7 +131,7 @@ def _status(db, account_id) -> tuple[str, str | None, datetime | None]:
 
 async def _run_job(sandbox, sessions, *, now: datetime):
     settings = _settings(sandbox)
-    async with clients.async_client(timeout=5) as http:
+    async with sandbox_http(sandbox, timeout=5) as http:
         return await refresh_due_tokens(
             sessions,
             adapters=lambda platform: build_adapter(platform, http=http, settings=settings),
@@ -164,7 +164,7 @@ async def test_refresh_job_swaps_the_user_token_for_the_page_token(sandbox, sess
 
     # The Page token publishes on graph.facebook.com after the user token has died.
     sandbox.advance_clock(10 * DAY)
-    async with clients.async_client(timeout=5) as http:
+    async with sandbox_http(sandbox, timeout=5) as http:
         adapter = build_adapter("instagram", http=http, settings=_settings(sandbox))
         result = await adapter.publish(
             account=account_context(swapped), content=_content(sandbox), state=PlatformState()
@@ -226,7 +226,7 @@ async def test_the_page_token_needs_no_app_credentials(sandbox, sessions, db) ->
     account_id = _account(external_id=external_id, access="fbl-ok", expires=now + timedelta(days=3))
     async with sessions() as session:
         account = await account_by_id(session, account_id)
-    async with clients.async_client(timeout=5) as http:
+    async with sandbox_http(sandbox, timeout=5) as http:
         adapter = build_adapter("instagram", http=http, settings=_settings(sandbox, app=False))
         context = await refresh_tokens(
             sessions, adapter=adapter, account=account, used=account_context(account)

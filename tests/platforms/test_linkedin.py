@@ -20,8 +20,7 @@ from tasks.platforms.base import (
     UnknownOutcomeError,
 )
 from tasks.platforms.linkedin.adapter import LinkedInAdapter, next_utc_midnight
-from tests.platforms.helpers import LOCAL_MEDIA
-from tests.support import clients
+from tests.platforms.helpers import LOCAL_MEDIA, sandbox_http
 
 PERSON = "urn:li:person:8675309"
 ORG = "urn:li:organization:5515715"
@@ -144,7 +143,7 @@ async def test_member_lost_answer_is_settled_by_reposting_without_the_finder(
     content, state = PostContent(text="member #post"), PlatformState()
     await state.save(publish_started_at=datetime.now(UTC).isoformat())
     sandbox.inject("linkedin", "timeout_after_accept", delay_seconds=3)
-    async with clients.async_client(timeout=0.5) as impatient:
+    async with sandbox_http(sandbox, timeout=0.5) as impatient:
         with pytest.raises(UnknownOutcomeError):
             await LinkedInAdapter(http=impatient, base_url=sandbox.url("linkedin")).publish(
                 account=account, content=content, state=state

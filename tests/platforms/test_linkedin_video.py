@@ -23,7 +23,7 @@ import pytest
 from deployments.sandbox.app import sandbox_media
 from deployments.sandbox.linkedin import VIDEO_PART_BYTES
 from models.settings import DEFAULT_LINKEDIN_VERSION
-from tasks.media import MediaFetchError
+from tasks.egress import MediaFetchError
 from tasks.platforms.base import (
     MediaItem,
     PermanentError,
@@ -33,8 +33,7 @@ from tasks.platforms.base import (
 )
 from tasks.platforms.linkedin.adapter import LinkedInAdapter
 from tasks.platforms.media_support import media_problems
-from tests.platforms.helpers import LOCAL_MEDIA, sandbox_account
-from tests.support import clients
+from tests.platforms.helpers import LOCAL_MEDIA, sandbox_account, sandbox_http
 from tests.support.sandbox import SandboxHandle
 from tests.support.servers import generated_video_app, serve_in_thread
 
@@ -82,9 +81,10 @@ class Exchanges:
 
 
 @pytest.fixture
-async def recorded() -> AsyncIterator[tuple[httpx.AsyncClient, Exchanges]]:
+async def recorded(sandbox: SandboxHandle) -> AsyncIterator[tuple[httpx.AsyncClient, Exchanges]]:
     exchanges = Exchanges()
-    async with clients.async_client(timeout=10, event_hooks={"response": [exchanges]}) as client:
+    hooks = {"response": [exchanges]}
+    async with sandbox_http(sandbox, timeout=10, event_hooks=hooks) as client:
         yield client, exchanges
 
 

@@ -96,8 +96,10 @@ async def test_rate_limit_reset_is_iso_8601(sandbox, http) -> None:
 async def test_invalid_token_needs_reconnect(sandbox, http, kind) -> None:
     account, adapter = _account(sandbox), _adapter(sandbox, http)
     sandbox.inject("mastodon", kind)
-    with pytest.raises(NeedsReconnectError):
+    with pytest.raises(NeedsReconnectError) as caught:
         await adapter.publish(account=account, content=PostContent(text="x"), state=PlatformState())
+    # Mastodon tokens never expire: a 401 goes straight to reconnect, no refresh is tried.
+    assert caught.value.code == "token_invalid"
     with pytest.raises(NeedsReconnectError):
         await adapter.refresh_token(account=account)
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tasks.media import MEDIA_ERROR_MESSAGES, MediaFetchError, MediaPolicy
+from tasks.egress import MEDIA_ERROR_MESSAGES, MediaFetchError, MediaPolicy
 from tasks.platforms.base import MediaItem, PlatformState, PostContent, TransientError
 from tests.platforms.helpers import (
     DOWNLOADING_PLATFORMS,

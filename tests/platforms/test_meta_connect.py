@@ -30,7 +30,7 @@ from tasks.platforms.facebook.connect import FacebookConnector
 from tasks.platforms.instagram.adapter import InstagramAdapter
 from tasks.platforms.registry import build_adapter, build_connector
 from tasks.platforms.specs import platform_spec
-from tests.support import clients
+from tests.platforms.helpers import sandbox_http
 from tests.support.sandbox import SandboxHandle, sandbox_platforms
 
 REDIRECT_URI = "https://app.tendsocial.example/connect/callback"
@@ -76,9 +76,9 @@ def settings(sandbox: SandboxHandle, *, secret: str | None = None) -> PlatformSe
 
 
 @pytest.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
+async def http(sandbox: SandboxHandle) -> AsyncIterator[httpx.AsyncClient]:
     """The connectors' client; redirects are not followed (the code is in the 302)."""
-    async with clients.async_client(timeout=5) as client:
+    async with sandbox_http(sandbox, timeout=5) as client:
         yield client
 
 

@@ -1,5 +1,5 @@
-"""Meta's token rules as the sandbox enforces them (deployments/sandbox/graph.py, each rule cited
-there), over HTTP and through the adapters, on the sandbox clock instead of sleeping:
+"""Meta's token rules as the sandbox enforces them (deployments/sandbox/graph_tokens.py, each
+rule cited there), over HTTP and through the adapters, on the sandbox clock instead of sleeping:
 
 - Instagram Login and Threads tokens refresh only "at least 24 hours old but has not expired",
   on their own host (`ig_refresh_token` on graph.instagram.com, `th_refresh_token` on
@@ -24,8 +24,7 @@ import pytest
 
 from models.settings import DEFAULT_GRAPH_VERSION
 from tasks.platforms.base import AccountContext, NeedsReconnectError, PermanentError
-from tests.platforms.helpers import sandbox_adapter
-from tests.support import clients
+from tests.platforms.helpers import sandbox_adapter, sandbox_http
 
 V = DEFAULT_GRAPH_VERSION
 DAY = 24 * 3600
@@ -95,7 +94,7 @@ async def test_an_expired_token_is_refused_and_cannot_be_refreshed(
     error = _error(await _refresh(http, sandbox, platform, "old"))
     assert (error["code"], error["error_subcode"]) == (190, 463)
     # Through the adapter: a refused refresh is a reconnect.
-    async with clients.async_client(timeout=5) as client:
+    async with sandbox_http(sandbox, timeout=5) as client:
         adapter = sandbox_adapter(sandbox, platform, client)
         account = AccountContext(account_id="a", external_id="u1", handle="h", access_token="old")
         with pytest.raises(NeedsReconnectError):

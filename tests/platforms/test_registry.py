@@ -5,12 +5,25 @@ from __future__ import annotations
 import pytest
 
 from models.settings import PlatformSettings
+from models.statuses import Platform
 from tasks.platforms.bluesky.adapter import BlueskyAdapter
 from tasks.platforms.linkedin.adapter import LinkedInAdapter
 from tasks.platforms.mastodon.adapter import MastodonAdapter
 from tasks.platforms.registry import PLATFORMS, build_adapter, normalize_platform
+from tasks.platforms.specs import platform_spec
 from tasks.platforms.x.adapter import XAdapter
 from tests.support import clients
+
+
+def test_the_database_enum_is_the_registry() -> None:
+    """`models.statuses.Platform` feeds the tables' CHECK constraints and models cannot import
+    tasks, so it lists the names again: it must list exactly the registry's, in its order."""
+    assert tuple(Platform) == PLATFORMS
+    for name in PLATFORMS:
+        spec = platform_spec(name)
+        assert spec.name == name
+        assert spec.adapter_class and spec.connector_class, name
+        assert spec.text is not None and spec.media is not None and spec.metrics is not None
 
 
 def test_names_and_aliases() -> None:

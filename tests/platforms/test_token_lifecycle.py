@@ -14,16 +14,16 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 
-from dispatch.admin import add_account, create_company
 from models.accounts import account_by_id
 from models.database import sync_session
 from models.settings import PlatformSettings
 from tasks.accounts import account_context, fresh_context, refresh_tokens
+from tasks.administration import add_account, create_company
 from tasks.platforms.base import NeedsReconnectError, PermanentError, TransientError
 from tasks.platforms.registry import PLATFORMS, build_adapter
 from tasks.platforms.x.adapter import XAdapter
 from tasks.token_refresh import refresh_due_tokens
-from tests.support import clients
+from tests.platforms.helpers import sandbox_http
 from tests.support.sandbox import sandbox_platforms
 
 pytestmark = pytest.mark.usefixtures("database_url")
@@ -76,7 +76,7 @@ async def test_refused_refresh_is_committed_although_the_caller_fails(
     """Before the fix the mark was made inside the lock's transaction and rolled back with it."""
     account_id = _account("x", access="x-old", refresh="spent", expires=None)
     account = await _load(sessions, account_id)
-    async with clients.async_client(timeout=5) as http:
+    async with sandbox_http(sandbox, timeout=5) as http:
         adapter = XAdapter(http=http, base_url=sandbox.url("x"), client_id="cid")
         with pytest.raises(NeedsReconnectError):
             await refresh_tokens(
@@ -91,7 +91,7 @@ async def test_metrics_path_marks_an_expiring_account_too(sandbox, sessions, db)
     expired = datetime.now(UTC) - timedelta(minutes=1)
     account_id = _account("x", access="x-old", refresh="spent", expires=expired)
     account = await _load(sessions, account_id)
-    async with clients.async_client(timeout=5) as http:
+    async with sandbox_http(sandbox, timeout=5) as http:
         adapter = XAdapter(http=http, base_url=sandbox.url("x"), client_id="cid")
         with pytest.raises(NeedsReconnectError):
             await fresh_context(sessions, adapter=adapter, account=account, margin_seconds=120)
@@ -107,7 +107,7 @@ async def test_a_refused_client_is_our_configuration_not_the_accounts(
     account_id = _account("x", access="x-c1", refresh="rt-c1", expires=None)
     account = await _load(sessions, account_id)
     sandbox.inject("x", "invalid_client", operation="refresh")
-    async with clients.async_client(timeout=5) as http:
+    async with sandbox_http(sandbox, timeout=5) as http:
         adapter = XAdapter(
             http=http, base_url=sandbox.url("x"), client_id="cid", client_secret="bad"
         )
@@ -132,7 +132,7 @@ async def test_refresh_job_renews_due_tokens_and_flags_dead_ones(sandbox, sessio
         x_client_id="cid",
         **{f"{p}_api_base_url": sandbox.url(p) for p in PLATFORMS},
     )
-    async with clients.async_client(timeout=5) as http:
+    async with sandbox_http(sandbox, timeout=5) as http:
         report = await refresh_due_tokens(
             sessions,
             adapters=lambda platform: build_adapter(platform, http=http, settings=settings),
@@ -206,7 +206,7 @@ async def test_an_account_reconnected_meanwhile_is_not_marked(sandbox, sessions,
             token_expires_at=now + timedelta(days=60),
         )
     assert again.id == account_id and not again.created
-    async with clients.async_client(timeout=5) as http:
+    async with sandbox_http(sandbox, timeout=5) as http:
         adapter = build_adapter("linkedin", http=http, settings=sandbox_platforms(sandbox))
         context = await fresh_context(sessions, adapter=adapter, account=stale, margin_seconds=120)
     assert context.access_token == "li-reconnected"
@@ -224,7 +224,7 @@ async def test_a_refresh_error_is_fatal_once_the_token_has_expired(sandbox, sess
     )
     account = await _load(sessions, account_id)
     sandbox.inject("x", "server_error", operation="refresh")
-    async with clients.async_client(timeout=5) as http:
+    async with sandbox_http(sandbox, timeout=5) as http:
         adapter = XAdapter(http=http, base_url=sandbox.url("x"), client_id="cid")
         with pytest.raises(TransientError):
             await fresh_context(sessions, adapter=adapter, account=account, margin_seconds=120)
@@ -247,7 +247,7 @@ async def test_the_refresh_job_names_unrenewed_accounts_and_marks_expired_ones(
         linkedin_client_secret="secret",
         **{f"{p}_api_base_url": sandbox.url(p) for p in PLATFORMS},
     )
-    async with clients.async_client(timeout=5) as http:
+    async with sandbox_http(sandbox, timeout=5) as http:
         report = await refresh_due_tokens(
             sessions,
             adapters=lambda platform: build_adapter(platform, http=http, settings=settings),
@@ -286,7 +286,7 @@ async def test_an_x_refresh_stores_the_scopes_x_reports(sandbox, sessions, db) -
     settings = PlatformSettings(_env_file=None, x_client_id="cid", x_api_base_url=sandbox.url("x"))
     account = await _load(sessions, account_id)
     assert account.granted_scopes is None
-    async with clients.async_client(timeout=5) as http:
+    async with sandbox_http(sandbox, timeout=5) as http:
         await fresh_context(
             sessions,
             adapter=build_adapter("x", http=http, settings=settings),

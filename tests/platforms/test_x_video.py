@@ -15,8 +15,8 @@ from typing import Any
 import httpx
 import pytest
 
-from deployments.sandbox.x import SEGMENT_MISMATCH
-from tasks.media import MediaFetchError, MediaPolicy
+from deployments.sandbox.x.media import SEGMENT_MISMATCH
+from tasks.egress import MediaFetchError, MediaPolicy
 from tasks.platforms.base import (
     AccountContext,
     MediaItem,
@@ -26,8 +26,9 @@ from tasks.platforms.base import (
     TransientError,
 )
 from tasks.platforms.x.adapter import CHUNK_BYTES, PROCESSING_BUDGET_SECONDS, XAdapter
-from tests.platforms.helpers import LOCAL_MEDIA, sandbox_account
+from tests.platforms.helpers import LOCAL_MEDIA, sandbox_account, sandbox_http
 from tests.support import clients
+from tests.support.sandbox import SandboxHandle
 from tests.support.servers import generated_video_app, serve_in_thread
 
 MEDIA_ID_PATTERN = re.compile(r"^\d{1,19}$")
@@ -70,14 +71,15 @@ class AppendLog:
 
 
 @pytest.fixture
-async def logged_http() -> Any:
+async def logged_http(sandbox: SandboxHandle) -> Any:
     paths: list[str] = []
     appends = AppendLog()
 
     async def path_hook(request: httpx.Request) -> None:
         paths.append(request.url.path)
 
-    async with clients.async_client(timeout=5, event_hooks={"request": [path_hook, appends]}) as c:
+    hooks = {"request": [path_hook, appends]}
+    async with sandbox_http(sandbox, timeout=5, event_hooks=hooks) as c:
         yield c, paths, appends
 
 
@@ -201,7 +203,7 @@ async def test_a_large_video_is_streamed_not_held_in_memory(sandbox) -> None:
     size = 64_000_000
     account = sandbox_account(sandbox, "x")
     with serve_in_thread(generated_video_app()) as media_base:
-        async with clients.async_client(timeout=10) as http:
+        async with sandbox_http(sandbox, timeout=10) as http:
             adapter = _adapter(sandbox, http, SandboxClock(sandbox))
             content = PostContent(
                 text="big one",

@@ -18,22 +18,21 @@ from sqlalchemy import select, text
 from sqlalchemy.engine import URL, Engine
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 
-from dispatch.admin import add_account, create_company
 from flows.reporter import AFTER_THE_FACT, ReporterThread
-from flows.sync_fanout import SyncFanOut, SyncTrigger
 from models.database import sync_session
 from models.outbox import AttemptRecord, LogLine, add_run_record
 from models.statuses import AttemptKind, AttemptOutcome
 from models.tables import RunRecord
+from tasks.administration import add_account, create_company
 from tasks.cloud_tasks import InMemoryTaskQueue
 from tasks.platforms.base import PlatformAdapter
+from tasks.sync_fanout import SyncFanOut, SyncTrigger
 from tasks.task_specs import WebhookTarget
 from tasks.token_refresh import refresh_due_tokens
 from tests.support import clients
 from tests.support.prefect import PrefectHandle
 from tests.support.settings import make_settings
-from tests.support.stacks import WEBHOOK_SECRET as SECRET
-from tests.support.stacks import PublishStack
+from tests.support.stacks import WEBHOOK_SECRET as SECRET, PublishStack
 from tests.support.tenants import make_tenant, schedule
 
 pytestmark = pytest.mark.stack  # a real Prefect server
@@ -422,7 +421,7 @@ def test_the_sweeper_is_a_run_with_its_counts(
     database_url: URL, prefect: PrefectHandle, live_reporter: ReporterThread
 ) -> None:
     from flows.sweeper import sweep_due_posts
-    from tasks.media import MediaPolicy
+    from tasks.egress import MediaPolicy
     from tasks.scheduling import Scheduler
 
     settings = make_settings(WEBHOOK_URL="http://127.0.0.1:9", WEBHOOK_SECRET=SECRET)

@@ -14,8 +14,14 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import URL, Engine
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 
-from flows import reporter as reporter_module
-from flows.reporter import PrefectRuns, ReporterThread, idempotency_key, ship_batch
+from flows.reporter import (
+    PrefectRuns,
+    ReporterThread,
+    RunShipper,
+    idempotency_key,
+    ship_batch,
+    shipping,
+)
 from models.outbox import AttemptRecord, LogLine, add_run_record
 from models.statuses import AttemptKind, AttemptOutcome
 from models.tables import RunRecord
@@ -145,8 +151,8 @@ async def test_a_crash_between_creating_the_run_and_marking_it_shipped_does_not_
         raise RuntimeError("reporter died before marking the record shipped")
 
     async with clients.async_client(base_url=prefect.api_url, timeout=10) as http:
-        runs = PrefectRuns(http)
-        monkeypatch.setattr(reporter_module, "mark_run_records_shipped", crash)
+        runs = RunShipper(PrefectRuns(http))
+        monkeypatch.setattr(shipping, "mark_run_records_shipped", crash)
         with pytest.raises(RuntimeError):
             await ship_batch(sessions, runs, batch_size=1000)
         monkeypatch.undo()

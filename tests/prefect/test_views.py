@@ -28,9 +28,9 @@ from deployments.prefect_views import (
     automation_definitions,
     saved_views,
 )
-from dispatch.admin import add_account, create_company
 from models.database import sync_session
 from models.tables import Company
+from tasks.administration import add_account, create_company
 from tasks.platforms.registry import PLATFORMS
 from tests.support.prefect import PrefectHandle
 from tests.support.sandbox import SandboxHandle

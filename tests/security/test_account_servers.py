@@ -1,11 +1,11 @@
-"""An account's own server (`base_url`: a Mastodon instance, a Bluesky PDS, a Graph host) passes
-the media fetcher's egress guard when it is stored (security review, finding 18): https and a
-public address, name resolution included, unless local development opts in; and what such a
-server answers is never echoed into an error message a tenant reads.
+"""An account's own server (`base_url`: a Mastodon instance, a Bluesky PDS, a Graph host) passes the
+media fetcher's egress guard when it is stored: https and a public address, name resolution
+included, unless local development opts in; and what such a server answers is never echoed into an
+error message a tenant reads.
 
 A row that fails the guard anyway (stored before the check, or under local development's
 policy) is refused by the adapters before any request, and no connection reaches it, IP
-literals included (security review 3, N1); the re-check marks such rows to reconnect."""
+literals included; the re-check marks such rows to reconnect."""
 
 from __future__ import annotations
 
@@ -27,15 +27,15 @@ from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
 from deployments.cli import app as cli
-from dispatch.admin import add_account, create_company
 from flows.sweeper import sweep_due_posts
 from models.accounts import mark_account_needs_reconnect
 from models.database import reset_engines, sync_session
 from models.settings import PlatformSettings
 from models.tables import SocialAccount
 from tasks.account_servers import ServerRecheckReport, recheck_account_servers
+from tasks.administration import add_account, create_company
 from tasks.cloud_tasks import InMemoryTaskQueue
-from tasks.media import MediaPolicy
+from tasks.egress import MediaPolicy
 from tasks.platforms import servers
 from tasks.platforms.base import (
     AccountContext,
@@ -200,7 +200,7 @@ async def test_the_platforms_own_error_text_is_kept() -> None:
 
 
 # --------------------------------------------------------------------------- at call time
-#: Stored servers production's policy refuses (security review 3, N1): a loopback, IPv6 and
+#: Stored servers production's policy refuses: a loopback, IPv6 and
 #: IPv4-mapped literal, the metadata service, a private address and special-use names.
 REFUSED_SERVERS = [
     "http://127.0.0.1:18950",
@@ -344,7 +344,7 @@ class _Listener:
 
 @pytest.mark.parametrize("platform", ["mastodon", "bluesky", "facebook"])
 async def test_a_loopback_server_receives_nothing_under_productions_policy(platform: str) -> None:
-    """The review's reproduction at the adapter: the API's wiring (`dispatch/app.py`) under
+    """A loopback server reached at the adapter: the API's wiring (`dispatch/app.py`) under
     production's settings; a real listener where the stored server points."""
     listener = _Listener()
     async with listener as port:
@@ -454,7 +454,7 @@ class StoredRows:
 
 
 #: name → (platform, stored base_url, status): rows as an older release, or local development,
-#: left them, written without `dispatch.admin.add_account`'s check.
+#: left them, written without `tasks.administration.add_account`'s check.
 ROWS: dict[str, tuple[str, str | None, str]] = {
     "loopback": ("mastodon", "http://127.0.0.1:18950", "active"),
     "loopback_v6": ("bluesky", "https://[::1]:8443", "active"),

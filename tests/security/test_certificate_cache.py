@@ -1,4 +1,4 @@
-"""The OIDC certificate cache (security review finding 8): a stream of tokens with made-up key ids
+"""The OIDC certificate cache: a stream of tokens with made-up key ids
 costs at most one outbound fetch per interval, a failed refresh keeps the certificates we have,
 and `Cache-Control: max-age` decides when they are stale."""
 

@@ -1,12 +1,11 @@
-"""The local control surfaces (security review, finding 16): the sandbox and the Cloud Tasks
+"""The local control surfaces: the sandbox and the Cloud Tasks
 emulator refuse to bind anything but loopback without `--unsafe-expose`; the sandbox answers only
 to loopback `Host` names (DNS rebinding) and refuses control POSTs a cross-site page could forge
 (no JSON content type).
 
-Third review: the local Prefect server allows no other origin than its UI's and asks every
-client for the stack's auth string (N2); the sandbox's log holds no token (N5); the data folder
-is closed to other users (N6). The emulator's side (N3, N4) is in tests/emulator/
-test_caller_rights.py."""
+The local Prefect server allows no other origin than its UI's and asks every client for the
+stack's auth string; the sandbox's log holds no token; the data folder is closed to other
+users. The emulator's side is in tests/emulator/test_caller_rights.py."""
 
 from __future__ import annotations
 
@@ -270,8 +269,7 @@ def test_the_stack_gives_its_prefect_one_origin_and_its_auth_string(
     """What `tendsocial dev` hands its Prefect child, and what it records for the commands run
     beside it; the auth string is generated once into a 0600 file and kept."""
     import deployments.prefect_server as prefect_server
-    from deployments import local_stack
-    from deployments.local_stack import LocalStack, Ports, _stable_secret, stack_env_keys
+    from deployments.local_stack import LocalStack, Ports, _stable_secret, services, stack_env_keys
 
     data = tmp_path / "data"
     data.mkdir(mode=0o700)
@@ -286,7 +284,7 @@ def test_the_stack_gives_its_prefect_one_origin_and_its_auth_string(
     def start_child(stack: LocalStack, *, name: str, env: Mapping[str, str], **_: object) -> None:
         started[name] = env
 
-    monkeypatch.setattr(local_stack, "start_child", start_child)
+    monkeypatch.setattr(services, "start_child", start_child)
     monkeypatch.setattr(prefect_server, "prefect_database_url", lambda **_: "postgresql://x/p")
     stack = LocalStack(
         data_dir=data,
@@ -294,7 +292,7 @@ def test_the_stack_gives_its_prefect_one_origin_and_its_auth_string(
         database_url="postgresql://x/db",
         env={"PREFECT_API_AUTH_STRING": auth, "PREFECT_API_URL": "http://127.0.0.1:14321/api"},
     )
-    local_stack.start_prefect_server(stack)
+    services.start_prefect_server(stack)
     env = started["prefect"]
     assert env["PREFECT_SERVER_API_AUTH_STRING"] == env["PREFECT_API_AUTH_STRING"] == auth
     assert env["PREFECT_SERVER_CORS_ALLOWED_ORIGINS"] == (

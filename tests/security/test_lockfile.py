@@ -1,7 +1,7 @@
 """Dependencies are pinned with hashes (requirements.lock), and the lock matches what is
 installed, so a stale lock fails here rather than in production.
 
-The production image installs `requirements-runtime.lock` instead (security review #10): the same
+The production image installs `requirements-runtime.lock` instead: the same
 pins and hashes, restricted to what the service needs at run time, so no test or lint tool ships.
 """
 
@@ -68,7 +68,7 @@ def test_every_locked_package_is_pinned_with_hashes_and_installed_at_that_versio
             installed = None
         if installed != version:
             mismatched[name] = (version, installed)
-    assert mismatched == {}, "requirements.lock is stale; refresh it (RELIABILITY.md)"
+    assert mismatched == {}, "requirements.lock is stale; refresh it (docs/reliability.md)"
 
 
 def test_every_declared_dependency_is_locked() -> None:

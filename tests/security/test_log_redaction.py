@@ -1,6 +1,6 @@
 """No secret in any log line: httpx's request lines are silenced, and every formatted line is
-redacted, whatever logger wrote it (security review finding 3: Meta's token refresh puts
-`access_token` in the URL, which httpx logged at INFO)."""
+redacted, whatever logger wrote it (Meta's token refresh puts `access_token` in the URL, which httpx
+logged at INFO)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
-"""The reporter authenticates to a self-hosted Prefect server the way Prefect's own client does
-(security review, finding 20): `PREFECT_API_AUTH_STRING` as HTTP basic auth, winning over
-`PREFECT_API_KEY` (Prefect Cloud's bearer key) when both are set."""
+"""The reporter authenticates to a self-hosted Prefect server the way Prefect's own client does:
+`PREFECT_API_AUTH_STRING` as HTTP basic auth, winning over `PREFECT_API_KEY` (Prefect Cloud's bearer
+key) when both are set."""
 
 from __future__ import annotations
 

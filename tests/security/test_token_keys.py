@@ -1,4 +1,4 @@
-"""The token encryption key (security review, finding 19): a malformed `TOKEN_ENCRYPTION_KEY`
+"""The token encryption key: a malformed `TOKEN_ENCRYPTION_KEY`
 stops the app from being built, with a message that names the fix and never the key; the
 generated key file is refused outside local development; processes creating the key file at
 the same moment all end up with the one same key."""
@@ -66,33 +66,39 @@ def test_the_generated_key_file_is_refused_outside_local_development(tmp_path: P
     assert (tmp_path / KEY_FILE_NAME).stat().st_mode & 0o777 == 0o600
 
 
-def _create(data_dir: str, start: threading.Barrier | None, out: multiprocessing.Queue) -> None:
-    if start is not None:
+def _race(data_dirs: list[str], start: threading.Barrier, out: multiprocessing.Queue) -> None:
+    """One racer through every round: all racers start each round together (the barrier)."""
+    for round_, data_dir in enumerate(data_dirs):
         start.wait()
-    settings = DatabaseSettings(
-        TENDSOCIAL_DATA_DIR=data_dir, LOCAL_TOKEN_KEY_FILE=True, TOKEN_ENCRYPTION_KEY=""
-    )
-    out.put(cipher_for(settings).encrypt(b"token").decode())
+        settings = DatabaseSettings(
+            TENDSOCIAL_DATA_DIR=data_dir, LOCAL_TOKEN_KEY_FILE=True, TOKEN_ENCRYPTION_KEY=""
+        )
+        out.put((round_, cipher_for(settings).encrypt(b"token").decode()))
 
 
 def test_processes_creating_the_key_file_at_once_share_one_key(tmp_path: Path) -> None:
+    # The same racers run every round (forking a test worker is most of this test's time).
     context = multiprocessing.get_context("fork")
     rounds, racers = 5, 6
-    for round_ in range(rounds):
-        data_dir = tmp_path / f"round-{round_}"
-        start = context.Barrier(racers)
-        out = context.Queue()
-        processes = [
-            context.Process(target=_create, args=(str(data_dir), start, out)) for _ in range(racers)
-        ]
-        for process in processes:
-            process.start()
-        for process in processes:
-            process.join(timeout=60)
-            assert process.exitcode == 0
-        tokens = [out.get(timeout=10) for _ in range(racers)]
+    data_dirs = [tmp_path / f"round-{round_}" for round_ in range(rounds)]
+    start = context.Barrier(racers)
+    out = context.Queue()
+    processes = [
+        context.Process(target=_race, args=([str(d) for d in data_dirs], start, out))
+        for _ in range(racers)
+    ]
+    for process in processes:
+        process.start()
+    tokens: dict[int, list[str]] = {round_: [] for round_ in range(rounds)}
+    for _ in range(rounds * racers):
+        round_, token = out.get(timeout=60)
+        tokens[round_].append(token)
+    for process in processes:
+        process.join(timeout=60)
+        assert process.exitcode == 0
+    for round_, data_dir in enumerate(data_dirs):
         key = Fernet((data_dir / KEY_FILE_NAME).read_bytes())
-        assert {key.decrypt(t.encode()) for t in tokens} == {b"token"}
+        assert {key.decrypt(t.encode()) for t in tokens[round_]} == {b"token"}
         assert [p.name for p in data_dir.iterdir()] == [KEY_FILE_NAME]  # no temporary left
 
 

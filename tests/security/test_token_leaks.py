@@ -1,4 +1,4 @@
-"""Platform tokens never appear in any log, answer, run record or Prefect run (issue 14, part 4).
+"""Platform tokens never appear in any log, answer, run record or Prefect run.
 
 The services run as they do under `tendsocial dev`, as processes at `LOG_LEVEL=DEBUG`: the
 emulator, the API (`tendsocial serve`) and, for the refresh job, `tendsocial accounts

@@ -23,6 +23,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL
 
 from deployments.local_stack import LOCAL_CONNECT_REDIRECT_URI
+from deployments.prefect_flows import DEPLOYMENTS
 from tests.stack.devstack import DevStack
 from tests.support.connect import approve
 
@@ -149,16 +150,15 @@ def _commands_beside_the_stack_use_it(stack: DevStack, demo: dict) -> None:
                 headers=stack.prefect_headers(),
                 timeout=10,
             ).json()
-            names = {d["name"] for d in deployments}
-            expected = {
-                "sync-analytics-every-6h",
-                "enqueue-due-posts-hourly",
-                "refresh-expiring-tokens-daily",
+            crons = {
+                d["name"]: [s["schedule"].get("cron") for s in d.get("schedules") or []]
+                for d in deployments
             }
-            if expected <= names:
+            expected = {spec.name: [spec.cron] for spec in DEPLOYMENTS}  # production's table
+            if all(crons.get(name) == cron for name, cron in expected.items()):
                 break
             assert serving.poll() is None, serving.communicate()
-            assert time.monotonic() < deadline, names
+            assert time.monotonic() < deadline, crons
             time.sleep(0.5)
     finally:
         for process in (serving, *running.values()):

@@ -2,24 +2,25 @@
 the sandbox, each a process of its own as in production. `bench/bench_load.py` runs it at
 1,000 posts and prints the figures; `tests/faults/test_load.py` runs it smaller and asserts.
 
-The posts are scheduled through the HTTP API with one `scheduledAt` far enough ahead that
-scheduling ends before it (checked); the run then waits until every target has settled and
-measures: time to drain (last settle - scheduled instant), lateness p50/p99/max
-(`published_at - scheduled_at`), peak RSS of the API, emulator and sandbox processes, and
-exactly-once: every (post, platform) has one post on the sandbox, none missing or doubled.
+The posts are scheduled through the HTTP API with one `scheduledAt`, taken right before the
+first request far enough ahead that scheduling ends before it (when it does not, on a loaded
+machine, the batch is cancelled and scheduled again with a longer lead); the run then waits
+until every target has settled and measures: time to drain (last settle - scheduled instant),
+lateness p50/p99/max (`published_at - scheduled_at`), peak RSS of the API, emulator and sandbox
+processes, and exactly-once: every (post, platform) has one post on the sandbox, none missing or
+doubled.
 """
 
 from __future__ import annotations
 
 import asyncio
-import secrets
 import statistics
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy import create_engine, text
@@ -30,7 +31,7 @@ from tests.support.exactly_once import exactly_once_problems, sandbox_counts, wa
 from tests.support.processes import ServiceProcess, api_process, sandbox_process
 from tests.support.sandbox import SandboxHandle
 from tests.support.stacks import WEBHOOK_SECRET, Stack
-from tests.support.tenants import make_tenant, schedule_many
+from tests.support.tenants import make_tenant, schedule_due_together
 
 #: The platforms of the load run (3 targets per post).
 LOAD_PLATFORMS: tuple[str, ...] = ("linkedin", "x", "mastodon")
@@ -238,28 +239,17 @@ def run_load(
             media=False,
         )
         handle.close()
-        marker = f"load-{secrets.token_hex(4)}"
-        contents = [f"{marker} post {i:05d}" for i in range(posts)]
-        lead = lead_seconds if lead_seconds is not None else 6 + posts * 0.04
-        due = datetime.now(UTC) + timedelta(seconds=lead)
         with PeakRss({"api": api, "emulator": emulator, "sandbox": sandbox}) as rss:
-            start = time.monotonic()
-            post_ids = asyncio.run(
-                schedule_many(
-                    api_url=api.url,
-                    tenant=tenant,
-                    contents=contents,
-                    due=due,
-                    platforms=LOAD_PLATFORMS,
-                    concurrency=concurrency,
-                )
+            batch = schedule_due_together(
+                api_url=api.url,
+                tenants=[tenant],
+                platforms=LOAD_PLATFORMS,
+                posts=posts,
+                prefix="load",
+                lead_seconds=lead_seconds if lead_seconds is not None else 6 + posts * 0.04,
+                concurrency=concurrency,
             )
-            schedule_seconds = time.monotonic() - start
-            if datetime.now(UTC) >= due:
-                raise RuntimeError(
-                    f"scheduling took {schedule_seconds:.1f} s, longer than the lead of "
-                    f"{lead:.0f} s: raise --lead-seconds"
-                )
+            due, lead, post_ids = batch.due, batch.lead_seconds, batch.post_ids
             # CPU from the instant on: the drain's, not scheduling's.
             time.sleep(max(0.0, (due - datetime.now(UTC)).total_seconds()))
             services = {"api": api, "emulator": emulator, "sandbox": sandbox}
@@ -273,11 +263,11 @@ def run_load(
             drain = (datetime.now(UTC) - due).total_seconds()
             cpu_after = cpu_seconds_by_process(services)
         lateness = lateness_seconds(engine, post_ids) or [float("nan")]
-        counts = sandbox_counts(sandbox.url, marker=marker, platforms=LOAD_PLATFORMS)
+        counts = sandbox_counts(sandbox.url, marker=batch.marker, platforms=LOAD_PLATFORMS)
         return LoadResult(
             posts=posts,
             targets=posts * len(LOAD_PLATFORMS),
-            schedule_seconds=schedule_seconds,
+            schedule_seconds=batch.schedule_seconds,
             lead_seconds=lead,
             drain_seconds=drain,
             lateness_p50=statistics.median(lateness),
@@ -285,6 +275,6 @@ def run_load(
             lateness_max=max(lateness),
             peak_rss_mb={k: v / 2**20 for k, v in rss.peaks.items()},
             states=dict(states),
-            problems=exactly_once_problems(counts, contents=contents),
+            problems=exactly_once_problems(counts, contents=batch.contents),
             drain_cpu_seconds={k: cpu_after[k] - cpu_before[k] for k in cpu_after},
         )

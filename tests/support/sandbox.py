@@ -61,7 +61,7 @@ class SandboxHandle:
         retry_after_seconds: int | None = None,
     ) -> dict[str, Any]:
         """Answer the next Meta call(s) with a documented Graph error by name (`GRAPH_ERRORS`
-        in deployments/sandbox/graph.py, e.g. "-1/2207001", "190/463", "613"); returns the
+        in deployments/sandbox/graph_errors.py, e.g. "-1/2207001", "190/463", "613"); returns the
         `error` object it will answer."""
         body: dict[str, Any] = {"platform": platform, "error": error, "count": count}
         if account is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
@@ -21,10 +22,10 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from dispatch.admin import add_account, create_company
 from models.database import sync_session
 from models.settings import MediaSettings
-from tasks.media import MediaPolicy
+from tasks.administration import add_account, create_company
+from tasks.egress import MediaPolicy
 from tasks.platforms.registry import PLATFORMS
 from tests.support import clients
 from tests.support.sandbox import SandboxHandle
@@ -187,21 +188,73 @@ def schedule_body(
     }
 
 
+def in_the_past(answer: httpx.Response) -> bool:
+    """The API refused the due time as past (`422 scheduled_in_past`): the request, or the
+    ones before it, outlasted the lead the due time was taken with."""
+    if answer.status_code != 422:
+        return False
+    try:
+        return answer.json()["error"]["code"] == "scheduled_in_past"
+    except (ValueError, KeyError, TypeError):
+        return False
+
+
+class ScheduledTooLate(RuntimeError):
+    """The due instant passed before every post of a batch was stored (a loaded machine)."""
+
+
+#: How often a due time taken from a lead is taken again, with a longer lead (`longer_lead`).
+LEAD_TRIES = 4
+
+
+def longer_lead(lead: float, *, took: float) -> float:
+    """The lead for another try after `lead` was outlasted by work that took `took` seconds:
+    twice the longer of the two, and at least a second."""
+    return max(2 * lead, 2 * took, 1.0)
+
+
+#: How often a request answered 503 (a database busy with other test runs) is sent again.
+UNAVAILABLE_TRIES = 5
+
+
 def schedule(
     stack: ServedApp,
     tenant: Tenant,
     *platforms: str,
     content: str | None = None,
     at: datetime | None = None,
+    lead: float = 2.0,
     **extra: Any,
 ) -> dict[str, Any]:
-    """Schedule one post (by default 2 s ahead) on `platforms` (by default every account of the
-    tenant); `extra` overrides fields of the body. Returns the API's answer."""
-    body = schedule_body(tenant, platforms or tuple(tenant.accounts), content=content, at=at)
+    """Schedule one post on `platforms` (by default every account of the tenant); `extra`
+    overrides fields of the body. Returns the API's answer (its `scheduledAt` is the due time).
+
+    Without `at`, the post is due `lead` seconds after the moment its request is built; a
+    request that outlasts the lead (a loaded machine) is sent again with a fresh due time and a
+    longer lead (`longer_lead`), so a test never fails on its own slowness. With `at`, a due
+    time that passed before the post was stored raises `ScheduledTooLate` (set up again)."""
     with stack.client(tenant.api_key) as api:
-        answer = api.post("/api/social-posts/schedule", json={**body, **extra})
+        for _ in range(1 if at is not None else LEAD_TRIES):
+            started = time.monotonic()
+            due = at or datetime.now(UTC) + timedelta(seconds=lead)
+            body = schedule_body(
+                tenant, platforms or tuple(tenant.accounts), content=content, at=due
+            )
+            answer = api.post("/api/social-posts/schedule", json={**body, **extra})
+            if not in_the_past(answer):
+                break
+            lead = longer_lead(lead, took=time.monotonic() - started)
+    if at is not None and in_the_past(answer):
+        raise ScheduledTooLate(f"{at} passed before the post was stored")
     assert answer.status_code == 201, answer.text
     return answer.json()
+
+
+def cancel(stack: ServedApp, tenant: Tenant, post_ids: Sequence[str]) -> None:
+    """Cancel the tenant's posts (a set-up that came too late); best effort, as `cancel_posts`."""
+    with stack.client(tenant.api_key) as api:
+        for post_id in post_ids:
+            api.post(f"/api/social-posts/{post_id}/cancel")
 
 
 async def schedule_many(
@@ -214,7 +267,8 @@ async def schedule_many(
     concurrency: int = 32,
 ) -> list[str]:
     """Schedule one post per content, all due at `due`, `concurrency` requests in flight;
-    returns the post ids in order."""
+    returns the post ids in order. `ScheduledTooLate` when `due` passed before the last was
+    stored (what was stored is cancelled first: `schedule_due_together` starts again)."""
     sem = asyncio.Semaphore(concurrency)
     headers = {"Authorization": f"Bearer {tenant.api_key}"}
     limits = httpx.Limits(max_connections=concurrency)
@@ -222,12 +276,151 @@ async def schedule_many(
         base_url=api_url, headers=headers, timeout=60, limits=limits
     ) as api:
 
-        async def one(content: str) -> str:
-            body = schedule_body(tenant, platforms, content=content, at=due)
-            async with sem:
-                answer = await api.post("/api/social-posts/schedule", json=body)
-            if answer.status_code != 201:
+        async def one(content: str) -> str | None:
+            # The key makes a request sent again after a 503 store the post once.
+            body = schedule_body(tenant, platforms, content=content, at=due) | {
+                "idempotencyKey": f"batch-{uuid.uuid4()}"
+            }
+            for attempt in range(UNAVAILABLE_TRIES):
+                async with sem:
+                    answer = await api.post("/api/social-posts/schedule", json=body)
+                if answer.status_code != 503:
+                    break
+                # "retry later", as a client does (Retry-After capped: the instant is near).
+                await asyncio.sleep(0.2 * 2**attempt)
+            if in_the_past(answer):
+                return None
+            if answer.status_code not in (200, 201):
                 raise RuntimeError(f"schedule answered {answer.status_code}: {answer.text[:300]}")
             return str(answer.json()["scheduledPostId"])
 
-        return list(await asyncio.gather(*(one(c) for c in contents)))
+        stored = await asyncio.gather(*(one(c) for c in contents))
+        if None in stored or datetime.now(UTC) >= due:
+            await cancel_posts(api, [post_id for post_id in stored if post_id is not None])
+            raise ScheduledTooLate(f"{len(contents)} posts took longer than the lead to {due}")
+        return [post_id for post_id in stored if post_id is not None]
+
+
+async def cancel_posts(api: httpx.AsyncClient, post_ids: Sequence[str]) -> None:
+    """Cancel posts of a batch that came too late (best effort: one that already started
+    publishing answers 409 and goes out, under its batch's own marker)."""
+    await asyncio.gather(*(api.post(f"/api/social-posts/{p}/cancel") for p in post_ids))
+
+
+@dataclass
+class DueTogether:
+    """Posts due at one instant (`schedule_due_together`)."""
+
+    due: datetime
+    lead_seconds: float
+    #: In every post's content: the sandbox's posts of this batch, and of no other.
+    marker: str
+    contents: list[str]
+    post_ids: list[str]
+    #: How long the batch that made it took to schedule.
+    schedule_seconds: float
+
+
+def schedule_due_together(
+    *,
+    api_url: str,
+    tenants: Sequence[Tenant],
+    platforms: Sequence[str],
+    posts: int,
+    prefix: str,
+    lead_seconds: float,
+    concurrency: int = 32,
+    lone: Tenant | None = None,
+) -> DueTogether:
+    """`posts` posts on `platforms`, the tenants' in turn, all due at one instant, scheduled
+    through the HTTP API (`concurrency` requests in flight per tenant); with `lone`, one more
+    post of that tenant on its first platform, stored after the whole batch, due at the same
+    instant (its id and content last).
+
+    The instant is taken right before the first request, `lead_seconds` ahead. When the
+    scheduling outlasts it (a loaded machine), the batch's posts are cancelled and it is
+    scheduled again under a fresh marker, with a longer lead (`longer_lead`) from that moment."""
+    lead = lead_seconds
+    for _ in range(LEAD_TRIES):
+        marker = f"{prefix}-{uuid.uuid4().hex[:8]}"
+        contents = [f"{marker} {i:05d}" for i in range(posts)]
+        groups = [(tenant, contents[i :: len(tenants)]) for i, tenant in enumerate(tenants)]
+        if lone is not None:
+            contents.append(f"{marker} lone")
+            groups.append((lone, contents[-1:]))
+        started = time.monotonic()
+        due = datetime.now(UTC) + timedelta(seconds=lead)
+        try:
+            batches = asyncio.run(
+                _schedule_groups(
+                    api_url, groups, platforms, due=due, concurrency=concurrency, last=lone
+                )
+            )
+        except ScheduledTooLate:
+            lead = longer_lead(lead, took=time.monotonic() - started)
+            continue
+        by_content = {
+            content: post_id
+            for (_, group), ids in zip(groups, batches, strict=True)
+            for content, post_id in zip(group, ids, strict=True)
+        }
+        return DueTogether(
+            due=due,
+            lead_seconds=lead,
+            marker=marker,
+            contents=contents,
+            post_ids=[by_content[content] for content in contents],
+            schedule_seconds=time.monotonic() - started,
+        )
+    raise ScheduledTooLate(f"scheduling outlasted its lead {LEAD_TRIES} times (last {lead:.0f} s)")
+
+
+async def _schedule_groups(
+    api_url: str,
+    groups: Sequence[tuple[Tenant, Sequence[str]]],
+    platforms: Sequence[str],
+    *,
+    due: datetime,
+    concurrency: int,
+    last: Tenant | None,
+) -> list[list[str]]:
+    """Each tenant's posts at once (the `last` tenant's, the last group, after all the others,
+    on its first platform); when any came too late, all are cancelled."""
+    at_once = groups[:-1] if last is not None else groups
+    answers: list[list[str] | BaseException] = await asyncio.gather(
+        *(
+            schedule_many(
+                api_url=api_url,
+                tenant=tenant,
+                contents=list(contents),
+                due=due,
+                platforms=platforms,
+                concurrency=concurrency,
+            )
+            for tenant, contents in at_once
+        ),
+        return_exceptions=True,
+    )
+    if last is not None and not any(isinstance(a, BaseException) for a in answers):
+        try:
+            answers.append(
+                await schedule_many(
+                    api_url=api_url,
+                    tenant=last,
+                    contents=list(groups[-1][1]),
+                    due=due,
+                    platforms=tuple(last.accounts)[:1],
+                )
+            )
+        except ScheduledTooLate as late:
+            answers.append(late)
+    failures = [a for a in answers if isinstance(a, BaseException)]
+    if not failures:
+        return [a for a in answers if not isinstance(a, BaseException)]
+    for (tenant, _), answer in zip(groups, answers, strict=False):
+        if isinstance(answer, list):
+            headers = {"Authorization": f"Bearer {tenant.api_key}"}
+            async with clients.async_client(base_url=api_url, headers=headers, timeout=60) as api:
+                await cancel_posts(api, answer)
+    late = [f for f in failures if isinstance(f, ScheduledTooLate)]
+    raise late[0] if len(late) == len(failures) else failures[0]

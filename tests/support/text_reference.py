@@ -2,7 +2,10 @@
 character at a time, as their documents state them: the reference the fast versions in
 `tasks/platforms/text_limits.py` must equal (`tests/platforms/test_text_limits.py`), and the
 previous approach `bench/bench_validation.py` times them against. `literal_rules()` swaps them
-into the module, so everything else (NFC, URL extraction, the validators) stays the one code."""
+into the module, so everything else (NFC, URL extraction, the validators) stays the one code.
+
+X's rules are the sandbox's (deployments/sandbox/counting.py, written from twitter-text's
+configuration v3), so production is checked against code that does not share its shortcuts."""
 
 from __future__ import annotations
 
@@ -10,25 +13,14 @@ from contextlib import AbstractContextManager
 from typing import Any
 from unittest import mock
 
+import regex
+
+from deployments.sandbox.counting import x_char_weight, x_segment_weight
 from tasks.platforms import text_limits
-from tasks.platforms.text_limits import _GRAPHEME, _PICTOGRAPHIC, _X_LIGHT_RANGES
 
+__all__ = ["literal_rules", "threads_length", "x_char_weight", "x_segment_weight"]
 
-def x_char_weight(char: str) -> int:
-    """twitter-text v3 `ranges`: weight 100 (1) inside them, `defaultWeight` 200 (2) outside."""
-    code = ord(char)
-    return 1 if any(low <= code <= high for low, high in _X_LIGHT_RANGES) else 2
-
-
-def x_segment_weight(segment: str) -> int:
-    """Every cluster: an emoji sequence weighs 2 (`emojiParsingEnabled`), else its characters."""
-    weight = 0
-    for cluster in _GRAPHEME.findall(segment):
-        if _PICTOGRAPHIC.search(cluster):
-            weight += 2
-        else:
-            weight += sum(x_char_weight(char) for char in cluster)
-    return weight
+_PICTOGRAPHIC = regex.compile(r"\p{Extended_Pictographic}")
 
 
 def threads_length(text: str) -> int:

@@ -48,3 +48,9 @@ def test_a_refused_reconcile_lookup_says_nothing_about_our_post() -> None:
         assert isinstance(lookup_failed(refused, what="the timeline"), UnknownOutcomeError)
     transient = TransientError("502")
     assert lookup_failed(transient, what="the timeline") is transient
+
+
+def test_a_401_where_tokens_never_expire_needs_reconnect() -> None:
+    """Mastodon's tokens do not expire, so its 401 means revoked: reconnect, never refresh."""
+    error = classify_http(401, message="revoked", tokens_expire=False)
+    assert isinstance(error, NeedsReconnectError) and error.code == "token_invalid"

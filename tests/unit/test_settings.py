@@ -82,3 +82,25 @@ def test_publish_targets_spread_over_the_queue_shards_deterministically() -> Non
     assert min(per_queue.values()) > 60, per_queue  # spread, not piled on one queue
     assert {spec.queue_id for spec in queues.all} >= ids | {f"{i}-dlq" for i in ids}
     assert QueueSettings().publish_queue_for("any") == "default"  # one queue by default
+
+
+def test_platform_defaults_are_the_specs() -> None:
+    """Models cannot import tasks, so the settings repeat two facts of the platforms' specs:
+    each API base URL and the pinned API versions. They must stay the specs' own."""
+    from models.settings import DEFAULT_GRAPH_VERSION, DEFAULT_LINKEDIN_VERSION, PlatformSettings
+    from tasks.platforms.registry import registered_specs
+    from tasks.platforms.specs import platform_spec
+
+    defaults = PlatformSettings(_env_file=None)
+    for spec in registered_specs():
+        assert defaults.base_url(spec.name) == spec.api_base_url.rstrip("/"), spec.name
+        attributes = set(spec.adapter_settings.values()) | set(spec.connector_settings.values())
+        attributes |= {name for app in spec.oauth_apps.values() for name in app}
+        for attribute in attributes:
+            assert hasattr(defaults, attribute), f"{spec.name}: no setting {attribute}"
+    linkedin = platform_spec("linkedin").versions
+    graph = platform_spec("facebook").versions
+    assert linkedin is not None and graph is not None
+    assert (linkedin.setting, linkedin.default) == ("LINKEDIN_VERSION", DEFAULT_LINKEDIN_VERSION)
+    assert (graph.setting, graph.default) == ("META_GRAPH_VERSION", DEFAULT_GRAPH_VERSION)
+    assert platform_spec("instagram").versions == graph

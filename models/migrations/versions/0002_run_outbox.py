@@ -1,4 +1,4 @@
-"""run outbox: run_records, the Prefect visibility outbox (shipped by flows/reporter.py)
+"""run outbox: run_records, the Prefect visibility outbox (shipped by flows/reporter/)
 
 Revision ID: 0002
 Revises: 0001

@@ -21,7 +21,7 @@ down_revision: str | None = "0003"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-#: The channel the reporter LISTENs on (flows/reporter.py, NOTIFY_CHANNEL).
+#: The channel the reporter LISTENs on (flows/reporter/pacing.py, NOTIFY_CHANNEL).
 CHANNEL = "run_records"
 
 

@@ -4,7 +4,8 @@
 in a statement of its own (under READ COMMITTED, a statement's snapshot is taken when it starts,
 and a PL/pgSQL function's statements each take theirs: the recompute sees every target that
 settled before the lock was granted, so two targets settling at the same instant cannot each
-miss the other's result). The truth table is the README's "Statuses".
+miss the other's result). The truth table: tests/models/test_roll_up.py. The current text of
+both functions is models/sql/functions.sql.
 
 `record_publish_attempt(...)` is the record step of a publish attempt in one statement: the
 settlement, only while the attempt still holds its claim (status `processing`, the attempt's

@@ -25,12 +25,12 @@ from typing import Any, ClassVar
 
 import httpx
 
-from tasks.media import FetchedMedia, MediaPolicy, fetch_platform_media
+from tasks.egress import MediaPolicy
+from tasks.media import FetchedMedia, fetch_platform_media
 from tasks.platforms.base import (
     AccountContext,
     MetricCounts,
     NeedsReconnectError,
-    PermanentError,
     PlatformError,
     PlatformState,
     PostContent,
@@ -39,8 +39,10 @@ from tasks.platforms.base import (
     TokenSet,
     TransientError,
     UnknownOutcomeError,
+    check_content,
     classify_http,
     error_text,
+    json_or_text,
     lookup_failed,
 )
 from tasks.platforms.media_support import check_media_support
@@ -108,13 +110,7 @@ class BlueskyAdapter:
     async def publish(
         self, *, account: AccountContext, content: PostContent, state: PlatformState
     ) -> PublishResult:
-        problems = self.validate_content(
-            content.text,
-            media_count=len(content.media),
-            media_types=[m.mime_type for m in content.media],
-        )
-        if problems:
-            raise PermanentError("; ".join(problems), code="content_invalid")
+        check_content(self, content, media_types=[m.mime_type for m in content.media])
         rkey = state.get("rkey")
         if rkey is not None:
             # An earlier attempt may have landed: the pinned key makes that a cheap read.
@@ -215,7 +211,7 @@ class BlueskyAdapter:
             raise NeedsReconnectError(
                 f"Bluesky refused the session refresh: {_message(response)}",
                 code=name or str(response.status_code),
-                raw=_json(response),
+                raw=json_or_text(response),
             )
         if response.status_code != 200:
             raise _error(response, publish=False)
@@ -269,7 +265,7 @@ class BlueskyAdapter:
             )
         except httpx.HTTPError:
             return None
-        body = _json(response)
+        body = json_or_text(response)
         did = body.get("did") if response.status_code == 200 and isinstance(body, dict) else None
         return str(did) if did else None
 
@@ -305,21 +301,14 @@ def _bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-def _json(response: httpx.Response) -> Any:
-    try:
-        return response.json()
-    except ValueError:
-        return response.text
-
-
 def _xrpc_error(response: httpx.Response) -> str:
-    body = _json(response)
+    body = json_or_text(response)
     return str(body.get("error", "")) if isinstance(body, dict) else ""
 
 
 def _message(response: httpx.Response) -> str:
     """The XRPC error's `message` (else its `error` name), never the raw body."""
-    return error_text(_json(response), "message", "error")
+    return error_text(json_or_text(response), "message", "error")
 
 
 def retry_at_from_headers(headers: httpx.Headers) -> datetime | None:
@@ -346,7 +335,7 @@ def _error(response: httpx.Response, *, publish: bool) -> PlatformError:
     status = response.status_code
     name = _xrpc_error(response)
     message = f"Bluesky answered {status} {name}: {_message(response)}"
-    raw = _json(response)
+    raw = json_or_text(response)
     if name in TOKEN_ERRORS:
         return TokenExpiredError(message, code=name, raw=raw)
     if name in RECONNECT_ERRORS:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from tasks.media import MediaPolicy
+from tasks.egress import MediaPolicy
 from tasks.platforms.bluesky.adapter import jwt_expiry
 from tasks.platforms.connecting import AuthorizationFailedError, NewAccount, OAuthConnector
 from tasks.platforms.servers import check_server_addresses, parse_server_url

@@ -10,13 +10,31 @@ with `com.atproto.server.refreshSession`, whose refresh JWT is single-use.
 
 from datetime import timedelta
 
-from tasks.platforms.specs import LoginSpec, PlatformSpec, RefreshPolicy
+from tasks.platforms.specs import (
+    LoginSpec,
+    MediaSpec,
+    MetricsSpec,
+    PlatformSpec,
+    RateLimits,
+    RefreshPolicy,
+    TextRule,
+    media_cap,
+)
 
 DOCS = (
     "https://atproto.com/specs/handle",
     "https://atproto.com/specs/did",
     "https://docs.bsky.app/docs/api/com-atproto-server-create-session",
     "https://docs.bsky.app/docs/api/com-atproto-server-refresh-session",
+)
+_POST = "https://github.com/bluesky-social/atproto/blob/main/lexicons/app/bsky/feed/post.json"
+_IMAGES = (
+    "bluesky-social/atproto lexicons/app/bsky/embed/images.json "
+    "(image blob accept image/*, maxSize 1000000)"
+)
+_VIDEO = (
+    "bluesky-social/atproto lexicons/app/bsky/embed/video.json "
+    "(video blob accept video/mp4, maxSize 50000000)"
 )
 
 SPEC = PlatformSpec(
@@ -40,4 +58,40 @@ SPEC = PlatformSpec(
     ),
     self_hosted=True,
     docs=DOCS,
+    # app.bsky.feed.post `text`: maxGraphemes 300, maxLength 3000 (bytes of UTF-8).
+    text=TextRule(
+        max_characters=300, counting="graphemes", unit="graphemes", max_bytes=3000, docs=(_POST,)
+    ),
+    # `embed` is one union member: `app.bsky.embed.images` up to 4, or one
+    # `app.bsky.embed.video`. GIFs are refused: embed.images documents no animation (the blob is
+    # "image/*"), so a GIF may well show as a still picture; not verified on a live PDS.
+    media=MediaSpec(
+        caps={
+            "image": media_cap(1_000_000, ("image/jpeg", "image/png", "image/webp"), _IMAGES),
+            # Any image/* blob: a GIF is accepted as an image blob of at most 1 MB.
+            "gif": media_cap(1_000_000, ("image/gif",), _IMAGES),
+            "video": media_cap(50_000_000, ("video/mp4",), _VIDEO),
+        },
+        implemented=frozenset({"image", "video"}),
+        max_items=4,
+        alone=frozenset({"video"}),
+        buffered=frozenset({"image", "video"}),
+        docs=(_POST, "https://docs.bsky.app/docs/tutorials/video"),
+    ),
+    rate_limits=RateLimits(
+        reset_from="`ratelimit-reset` (epoch seconds)",
+        docs=("https://docs.bsky.app/docs/advanced-guides/rate-limits",),
+    ),
+    # app.bsky.feed.getPosts: likeCount, replyCount, repostCount, quoteCount; the AppView
+    # reports no views, reach or clicks at all.
+    metrics=MetricsSpec(
+        reported=("likes", "comments", "shares"),
+        batch_size=25,
+        names={"comments": "replyCount", "likes": "likeCount", "shares": "repost + quote"},
+        docs=("https://docs.bsky.app/docs/api/app-bsky-feed-get-posts",),
+    ),
+    adapter_class="BlueskyAdapter",
+    connector_class="BlueskyConnector",
+    connector_settings={"plc_directory_url": "bluesky_plc_directory_url"},
+    tenant_server=True,
 )

@@ -46,7 +46,8 @@ from typing import Any, ClassVar
 
 import httpx
 
-from tasks.media import MediaFetchError, MediaPolicy, MediaUrlError, media_kind, parse_media_url
+from tasks.egress import MediaFetchError, MediaPolicy, MediaUrlError, parse_media_url
+from tasks.media import media_kind
 from tasks.platforms.base import (
     AccountContext,
     MediaItem,
@@ -60,17 +61,18 @@ from tasks.platforms.base import (
     TokenSet,
     TransientError,
     UnknownOutcomeError,
+    check_content,
     lookup_failed,
 )
 from tasks.platforms.graph import (
-    RECONCILE_SKEW,
     GraphAdapter,
     GraphClient,
     as_int,
-    graph_pages,
+    graph_page_reader,
     graph_timestamp,
 )
 from tasks.platforms.media_support import check_media_support
+from tasks.platforms.reconcile import CLOCK_SKEW, find_own_post
 from tasks.platforms.text_limits import extract_urls, validate_facebook
 
 logger = logging.getLogger(__name__)
@@ -128,7 +130,7 @@ class FacebookAdapter(GraphAdapter):
     async def publish(
         self, *, account: AccountContext, content: PostContent, state: PlatformState
     ) -> PublishResult:
-        self.check_content(account, content)
+        check_content(self, content, max_characters=account.max_characters)
         check_media_support(self.platform, content.media)
         graph = self.graph(account)
         if state.get("post_id"):
@@ -274,7 +276,7 @@ class FacebookAdapter(GraphAdapter):
 
         Meta's servers do the download, so no byte passes through this service and a URL
         aimed at our loopback, VPC or metadata server cannot reach *our* network: it would be
-        resolved and fetched on Meta's side (the SSRF of security finding 1 needs the fetch to
+        resolved and fetched on Meta's side (a server-side request forgery needs the fetch to
         happen here). The URL was validated at registration (`POST /api/media-assets`); it is
         checked again here so a row registered before that rule, or under a looser local
         policy, is never passed on, and the tenant sees the same stable `media_*` code either
@@ -426,30 +428,15 @@ class FacebookAdapter(GraphAdapter):
     ) -> str | None:
         """The video an attempt whose `/videos` answer was lost uploaded: our description among
         the Page's videos (`GET /{page-id}/videos`, newest first, video-api/guides/get-videos)
-        created since that attempt; the earliest such one wins."""
+        created since that attempt (the shared loop, `reconcile.find_own_post`); the earliest
+        such one wins."""
         attempted = datetime.fromisoformat(str(state.get("video_attempted_at")))
-        since = attempted - RECONCILE_SKEW
-        matches: list[tuple[datetime, str]] = []
-        async for page in graph_pages(
-            graph,
-            f"{account.external_id}/videos",
-            token=account.access_token,
-            params={"fields": "id,description,created_time"},
-            what="Page videos since the attempt",
-        ):
-            older = False
-            for item in page:
-                created = graph_timestamp(str(item.get("created_time", "")))
-                if created is None or created < since:
-                    older = True
-                    continue
-                if str(item.get("description") or "").strip() == content.text.strip():
-                    matches.append((created, str(item["id"])))
-            if older:
-                break
-        if not matches:
+        video = await _find_own(
+            graph, account, content, edge="videos", text_field="description", since=attempted
+        )
+        if video is None:
             return None
-        video_id = min(matches)[1]
+        video_id = str(video["id"])
         await state.save(video_id=video_id, video_uploaded_at=attempted.isoformat())
         return video_id
 
@@ -462,30 +449,23 @@ class FacebookAdapter(GraphAdapter):
     ) -> PublishResult | None:
         """Our message among the Page's posts since our first `/feed` attempt (earliest wins).
 
-        Reads with Graph's `since` and follows the `after` cursor, so a busy Page cannot push
-        our post out of view; past the page bound the outcome stays unknown (retry) rather
-        than risking a second post.
+        Reads with Graph's `since` through the shared loop (`reconcile.find_own_post`), so a
+        busy Page cannot push our post out of view; past its page bound the outcome stays
+        unknown (retry) rather than risking a second post.
         """
         attempted = datetime.fromisoformat(str(state.get("feed_attempted_at")))
-        since = attempted - RECONCILE_SKEW
-        matches: list[tuple[datetime, str]] = []
-        async for page in graph_pages(
+        post = await _find_own(
             graph,
-            f"{account.external_id}/published_posts",
-            token=account.access_token,
-            params={"fields": "id,message,created_time", "since": str(int(since.timestamp()))},
-            what="Page posts since the attempt",
-        ):
-            for item in page:
-                if str(item.get("message") or "").strip() != content.text.strip():
-                    continue
-                created = graph_timestamp(str(item.get("created_time", "")))
-                if created is None or created < since:
-                    continue
-                matches.append((created, str(item["id"])))
-        if not matches:
+            account,
+            content,
+            edge="published_posts",
+            text_field="message",
+            since=attempted,
+            server_filters=True,
+        )
+        if post is None:
             return None
-        post_id = min(matches)[1]
+        post_id = str(post["id"])
         await state.save(post_id=post_id)
         return await self._result(graph, account, post_id)
 
@@ -532,6 +512,42 @@ def _video_error(status: dict[str, Any]) -> str:
                 if isinstance(error, dict) and error.get("message"):
                     return str(error["message"])
     return str(status.get("video_status") or "error")
+
+
+def _created(item: dict[str, Any]) -> datetime | None:
+    """A Page post's or video's `created_time`; an item without one is never taken for ours."""
+    return graph_timestamp(str(item.get("created_time", "")))
+
+
+async def _find_own(
+    graph: GraphClient,
+    account: AccountContext,
+    content: PostContent,
+    *,
+    edge: str,
+    text_field: str,
+    since: datetime,
+    server_filters: bool = False,
+) -> dict[str, Any] | None:
+    """The earliest item of the Page's newest-first `edge` created since `since` whose
+    `text_field` is our text, through the shared loop (`reconcile.find_own_post`).
+    `server_filters`: the edge takes Graph's `since` (`/published_posts` does), so Meta leaves
+    the older items out itself."""
+    params = {"fields": f"id,{text_field},created_time"}
+    if server_filters:
+        params["since"] = str(int((since - CLOCK_SKEW).timestamp()))
+    text = content.text.strip()
+    return await find_own_post(
+        read_page=graph_page_reader(
+            graph, f"{account.external_id}/{edge}", token=account.access_token, params=params
+        ),
+        matches=lambda item: (
+            _created(item) is not None and str(item.get(text_field) or "").strip() == text
+        ),
+        created_at=_created,
+        since=since,
+        what=f"the Page's {edge}",
+    )
 
 
 def _summary_total(value: Any) -> int | None:

@@ -17,11 +17,9 @@ import httpx
 
 from tasks.platforms.base import (
     AccountContext,
-    MediaItem,
     MetricCounts,
     NeedsReconnectError,
     PermanentError,
-    PostContent,
     TokenSet,
 )
 from tasks.platforms.graph import ContainerAdapter, ContainerSpec, GraphClient, as_int
@@ -44,14 +42,6 @@ INSIGHT_METRICS: tuple[str, ...] = (
     "saved",
     "total_interactions",
 )
-
-
-def _media_params(media: MediaItem) -> dict[str, str]:
-    if media.mime_type.startswith("image/"):
-        return {"image_url": media.url}
-    if media.mime_type.startswith("video/"):
-        return {"media_type": "VIDEO", "video_url": media.url}
-    raise PermanentError(f"unsupported media type {media.mime_type}", code="media_type")
 
 
 class InstagramAdapter(ContainerAdapter):
@@ -127,6 +117,7 @@ class InstagramAdapter(ContainerAdapter):
         list_edge="media",
         status_field="status_code",
         text_field="caption",
+        video_type="REELS",
     )
 
     def validate_content(
@@ -140,20 +131,6 @@ class InstagramAdapter(ContainerAdapter):
         return validate_instagram(
             text, media_count=media_count, max_characters=max_characters, media_types=media_types
         )
-
-    def container_params(self, content: PostContent) -> dict[str, str]:
-        if len(content.media) > 1:
-            self.carousel_children(content)  # validates every item
-            return {"media_type": "CAROUSEL", "caption": content.text}
-        media = content.media[0]
-        if media.mime_type.startswith("video/"):
-            return {"media_type": "REELS", "video_url": media.url, "caption": content.text}
-        return {**_media_params(media), "caption": content.text}
-
-    def carousel_children(self, content: PostContent) -> list[dict[str, str]]:
-        if len(content.media) < 2:
-            return []
-        return [_media_params(media) for media in content.media]
 
     async def refresh_token(self, *, account: AccountContext) -> TokenSet:
         """Instagram Login: `ig_refresh_token` on graph.instagram.com. Facebook Login: the
@@ -172,7 +149,7 @@ class InstagramAdapter(ContainerAdapter):
         a Long-lived Page Access Token"), so it is stored with `expires_at=None` and never due
         again. The user token itself cannot be extended: Meta documents only the short- to
         long-lived exchange, and re-exchanging a long-lived token (`fb_exchange_token`) returns
-        the same shrinking expiry (platforms-3 review, #7). No linked Page (unlinked, or the
+        the same shrinking expiry. No linked Page (unlinked, or the
         user lost the Page) or a token or permission error (190, 10, 200-299) → the user must
         reconnect (`NeedsReconnectError`)."""
         graph = self.graph(account, refreshable=False)

@@ -25,10 +25,21 @@ documents no re-exchange), so the user token would die at 60 days. Scopes `insta
 `pages_read_engagement` (developers.facebook.com/docs/permissions).
 """
 
+import dataclasses
 from datetime import timedelta
 
-from tasks.platforms.facebook.spec import CODE_EXCHANGE, DIALOG
-from tasks.platforms.specs import Endpoint, LoginSpec, PlatformSpec, RefreshPolicy
+from tasks.platforms.facebook.spec import CODE_EXCHANGE, DIALOG, GRAPH_RATE_LIMITS, GRAPH_VERSIONS
+from tasks.platforms.specs import (
+    MB,
+    Endpoint,
+    LoginSpec,
+    MediaSpec,
+    MetricsSpec,
+    PlatformSpec,
+    RefreshPolicy,
+    TextRule,
+    media_cap,
+)
 
 INSTAGRAM_LOGIN_DOCS = (
     "https://developers.facebook.com/docs/instagram-platform/instagram-api-with-instagram-login/business-login",
@@ -40,6 +51,12 @@ FACEBOOK_LOGIN_DOCS = (
     "https://developers.facebook.com/docs/instagram-platform/instagram-api-with-facebook-login/get-started",
     "https://developers.facebook.com/docs/facebook-login/guides/access-tokens/get-long-lived",
     "https://developers.facebook.com/docs/permissions",
+)
+
+_PUBLISHING = "https://developers.facebook.com/docs/instagram-platform/content-publishing"
+_MEDIA = (
+    "https://developers.facebook.com/docs/instagram-platform/instagram-graph-api/reference/"
+    "ig-user/media (image JPEG 8 MB; Reels MOV/MP4 300 MB)"
 )
 
 SPEC = PlatformSpec(
@@ -86,4 +103,56 @@ SPEC = PlatformSpec(
     ),
     self_hosted=True,
     docs=INSTAGRAM_LOGIN_DOCS + FACEBOOK_LOGIN_DOCS,
+    # Content publishing, "Limitations": "Captions are limited to 2,200 characters, 30
+    # hashtags, and 20 @ tags" (newer third-party pages say 5/3: could not verify with Meta).
+    text=TextRule(
+        max_characters=2200,
+        counting="characters",
+        max_hashtags=30,
+        max_mentions=20,
+        docs=(_PUBLISHING,),
+    ),
+    # Image and video containers from the URL (Meta fetches it), carousels of up to 10 mixing
+    # both; a post needs media.
+    media=MediaSpec(
+        caps={
+            "image": media_cap(8 * MB, ("image/jpeg",), _MEDIA),
+            "video": media_cap(300 * MB, ("video/mp4", "video/quicktime"), _MEDIA),
+        },
+        implemented=frozenset({"image", "video"}),
+        max_items=10,
+        required=True,
+        docs=(_PUBLISHING, _MEDIA.split(" ", 1)[0]),
+    ),
+    versions=GRAPH_VERSIONS,
+    rate_limits=dataclasses.replace(
+        GRAPH_RATE_LIMITS,
+        publish_quota="100 API-published posts per rolling 24 h (`content_publishing_limit`)",
+        docs=(*GRAPH_RATE_LIMITS.docs, _PUBLISHING),
+    ),
+    metrics=MetricsSpec(
+        reported=("impressions", "reach", "likes", "comments", "shares", "saves"),
+        batch_size=1,
+        names={"impressions": "views", "saves": "saved"},
+        docs=(
+            "https://developers.facebook.com/docs/instagram-platform/reference/instagram-media/insights",
+        ),
+    ),
+    adapter_class="InstagramAdapter",
+    connector_class="InstagramConnector",
+    # Facebook Login accounts live on the Facebook host and extend their tokens with the Meta
+    # app's credentials (tasks/platforms/instagram/adapter.py).
+    adapter_settings={
+        "login": "instagram_login",
+        "facebook_base_url": "facebook_api_base_url",
+        "facebook_app_id": "facebook_app_id",
+        "facebook_app_secret": "facebook_app_secret",
+        "graph_version": "meta_graph_version",
+        "app_id": "instagram_app_id",
+        "app_secret": "instagram_app_secret",
+    },
+    oauth_apps={
+        "instagram": ("instagram_app_id", "instagram_app_secret"),
+        "facebook": ("facebook_app_id", "facebook_app_secret"),
+    },
 )

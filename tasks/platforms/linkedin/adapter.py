@@ -36,10 +36,10 @@ from urllib.parse import quote
 import httpx
 
 from models.settings import DEFAULT_LINKEDIN_VERSION
+from tasks.egress import MediaPolicy
 from tasks.media import (
     FetchedMedia,
     MediaLimits,
-    MediaPolicy,
     MediaStream,
     fetch_platform_media,
     media_kind,
@@ -58,7 +58,9 @@ from tasks.platforms.base import (
     TokenSet,
     TransientError,
     UnknownOutcomeError,
+    check_content,
     classify_http,
+    json_or_text,
 )
 from tasks.platforms.media_support import check_media_support
 from tasks.platforms.oauth import refresh_grant
@@ -67,10 +69,9 @@ from tasks.platforms.text_limits import escape_little_text, unescape_little_text
 
 DUPLICATE_RE = re.compile(r"duplicate of (urn:li:(?:share|ugcPost):\d+)")
 REVOKED_CODES = {"REVOKED_ACCESS_TOKEN", "65601"}
-#: Reconcile pages back through the author's posts to the first attempt, 100 a page; past
-#: this many pages it cannot rule out an earlier success and asks to be retried.
+#: Reconcile pages back through the author's posts to the first attempt, 100 a page, as many
+#: pages as `reconcile.find_own_post` allows.
 RECONCILE_PAGE_SIZE = 100
-RECONCILE_MAX_PAGES = 10
 #: A 429 that is not the daily quota is LinkedIn's short "infrastructure protection" throttle,
 #: which "returns to normal automatically" (learn.microsoft.com/.../api-guide/concepts/
 #: rate-limits); LinkedIn states no reset for it, so try again after this.
@@ -151,13 +152,8 @@ class LinkedInAdapter:
     async def publish(
         self, *, account: AccountContext, content: PostContent, state: PlatformState
     ) -> PublishResult:
-        problems = self.validate_content(
-            content.text,
-            media_count=len(content.media),
-            media_types=[m.mime_type for m in content.media],
-        )
-        if problems:
-            raise PermanentError("; ".join(problems), code="content_invalid")
+        check_content(self, content, media_types=[m.mime_type for m in content.media])
+        check_media_support(self.platform, content.media)
         body: dict[str, Any] = {
             "author": self.author_urn(account),
             "commentary": escape_little_text(content.text),
@@ -170,7 +166,6 @@ class LinkedInAdapter:
             "lifecycleState": "PUBLISHED",
             "isReshareDisabledByAuthor": False,
         }
-        check_media_support(self.platform, content.media)
         deadline = asyncio.get_running_loop().time() + self.attempt_seconds
         video = next((m for m in content.media if media_kind(m.mime_type) == "video"), None)
         if video is not None:
@@ -213,7 +208,7 @@ class LinkedInAdapter:
         if response.status_code == 422:
             match = DUPLICATE_RE.search(_message(response))
             if match is not None:
-                return await self._duplicate(account, match.group(1), state, _json(response))
+                return await self._duplicate(account, match.group(1), state, json_or_text(response))
         raise _error(response, publish=True)
 
     async def _duplicate(
@@ -289,7 +284,6 @@ class LinkedInAdapter:
             ),
             since=_parse_started(state),
             what="LinkedIn posts",
-            max_pages=RECONCILE_MAX_PAGES,
         )
         return None if element is None else self._result(str(element["id"]), raw=element)
 
@@ -308,17 +302,14 @@ class LinkedInAdapter:
                 "(LinkedIn issues them to partner apps only); reconnect the account",
                 code="no_refresh",
             )
-        form = {
-            "grant_type": "refresh_token",
-            "refresh_token": account.refresh_token,
-            "client_id": self.client_id,
-            "client_secret": self.client_secret,
-        }
         return await refresh_grant(
             self.http,
             platform="LinkedIn",
             url=f"{self.oauth_base_url}/oauth/v2/accessToken",
-            form=form,
+            refresh_token=account.refresh_token,
+            client_id=self.client_id,
+            client_secret=self.client_secret,
+            secret_in_body=True,
             error_for=lambda response: _error(response, publish=False),
         )
 
@@ -616,15 +607,8 @@ def _upload_ranges(instructions: Sequence[dict[str, Any]], *, size: int) -> list
     return ranges
 
 
-def _json(response: httpx.Response) -> Any:
-    try:
-        return response.json()
-    except ValueError:
-        return response.text
-
-
 def _message(response: httpx.Response) -> str:
-    body = _json(response)
+    body = json_or_text(response)
     if isinstance(body, dict):
         return str(body.get("message") or body.get("error_description") or body)
     return str(body)
@@ -658,7 +642,7 @@ def rate_limit_reset(response: httpx.Response, *, now: datetime | None = None) -
 
 def _error(response: httpx.Response, *, publish: bool) -> PlatformError:
     status = response.status_code
-    body = _json(response)
+    body = json_or_text(response)
     code = ""
     if isinstance(body, dict):
         code = str(body.get("code") or body.get("serviceErrorCode") or "")

@@ -17,15 +17,57 @@ programmatic-refresh-tokens); other apps get no refresh token, and their 60-day 
 its last day, so an account without one is never "due" and publishes until it expires.
 """
 
-from datetime import timedelta
+from datetime import date, timedelta
 
-from tasks.platforms.specs import Endpoint, LoginSpec, PlatformSpec, RefreshPolicy
+from tasks.platforms.specs import (
+    MB,
+    MIB,
+    ApiVersions,
+    Endpoint,
+    LoginSpec,
+    MediaSpec,
+    MetricsSpec,
+    PlatformSpec,
+    RateLimits,
+    RefreshPolicy,
+    TextRule,
+    UploadSpec,
+    media_cap,
+)
 
 DOCS = (
     "https://learn.microsoft.com/en-us/linkedin/shared/authentication/authorization-code-flow",
     "https://learn.microsoft.com/en-us/linkedin/consumer/integrations/self-serve/sign-in-with-linkedin-v2",
     "https://learn.microsoft.com/en-us/linkedin/consumer/integrations/self-serve/share-on-linkedin",
     "https://learn.microsoft.com/en-us/linkedin/shared/authentication/programmatic-refresh-tokens",
+)
+_SHARES = "https://learn.microsoft.com/en-us/linkedin/marketing/community-management/shares"
+_IMAGES = (
+    f"{_SHARES}/images-api"
+    " (JPG, GIF, PNG; < 36,152,320 pixels; GIF <= 250 frames; no byte limit documented)"
+)
+_VIDEOS = f"{_SHARES}/videos-api (MP4, 75 KB - 500 MB, 3 s - 30 min)"
+
+#: `LinkedIn-Version: YYYYMM`. The sunsets are from "API Migration Status"; versions not listed
+#: are "supported and stable for a minimum of one year" (counted from the first of the release
+#: month, the conservative reading). 202607 (July 2026) is the latest version listed by the
+#: versioning page as harvested on 2026-08-13 (github.com/api-evangelist/linkedin-ads
+#: lifecycle/linkedin-ads-lifecycle.yml), so it works until July 2027.
+VERSIONS = ApiVersions(
+    setting="LINKEDIN_VERSION",
+    default="202607",
+    sunsets={
+        "202510": date(2026, 10, 15),
+        "202511": date(2026, 11, 16),
+        "202601": date(2027, 1, 15),
+        "202602": date(2027, 2, 15),
+        "202603": date(2027, 3, 16),
+    },
+    support_months=12,
+    docs=(
+        "https://learn.microsoft.com/en-us/linkedin/marketing/integrations/migrations",
+        "https://learn.microsoft.com/en-us/linkedin/marketing/versioning",
+    ),
 )
 
 SPEC = PlatformSpec(
@@ -51,4 +93,64 @@ SPEC = PlatformSpec(
         ),
     ),
     docs=DOCS,
+    # `commentary` up to 3,000 characters; whether LinkedIn counts the little-text escapes is
+    # not documented, so the text as the reader sees it is counted.
+    text=TextRule(
+        max_characters=3000,
+        counting="characters",
+        docs=(f"{_SHARES}/posts-api", f"{_SHARES}/little-text-format"),
+    ),
+    # multiImage 2-20 images, a video post one video; images and GIFs go up from memory (one
+    # PUT), a video in the byte ranges LinkedIn hands out.
+    media=MediaSpec(
+        caps={
+            "image": media_cap(None, ("image/jpeg", "image/png"), _IMAGES),
+            "gif": media_cap(None, ("image/gif",), _IMAGES),
+            "video": media_cap(500 * MB, ("video/mp4",), _VIDEOS),
+        },
+        implemented=frozenset({"image", "gif", "video"}),
+        max_items=20,
+        alone=frozenset({"video"}),
+        buffered=frozenset({"image", "gif"}),
+        docs=(f"{_SHARES}/posts-api", f"{_SHARES}/multiimage-post-api"),
+    ),
+    versions=VERSIONS,
+    # No rate-limit headers; daily quotas reset at 00:00 UTC (the answer names the DAY limit);
+    # the short "infrastructure protection" throttle "returns to normal automatically".
+    rate_limits=RateLimits(
+        reset_from="00:00 UTC for a DAY limit, else `Retry-After`; no rate-limit headers",
+        fallback_wait=timedelta(minutes=5),
+        docs=("https://learn.microsoft.com/en-us/linkedin/shared/api-guide/concepts/rate-limits",),
+    ),
+    # socialMetadata: reactions and comments. Impressions and clicks need
+    # organizationalEntityShareStatistics; a member's social metadata needs `r_member_social`,
+    # "(Restricted)", granted to select developers only.
+    metrics=MetricsSpec(
+        reported=("likes", "comments"),
+        batch_size=20,
+        unavailable={"member": "needs LinkedIn's restricted `r_member_social` permission"},
+        names={"likes": "reactions"},
+        docs=(
+            f"{_SHARES}/network-update-social-actions",
+            f"{_SHARES}/posts-api",
+        ),
+    ),
+    # initializeUpload answers `uploadInstructions` (4 MB byte ranges set by LinkedIn); each
+    # PUT answers 200 or 201 with the part's ETag; an upload never finalized stays
+    # WAITING_UPLOAD and is uploaded afresh.
+    upload=UploadSpec(
+        part_bytes=4 * MIB,
+        parts_set_by="platform",
+        processing_retry=timedelta(seconds=30),
+        accepted_statuses=(200, 201),
+        docs=(_VIDEOS.split(" ", 1)[0], _IMAGES.split(" ", 1)[0]),
+    ),
+    adapter_class="LinkedInAdapter",
+    connector_class="LinkedInConnector",
+    adapter_settings={
+        "version": "linkedin_version",
+        "client_id": "linkedin_client_id",
+        "client_secret": "linkedin_client_secret",
+    },
+    oauth_apps={"oauth2": ("linkedin_client_id", "linkedin_client_secret")},
 )

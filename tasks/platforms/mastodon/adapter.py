@@ -14,19 +14,24 @@ from typing import Any, ClassVar
 
 import httpx
 
-from tasks.media import FetchedMedia, MediaPolicy, fetch_platform_media
+from tasks.egress import MediaPolicy
+from tasks.media import FetchedMedia, fetch_platform_media
 from tasks.platforms.base import (
     AccountContext,
     MetricCounts,
     NeedsReconnectError,
     PermanentError,
+    PlatformError,
     PlatformState,
     PostContent,
     PublishResult,
     TokenSet,
     TransientError,
     UnknownOutcomeError,
+    check_content,
+    classify_http,
     error_text,
+    json_or_text,
 )
 from tasks.platforms.media_support import check_media_support
 from tasks.platforms.reconcile import Page, find_own_post
@@ -36,9 +41,9 @@ from tasks.platforms.text_limits import MASTODON_DEFAULT_MAX_CHARACTERS, validat
 #: Re-send with the same key only well inside the server's one-hour window.
 IDEMPOTENCY_WINDOW = timedelta(minutes=55)
 #: Past the key's hour, reconcile pages back through the account's statuses (40 a page, the
-#: API's maximum; `max_id` paging, docs.joinmastodon.org/methods/accounts/#statuses).
+#: API's maximum; `max_id` paging, docs.joinmastodon.org/methods/accounts/#statuses), as many
+#: pages as `reconcile.find_own_post` allows.
 RECONCILE_PAGE_SIZE = 40
-RECONCILE_MAX_PAGES = 10
 #: Polls of a processing upload within one attempt (5 x 0.5 s); past them the attempt ends
 #: transient and the next one resumes the polling from the stored media ids.
 MEDIA_POLLS = 5
@@ -83,11 +88,7 @@ class MastodonAdapter:
         self, *, account: AccountContext, content: PostContent, state: PlatformState
     ) -> PublishResult:
         limit = account.max_characters or await self.max_characters(account=account)
-        problems = self.validate_content(
-            content.text, media_count=len(content.media), max_characters=limit
-        )
-        if problems:
-            raise PermanentError("; ".join(problems), code="content_invalid")
+        check_content(self, content, max_characters=limit)
         check_media_support(self.platform, content.media)
         media_ids = await self._prepare_media(account=account, content=content, state=state)
         key = state.get("idempotency_key") or content.idempotency_key or str(uuid.uuid4())
@@ -139,7 +140,6 @@ class MastodonAdapter:
             created_at=lambda item: _parse_time(item.get("created_at")),
             since=datetime.fromisoformat(started) if started else None,
             what="statuses",
-            max_pages=RECONCILE_MAX_PAGES,
         )
         return None if status is None else self._result(status)
 
@@ -347,16 +347,9 @@ def _normalise(text: str) -> str:
     return " ".join(text.split())
 
 
-def _json(response: httpx.Response) -> Any:
-    try:
-        return response.json()
-    except ValueError:
-        return response.text
-
-
 def _message(response: httpx.Response) -> str:
     """Mastodon's `error` text ("Entity" of its error responses), never the raw body."""
-    return error_text(_json(response), "error")
+    return error_text(json_or_text(response), "error")
 
 
 def retry_at_from_headers(headers: httpx.Headers) -> datetime | None:
@@ -371,20 +364,23 @@ def retry_at_from_headers(headers: httpx.Headers) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def _error(response: httpx.Response, *, publish: bool) -> Exception:
+def _error(response: httpx.Response, *, publish: bool) -> PlatformError:
+    """Mastodon's statuses are the generic ones (docs.joinmastodon.org/entities/Error/: 401
+    invalid or missing token, 404, 422 validation failed, 429 rate limited with the reset in
+    `X-RateLimit-Reset`, docs.joinmastodon.org/api/rate-limits/; 5xx the instance's): the shared
+    classifier decides, with two Mastodon facts. Its tokens never expire, so a 401 is a revoked
+    one (`tokens_expire=False`: reconnect, no refresh to try), and a 422 "not finished
+    processing" on a status naming media still being processed is worth a retry."""
     status = response.status_code
     message = f"Mastodon answered {status}: {_message(response)}"
-    raw = _json(response)
-    if status == 429:
-        return TransientError(
-            message, code="rate_limited", raw=raw, retry_at=retry_at_from_headers(response.headers)
-        )
-    if status == 401:
-        return NeedsReconnectError(message, code="token_invalid", raw=raw)
+    raw = json_or_text(response)
     if status == 422 and "not finished processing" in message:
         return TransientError(message, code="media_processing", raw=raw)
-    if status >= 500:
-        if publish:
-            return UnknownOutcomeError(message, code=str(status), raw=raw)
-        return TransientError(message, code=str(status), raw=raw)
-    return PermanentError(message, code=str(status), raw=raw)
+    return classify_http(
+        status,
+        message=message,
+        raw=raw,
+        publish=publish,
+        retry_at=retry_at_from_headers(response.headers) if status == 429 else None,
+        tokens_expire=False,
+    )

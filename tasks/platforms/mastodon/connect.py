@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 import httpx
 
-from tasks.media import MediaPolicy
+from tasks.egress import MediaPolicy
 from tasks.platforms.connecting import (
     AuthorizationFailedError,
     CodeExchange,

@@ -9,12 +9,30 @@ Scopes (docs.joinmastodon.org/api/oauth-scopes/): `write:statuses`, `write:media
 do not expire; a revoked one needs the user.
 """
 
-from tasks.platforms.specs import Endpoint, LoginSpec, PlatformSpec
+from datetime import timedelta
+
+from tasks.platforms.specs import (
+    MIB,
+    Endpoint,
+    LoginSpec,
+    MediaSpec,
+    MetricsSpec,
+    PlatformSpec,
+    RateLimits,
+    TextRule,
+    UploadSpec,
+    media_cap,
+)
 
 DOCS = (
     "https://docs.joinmastodon.org/methods/apps/#create",
     "https://docs.joinmastodon.org/methods/oauth/",
     "https://docs.joinmastodon.org/api/oauth-scopes/",
+)
+_MEDIA = (
+    "https://docs.joinmastodon.org/user/posting/#media; mastodon/mastodon "
+    "app/models/media_attachment.rb IMAGE_LIMIT 16.megabytes, VIDEO_LIMIT 99.megabytes "
+    "(an instance may differ: /api/v2/instance configuration.media_attachments)"
 )
 
 SPEC = PlatformSpec(
@@ -43,4 +61,52 @@ SPEC = PlatformSpec(
     ),
     self_hosted=True,
     docs=DOCS,
+    # 500 by default; each instance says its own (`/api/v2/instance`
+    # configuration.statuses.max_characters). A URL counts 23 (characters_reserved_per_url).
+    text=TextRule(
+        max_characters=500,
+        counting="mastodon",
+        per_account=True,
+        docs=(
+            "https://docs.joinmastodon.org/user/posting/#text",
+            "https://docs.joinmastodon.org/entities/Instance/#statuses",
+        ),
+    ),
+    # 4 attachments, a video alone ("images_and_video" refused: mastodon/mastodon
+    # app/services/post_status_service.rb validate_media!); POST /api/v2/media is one
+    # multipart request, so every kind is uploaded from memory.
+    media=MediaSpec(
+        caps={
+            "image": media_cap(16 * MIB, ("image/jpeg", "image/png", "image/webp"), _MEDIA),
+            # A GIF upload is typed `image` before conversion, so IMAGE_LIMIT applies.
+            "gif": media_cap(16 * MIB, ("image/gif",), _MEDIA),
+            "video": media_cap(99 * MIB, ("video/mp4", "video/quicktime"), _MEDIA),
+        },
+        implemented=frozenset({"image", "gif", "video"}),
+        max_items=4,
+        alone=frozenset({"video"}),
+        buffered=frozenset({"image", "gif", "video"}),
+        docs=("https://docs.joinmastodon.org/methods/statuses/#create",),
+    ),
+    rate_limits=RateLimits(
+        reset_from="`X-RateLimit-Reset` (an ISO 8601 instant)",
+        docs=("https://docs.joinmastodon.org/api/rate-limits/",),
+    ),
+    metrics=MetricsSpec(
+        reported=("likes", "comments", "shares"),
+        batch_size=20,
+        names={"likes": "favourites", "comments": "replies", "shares": "reblogs"},
+        docs=("https://docs.joinmastodon.org/entities/Status/",),
+    ),
+    # POST /api/v2/media: 200 when processed at once, 202 while processing (`url: null`);
+    # GET /api/v1/media/:id: 206 while still processing.
+    upload=UploadSpec(
+        processing_budget=timedelta(seconds=2.5),
+        processing_retry=timedelta(seconds=30),
+        accepted_statuses=(200, 202),
+        docs=("https://docs.joinmastodon.org/methods/media/#v2",),
+    ),
+    adapter_class="MastodonAdapter",
+    connector_class="MastodonConnector",
+    tenant_server=True,
 )

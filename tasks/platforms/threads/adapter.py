@@ -13,10 +13,7 @@ import httpx
 
 from tasks.platforms.base import (
     AccountContext,
-    MediaItem,
     MetricCounts,
-    PermanentError,
-    PostContent,
     TokenSet,
 )
 from tasks.platforms.graph import ContainerAdapter, ContainerSpec, GraphClient, as_int
@@ -24,14 +21,6 @@ from tasks.platforms.text_limits import validate_threads
 
 THREADS_VERSION = "v1.0"
 INSIGHT_METRICS: tuple[str, ...] = ("views", "likes", "replies", "reposts", "quotes", "shares")
-
-
-def _media_params(media: MediaItem) -> dict[str, str]:
-    if media.mime_type.startswith("image/"):
-        return {"media_type": "IMAGE", "image_url": media.url}
-    if media.mime_type.startswith("video/"):
-        return {"media_type": "VIDEO", "video_url": media.url}
-    raise PermanentError(f"unsupported media type {media.mime_type}", code="media_type")
 
 
 class ThreadsAdapter(ContainerAdapter):
@@ -51,6 +40,9 @@ class ThreadsAdapter(ContainerAdapter):
         list_edge="threads",
         status_field="status",
         text_field="text",
+        video_type="VIDEO",
+        image_type="IMAGE",
+        text_type="TEXT",
     )
 
     def __init__(
@@ -78,19 +70,6 @@ class ThreadsAdapter(ContainerAdapter):
         return validate_threads(
             text, media_count=media_count, max_characters=max_characters, media_types=media_types
         )
-
-    def container_params(self, content: PostContent) -> dict[str, str]:
-        if not content.media:
-            return {"media_type": "TEXT", "text": content.text}
-        if len(content.media) > 1:
-            self.carousel_children(content)  # validates every item
-            return {"media_type": "CAROUSEL", "text": content.text}
-        return {**_media_params(content.media[0]), "text": content.text}
-
-    def carousel_children(self, content: PostContent) -> list[dict[str, str]]:
-        if len(content.media) < 2:
-            return []
-        return [_media_params(media) for media in content.media]
 
     async def refresh_token(self, *, account: AccountContext) -> TokenSet:
         return await self.refresh_long_lived(account=account, grant_type="th_refresh_token")

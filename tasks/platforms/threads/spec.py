@@ -13,9 +13,22 @@ token from a Threads tester" of the app besides the token inspected: not reporte
 is: `GET /v1.0/me?fields=id,username` (developers.facebook.com/docs/threads/threads-profiles).
 """
 
+import dataclasses
 from datetime import timedelta
 
-from tasks.platforms.specs import Endpoint, LoginSpec, PlatformSpec, RefreshPolicy
+from tasks.platforms.facebook.spec import GRAPH_RATE_LIMITS
+from tasks.platforms.specs import (
+    MB,
+    ApiVersions,
+    Endpoint,
+    LoginSpec,
+    MediaSpec,
+    MetricsSpec,
+    PlatformSpec,
+    RefreshPolicy,
+    TextRule,
+    media_cap,
+)
 
 DOCS = (
     "https://developers.facebook.com/docs/threads/get-started/get-access-tokens-and-permissions",
@@ -23,6 +36,12 @@ DOCS = (
     "https://developers.facebook.com/docs/threads/get-started",
     "https://developers.facebook.com/docs/threads/troubleshooting/debug-access-token",
     "https://developers.facebook.com/docs/threads/threads-profiles",
+)
+
+_TEXT = "https://developers.facebook.com/documentation/threads/create-posts/text-attachments"
+_MEDIA = (
+    "https://developers.facebook.com/docs/threads/overview#media-specifications "
+    "(image JPEG/PNG 8 MB; video MOV/MP4 1 GB)"
 )
 
 SPEC = PlatformSpec(
@@ -50,4 +69,59 @@ SPEC = PlatformSpec(
     ),
     self_hosted=True,
     docs=DOCS,
+    # 500 characters, emoji counted by their UTF-8 bytes. "Starting December 22, 2025, Threads
+    # posts containing more than 5 links will fail to post" (unique URLs in `text`). One topic
+    # tag per post: ayrshare.com/apis/post/social-networks/threads ("Threads only allows 1
+    # hashtag per post"); Meta's own pages do not state it (could not verify with Meta).
+    text=TextRule(
+        max_characters=500,
+        counting="threads",
+        max_links=5,
+        max_hashtags=1,
+        docs=(
+            "https://developers.facebook.com/docs/threads/overview",
+            _TEXT,
+            "https://www.ayrshare.com/docs/apis/post/social-networks/threads",
+        ),
+    ),
+    media=MediaSpec(
+        caps={
+            "image": media_cap(8 * MB, ("image/jpeg", "image/png"), _MEDIA),
+            "video": media_cap(1_000 * MB, ("video/mp4", "video/quicktime"), _MEDIA),
+        },
+        implemented=frozenset({"image", "video"}),
+        max_items=20,
+        docs=(
+            _MEDIA.split(" ", 1)[0],
+            "https://developers.facebook.com/docs/threads/posts#carousel-posts",
+        ),
+    ),
+    # Threads has its own API versions, only `v1.0` so far; no retirement is published.
+    versions=ApiVersions(
+        setting=None,
+        default="v1.0",
+        docs=("https://developers.facebook.com/docs/threads/overview",),
+    ),
+    rate_limits=dataclasses.replace(
+        GRAPH_RATE_LIMITS,
+        publish_quota="250 API-published posts per rolling 24 h (`threads_publishing_limit`)",
+        docs=(
+            *GRAPH_RATE_LIMITS.docs,
+            "https://developers.facebook.com/docs/threads/overview#rate-limiting",
+        ),
+    ),
+    metrics=MetricsSpec(
+        reported=("impressions", "likes", "comments", "shares"),
+        batch_size=1,
+        names={
+            "impressions": "views",
+            "comments": "replies",
+            "shares": "reposts + quotes + shares",
+        },
+        docs=("https://developers.facebook.com/docs/threads/insights",),
+    ),
+    adapter_class="ThreadsAdapter",
+    connector_class="ThreadsConnector",
+    adapter_settings={"app_id": "threads_app_id", "app_secret": "threads_app_secret"},
+    oauth_apps={"oauth2": ("threads_app_id", "threads_app_secret")},
 )

@@ -3,7 +3,7 @@ account's own timeline, and a duplicate-content 403 after a retry is usually our
 
 X does not give the text back as it was sent: `text` is HTML-escaped (`&amp; &lt; &gt;`) and
 every URL is replaced by its t.co link, listed in `entities.urls` with the `expanded_url`
-(review X-text: ainergiz/xfeed#63, tweepy/tweepy#1080; docs.x.com data dictionary, entities);
+(ainergiz/xfeed#63, tweepy/tweepy#1080; docs.x.com data dictionary, entities);
 a post with media also ends in a t.co link to the media (its url entity carries `media_key`), and
 a post longer than 280 comes back truncated with the full text in `note_tweet`. The reconcile
 matcher undoes all of that before comparing.
@@ -37,13 +37,12 @@ from typing import IO, Any, ClassVar
 
 import httpx
 
+from tasks.egress import MediaFetchError, MediaPolicy
 from tasks.media import (
     MAX_BUFFERED_BYTES,
     FetchedMedia,
-    MediaFetchError,
     MediaKind,
     MediaLimits,
-    MediaPolicy,
     MediaStream,
     fetch_platform_media,
     media_kind,
@@ -61,19 +60,20 @@ from tasks.platforms.base import (
     TokenSet,
     TransientError,
     UnknownOutcomeError,
+    check_content,
     classify_http,
+    json_or_text,
 )
 from tasks.platforms.media_support import check_media_support
 from tasks.platforms.oauth import refresh_grant
-from tasks.platforms.reconcile import Page, find_own_post
+from tasks.platforms.reconcile import CLOCK_SKEW, Page, find_own_post
 from tasks.platforms.text_limits import extract_urls, validate_x
 
 DUPLICATE_DETAIL = "duplicate content"
-#: Reconcile reads the account's timeline since the first attempt, 100 tweets a page; past this
-#: many pages it cannot rule out an earlier success and asks to be retried instead of posting.
-#: (Timeline reads count against X's read quota: docs.x.com/x-api/fundamentals/post-cap.)
+#: Reconcile reads the account's timeline since the first attempt, 100 tweets a page, as many
+#: pages as `reconcile.find_own_post` allows. (Timeline reads count against X's read quota:
+#: docs.x.com/x-api/fundamentals/post-cap.)
 RECONCILE_PAGE_SIZE = 100
-RECONCILE_MAX_PAGES = 10
 _URL_MASK = "\x00url\x00"
 
 #: Kinds sent by the chunked upload, and their `media_category` (docs.x.com/x-api/media/
@@ -143,14 +143,8 @@ class XAdapter:
         self, *, account: AccountContext, content: PostContent, state: PlatformState
     ) -> PublishResult:
         deadline = self._clock() + self.processing_budget_seconds
-        problems = self.validate_content(
-            content.text,
-            media_count=len(content.media),
-            max_characters=account.max_characters,
-            media_types=[m.mime_type for m in content.media],
-        )
-        if problems:
-            raise PermanentError("; ".join(problems), code="content_invalid")
+        media_types = [m.mime_type for m in content.media]
+        check_content(self, content, max_characters=account.max_characters, media_types=media_types)
         check_media_support(self.platform, content.media)
         # The media are ready (uploaded and, for video, processed) before the tweet is sent: a
         # media failure raises (MediaFetchError or a processing error) and nothing is posted.
@@ -181,7 +175,7 @@ class XAdapter:
             raise PermanentError(
                 "X rejected the text as a duplicate of an older post",
                 code="duplicate",
-                raw=_json(response),
+                raw=json_or_text(response),
             )
         raise _error(response, publish=True)
 
@@ -197,7 +191,7 @@ class XAdapter:
             "tweet.fields": "created_at,text,entities,note_tweet",
         }
         if since is not None:
-            floor = since - timedelta(minutes=5)
+            floor = since - CLOCK_SKEW
             params["start_time"] = floor.strftime("%Y-%m-%dT%H:%M:%SZ")
 
         async def read_page(cursor: str | None) -> Page[dict[str, Any]]:
@@ -214,7 +208,6 @@ class XAdapter:
             created_at=lambda item: _parse_time(item.get("created_at")),
             since=since,
             what="tweets",
-            max_pages=RECONCILE_MAX_PAGES,
         )
         return None if tweet is None else self._result(account, str(tweet["id"]), tweet)
 
@@ -223,17 +216,13 @@ class XAdapter:
         """Refresh grant; X refresh tokens are single-use, so the caller must store the new one."""
         if not account.refresh_token:
             raise NeedsReconnectError("X account has no refresh token", code="no_refresh_token")
-        form = {
-            "grant_type": "refresh_token",
-            "refresh_token": account.refresh_token,
-            "client_id": self.client_id,
-        }
         return await refresh_grant(
             self.http,
             platform="X",
             url=f"{self.base_url}/2/oauth2/token",
-            form=form,
-            auth=(self.client_id, self.client_secret) if self.client_secret else None,
+            refresh_token=account.refresh_token,
+            client_id=self.client_id,
+            client_secret=self.client_secret,
             error_for=lambda response: _error(response, publish=False),
             grant_refused=_x_grant_refused,
         )
@@ -472,7 +461,7 @@ class XAdapter:
             account=account,
             params={"command": "STATUS", "media_id": media_id},
         )
-        body = _json(response)
+        body = json_or_text(response)
         data = body.get("data") if isinstance(body, dict) else None
         info = data.get("processing_info") if isinstance(data, dict) else None
         return info if isinstance(info, dict) else None
@@ -499,7 +488,7 @@ class XAdapter:
             raise TransientError(f"X media upload failed in transit: {exc!r}") from exc
         if not 200 <= response.status_code < 300:
             raise _error(response, publish=False)
-        body = _json(response) if response.content else {}
+        body = json_or_text(response) if response.content else {}
         return dict(body.get("data") or {}) if isinstance(body, dict) else {}
 
     async def _upload(self, *, account: AccountContext, media: FetchedMedia) -> str:
@@ -517,13 +506,6 @@ class XAdapter:
         if response.status_code != 200:
             raise _error(response, publish=False)
         return str(response.json()["data"]["id"])
-
-
-def _json(response: httpx.Response) -> Any:
-    try:
-        return response.json()
-    except ValueError:
-        return response.text
 
 
 async def _read_all(stream: MediaStream) -> bytes:
@@ -547,7 +529,7 @@ def _detail(response: httpx.Response) -> str:
     """The problem's detail, with the messages of its `errors` (X's v2 invalid-request
     problem says only "One or more parameters ... was invalid." and names the culprit there,
     e.g. "Your media IDs are invalid.")."""
-    body = _json(response)
+    body = json_or_text(response)
     if isinstance(body, dict):
         detail = str(body.get("detail") or body.get("title") or body)
         errors = body.get("errors")
@@ -655,7 +637,7 @@ def _error(response: httpx.Response, *, publish: bool) -> Exception:
     return classify_http(
         status,
         message=f"X answered {status}: {_detail(response)}",
-        raw=_json(response),
+        raw=json_or_text(response),
         publish=publish,
         retry_at=retry_at_from_headers(response.headers) if status == 429 else None,
     )

@@ -11,13 +11,28 @@ required on the authorization request.
 
 from datetime import timedelta
 
-from tasks.platforms.specs import Endpoint, LoginSpec, PlatformSpec, RefreshPolicy
+from tasks.platforms.specs import (
+    MB,
+    MIB,
+    Endpoint,
+    LoginSpec,
+    MediaSpec,
+    MetricsSpec,
+    PlatformSpec,
+    RateLimits,
+    RefreshPolicy,
+    TextRule,
+    UploadSpec,
+    media_cap,
+)
 
 DOCS = (
     "https://docs.x.com/resources/fundamentals/authentication/oauth-2-0/authorization-code",
     "https://docs.x.com/resources/fundamentals/authentication/oauth-2-0/user-access-token",
     "https://docs.x.com/x-api/media/upload-media",
 )
+_MEDIA = "https://docs.x.com/x-api/media (Image 5 MB, GIF 15 MB, Video 512 MB)"
+_MEDIA_TYPES = "https://docs.x.com/x-api/media/quickstart/best-practices"
 
 SPEC = PlatformSpec(
     name="x",
@@ -45,4 +60,72 @@ SPEC = PlatformSpec(
         ),
     ),
     docs=DOCS,
+    # twitter-text v3 (github.com/twitter/twitter-text, config/v3.json: maxWeightedTweetLength
+    # 280, transformedURLLength 23, emoji 2); X Premium accounts may carry a larger limit.
+    text=TextRule(
+        max_characters=280,
+        counting="x_weighted",
+        unit="weighted characters",
+        per_account=True,
+        docs=(
+            "https://github.com/twitter/twitter-text/blob/master/config/v3.json",
+            "https://docs.x.com/resources/fundamentals/counting-characters",
+        ),
+    ),
+    # "a post takes 4 photos, 1 GIF or 1 video"; images by the simple upload (in memory), GIF
+    # and video by the chunked upload, streamed segment by segment.
+    media=MediaSpec(
+        caps={
+            "image": media_cap(
+                5 * MB, ("image/jpeg", "image/png", "image/webp"), f"{_MEDIA}; {_MEDIA_TYPES}"
+            ),
+            "gif": media_cap(15 * MB, ("image/gif",), _MEDIA),
+            "video": media_cap(
+                512 * MB, ("video/mp4", "video/quicktime"), f"{_MEDIA}; {_MEDIA_TYPES}"
+            ),
+        },
+        implemented=frozenset({"image", "gif", "video"}),
+        max_items=4,
+        alone=frozenset({"gif", "video"}),
+        buffered=frozenset({"image"}),
+        docs=(_MEDIA_TYPES,),
+    ),
+    rate_limits=RateLimits(
+        reset_from=(
+            "`x-user-limit-24hour-reset` / `x-app-limit-24hour-reset` when that bucket is "
+            "empty, else `x-rate-limit-reset` (epoch seconds), else `Retry-After`"
+        ),
+        docs=("https://docs.x.com/x-api/fundamentals/rate-limits",),
+    ),
+    metrics=MetricsSpec(
+        reported=("impressions", "likes", "comments", "shares", "saves"),
+        batch_size=100,
+        names={
+            "impressions": "impression_count",
+            "likes": "like_count",
+            "comments": "reply_count",
+            "shares": "retweet_count + quote_count",
+            "saves": "bookmark_count",
+        },
+        docs=("https://docs.x.com/x-api/fundamentals/metrics",),
+    ),
+    # APPEND: "It must be <= 5 MB" a segment, `segment_index` 0-999; a media id is usable for
+    # `expires_after_secs` (24 h when the answer omits it).
+    upload=UploadSpec(
+        part_bytes=4 * MIB,
+        max_parts=1000,
+        parts_set_by="adapter",
+        processing_budget=timedelta(seconds=18),
+        processing_retry=timedelta(seconds=30),
+        unposted_lifetime=timedelta(hours=24),
+        accepted_statuses=(200, 201, 202, 204),
+        docs=(
+            "https://docs.x.com/x-api/media/append-media-upload",
+            "https://docs.x.com/x-api/media/quickstart/media-upload-chunked",
+        ),
+    ),
+    adapter_class="XAdapter",
+    connector_class="XConnector",
+    adapter_settings={"client_id": "x_client_id", "client_secret": "x_client_secret"},
+    oauth_apps={"oauth2": ("x_client_id", "x_client_secret")},
 )

@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_asyn
 from models.posts import purge_dispatch_slots, take_dispatch_ranks
 from models.tables import FairDispatchSlot, PublishTarget, ScheduledPost
 from tasks.cloud_tasks import InMemoryTaskQueue
-from tasks.media import MediaPolicy
+from tasks.egress import MediaPolicy
 from tasks.scheduling import ScheduleCommand, Scheduler, TargetRequest
 from tasks.task_specs import WebhookTarget
 from tests.support.settings import make_settings

@@ -11,11 +11,11 @@ from sqlalchemy import insert
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 
-from dispatch.admin import add_account, create_company
 from models.database import sync_session
 from models.posts import roll_up_post_status
 from models.statuses import PostStatus, TargetStatus
 from models.tables import PublishTarget, ScheduledPost
+from tasks.administration import add_account, create_company
 
 T = TargetStatus
 P = PostStatus

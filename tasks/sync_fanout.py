@@ -1,7 +1,7 @@
-"""The `sync-analytics` flow: one parent `AnalyticsSyncJob` per trigger, one child job and one
-child Cloud Task per company × platform with an active account.
+"""The `sync-analytics` fan-out use case: one parent `AnalyticsSyncJob` per trigger, one child
+job and one child Cloud Task per company × platform with an active account.
 
-`SyncFanOut.start` is the business logic, plain async code: the webhook
+`SyncFanOut.start` is plain async code: the webhook
 (`POST /api/jobs/sync-analytics`, called by Cloud Scheduler) awaits it directly, so Prefect is
 never on the request path; `flows.prefect_flows.sync_analytics_flow` is the thin Prefect
 wrapper the 6-hourly deployment runs (`deployments/prefect_flows.py`).

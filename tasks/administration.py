@@ -1,6 +1,10 @@
-"""Administrative use cases behind the CLI: companies and their platform accounts.
+"""Administrative use cases behind the CLI (`tendsocial company create`, `tendsocial accounts
+add`) and the local stack's demo data: companies and their platform accounts, on a synchronous
+session the caller commits.
 
-Connecting accounts by OAuth is the front end's job; this back end stores and refreshes tokens.
+Connecting accounts by OAuth is `tasks/account_connect.py`; this stores tokens pasted by an
+operator. Refusals are the use cases' errors (`tasks/errors.py`), each also a `ValueError`, which
+is what the CLI and scripts catch to print one line.
 """
 
 from __future__ import annotations
@@ -12,15 +16,29 @@ from datetime import datetime
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from dispatch.auth import hash_api_key, new_api_key
 from models.accounts import account_upsert
 from models.tables import Company
-from tasks.media import MediaPolicy
+from tasks.api_keys import hash_api_key, new_api_key
+from tasks.egress import MediaPolicy
+from tasks.errors import InvalidRequestError, NotFoundError
 from tasks.platforms.registry import normalize_platform
 from tasks.platforms.servers import ServerUrlError, checked_server_url
 
 #: Platforms whose accounts may name their own server (`base_url`).
 SELF_HOSTED_PLATFORMS = frozenset({"mastodon", "bluesky", "instagram", "facebook", "threads"})
+
+
+class AdminRequestInvalid(InvalidRequestError, ValueError):
+    """The request can never succeed as sent (an empty name, an unknown platform, ...)."""
+
+
+class CompanyNotFound(NotFoundError, ValueError):
+    """No company with that id."""
+
+
+class AccountRefused(InvalidRequestError, ValueError):
+    """The database refused the account: one line saying why, never the statement or its
+    values (the encrypted tokens among them)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,7 +51,9 @@ class NewCompany:
 def create_company(session: Session, *, name: str) -> NewCompany:
     """Create a company; its API key is returned once and only its hash is stored."""
     if not name.strip() or "\x00" in name:
-        raise ValueError("company name must be non-empty text")
+        raise AdminRequestInvalid(
+            "invalid_name", "company name must be non-empty text", field="name"
+        )
     key = new_api_key()
     company = Company(name=name.strip(), api_key_hash=hash_api_key(key))
     session.add(company)
@@ -52,11 +72,6 @@ class StoredAccount:
     external_id: str
     base_url: str | None
     created: bool
-
-
-class AccountRefused(ValueError):
-    """The database refused the account: one line saying why, never the statement or its
-    values (the encrypted tokens among them)."""
 
 
 def add_account(
@@ -81,16 +96,25 @@ def add_account(
     fetcher's egress guard, name resolution included (`tasks/platforms/servers.py`):
     `server_policy` is production's (https, public addresses) unless the caller passes local
     development's (`MediaPolicy.from_settings` with `MEDIA_ALLOW_PRIVATE_ADDRESSES`)."""
-    normalized = normalize_platform(platform)
+    try:
+        normalized = normalize_platform(platform)
+    except ValueError as exc:
+        raise AdminRequestInvalid("unknown_platform", str(exc), field="platform") from None
     if session.get(Company, company_id) is None:
-        raise ValueError(f"no company {company_id}")
+        raise CompanyNotFound("company_not_found", f"no company {company_id}", field="companyId")
     if base_url is not None:
         if normalized not in SELF_HOSTED_PLATFORMS:
-            raise ValueError(f"{normalized} accounts have no server of their own (base_url)")
+            raise AdminRequestInvalid(
+                "no_own_server",
+                f"{normalized} accounts have no server of their own (base_url)",
+                field="baseUrl",
+            )
         try:
             base_url = checked_server_url(base_url, policy=server_policy or MediaPolicy())
         except ServerUrlError as exc:  # the operator sees why; a tenant would not
-            raise ValueError(f"base_url refused: {exc.detail}") from None
+            raise AdminRequestInvalid(
+                "server_refused", f"base_url refused: {exc.detail}", field="baseUrl"
+            ) from None
     external_id = external_id or handle
     statement = account_upsert(
         company_id=company_id,
@@ -107,7 +131,9 @@ def add_account(
     try:
         account_id, created = session.execute(statement).one()
     except DBAPIError as exc:
-        raise AccountRefused(f"the database refused the account: {_refusal(exc)}") from None
+        raise AccountRefused(
+            "account_refused", f"the database refused the account: {_refusal(exc)}"
+        ) from None
     return StoredAccount(
         id=account_id,
         platform=normalized,
