@@ -12,7 +12,11 @@ one entry per property among `flow` (flow ids), `tag` (all of these tags), `stat
 "seconds": -N}` is "the last N seconds"). The UI has no group-by, so "by platform" is one filter
 per platform, "by company" one per company (given by the caller: the CLI reads them from the
 database), and "per window" one per 6-hour sync window of the last day, rewritten on each apply
-(the filters of windows that left that day are deleted).
+(the filters of windows that left that day are deleted). The failure filters and the alerts
+select Failed (and Crashed) runs only, which is what someone has to act on: a sync child whose
+metrics are not available by design ends in a completed state named "Not available", a run whose
+work another run took over in a cancelled one named "Superseded" (docs/prefect.md, "Red means
+act"); "not available by design" lists the former, to answer "why no numbers for X?".
 
 Automations (`/automations/`, `prefect/server/events/schemas/automations.py`). Prefect 3.9.1's
 open-source server has event triggers only (reactive and proactive, compound, sequence; metric
@@ -59,7 +63,7 @@ from typing import Any
 
 import httpx
 
-from flows.reporter import BEHIND_EVENT, REPORTER_RESOURCE_ID
+from flows.reporter import BEHIND_EVENT, FINAL_STATE_NAMES, REPORTER_RESOURCE_ID
 from models.statuses import Platform
 from tasks.accounts import EXPIRY_WARNING
 from tasks.token_refresh import ACCOUNTS_RESOURCE_ID, EXPIRING_EVENT
@@ -80,13 +84,13 @@ SYNC_WINDOWS_SHOWN = 4
 OPEN_RUN_LIMIT = timedelta(minutes=10)
 ALERT_BLOCK_NAME = "tendsocial-alerts"
 
-_FINAL_STATE_EVENTS = (
-    "prefect.flow-run.Completed",
-    "prefect.flow-run.Failed",
-    "prefect.flow-run.Crashed",
-    "prefect.flow-run.Cancelled",
-    "prefect.flow-run.AwaitingRetry",
-)
+#: A flow run's state change is the event `prefect.flow-run.<state name>` (Prefect 3.9.1,
+#: `prefect/server/models/events.py`, `state_change_event`): one per final state name the reporter
+#: sets, "Not available" and "Superseded" included, or such runs would read as left open.
+_FINAL_STATE_EVENTS = tuple(f"prefect.flow-run.{name}" for name in FINAL_STATE_NAMES)
+#: What someone has to act on: red (Failed, Crashed). "Not available" is a completed state and
+#: "Superseded" a cancelled one, so no failure filter or alert ever lists them.
+ACTIONABLE_STATES = ("Failed", "Crashed")
 
 
 @dataclass(frozen=True)
@@ -129,8 +133,10 @@ def sync_windows(now: datetime, *, count: int = SYNC_WINDOWS_SHOWN) -> list[date
 
 
 def saved_views(*, now: datetime, companies: Mapping[str, str] | None = None) -> list[SavedView]:
-    """The filters: failed publishes (all, per platform, per company), sync coverage (the last
-    day, and per window). `companies` maps company id (the `company:` tag) to a display name."""
+    """The filters: failed publishes (all, per platform, per company), failed syncs (what
+    someone must act on), syncs whose metrics are not available by design (the last day: why
+    a platform shows no numbers, nothing to act on), sync coverage (the last day, and per
+    window). `companies` maps company id (the `company:` tag) to a display name."""
     failed = ("Failed",)
     views = [SavedView(f"{VIEW_PREFIX}failed publishes", flows=(PUBLISH_FLOW,), states=failed)]
     views += [
@@ -151,6 +157,17 @@ def saved_views(*, now: datetime, companies: Mapping[str, str] | None = None) ->
         )
         for company_id, name in sorted((companies or {}).items(), key=lambda item: item[1])
     ]
+    views.append(
+        SavedView(f"{VIEW_PREFIX}failed syncs", flows=(SYNC_CHILD_FLOW,), states=ACTIONABLE_STATES)
+    )
+    views.append(
+        SavedView(
+            f"{VIEW_PREFIX}sync · not available by design",
+            flows=(SYNC_CHILD_FLOW,),
+            states=("Not available",),
+            span=timedelta(days=1),
+        )
+    )
     views.append(
         SavedView(
             f"{VIEW_PREFIX}sync coverage · last 24 h",

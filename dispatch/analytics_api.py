@@ -113,6 +113,9 @@ class SyncJobView(CamelModel):
     completed_at: datetime | None
     items_processed: int
     items_failed: int
+    #: Posts whose metrics the platform does not give by design (a restricted permission, no
+    #: metrics for that kind of account): neither synced nor failed.
+    items_not_available: int = 0
     error_message: str | None = None
     children: list[SyncJobView] = Field(default_factory=list)
 
@@ -129,12 +132,14 @@ def _job_view(job: AnalyticsSyncJob, children: list[AnalyticsSyncJob] | None = N
         completed_at=job.completed_at,
         items_processed=job.items_processed,
         items_failed=job.items_failed,
+        items_not_available=job.items_not_available,
         error_message=job.error_message,
     )
     if children is not None:
         view.children = [_job_view(child) for child in children]
         view.items_processed = sum(c.items_processed for c in children)
         view.items_failed = sum(c.items_failed for c in children)
+        view.items_not_available = sum(c.items_not_available for c in children)
         if job.company_id is None:
             view.error_message = None  # the global message counts other companies' failures
     return view

@@ -203,6 +203,7 @@ def _outcome_body(outcome: MetricsOutcome, kind: str | None = None) -> dict[str,
         "status": outcome.status,
         "itemsProcessed": outcome.items_processed,
         "itemsFailed": outcome.items_failed,
+        "itemsNotAvailable": outcome.items_not_available,
     }
     if outcome.error_message:
         body["errorMessage"] = outcome.error_message

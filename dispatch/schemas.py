@@ -234,6 +234,7 @@ class SyncChildAnswer(CamelModel):
     status: str | None
     items_processed: int
     items_failed: int
+    items_not_available: int = 0
     error_message: str | SkipJsonSchema[None] = None
     next_run_at: datetime | SkipJsonSchema[None] = None
     parent_status: str | SkipJsonSchema[None] = None

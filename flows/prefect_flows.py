@@ -75,10 +75,33 @@ async def sync_analytics_flow(
 
 @flow(name="enqueue-due-posts", flow_run_name=_dated("sweep"), log_prints=True)
 async def enqueue_due_posts_flow() -> dict[str, int]:
-    """Thin wrapper for the hourly Prefect deployment."""
+    """Thin wrapper for the hourly Prefect deployment; the first run of a UTC day also attaches
+    the previous day's publish summary (a table artifact) to itself."""
     report = await run_sweep_once(load_settings(), record_run=False)
-    get_run_logger().info(describe_sweep(report))
+    logger = get_run_logger()
+    logger.info(describe_sweep(report))
+    if flow_run.id:
+        written = await _publish_summary(uuid.UUID(flow_run.id))
+        if written:
+            logger.info("the previous UTC day's publish summary is attached to this run")
     return report.as_dict()
+
+
+async def _publish_summary(this_run: uuid.UUID) -> bool:
+    from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
+
+    from models.database import database_url
+    from tasks.sweeping import record_publish_summary_for_flow_run
+
+    engine = create_async_engine(database_url())
+    try:
+        return await record_publish_summary_for_flow_run(
+            async_sessionmaker(engine, expire_on_commit=False),
+            prefect_flow_run_id=this_run,
+            now=datetime.now(UTC),
+        )
+    finally:
+        await engine.dispose()
 
 
 @flow(name="refresh-expiring-tokens", flow_run_name=_dated("token refresh"), log_prints=True)

@@ -38,6 +38,12 @@ still waiting in the queue, look lost (`TaskQueue.get` finds it).
 Each pass is an `enqueue-due-posts` run in Prefect with its counts: recorded through the
 run-record outbox (start when the pass starts, end with the counts), or, when the pass runs
 inside the Prefect deployment, as that flow run itself (`record_run=False`; the flow logs them).
+
+7. **Daily publish summary.** The first pass of each UTC day attaches the previous day's publish
+   summary to its run, a Prefect table artifact (`tasks.sweeping.add_publish_summary`: published
+   and failed targets per platform, failure reasons, median and p99 lateness), written once per
+   day under the day's key; the deployment's flow writes it for its own flow run
+   (`flows/prefect_flows.py`).
 """
 
 from __future__ import annotations
@@ -82,14 +88,15 @@ async def sweep_due_posts(
     run = SweepRun(started_at=datetime.now(UTC)) if record_run else None
     if run is not None:
         await sweep.record_start(run)
+    now = now or datetime.now(UTC)
     try:
-        report = await _sweep(sweep, now=now or datetime.now(UTC))
+        report = await _sweep(sweep, now=now)
     except Exception as error:
         if run is not None:
             await sweep.record_crash(run, error)
         raise
     if run is not None:
-        await sweep.record_end(run, report)
+        await sweep.record_end(run, report, now=now)
     return report
 
 

@@ -1,5 +1,10 @@
 """Statements of the analytics sync: the fan-out (`tasks.sync_fanout`), the per-platform metrics
-unit of work (`tasks.metrics`) and the metrics API. Nothing here commits."""
+unit of work (`tasks.metrics`) and the metrics API. Nothing here commits.
+
+Every sync tells its numbers: a child's settlement writes its own small table and the parent's
+roll-up writes the sync's table (per platform), as Prefect table artifacts through the
+`run_artifacts` outbox, in the transaction that settles them (`child_sync_table`,
+`parent_sync_table`)."""
 
 from __future__ import annotations
 
@@ -32,6 +37,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, distinct_on, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
+from models.outbox import add_run_artifact, artifact_key, derived_run_id
 from models.posts import company_post
 from models.statuses import (
     SETTLED_SYNC_JOB_STATUSES,
@@ -204,8 +210,111 @@ async def update_claimed_sync_job(
     return updated is not None
 
 
+def sync_run_id(parent_job_id: uuid.UUID) -> uuid.UUID:
+    """The run id of the fan-out that created this parent job: its children's runs name it as
+    their parent, and the sync's table artifact is attached to it."""
+    return derived_run_id(f"sync-job:{parent_job_id}")
+
+
+#: The reasons a table cell lists (the most frequent first).
+TOP_REASONS = 3
+
+
+def describe_reasons(reasons: dict[str, int], *, top: int = TOP_REASONS) -> str:
+    """`reason (posts); ...`, the most frequent first, the rest counted."""
+    ranked = sorted(reasons.items(), key=lambda item: (-item[1], item[0]))
+    shown = "; ".join(f"{reason} ({count})" for reason, count in ranked[:top])
+    if len(ranked) > top:
+        shown += f"; {len(ranked) - top} more"
+    return shown
+
+
+def child_sync_table(child: AnalyticsSyncJob) -> list[dict[str, Any]]:
+    """A settled child's table: its company × platform, posts synced, not available, failed,
+    and why."""
+    reasons = child.item_reasons or {}
+    return [
+        {
+            "company": str(child.company_id),
+            "platform": child.platform,
+            "posts synced": child.items_processed,
+            "not available": child.items_not_available,
+            "failed": child.items_failed,
+            "failure reasons": describe_reasons(reasons.get("failed") or {}),
+            "not available because": describe_reasons(reasons.get("not_available") or {}),
+        }
+    ]
+
+
+async def add_child_sync_table(
+    session: AsyncSession, child: AnalyticsSyncJob, *, run_id: uuid.UUID
+) -> None:
+    """Queue the settled child's table, attached to the child's run `run_id`."""
+    await add_run_artifact(
+        session,
+        run_id=run_id,
+        key=artifact_key("sync-platform", child.id),
+        description=(
+            f"**{child.platform}** metrics of company `{child.company_id}`: "
+            f"{child.items_processed} post(s) synced, {child.items_not_available} not available, "
+            f"{child.items_failed} failed."
+        ),
+        rows=child_sync_table(child),
+    )
+
+
+_PARENT_TABLE = text(
+    """
+    SELECT platform, count(*) AS companies,
+           coalesce(sum(items_processed), 0) AS synced,
+           coalesce(sum(items_not_available), 0) AS not_available,
+           coalesce(sum(items_failed), 0) AS failed,
+           count(*) FILTER (WHERE status = 'failed') AS failed_children
+      FROM analytics_sync_jobs
+     WHERE parent_id = :parent_id
+     GROUP BY platform
+     ORDER BY platform
+    """
+)
+_PARENT_REASONS = text(
+    """
+    SELECT c.platform, kind.key AS kind, reason.key AS reason, sum(reason.value::int) AS posts
+      FROM analytics_sync_jobs c
+      CROSS JOIN LATERAL jsonb_each(c.item_reasons) AS kind
+      CROSS JOIN LATERAL jsonb_each_text(kind.value) AS reason
+     WHERE c.parent_id = :parent_id AND jsonb_typeof(kind.value) = 'object'
+     GROUP BY 1, 2, 3
+    """
+)
+
+
+async def parent_sync_table(session: AsyncSession, parent_id: uuid.UUID) -> list[dict[str, Any]]:
+    """The sync's table, one row per platform: companies synced (its children), posts synced,
+    not available, failed, children failed, and the top reasons (summed over the children)."""
+    params = {"parent_id": parent_id}
+    reasons: dict[tuple[str, str], dict[str, int]] = {}
+    for row in (await session.execute(_PARENT_REASONS, params)).all():
+        reasons.setdefault((row.platform, row.kind), {})[row.reason] = int(row.posts)
+    return [
+        {
+            "platform": row.platform,
+            "companies": int(row.companies),
+            "posts synced": int(row.synced),
+            "not available": int(row.not_available),
+            "failed": int(row.failed),
+            "companies failed": int(row.failed_children),
+            "top failure reasons": describe_reasons(reasons.get((row.platform, "failed"), {})),
+            "not available because": describe_reasons(
+                reasons.get((row.platform, "not_available"), {})
+            ),
+        }
+        for row in (await session.execute(_PARENT_TABLE, params)).all()
+    ]
+
+
 async def roll_up_sync_parent(session: AsyncSession, parent_id: uuid.UUID) -> str | None:
-    """Settle the parent once every child settled, in one conditional UPDATE.
+    """Settle the parent once every child settled, in one conditional UPDATE, and queue the
+    sync's table (`parent_sync_table`) for the parent's run in the same transaction.
 
     `completed` when all children completed, `failed` when all settled and any failed; counts
     are the children's sums. Returns the new status, or None while children are still open.
@@ -224,27 +333,55 @@ async def roll_up_sync_parent(session: AsyncSession, parent_id: uuid.UUID) -> st
     all_settled = of_children(func.bool_and(child.c.status.in_(SETTLED_SYNC_JOB_STATUSES)))
     all_completed = of_children(func.bool_and(child.c.status == SyncJobStatus.COMPLETED))
     failed_children = of_children(func.count().filter(child.c.status == SyncJobStatus.FAILED))
-    return await session.scalar(
-        update(AnalyticsSyncJob)
-        .where(
-            AnalyticsSyncJob.id == parent_id,
-            AnalyticsSyncJob.status.not_in(SETTLED_SYNC_JOB_STATUSES),
-            all_settled.is_(True),
+    settled = (
+        await session.execute(
+            update(AnalyticsSyncJob)
+            .where(
+                AnalyticsSyncJob.id == parent_id,
+                AnalyticsSyncJob.status.not_in(SETTLED_SYNC_JOB_STATUSES),
+                all_settled.is_(True),
+            )
+            .values(
+                status=case(
+                    (all_completed, SyncJobStatus.COMPLETED.value),
+                    else_=SyncJobStatus.FAILED.value,
+                ),
+                items_processed=of_children(func.coalesce(func.sum(child.c.items_processed), 0)),
+                items_failed=of_children(func.coalesce(func.sum(child.c.items_failed), 0)),
+                items_not_available=of_children(
+                    func.coalesce(func.sum(child.c.items_not_available), 0)
+                ),
+                completed_at=func.now(),
+                error_message=case(
+                    (all_completed, None),
+                    else_=func.concat(failed_children, " platform sync(s) failed"),
+                ),
+            )
+            .returning(
+                AnalyticsSyncJob.status,
+                AnalyticsSyncJob.items_processed,
+                AnalyticsSyncJob.items_not_available,
+                AnalyticsSyncJob.items_failed,
+                AnalyticsSyncJob.scheduled_for,
+            )
         )
-        .values(
-            status=case(
-                (all_completed, SyncJobStatus.COMPLETED.value), else_=SyncJobStatus.FAILED.value
-            ),
-            items_processed=of_children(func.coalesce(func.sum(child.c.items_processed), 0)),
-            items_failed=of_children(func.coalesce(func.sum(child.c.items_failed), 0)),
-            completed_at=func.now(),
-            error_message=case(
-                (all_completed, None),
-                else_=func.concat(failed_children, " platform sync(s) failed"),
-            ),
-        )
-        .returning(AnalyticsSyncJob.status)
+    ).one_or_none()
+    if settled is None:
+        return None
+    await add_run_artifact(
+        session,
+        run_id=sync_run_id(parent_id),
+        key=artifact_key("sync", parent_id),
+        description=(
+            f"Analytics sync of {settled.scheduled_for:%Y-%m-%d %H:%M}Z, settled "
+            f"**{settled.status}**: {settled.items_processed} post(s) synced, "
+            f"{settled.items_not_available} not available (by design: nobody can act), "
+            f"{settled.items_failed} failed. One row per platform; a company's own numbers "
+            "are on its child run."
+        ),
+        rows=await parent_sync_table(session, parent_id),
     )
+    return str(settled.status)
 
 
 async def metric_targets(
@@ -550,3 +687,73 @@ async def company_child_jobs(
         .order_by(AnalyticsSyncJob.platform)
     )
     return list(rows.all())
+
+
+#: The publish side of one UTC day, per platform and in total (the `GROUPING SETS` row with a
+#: NULL platform): targets published that day (`published_at`) and failed that day (their
+#: settlement's `updated_at`), and the lateness of the published ones, published_at − the
+#: post's scheduled instant, in seconds (median and 99th percentile, `percentile_cont`).
+_PUBLISH_DAY = text(
+    """
+    WITH day AS (
+        SELECT t.platform, t.status, t.error_code,
+               extract(epoch FROM t.published_at - p.scheduled_at) AS lateness
+          FROM publish_logs t
+          JOIN scheduled_posts p ON p.id = t.scheduled_post_id
+         WHERE (t.status = 'success' AND t.published_at >= :start AND t.published_at < :end)
+            OR (t.status = 'failed' AND t.updated_at >= :start AND t.updated_at < :end)
+    )
+    SELECT platform,
+           count(*) FILTER (WHERE status = 'success') AS published,
+           count(*) FILTER (WHERE status = 'failed') AS failed,
+           percentile_cont(0.5) WITHIN GROUP (ORDER BY lateness)
+               FILTER (WHERE status = 'success') AS median_lateness,
+           percentile_cont(0.99) WITHIN GROUP (ORDER BY lateness)
+               FILTER (WHERE status = 'success') AS p99_lateness
+      FROM day
+     GROUP BY GROUPING SETS ((platform), ())
+     ORDER BY platform NULLS LAST
+    """
+).bindparams(
+    bindparam("start", type_=DateTime(timezone=True)),
+    bindparam("end", type_=DateTime(timezone=True)),
+)
+_PUBLISH_DAY_FAILURES = text(
+    """
+    SELECT t.platform, coalesce(t.error_code, 'unknown') AS reason, count(*) AS targets
+      FROM publish_logs t
+     WHERE t.status = 'failed' AND t.updated_at >= :start AND t.updated_at < :end
+     GROUP BY 1, 2
+    """
+).bindparams(
+    bindparam("start", type_=DateTime(timezone=True)),
+    bindparam("end", type_=DateTime(timezone=True)),
+)
+
+
+def _seconds(value: float | None) -> float | None:
+    return None if value is None else round(float(value), 1)
+
+
+async def publish_day_table(session: AsyncSession, day: date) -> list[dict[str, Any]]:
+    """The day's publish summary, one row per platform and an "all platforms" row: targets
+    published, failed (and why: the error codes, the most frequent first), and the median and
+    p99 lateness in seconds of the published ones."""
+    start = datetime.combine(day, time.min, UTC)
+    params = {"start": start, "end": start + timedelta(days=1)}
+    reasons: dict[str | None, dict[str, int]] = {}
+    for row in (await session.execute(_PUBLISH_DAY_FAILURES, params)).all():
+        for platform in (row.platform, None):
+            counted = reasons.setdefault(platform, {})
+            counted[row.reason] = counted.get(row.reason, 0) + int(row.targets)
+    return [
+        {
+            "platform": row.platform or "all platforms",
+            "published": int(row.published),
+            "failed": int(row.failed),
+            "median lateness (s)": _seconds(row.median_lateness),
+            "p99 lateness (s)": _seconds(row.p99_lateness),
+            "failure reasons": describe_reasons(reasons.get(row.platform, {})),
+        }
+        for row in (await session.execute(_PUBLISH_DAY, params)).all()
+    ]

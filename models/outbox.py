@@ -7,11 +7,15 @@ happens: Prefect's own start and end times are then the real ones. Nothing on th
 ever talks to Prefect.
 
 A run recorded only by its end (no start row) is shipped whole, after the fact; so is every run
-while the reporter works through a backlog. The reporter says so on the run."""
+while the reporter works through a backlog. The reporter says so on the run.
+
+A run may also carry table artifacts (`add_run_artifact`, the `run_artifacts` outbox): written
+in the transaction of what they sum up, shipped after the run they belong to."""
 
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -24,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
 from models.statuses import AccountStatus, AttemptKind, AttemptOutcome, RunPhase, TargetStatus
-from models.tables import PublishTarget, RunRecord, SocialAccount
+from models.tables import PublishTarget, RunArtifact, RunRecord, SocialAccount
 
 #: The channel every insert into `run_records` notifies (trigger of migration 0004).
 NOTIFY_CHANNEL = "run_records"
@@ -242,6 +246,50 @@ async def note_run_record_failure(
         .where(RunRecord.id == record_id)
         .values(attempts=RunRecord.attempts + 1, last_error=error[:2000])
     )
+
+
+#: Prefect 3's artifact keys: "must only contain lowercase letters, numbers, and dashes"
+#: (`prefect/types/names.py`, `ArtifactKey`, validated by `ArtifactCreate` in
+#: `prefect/server/schemas/actions.py`); checked here, so a bad key fails its writer at once
+#: rather than being rejected by Prefect later.
+_ARTIFACT_KEY = re.compile(r"^[a-z0-9-]+$")
+
+
+def artifact_key(*parts: object) -> str:
+    """A Prefect artifact key from readable parts (`sync`, a job id, a day): lowercased, any
+    other character turned into a dash."""
+    key = re.sub(r"[^a-z0-9-]+", "-", "-".join(str(p) for p in parts).lower()).strip("-")
+    if not _ARTIFACT_KEY.match(key) or len(key) > 200:
+        raise ValueError(f"not a Prefect artifact key: {key!r}")
+    return key
+
+
+async def add_run_artifact(
+    session: AsyncSession,
+    *,
+    run_id: uuid.UUID,
+    key: str,
+    description: str,
+    rows: Sequence[dict[str, Any]],
+) -> bool:
+    """Queue a table artifact of the run `run_id`, inside the caller's open transaction; False
+    when `key` was written already (each key is written, and shipped, once)."""
+    if not _ARTIFACT_KEY.match(key):
+        raise ValueError(f"not a Prefect artifact key: {key!r}")
+    data = json.loads(json.dumps(list(rows), default=str))
+    inserted = await session.scalar(
+        insert(RunArtifact)
+        .values(id=uuid.uuid4(), run_id=run_id, key=key, description=description, data=data)
+        .on_conflict_do_nothing(index_elements=["key"])
+        .returning(RunArtifact.id)
+    )
+    return inserted is not None
+
+
+async def run_artifact_exists(session: AsyncSession, key: str) -> bool:
+    """Whether an artifact of this key was written (shipped or not)."""
+    found = await session.scalar(select(RunArtifact.id).where(RunArtifact.key == key))
+    return found is not None
 
 
 @dataclass(frozen=True, slots=True)

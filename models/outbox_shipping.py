@@ -8,6 +8,9 @@ usually waiting: shipping them as two Prefect calls (create Running, then set th
 costs twice what one call costs (create the run in its final state), and Prefect's times are
 shipping times either way. So once the reporter holds a run's start, it also claims that run's
 end, if one is committed, and ships the two as one run.
+
+Artifacts (`run_artifacts`) are claimed once the run they belong to has its Prefect flow run
+(`claim_run_artifacts`), and marked in one statement like the records.
 """
 
 from __future__ import annotations
@@ -16,12 +19,12 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import and_, bindparam, func, select, text
+from sqlalchemy import and_, bindparam, exists, func, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
 from models.statuses import RunPhase
-from models.tables import RunRecord
+from models.tables import RunArtifact, RunRecord
 
 
 async def claim_run_ends(
@@ -106,3 +109,77 @@ async def outbox_backlog(session: AsyncSession) -> Backlog:
     statement = select(func.count(), func.coalesce(age, 0)).where(RunRecord.shipped_at.is_(None))
     row = (await session.execute(statement)).one()
     return Backlog(records=int(row[0]), oldest_seconds=round(float(row[1]), 1))
+
+
+async def claim_run_artifacts(
+    session: AsyncSession, *, limit: int
+) -> list[tuple[RunArtifact, uuid.UUID | None]]:
+    """The oldest unshipped artifacts that may ship now, row-locked (`SKIP LOCKED`), each with
+    its run's Prefect flow run: those whose run has one, and (with None) those whose run never
+    will (its records all shipped without one: Prefect rejected them), to be given up on."""
+    flow_run = (
+        select(RunRecord.prefect_flow_run_id)
+        .where(RunRecord.run_id == RunArtifact.run_id, RunRecord.prefect_flow_run_id.is_not(None))
+        .limit(1)
+        .scalar_subquery()
+    )
+    recorded = exists().where(RunRecord.run_id == RunArtifact.run_id)
+    waiting = exists().where(RunRecord.run_id == RunArtifact.run_id, RunRecord.shipped_at.is_(None))
+    rows = await session.execute(
+        select(RunArtifact, flow_run)
+        .where(
+            RunArtifact.shipped_at.is_(None),
+            or_(flow_run.is_not(None), and_(recorded, ~waiting)),
+        )
+        .order_by(RunArtifact.sequence)
+        .limit(limit)
+        .with_for_update(skip_locked=True, of=RunArtifact)
+    )
+    return [(artifact, flow_run_id) for artifact, flow_run_id in rows.all()]
+
+
+_MARK_ARTIFACTS_SHIPPED = text(
+    """
+    UPDATE run_artifacts AS a
+       SET shipped_at = now(),
+           prefect_artifact_id = s.artifact_id,
+           attempts = a.attempts + 1,
+           last_error = s.error
+      FROM unnest(CAST(:ids AS uuid[]), CAST(:artifact_ids AS uuid[]), CAST(:errors AS text[]))
+           AS s(id, artifact_id, error)
+     WHERE a.id = s.id
+    """
+).bindparams(bindparam("ids"), bindparam("artifact_ids"), bindparam("errors"))
+
+
+async def mark_run_artifacts_shipped(
+    session: AsyncSession,
+    shipped: Sequence[tuple[uuid.UUID, uuid.UUID | None, str | None]],
+) -> None:
+    """(artifact row id, the Prefect artifact it was shipped as or None, the error of one
+    given up on or None) per artifact, in one statement."""
+    if not shipped:
+        return
+    ids, artifact_ids, errors = zip(*shipped, strict=True)
+    await session.execute(
+        _MARK_ARTIFACTS_SHIPPED,
+        {
+            "ids": [str(i) for i in ids],
+            "artifact_ids": [str(a) if a else None for a in artifact_ids],
+            "errors": [e[:2000] if e else None for e in errors],
+        },
+    )
+
+
+async def note_run_artifact_failure(
+    session: AsyncSession, *, artifact_ids: Sequence[uuid.UUID], error: str
+) -> None:
+    """A shipping attempt failed (Prefect down): the artifacts stay queued, their attempt
+    counted (a retried shipment looks the key up before creating it again)."""
+    if not artifact_ids:
+        return
+    await session.execute(
+        update(RunArtifact)
+        .where(RunArtifact.id.in_(list(artifact_ids)))
+        .values(attempts=RunArtifact.attempts + 1, last_error=error[:2000])
+    )

@@ -199,7 +199,7 @@ class WebhookSettings(BaseSettings):
     #: Shared secret Cloud Tasks sends as `X-Webhook-Secret` (at least 32 characters).
     webhook_secret: str | None = Field(default=None, alias="WEBHOOK_SECRET")
     #: The secret being rotated out: also accepted (never sent) until every task that still
-    #: carries it has run; unset it once the queues hold no such task (RUNBOOK.md).
+    #: carries it has run; unset it once the queues hold no such task (docs/runbook.md).
     webhook_secret_previous: str | None = Field(default=None, alias="WEBHOOK_SECRET_PREVIOUS")
     #: How webhook callers prove themselves: the secret header (local stack), a Google-signed
     #: OIDC token (production), or `both` — then BOTH proofs are required, never either.
@@ -433,6 +433,11 @@ class PlatformSettings(BaseSettings):
     bluesky_plc_directory_url: str = Field(
         default="https://plc.directory", alias="BLUESKY_PLC_DIRECTORY_URL"
     )
+    #: Bluesky's video service: uploadVideo / getJobStatus / getUploadLimits
+    #: (docs.bsky.app/docs/tutorials/video, "Recommended method").
+    bluesky_video_service_url: str = Field(
+        default="https://video.bsky.app", alias="BLUESKY_VIDEO_SERVICE_URL"
+    )
     #: Fallback only: a Mastodon account normally carries its instance as `base_url`.
     mastodon_api_base_url: str = Field(
         default="https://mastodon.social", alias="MASTODON_API_BASE_URL"
@@ -443,6 +448,10 @@ class PlatformSettings(BaseSettings):
     linkedin_version: str = Field(default=DEFAULT_LINKEDIN_VERSION, alias="LINKEDIN_VERSION")
     #: Graph API version of Instagram and Facebook (Threads has its own `v1.0`).
     meta_graph_version: str = Field(default=DEFAULT_GRAPH_VERSION, alias="META_GRAPH_VERSION")
+    #: Seconds between two looks at an Instagram or Threads container still IN_PROGRESS.
+    graph_container_poll_seconds: float = Field(
+        default=1.0, gt=0, alias="GRAPH_CONTAINER_POLL_SECONDS"
+    )
 
     linkedin_client_id: str = Field(default="", alias="LINKEDIN_CLIENT_ID")
     linkedin_client_secret: str = Field(default="", alias="LINKEDIN_CLIENT_SECRET")

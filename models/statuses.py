@@ -73,6 +73,12 @@ class AttemptOutcome(StrEnum):
     CANCELLED = "cancelled"
     #: Transient failure; the next attempt is due at the record's `next_run_at` (or the queue's).
     RETRYING = "retrying"
+    #: Nothing to do by design: the platform gives no metrics for this kind of account (a
+    #: permission the app cannot get, no metrics for the account kind). Nobody can act on it.
+    NOT_AVAILABLE = "not-available"
+    #: Another run owns the work (this one's claim ran out and was taken over): that run
+    #: finishes it, nobody acts on this one.
+    SUPERSEDED = "superseded"
 
 
 class AttemptKind(StrEnum):

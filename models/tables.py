@@ -301,6 +301,13 @@ class AnalyticsSyncJob(Timestamped, Base):
     completed_at: Mapped[datetime | None]
     items_processed: Mapped[int] = mapped_column(Integer, server_default="0")
     items_failed: Mapped[int] = mapped_column(Integer, server_default="0")
+    #: Posts whose metrics the platform does not give by design (`MetricsSpec.unavailable`):
+    #: neither synced nor failed, nobody can act on them.
+    items_not_available: Mapped[int] = mapped_column(Integer, server_default="0")
+    #: Why items were not synced, summed over the child's runs: `{"failed": {reason: posts},
+    #: "not_available": {reason: posts}}` (reasons without handles, so they add up across
+    #: companies in the parent's table).
+    item_reasons: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
     error_message: Mapped[str | None] = mapped_column(Text)
     cloud_task_name: Mapped[str | None] = mapped_column(String(1000))
     idempotency_key: Mapped[str] = mapped_column(String(300), unique=True)
@@ -415,5 +422,37 @@ class RunRecord(Base):
     shipped_at: Mapped[datetime | None]
     prefect_flow_run_id: Mapped[uuid.UUID | None]
     #: Shipping attempts (failed ones included): a poison record is visible, not silent.
+    attempts: Mapped[int] = mapped_column(Integer, server_default="0")
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class RunArtifact(Base):
+    """A Prefect artifact (a table) of one run, waiting to be shipped: a second outbox beside
+    `run_records`, written in the same transaction as what it describes (a sync child's
+    settlement, the parent's roll-up, the sweep that writes the day's publish summary).
+
+    The reporter ships it once the run's flow run exists in Prefect (a `run_records` row of
+    `run_id` with its `prefect_flow_run_id`), so an artifact never waits on the request path and
+    is caught up after an outage like the runs. `key` is unique: written once, shipped once (a
+    retried shipment looks the key up in Prefect before creating it again)."""
+
+    __tablename__ = "run_artifacts"
+    __table_args__ = (
+        Index("run_artifacts_unshipped", "sequence", postgresql_where=text("shipped_at IS NULL")),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    sequence: Mapped[int] = mapped_column(BigInteger, Identity(always=False), unique=True)
+    #: The run (`RunRecord.run_id`) whose Prefect flow run the artifact is attached to.
+    run_id: Mapped[uuid.UUID] = mapped_column(index=True)
+    #: Prefect's artifact key: lowercase letters, digits and dashes.
+    key: Mapped[str] = mapped_column(String(200), unique=True)
+    #: Markdown shown above the table.
+    description: Mapped[str] = mapped_column(Text)
+    #: The table's rows, one dict per row (the same keys in every row).
+    data: Mapped[list[dict[str, Any]]] = mapped_column(JSONB)
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    shipped_at: Mapped[datetime | None]
+    prefect_artifact_id: Mapped[uuid.UUID | None]
     attempts: Mapped[int] = mapped_column(Integer, server_default="0")
     last_error: Mapped[str | None] = mapped_column(Text)

@@ -11,8 +11,9 @@ Plain async code, the same with or without Prefect. One run:
    Mastodon / LinkedIn 20, Meta 1) and stores one `PostMetricSnapshot` per post per batch (with
    its day's roll-up, `PostMetricDay`), each batch in its own transaction, so a deferred or
    retried run only fetches what is still due;
-4. settles the job (items processed / failed, status, message) and rolls the parent up in the
-   same transaction.
+4. settles the job (items processed / not available / failed, status, message, the child's
+   table artifact) and rolls the parent up in the same transaction (which writes the sync's
+   table when it is the last child: `models.analytics.roll_up_sync_parent`).
 
 **Cadence by post age** (age from `published_at`; "last" is the latest snapshot's
 `collected_at`; a 30-minute slack absorbs the jitter of a 6-hourly schedule):
@@ -24,6 +25,20 @@ Plain async code, the same with or without Prefect. One run:
 | < 30 days | 24 h − slack — daily |
 | ≥ 30 days | never: metrics of old posts barely move and X drops non-public metrics at 30 days |
 
+Posts 30 days old or more are outside the sync's window by our choice, not the platform's: they
+are not items of a sync at all (neither synced, nor not available, nor failed), so a child's
+counts are over its posts of the last 30 days.
+
+**Not available, by design.** Some metrics no one can get: a permission the app cannot be granted
+(LinkedIn member posts need the restricted `r_member_social`), or a platform without metrics for
+that kind of account. Each platform's spec says which (`MetricsSpec.unavailable`: account kind
+-> why), and the account's kind is read here (`account_kind`) before any call, so such posts
+cost no request: they are counted `items_not_available`, with the reason. An adapter that finds
+out only when asked raises `MetricsNotAvailableError`, counted the same way. A child with only
+not-available posts ends "Not available" (a completed state in Prefect, the reason as its
+message); with some synced it is Completed, its table saying how many were not available; with
+failures it is Failed. Red in Prefect is kept for what someone can fix (docs/prefect.md).
+
 **Errors.** A rate limit with a reset time (`TransientError.retry_at`, HTTP 429) defers the whole
 child to the reset: the job goes back to `pending` with `scheduled_for` = the reset and the
 webhook enqueues it again under a fresh task name (other platforms' children are unaffected). An
@@ -32,7 +47,8 @@ token (`NeedsReconnectError`, the account is marked `needs_reconnect`) or a perm
 error fails that account's posts with a clear message; the child then settles `failed`. Other
 transient errors release the claim and ask the queue to retry, until its last attempt, which
 settles the job `failed`. Posts a platform no longer returns (deleted) count as failed items but
-do not fail the job.
+do not fail the job. A run whose claim was taken over (its lease ran out) ends `superseded`:
+the run that took it finishes the work.
 
 **Visibility.** Each claimed run is a `sync-platform-analytics` run in Prefect (the run-record
 outbox, `models/outbox.py`): its start committed with the claim, its end with the settlement (or
@@ -45,6 +61,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -55,11 +72,13 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from models.accounts import accounts_by_id
 from models.analytics import (
+    add_child_sync_table,
     claim_sync_job,
     insert_metric_snapshots,
     metric_targets,
     roll_up_sync_parent,
     sync_job,
+    sync_run_id,
     update_claimed_sync_job,
 )
 from models.outbox import (
@@ -68,7 +87,6 @@ from models.outbox import (
     RunStart,
     add_run_record,
     add_run_start,
-    derived_run_id,
 )
 from models.settings import AnalyticsSettings
 from models.statuses import (
@@ -76,6 +94,7 @@ from models.statuses import (
     AccountStatus,
     AttemptKind,
     AttemptOutcome,
+    Platform,
     SyncJobStatus,
 )
 from models.tables import AnalyticsSyncJob, PublishTarget, SocialAccount
@@ -83,6 +102,7 @@ from tasks.accounts import fresh_context, mark_needs_reconnect, refresh_tokens
 from tasks.platforms.base import (
     AccountContext,
     MetricCounts,
+    MetricsNotAvailableError,
     NeedsReconnectError,
     PermanentError,
     PlatformAdapter,
@@ -90,6 +110,7 @@ from tasks.platforms.base import (
     TokenExpiredError,
     TransientError,
 )
+from tasks.platforms.specs import platform_spec
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +157,7 @@ class MetricsOutcome:
     scheduled_for: datetime | None = None
     items_processed: int = 0
     items_failed: int = 0
+    items_not_available: int = 0
     error_message: str | None = None
     retry_at: datetime | None = None
     parent_status: str | None = None
@@ -177,18 +199,51 @@ def _outcome(job: AnalyticsSyncJob, kind: MetricsOutcomeKind, **extra: Any) -> M
         "scheduled_for": job.scheduled_for,
         "items_processed": job.items_processed,
         "items_failed": job.items_failed,
+        "items_not_available": job.items_not_available,
         "error_message": job.error_message,
     }
     return MetricsOutcome(kind=kind, **(values | extra))
 
 
-def _refused(account: SocialAccount, error: PlatformError, count: int) -> str:
-    """The job's message for an account whose metrics could not be read (token, permission)."""
+def _linkedin_kind(external_id: str) -> str:
+    """LinkedIn's rule of `LinkedInAdapter.is_member`: an external id that is not a URN is a
+    member id, and a `urn:li:person:` URN is a member; anything else is an organization."""
+    if not external_id.startswith("urn:li:") or external_id.startswith("urn:li:person:"):
+        return "member"
+    return "organization"
+
+
+#: How to read an account's kind (the key of its platform's `MetricsSpec.unavailable`) from its
+#: external id, for the platforms whose metrics depend on it; the others have one kind.
+ACCOUNT_KINDS: dict[str, Callable[[str], str]] = {Platform.LINKEDIN: _linkedin_kind}
+DEFAULT_ACCOUNT_KIND = "account"
+
+
+def account_kind(account: SocialAccount) -> str:
+    rule = ACCOUNT_KINDS.get(account.platform)
+    return rule(account.external_id) if rule else DEFAULT_ACCOUNT_KIND
+
+
+def metrics_not_available(account: SocialAccount) -> str | None:
+    """Why the platform gives no metrics for this account by design, or None: its spec's
+    `metrics.unavailable` for the account's kind (no spec metrics at all: none for anyone)."""
+    metrics = platform_spec(account.platform).metrics
+    if metrics is None:
+        return f"{account.platform} reports no post metrics"
+    why = metrics.unavailable.get(account_kind(account))
+    return f"{account.platform} {account_kind(account)} accounts: {why}" if why else None
+
+
+def _refused(account: SocialAccount, error: PlatformError, count: int) -> tuple[str, str]:
+    """The job's message for an account whose metrics could not be read (token, permission),
+    and the reason without the handle (what the tables add up)."""
     if isinstance(error, NeedsReconnectError | TokenExpiredError):
+        reason = f"account needs reconnecting ({error.message})"
         why = f"{account.platform} account @{account.handle} needs reconnecting"
     else:
+        reason = f"refused metrics ({error.message})"
         why = f"{account.platform} refused metrics for @{account.handle}"
-    return f"{why} ({error.message}); {count} post(s) not synced"
+    return f"{why} ({error.message}); {count} post(s) not synced", reason
 
 
 class _Deferred(Exception):
@@ -199,13 +254,46 @@ class _Deferred(Exception):
 
 @dataclass(slots=True)
 class _Tally:
+    """One run's counts: posts synced, not available (by design), failed, and why."""
+
     processed: int = 0
     failed: int = 0
+    not_available: int = 0
     errors: list[str] | None = None
+    failed_because: Counter[str] = field(default_factory=Counter)
+    not_available_because: Counter[str] = field(default_factory=Counter)
 
-    def fail(self, count: int, message: str) -> None:
+    def fail(self, count: int, message: str, *, reason: str | None = None) -> None:
+        """Failed posts: the child fails (someone can act: reconnect, an outage, our bug)."""
         self.failed += count
         self.errors = [*(self.errors or []), message]
+        self.failed_because[reason or message] += count
+
+    def lost(self, count: int, reason: str) -> None:
+        """Failed posts that do not fail the child (a post the platform no longer returns)."""
+        if count:
+            self.failed += count
+            self.failed_because[reason] += count
+
+    def unavailable(self, count: int, reason: str) -> None:
+        self.not_available += count
+        self.not_available_because[reason] += count
+
+    def reasons(self, before: dict[str, Any] | None) -> dict[str, dict[str, int]]:
+        """The child's reasons so far (`before`, its earlier runs) plus this run's."""
+        before = before or {}
+        failed = Counter(before.get("failed") or {}) + self.failed_because
+        not_available = Counter(before.get("not_available") or {}) + self.not_available_because
+        return {"failed": dict(failed), "not_available": dict(not_available)}
+
+    def counts(self, child: AnalyticsSyncJob) -> dict[str, Any]:
+        """The job's counts plus this run's, for the claimed UPDATE."""
+        return {
+            "items_processed": AnalyticsSyncJob.items_processed + self.processed,
+            "items_failed": AnalyticsSyncJob.items_failed + self.failed,
+            "items_not_available": AnalyticsSyncJob.items_not_available + self.not_available,
+            "item_reasons": self.reasons(child.item_reasons),
+        }
 
 
 _Claimed = tuple[AnalyticsSyncJob, list[PublishTarget], dict[uuid.UUID, SocialAccount]]
@@ -234,7 +322,7 @@ class _ChildRun:
             "company_id": company,
             "platform": child.platform,
         }
-        parent = derived_run_id(f"sync-job:{child.parent_id}") if child.parent_id else None
+        parent = sync_run_id(child.parent_id) if child.parent_id else None
         return name, tags, parameters, parent
 
     def start(self) -> RunStart:
@@ -258,7 +346,8 @@ class _ChildRun:
     ) -> AttemptRecord:
         name, tags, parameters, parent = self._describe()
         ended = datetime.now(UTC)
-        level = logging.INFO if outcome == AttemptOutcome.SUCCEEDED else logging.WARNING
+        quiet = (AttemptOutcome.SUCCEEDED, AttemptOutcome.NOT_AVAILABLE)
+        level = logging.INFO if outcome in quiet else logging.WARNING
         return AttemptRecord(
             kind=AttemptKind.SYNC_PLATFORM,
             name=name,
@@ -279,7 +368,21 @@ class _ChildRun:
 
 
 def _tally_line(tally: _Tally) -> str:
-    return f"{tally.processed} post(s) synced, {tally.failed} failed"
+    return (
+        f"{tally.processed} post(s) synced, {tally.not_available} not available, "
+        f"{tally.failed} failed"
+    )
+
+
+def _settled_outcome(child: AnalyticsSyncJob, tally: _Tally) -> AttemptOutcome:
+    """Failed when someone can act (errors); "not available" when the child's posts were all
+    not available by design (none synced, in this run or an earlier one); else succeeded."""
+    if tally.errors:
+        return AttemptOutcome.FAILED
+    synced = child.items_processed + tally.processed
+    if child.items_not_available + tally.not_available and not synced:
+        return AttemptOutcome.NOT_AVAILABLE
+    return AttemptOutcome.SUCCEEDED
 
 
 class MetricsSync:
@@ -320,12 +423,18 @@ class MetricsSync:
             for account_id, group in groupby(due, key=lambda t: t.account_id):
                 targets = list(group)
                 account = accounts.get(account_id)
+                # Before the account's status: reconnecting would not make these available.
+                why = metrics_not_available(account) if account is not None else None
+                if why is not None:
+                    tally.unavailable(len(targets), why)
+                    continue
                 if account is None or account.status != AccountStatus.ACTIVE:
                     handle = account.handle if account else str(account_id)
                     tally.fail(
                         len(targets),
                         f"{child.platform} account @{handle} needs reconnecting; "
                         f"{len(targets)} post(s) not synced",
+                        reason="account needs reconnecting",
                     )
                     continue
                 await self._sync_account(
@@ -336,7 +445,11 @@ class MetricsSync:
         except PlatformError as error:
             if not job.final_attempt:
                 return await self._release(child, tally=tally, error=error, run=run)
-            tally.fail(0, f"gave up after the last attempt: {error.message}")
+            tally.fail(
+                0,
+                f"gave up after the last attempt: {error.message}",
+                reason=f"gave up after the last attempt ({error.message})",
+            )
         return await self._settle(child, tally=tally, run=run)
 
     # ----------------------------------------------------------------------- steps
@@ -402,7 +515,8 @@ class MetricsSync:
                 margin_seconds=self.refresh_margin_seconds,
             )
         except (NeedsReconnectError, PermanentError) as error:
-            tally.fail(len(targets), _refused(account, error, len(targets)))
+            message, reason = _refused(account, error, len(targets))
+            tally.fail(len(targets), message, reason=reason)
             return
         size = max(1, adapter.metrics_batch_size)
         for start in range(0, len(targets), size):
@@ -413,13 +527,17 @@ class MetricsSync:
                 if error.retry_at is not None:
                     raise _Deferred(error) from error
                 raise
+            except MetricsNotAvailableError as error:
+                tally.unavailable(len(targets) - start, f"{account.platform}: {error.message}")
+                return
             except (NeedsReconnectError, PermanentError, TokenExpiredError) as error:
                 if isinstance(error, NeedsReconnectError):
                     await mark_needs_reconnect(
                         self.sessions, account_id=account.id, reason=error.message
                     )
                 left = len(targets) - start
-                tally.fail(left, _refused(account, error, left))
+                message, reason = _refused(account, error, left)
+                tally.fail(left, message, reason=reason)
                 return
             snapshots = [
                 snapshot_values(t.id, counts[t.remote_id]) for t in batch if t.remote_id in counts
@@ -434,7 +552,7 @@ class MetricsSync:
                     raise TransientError("lost the claim while storing metrics", code="claim_lost")
                 await insert_metric_snapshots(session, snapshots)
             tally.processed += len(snapshots)
-            tally.failed += len(batch) - len(snapshots)
+            tally.lost(len(batch) - len(snapshots), "post no longer returned by the platform")
 
     async def _fetch(
         self,
@@ -458,11 +576,12 @@ class MetricsSync:
         child: AnalyticsSyncJob,
         values: dict[str, Any],
         *,
-        roll_up: bool,
+        settle: bool,
         record: AttemptRecord,
     ) -> tuple[AnalyticsSyncJob, str | None] | None:
         """The outcome (only while the claim holds) and the run's end record, in one
-        transaction."""
+        transaction; a settlement also writes the child's table (attached to this run) and rolls
+        the parent up (which writes the sync's table when this is the last child)."""
         async with self.sessions() as session, session.begin():
             owned = await update_claimed_sync_job(
                 session, job_id=child.id, started_at=child.started_at, values=values
@@ -470,30 +589,35 @@ class MetricsSync:
             if not owned:
                 return None
             await add_run_record(session, record)
-            parent_status = None
-            if roll_up and child.parent_id is not None:
-                parent_status = await roll_up_sync_parent(session, child.parent_id)
             current = await session.get(AnalyticsSyncJob, child.id, populate_existing=True)
-        assert current is not None
+            assert current is not None
+            parent_status = None
+            if settle:
+                await add_child_sync_table(session, current, run_id=record.run_id or child.id)
+                if child.parent_id is not None:
+                    parent_status = await roll_up_sync_parent(session, child.parent_id)
         return current, parent_status
 
     async def _settle(
         self, child: AnalyticsSyncJob, *, tally: _Tally, run: _ChildRun
     ) -> MetricsOutcome:
         status = SyncJobStatus.FAILED if tally.errors else SyncJobStatus.COMPLETED
+        outcome = _settled_outcome(child, tally)
         message = "; ".join(tally.errors or [])[:_MAX_MESSAGE] or None
         summary = f"settled {status}: {_tally_line(tally)}" + (f"; {message}" if message else "")
-        outcome = AttemptOutcome.FAILED if tally.errors else AttemptOutcome.SUCCEEDED
+        if outcome == AttemptOutcome.NOT_AVAILABLE:
+            # The state's message is the reason: what the data team reads on the run.
+            summary = "; ".join(sorted(tally.reasons(child.item_reasons)["not_available"]))
+            summary += f" ({_tally_line(tally)})"
         written = await self._write(
             child,
             {
                 "status": status,
                 "completed_at": datetime.now(UTC),
-                "items_processed": AnalyticsSyncJob.items_processed + tally.processed,
-                "items_failed": AnalyticsSyncJob.items_failed + tally.failed,
                 "error_message": message,
-            },
-            roll_up=True,
+            }
+            | tally.counts(child),
+            settle=True,
             record=run.end(outcome, summary),
         )
         if written is None:
@@ -518,11 +642,10 @@ class MetricsSync:
                 "status": SyncJobStatus.PENDING,
                 "scheduled_for": retry_at,
                 "cloud_task_name": None,
-                "items_processed": AnalyticsSyncJob.items_processed + tally.processed,
-                "items_failed": AnalyticsSyncJob.items_failed + tally.failed,
                 "error_message": note,
-            },
-            roll_up=False,
+            }
+            | tally.counts(child),
+            settle=False,
             record=run.end(
                 AttemptOutcome.RETRYING,
                 f"deferred: {note}; {_tally_line(tally)} so far",
@@ -540,11 +663,10 @@ class MetricsSync:
             child,
             {
                 "status": SyncJobStatus.PENDING,
-                "items_processed": AnalyticsSyncJob.items_processed + tally.processed,
-                "items_failed": AnalyticsSyncJob.items_failed + tally.failed,
                 "error_message": f"will retry: {error.message}"[:_MAX_MESSAGE],
-            },
-            roll_up=False,
+            }
+            | tally.counts(child),
+            settle=False,
             record=run.end(
                 AttemptOutcome.RETRYING, f"will retry: {error.message}; {_tally_line(tally)}"
             ),
@@ -558,7 +680,7 @@ class MetricsSync:
         async with self.sessions() as session, session.begin():
             await add_run_record(
                 session,
-                run.end(AttemptOutcome.FAILED, "claim lost: another run owns the sync job"),
+                run.end(AttemptOutcome.SUPERSEDED, "claim lost: another run owns the sync job"),
             )
             current = await sync_job(session, child.id)
         assert current is not None

@@ -48,3 +48,10 @@ class NeedsReconnectError(PlatformError):
 
 class TokenExpiredError(PlatformError):
     """The access token expired; one refresh then one retry is the right answer."""
+
+
+class MetricsNotAvailableError(PermanentError):
+    """The platform gives no metrics for this account by design (a permission the app cannot
+    get, none for this kind of account): nobody can act on it, so the sync counts its posts as
+    not available rather than failed. A `PermanentError`, so a caller that knows only those
+    still stops."""

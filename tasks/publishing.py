@@ -578,7 +578,7 @@ def _attempt_record(
     """The record of an attempt that reached `_record`, its outcome from the settlement."""
     if not owned:
         return attempt_log.record(
-            AttemptOutcome.FAILED, message="claim lost: another attempt owns the target"
+            AttemptOutcome.SUPERSEDED, message="claim lost: another attempt owns the target"
         )
     match settlement.status:
         case TargetStatus.SUCCESS:

@@ -7,6 +7,12 @@ Every check reads the post's `scheduled_at`, never the task's schedule time: fai
 staggers a task by seconds to minutes after its post's instant (`tasks/dispatcher.py`), which
 must neither make a post "missed" (hours) nor make a staggered task, still waiting in the queue,
 look lost (the queue still holds it).
+
+The sweep also writes the publish side's **daily summary** for the previous UTC day
+(`add_publish_summary`: published and failed targets per platform, failure reasons, median and
+p99 lateness), once per day: its artifact key is the day's (`publish-summary-YYYY-MM-DD`), so
+the first sweep after midnight writes it, attached to that sweep's run, and the later ones find
+it written. Hourly, a sweeper down for a few hours still writes it that day.
 """
 
 from __future__ import annotations
@@ -15,19 +21,24 @@ import asyncio
 import logging
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from models.analytics import publish_day_table
 from models.database import unit_of_work
 from models.outbox import (
     AttemptRecord,
     LogLine,
     PipelineHealth,
     RunStart,
+    add_run_artifact,
     add_run_record,
     add_run_start,
+    artifact_key,
+    derived_run_id,
     pipeline_health,
+    run_artifact_exists,
 )
 from models.posts import purge_dispatch_slots, roll_up_post_status
 from models.settings import SweeperSettings
@@ -219,9 +230,14 @@ class Sweep:
         async with unit_of_work(self.sessions) as session:
             await add_run_start(session, run.start())
 
-    async def record_end(self, run: SweepRun, report: SweepReport) -> None:
+    async def record_end(
+        self, run: SweepRun, report: SweepReport, *, now: datetime | None = None
+    ) -> None:
+        """The pass's end record, and the previous day's publish summary attached to this run
+        if no earlier sweep wrote it (same transaction: the reporter is woken for both)."""
         async with unit_of_work(self.sessions) as session:
             await add_run_record(session, run.end(report))
+            await add_publish_summary(session, run_id=run.run_id, now=now or datetime.now(UTC))
 
     async def record_crash(self, run: SweepRun, error: Exception) -> None:
         """Best effort: the crash itself is what the caller raises."""
@@ -279,6 +295,52 @@ class SweepRun:
             message=f"crashed: {type(error).__name__}: {error}",
             run_id=self.run_id,
         )
+
+
+def publish_summary_key(day: date) -> str:
+    """One key per UTC day: the summary is written, and shipped, once."""
+    return artifact_key("publish-summary", day.isoformat())
+
+
+async def add_publish_summary(session: AsyncSession, *, run_id: uuid.UUID, now: datetime) -> bool:
+    """Queue the previous UTC day's publish summary for the run `run_id`, unless written; True
+    when written now."""
+    day = now.astimezone(UTC).date() - timedelta(days=1)
+    key = publish_summary_key(day)
+    if await run_artifact_exists(session, key):
+        return False
+    rows = await publish_day_table(session, day)
+    total = rows[-1] if rows else {}
+    description = (
+        f"Publishing on {day.isoformat()} (UTC): {total.get('published', 0)} target(s) "
+        f"published, {total.get('failed', 0)} failed. Lateness is published_at minus the "
+        "post's scheduled instant, in seconds, over the published targets."
+    )
+    return await add_run_artifact(
+        session, run_id=run_id, key=key, description=description, rows=rows
+    )
+
+
+async def record_publish_summary_for_flow_run(
+    sessions: async_sessionmaker[AsyncSession], *, prefect_flow_run_id: uuid.UUID, now: datetime
+) -> bool:
+    """The daily summary when the sweep runs as a Prefect deployment (it records no run of its
+    own): attached to that flow run through a start record stored as already shipped, pointing
+    at it (`add_run_start(..., prefect_flow_run_id=)`), as the sync fan-out does."""
+    day = now.astimezone(UTC).date() - timedelta(days=1)
+    async with unit_of_work(sessions) as session:
+        if await run_artifact_exists(session, publish_summary_key(day)):
+            return False
+        run_id = derived_run_id(f"prefect-flow-run:{prefect_flow_run_id}")
+        start = RunStart(
+            run_id=run_id,
+            kind=AttemptKind.SWEEP,
+            name=f"sweep {now:%Y-%m-%d %H:%M}Z",
+            started_at=now,
+            tags=["sweeper"],
+        )
+        await add_run_start(session, start, prefect_flow_run_id=prefect_flow_run_id)
+        return await add_publish_summary(session, run_id=run_id, now=now)
 
 
 async def read_pipeline_health(sessions: async_sessionmaker[AsyncSession]) -> PipelineHealth:

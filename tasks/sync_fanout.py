@@ -20,7 +20,9 @@ No Prefect task per child: at ~35 task runs/s per process Prefect would be the b
 Visibility (the run-record outbox, `models/outbox.py`): each fan-out is a `sync-analytics` run,
 its start committed with the parent job, its end (companies, children created, enqueued, enqueue
 failures) with the task names. The parent job's run id derives from the job
-(`sync_run_id`), so each child's run (`tasks/metrics.py`) is linked to it in Prefect. Started from
+(`models.analytics.sync_run_id`), so each child's run (`tasks/metrics.py`) is linked to it in
+Prefect, and the sync's table artifact, written when the last child settles, is attached to it
+(the fan-out's run ends long before: its end record says only what the fan-out did). Started from
 the Prefect deployment, the fan-out IS a Prefect run already: `start(..., prefect_flow_run_id=)`
 records that run as the parent instead of a second one.
 """
@@ -45,6 +47,7 @@ from models.analytics import (
     insert_sync_job_once,
     record_sync_task_names,
     sync_job_id_by_key,
+    sync_run_id,
     unenqueued_child_jobs,
 )
 from models.database import unit_of_work
@@ -54,7 +57,6 @@ from models.outbox import (
     RunStart,
     add_run_record,
     add_run_start,
-    derived_run_id,
 )
 from models.settings import AnalyticsSettings, QueueSettings
 from models.statuses import AttemptKind, AttemptOutcome, SyncJobStatus
@@ -84,12 +86,6 @@ class FanOutResult:
     created: bool
     #: Companies among the children handled by this call.
     companies: int = 0
-
-
-def sync_run_id(parent_job_id: uuid.UUID) -> uuid.UUID:
-    """The run id of the fan-out that created this parent job: its children's runs name it as
-    their parent (`tasks/metrics.py` derives the same id from the child's `parent_id`)."""
-    return derived_run_id(f"sync-job:{parent_job_id}")
 
 
 @dataclass(slots=True)

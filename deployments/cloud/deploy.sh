@@ -5,7 +5,7 @@
 # (`tendsocial`, `prefect`, python with the project installed), and:
 #   GCP_PROJECT_ID GCP_LOCATION CLOUD_SQL_INSTANCE (project:region:instance) PREFECT_API_URL
 # On the FIRST deploy also the secret values (stored in Secret Manager, never on a command line
-# or in a manifest; later deploys reuse them, rotation is in RUNBOOK.md):
+# or in a manifest; later deploys reuse them, rotation is in docs/runbook.md):
 #   DATABASE_URL TOKEN_ENCRYPTION_KEY  (required)
 #   PREFECT_API_KEY LINKEDIN_CLIENT_SECRET X_CLIENT_SECRET INSTAGRAM_APP_SECRET
 #   FACEBOOK_APP_SECRET THREADS_APP_SECRET  (optional)
@@ -38,7 +38,7 @@ if [ -n "${WEBHOOK_URL:-}" ] && [ "$WEBHOOK_URL" != "$JOBS_URL" ]; then
 fi
 export WEBHOOK_URL="$JOBS_URL"
 
-echo "3/12 secrets (created once from the environment; RUNBOOK.md rotates them)"
+echo "3/12 secrets (created once from the environment; docs/runbook.md rotates them)"
 while read -r var secret_id need; do
   if gcloud secrets describe "$secret_id" --project "$P" >/dev/null 2>&1; then
     export "HAS_${var}=1"

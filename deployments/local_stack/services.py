@@ -160,6 +160,7 @@ def children_environment(
         # and a local front end's callback (each kept when the developer set it).
         **{name: base.get(name, value) for name, value in LOCAL_OAUTH_APPS.items()},
         "BLUESKY_PLC_DIRECTORY_URL": f"{sandbox}/bluesky/plc",
+        "BLUESKY_VIDEO_SERVICE_URL": f"{sandbox}/bluesky-video",
         "ACCOUNT_CONNECT_REDIRECT_URIS": base.get(
             "ACCOUNT_CONNECT_REDIRECT_URIS", LOCAL_CONNECT_REDIRECT_URI
         ),

@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from deployments.binds import check_bind, is_loopback
+from deployments.sandbox import bluesky_video
 from deployments.sandbox.core import FAULT_KINDS, SandboxState, get_sandbox
 from deployments.sandbox.graph_errors import control_router as graph_control_router
 from deployments.sandbox.meta_oauth import routers as meta_oauth_routers
@@ -264,6 +265,9 @@ def create_sandbox_app(*, check_host: bool = True) -> FastAPI:
     app.include_router(_control_router())
     app.include_router(graph_control_router)
     app.include_router(oauth_control_router)
+    # Bluesky's video service (video.bsky.app) under its own base URL, `/bluesky-video`.
+    app.include_router(bluesky_video.control_router)
+    app.include_router(bluesky_video.router)
     # Meta's login routes go before the platform routers: their `/{version}/{node}` readers
     # would otherwise answer `/instagram/{v}/me` or `/threads/oauth/authorize`.
     for oauth_router in meta_oauth_routers:

@@ -36,6 +36,17 @@ Behaviours and where they come from (repo bluesky-social/atproto unless said oth
   registered: <did>"}` (routes.ts and error.ts of the same package).
 - Rate limits: `ratelimit-reset` in epoch seconds (packages/xrpc-server/src/
   rate-limiter-http.ts).
+- `com.atproto.server.getServiceAuth` (lexicons/com/atproto/server/getServiceAuth.json) mints a
+  service token for the caller's DID: `aud` must be a DID, `exp` (epoch seconds, default 60 s
+  ahead) may not be past, more than an hour ahead, or more than a minute ahead without an `lxm`
+  (400 `BadExpiration`, packages/pds/src/api/com/atproto/server/getServiceAuth.ts). The token
+  is a JWT shaped as createServiceJwt makes it (`iss`, `aud`, `exp`, `lxm`, `jti`), unsigned
+  for any real verifier: the sandbox's video service (`bluesky_video.py`) checks it against
+  what was minted here.
+- `com.atproto.server.getSession` (lexicons/com/atproto/server/getSession.json) answers the
+  account's `did`, `handle`, `didDoc`, `emailConfirmed` (the account's `extra.emailConfirmed`,
+  default true) and `active`. An account whose `extra.pdsEndpoint` names another URL plays one
+  behind the entryway: its DID document names that URL as its PDS.
 """
 
 from __future__ import annotations
@@ -159,13 +170,14 @@ def _facet_problem(text: str, facets: Any) -> str | None:
 
 
 #: Embed blobs as the lexicons define them (bluesky-social/atproto lexicons/app/bsky/embed/
-#: images.json: up to 4 images, blob accept image/*, maxSize 1000000; embed/video.json: one
-#: `video` blob, accept video/mp4, maxSize 50000000). A record may reference only a blob the
-#: repo uploaded (uploadBlob stores it "untethered" until a record references it: atproto
-#: packages/pds repo/blobs.ts `addUntetheredBlob`); the error text for an unknown blob here is
-#: the sandbox's own (not verified against a live PDS).
-IMAGE_BLOB_MAX = 1_000_000
-VIDEO_BLOB_MAX = 50_000_000
+#: images.json: up to 4 images, blob accept image/*, maxSize 2000000; embed/video.json: one
+#: `video` blob, accept video/mp4, maxSize 300000000). A record may reference only a blob the
+#: repo holds: one it uploaded (uploadBlob stores it "untethered" until a record references it:
+#: atproto packages/pds repo/blobs.ts `addUntetheredBlob`), or the processed video the video
+#: service stored for it (`bluesky_video.py`); the error text for an unknown blob here is the
+#: sandbox's own (not verified against a live PDS).
+IMAGE_BLOB_MAX = 2_000_000
+VIDEO_BLOB_MAX = 300_000_000
 EMBED_IMAGES_MAX = 4
 
 
@@ -325,7 +337,7 @@ async def upload_blob(request: Request, state: SandboxState = Depends(get_sandbo
     mime = request.headers.get("content-type", "application/octet-stream")
     blob = {"$type": "blob", "ref": {"$link": fake_cid(data)}, "mimeType": mime, "size": len(data)}
     async with state.lock:
-        state.platform_extra(PLATFORM).setdefault("blobs", {})[blob["ref"]["$link"]] = blob
+        store_blob(state, blob)
     return _answer(state, 200, {"blob": blob})
 
 
@@ -426,6 +438,12 @@ def pds_base(request: Request) -> str:
     return str(request.base_url).rstrip("/") + "/bluesky"
 
 
+def pds_endpoint(request: Request, account: SandboxAccount) -> str:
+    """The PDS the account's DID document names: this sandbox, unless `extra.pdsEndpoint`."""
+    named = account.extra.get("pdsEndpoint")
+    return str(named) if isinstance(named, str) and named else pds_base(request)
+
+
 def did_document(request: Request, account: SandboxAccount) -> dict[str, Any]:
     """The account's DID document (atproto.com/specs/did), naming this sandbox as its PDS."""
     did = account.external_id
@@ -450,7 +468,7 @@ def did_document(request: Request, account: SandboxAccount) -> dict[str, Any]:
             {
                 "id": "#atproto_pds",
                 "type": "AtprotoPersonalDataServer",
-                "serviceEndpoint": pds_base(request),
+                "serviceEndpoint": pds_endpoint(request, account),
             }
         ],
     }
@@ -499,6 +517,92 @@ async def create_session(request: Request, state: SandboxState = Depends(get_san
             }
             return _answer(state, 200, session)
     return _xrpc_error(state, 401, "AuthenticationRequired", "Invalid identifier or password")
+
+
+@router.get("/com.atproto.server.getSession")
+async def get_session(request: Request, state: SandboxState = Depends(get_sandbox)) -> Any:
+    early, account, _ = await _authenticate(state, request, "session")
+    if early is not None:
+        return early
+    assert account is not None
+    body = {
+        "did": account.external_id,
+        "handle": account.handle,
+        "didDoc": did_document(request, account),
+        "emailConfirmed": email_confirmed(account),
+        "active": True,
+    }
+    return _answer(state, 200, body)
+
+
+def email_confirmed(account: SandboxAccount) -> bool:
+    return account.extra.get("emailConfirmed", True) is not False
+
+
+#: getServiceAuth's bounds on `exp` (packages/pds/src/api/com/atproto/server/getServiceAuth.ts).
+SERVICE_TOKEN_DEFAULT = timedelta(seconds=60)
+SERVICE_TOKEN_MAX = timedelta(hours=1)
+SERVICE_TOKEN_MAX_WITHOUT_LXM = timedelta(minutes=1)
+
+
+@router.get("/com.atproto.server.getServiceAuth")
+async def get_service_auth(
+    request: Request,
+    aud: str,
+    exp: int | None = None,
+    lxm: str | None = None,
+    state: SandboxState = Depends(get_sandbox),
+) -> Any:
+    early, account, _ = await _authenticate(state, request, "service_auth")
+    if early is not None:
+        return early
+    assert account is not None
+    if not aud.startswith(("did:plc:", "did:web:")):
+        message = "aud must be a valid atproto DID or did#serviceId reference"
+        return _xrpc_error(state, 400, "InvalidRequest", message)
+    now = state.now()
+    if exp is not None:
+        ahead = timedelta(seconds=exp - now.timestamp())
+        problem = None
+        if ahead < timedelta():
+            problem = "expiration is in past"
+        elif ahead > SERVICE_TOKEN_MAX:
+            problem = "cannot request a token with an expiration more than an hour in the future"
+        elif not lxm and ahead > SERVICE_TOKEN_MAX_WITHOUT_LXM:
+            problem = (
+                "cannot request a method-less token with an expiration more than a minute in "
+                "the future"
+            )
+        if problem is not None:
+            return _xrpc_error(state, 400, "BadExpiration", problem)
+    expires = exp if exp is not None else int((now + SERVICE_TOKEN_DEFAULT).timestamp())
+    claims: dict[str, Any] = {
+        "iat": int(now.timestamp()),
+        "iss": account.external_id,
+        "aud": aud,
+        "exp": expires,
+        "jti": secrets.token_hex(16),
+    }
+    if lxm:
+        claims["lxm"] = lxm
+    header = {"typ": "JWT", "alg": "ES256K"}
+    token = f"{_b64url(header)}.{_b64url(claims)}.{_b64url(secrets.token_bytes(64))}"
+    async with state.lock:
+        state.platform_extra(PLATFORM).setdefault("service_tokens", {})[token] = claims
+    return _answer(state, 200, {"token": token})
+
+
+def service_token_claims(state: SandboxState, token: str | None) -> dict[str, Any] | None:
+    """The claims of a service token this PDS minted, or None."""
+    if not token:
+        return None
+    claims = state.platform_extra(PLATFORM).get("service_tokens", {}).get(token)
+    return dict(claims) if claims is not None else None
+
+
+def store_blob(state: SandboxState, blob: dict[str, Any]) -> None:
+    """Keep a blob in the repo's store (call under the state lock)."""
+    state.platform_extra(PLATFORM).setdefault("blobs", {})[blob["ref"]["$link"]] = blob
 
 
 plc_router = APIRouter(prefix="/bluesky/plc", tags=["bluesky plc directory"])

@@ -13,7 +13,10 @@ metadata, and the OAuth refresh grant. Behaviours and where they come from:
   n8n-io/n8n#10185). URLs are shown intact (third-party crossposters rely on it; LinkedIn does
   not document it — unverified).
 - A repeated commentary answers 422 DUPLICATE_POST "Content is a duplicate of urn:li:share:…"
-  naming the earlier post (Arisamiga/Linkedin-RSS#5).
+  naming the earlier post (Arisamiga/Linkedin-RSS#5). Whether LinkedIn also compares the
+  post's media is not documented; the sandbox takes the strict reading, a duplicate only when
+  the commentary and the `content` (the same image or video urns) are both equal, so a retry
+  that uploads its images afresh posts a second time here.
 - Post ids are activity ids whose high bits are the creation time in Unix ms (id >> 22):
   community knowledge, not documented by LinkedIn.
 - The author finder, `GET /rest/posts/{urn}` and socialMetadata need `r_organization_social`
@@ -325,7 +328,11 @@ async def create_post(request: Request, state: SandboxState = Depends(get_sandbo
         if not available:
             return _error(400, "INVALID_CONTENT", f"Media {media_urn} is not available")
     async with state.lock:
-        earlier = state.find_posts(PLATFORM, author=author, commentary=commentary)
+        earlier = [
+            post
+            for post in state.find_posts(PLATFORM, author=author, commentary=commentary)
+            if (post.get("content") or {}) == content
+        ]
         if earlier or (fault is not None and fault.kind == "duplicate"):
             # Without an earlier post, the named URN is a deleted "ghost" (composio#2710).
             urn = earlier[0]["id"] if earlier else "urn:li:share:7141138937766391808"

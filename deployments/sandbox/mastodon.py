@@ -23,6 +23,13 @@ OAuth (docs.joinmastodon.org/methods/apps/#create and /methods/oauth/, mastodon/
   redirect URI or wrong or missing verifier answers 400 `invalid_grant` and bad client
   credentials 401 `invalid_client`, with the bodies the oauth page documents. Fault operation:
   `token`.
+- Statuses: `content` is HTML, and a mention is rendered as Mastodon's TextFormatter
+  `link_to_mention` does (mastodon/mastodon app/lib/text_formatter.rb): `<span class="h-card"
+  translate="no"><a href="…" class="u-url mention">@<span>alice</span></a></span>`, the
+  account's username only, so `@alice@other.social` reads back as `@alice` (the sandbox takes
+  every mentioned account as known). `GET /api/v1/statuses/:id/source` (Mastodon 3.5+,
+  docs.joinmastodon.org/methods/statuses/#source) answers the StatusSource `id`, `text` (as
+  typed) and `spoiler_text`, for the author's own statuses.
 - `GET /api/v1/accounts/verify_credentials` needs "`profile` or `read:accounts`" (accounts page;
   scopes are hierarchical, `read` includes `read:accounts`, oauth-scopes page); without them it
   answers 403 `{"error": "This action is outside the authorized scopes"}` (oauth page).
@@ -31,6 +38,7 @@ OAuth (docs.joinmastodon.org/methods/apps/#create and /methods/oauth/, mastodon/
 from __future__ import annotations
 
 import html
+import re
 import secrets
 from datetime import datetime, timedelta
 from typing import Any
@@ -200,7 +208,7 @@ async def create_status(request: Request, state: SandboxState = Depends(get_sand
             {
                 "id": status_id,
                 "text": text,
-                "content": f"<p>{html.escape(text)}</p>",
+                "content": _render(text, instance=_instance_base(request)),
                 "account": account.external_id,
                 "url": f"{_instance_base(request)}/@{username}/{status_id}",
                 "uri": f"{_instance_base(request)}/users/{username}/statuses/{status_id}",
@@ -229,6 +237,44 @@ async def get_status(
     if not posts:
         return _error(state, 404, "Record not found")
     return _answer(state, 200, _status(request, state, posts[0]))
+
+
+@router.get("/api/v1/statuses/{status_id}/source")
+async def status_source(
+    status_id: str, request: Request, state: SandboxState = Depends(get_sandbox)
+) -> Any:
+    """StatusSource of one of the caller's own statuses (404 for anyone else's, as Mastodon
+    answers a status the caller may not edit)."""
+    early, account, _ = await _authenticate(state, request, "lookup")
+    if early is not None:
+        return early
+    assert account is not None
+    posts = state.find_posts(PLATFORM, id=status_id)
+    if not posts or posts[0]["account"] != account.external_id:
+        return _error(state, 404, "Record not found")
+    post = posts[0]
+    source = {"id": post["id"], "text": post["text"], "spoiler_text": post.get("spoiler_text", "")}
+    return _answer(state, 200, source)
+
+
+#: `@user` or `@user@domain` as Mastodon's extractor finds a mention (a sketch of
+#: mastodon/mastodon app/lib/extractor.rb: not inside a word or a URL).
+_MENTION = re.compile(r"(?<![\w@/])@(\w[\w.-]*\w|\w)(?:@([\w-]+(?:\.[\w-]+)+))?")
+
+
+def _render(text: str, *, instance: str) -> str:
+    """The status text as Mastodon's `content`: HTML-escaped in a paragraph, each mention a
+    link whose visible text is `@` and the username alone (see the module doc)."""
+
+    def mention(match: re.Match[str]) -> str:
+        username, domain = match.group(1), match.group(2)
+        url = f"https://{domain}/@{username}" if domain else f"{instance}/@{username}"
+        return (
+            f'<span class="h-card" translate="no"><a href="{html.escape(url)}" '
+            f'class="u-url mention">@<span>{username}</span></a></span>'
+        )
+
+    return f"<p>{_MENTION.sub(mention, html.escape(text))}</p>"
 
 
 @router.get("/api/v1/statuses")

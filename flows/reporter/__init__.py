@@ -40,6 +40,11 @@ reporter that crashed after creating the run and before marking the record shipp
 run back (HTTP 200 instead of 201) and only finishes what is missing (the final state, read from
 the returned run; the log lines, sent again only when the run has none).
 
+Artifacts. A run's table artifacts (a sync's numbers, the day's publish summary) wait in their
+own outbox (`run_artifacts`) until the run's flow run exists, then go out after the batch's runs
+(`POST /artifacts/`, one `POST /artifacts/filter` per batch first: a key already in Prefect is
+not created again, so a crash before marking shipped never duplicates one).
+
 Behind. Every `behind_check_seconds` the reporter measures its backlog (unshipped records, age of
 the oldest); past `behind_records` or `behind_seconds` it logs a WARNING and emits the Prefect event
 `tendsocial.reporter.behind` (payload: the backlog), and `tendsocial.reporter.caught-up` once the
@@ -73,11 +78,21 @@ from flows.reporter.client import (
 )
 from flows.reporter.pacing import Inflow, pace_now
 from flows.reporter.runner import ReporterThread, drain, run_reporter, start_reporter_thread
-from flows.reporter.shipping import BatchResult, RunShipper, Shipment, ship_batch, shipments
+from flows.reporter.shipping import (
+    ArtifactShipper,
+    BatchResult,
+    RunShipper,
+    Shipment,
+    ship_batch,
+    shipments,
+)
 from flows.reporter.states import (
     AFTER_THE_FACT,
+    FINAL_STATE_NAMES,
     FLOW_NAMES,
+    STATE_NAMES,
     STATE_TYPES,
+    final_state,
     flow_name,
     idempotency_key,
 )
@@ -86,9 +101,12 @@ __all__ = [
     "AFTER_THE_FACT",
     "BEHIND_EVENT",
     "CAUGHT_UP_EVENT",
+    "FINAL_STATE_NAMES",
     "FLOW_NAMES",
     "REPORTER_RESOURCE_ID",
+    "STATE_NAMES",
     "STATE_TYPES",
+    "ArtifactShipper",
     "BacklogWatch",
     "BatchResult",
     "Inflow",
@@ -98,6 +116,7 @@ __all__ = [
     "Shipment",
     "check_backlog",
     "drain",
+    "final_state",
     "flow_name",
     "idempotency_key",
     "is_rejection",

@@ -5,6 +5,7 @@ timeout and no hidden retries (the loop's back-off is the retry policy, and stat
 from __future__ import annotations
 
 import base64
+import json
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -146,6 +147,32 @@ class PrefectRuns:
     async def create_logs(self, lines: Sequence[dict[str, Any]]) -> None:
         if lines:
             await self._call("POST", "/logs/", list(lines))
+
+    async def create_table_artifact(
+        self, *, key: str, description: str, rows: Sequence[dict[str, Any]], flow_run_id: str
+    ) -> dict[str, Any]:
+        """`POST /artifacts/` (`ArtifactCreate` in prefect/server/schemas/actions.py, route in
+        prefect/server/api/artifacts.py) with a table: `data` is the rows as a JSON string, as
+        Prefect's own client sends a table (`TableArtifact.format` in prefect/artifacts.py),
+        which is what the UI's table view reads."""
+        body = {
+            "key": key,
+            "type": "table",
+            "description": description,
+            "data": json.dumps(list(rows)),
+            "flow_run_id": flow_run_id,
+        }
+        return (await self._call("POST", "/artifacts/", body)).json()
+
+    async def existing_artifacts(self, keys: Sequence[str]) -> dict[str, str]:
+        """Key -> id of the artifacts of these keys Prefect has (`POST /artifacts/filter`): a
+        key is not unique in Prefect (each create adds a version), so a shipment looks before
+        creating; one request for a whole batch."""
+        if not keys:
+            return {}
+        body = {"artifacts": {"key": {"any_": list(keys)}}, "limit": len(keys)}
+        found = (await self._call("POST", "/artifacts/filter", body)).json()
+        return {a["key"]: a["id"] for a in found}
 
     async def emit_event(self, event: str, *, payload: dict[str, Any]) -> None:
         """One Prefect event about the reporter itself (`POST /events`, in the open-source

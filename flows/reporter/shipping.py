@@ -7,8 +7,11 @@
   ship them `concurrency` at a time, send the batch's log lines in one request, and mark the
   records shipped in the same transaction (or leave them queued for the next round).
 
-Another kind of outbox record (a run's artifacts, say) gets a shipper of its own beside
-`RunShipper` and its step in `_ship_batch`; the claim, the locks and the marking stay here.
+Another kind of outbox record gets a shipper of its own beside `RunShipper`, and its step in
+`ship_batch`; the claim, the locks and the marking stay here. The runs' table artifacts
+(`run_artifacts`) are the first: `ArtifactShipper`, shipped by `_ship_artifacts` in a
+transaction of its own right after the runs' (an artifact waits until its run's flow run exists,
+so the runs go first, and artifacts of runs shipped in this batch go in the next round).
 """
 
 from __future__ import annotations
@@ -38,9 +41,15 @@ from models.outbox import (
     note_run_record_failure,
     shipped_flow_run_ids,
 )
-from models.outbox_shipping import claim_run_ends, mark_run_records_shipped
+from models.outbox_shipping import (
+    claim_run_artifacts,
+    claim_run_ends,
+    mark_run_artifacts_shipped,
+    mark_run_records_shipped,
+    note_run_artifact_failure,
+)
 from models.statuses import AttemptOutcome, RunPhase
-from models.tables import RunRecord
+from models.tables import RunArtifact, RunRecord
 
 log = logging.getLogger(__name__)
 
@@ -206,6 +215,42 @@ class RunShipper:
         return flow_run_id, log_lines(record, flow_run_id, lag=lag)
 
 
+#: Artifacts claimed per round: one `POST /artifacts/filter` looks all their keys up, and
+#: Prefect caps a filter's `limit` at PREFECT_SERVER_API_DEFAULT_LIMIT (200).
+ARTIFACT_BATCH = 50
+
+
+class ArtifactShipper:
+    """Turns run artifacts into Prefect table artifacts on their runs' flow runs, never twice:
+    the batch's keys are looked up first (one request), and only the missing ones created, so a
+    reporter that crashed after creating and before marking finds them there."""
+
+    def __init__(self, runs: PrefectRuns) -> None:
+        self.runs = runs
+
+    async def ship(
+        self, artifacts: Sequence[tuple[RunArtifact, str]], *, concurrency: int
+    ) -> list[tuple[RunArtifact, str | BaseException]]:
+        """(artifact, its flow run id) -> (artifact, the Prefect artifact id or the error)."""
+        existing = await self.runs.existing_artifacts([a.key for a, _ in artifacts])
+        semaphore = asyncio.Semaphore(concurrency)
+
+        async def one(artifact: RunArtifact, flow_run_id: str) -> str:
+            if artifact.key in existing:
+                return existing[artifact.key]
+            async with semaphore:
+                created = await self.runs.create_table_artifact(
+                    key=artifact.key,
+                    description=artifact.description,
+                    rows=artifact.data,
+                    flow_run_id=flow_run_id,
+                )
+            return str(created["id"])
+
+        outcomes = await asyncio.gather(*(one(a, f) for a, f in artifacts), return_exceptions=True)
+        return [(a, o) for (a, _), o in zip(artifacts, outcomes, strict=True)]
+
+
 @dataclass
 class BatchResult:
     shipped: int = 0
@@ -221,6 +266,8 @@ class BatchResult:
     requests: int = 0
     #: Age of the oldest record claimed (how long the backlog has been waiting).
     oldest_seconds: float = 0.0
+    #: Table artifacts shipped (created, or found there from an earlier attempt).
+    artifacts: int = 0
 
 
 async def ship_batch(
@@ -243,8 +290,58 @@ async def ship_batch(
     requests, late = shipper.runs.requests, shipper.late
     with contextlib.suppress(_Rollback):
         await _ship_batch(sessions, shipper, result, batch_size=batch_size, concurrency=concurrency)
+    if result.error is None:
+        await _ship_artifacts(sessions, ArtifactShipper(shipper.runs), result, concurrency)
     result.requests, result.late = shipper.runs.requests - requests, shipper.late - late
     return result
+
+
+async def _ship_artifacts(
+    sessions: async_sessionmaker[AsyncSession],
+    shipper: ArtifactShipper,
+    result: BatchResult,
+    concurrency: int,
+) -> None:
+    """Ship the artifacts whose runs are in Prefect, in one transaction holding their row
+    locks: shipped ones marked with their Prefect id, those Prefect rejects (or whose run it
+    rejected) marked with the error, the others left queued for the next round."""
+    async with sessions() as session, session.begin():
+        claimed = await claim_run_artifacts(session, limit=ARTIFACT_BATCH)
+        result.claimed += len(claimed)
+        if not claimed:
+            return
+        done: list[tuple[uuid.UUID, uuid.UUID | None, str | None]] = [
+            (a.id, None, "its run was not shipped (rejected by Prefect)")
+            for a, flow_run_id in claimed
+            if flow_run_id is None
+        ]
+        ready = [(a, str(f)) for a, f in claimed if f is not None]
+        try:
+            outcomes = await shipper.ship(ready, concurrency=concurrency) if ready else []
+        except Exception as error:  # the look-up itself: Prefect is down
+            result.error = result.error or error
+            outcomes = [(a, error) for a, _ in ready]
+        failed: list[uuid.UUID] = []
+        for artifact, outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                if not isinstance(outcome, Exception):
+                    raise outcome
+                if is_rejection(outcome):
+                    reason = f"rejected by Prefect: {outcome}"
+                    log.error("artifact %s %s", artifact.key, reason)
+                    done.append((artifact.id, None, reason))
+                else:
+                    result.error = result.error or outcome
+                    failed.append(artifact.id)
+                continue
+            done.append((artifact.id, uuid.UUID(outcome), None))
+            result.artifacts += 1
+        await mark_run_artifacts_shipped(session, done)
+        if failed:
+            error = result.error
+            await note_run_artifact_failure(
+                session, artifact_ids=failed, error=f"{type(error).__name__}: {error}"
+            )
 
 
 async def _claim(session: AsyncSession, *, batch_size: int) -> list[RunRecord]:

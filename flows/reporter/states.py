@@ -28,16 +28,35 @@ FLOW_NAMES: dict[AttemptKind, str] = {
 }
 
 #: The Prefect state type of each final outcome (`RETRYING` is a SCHEDULED state by name).
+#: Red (FAILED, CRASHED) means someone has to act; what needs nobody is never red
+#: (docs/prefect.md, "Red means act").
 STATE_TYPES: dict[AttemptOutcome, str] = {
     AttemptOutcome.SUCCEEDED: "COMPLETED",
     AttemptOutcome.FAILED: "FAILED",
     AttemptOutcome.CRASHED: "CRASHED",
     AttemptOutcome.CANCELLED: "CANCELLED",
     AttemptOutcome.RETRYING: "SCHEDULED",
+    AttemptOutcome.NOT_AVAILABLE: "COMPLETED",
+    AttemptOutcome.SUPERSEDED: "CANCELLED",
+}
+
+#: The state name of outcomes that share a type with another (Prefect shows the name; a
+#: state's name is free text: `StateCreate.name` in `prefect/server/schemas/actions.py`).
+STATE_NAMES: dict[AttemptOutcome, str] = {
+    AttemptOutcome.NOT_AVAILABLE: "Not available",
+    AttemptOutcome.SUPERSEDED: "Superseded",
 }
 
 #: The state names a run or task run keeps once final (an earlier shipment may have set one).
-FINAL_STATE_NAMES = ("Completed", "Failed", "Crashed", "Cancelled", "AwaitingRetry")
+FINAL_STATE_NAMES = (
+    "Completed",
+    "Failed",
+    "Crashed",
+    "Cancelled",
+    "AwaitingRetry",
+    "Not available",
+    "Superseded",
+)
 
 
 def flow_name(record: RunRecord) -> str:
@@ -60,7 +79,11 @@ def final_state(record: RunRecord) -> dict[str, Any]:
             "message": record.state_message,
             "state_details": {"scheduled_time": when.isoformat()},
         }
-    return {"type": STATE_TYPES[AttemptOutcome(record.outcome)], "message": record.state_message}
+    outcome = AttemptOutcome(record.outcome)
+    state = {"type": STATE_TYPES[outcome], "message": record.state_message}
+    if outcome in STATE_NAMES:
+        state["name"] = STATE_NAMES[outcome]
+    return state
 
 
 def base_labels(record: RunRecord) -> dict[str, Any]:

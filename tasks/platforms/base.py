@@ -18,6 +18,7 @@ import httpx
 # The error taxonomy is defined below the adapters, so the media fetcher can raise it too; the
 # adapters import it from here, with the interface.
 from tasks.platform_errors import (
+    MetricsNotAvailableError as MetricsNotAvailableError,
     NeedsReconnectError as NeedsReconnectError,
     PermanentError as PermanentError,
     PlatformError as PlatformError,

@@ -19,7 +19,6 @@ from typing import Any, ClassVar
 
 import httpx
 
-from models.settings import DEFAULT_GRAPH_VERSION
 from tasks.egress import MediaPolicy
 from tasks.platforms.base import (
     AccountContext,
@@ -37,6 +36,7 @@ from tasks.platforms.base import (
     UnknownOutcomeError,
     check_content,
 )
+from tasks.platforms.facebook.spec import GRAPH_RATE_LIMITS, GRAPH_VERSIONS
 from tasks.platforms.reconcile import Page, find_own_post
 from tasks.platforms.servers import account_server
 
@@ -45,11 +45,14 @@ logger = logging.getLogger(__name__)
 # --------------------------------------------------------------------------- classification
 TOKEN_CODES: frozenset[int] = frozenset({190, 102})
 #: 190 subcode meaning "expired". Meta refuses to refresh an expired long-lived token ("You
-#: can not use an expired token", FB-ll; IG/Threads refresh needs an unexpired token), so no
-#: Meta adapter treats it as refreshable: tokens are renewed *before* expiry by the refresh job.
+#: can not use an expired token", Facebook's get-long-lived page; IG/Threads refresh needs an
+#: unexpired token), so no Meta adapter treats it as refreshable: tokens are renewed *before*
+#: expiry by the refresh job.
 EXPIRED_SUBCODE = 463
 THROTTLE_CODES: frozenset[int] = frozenset({4, 17, 32, 613, *range(80001, 80015)})
-#: -1 / -2 are Instagram's "server error" / "timeout" codes (IG-err), 1 / 2 Graph's.
+#: -1 / -2 are Instagram's "server error" / "timeout" codes (Instagram's error-codes
+#: reference, developers.facebook.com/documentation/instagram-platform/instagram-graph-api/
+#: reference/error-codes), 1 / 2 Graph's.
 TRANSIENT_CODES: frozenset[int] = frozenset({-2, -1, 1, 2, 9007, *THROTTLE_CODES})
 #: Instagram subcodes whose container must be discarded and made again
 #: (developers.facebook.com/documentation/instagram-platform/instagram-graph-api/reference/
@@ -59,8 +62,8 @@ RECREATE_SUBCODES: frozenset[int] = frozenset({2207020, 2207032, 2207053})
 #: Subcodes that decide on their own, whatever the code says.
 TRANSIENT_SUBCODES: frozenset[int] = frozenset(
     {
-        2207001,  # -1 "Instagram server error. Try again." (IG-err)
-        2207003,  # -2 "timeout … Try again" (IG-err)
+        2207001,  # -1 "Instagram server error. Try again." (error-codes reference)
+        2207003,  # -2 "timeout … Try again" (error-codes reference)
         *RECREATE_SUBCODES,
         2207027,  # media not ready: poll, then publish
         2207052,  # media fetch failed: make a new container
@@ -74,8 +77,9 @@ PERMANENT_SUBCODES: frozenset[int] = frozenset(
 PERMANENT_CODES: frozenset[int] = frozenset(
     {10, 100, 368, 506, 36003, *range(200, 300), *PERMANENT_SUBCODES}
 )
-#: When the daily publishing limit hits and no usage header says how long to wait.
-DAILY_LIMIT_FALLBACK = timedelta(hours=1)
+#: When the daily publishing limit hits and no usage header says how long to wait (the Graph
+#: spec's `fallback_wait`).
+_DAILY_LIMIT_FALLBACK = GRAPH_RATE_LIMITS.fallback_wait or timedelta(hours=1)
 USAGE_HEADERS: tuple[str, ...] = (
     "x-business-use-case-usage",
     "x-page-usage",
@@ -176,7 +180,7 @@ def classify_graph_error(
         return NeedsReconnectError(message, code=info.label, raw=body)
     if subcode in TRANSIENT_SUBCODES:
         if subcode == 2207042 and retry_at is None:
-            retry_at = (now or datetime.now(UTC)) + DAILY_LIMIT_FALLBACK
+            retry_at = (now or datetime.now(UTC)) + _DAILY_LIMIT_FALLBACK
         return TransientError(message, code=info.label, raw=body, retry_at=retry_at)
     if subcode in PERMANENT_SUBCODES:
         return PermanentError(message, code=info.label, raw=body)
@@ -373,7 +377,7 @@ class GraphAdapter:
         *,
         http: httpx.AsyncClient,
         base_url: str,
-        graph_version: str = DEFAULT_GRAPH_VERSION,
+        graph_version: str = GRAPH_VERSIONS.default,
         app_id: str = "",
         app_secret: str = "",
         request_timeout: float | None = None,
@@ -385,9 +389,10 @@ class GraphAdapter:
     ) -> None:
         """`request_timeout` overrides the client's timeout per call; `poll_*` bound the
         container wait (short, so a handler stays within the queue's redelivery timeout);
-        `not_ready_retries` is how often a 9007 "not ready" publish is polled and retried;
-        `media_policy` is the egress guard's policy an account's own Graph host is checked
-        with (`host_url`; None: production's)."""
+        `poll_interval` is GRAPH_CONTAINER_POLL_SECONDS for Instagram and Threads (their
+        registry settings); `not_ready_retries` is how often a 9007 "not ready" publish is
+        polled and retried; `media_policy` is the egress guard's policy an account's own Graph
+        host is checked with (`host_url`; None: production's)."""
         self.http = http
         self.base_url = base_url
         self.media_policy = media_policy or MediaPolicy()
@@ -473,7 +478,7 @@ class GraphAdapter:
         """Meta's long-lived token refresh (IG `ig_refresh_token` and Threads
         `th_refresh_token` on `/refresh_access_token`, Facebook Login `fb_exchange_token` on
         `/{v}/oauth/access_token`, where the token travels as `fb_exchange_token` and
-        `token_param=False` leaves `access_token` out as the FB-ll request does): the
+        `token_param=False` leaves `access_token` out as the get-long-lived request does): the
         *unexpired* token buys a new 60-day one.
 
         What a refusal means: a token error (190/102: expired, revoked, invalidated) or a lost

@@ -170,6 +170,9 @@ class UploadSpec:
     parts_set_by: str | None = None
     #: How long one attempt waits for processing before it ends transient and the next resumes.
     processing_budget: timedelta | None = None
+    #: Between two looks at media still processing, within one attempt (when the platform
+    #: does not pace the polling itself, as X's `check_after_secs` does).
+    poll_interval: timedelta | None = None
     #: When the next attempt looks again at media still processing.
     processing_retry: timedelta | None = None
     #: After this long in processing an upload is treated as lost.

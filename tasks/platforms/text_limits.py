@@ -197,8 +197,11 @@ def _escape_reserved(segment: str) -> str:
 
 def unescape_little_text(commentary: str) -> str:
     """The plain text a little-text commentary shows (escapes resolved, `@[Name](urn)` mention
-    templates shown as Name); used to compare what LinkedIn returns with what we sent,
-    whichever form the finder returns it in (not documented)."""
+    templates shown as Name, `{hashtag|\\#|tag}` HashtagTemplates shown as `#tag`); used to
+    compare what LinkedIn returns with what we sent. Which form the finder returns a hashtag in
+    (the `#tag` we sent, or the HashtagTemplate of learn.microsoft.com/.../shares/
+    little-text-format) is not documented, so both read as `#tag`."""
+    commentary = regex.sub(r"\{hashtag\|\\?[#＃]\|([^}]*)\}", r"#\1", commentary)
     commentary = regex.sub(r"@\[([^\]]*)\]\([^)]*\)", r"\1", commentary)
     return regex.sub(r"\\(.)", r"\1", commentary)
 

@@ -97,7 +97,7 @@ def test_unfetchable_media_retries_then_fails_with_the_media_code_never_posting_
         ("bluesky", [("a.gif", "image/gif", None)], "does not support gif"),
         ("instagram", [("a.gif", "image/gif", None)], "does not accept image/gif"),
         ("x", [("a.jpg", "image/jpeg", 6_000_000)], "up to 5 MB"),
-        ("bluesky", [("a.jpg", "image/jpeg", 1_500_000)], "up to 1 MB"),
+        ("bluesky", [("a.jpg", "image/jpeg", 2_500_000)], "up to 2 MB"),
         ("mastodon", [("a.jpg", "image/jpeg", None), ("clip.mp4", "video/mp4", None)], "only"),
         ("mastodon", [("clip.mp4", "video/mp4", 60_000_000)], "up to 50 MB here"),
         ("x", [(f"{i}.jpg", "image/jpeg", None) for i in range(5)], "at most 4"),

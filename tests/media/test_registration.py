@@ -151,7 +151,7 @@ def test_every_platform_has_cited_caps() -> None:
         ("x", "image/jpeg", 5_000_001, "x accepts image media up to 5 MB"),
         ("x", "image/gif", 15_000_000, None),
         ("x", "video/mp4", 512_000_001, "x accepts video media up to 512 MB"),
-        ("bluesky", "image/png", 1_000_001, "bluesky accepts image media up to 1 MB"),
+        ("bluesky", "image/png", 2_000_001, "bluesky accepts image media up to 2 MB"),
         ("bluesky", "video/quicktime", 10, "bluesky accepts video media as video/mp4, not "),
         ("mastodon", "image/png", 16 * 2**20, None),
         ("mastodon", "image/png", 16 * 2**20 + 1, "mastodon accepts image media up to 16 MiB"),

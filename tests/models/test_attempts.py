@@ -607,7 +607,7 @@ async def test_a_publisher_that_lost_its_claim_records_the_end_on_its_own(
         ).all()
     assert [(r.phase, r.outcome) for r in records] == [
         ("start", None),
-        ("end", AttemptOutcome.FAILED),
+        ("end", AttemptOutcome.SUPERSEDED),
     ]
     end = records[-1]
     assert end.state_message == "claim lost: another attempt owns the target"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
@@ -61,3 +63,28 @@ def test_tokens_are_encrypted_at_rest_and_read_back(db: Engine) -> None:
         assert stored is not None
         assert stored.access_token == "plain-access-token-123"
         assert "plain-access-token" not in repr(stored)
+
+
+def test_every_enum_check_constraint_matches_its_enum(db: Engine) -> None:
+    """`compare_metadata` does not compare CHECK constraints: each one built with `check_in`
+    holds exactly the values of its enum in the migrated database (a migration that grows an
+    enum must rewrite its constraint)."""
+    from sqlalchemy import CheckConstraint
+
+    expected = {
+        constraint.name: sorted(re.findall(r"'([^']*)'", str(constraint.sqltext)))
+        for table in Base.metadata.tables.values()
+        for constraint in table.constraints
+        if isinstance(constraint, CheckConstraint) and " IN (" in str(constraint.sqltext)
+    }
+    with db.connect() as conn:
+        rows = conn.execute(
+            text(
+                "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint "
+                "WHERE contype = 'c' AND conname = ANY(:names)"
+            ),
+            {"names": list(expected)},
+        ).all()
+    found = {name: sorted(re.findall(r"'([^']*)'", definition)) for name, definition in rows}
+    assert found == expected
+    assert "not-available" in found["run_records_outcome"]

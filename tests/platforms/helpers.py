@@ -13,6 +13,7 @@ from tasks.platforms.base import AccountContext, PlatformAdapter
 from tasks.platforms.http import platform_http_client
 from tasks.platforms.registry import build_adapter
 from tests.support.sandbox import SandboxHandle, sandbox_platforms
+from tests.support.settings import with_test_defaults
 
 #: The media fetcher's rules under `tendsocial dev`: the sandbox serves media from
 #: http://127.0.0.1, which production's default policy refuses.
@@ -55,7 +56,7 @@ def sandbox_adapter(
     media_policy: MediaPolicy = LOCAL_MEDIA,
 ) -> PlatformAdapter:
     """The adapter as the API builds it (`build_adapter`), every base URL on the sandbox."""
-    settings = sandbox_platforms(sandbox)
+    settings = with_test_defaults(sandbox_platforms(sandbox))
     return build_adapter(platform, http=http, settings=settings, media_policy=media_policy)
 
 

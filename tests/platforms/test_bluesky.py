@@ -228,11 +228,23 @@ def test_sandbox_refuses_facets_outside_the_text(sandbox) -> None:
     assert answer.status_code == 400 and answer.json()["error"] == "InvalidRequest"
 
 
+async def _no_wait(seconds: float) -> None:
+    return None
+
+
 async def test_video_goes_out_as_an_embed_video_blob(sandbox, http) -> None:
+    """Through the video service (tests/platforms/test_bluesky_video.py has the details)."""
     account = _account(sandbox)
     url = sandbox.media_url("clip.mp4") + "?size=300000"
     content = PostContent(text="clip", media=[MediaItem(url, "video/mp4")])
-    await _adapter(http).publish(account=account, content=content, state=PlatformState())
+    adapter = BlueskyAdapter(
+        http=http,
+        base_url="http://127.0.0.1:9/unused",
+        media_policy=LOCAL_MEDIA,
+        video_service_url=sandbox.url("bluesky-video"),
+        sleep=_no_wait,  # the sandbox processes at once (no `/_sandbox/processing` set)
+    )
+    await adapter.publish(account=account, content=content, state=PlatformState())
     embed = sandbox.posts("bluesky")[0]["record"]["embed"]
     assert embed["$type"] == "app.bsky.embed.video"
     assert embed["video"]["mimeType"] == "video/mp4" and embed["video"]["size"] == 300_000

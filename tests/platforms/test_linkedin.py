@@ -20,6 +20,7 @@ from tasks.platforms.base import (
     UnknownOutcomeError,
 )
 from tasks.platforms.linkedin.adapter import LinkedInAdapter, next_utc_midnight
+from tasks.platforms.text_limits import escape_little_text, unescape_little_text
 from tests.platforms.helpers import LOCAL_MEDIA, sandbox_http
 
 PERSON = "urn:li:person:8675309"
@@ -153,6 +154,52 @@ async def test_member_lost_answer_is_settled_by_reposting_without_the_finder(
     assert found.remote_id == sandbox.posts("linkedin")[0]["id"]
     assert counter.count("/rest/posts") == 1  # the re-post only: no finder call
     assert len(sandbox.posts("linkedin")) == 1
+
+
+async def test_member_lost_answer_on_an_image_post_does_not_post_twice(
+    sandbox, counted_http
+) -> None:
+    """The retry of a member's image post sends the very body of the first attempt (the image
+    urns stored in the platform state, not a fresh upload), so LinkedIn's DUPLICATE_POST
+    names the post that went out and nothing new is posted."""
+    http, counter = counted_http
+    account, adapter = _account(sandbox), _adapter(sandbox, http)
+    image = MediaItem(sandbox.media_url(), "image/jpeg")
+    content, state = PostContent(text="member photo", media=[image]), PlatformState()
+    sandbox.inject("linkedin", "timeout_after_accept", operation="publish", delay_seconds=3)
+    async with sandbox_http(sandbox, timeout=0.5) as impatient:
+        first = LinkedInAdapter(
+            http=impatient, base_url=sandbox.url("linkedin"), media_policy=LOCAL_MEDIA
+        )
+        with pytest.raises(UnknownOutcomeError):
+            await first.publish(account=account, content=content, state=state)
+    (post,) = sandbox.posts("linkedin")
+    assert state.get("image_urns") == [post["content"]["media"]["id"]]
+    assert await adapter.reconcile(account=account, content=content, state=state) is None
+    found = await adapter.publish(account=account, content=content, state=state)
+    assert found.remote_id == post["id"]
+    assert len(sandbox.posts("linkedin")) == 1
+    assert counter.count("/rest/images") == 0  # no initializeUpload: the stored urn is reused
+
+
+async def test_a_stored_image_linkedin_no_longer_knows_is_uploaded_again(sandbox, http) -> None:
+    account, adapter = _account(sandbox), _adapter(sandbox, http)
+    image = MediaItem(sandbox.media_url(), "image/jpeg")
+    state = PlatformState({"image_urns": ["urn:li:image:gone"], "image_sources": [image.url]})
+    await adapter.publish(
+        account=account, content=PostContent(text="fresh", media=[image]), state=state
+    )
+    (post,) = sandbox.posts("linkedin")
+    assert post["content"]["media"]["id"] != "urn:li:image:gone"
+    assert state.get("image_urns") == [post["content"]["media"]["id"]]
+
+
+def test_the_commentary_compares_equal_whichever_form_a_hashtag_comes_back_in() -> None:
+    """The finder may return `#tag` as sent or as a HashtagTemplate (little-text format):
+    both read back as the text we sent."""
+    sent = "launch (day) #news"
+    for stored in (escape_little_text(sent), r"launch \(day\) {hashtag|\#|news}"):
+        assert unescape_little_text(stored) == sent
 
 
 def test_sandbox_refuses_the_finder_and_metadata_to_members(sandbox) -> None:

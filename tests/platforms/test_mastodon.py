@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -79,6 +80,27 @@ async def test_reconcile_after_the_key_expired_reads_the_timeline(sandbox, http)
     assert found is not None and found.remote_id == first.remote_id
     missing = PostContent(text="never sent", idempotency_key="k-5")
     assert await adapter.reconcile(account=account, content=missing, state=state) is None
+    assert len(sandbox.posts("mastodon")) == 1
+
+
+async def test_reconcile_past_the_key_finds_a_status_with_remote_mentions(sandbox, http) -> None:
+    """Mastodon renders `@alice@other.social` as `@<span>alice</span>`: the status is still
+    found past the key's hour (and confirmed on its source), never posted twice."""
+    account, adapter = _account(sandbox), _adapter(sandbox, http)
+    text = "thanks @alice@other.social and @bob for the launch"
+    content = PostContent(text=text, idempotency_key="k-6")
+    first = await adapter.publish(account=account, content=content, state=PlatformState())
+    (post,) = sandbox.posts("mastodon")
+    shown = re.sub(r"<[^>]+>", "", post["content"])
+    assert "@<span>alice</span>" in post["content"] and "other.social" not in shown
+    sandbox.advance_clock(2 * 3600)
+    two_hours_ago = (datetime.now(UTC) - timedelta(hours=2)).isoformat()
+    state = PlatformState({"idempotency_key": "k-6", "publish_started_at": two_hours_ago})
+    found = await adapter.reconcile(account=account, content=content, state=state)
+    assert found is not None and found.remote_id == first.remote_id
+    # The same words mentioning another alice are not our status: its source differs.
+    other = PostContent(text="thanks @alice@elsewhere.social and @bob for the launch")
+    assert await adapter.reconcile(account=account, content=other, state=state) is None
     assert len(sandbox.posts("mastodon")) == 1
 
 

@@ -62,7 +62,7 @@ def test_x_weighted_length(text: str, weight: int) -> None:
         ("linkedin", "a" * 2999 + "#", 0, None, True),  # the text counts, not its escapes
         ("linkedin", "a" * 3001, 0, None, False),
         ("threads", "one #tag", 0, None, True),
-        ("threads", "two #tags #here", 0, None, False),  # one topic tag per post
+        ("threads", "two #tags #here", 0, None, True),  # Meta documents no hashtag limit
         ("threads", " ".join(f"https://e{i}.com" for i in range(6)), 0, None, False),
         ("instagram", " ".join(f"@u{i}" for i in range(21)), 1, None, False),
         ("x", "see example.com/" + "p" * 300, 0, None, True),  # a bare URL counts 23

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import httpx
 import pytest
 
+from tasks.media import FetchedMedia
 from tasks.platforms.base import (
     AccountContext,
     MediaItem,
@@ -180,3 +182,18 @@ async def test_duplicate_of_an_older_tweet_is_not_taken_for_ours(sandbox, http) 
         await adapter.publish(
             account=account, content=content, state=PlatformState({"publish_started_at": later})
         )
+
+
+@pytest.mark.parametrize("status", [200, 201, 202])
+async def test_simple_image_upload_takes_any_2xx_as_success(status: int) -> None:
+    """X's upload steps answer "HTTP 2xx" on success; the simple upload is held to the same."""
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        assert request.url.path == "/2/media/upload"
+        return httpx.Response(status, json={"data": {"id": "710511363345354753"}})
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(answer)) as http:
+        adapter = XAdapter(http=http, base_url="https://api.x.test")
+        account = AccountContext(account_id="a", external_id="1", handle="h", access_token="t")
+        media = FetchedMedia(content=b"\xff\xd8\xff", mime_type="image/jpeg", size_bytes=3)
+        assert await adapter._upload(account=account, media=media) == "710511363345354753"

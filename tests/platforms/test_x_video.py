@@ -25,13 +25,17 @@ from tasks.platforms.base import (
     PostContent,
     TransientError,
 )
-from tasks.platforms.x.adapter import CHUNK_BYTES, PROCESSING_BUDGET_SECONDS, XAdapter
+from tasks.platforms.x.adapter import XAdapter, _processing_info
+from tasks.platforms.x.spec import SPEC
 from tests.platforms.helpers import LOCAL_MEDIA, sandbox_account, sandbox_http
 from tests.support import clients
 from tests.support.sandbox import SandboxHandle
 from tests.support.servers import generated_video_app, serve_in_thread
 
 MEDIA_ID_PATTERN = re.compile(r"^\d{1,19}$")
+assert SPEC.upload is not None and SPEC.upload.part_bytes and SPEC.upload.processing_budget
+CHUNK_BYTES = SPEC.upload.part_bytes
+PROCESSING_BUDGET_SECONDS = SPEC.upload.processing_budget.total_seconds()
 
 
 class SandboxClock:
@@ -188,7 +192,7 @@ async def test_segment_boundaries(sandbox, logged_http, size: int, segments: lis
 async def test_default_segments_stay_under_x_five_mb_limit(sandbox, logged_http) -> None:
     http, _, appends = logged_http
     account = sandbox_account(sandbox, "x")
-    size = 9_000_000
+    size = 2 * CHUNK_BYTES + 1000
     content = PostContent(text="nine megabytes", media=[_video(sandbox, size)])
     await _adapter(sandbox, http, SandboxClock(sandbox)).publish(
         account=account, content=content, state=PlatformState()
@@ -218,6 +222,33 @@ async def test_a_large_video_is_streamed_not_held_in_memory(sandbox) -> None:
     assert sandbox.posts("x")[0]["media"][0]["size"] == size
     print(f"traced peak while posting a {size / 1e6:g} MB video: {peak / 2**20:.1f} MiB")
     assert peak < 5 * CHUNK_BYTES, peak
+
+
+async def test_a_413_on_append_halves_the_segment_and_sends_it_again(sandbox, logged_http) -> None:
+    """Segments too large for X's edge (an empty 413) are halved and re-sent under the same
+    index; the later segments keep the smaller size and the post goes out."""
+    http, _, appends = logged_http
+    account = sandbox_account(sandbox, "x")
+    size = 9_000_000
+    adapter = _adapter(sandbox, http, SandboxClock(sandbox), chunk_bytes=6 * 1024 * 1024)
+    content = PostContent(text="halved", media=[_video(sandbox, size)])
+    await adapter.publish(account=account, content=content, state=PlatformState())
+    third = 3 * 1024 * 1024
+    assert appends.segments == [
+        (0, 6 * 1024 * 1024),  # refused by the edge
+        (0, third),
+        (1, third),
+        (2, size - 2 * third),
+    ]
+    (post,) = sandbox.posts("x")
+    assert post["media"][0]["size"] == size
+
+
+def test_status_processing_info_is_read_under_data_and_at_the_top_level() -> None:
+    info = {"state": "in_progress", "check_after_secs": 3}
+    assert _processing_info({"data": {"id": "1", "processing_info": info}}) == info
+    assert _processing_info({"media_id": 1, "processing_info": info}) == info
+    assert _processing_info({"data": {"id": "1"}}) is None
 
 
 # --------------------------------------------------------------------------- resuming
@@ -392,10 +423,11 @@ def test_sandbox_refuses_a_tweet_with_media_still_processing(sandbox, raw_x) -> 
     assert raw_x.tweet(media_id).status_code == 201
 
 
-def test_sandbox_refuses_a_segment_over_five_mb(raw_x) -> None:
+def test_sandbox_edge_refuses_a_large_append_body_with_an_empty_413(raw_x) -> None:
     media_id = raw_x.init(6_000_000).json()["data"]["id"]
-    answer = raw_x.append(media_id, 0, 5_000_001)
-    assert answer.status_code == 400 and "Segment size" in answer.json()["detail"]
+    answer = raw_x.append(media_id, 0, 5_000_000)
+    assert answer.status_code == 413 and answer.content == b""
+    assert raw_x.append(media_id, 0, 1024 * 1024).status_code == 200
 
 
 @pytest.mark.parametrize(

@@ -139,6 +139,7 @@ def api_process(
         "COMPANY_REQUESTS_PER_SECOND": "100000",
         "COMPANY_REQUESTS_PER_MINUTE": "1000000",
         **{f"{p.upper()}_API_BASE_URL": f"{sandbox_url}/{p}" for p in platforms},
+        "BLUESKY_VIDEO_SERVICE_URL": f"{sandbox_url}/bluesky-video",
         **(extra_env or {}),
     }
     args = [sys.executable, "-m", "deployments", "serve", "--port", str(port)]

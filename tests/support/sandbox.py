@@ -176,5 +176,6 @@ def sandbox_platforms(sandbox: SandboxHandle, *, timeout: float = 1.0) -> Platfo
     """Every platform's base URL pointed at the sandbox."""
     return PlatformSettings(
         **{f"{p}_api_base_url": sandbox.url(p) for p in PLATFORMS},
+        bluesky_video_service_url=sandbox.url("bluesky-video"),
         platform_http_timeout_seconds=timeout,
     )

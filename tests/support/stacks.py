@@ -40,7 +40,7 @@ from tests.support import clients
 from tests.support.ports import free_port
 from tests.support.sandbox import SandboxHandle, sandbox_platforms
 from tests.support.servers import serve_in_thread
-from tests.support.settings import make_settings
+from tests.support.settings import make_settings, with_test_defaults
 
 #: The webhook secret of every test stack (at least 32 characters, as the app requires).
 WEBHOOK_SECRET = "test-webhook-secret-0123456789abcdef"
@@ -114,7 +114,9 @@ class PublishStack(Stack):
             clients.async_client(timeout=platform_timeout) as http,
             DriverPool(sessions, size=2) as connections,
         ):
-            platforms = sandbox_platforms(self.sandbox, timeout=platform_timeout)
+            platforms = with_test_defaults(
+                sandbox_platforms(self.sandbox, timeout=platform_timeout)
+            )
             publisher = Publisher(
                 sessions=sessions,
                 connections=connections,

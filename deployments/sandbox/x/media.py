@@ -6,32 +6,35 @@ Behaviours and where they come from:
   the sandbox answers with 400 here as X does for a wrong category.
 - Chunked upload (video, GIF), the v2 dedicated endpoints of X's API reference: `POST
   /2/media/upload/initialize` (JSON `media_type`, `total_bytes`, `media_category`;
-  docs.x.com/x-api/media/initialize-media-upload), `POST /2/media/upload/{id}/append`
-  (multipart `media` + `segment_index` 0-999; docs.x.com/x-api/media/append-media-upload),
-  `POST /2/media/upload/{id}/finalize` (docs.x.com/x-api/media/finalize-media-upload) and `GET
-  /2/media/upload?command=STATUS&media_id=` (docs.x.com/x-api/media/get-media-upload-status).
-  Each answer is `{"data": {...}}` with `id`, `media_key`, `size`, `expires_after_secs` and,
-  once finalized, `processing_info {state, check_after_secs, progress_percent}`; the steps are
-  the quickstart's (docs.x.com/x-api/media/quickstart/media-upload-chunked). Details modelled:
-  a segment above 5 MB is refused (POST media/upload APPEND: "It must be <= 5 MB",
-  developer.x.com/en/docs/x-api/v1/media/upload-media/api-reference/post-media-upload-append;
-  the v2 pages state no other figure); segments are assembled by index, so FINALIZE with a gap
-  or a byte total other than INIT's `total_bytes` is refused with X's "Segments do not add up
-  to provided total file size." (the FINALIZE error public integrations handle, e.g. the
-  find_string hits for that message; not on docs.x.com); per-category caps Image 5 MB, GIF
-  15 MB, Video 512 MB (docs.x.com/x-api/media/introduction); a media category must fit its type
-  (tweet_gif is image/gif, the video categories video/*). Video and GIF finalize
-  asynchronously: `pending` at FINALIZE, then `in_progress` with `progress_percent`, then
-  `succeeded` or `failed` with `error {code, name, message}` (state flow "pending ->
-  in_progress -> [failed|succeeded]" and the failed example `{"code": 1, "name":
-  "InvalidMedia", "message": "Unsupported video format"}`: GET media/upload (STATUS),
+  docs.x.com/x-api/media/initialize-media-upload), `POST /2/media/upload/{id}/append` (multipart
+  `media` + `segment_index` 0-999; docs.x.com/x-api/media/append-media-upload), `POST
+  /2/media/upload/{id}/finalize` (docs.x.com/x-api/media/finalize-media-upload) and `GET
+  /2/media/upload?command=STATUS&media_id=` (docs.x.com/x-api/media/get-media-upload-status). Each
+  answer is `{"data": {...}}` with `id`, `media_key`, `size`, `expires_after_secs` and, once
+  finalized, `processing_info {state, check_after_secs, progress_percent}`; the steps are the
+  quickstart's (docs.x.com/x-api/media/quickstart/media-upload-chunked). Details modelled: a
+  segment above 5 MB is refused (POST media/upload APPEND: "It must be <= 5 MB",
+  developer.x.com/en/docs/x-api/v1/media/upload-media/api-reference/post-media-upload-append; the
+  v2 pages state no other figure), and before that X's edge refuses a large APPEND request body
+  with 413 and an empty body (5 MB multipart segments at segment 0: trypostit/trypost#31; a 2 MiB
+  segment went through where 5 MB did not in abraham/twitteroauth#1257): the sandbox puts that edge
+  at `EDGE_BODY_LIMIT`, 4 MiB of request body, between the two; segments are assembled by index, so
+  FINALIZE with a gap or a byte total other than INIT's `total_bytes` is refused with X's "Segments
+  do not add up to provided total file size." (the FINALIZE error public integrations handle; not
+  on docs.x.com); per-category caps Image 5 MB, GIF 15 MB, Video 512 MB
+  (docs.x.com/x-api/media/introduction); a media category must fit its type (tweet_gif is
+  image/gif, the video categories video/*). Video and GIF finalize asynchronously: `pending` at
+  FINALIZE, then `in_progress` with `progress_percent`, then `succeeded` or `failed` with `error
+  {code, name, message}` (state flow "pending -> in_progress -> [failed|succeeded]" and the failed
+  example `{"code": 1, "name": "InvalidMedia", "message": "Unsupported video format"}`: GET
+  media/upload (STATUS),
   developer.x.com/en/docs/twitter-api/v1/media/upload-media/api-reference/get-media-upload-
   status). Processing lasts `POST /_sandbox/processing {"platform": "x", "seconds": N}` on the
   sandbox clock (default 1 s; move it with `/_sandbox/clock`); an `invalid_content` fault on
-  operation `media_processing`, taken at FINALIZE, makes that upload's processing fail
-  (operations: `media` for the upload steps, `media_status` for STATUS).
-  `check_after_secs` is the time left, at least 1 and at most 5. Media keys are `7_` video,
-  `16_` animated GIF, `13_` amplify video (twitteroauth#1222 output, the quickstart example).
+  operation `media_processing`, taken at FINALIZE, makes that upload's processing fail (operations:
+  `media` for the upload steps, `media_status` for STATUS). `check_after_secs` is the time left, at
+  least 1 and at most 5. Media keys are `7_` video, `16_` animated GIF, `13_` amplify video
+  (twitteroauth#1222 output, the quickstart example).
 - "You can not use the media_id to create Tweet or other entities before the state field is set
   to succeeded" (the same STATUS page): `POST /2/tweets` naming a media id that is unknown,
   another account's, expired or not (yet) processed answers 400 with v2's invalid-request
@@ -48,7 +51,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from deployments.sandbox.core import SandboxAccount, SandboxState, get_sandbox
 from deployments.sandbox.x.answers import (
@@ -130,6 +133,8 @@ MEDIA_TYPES = frozenset(
 )
 #: POST media/upload (APPEND): "It must be <= 5 MB" (the smaller reading of MB).
 MAX_SEGMENT_BYTES = 5 * MB
+#: The request body X's edge lets through to APPEND (see the module doc): larger is 413, empty.
+EDGE_BODY_LIMIT = 4 * 1024 * 1024
 MAX_SEGMENT_INDEX = 999
 #: As in the INIT answer of a `tweet_video` upload quoted in abraham/twitteroauth#1222.
 EXPIRES_AFTER_SECS = 86400
@@ -321,6 +326,9 @@ async def append_upload(
     assert upload is not None
     if upload["finalized_at"] is not None:
         return invalid(state, "The media upload was already finalized.")
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > EDGE_BODY_LIMIT:
+        return Response(status_code=413)
     form = await request.form()
     raw_index = str(form.get("segment_index") or "")
     if not raw_index.isdigit() or int(raw_index) > MAX_SEGMENT_INDEX:

@@ -9,28 +9,68 @@ verified", malformed, bad scope), 401 only for a missing token or a taken-down a
 (bluesky-social/atproto packages/pds/src/auth-verifier.ts: InvalidRequestError vs
 AuthRequiredError); a revoked refresh token answers refreshSession with 400 `ExpiredToken`
 "Token has been revoked" (…/api/com/atproto/server/refreshSession.ts).
+
+Images go up to the PDS with `uploadBlob`. A video goes through Bluesky's video service, the
+"Recommended method" of docs.bsky.app/docs/tutorials/video (bluesky-social/bsky-docs
+docs/tutorials/video.mdx): posted with uploadBlob alone, it is processed only once the post is
+public, so a video the service refuses (an unverified email, the daily video limit, a bad file)
+leaves a live post showing "Video not found". Here the video is processed before anything is
+posted:
+
+1. `app.bsky.video.getUploadLimits` on the video service, with a service token for the service
+   itself (`aud` did:web:video.bsky.app, `lxm` app.bsky.video.getUploadLimits: bluesky-social/
+   social-app src/lib/media/video/upload.shared.ts, `VIDEO_SERVICE_DID` in src/lib/constants.ts);
+   `canUpload` false fails the target permanently with Bluesky's `message`;
+2. `com.atproto.server.getServiceAuth` for the upload: `aud` did:web:<the account's PDS host>,
+   `lxm` com.atproto.repo.uploadBlob, `exp` now + 30 minutes (the tutorial); the PDS host is the
+   `#atproto_pds` service of the DID document `getSession` answers, since an account stored with
+   the entryway (https://bsky.social) is not on that host;
+3. `app.bsky.video.uploadVideo?did=&name=` with `Content-Type: video/mp4` and the bytes (streamed
+   as they are fetched), answering the job (`lexicons/app/bsky/video/uploadVideo.json`, `defs.json`
+   #jobStatus); a file the service already processed answers 409 `already_exists` with that job
+   and its blob (the tutorial's note), which is used as is. The job id is stored in the platform
+   state before any wait;
+4. `app.bsky.video.getJobStatus?jobId=` with backoff until the job has its `blob`, at most the
+   attempt's processing budget: still processing then ends the attempt transient and the next
+   one resumes polling the stored job (no second upload). `JOB_STATE_FAILED` fails the target
+   permanently (`media_processing_failed`, with the job's `error`/`message`) before any post;
+5. only then createRecord with `app.bsky.embed.video` (lexicons/app/bsky/embed/video.json: the
+   job's `blob`, video/mp4 up to 300,000,000 bytes; `aspectRatio` when the MP4's track header
+   gives one).
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
 import re
+import struct
 import threading
 import time
-from collections.abc import Sequence
-from datetime import UTC, datetime
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
+from urllib.parse import unquote, urlsplit
 
 import httpx
 
-from tasks.egress import MediaPolicy
-from tasks.media import FetchedMedia, fetch_platform_media
+from tasks.egress import MediaFetchError, MediaPolicy
+from tasks.media import (
+    MAX_BUFFERED_BYTES,
+    FetchedMedia,
+    MediaLimits,
+    MediaStream,
+    fetch_platform_media,
+    open_media,
+)
 from tasks.platforms.base import (
     AccountContext,
+    MediaItem,
     MetricCounts,
     NeedsReconnectError,
+    PermanentError,
     PlatformError,
     PlatformState,
     PostContent,
@@ -45,6 +85,7 @@ from tasks.platforms.base import (
     json_or_text,
     lookup_failed,
 )
+from tasks.platforms.bluesky.spec import SPEC
 from tasks.platforms.media_support import check_media_support
 from tasks.platforms.richtext import build_facets
 from tasks.platforms.servers import account_server
@@ -61,6 +102,34 @@ _B32_SORTABLE = "234567abcdefghijklmnopqrstuvwxyz"
 _CLOCK_ID = int.from_bytes(os.urandom(2), "big") & 0x3FF
 _tid_lock = threading.Lock()
 _last_micros = 0
+
+DEFAULT_VIDEO_SERVICE_URL = "https://video.bsky.app"
+#: The method a video upload's service token is bound to, and the audience it is for: the PDS
+#: the video service stores the processed blob on, on the account's behalf (the tutorial).
+UPLOAD_LXM = "com.atproto.repo.uploadBlob"
+LIMITS_LXM = "app.bsky.video.getUploadLimits"
+#: "a slightly longer expiry - 30 minutes is recommended" (the tutorial).
+UPLOAD_TOKEN_LIFETIME = timedelta(minutes=30)
+#: lexicons/app/bsky/video/defs.json #jobStatus `state`: every value other than these two means
+#: the job is still in progress.
+JOB_COMPLETED = "JOB_STATE_COMPLETED"
+JOB_FAILED = "JOB_STATE_FAILED"
+#: The `error` of a job for a file the service already processed (the tutorial's note).
+ALREADY_EXISTS = "already_exists"
+_UPLOAD = SPEC.upload
+assert _UPLOAD is not None and _UPLOAD.processing_budget and _UPLOAD.processing_retry
+#: How long after an attempt's publish began it may still wait for the video service, and when
+#: to come back for a job still processing: Bluesky's spec (`SPEC.upload`).
+PROCESSING_BUDGET_SECONDS = _UPLOAD.processing_budget.total_seconds()
+VIDEO_PROCESSING_RETRY = _UPLOAD.processing_retry
+#: getJobStatus backoff: the first wait, doubled after each poll up to the last.
+POLL_FIRST_SECONDS = 1.0
+POLL_MAX_SECONDS = 4.0
+#: How much of an MP4's start is kept to read its track header for `aspectRatio`.
+ASPECT_SCAN_BYTES = 1 << 20
+#: The DID document's service entry of an account's PDS (atproto.com/specs/did).
+PDS_SERVICE_ID = "#atproto_pds"
+_FILE_NAME = re.compile(r"^[A-Za-z0-9._-]{1,100}\.mp4$")
 
 
 def new_tid() -> str:
@@ -79,7 +148,7 @@ def new_tid() -> str:
 
 class BlueskyAdapter:
     platform: ClassVar[str] = "bluesky"
-    metrics_batch_size: ClassVar[int] = 25
+    metrics_batch_size: ClassVar[int] = SPEC.metrics.batch_size if SPEC.metrics else 1
 
     def __init__(
         self,
@@ -87,12 +156,23 @@ class BlueskyAdapter:
         http: httpx.AsyncClient,
         base_url: str,
         media_policy: MediaPolicy | None = None,
+        video_service_url: str = DEFAULT_VIDEO_SERVICE_URL,
+        processing_budget_seconds: float = PROCESSING_BUDGET_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         **_options: Any,
     ) -> None:
         self.http = http
         self.base_url = base_url.rstrip("/")
         #: Where media may be fetched from (production's rules unless told otherwise).
         self.media_policy = media_policy or MediaPolicy()
+        #: BLUESKY_VIDEO_SERVICE_URL: an operator's setting, so not checked as an account's is.
+        self.video_service_url = video_service_url.rstrip("/")
+        self.processing_budget_seconds = processing_budget_seconds
+        #: How the wait for the video service tells time and waits; tests pass a clock that
+        #: also moves the sandbox's, so polling is deterministic and costs no real time.
+        self._clock = clock
+        self._sleep = sleep
 
     @staticmethod
     def validate_content(
@@ -110,6 +190,7 @@ class BlueskyAdapter:
     async def publish(
         self, *, account: AccountContext, content: PostContent, state: PlatformState
     ) -> PublishResult:
+        deadline = self._clock() + self.processing_budget_seconds
         check_content(self, content, media_types=[m.mime_type for m in content.media])
         rkey = state.get("rkey")
         if rkey is not None:
@@ -118,13 +199,6 @@ class BlueskyAdapter:
             if found is not None:
                 return found
         check_media_support(self.platform, content.media)
-        # Fetched before any upload or post: a media failure raises MediaFetchError (transient)
-        # and the record is never created without its media.
-        fetched = await fetch_platform_media(
-            [(item.url, item.mime_type) for item in content.media],
-            platform=self.platform,
-            policy=self.media_policy,
-        )
         record: dict[str, Any] = {
             "$type": COLLECTION,
             "text": content.text,
@@ -135,18 +209,23 @@ class BlueskyAdapter:
         )
         if facets:
             record["facets"] = facets
-        if fetched:
+        if content.media and content.media[0].mime_type.startswith("video/"):
+            # One video per post (media_support checks it), processed by the video service
+            # before the record exists: a failure raises and nothing is posted.
+            record["embed"] = await self._video_embed(
+                account=account, item=content.media[0], state=state, deadline=deadline
+            )
+        elif content.media:
+            # Fetched before any upload or post: a media failure raises MediaFetchError
+            # (transient) and the record is never created without its media.
+            fetched = await fetch_platform_media(
+                [(item.url, item.mime_type) for item in content.media],
+                platform=self.platform,
+                policy=self.media_policy,
+            )
             blobs = [await self._upload_blob(account=account, media=media) for media in fetched]
-            if fetched[0].mime_type.startswith("video/"):
-                # The documented "simple method" (docs.bsky.app/docs/tutorials/video): the
-                # video goes up with uploadBlob like an image and is referenced from
-                # app.bsky.embed.video (lexicons/app/bsky/embed/video.json: one `video` blob,
-                # video/mp4, at most 50,000,000 bytes). The video service processes it once
-                # the post is in the firehose. One video per post (media_support checks it).
-                record["embed"] = {"$type": "app.bsky.embed.video", "video": blobs[0]}
-            else:
-                images = [{"alt": "", "image": blob} for blob in blobs]
-                record["embed"] = {"$type": "app.bsky.embed.images", "images": images}
+            images = [{"alt": "", "image": blob} for blob in blobs]
+            record["embed"] = {"$type": "app.bsky.embed.images", "images": images}
         if rkey is None:
             rkey = new_tid()
             await state.save(rkey=rkey, created_at=record["createdAt"])
@@ -289,6 +368,285 @@ class BlueskyAdapter:
         if response.status_code != 200:
             raise _error(response, publish=False)
         return dict(response.json()["blob"])
+
+    # ------------------------------------------------------------------ video
+    async def _video_embed(
+        self, *, account: AccountContext, item: MediaItem, state: PlatformState, deadline: float
+    ) -> dict[str, Any]:
+        """The `app.bsky.embed.video` of a processed video: the stored job resumed, or the file
+        uploaded to the video service; then the job polled until its blob (see the module doc)."""
+        job = await self._resume_job(item=item, state=state)
+        if job is None:
+            await self._check_upload_limits(account)
+            job, aspect = await self._upload_video(account=account, item=item)
+            await state.save(
+                video_job_id=str(job["jobId"]), video_source=item.url, video_aspect=aspect
+            )
+        blob = await self._wait_for_blob(job=job, state=state, deadline=deadline)
+        embed: dict[str, Any] = {"$type": "app.bsky.embed.video", "video": blob}
+        aspect = state.get("video_aspect")
+        if isinstance(aspect, list) and len(aspect) == 2:
+            # lexicons/app/bsky/embed/defs.json #aspectRatio: integers ≥ 1.
+            embed["aspectRatio"] = {"width": int(aspect[0]), "height": int(aspect[1])}
+        return embed
+
+    async def _resume_job(self, *, item: MediaItem, state: PlatformState) -> dict[str, Any] | None:
+        """The job an earlier attempt started for this very file, as the service reports it
+        now; None when there is none or the service no longer knows it (upload again)."""
+        job_id = state.get("video_job_id")
+        if not job_id or state.get("video_source") != item.url:
+            return None
+        try:
+            return await self._job_status(str(job_id))
+        except PermanentError:
+            await state.save(video_job_id=None, video_source=None, video_aspect=None)
+            return None
+
+    async def _check_upload_limits(self, account: AccountContext) -> None:
+        """getUploadLimits with a token for the video service itself: `canUpload` false (an
+        unverified email, the daily video or byte limit) fails the target before any upload."""
+        token = await self._service_token(
+            account, aud=_did_web(self.video_service_url), lxm=LIMITS_LXM
+        )
+        try:
+            response = await self.http.get(
+                f"{self.video_service_url}/xrpc/app.bsky.video.getUploadLimits",
+                headers=_bearer(token),
+            )
+        except httpx.HTTPError as exc:
+            raise TransientError(f"Bluesky getUploadLimits failed in transit: {exc!r}") from exc
+        body = json_or_text(response)
+        # The service answers `canUpload: false` with its reason, sometimes with a 4xx status
+        # (401 `profile_not_found`: https://github.com/bluesky-social/atproto/issues/4778).
+        if isinstance(body, dict) and body.get("canUpload") is False:
+            reason = error_text(body, "message", "error")
+            raise PermanentError(
+                f"Bluesky does not allow this account to upload video now: {reason}",
+                code="media_upload_refused",
+                raw=body,
+            )
+        if response.status_code != 200:
+            raise _error(response, publish=False)
+
+    async def _upload_video(
+        self, *, account: AccountContext, item: MediaItem
+    ) -> tuple[dict[str, Any], list[int] | None]:
+        """uploadVideo: the file streamed from the media fetcher to the video service. Returns
+        the job and the aspect ratio read from the MP4's track header (None: not found)."""
+        audience = _did_web(await self._pds_endpoint(account))
+        token = await self._service_token(
+            account,
+            aud=audience,
+            lxm=UPLOAD_LXM,
+            exp=int((datetime.now(UTC) + UPLOAD_TOKEN_LIFETIME).timestamp()),
+        )
+        limits = MediaLimits.for_platform(self.platform, item.mime_type, buffered=False)
+        async with open_media(item.url, policy=self.media_policy, limits=limits) as stream:
+            length = stream.declared_length
+            head = bytearray()
+            body: bytes | AsyncIterator[bytes]
+            if length is None:
+                # A server that does not say the length: read whole, within the buffered cap.
+                body = await _read_all(stream)
+                length = len(body)
+                head += body[:ASPECT_SCAN_BYTES]
+            else:
+                body = _counted(stream, expected=length, head=head)
+            params = {"did": account.external_id, "name": _file_name(item.url)}
+            headers = {
+                **_bearer(token),
+                "Content-Type": "video/mp4",
+                "Content-Length": str(length),
+            }
+            try:
+                response = await self.http.post(
+                    f"{self.video_service_url}/xrpc/app.bsky.video.uploadVideo",
+                    params=params,
+                    content=body,
+                    headers=headers,
+                )
+            except httpx.HTTPError as exc:
+                # Safe to redo: the same file again answers 409 `already_exists` with its job.
+                raise TransientError(f"Bluesky uploadVideo failed in transit: {exc!r}") from exc
+        job = _job_of(response)
+        if job is None or not job.get("jobId"):
+            raise _error(response, publish=False)
+        return job, mp4_aspect_ratio(bytes(head))
+
+    async def _wait_for_blob(
+        self, *, job: dict[str, Any], state: PlatformState, deadline: float
+    ) -> dict[str, Any]:
+        """Poll getJobStatus (backoff doubling to `POLL_MAX_SECONDS`) until the job has its
+        blob. A failed job is permanent; still processing at `deadline` ends the attempt
+        transient, job id kept, without waiting past it."""
+        wait = POLL_FIRST_SECONDS
+        while True:
+            blob = job.get("blob")
+            if isinstance(blob, dict):
+                return blob
+            phase = str(job.get("state") or "")
+            error = str(job.get("error") or "")
+            if phase in (JOB_FAILED, JOB_COMPLETED) or (error and error != ALREADY_EXISTS):
+                # A retry by hand must upload again rather than resume a refused job.
+                await state.save(video_job_id=None, video_source=None, video_aspect=None)
+                reason = error_text(job, "message", "error")
+                if phase == JOB_COMPLETED:
+                    reason = "the job completed without a video blob"
+                raise PermanentError(
+                    f"Bluesky could not process the video: {reason}",
+                    code="media_processing_failed",
+                    raw=job,
+                )
+            if self._clock() + wait > deadline:
+                progress = job.get("progress")
+                done = f", {progress}%" if isinstance(progress, int) else ""
+                raise TransientError(
+                    f"Bluesky is still processing the video ({phase or 'pending'}{done}); "
+                    "the next attempt resumes it",
+                    code="media_processing",
+                    retry_at=datetime.now(UTC) + VIDEO_PROCESSING_RETRY,
+                )
+            await self._sleep(wait)
+            wait = min(wait * 2, POLL_MAX_SECONDS)
+            job = await self._job_status(str(job["jobId"]))
+
+    async def _job_status(self, job_id: str) -> dict[str, Any]:
+        """getJobStatus (no auth: the job id is the handle, as Bluesky's own app calls it)."""
+        try:
+            response = await self.http.get(
+                f"{self.video_service_url}/xrpc/app.bsky.video.getJobStatus",
+                params={"jobId": job_id},
+            )
+        except httpx.HTTPError as exc:
+            raise TransientError(f"Bluesky getJobStatus failed in transit: {exc!r}") from exc
+        job = _job_of(response)
+        if job is None:
+            raise _error(response, publish=False)
+        return job
+
+    async def _service_token(
+        self, account: AccountContext, *, aud: str, lxm: str, exp: int | None = None
+    ) -> str:
+        """com.atproto.server.getServiceAuth (lexicons/com/atproto/server/getServiceAuth.json):
+        a token the PDS signs for `aud`, bound to the method `lxm`. Never logged."""
+        params: dict[str, Any] = {"aud": aud, "lxm": lxm}
+        if exp is not None:
+            params["exp"] = exp
+        try:
+            response = await self.http.get(
+                self._xrpc(account, "com.atproto.server.getServiceAuth"),
+                params=params,
+                headers=_bearer(account.access_token),
+            )
+        except httpx.HTTPError as exc:
+            raise TransientError(f"Bluesky getServiceAuth failed in transit: {exc!r}") from exc
+        body = json_or_text(response)
+        if response.status_code != 200 or not isinstance(body, dict) or not body.get("token"):
+            raise _error(response, publish=False)
+        return str(body["token"])
+
+    async def _pds_endpoint(self, account: AccountContext) -> str:
+        """The account's PDS as its DID document names it (`#atproto_pds`, atproto.com/specs/
+        did), read from getSession's `didDoc`; the server we call when the answer has none."""
+        server = account_server(account.base_url, default=self.base_url, policy=self.media_policy)
+        try:
+            response = await self.http.get(
+                f"{server}/xrpc/com.atproto.server.getSession",
+                headers=_bearer(account.access_token),
+            )
+        except httpx.HTTPError as exc:
+            raise TransientError(f"Bluesky getSession failed in transit: {exc!r}") from exc
+        if response.status_code != 200:
+            raise _error(response, publish=False)
+        body = json_or_text(response)
+        document = body.get("didDoc") if isinstance(body, dict) else None
+        return pds_of_document(document) or server
+
+
+def pds_of_document(document: Any) -> str | None:
+    """The PDS endpoint a DID document names (its `#atproto_pds` service), or None."""
+    services = document.get("service") if isinstance(document, dict) else None
+    for service in services if isinstance(services, list) else ():
+        if (
+            isinstance(service, dict)
+            and str(service.get("id", "")).endswith(PDS_SERVICE_ID)
+            and isinstance(service.get("serviceEndpoint"), str)
+        ):
+            return str(service["serviceEndpoint"])
+    return None
+
+
+def _did_web(url: str) -> str:
+    """`did:web:<host name>` of a service URL, as Bluesky's app derives a service token's
+    audience (bluesky-social/social-app src/lib/strings/url-helpers.ts
+    `getServiceAuthAudFromUrl`: the URL's hostname, no port): did:web:video.bsky.app."""
+    return f"did:web:{urlsplit(url).hostname or ''}"
+
+
+def _job_of(response: httpx.Response) -> dict[str, Any] | None:
+    """The job status of a video service answer: `{"jobStatus": {...}}` (200, per the
+    lexicons), or the bare status of a 409 `already_exists`; None for anything else."""
+    body = json_or_text(response)
+    if not isinstance(body, dict):
+        return None
+    if response.status_code == 200 and isinstance(body.get("jobStatus"), dict):
+        return dict(body["jobStatus"])
+    nested = body.get("jobStatus")
+    job = nested if isinstance(nested, dict) else body
+    if response.status_code == 409 and job.get("jobId") and job.get("error") == ALREADY_EXISTS:
+        return dict(job)
+    return None
+
+
+def _file_name(url: str) -> str:
+    """uploadVideo's `name`: the URL's file name when it is a plain `*.mp4`, else video.mp4."""
+    name = unquote(urlsplit(url).path.rsplit("/", 1)[-1])
+    return name if _FILE_NAME.match(name) else "video.mp4"
+
+
+async def _read_all(stream: MediaStream) -> bytes:
+    """The whole body, refused past `MAX_BUFFERED_BYTES` (the memory ceiling of buffering)."""
+    body = bytearray()
+    async for chunk in stream.chunks():
+        body += chunk
+        if len(body) > MAX_BUFFERED_BYTES:
+            raise MediaFetchError(
+                "media_too_large", detail="no Content-Length and over the buffered ceiling"
+            )
+    return bytes(body)
+
+
+async def _counted(stream: MediaStream, *, expected: int, head: bytearray) -> AsyncIterator[bytes]:
+    """The body as it arrives, keeping its first bytes in `head`; a body longer or shorter
+    than announced fails the upload rather than sending a file other than the one declared."""
+    sent = 0
+    async for chunk in stream.chunks():
+        sent += len(chunk)
+        if sent > expected:
+            raise MediaFetchError("media_http_error", detail=f"more than {expected} bytes")
+        if len(head) < ASPECT_SCAN_BYTES:
+            head += chunk[: ASPECT_SCAN_BYTES - len(head)]
+        yield chunk
+    if sent != expected:
+        raise MediaFetchError("media_http_error", detail=f"{sent} of {expected} bytes")
+
+
+def mp4_aspect_ratio(head: bytes) -> list[int] | None:
+    """[width, height] of the first video track header (`tkhd`, ISO/IEC 14496-12 §8.3.2:
+    width and height as 16.16 fixed point after the matrix) found in the file's first bytes;
+    None when the `moov` box is not there (not a "fast start" file) or no track has a size."""
+    start = 0
+    while (at := head.find(b"tkhd", start)) >= 4:
+        start = at + 4
+        version = head[at + 4] if len(head) > at + 4 else None
+        offset = at + 8 + (32 if version == 1 else 20) + 8 + 8 + 36
+        if version not in (0, 1) or len(head) < offset + 8:
+            continue
+        width, height = struct.unpack(">II", head[offset : offset + 8])
+        width, height = width >> 16, height >> 16
+        if width >= 1 and height >= 1:
+            return [width, height]
+    return None
 
 
 def _iso_millis(value: str | None) -> str:

@@ -17,12 +17,9 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from tasks.egress import MediaPolicy
-from tasks.platforms.bluesky.adapter import jwt_expiry
+from tasks.platforms.bluesky.adapter import jwt_expiry, pds_of_document
 from tasks.platforms.connecting import AuthorizationFailedError, NewAccount, OAuthConnector
 from tasks.platforms.servers import check_server_addresses, parse_server_url
-
-#: The DID document's service entry of an account's PDS (atproto.com/specs/did).
-PDS_SERVICE_ID = "#atproto_pds"
 
 
 class BlueskyConnector(OAuthConnector):
@@ -81,11 +78,7 @@ class BlueskyConnector(OAuthConnector):
         else:
             raise AuthorizationFailedError(f"unsupported DID method: {did.split(':')[1]}")
         document = await self.call("GET", url, what="the DID document")
-        for service in document.get("service") or ():
-            if (
-                isinstance(service, dict)
-                and str(service.get("id", "")).endswith(PDS_SERVICE_ID)
-                and isinstance(service.get("serviceEndpoint"), str)
-            ):
-                return service["serviceEndpoint"]
-        raise AuthorizationFailedError("the account's DID document names no PDS")
+        endpoint = pds_of_document(document)
+        if endpoint is None:
+            raise AuthorizationFailedError("the account's DID document names no PDS")
+        return endpoint

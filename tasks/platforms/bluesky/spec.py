@@ -18,6 +18,7 @@ from tasks.platforms.specs import (
     RateLimits,
     RefreshPolicy,
     TextRule,
+    UploadSpec,
     media_cap,
 )
 
@@ -30,12 +31,16 @@ DOCS = (
 _POST = "https://github.com/bluesky-social/atproto/blob/main/lexicons/app/bsky/feed/post.json"
 _IMAGES = (
     "bluesky-social/atproto lexicons/app/bsky/embed/images.json "
-    "(image blob accept image/*, maxSize 1000000)"
+    '(image blob accept image/*, maxSize 2000000: "May be up to 2 MB, formerly limited to 1 MB")'
 )
 _VIDEO = (
     "bluesky-social/atproto lexicons/app/bsky/embed/video.json "
-    "(video blob accept video/mp4, maxSize 50000000)"
+    '(video blob accept video/mp4, maxSize 300000000: "May be up to 300mb, formerly limited to '
+    '100mb")'
 )
+_VIDEO_TUTORIAL = "https://docs.bsky.app/docs/tutorials/video"
+#: uploadVideo.json, getJobStatus.json, getUploadLimits.json, defs.json (#jobStatus).
+_VIDEO_LEXICONS = "https://github.com/bluesky-social/atproto/tree/main/lexicons/app/bsky/video"
 
 SPEC = PlatformSpec(
     name="bluesky",
@@ -67,16 +72,28 @@ SPEC = PlatformSpec(
     # "image/*"), so a GIF may well show as a still picture; not verified on a live PDS.
     media=MediaSpec(
         caps={
-            "image": media_cap(1_000_000, ("image/jpeg", "image/png", "image/webp"), _IMAGES),
-            # Any image/* blob: a GIF is accepted as an image blob of at most 1 MB.
-            "gif": media_cap(1_000_000, ("image/gif",), _IMAGES),
-            "video": media_cap(50_000_000, ("video/mp4",), _VIDEO),
+            "image": media_cap(2_000_000, ("image/jpeg", "image/png", "image/webp"), _IMAGES),
+            # Any image/* blob: a GIF is accepted as an image blob of at most 2 MB.
+            "gif": media_cap(2_000_000, ("image/gif",), _IMAGES),
+            "video": media_cap(300_000_000, ("video/mp4",), _VIDEO),
         },
         implemented=frozenset({"image", "video"}),
         max_items=4,
         alone=frozenset({"video"}),
-        buffered=frozenset({"image", "video"}),
-        docs=(_POST, "https://docs.bsky.app/docs/tutorials/video"),
+        # Images go up with uploadBlob from memory; a video is streamed to the video service.
+        buffered=frozenset({"image"}),
+        docs=(_POST, _VIDEO_TUTORIAL),
+    ),
+    # Video goes through the video service ("Recommended method" of the tutorial): one
+    # uploadVideo request with the whole file (200 with the job, or 409 `already_exists` with
+    # the earlier job of the same file), then getJobStatus until the job's `blob`. An
+    # attempt polls at most `processing_budget` (inside the queue's 30 s dispatch deadline, with
+    # room for createRecord), then ends transient; the next resumes from the stored job id.
+    upload=UploadSpec(
+        processing_budget=timedelta(seconds=18),
+        processing_retry=timedelta(seconds=30),
+        accepted_statuses=(200,),
+        docs=(_VIDEO_TUTORIAL, _VIDEO_LEXICONS),
     ),
     rate_limits=RateLimits(
         reset_from="`ratelimit-reset` (epoch seconds)",
@@ -92,6 +109,7 @@ SPEC = PlatformSpec(
     ),
     adapter_class="BlueskyAdapter",
     connector_class="BlueskyConnector",
+    adapter_settings={"video_service_url": "bluesky_video_service_url"},
     connector_settings={"plc_directory_url": "bluesky_plc_directory_url"},
     tenant_server=True,
 )

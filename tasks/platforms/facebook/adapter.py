@@ -41,7 +41,7 @@ import json
 import logging
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 import httpx
@@ -64,6 +64,7 @@ from tasks.platforms.base import (
     check_content,
     lookup_failed,
 )
+from tasks.platforms.facebook.spec import SPEC
 from tasks.platforms.graph import (
     GraphAdapter,
     GraphClient,
@@ -94,11 +95,13 @@ VIDEO_FAILED: frozenset[str] = frozenset({"error"})
 #: What the video read asks for: the status, and the Page post the video became
 #: (`post_id`, a field of the Video node in facebook-python-business-sdk `AdVideo.Field`).
 VIDEO_FIELDS = "status,post_id,permalink_url"
+assert SPEC.upload is not None and SPEC.upload.processing_retry is not None
+assert SPEC.upload.processing_limit is not None
 #: When to look again at a video Meta is still processing after this attempt's polls.
-VIDEO_PROCESSING_RETRY = timedelta(seconds=60)
+_VIDEO_PROCESSING_RETRY = SPEC.upload.processing_retry
 #: A video still "processing" this long after its upload is treated as lost: Meta downloads
 #: within 5 minutes and processes a ≤ 1 GB, ≤ 20 min file well inside this (video-uploads).
-VIDEO_PROCESSING_LIMIT = timedelta(hours=2)
+VIDEO_PROCESSING_LIMIT = SPEC.upload.processing_limit
 
 
 class FacebookAdapter(GraphAdapter):
@@ -111,7 +114,7 @@ class FacebookAdapter(GraphAdapter):
     """
 
     platform: ClassVar[str] = "facebook"
-    metrics_batch_size: ClassVar[int] = 1
+    metrics_batch_size: ClassVar[int] = SPEC.metrics.batch_size if SPEC.metrics else 1
     token_refreshable: ClassVar[bool] = False
 
     def __init__(
@@ -216,8 +219,9 @@ class FacebookAdapter(GraphAdapter):
         self, graph: GraphClient, account: AccountContext, remote_id: str
     ) -> dict[str, Any]:
         """All insight metrics in one call; when Meta refuses the batch with (#100) — one
-        metric retired, as Page Insights metrics were in 2025/2026 (FB-ins) — each metric is
-        asked alone and the refused ones are left out instead of losing them all."""
+        metric retired, as Page Insights metrics were in 2025/2026 (developers.facebook.com/
+        docs/graph-api/reference/insights) — each metric is asked alone and the refused ones
+        are left out instead of losing them all."""
         try:
             return await self.insights(graph, account, remote_id, INSIGHT_METRICS)
         except PermanentError as exc:
@@ -359,7 +363,7 @@ class FacebookAdapter(GraphAdapter):
         raise TransientError(
             "Facebook is still processing the video",
             code="video_processing",
-            retry_at=datetime.now(UTC) + VIDEO_PROCESSING_RETRY,
+            retry_at=datetime.now(UTC) + _VIDEO_PROCESSING_RETRY,
         )
 
     async def _video_outcome(

@@ -23,6 +23,7 @@ from tasks.platforms.base import (
     TokenSet,
 )
 from tasks.platforms.graph import ContainerAdapter, ContainerSpec, GraphClient, as_int
+from tasks.platforms.instagram.spec import SPEC
 from tasks.platforms.servers import account_server
 from tasks.platforms.text_limits import validate_instagram
 
@@ -52,7 +53,7 @@ class InstagramAdapter(ContainerAdapter):
     graph.facebook.com for Facebook Login, graph.instagram.com for Instagram Login;
     developers.facebook.com/documentation/instagram-platform/reference): an *Instagram Login*
     token works only on `graph.instagram.com` (INSTAGRAM_API_BASE_URL) and is refreshed there
-    with `ig_refresh_token` (IG-refresh: "at least 24 hours old but has not expired"); a
+    with `ig_refresh_token` (refresh_access_token: "at least 24 hours old but has not expired"); a
     *Facebook Login* token (a long-lived user token, or a Page token derived from one) works on
     `graph.facebook.com` (FACEBOOK_API_BASE_URL), and a user token is replaced by the Page
     token, which does not expire (`page_token`). Which login an account uses: its own `base_url`
@@ -62,7 +63,7 @@ class InstagramAdapter(ContainerAdapter):
     """
 
     platform: ClassVar[str] = "instagram"
-    metrics_batch_size: ClassVar[int] = 1
+    metrics_batch_size: ClassVar[int] = SPEC.metrics.batch_size if SPEC.metrics else 1
     token_refreshable: ClassVar[bool] = False
 
     def __init__(

@@ -148,6 +148,7 @@ SPEC = PlatformSpec(
         "facebook_app_id": "facebook_app_id",
         "facebook_app_secret": "facebook_app_secret",
         "graph_version": "meta_graph_version",
+        "poll_interval": "graph_container_poll_seconds",
         "app_id": "instagram_app_id",
         "app_secret": "instagram_app_secret",
     },

@@ -35,7 +35,6 @@ from urllib.parse import quote
 
 import httpx
 
-from models.settings import DEFAULT_LINKEDIN_VERSION
 from tasks.egress import MediaPolicy
 from tasks.media import (
     FetchedMedia,
@@ -62,6 +61,7 @@ from tasks.platforms.base import (
     classify_http,
     json_or_text,
 )
+from tasks.platforms.linkedin.spec import SPEC
 from tasks.platforms.media_support import check_media_support
 from tasks.platforms.oauth import refresh_grant
 from tasks.platforms.reconcile import CLOCK_SKEW, Page, find_own_post
@@ -72,38 +72,36 @@ REVOKED_CODES = {"REVOKED_ACCESS_TOKEN", "65601"}
 #: Reconcile pages back through the author's posts to the first attempt, 100 a page, as many
 #: pages as `reconcile.find_own_post` allows.
 RECONCILE_PAGE_SIZE = 100
+assert SPEC.upload is not None and SPEC.rate_limits is not None and SPEC.versions is not None
+_UPLOAD = SPEC.upload
 #: A 429 that is not the daily quota is LinkedIn's short "infrastructure protection" throttle,
 #: which "returns to normal automatically" (learn.microsoft.com/.../api-guide/concepts/
-#: rate-limits); LinkedIn states no reset for it, so try again after this.
-SHORT_THROTTLE_WAIT = timedelta(minutes=5)
+#: rate-limits); LinkedIn states no reset for it, so try again after the spec's wait.
+_SHORT_THROTTLE_WAIT = SPEC.rate_limits.fallback_wait or timedelta(minutes=5)
 #: How long one publish attempt may take, from its start, unless told: twice the media fetch
 #: deadline (MEDIA_FETCH_DEADLINE_SECONDS is half the dispatch deadline by design, 15 of 30 s)
 #: less this margin for the post itself, so 25 s by default, and it grows with the fetch
 #: deadline when both deadlines are raised for long videos. Waiting for video processing stops
 #: before it; the next attempt resumes from the stored video urn.
 ATTEMPT_MARGIN_SECONDS = 5.0
-#: Between two looks at a video LinkedIn is still processing, within one attempt.
-VIDEO_POLL_SECONDS = 2.0
-#: When the next attempt should look again at a video still processing.
-VIDEO_PROCESSING_RETRY = timedelta(seconds=30)
 
 
 class LinkedInAdapter:
     platform: ClassVar[str] = "linkedin"
-    metrics_batch_size: ClassVar[int] = 20
+    metrics_batch_size: ClassVar[int] = SPEC.metrics.batch_size if SPEC.metrics else 1
 
     def __init__(
         self,
         *,
         http: httpx.AsyncClient,
         base_url: str,
-        version: str = DEFAULT_LINKEDIN_VERSION,
+        version: str = SPEC.versions.default,
         client_id: str = "",
         client_secret: str = "",
         oauth_base_url: str | None = None,
         media_policy: MediaPolicy | None = None,
         attempt_seconds: float | None = None,
-        video_poll_seconds: float = VIDEO_POLL_SECONDS,
+        video_poll_seconds: float | None = None,
         **_options: Any,
     ) -> None:
         self.http = http
@@ -113,6 +111,8 @@ class LinkedInAdapter:
         if attempt_seconds is None:
             attempt_seconds = 2 * self.media_policy.deadline_seconds - ATTEMPT_MARGIN_SECONDS
         self.attempt_seconds = attempt_seconds
+        if video_poll_seconds is None:
+            video_poll_seconds = (_UPLOAD.poll_interval or timedelta(seconds=2)).total_seconds()
         self.video_poll_seconds = video_poll_seconds
         self.base_url = base_url.rstrip("/")
         self.version = version
@@ -175,20 +175,12 @@ class LinkedInAdapter:
                 account=account, item=video, state=state, deadline=deadline
             )
             body["content"] = {"media": {"id": urn}}
-        else:
-            # Fetched before the first upload: a media failure raises MediaFetchError
-            # (transient) and the post is never created without its media.
-            fetched = await fetch_platform_media(
-                [(item.url, item.mime_type) for item in content.media],
-                platform=self.platform,
-                policy=self.media_policy,
-            )
-            if fetched:
-                images = [await self._upload_image(account=account, media=m) for m in fetched]
-                if len(images) == 1:
-                    body["content"] = {"media": {"id": images[0]}}
-                else:
-                    body["content"] = {"multiImage": {"images": [{"id": i} for i in images]}}
+        elif content.media:
+            images = await self._prepare_images(account=account, content=content, state=state)
+            if len(images) == 1:
+                body["content"] = {"media": {"id": images[0]}}
+            else:
+                body["content"] = {"multiImage": {"images": [{"id": i} for i in images]}}
         await state.save(
             publish_started_at=state.get("publish_started_at") or datetime.now(UTC).isoformat()
         )
@@ -323,7 +315,9 @@ class LinkedInAdapter:
         learn.microsoft.com/.../shares/network-update-social-actions): refused up front rather
         than spending a call on a certain 403."""
         if self.is_member(account):
-            raise PermanentError(
+            from tasks.platforms.base import MetricsNotAvailableError  # only this branch uses it
+
+            raise MetricsNotAvailableError(
                 "LinkedIn member post metrics need the restricted r_member_social permission",
                 code="member_metrics_restricted",
             )
@@ -374,6 +368,47 @@ class LinkedInAdapter:
             raise _error(response, publish=False)
         return response
 
+    async def _prepare_images(
+        self, *, account: AccountContext, content: PostContent, state: PlatformState
+    ) -> list[str]:
+        """The post's image urns: those an earlier attempt of this target uploaded, else fresh
+        uploads, stored before the post is sent.
+
+        A member's lost answer is settled by posting again and reading LinkedIn's 422
+        DUPLICATE_POST (members never reconcile): the retry must send the very post of the first
+        attempt, so the urns are reused rather than a new `urn:li:image` made per attempt, as
+        the video urn is. A stored urn LinkedIn no longer knows (404) is uploaded afresh.
+
+        Fetched before the first upload: a media failure raises MediaFetchError (transient) and
+        the post is never created without its media."""
+        sources = [item.url for item in content.media]
+        stored = state.get("image_urns")
+        if (
+            isinstance(stored, list)
+            and state.get("image_sources") == sources
+            and len(stored) == len(sources)
+            and all([await self._image_known(account, str(urn)) for urn in stored])
+        ):
+            return [str(urn) for urn in stored]
+        fetched = await fetch_platform_media(
+            [(item.url, item.mime_type) for item in content.media],
+            platform=self.platform,
+            policy=self.media_policy,
+        )
+        images = [await self._upload_image(account=account, media=m) for m in fetched]
+        await state.save(image_urns=images, image_sources=sources)
+        return images
+
+    async def _image_known(self, account: AccountContext, urn: str) -> bool:
+        """Whether LinkedIn still has the image (`GET /rest/images/{urn}`, Images API)."""
+        try:
+            await self._get(f"/rest/images/{quote(urn, safe='')}", account=account)
+        except PermanentError as exc:
+            if exc.code in ("404", "NOT_FOUND"):
+                return False
+            raise
+        return True
+
     async def _upload_image(self, *, account: AccountContext, media: FetchedMedia) -> str:
         """Images API: initializeUpload → PUT the bytes already fetched; an unused image urn
         is harmless, so this is redoable."""
@@ -397,7 +432,7 @@ class LinkedInAdapter:
             )
         except httpx.HTTPError as exc:
             raise TransientError(f"LinkedIn image upload failed in transit: {exc!r}") from exc
-        if put.status_code not in (200, 201):
+        if put.status_code not in _UPLOAD.accepted_statuses:
             raise _error(put, publish=False)
         return str(value["image"])
 
@@ -512,7 +547,7 @@ class LinkedInAdapter:
             ) from None
         except httpx.HTTPError as exc:
             raise TransientError(f"LinkedIn video upload failed in transit: {exc!r}") from exc
-        if response.status_code not in (200, 201):
+        if response.status_code not in _UPLOAD.accepted_statuses:
             raise _error(response, publish=False)
         etag = response.headers.get("etag", "").strip().strip('"')
         if not etag:
@@ -586,7 +621,7 @@ def _still_processing(urn: str) -> TransientError:
     return TransientError(
         f"LinkedIn is still processing video {urn}",
         code="media_processing",
-        retry_at=datetime.now(UTC) + VIDEO_PROCESSING_RETRY,
+        retry_at=datetime.now(UTC) + (_UPLOAD.processing_retry or timedelta(seconds=30)),
     )
 
 
@@ -637,7 +672,7 @@ def rate_limit_reset(response: httpx.Response, *, now: datetime | None = None) -
         return now + timedelta(seconds=int(retry_after))
     if " DAY " in f" {_message(response).upper()} ":
         return next_utc_midnight(now)
-    return now + SHORT_THROTTLE_WAIT
+    return now + _SHORT_THROTTLE_WAIT
 
 
 def _error(response: httpx.Response, *, publish: bool) -> PlatformError:

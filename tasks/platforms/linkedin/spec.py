@@ -137,10 +137,12 @@ SPEC = PlatformSpec(
     ),
     # initializeUpload answers `uploadInstructions` (4 MB byte ranges set by LinkedIn); each
     # PUT answers 200 or 201 with the part's ETag; an upload never finalized stays
-    # WAITING_UPLOAD and is uploaded afresh.
+    # WAITING_UPLOAD and is uploaded afresh. A video still PROCESSING is looked at every 2 s
+    # within an attempt (LinkedIn states no pace), then 30 s on by the next attempt.
     upload=UploadSpec(
         part_bytes=4 * MIB,
         parts_set_by="platform",
+        poll_interval=timedelta(seconds=2),
         processing_retry=timedelta(seconds=30),
         accepted_statuses=(200, 201),
         docs=(_VIDEOS.split(" ", 1)[0], _IMAGES.split(" ", 1)[0]),

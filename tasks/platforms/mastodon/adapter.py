@@ -1,6 +1,13 @@
 """Mastodon adapter. The instance keeps an `Idempotency-Key` for one hour and answers a repeat
 with the original status, so the key goes on every attempt; past the hour, reconcile reads the
-account's own statuses instead."""
+account's own statuses instead.
+
+A status's `content` is HTML that does not give the text back as sent: a mention of
+`@alice@other.social` is rendered `@<span>alice</span>` (mastodon/mastodon app/lib/
+text_formatter.rb `link_to_mention`: the username alone). So reconcile compares the rendered
+text with mentions reduced to their username on both sides, and confirms a candidate on its
+source, `GET /api/v1/statuses/:id/source` `text` as typed (Mastodon 3.5+, docs.joinmastodon.org/
+methods/statuses/#source); an older instance's 404 leaves the rendered comparison."""
 
 from __future__ import annotations
 
@@ -33,6 +40,7 @@ from tasks.platforms.base import (
     error_text,
     json_or_text,
 )
+from tasks.platforms.mastodon.spec import SPEC
 from tasks.platforms.media_support import check_media_support
 from tasks.platforms.reconcile import Page, find_own_post
 from tasks.platforms.servers import account_server
@@ -44,18 +52,20 @@ IDEMPOTENCY_WINDOW = timedelta(minutes=55)
 #: API's maximum; `max_id` paging, docs.joinmastodon.org/methods/accounts/#statuses), as many
 #: pages as `reconcile.find_own_post` allows.
 RECONCILE_PAGE_SIZE = 40
-#: Polls of a processing upload within one attempt (5 x 0.5 s); past them the attempt ends
-#: transient and the next one resumes the polling from the stored media ids.
-MEDIA_POLLS = 5
-MEDIA_POLL_SECONDS = 0.5
-#: When to look again at media still processing after an attempt's polls.
-MEDIA_PROCESSING_RETRY = timedelta(seconds=30)
+assert SPEC.upload is not None and SPEC.upload.processing_budget and SPEC.upload.poll_interval
+_UPLOAD = SPEC.upload
+#: Polls of a processing upload within one attempt (the spec's budget at its poll interval);
+#: past them the attempt ends transient and the next one resumes from the stored media ids.
+_MEDIA_POLL_SECONDS = _UPLOAD.poll_interval.total_seconds()
+_MEDIA_POLLS = max(1, round(_UPLOAD.processing_budget / _UPLOAD.poll_interval))
 _TAG_RE = re.compile(r"<[^>]+>")
+#: `@user@domain`, which Mastodon shows as `@user` (see the module doc).
+_REMOTE_MENTION_RE = re.compile(r"(?<![\w@/])@(\w[\w.-]*\w|\w)@[\w-]+(?:\.[\w-]+)+")
 
 
 class MastodonAdapter:
     platform: ClassVar[str] = "mastodon"
-    metrics_batch_size: ClassVar[int] = 20
+    metrics_batch_size: ClassVar[int] = SPEC.metrics.batch_size if SPEC.metrics else 1
 
     def __init__(
         self,
@@ -120,7 +130,7 @@ class MastodonAdapter:
             return await self._post_status(
                 account=account, content=content, media_ids=state.get("media_ids") or [], key=key
             )
-        wanted = _normalise(content.text)
+        wanted = _shown(content.text)
 
         async def read_page(max_id: str | None) -> Page[dict[str, Any]]:
             params: dict[str, Any] = {"limit": RECONCILE_PAGE_SIZE, "exclude_replies": "true"}
@@ -131,17 +141,40 @@ class MastodonAdapter:
                     account, f"/api/v1/accounts/{account.external_id}/statuses", params=params
                 )
             ).json()
+            for status in statuses:
+                if _shown(_plain_text(status.get("content", ""))) == wanted:
+                    status["_source"] = await self._source(account, str(status["id"]))
             more = len(statuses) >= RECONCILE_PAGE_SIZE
             return Page(statuses, str(statuses[-1]["id"]) if more else None)
 
+        def matches(status: dict[str, Any]) -> bool:
+            if "_source" not in status:
+                return False
+            source = status["_source"]
+            return source is None or _normalise(source) == _normalise(content.text)
+
         status = await find_own_post(
             read_page=read_page,
-            matches=lambda item: _normalise(_plain_text(item.get("content", ""))) == wanted,
+            matches=matches,
             created_at=lambda item: _parse_time(item.get("created_at")),
             since=datetime.fromisoformat(started) if started else None,
             what="statuses",
         )
+        if status is not None:
+            status.pop("_source", None)
         return None if status is None else self._result(status)
+
+    async def _source(self, account: AccountContext, status_id: str) -> str | None:
+        """The status's text as typed (`GET /api/v1/statuses/:id/source`), None on an instance
+        older than 3.5 that does not serve it (404)."""
+        try:
+            response = await self._get(account, f"/api/v1/statuses/{status_id}/source")
+        except PermanentError as exc:
+            if exc.code == "404":
+                return None
+            raise
+        body = response.json()
+        return str(body.get("text") or "") if isinstance(body, dict) else None
 
     async def refresh_token(self, *, account: AccountContext) -> TokenSet:
         """Mastodon tokens do not expire: a rejected one was revoked; only a reconnect helps."""
@@ -281,7 +314,7 @@ class MastodonAdapter:
         .org/methods/media/#get) a few times; raises TransientError while any is still being
         processed after the last poll, False when one is unknown (upload again)."""
         waiting = list(media_ids)
-        for poll in range(MEDIA_POLLS):
+        for poll in range(_MEDIA_POLLS):
             still: list[str] = []
             for media_id in waiting:
                 try:
@@ -300,12 +333,12 @@ class MastodonAdapter:
             waiting = still
             if not waiting:
                 return True
-            if poll < MEDIA_POLLS - 1:
-                await asyncio.sleep(MEDIA_POLL_SECONDS)
+            if poll < _MEDIA_POLLS - 1:
+                await asyncio.sleep(_MEDIA_POLL_SECONDS)
         raise TransientError(
             "Mastodon is still processing the media",
             code="media_processing",
-            retry_at=_now() + MEDIA_PROCESSING_RETRY,
+            retry_at=_now() + (_UPLOAD.processing_retry or timedelta(seconds=30)),
         )
 
     async def _upload(self, *, account: AccountContext, media: FetchedMedia) -> tuple[str, bool]:
@@ -320,7 +353,7 @@ class MastodonAdapter:
             )
         except httpx.HTTPError as exc:
             raise TransientError(f"Mastodon media upload failed in transit: {exc!r}") from exc
-        if response.status_code not in (200, 202):
+        if response.status_code not in _UPLOAD.accepted_statuses:
             raise _error(response, publish=False)
         return str(response.json()["id"]), response.status_code == 202
 
@@ -345,6 +378,13 @@ def _plain_text(content: str) -> str:
 
 def _normalise(text: str) -> str:
     return " ".join(text.split())
+
+
+def _shown(text: str) -> str:
+    """The text as a reader of the status sees it: whitespace collapsed, each `@user@domain`
+    mention shown as `@user` (what `content` renders; an unresolved mention stays whole there,
+    and reduces the same way)."""
+    return _normalise(_REMOTE_MENTION_RE.sub(r"@\1", text))
 
 
 def _message(response: httpx.Response) -> str:

@@ -99,9 +99,11 @@ SPEC = PlatformSpec(
         docs=("https://docs.joinmastodon.org/entities/Status/",),
     ),
     # POST /api/v2/media: 200 when processed at once, 202 while processing (`url: null`);
-    # GET /api/v1/media/:id: 206 while still processing.
+    # GET /api/v1/media/:id: 206 while still processing. An attempt polls every 0.5 s for
+    # 2.5 s (Mastodon states no pace), then the next attempt looks again 30 s on.
     upload=UploadSpec(
         processing_budget=timedelta(seconds=2.5),
+        poll_interval=timedelta(seconds=0.5),
         processing_retry=timedelta(seconds=30),
         accepted_statuses=(200, 202),
         docs=("https://docs.joinmastodon.org/methods/media/#v2",),

@@ -18,8 +18,11 @@ from tasks.platforms.base import (
 )
 from tasks.platforms.graph import ContainerAdapter, ContainerSpec, GraphClient, as_int
 from tasks.platforms.text_limits import validate_threads
+from tasks.platforms.threads.spec import SPEC
 
-THREADS_VERSION = "v1.0"
+assert SPEC.versions is not None
+#: Threads' own API version (the spec's; `threads/connect.py` reads it from here).
+THREADS_VERSION = SPEC.versions.default
 INSIGHT_METRICS: tuple[str, ...] = ("views", "likes", "replies", "reposts", "quotes", "shares")
 
 
@@ -30,9 +33,10 @@ class ThreadsAdapter(ContainerAdapter):
     """
 
     platform: ClassVar[str] = "threads"
-    metrics_batch_size: ClassVar[int] = 1
-    #: An expired Threads token cannot be refreshed (TH-tok: "at least 24 hours old but have not
-    #: expired"): a 190/463 means reconnect; the refresh job renews tokens before expiry.
+    metrics_batch_size: ClassVar[int] = SPEC.metrics.batch_size if SPEC.metrics else 1
+    #: An expired Threads token cannot be refreshed ("at least 24 hours old but have not
+    #: expired", developers.facebook.com/docs/threads/get-started/long-lived-tokens): a 190/463
+    #: means reconnect; the refresh job renews tokens before expiry.
     token_refreshable: ClassVar[bool] = False
     spec: ClassVar[ContainerSpec] = ContainerSpec(
         create_edge="threads",

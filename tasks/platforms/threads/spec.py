@@ -69,19 +69,20 @@ SPEC = PlatformSpec(
     ),
     self_hosted=True,
     docs=DOCS,
-    # 500 characters, emoji counted by their UTF-8 bytes. "Starting December 22, 2025, Threads
-    # posts containing more than 5 links will fail to post" (unique URLs in `text`). One topic
-    # tag per post: ayrshare.com/apis/post/social-networks/threads ("Threads only allows 1
-    # hashtag per post"); Meta's own pages do not state it (could not verify with Meta).
+    # 500 characters, emoji counted by their UTF-8 bytes (developers.facebook.com/docs/threads/
+    # posts, "Limitations"). "Starting December 22, 2025, Threads posts containing more than 5
+    # links will fail to post" (unique URLs in `text`). No hashtag limit: Meta's Threads pages
+    # document none and no refusal for more than one `#`; the one-per-post rule is the app's
+    # *topic tag* (one per post, chosen in the composer or with the container's `topic_tag`
+    # parameter), which extra `#words` in the text do not break.
     text=TextRule(
         max_characters=500,
         counting="threads",
         max_links=5,
-        max_hashtags=1,
         docs=(
             "https://developers.facebook.com/docs/threads/overview",
+            "https://developers.facebook.com/docs/threads/posts",
             _TEXT,
-            "https://www.ayrshare.com/docs/apis/post/social-networks/threads",
         ),
     ),
     media=MediaSpec(
@@ -122,6 +123,10 @@ SPEC = PlatformSpec(
     ),
     adapter_class="ThreadsAdapter",
     connector_class="ThreadsConnector",
-    adapter_settings={"app_id": "threads_app_id", "app_secret": "threads_app_secret"},
+    adapter_settings={
+        "app_id": "threads_app_id",
+        "app_secret": "threads_app_secret",
+        "poll_interval": "graph_container_poll_seconds",
+    },
     oauth_apps={"oauth2": ("threads_app_id", "threads_app_secret")},
 )

@@ -16,6 +16,9 @@ tweet_video / tweet_gif), `POST /2/media/upload/{id}/append` (multipart `media` 
 STATUS&media_id=` while `processing_info.state` is pending or in_progress, waiting the
 `check_after_secs` X asks for (docs.x.com/x-api/media/initialize-media-upload, append-media-
 upload, finalize-media-upload, get-media-upload-status; quickstart/media-upload-chunked). The
+segment size, the segment count and the processing budget are X's spec (`SPEC.upload`): 1 MiB
+segments, and a 413 on an APPEND (X's edge refusing the request body, empty answer) halves the
+segment and sends the same bytes again rather than failing the post. The
 file is streamed from the media fetcher and sent segment by segment as it is read, so a
 512 MB video never sits in memory. The finalized media id is stored in the platform state, so
 an attempt that ends while X is still processing leaves the next attempt only the polling to
@@ -31,7 +34,7 @@ import html
 import io
 import time
 import unicodedata
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import IO, Any, ClassVar
 
@@ -54,6 +57,7 @@ from tasks.platforms.base import (
     MetricCounts,
     NeedsReconnectError,
     PermanentError,
+    PlatformError,
     PlatformState,
     PostContent,
     PublishResult,
@@ -68,6 +72,7 @@ from tasks.platforms.media_support import check_media_support
 from tasks.platforms.oauth import refresh_grant
 from tasks.platforms.reconcile import CLOCK_SKEW, Page, find_own_post
 from tasks.platforms.text_limits import extract_urls, validate_x
+from tasks.platforms.x.spec import SPEC
 
 DUPLICATE_DETAIL = "duplicate content"
 #: Reconcile reads the account's timeline since the first attempt, 100 tweets a page, as many
@@ -79,25 +84,18 @@ _URL_MASK = "\x00url\x00"
 #: Kinds sent by the chunked upload, and their `media_category` (docs.x.com/x-api/media/
 #: quickstart/best-practices: tweet_image, tweet_video, tweet_gif).
 CHUNKED_CATEGORIES: dict[MediaKind, str] = {"video": "tweet_video", "gif": "tweet_gif"}
-#: Bytes per APPEND segment: below X's 5 MB a segment (POST media/upload APPEND: "It must be
-#: <= 5 MB") whichever way "MB" is read, and the most the upload holds in memory at a time.
-CHUNK_BYTES = 4 * 1024 * 1024
-#: `segment_index` runs 0-999 (docs.x.com/x-api/media/append-media-upload).
-MAX_SEGMENTS = 1000
-#: How long after an attempt's publish began it may still wait for X's processing: the
-#: attempt must end inside the queue's 30 s dispatch deadline (TASKS_DISPATCH_DEADLINE_SECONDS)
-#: and keep room for the tweet itself (PLATFORM_HTTP_TIMEOUT_SECONDS, 10 s), so polling stops
-#: at 18 s and the attempt ends transient; the next one resumes from the stored media id.
-PROCESSING_BUDGET_SECONDS = 18.0
-#: When to come back for media X is still processing (X's `check_after_secs` if longer).
-MEDIA_PROCESSING_RETRY = timedelta(seconds=30)
+_UPLOAD = SPEC.upload
+assert _UPLOAD is not None and _UPLOAD.part_bytes and _UPLOAD.max_parts
+assert _UPLOAD.processing_budget is not None and _UPLOAD.processing_retry is not None
+#: The smallest segment a 413 may halve down to; below it the refusal is X's answer.
+MIN_SEGMENT_BYTES = 64 * 1024
 #: A stored media id this close to its `expires_after_secs` is uploaded afresh instead.
 MEDIA_EXPIRY_MARGIN = timedelta(minutes=10)
 
 
 class XAdapter:
     platform: ClassVar[str] = "x"
-    metrics_batch_size: ClassVar[int] = 100
+    metrics_batch_size: ClassVar[int] = SPEC.metrics.batch_size if SPEC.metrics else 1
 
     def __init__(
         self,
@@ -107,8 +105,8 @@ class XAdapter:
         client_id: str = "",
         client_secret: str = "",
         media_policy: MediaPolicy | None = None,
-        chunk_bytes: int = CHUNK_BYTES,
-        processing_budget_seconds: float = PROCESSING_BUDGET_SECONDS,
+        chunk_bytes: int = _UPLOAD.part_bytes,
+        processing_budget_seconds: float = _UPLOAD.processing_budget.total_seconds(),
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         **_options: Any,
@@ -357,15 +355,15 @@ class XAdapter:
             total = stream.declared_length
             if total is None:
                 total = item.size_bytes
-            parts: AsyncIterator[bytes]
+            read: Callable[[int], Awaitable[bytes]]
             if total is None:
                 # X must be told total_bytes before the first segment; a server that does not
                 # say the length gets at most what a buffered fetch may hold.
                 body = await _read_all(stream)
                 total = len(body)
-                parts = _slices(body, self._part_size(total))
+                read = _reader(body)
             else:
-                parts = stream.parts(self._part_size(total))
+                read = stream.read_part
             init = await self._media_call(
                 "/2/media/upload/initialize",
                 account=account,
@@ -376,30 +374,9 @@ class XAdapter:
                 },
             )
             media_id = str(init["id"])
-            sent = 0
-            index = 0
-            async for part in parts:
-                sent += len(part)
-                if sent > total:
-                    raise MediaFetchError(
-                        "media_http_error", detail=f"more than the {total} bytes announced"
-                    )
-                # httpx's request and response refer to each other, so the request (and the
-                # segment it carries) lives until the cyclic GC runs, which large bytes do not
-                # trigger: segments piled up (53 MiB traced for a 64 MB video). Closing the
-                # buffer after the call frees the segment at once.
-                segment = io.BytesIO(part)
-                del part
-                try:
-                    await self._media_call(
-                        f"/2/media/upload/{media_id}/append",
-                        account=account,
-                        data={"segment_index": str(index)},
-                        files={"media": ("blob", segment, "application/octet-stream")},
-                    )
-                finally:
-                    segment.close()
-                index += 1
+            sent = await self._append_all(
+                account=account, media_id=media_id, read=read, total=total
+            )
             if sent != total:
                 raise MediaFetchError(
                     "media_http_error", detail=f"{sent} bytes where {total} were announced"
@@ -411,7 +388,76 @@ class XAdapter:
 
     def _part_size(self, total: int) -> int:
         """The configured segment size, larger only if the file would need over 1000."""
-        return max(self.chunk_bytes, -(-total // MAX_SEGMENTS))
+        return max(self.chunk_bytes, -(-total // _UPLOAD.max_parts))
+
+    async def _append_all(
+        self,
+        *,
+        account: AccountContext,
+        media_id: str,
+        read: Callable[[int], Awaitable[bytes]],
+        total: int,
+    ) -> int:
+        """APPEND the file segment by segment as it is read; the bytes sent.
+
+        A 413 is X's edge refusing the request body before X reads it (an empty answer at
+        segment 0 for 5 MB segments, trypostit/trypost#31, where 1 MiB went through): the
+        segment is halved and the same bytes sent again under the same index, and later
+        segments keep the smaller size, while the 1000 segments still cover the rest."""
+        size = self._part_size(total)
+        sent = index = 0
+        pending = b""  # bytes read but not yet accepted, after a 413
+        while True:
+            if pending:
+                part, pending = pending[:size], pending[size:]
+            else:
+                part = await read(size)
+            if not part:
+                return sent
+            if sent + len(part) > total:
+                raise MediaFetchError(
+                    "media_http_error", detail=f"more than the {total} bytes announced"
+                )
+            if await self._append(account=account, media_id=media_id, index=index, part=part):
+                smaller = len(part) // 2
+                left = -(-(total - sent) // max(smaller, 1)) + 1
+                if smaller < MIN_SEGMENT_BYTES or index + left > _UPLOAD.max_parts:
+                    raise PermanentError(
+                        f"X refused an APPEND segment of {len(part)} bytes (413) and it cannot "
+                        "be made smaller",
+                        code="413",
+                    )
+                size = smaller
+                pending = part + pending
+                continue
+            sent += len(part)
+            index += 1
+            del part
+
+    async def _append(
+        self, *, account: AccountContext, media_id: str, index: int, part: bytes
+    ) -> bool:
+        """One APPEND; True when X's edge refused the body with 413 (the caller halves).
+
+        httpx's request and response refer to each other, so the request (and the segment it
+        carries) lives until the cyclic GC runs, which large bytes do not trigger: segments
+        piled up (53 MiB traced for a 64 MB video). Closing the buffer after the call frees
+        the segment at once."""
+        segment = io.BytesIO(part)
+        try:
+            await self._media_call(
+                f"/2/media/upload/{media_id}/append",
+                account=account,
+                data={"segment_index": str(index)},
+                files={"media": ("blob", segment, "application/octet-stream")},
+            )
+        except PlatformError as exc:
+            if exc.code == "413":
+                return True
+            raise
+        finally:
+            segment.close()
+        return False
 
     async def _wait_processed(
         self,
@@ -444,7 +490,7 @@ class XAdapter:
             if self._clock() + wait > deadline:
                 progress = info.get("progress_percent")
                 done = f", {progress}%" if progress is not None else ""
-                retry_in = max(timedelta(seconds=wait), MEDIA_PROCESSING_RETRY)
+                retry_in = max(timedelta(seconds=wait), _UPLOAD.processing_retry)
                 raise TransientError(
                     f"X is still processing the {kind} ({phase or 'pending'}{done}); "
                     "the next attempt resumes it",
@@ -462,9 +508,7 @@ class XAdapter:
             params={"command": "STATUS", "media_id": media_id},
         )
         body = json_or_text(response)
-        data = body.get("data") if isinstance(body, dict) else None
-        info = data.get("processing_info") if isinstance(data, dict) else None
-        return info if isinstance(info, dict) else None
+        return _processing_info(body)
 
     async def _media_call(
         self,
@@ -486,10 +530,16 @@ class XAdapter:
             )
         except httpx.HTTPError as exc:
             raise TransientError(f"X media upload failed in transit: {exc!r}") from exc
-        if not 200 <= response.status_code < 300:
+        if response.status_code not in _UPLOAD.accepted_statuses:
             raise _error(response, publish=False)
         body = json_or_text(response) if response.content else {}
-        return dict(body.get("data") or {}) if isinstance(body, dict) else {}
+        if not isinstance(body, dict):
+            return {}
+        data = dict(body.get("data") or {})
+        info = _processing_info(body)
+        if info is not None:
+            data["processing_info"] = info
+        return data
 
     async def _upload(self, *, account: AccountContext, media: FetchedMedia) -> str:
         """Simple v2 image upload of bytes already fetched; safe to redo (an unused media id
@@ -503,7 +553,9 @@ class XAdapter:
             )
         except httpx.HTTPError as exc:
             raise TransientError(f"X media upload failed in transit: {exc!r}") from exc
-        if response.status_code != 200:
+        if response.status_code not in _UPLOAD.accepted_statuses:
+            # Any 2xx X sends is success ("A successful response returns HTTP 2xx", POST
+            # media/upload APPEND), for the simple upload as for the chunked steps.
             raise _error(response, publish=False)
         return str(response.json()["data"]["id"])
 
@@ -520,9 +572,31 @@ async def _read_all(stream: MediaStream) -> bytes:
     return bytes(body)
 
 
-async def _slices(body: bytes, size: int) -> AsyncIterator[bytes]:
-    for start in range(0, len(body), size):
-        yield body[start : start + size]
+def _reader(body: bytes) -> Callable[[int], Awaitable[bytes]]:
+    """`read(n)` over bytes already in memory, as `MediaStream.read_part` reads a stream."""
+    offset = 0
+
+    async def read(size: int) -> bytes:
+        nonlocal offset
+        part = body[offset : offset + size]
+        offset += len(part)
+        return part
+
+    return read
+
+
+def _processing_info(body: Any) -> dict[str, Any] | None:
+    """`processing_info` of an upload answer: under `data` as in the v2 reference's examples,
+    or beside it at the top level as v1.1 answered (GET media/upload (STATUS)); X's v2 schema
+    (docs.x.com/x-api/media/get-media-upload-status) does not settle which, so both are read."""
+    if not isinstance(body, dict):
+        return None
+    data = body.get("data")
+    for holder in (data if isinstance(data, dict) else {}, body):
+        info = holder.get("processing_info")
+        if isinstance(info, dict):
+            return info
+    return None
 
 
 def _detail(response: httpx.Response) -> str:

@@ -109,10 +109,18 @@ SPEC = PlatformSpec(
         },
         docs=("https://docs.x.com/x-api/fundamentals/metrics",),
     ),
-    # APPEND: "It must be <= 5 MB" a segment, `segment_index` 0-999; a media id is usable for
-    # `expires_after_secs` (24 h when the answer omits it).
+    # APPEND: "It must be <= 5 MB" a segment, `segment_index` 0-999, and "A successful
+    # response returns HTTP 2xx" (POST media/upload APPEND); a media id is usable for
+    # `expires_after_secs` (24 h when the answer omits it). Segments are 1 MiB: X's own
+    # examples split a file in 1 MB chunks (the same APPEND page) and its Python and JavaScript
+    # quickstarts send 1024 * 1024, while 5 MB multipart segments were refused by X's edge with
+    # an empty 413 at segment 0 (trypostit/trypost#31); 1000 x 1 MiB still covers the 512 MB
+    # video cap, and a 413 halves the segment (`XAdapter._append_all`). Processing: polling
+    # stops 18 s into the attempt, inside the queue's 30 s dispatch deadline with room for the
+    # tweet (PLATFORM_HTTP_TIMEOUT_SECONDS, 10 s); the next attempt resumes from the stored id
+    # 30 s on (or after X's `check_after_secs`, if longer).
     upload=UploadSpec(
-        part_bytes=4 * MIB,
+        part_bytes=1 * MIB,
         max_parts=1000,
         parts_set_by="adapter",
         processing_budget=timedelta(seconds=18),
@@ -122,6 +130,8 @@ SPEC = PlatformSpec(
         docs=(
             "https://docs.x.com/x-api/media/append-media-upload",
             "https://docs.x.com/x-api/media/quickstart/media-upload-chunked",
+            "https://developer.x.com/en/docs/x-api/v1/media/upload-media/api-reference/post-media-upload-append",
+            "https://github.com/trypostit/trypost/pull/31",
         ),
     ),
     adapter_class="XAdapter",
