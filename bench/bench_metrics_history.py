@@ -137,8 +137,19 @@ def add_companies(engine: Engine, count: int) -> None:
 
 def add_snapshots(engine: Engine) -> None:
     """PER_DAY snapshots a day for DAYS days of every target in bench_new_targets, one sync
-    window at a time (so the heap interleaves companies as the sync does); counts grow."""
+    window at a time (so the heap interleaves companies as the sync does); counts grow.
+
+    The table's two indexes are dropped during the load and built again after it (the same
+    indexes, as the migrations made them): a bulk load into random-UUID B-trees runs at a tenth
+    of the speed, and the measured queries see the same indexes either way."""
     with engine.connect() as conn:
+        conn.execute(text("SET synchronous_commit = off"))
+        conn.execute(text("SET maintenance_work_mem = '512MB'"))
+        conn.execute(
+            text("ALTER TABLE post_metric_snapshots DROP CONSTRAINT post_metric_snapshots_pkey")
+        )
+        conn.execute(text("DROP INDEX post_metric_snapshots_latest"))
+        conn.commit()
         for window in range(DAYS * PER_DAY):
             conn.execute(
                 text(
@@ -149,6 +160,14 @@ def add_snapshots(engine: Engine) -> None:
                 {"at": START + window * timedelta(hours=24 / PER_DAY), "w": window},
             )
             conn.commit()
+        conn.execute(text("ALTER TABLE post_metric_snapshots ADD PRIMARY KEY (id)"))
+        conn.execute(
+            text(
+                "CREATE INDEX post_metric_snapshots_latest "
+                "ON post_metric_snapshots (publish_log_id, collected_at)"
+            )
+        )
+        conn.commit()
 
 
 def fill_roll_up(engine: Engine) -> float:

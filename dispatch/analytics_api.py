@@ -19,6 +19,7 @@ import binascii
 import hashlib
 import hmac
 import uuid
+from collections.abc import Callable, Sequence
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
@@ -145,9 +146,8 @@ def _job_view(job: AnalyticsSyncJob, children: list[AnalyticsSyncJob] | None = N
     return view
 
 
-def _metrics_view(snapshot: PostMetricSnapshot | None) -> MetricsView | None:
-    if snapshot is None:
-        return None
+def _metrics_view(snapshot: PostMetricSnapshot | Any) -> MetricsView:
+    """One snapshot's counts: a stored snapshot, or a history row with the same columns."""
     return MetricsView(
         collected_at=snapshot.collected_at,
         impressions=snapshot.impressions,
@@ -180,7 +180,7 @@ async def get_post_metrics(
                 status=target.status,
                 remote_id=target.remote_id,
                 remote_url=target.remote_url,
-                metrics=_metrics_view(snapshot),
+                metrics=None if snapshot is None else _metrics_view(snapshot),
             )
             for target, snapshot in rows
         ],
@@ -216,12 +216,37 @@ def _cursor_fields(cursor: str, kind: str, binding: tuple[str, ...], count: int)
     return list(fields)
 
 
-def _parsed(parse: Any, value: str) -> Any:
+def _parsed(parse: Callable[[str], Any], value: str) -> Any:
     """A cursor field read back; a digest-valid cursor always parses, so this is a safety net."""
     try:
         return parse(value)
     except ValueError:
         raise ApiError(422, "invalid_cursor", "invalid cursor", field="cursor") from None
+
+
+def _cursor_position(
+    cursor: str | None,
+    *,
+    kind: str,
+    binding: tuple[str, ...],
+    parsers: Sequence[Callable[[str], Any]],
+) -> tuple[Any, ...] | None:
+    """Where a page continues: the position the cursor names, each field read back by its
+    parser (422 for a cursor not issued for this query); None for the first page."""
+    if not cursor:
+        return None
+    fields = _cursor_fields(cursor, kind, binding, len(parsers))
+    return tuple(_parsed(parse, value) for parse, value in zip(parsers, fields, strict=True))
+
+
+def _next_cursor(
+    position: tuple[Any, ...] | None, *, kind: str, binding: tuple[str, ...]
+) -> str | None:
+    """The cursor after a page's last position (dates as ISO 8601); None on the last page."""
+    if position is None:
+        return None
+    fields = tuple(v.isoformat() if isinstance(v, date) else str(v) for v in position)
+    return _encode_cursor(kind, binding, fields)
 
 
 _RANGE = f"at most {MAX_RANGE_DAYS} days after `from`"
@@ -255,14 +280,12 @@ async def get_post_history(
     """Each platform target's snapshots of the company's post over time, oldest first, target
     by target in request order; a page holds at most `limit` snapshots."""
     binding = (str(company_id), str(post_id), platform or "", start.isoformat(), end.isoformat())
-    after = None
-    if cursor:
-        target, at, snapshot = _cursor_fields(cursor, "history", binding, 3)
-        after = (
-            _parsed(uuid.UUID, target),
-            _parsed(datetime.fromisoformat, at),
-            _parsed(uuid.UUID, snapshot),
-        )
+    after = _cursor_position(
+        cursor,
+        kind="history",
+        binding=binding,
+        parsers=(uuid.UUID, datetime.fromisoformat, uuid.UUID),
+    )
     page = await post_metrics_history(
         services.sessions,
         company_id=company_id,
@@ -273,34 +296,17 @@ async def get_post_history(
         after=after,
         limit=limit,
     )
-    next_cursor = None
-    if page.next_after is not None:
-        target_id, collected_at, snapshot_id = page.next_after
-        fields = (str(target_id), collected_at.isoformat(), str(snapshot_id))
-        next_cursor = _encode_cursor("history", binding, fields)
     return PostHistoryView(
         scheduled_post_id=post_id,
         platforms=[
             TargetHistoryView(
                 platform=item.target.platform,
                 account_id=item.target.account_id,
-                snapshots=[
-                    MetricsView(
-                        collected_at=row.collected_at,
-                        impressions=row.impressions,
-                        reach=row.reach,
-                        likes=row.likes,
-                        comments=row.comments,
-                        shares=row.shares,
-                        saves=row.saves,
-                        clicks=row.clicks,
-                    )
-                    for row in item.snapshots
-                ],
+                snapshots=[_metrics_view(row) for row in item.snapshots],
             )
             for item in page.targets
         ],
-        next_cursor=next_cursor,
+        next_cursor=_next_cursor(page.next_after, kind="history", binding=binding),
     )
 
 
@@ -326,10 +332,9 @@ async def get_summary(
     counters as of that day); posts without a snapshot yet on a day do not count, and a count
     a platform does not report is left out of its sum (null when no post reports it)."""
     binding = (str(company_id), start.isoformat(), end.isoformat(), granularity)
-    after = None
-    if cursor:
-        day, platform = _cursor_fields(cursor, "summary", binding, 2)
-        after = (_parsed(date.fromisoformat, day), platform)
+    after = _cursor_position(
+        cursor, kind="summary", binding=binding, parsers=(date.fromisoformat, str)
+    )
     page = await company_summary(
         services.sessions,
         company_id=company_id,
@@ -338,10 +343,6 @@ async def get_summary(
         after=after,
         limit=limit,
     )
-    next_cursor = None
-    if page.next_after is not None:
-        last_day, last_platform = page.next_after
-        next_cursor = _encode_cursor("summary", binding, (last_day.isoformat(), last_platform))
     return SummaryView(
         granularity=granularity,
         items=[
@@ -356,7 +357,7 @@ async def get_summary(
             )
             for row in page.rows
         ],
-        next_cursor=next_cursor,
+        next_cursor=_next_cursor(page.next_after, kind="summary", binding=binding),
     )
 
 

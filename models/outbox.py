@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import Exists, and_, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
@@ -168,6 +168,24 @@ async def add_run_record(session: AsyncSession, record: AttemptRecord) -> uuid.U
     return (await session.execute(_INSERT_RUN_RECORD, record.row())).scalar_one()
 
 
+def held_back(*, held: Sequence[uuid.UUID] | None = None) -> Exists:
+    """Whether an earlier unshipped record of a `RunRecord`'s own run, or of its parent run,
+    holds it back (a run's end never overtakes its start, a child never its parent's
+    creation); records in `held` (already claimed by this transaction) hold nothing back."""
+    earlier = aliased(RunRecord)
+    conditions = [
+        earlier.shipped_at.is_(None),
+        earlier.sequence < RunRecord.sequence,
+        or_(
+            earlier.run_id == RunRecord.run_id,
+            and_(RunRecord.parent_run_id.is_not(None), earlier.run_id == RunRecord.parent_run_id),
+        ),
+    ]
+    if held is not None:
+        conditions.append(earlier.id.not_in(list(held)))
+    return select(earlier.id).where(*conditions).exists()
+
+
 async def claim_unshipped_run_records(session: AsyncSession, *, limit: int) -> list[RunRecord]:
     """The oldest unshipped records that may ship now, row-locked for this transaction
     (`SKIP LOCKED`: several reporters split the backlog instead of queueing behind each other).
@@ -176,25 +194,9 @@ async def claim_unshipped_run_records(session: AsyncSession, *, limit: int) -> l
     (a run's end never overtakes its start, a child never its parent's creation), so no two
     records of a batch depend on each other and a batch may be shipped concurrently.
     """
-    earlier = aliased(RunRecord)
-    blocked = (
-        select(earlier.id)
-        .where(
-            earlier.shipped_at.is_(None),
-            earlier.sequence < RunRecord.sequence,
-            or_(
-                earlier.run_id == RunRecord.run_id,
-                and_(
-                    RunRecord.parent_run_id.is_not(None),
-                    earlier.run_id == RunRecord.parent_run_id,
-                ),
-            ),
-        )
-        .exists()
-    )
     rows = await session.scalars(
         select(RunRecord)
-        .where(RunRecord.shipped_at.is_(None), ~blocked)
+        .where(RunRecord.shipped_at.is_(None), ~held_back())
         .order_by(RunRecord.sequence)
         .limit(limit)
         .with_for_update(skip_locked=True)

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 
 from sqlalchemy import and_, bindparam, exists, func, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import aliased
 
+from models.outbox import held_back
 from models.statuses import RunPhase
 from models.tables import RunArtifact, RunRecord
 
@@ -36,25 +36,13 @@ async def claim_run_ends(
     creation)."""
     if not run_ids:
         return []
-    earlier = aliased(RunRecord)
-    blocked = (
-        select(earlier.id)
-        .where(
-            earlier.shipped_at.is_(None),
-            earlier.sequence < RunRecord.sequence,
-            earlier.id.not_in(list(held)),
-            (earlier.run_id == RunRecord.run_id)
-            | and_(RunRecord.parent_run_id.is_not(None), earlier.run_id == RunRecord.parent_run_id),
-        )
-        .exists()
-    )
     rows = await session.scalars(
         select(RunRecord)
         .where(
             RunRecord.shipped_at.is_(None),
             RunRecord.phase == RunPhase.END,
             RunRecord.run_id.in_(list(set(run_ids))),
-            ~blocked,
+            ~held_back(held=held),
         )
         .order_by(RunRecord.sequence)
         .with_for_update(skip_locked=True)

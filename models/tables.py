@@ -29,7 +29,7 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSON, JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from models.crypto import EncryptedText
@@ -449,8 +449,9 @@ class RunArtifact(Base):
     key: Mapped[str] = mapped_column(String(200), unique=True)
     #: Markdown shown above the table.
     description: Mapped[str] = mapped_column(Text)
-    #: The table's rows, one dict per row (the same keys in every row).
-    data: Mapped[list[dict[str, Any]]] = mapped_column(JSONB)
+    #: The table's rows, one dict per row (the same keys in every row). `json`, not `jsonb`: the
+    #: text is kept as written, so the columns keep their order in Prefect (jsonb sorts keys).
+    data: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
     shipped_at: Mapped[datetime | None]
     prefect_artifact_id: Mapped[uuid.UUID | None]

@@ -199,13 +199,7 @@ async def expire_account(
         )
         current = None if marked else await _active_account(session, account.id)
     if marked:
-        log.warning(
-            "%s account @%s needs reconnecting: %s",
-            account.platform,
-            account.handle,
-            error.message,
-            extra={"account_id": str(account.id)},
-        )
+        _log_reconnect(account, error)
     elif current is not None and not expired_for_good(
         current.platform,
         current.token_expires_at,
@@ -273,6 +267,12 @@ async def _reconnect(
 ) -> NeedsReconnectError:
     """Commit the account's `needs_reconnect` mark on its own, and hand the error back."""
     await mark_needs_reconnect(sessions, account_id=account.id, reason=error.message)
+    _log_reconnect(account, error)
+    return error
+
+
+def _log_reconnect(account: SocialAccount, error: PlatformError) -> None:
+    """The operator's line for an account that now needs reconnecting (no token in it)."""
     log.warning(
         "%s account @%s needs reconnecting: %s",
         account.platform,
@@ -280,7 +280,6 @@ async def _reconnect(
         error.message,
         extra={"account_id": str(account.id)},
     )
-    return error
 
 
 async def mark_needs_reconnect(

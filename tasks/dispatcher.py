@@ -31,37 +31,22 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from models.database import unit_of_work
 from models.posts import post_targets, record_task_names, take_dispatch_ranks
-from models.settings import QueueSettings, SchedulingSettings
+from models.settings import SchedulingSettings
 from models.statuses import TargetStatus
 from models.tables import PublishTarget, ScheduledPost
-from tasks.cloud_tasks import TaskQueue, TaskSpec
+from tasks.cloud_tasks import TaskSpec
 from tasks.errors import NotFoundError
-from tasks.task_specs import WebhookTarget, publish_task_spec
+from tasks.task_specs import Enqueuer, publish_task_spec
 
 log = logging.getLogger(__name__)
 
 
-class TargetDispatcher:
+class TargetDispatcher(Enqueuer[SchedulingSettings]):
     """Enqueues publish targets' Cloud Tasks and records their names; deletes them."""
-
-    def __init__(
-        self,
-        *,
-        sessions: async_sessionmaker[AsyncSession],
-        queue: TaskQueue,
-        webhook: WebhookTarget,
-        queues: QueueSettings,
-        settings: SchedulingSettings,
-    ) -> None:
-        self.sessions = sessions
-        self.queue = queue
-        self.webhook = webhook
-        self.queues = queues
-        self.settings = settings
 
     # ----------------------------------------------------------------------- timing
     @property

@@ -38,8 +38,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-
 from models.accounts import lock_company_for_reference
 from models.analytics import (
     complete_empty_sync_job,
@@ -58,12 +56,12 @@ from models.outbox import (
     add_run_record,
     add_run_start,
 )
-from models.settings import AnalyticsSettings, QueueSettings
+from models.settings import AnalyticsSettings
 from models.statuses import AttemptKind, AttemptOutcome, SyncJobStatus
 from models.tables import AnalyticsSyncJob
-from tasks.cloud_tasks import TaskQueue, TaskSpec
+from tasks.cloud_tasks import TaskSpec
 from tasks.errors import NotFoundError
-from tasks.task_specs import WebhookTarget, sync_child_task_spec, sync_job_task_spec
+from tasks.task_specs import Enqueuer, sync_child_task_spec, sync_job_task_spec
 
 log = logging.getLogger(__name__)
 
@@ -180,23 +178,8 @@ def parent_key(*, window: datetime, trigger: SyncTrigger) -> str:
     return f"sync:{window:%Y%m%dT%H%MZ}:{trigger.company_id or 'all'}:{digest}"
 
 
-class SyncFanOut:
+class SyncFanOut(Enqueuer[AnalyticsSettings]):
     """Starts analytics syncs and (re-)enqueues their children's tasks."""
-
-    def __init__(
-        self,
-        *,
-        sessions: async_sessionmaker[AsyncSession],
-        queue: TaskQueue,
-        webhook: WebhookTarget,
-        queues: QueueSettings,
-        settings: AnalyticsSettings,
-    ) -> None:
-        self.sessions = sessions
-        self.queue = queue
-        self.webhook = webhook
-        self.queues = queues
-        self.settings = settings
 
     async def start(
         self,

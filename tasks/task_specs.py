@@ -12,13 +12,18 @@ import hashlib
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Generic, TypeVar
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from models.settings import QueueSettings, WebhookSettings
 from models.tables import AnalyticsSyncJob, PublishTarget
-from tasks.cloud_tasks import TaskSpec
+from tasks.cloud_tasks import TaskQueue, TaskSpec
 
 PUBLISH_PATH = "/api/jobs/publish-post"
 SYNC_CHILD_PATH = "/api/jobs/sync-analytics/platform"
+
+SettingsT = TypeVar("SettingsT")
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +68,28 @@ class WebhookTarget:
             oidc_service_account=self.oidc_service_account,
             oidc_audience=self.oidc_audience,
         )
+
+
+class Enqueuer(Generic[SettingsT]):
+    """What every use case that puts its rows' tasks on a queue is built from, so the
+    publishing dispatcher and the analytics fan-out are wired the same way: the session
+    factory, the task queue, the webhook the tasks call, the queues' settings and the use
+    case's own settings."""
+
+    def __init__(
+        self,
+        *,
+        sessions: async_sessionmaker[AsyncSession],
+        queue: TaskQueue,
+        webhook: WebhookTarget,
+        queues: QueueSettings,
+        settings: SettingsT,
+    ) -> None:
+        self.sessions = sessions
+        self.queue = queue
+        self.webhook = webhook
+        self.queues = queues
+        self.settings = settings
 
 
 # --------------------------------------------------------------------------- publishing

@@ -700,37 +700,25 @@ async def authorization(request: Request, state: SandboxState = Depends(get_sand
             else "Redirect_uri doesn't match"
         )
         return _oauth_error(400, "invalid_request", message)
-    back = params.get("state")
+    problem = None
     if params.get("response_type") != "code":
-        description = "The response_type must be code"
-        return oauth.redirect_to(
-            redirect_uri,
-            {"error": "invalid_request", "error_description": description, "state": back},
-        )
-    async with state.lock:
-        consent = oauth.consent_for(state, PLATFORM)
-        if consent is None:
-            return oauth.no_consent(PLATFORM)
-        if consent.deny:
-            return oauth.redirect_to(
-                redirect_uri,
-                {
-                    "error": "user_cancelled_authorize",
-                    "error_description": "The user cancelled the authorization",
-                    "state": back,
-                },
-            )
-        code = oauth.grant_code(
-            state,
-            client=client,
-            consent=consent,
-            redirect_uri=redirect_uri,
-            requested=oauth.split_scopes(params.get("scope")),
-            challenge=params.get("code_challenge"),
-            challenge_method=params.get("code_challenge_method"),
-            lifetime=CODE_LIFETIME,
-        )
-    return oauth.redirect_to(redirect_uri, {"code": code.code, "state": back})
+        problem = ("invalid_request", "The response_type must be code")
+    return await oauth.answer_authorization(
+        state,
+        platform=PLATFORM,
+        client=client,
+        redirect_uri=redirect_uri,
+        back=params.get("state"),
+        requested=oauth.split_scopes(params.get("scope")),
+        challenge=params.get("code_challenge"),
+        challenge_method=params.get("code_challenge_method"),
+        denied={
+            "error": "user_cancelled_authorize",
+            "error_description": "The user cancelled the authorization",
+        },
+        problem=problem,
+        lifetime=CODE_LIFETIME,
+    )
 
 
 async def _code_grant(state: SandboxState, form: Any) -> JSONResponse:

@@ -515,7 +515,6 @@ async def authorize(request: Request, state: SandboxState = Depends(get_sandbox)
         if refused.reason == "unknown_client":
             return _oauth_error(400, "invalid_client", INVALID_CLIENT)
         return _oauth_error(400, "invalid_redirect_uri", INVALID_REDIRECT)
-    back = params.get("state")
     requested = oauth.split_scopes(params.get("scope") or "read")
     challenge = params.get("code_challenge")
     problem = None
@@ -528,30 +527,18 @@ async def authorize(request: Request, state: SandboxState = Depends(get_sandbox)
         problem = ("invalid_scope", INVALID_SCOPE)
     elif challenge and params.get("code_challenge_method") != "S256":
         problem = ("invalid_request", "The code challenge method must be S256.")
-    if problem is not None:
-        error, description = problem
-        return oauth.redirect_to(
-            redirect_uri, {"error": error, "error_description": description, "state": back}
-        )
-    async with state.lock:
-        consent = oauth.consent_for(state, PLATFORM)
-        if consent is None:
-            return oauth.no_consent(PLATFORM)
-        if consent.deny:
-            return oauth.redirect_to(
-                redirect_uri,
-                {"error": "access_denied", "error_description": ACCESS_DENIED, "state": back},
-            )
-        code = oauth.grant_code(
-            state,
-            client=client,
-            consent=consent,
-            redirect_uri=redirect_uri,
-            requested=requested,
-            challenge=challenge,
-            challenge_method="S256" if challenge else None,
-        )
-    return oauth.redirect_to(redirect_uri, {"code": code.code, "state": back})
+    return await oauth.answer_authorization(
+        state,
+        platform=PLATFORM,
+        client=client,
+        redirect_uri=redirect_uri,
+        back=params.get("state"),
+        requested=requested,
+        challenge=challenge,
+        challenge_method="S256" if challenge else None,
+        denied={"error": "access_denied", "error_description": ACCESS_DENIED},
+        problem=problem,
+    )
 
 
 @router.post("/oauth/token")

@@ -168,33 +168,23 @@ async def _authorize_window(
         )
     except oauth.AuthorizeRefusedError as refused:
         return refuse(refused.reason)
-    back = params.get("state")
+    problem = None
     if (params.get("response_type") or "code") != "code":
-        return oauth.redirect_to(
-            redirect_uri,
-            {
-                "error": "unsupported_response_type",
-                "error_description": "The sandbox models response_type=code only",
-                "state": back,
-            },
-        )
-    async with state.lock:
-        consent = oauth.consent_for(state, platform)
-        if consent is None:
-            return oauth.no_consent(platform)
-        if consent.deny:
-            return oauth.redirect_to(redirect_uri, {**denied, "state": back})
-        code = oauth.grant_code(
-            state,
-            client=client,
-            consent=consent,
-            redirect_uri=redirect_uri,
-            requested=oauth.split_scopes(params.get("scope")),
-            challenge=params.get("code_challenge"),
-            challenge_method=params.get("code_challenge_method"),
-            lifetime=lifetime,
-        )
-    return oauth.redirect_to(redirect_uri, {"code": code.code, "state": back}, fragment=fragment)
+        problem = ("unsupported_response_type", "The sandbox models response_type=code only")
+    return await oauth.answer_authorization(
+        state,
+        platform=platform,
+        client=client,
+        redirect_uri=redirect_uri,
+        back=params.get("state"),
+        requested=oauth.split_scopes(params.get("scope")),
+        challenge=params.get("code_challenge"),
+        challenge_method=params.get("code_challenge_method"),
+        denied=denied,
+        problem=problem,
+        lifetime=lifetime,
+        fragment=fragment,
+    )
 
 
 def _graph_refusal(reason: str) -> GraphError:

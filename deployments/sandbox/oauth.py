@@ -42,7 +42,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from fastapi import APIRouter, Depends, HTTPException
-from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from deployments.sandbox.core import SandboxAccount, SandboxState, get_sandbox
@@ -225,6 +225,56 @@ def redirect_to(
         (parts.scheme, parts.netloc, parts.path, urlencode(query), fragment or parts.fragment)
     )
     return RedirectResponse(target, status_code=302)
+
+
+async def answer_authorization(
+    state: SandboxState,
+    *,
+    platform: str,
+    client: OAuthClient,
+    redirect_uri: str,
+    back: str | None,
+    requested: Sequence[str],
+    challenge: str | None,
+    challenge_method: str | None,
+    denied: dict[str, str],
+    problem: tuple[str, str] | None = None,
+    lifetime: timedelta = DEFAULT_CODE_LIFETIME,
+    fragment: str | None = None,
+    state_first: bool = False,
+) -> Response:
+    """An authorization request's answer, redirected to its verified `redirect_uri` with the
+    request's `state` (`back`): the `problem` (error, description) a platform's own checks
+    found (RFC 6749 §4.1.2.1), the platform's `denied` parameters when the consenting user
+    refuses, else a new code (§4.1.2). The platforms differ only in those parameters, in the
+    code's lifetime, in a `fragment` (Meta appends `#_`) and in the order of the parameters
+    (`state_first`: X's callback example reads `?state=state&code=…`,
+    docs.x.com/resources/fundamentals/authentication/oauth-2-0/user-access-token)."""
+    if problem is not None:
+        error, description = problem
+        return redirect_to(
+            redirect_uri, {"error": error, "error_description": description, "state": back}
+        )
+    async with state.lock:
+        consent = consent_for(state, platform)
+        if consent is None:
+            return no_consent(platform)
+        if consent.deny:
+            return redirect_to(redirect_uri, {**denied, "state": back})
+        code = grant_code(
+            state,
+            client=client,
+            consent=consent,
+            redirect_uri=redirect_uri,
+            requested=requested,
+            challenge=challenge,
+            challenge_method=challenge_method,
+            lifetime=lifetime,
+        )
+    answer = {"code": code.code, "state": back}
+    if state_first:
+        answer = {"state": back, "code": code.code}
+    return redirect_to(redirect_uri, answer, fragment=fragment)
 
 
 def grant_code(

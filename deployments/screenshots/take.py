@@ -1,13 +1,23 @@
-"""Re-take the README screenshots from a fresh local stack, with headless Chromium.
+"""Re-take the docs' pictures from a fresh local stack, with headless Chromium.
 
     .venv/bin/python -m deployments.screenshots.take   # writes deployments/screenshots/*.png
 
-Starts `tendsocial dev` on free ports with a data folder of its own (a temporary one), runs
-`tendsocial demo` and `tendsocial demo --fail instagram`, triggers an analytics sync the Cloud
-Scheduler way, applies the data team's views, waits until the reporter has shipped every run to
-Prefect (polling Prefect's API), then photographs the Prefect UI and the demo's terminal output,
-and stops the stack with SIGINT (what Ctrl-C does). Needs `chromium` on the PATH (Debian:
-`apt-get install -y chromium fonts-noto-color-emoji`, the latter for the demo's ✅/❌).
+Starts `tendsocial dev` on free ports with a data folder of its own (a temporary one,
+`stack.fresh_stack`), runs `tendsocial demo` and `tendsocial demo --fail instagram`, triggers an
+analytics sync the Cloud Scheduler way, applies the data team's views, waits until the reporter
+has shipped every run and the sync's table artifacts to Prefect (polling Prefect's API, `POST
+/api/flow_runs/filter` and `POST /api/artifacts/filter`), then photographs the Prefect UI (the
+publish runs, a failed run, the sync's graph, its children with LinkedIn's "Not available", its
+table artifact, a saved filter, the deployments) and the demo's terminal output, draws the
+metrics chart on the same stack (`metrics_chart.py`; `--no-chart` skips it), and stops the stack
+with SIGINT (what Ctrl-C does). Needs `chromium` on the PATH (Debian: `apt-get install -y
+chromium fonts-noto-color-emoji`, the latter for the demo's ✅/❌).
+
+A link does not open a run page's Artifacts tab in Prefect 3's UI (its `?tab=` names a tab that
+is hidden until the run has loaded, and the page shows Logs instead): the sync's table is shown
+on the artifact's own page (`/artifacts/artifact/<id>`, the route in the UI's
+`prefect/server/ui/assets/index-*.js`), and the children's states on the runs list filtered to
+the sync's window tag.
 
 The stack's Prefect asks every client for its auth string (`prefect-auth` in the data folder,
 `deployments/prefect_server.py`): the API calls here send it, and Chromium goes through
@@ -27,28 +37,24 @@ import contextlib
 import http.client
 import io
 import json
-import os
 import re
-import shlex
 import shutil
-import signal
-import socket
 import subprocess
-import sys
 import tempfile
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 import httpx
 
+from deployments.screenshots.stack import COLUMNS, Stack, fresh_stack, run_cli, wait_for
+from models.outbox import artifact_key
+
 HERE = Path(__file__).resolve().parent
 MAX_PNG_BYTES = 400_000
-COLUMNS = 100
 CHROMIUM_FLAGS = (
     "--headless",
     "--no-sandbox",
@@ -61,62 +67,6 @@ CHROMIUM_FLAGS = (
     "--hide-scrollbars",
     "--run-all-compositor-stages-before-draw",
 )
-CLI = [sys.executable, "-m", "deployments"]
-
-
-def free_ports() -> dict[str, int]:
-    """Free ports for the stack; the emulator's must have a free neighbour (its OIDC
-    certificates listen on port + 1, `deployments/local_stack/core.py`, `Ports.named`)."""
-    from deployments.prefect_server import free_port
-
-    def pair_free(port: int) -> bool:
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port + 1))
-            except OSError:
-                return False
-        return True
-
-    emulator = next(port for port in iter(free_port, None) if pair_free(port))
-    return {
-        "api": free_port(),
-        "emulator": emulator,
-        "sandbox": free_port(),
-        "prefect": free_port(),
-    }
-
-
-def wait_for(what: str, check: Callable[[], Any], *, timeout: float) -> Any:
-    """Poll `check` until it returns something truthy."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(0.5)
-    raise TimeoutError(f"gave up waiting for {what} after {timeout:.0f} s")
-
-
-class Prefect:
-    def __init__(self, ui_url: str, *, headers: dict[str, str]) -> None:
-        self.ui_url = ui_url
-        self.http = httpx.Client(base_url=f"{ui_url}/api", timeout=10, headers=headers)
-
-    def post(self, path: str, body: dict[str, Any]) -> Any:
-        answer = self.http.post(path, json=body)
-        answer.raise_for_status()
-        return answer.json()
-
-    def flow_id(self, name: str) -> str:
-        return self.post("/flows/filter", {"flows": {"name": {"any_": [name]}}})[0]["id"]
-
-    def runs(self, **flow_run_filter: Any) -> list[dict[str, Any]]:
-        body = {"flow_runs": flow_run_filter, "limit": 200, "sort": "START_TIME_DESC"}
-        return self.post("/flow_runs/filter", body)
-
-    def settled(self, runs: list[dict[str, Any]], count: int) -> list[dict[str, Any]] | None:
-        final = [r for r in runs if r["state_type"] in ("COMPLETED", "FAILED", "CRASHED")]
-        return runs if len(final) >= count else None
 
 
 def final_frame(ansi: str) -> str:
@@ -274,110 +224,98 @@ def chromium_shot(
     print(f"  {png.name}: {png.stat().st_size // 1000} KB  ← {url}")
 
 
-def run_cli(*args: str, env: dict[str, str], terminal: bool = False) -> str:
-    """Run a `tendsocial` command; with `terminal`, under a pseudo-terminal (util-linux
-    `script`), so rich draws exactly what a user's terminal gets (colours, live redraws)."""
-    command = [*CLI, *args]
-    if terminal:
-        command = ["script", "-qec", shlex.join(command), "/dev/null"]
-    extra = {"COLUMNS": str(COLUMNS), "LINES": "40", "TERM": "xterm-256color"}
-    done = subprocess.run(command, env=env | extra, capture_output=True, timeout=180, check=True)
-    # Bytes, decoded as is: text mode would turn the lone \r of a live redraw into a newline.
-    return (done.stdout + done.stderr).decode()
-
-
-def take(out: Path, *, budget_ms: int) -> None:
-    data = Path(tempfile.mkdtemp(prefix="tendsocial-shots-"))
-    ports = free_ports()
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "PREFECT_API_URL")}
-    env["TENDSOCIAL_DATA_DIR"] = str(data)
-    log = (data / "dev.log").open("w")
-    dev = subprocess.Popen(
-        [
-            *CLI,
-            "dev",
-            f"--data-dir={data}",
-            f"--api-port={ports['api']}",
-            f"--emulator-port={ports['emulator']}",
-            f"--sandbox-port={ports['sandbox']}",
-            f"--prefect-port={ports['prefect']}",
-        ],
-        env=env | {"COLUMNS": str(COLUMNS)},
-        stdout=log,
-        stderr=subprocess.STDOUT,
+def run_the_demos(stack: Stack) -> dict[str, Any]:
+    """The two demos, a sync triggered the Cloud Scheduler way and the data team's views; waits
+    until Prefect has every run and the sync's table artifacts. Returns what the shots name."""
+    prefect, data, env = stack.prefect, stack.data, stack.env
+    print("running the demos and a sync")
+    run_cli("demo", f"--data-dir={data}", env=env)
+    failing = run_cli("demo", f"--data-dir={data}", "--fail", "instagram", env=env, terminal=True)
+    secret = (data / "webhook-secret").read_text().strip()
+    sync = httpx.post(
+        f"{stack.api}/api/jobs/sync-analytics",
+        headers={"X-Webhook-Secret": secret},
+        json={"idempotencyKey": "readme"},
+        timeout=30,
     )
-    try:
+    sync.raise_for_status()
+    job_id, children = sync.json()["jobId"], sync.json()["jobsCreated"]
+    run_cli("flows", "views", "apply", env=env | {"PREFECT_API_URL": f"{prefect.ui_url}/api"})
 
-        def stack_ready() -> bool:
-            if dev.poll() is not None:
-                raise SystemExit(f"tendsocial dev exited: {(data / 'dev.log').read_text()}")
-            return "Try it" in (data / "dev.log").read_text()
-
-        wait_for("tendsocial dev", stack_ready, timeout=240)
-        from deployments.prefect_server import authorization_header
-
-        signed = authorization_header((data / "prefect-auth").read_text().strip())
-        prefect = Prefect(f"http://127.0.0.1:{ports['prefect']}", headers=signed)
-        api = f"http://127.0.0.1:{ports['api']}"
-        print(f"stack up (data folder {data}); running the demos and a sync")
-        run_cli("demo", f"--data-dir={data}", env=env)
-        failing = run_cli(
-            "demo", f"--data-dir={data}", "--fail", "instagram", env=env, terminal=True
-        )
-        secret = (data / "webhook-secret").read_text().strip()
-        sync = httpx.post(
-            f"{api}/api/jobs/sync-analytics",
-            headers={"X-Webhook-Secret": secret},
-            json={"idempotencyKey": "readme"},
-            timeout=30,
-        )
-        sync.raise_for_status()
-        children = sync.json()["jobsCreated"]
-        run_cli("flows", "views", "apply", env=env | {"PREFECT_API_URL": f"{prefect.ui_url}/api"})
-
-        post_id = re.search(r"tag=post:([0-9a-f-]{36})", failing).group(1)  # type: ignore[union-attr]
-        failed_post = wait_for(
-            "the failing demo's 3 runs",
-            lambda: prefect.settled(prefect.runs(tags={"all_": [f"post:{post_id}"]}), 3),
-            timeout=120,
-        )
-        wait_for(
-            "6 publish runs",
-            lambda: prefect.settled(
-                prefect.post(
-                    "/flow_runs/filter",
-                    {"flows": {"name": {"any_": ["publish-post"]}}, "limit": 50},
-                ),
-                6,
+    post_id = re.search(r"tag=post:([0-9a-f-]{36})", failing).group(1)  # type: ignore[union-attr]
+    failed_post = wait_for(
+        "the failing demo's 3 runs",
+        lambda: prefect.settled(prefect.runs(tags={"all_": [f"post:{post_id}"]}), 3),
+        timeout=120,
+    )
+    wait_for(
+        "6 publish runs",
+        lambda: prefect.settled(
+            prefect.post(
+                "/flow_runs/filter",
+                {"flows": {"name": {"any_": ["publish-post"]}}, "limit": 50},
             ),
-            timeout=120,
-        )
-        parent = wait_for(
-            "the sync parent",
-            lambda: prefect.settled(prefect.runs(tags={"all_": ["trigger:readme"]}), 1),
-            timeout=120,
-        )[0]
-        wait_for(
-            f"its {children} children",
-            lambda: prefect.settled(
-                prefect.runs(parent_flow_run_id={"any_": [parent["id"]]}), children
-            ),
-            timeout=120,
-        )
-        instagram = next(r for r in failed_post if "platform:instagram" in r["tags"])
+            6,
+        ),
+        timeout=120,
+    )
+    parent = wait_for(
+        "the sync parent",
+        lambda: prefect.settled(prefect.runs(tags={"all_": ["trigger:readme"]}), 1),
+        timeout=120,
+    )[0]
+    child_runs = wait_for(
+        f"its {children} children",
+        lambda: prefect.settled(
+            prefect.runs(parent_flow_run_id={"any_": [parent["id"]]}), children
+        ),
+        timeout=120,
+    )
+    # The tables are shipped after their runs (`flows/reporter/shipping.py`): poll for them.
+    sync_table = wait_for(
+        "the sync's table artifact",
+        lambda: prefect.artifacts(key={"any_": [artifact_key("sync", job_id)]}),
+        timeout=120,
+    )[0]
+    wait_for(
+        "the children's table artifacts",
+        lambda: (
+            len(prefect.artifacts(flow_run_id={"any_": [r["id"] for r in child_runs]})) >= children
+        ),
+        timeout=120,
+    )
+    linkedin = next(r for r in child_runs if "platform:linkedin" in r["tags"])
+    if (linkedin["state_type"], linkedin["state_name"]) != ("COMPLETED", "Not available"):
+        raise SystemExit(f"the LinkedIn child is {linkedin['state_name']}, not Not available")
+    return {
+        "failing": failing,
+        "instagram": next(r for r in failed_post if "platform:instagram" in r["tags"]),
+        "parent": parent,
+        "sync_table": sync_table,
+        "window": next(t for t in parent["tags"] if t.startswith("sync-window:")),
+    }
 
+
+def take(out: Path, *, budget_ms: int, chart: bool) -> None:
+    with fresh_stack() as stack:
+        ran = run_the_demos(stack)
+        data, prefect = stack.data, stack.prefect
         out.mkdir(parents=True, exist_ok=True)
         key = json.loads((data / "demo.json").read_text())["apiKey"]
-        (data / "demo-fail-instagram.ansi").write_text(failing)
+        (data / "demo-fail-instagram.ansi").write_text(ran["failing"])
         html = data / "demo-fail-instagram.html"
         page = terminal_html(
-            "$ tendsocial demo --fail instagram\n" + failing.replace(key, "ts_…"),
+            "$ tendsocial demo --fail instagram\n" + ran["failing"].replace(key, "ts_…"),
             title="tendsocial demo --fail instagram",
         )
         html.write_text(page)
         print("screenshots:")
         ui = prefect.ui_url
         publish_flow = prefect.flow_id("publish-post")
+        children = urlencode(
+            {"flow": prefect.flow_id("sync-platform-analytics"), "tag": ran["window"]}
+        )
+        instagram, parent = ran["instagram"], ran["parent"]
         run_name = instagram["name"]
         shots = [
             (f"{ui}/runs?flow={publish_flow}", "prefect-runs.png", "1440,1290", run_name),
@@ -388,6 +326,16 @@ def take(out: Path, *, budget_ms: int) -> None:
                 "step ",
             ),
             (f"{ui}/runs/flow-run/{parent['id']}", "prefect-sync-run.png", "1440,860", "child job"),
+            # The sync's children listed with their states: LinkedIn's is "Not available".
+            (f"{ui}/runs?{children}", "prefect-sync-children.png", "1440,1330", "Not available"),
+            # The sync's table, on the artifact's own page (the run's Artifacts tab lists cards);
+            # wide enough for the longest reason. The expected text is in LinkedIn's row.
+            (
+                f"{ui}/artifacts/artifact/{ran['sync_table']['id']}",
+                "prefect-sync-artifact.png",
+                "2100,640",
+                "r_member_social",
+            ),
             (
                 f"{ui}/runs?flow={publish_flow}&tag=platform:instagram&state=Failed"
                 "&type=span&seconds=-604800",  # = the saved filter of failed Instagram publishes
@@ -398,29 +346,29 @@ def take(out: Path, *, budget_ms: int) -> None:
             (f"{ui}/deployments", "prefect-deployments.png", "1600,520", "sync-analytics-every-6h"),
             (html.as_uri(), "demo-fail-instagram.png", "1000,360", "platforms published"),
         ]
-        with signing_proxy(port=ports["prefect"], headers=signed) as proxy:
+        with signing_proxy(port=stack.ports["prefect"], headers=stack.signed) as proxy:
             for url, name, size, expect in shots:
                 chromium_shot(
                     url, out / name, size=size, budget_ms=budget_ms, expect=expect, proxy=proxy
                 )
-    finally:
-        if dev.poll() is None:
-            dev.send_signal(signal.SIGINT)  # Ctrl-C: the stack stops its services itself
-            try:
-                dev.wait(timeout=90)
-            except subprocess.TimeoutExpired:
-                dev.terminate()
-                dev.wait(timeout=30)
-        log.close()
-        print(f"stack stopped (exit {dev.returncode}); its data folder: {data}")
+        if chart:
+            from deployments.screenshots.metrics_chart import chart_of_stack
+
+            chart_of_stack(stack, out / "metrics-history.png")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=HERE, help="where the PNGs go")
     parser.add_argument("--budget-ms", type=int, default=20_000, help="Chromium virtual time")
+    parser.add_argument(
+        "--no-chart",
+        dest="chart",
+        action="store_false",
+        help="skip the metrics chart (metrics_chart.py; it needs matplotlib)",
+    )
     args = parser.parse_args()
-    take(args.out, budget_ms=args.budget_ms)
+    take(args.out, budget_ms=args.budget_ms, chart=args.chart)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,8 @@ from typing import Any, ClassVar, Protocol
 
 import httpx
 
+from tasks.egress import MediaPolicy
+
 # The error taxonomy is defined below the adapters, so the media fetcher can raise it too; the
 # adapters import it from here, with the interface.
 from tasks.platform_errors import (
@@ -241,6 +243,51 @@ class PlatformAdapter(Protocol):
     ) -> dict[str, MetricCounts]:
         """Metrics for up to `metrics_batch_size` of the account's posts, keyed by remote id."""
         ...
+
+
+#: A platform's local content rules (`tasks.platforms.text_limits.validate_<platform>`).
+ContentRules = Callable[..., list[str]]
+
+
+class AdapterBase:
+    """The constructor and pre-flight every adapter shares, so an adapter states only what is
+    its own: the shared client, the API base URL (without a trailing slash, as the adapters
+    join paths onto it), the egress policy media are fetched under, and its content rules."""
+
+    platform: ClassVar[str]
+    metrics_batch_size: ClassVar[int] = 1
+    #: The platform's content rules; None: nothing to check locally.
+    content_rules: ClassVar[ContentRules | None] = None
+
+    def __init__(
+        self,
+        *,
+        http: httpx.AsyncClient,
+        base_url: str,
+        media_policy: MediaPolicy | None = None,
+        **_options: Any,
+    ) -> None:
+        self.http = http
+        self.base_url = base_url.rstrip("/")
+        #: Where media may be fetched from (production's rules unless told otherwise).
+        self.media_policy = media_policy or MediaPolicy()
+
+    @classmethod
+    def validate_content(
+        cls,
+        text: str,
+        *,
+        media_count: int,
+        max_characters: int | None = None,
+        media_types: Sequence[str] = (),
+    ) -> list[str]:
+        """`PlatformAdapter.validate_content` through the class's `content_rules`; a class
+        method, so the class itself can be asked, without a client."""
+        if cls.content_rules is None:
+            return []
+        return cls.content_rules(
+            text, media_count=media_count, max_characters=max_characters, media_types=media_types
+        )
 
 
 def check_content(

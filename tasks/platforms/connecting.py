@@ -130,6 +130,29 @@ def expires_at(seconds: Any) -> datetime | None:
         return None
 
 
+def answered_token(answer: dict[str, Any], *, refusal: str) -> str:
+    """The `access_token` of a token answer (RFC 6749 §5.1); `refusal` when there is none."""
+    token = str(answer.get("access_token") or "")
+    if not token:
+        raise AuthorizationFailedError(refusal)
+    return token
+
+
+def answered_account(
+    answer: dict[str, Any], *, token: str, external_id: str, handle: str
+) -> NewAccount:
+    """The account a token answer connects, with what the answer says of its token: the
+    refresh token, `expires_in` and the granted `scope` (RFC 6749 §5.1)."""
+    return NewAccount(
+        external_id=external_id,
+        handle=handle,
+        access_token=token,
+        refresh_token=answer.get("refresh_token") or None,
+        token_expires_at=expires_at(answer.get("expires_in")),
+        granted_scopes=granted_from_answer(answer.get("scope")),
+    )
+
+
 class OAuthConnector:
     """The authorization-code mechanics shared by the OAuth platforms. A platform's connector
     subclasses it and writes `accounts` (who the user is, which scopes were granted)."""

@@ -22,6 +22,7 @@ import httpx
 from tasks.egress import MediaPolicy
 from tasks.platforms.base import (
     AccountContext,
+    AdapterBase,
     MediaItem,
     MetricCounts,
     NeedsReconnectError,
@@ -364,7 +365,7 @@ def graph_page_reader(
     return read_page
 
 
-class GraphAdapter:
+class GraphAdapter(AdapterBase):
     """Constructor, options and per-media metrics shared by the three Meta adapters."""
 
     platform: ClassVar[str] = "meta"
@@ -392,10 +393,9 @@ class GraphAdapter:
         `poll_interval` is GRAPH_CONTAINER_POLL_SECONDS for Instagram and Threads (their
         registry settings); `not_ready_retries` is how often a 9007 "not ready" publish is
         polled and retried; `media_policy` is the egress guard's policy an account's own Graph
-        host is checked with (`host_url`; None: production's)."""
-        self.http = http
-        self.base_url = base_url
-        self.media_policy = media_policy or MediaPolicy()
+        host and the media URLs handed to Meta are checked with (`host_url`; None:
+        production's)."""
+        super().__init__(http=http, base_url=base_url, media_policy=media_policy)
         self.graph_version = graph_version
         self.app_id = app_id
         self.app_secret = app_secret
@@ -403,17 +403,6 @@ class GraphAdapter:
         self.poll_interval = poll_interval
         self.poll_timeout = poll_timeout
         self.not_ready_retries = not_ready_retries
-
-    def validate_content(
-        self,
-        text: str,
-        *,
-        media_count: int,
-        max_characters: int | None = None,
-        media_types: Sequence[str] = (),
-    ) -> list[str]:
-        """Pre-flight problems (`tasks.platforms.text_limits`); none by default."""
-        return []
 
     def host_url(self, account: AccountContext) -> str:
         """The Graph host to call for this account: its own `base_url` through the egress guard

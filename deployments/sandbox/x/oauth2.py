@@ -68,7 +68,6 @@ async def authorize(request: Request, state: SandboxState = Depends(get_sandbox)
     except oauth.AuthorizeRefusedError as refused:
         what = "client_id" if refused.reason == "unknown_client" else "redirect_uri"
         return _oauth_error(400, "invalid_request", f"Value passed for the {what} was invalid.")
-    back = params.get("state")
     method = params.get("code_challenge_method") or "plain"
     problem = None
     if params.get("response_type") != "code":
@@ -77,29 +76,20 @@ async def authorize(request: Request, state: SandboxState = Depends(get_sandbox)
         problem = ("invalid_request", "Missing required parameter [code_challenge].")
     elif method not in ("S256", "plain"):
         problem = ("invalid_request", "code_challenge_method must be S256 or plain")
-    if problem is not None:
-        # Errors found once the redirect URI is verified go back to it (RFC 6749 §4.1.2.1).
-        error, description = problem
-        return oauth.redirect_to(
-            redirect_uri, {"error": error, "error_description": description, "state": back}
-        )
-    async with state.lock:
-        consent = oauth.consent_for(state, PLATFORM)
-        if consent is None:
-            return oauth.no_consent(PLATFORM)
-        if consent.deny:
-            return oauth.redirect_to(redirect_uri, {"error": "access_denied", "state": back})
-        code = oauth.grant_code(
-            state,
-            client=client,
-            consent=consent,
-            redirect_uri=redirect_uri,
-            requested=oauth.split_scopes(params.get("scope")),
-            challenge=params.get("code_challenge"),
-            challenge_method=method,
-            lifetime=CODE_LIFETIME,
-        )
-    return oauth.redirect_to(redirect_uri, {"state": back, "code": code.code})
+    return await oauth.answer_authorization(
+        state,
+        platform=PLATFORM,
+        client=client,
+        redirect_uri=redirect_uri,
+        back=params.get("state"),
+        requested=oauth.split_scopes(params.get("scope")),
+        challenge=params.get("code_challenge"),
+        challenge_method=method,
+        denied={"error": "access_denied"},
+        problem=problem,
+        lifetime=CODE_LIFETIME,
+        state_first=True,
+    )
 
 
 def _client_credentials(request: Request, form: Any) -> tuple[str, str | None]:

@@ -67,6 +67,7 @@ from tasks.media import (
 )
 from tasks.platforms.base import (
     AccountContext,
+    AdapterBase,
     MediaItem,
     MetricCounts,
     NeedsReconnectError,
@@ -146,9 +147,10 @@ def new_tid() -> str:
     return "".join(reversed(chars))
 
 
-class BlueskyAdapter:
+class BlueskyAdapter(AdapterBase):
     platform: ClassVar[str] = "bluesky"
     metrics_batch_size: ClassVar[int] = SPEC.metrics.batch_size if SPEC.metrics else 1
+    content_rules = staticmethod(validate_bluesky)
 
     def __init__(
         self,
@@ -162,10 +164,7 @@ class BlueskyAdapter:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         **_options: Any,
     ) -> None:
-        self.http = http
-        self.base_url = base_url.rstrip("/")
-        #: Where media may be fetched from (production's rules unless told otherwise).
-        self.media_policy = media_policy or MediaPolicy()
+        super().__init__(http=http, base_url=base_url, media_policy=media_policy)
         #: BLUESKY_VIDEO_SERVICE_URL: an operator's setting, so not checked as an account's is.
         self.video_service_url = video_service_url.rstrip("/")
         self.processing_budget_seconds = processing_budget_seconds
@@ -173,18 +172,6 @@ class BlueskyAdapter:
         #: also moves the sandbox's, so polling is deterministic and costs no real time.
         self._clock = clock
         self._sleep = sleep
-
-    @staticmethod
-    def validate_content(
-        text: str,
-        *,
-        media_count: int,
-        max_characters: int | None = None,
-        media_types: Sequence[str] = (),
-    ) -> list[str]:
-        return validate_bluesky(
-            text, media_count=media_count, max_characters=max_characters, media_types=media_types
-        )
 
     # ------------------------------------------------------------------ publish
     async def publish(

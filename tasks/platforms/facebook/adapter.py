@@ -44,9 +44,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-import httpx
-
-from tasks.egress import MediaFetchError, MediaPolicy, MediaUrlError, parse_media_url
+from tasks.egress import MediaFetchError, MediaUrlError, parse_media_url
 from tasks.media import media_kind
 from tasks.platforms.base import (
     AccountContext,
@@ -116,19 +114,7 @@ class FacebookAdapter(GraphAdapter):
     platform: ClassVar[str] = "facebook"
     metrics_batch_size: ClassVar[int] = SPEC.metrics.batch_size if SPEC.metrics else 1
     token_refreshable: ClassVar[bool] = False
-
-    def __init__(
-        self,
-        *,
-        http: httpx.AsyncClient,
-        base_url: str,
-        media_policy: MediaPolicy | None = None,
-        **options: Any,
-    ) -> None:
-        """`media_policy`: which media URLs may be handed to Meta (the same strict rules as a
-        fetch of our own; production's unless told otherwise)."""
-        super().__init__(http=http, base_url=base_url, **options)
-        self.media_policy = media_policy or MediaPolicy()
+    content_rules = staticmethod(validate_facebook)
 
     async def publish(
         self, *, account: AccountContext, content: PostContent, state: PlatformState
@@ -238,18 +224,6 @@ class FacebookAdapter(GraphAdapter):
         return values
 
     # ------------------------------------------------------------------ steps
-    def validate_content(
-        self,
-        text: str,
-        *,
-        media_count: int,
-        max_characters: int | None = None,
-        media_types: Sequence[str] = (),
-    ) -> list[str]:
-        return validate_facebook(
-            text, media_count=media_count, max_characters=max_characters, media_types=media_types
-        )
-
     async def _upload_photos(
         self,
         graph: GraphClient,

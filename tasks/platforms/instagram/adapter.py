@@ -9,7 +9,6 @@ ERROR / EXPIRED mean start over with a fresh container.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
@@ -65,6 +64,7 @@ class InstagramAdapter(ContainerAdapter):
     platform: ClassVar[str] = "instagram"
     metrics_batch_size: ClassVar[int] = SPEC.metrics.batch_size if SPEC.metrics else 1
     token_refreshable: ClassVar[bool] = False
+    content_rules = staticmethod(validate_instagram)
 
     def __init__(
         self,
@@ -120,18 +120,6 @@ class InstagramAdapter(ContainerAdapter):
         text_field="caption",
         video_type="REELS",
     )
-
-    def validate_content(
-        self,
-        text: str,
-        *,
-        media_count: int,
-        max_characters: int | None = None,
-        media_types: Sequence[str] = (),
-    ) -> list[str]:
-        return validate_instagram(
-            text, media_count=media_count, max_characters=max_characters, media_types=media_types
-        )
 
     async def refresh_token(self, *, account: AccountContext) -> TokenSet:
         """Instagram Login: `ig_refresh_token` on graph.instagram.com. Facebook Login: the

@@ -46,6 +46,7 @@ from tasks.media import (
 )
 from tasks.platforms.base import (
     AccountContext,
+    AdapterBase,
     MediaItem,
     MetricCounts,
     NeedsReconnectError,
@@ -86,9 +87,10 @@ _SHORT_THROTTLE_WAIT = SPEC.rate_limits.fallback_wait or timedelta(minutes=5)
 ATTEMPT_MARGIN_SECONDS = 5.0
 
 
-class LinkedInAdapter:
+class LinkedInAdapter(AdapterBase):
     platform: ClassVar[str] = "linkedin"
     metrics_batch_size: ClassVar[int] = SPEC.metrics.batch_size if SPEC.metrics else 1
+    content_rules = staticmethod(validate_linkedin)
 
     def __init__(
         self,
@@ -104,9 +106,7 @@ class LinkedInAdapter:
         video_poll_seconds: float | None = None,
         **_options: Any,
     ) -> None:
-        self.http = http
-        #: Where media may be fetched from (production's rules unless told otherwise).
-        self.media_policy = media_policy or MediaPolicy()
+        super().__init__(http=http, base_url=base_url, media_policy=media_policy)
         #: The attempt's time budget and the pause between processing polls (tests shorten).
         if attempt_seconds is None:
             attempt_seconds = 2 * self.media_policy.deadline_seconds - ATTEMPT_MARGIN_SECONDS
@@ -114,7 +114,6 @@ class LinkedInAdapter:
         if video_poll_seconds is None:
             video_poll_seconds = (_UPLOAD.poll_interval or timedelta(seconds=2)).total_seconds()
         self.video_poll_seconds = video_poll_seconds
-        self.base_url = base_url.rstrip("/")
         self.version = version
         self.client_id = client_id
         self.client_secret = client_secret
@@ -123,18 +122,6 @@ class LinkedInAdapter:
             real_api = "api.linkedin.com" in self.base_url
             oauth_base_url = "https://www.linkedin.com" if real_api else self.base_url
         self.oauth_base_url = oauth_base_url.rstrip("/")
-
-    @staticmethod
-    def validate_content(
-        text: str,
-        *,
-        media_count: int,
-        max_characters: int | None = None,
-        media_types: Sequence[str] = (),
-    ) -> list[str]:
-        return validate_linkedin(
-            text, media_count=media_count, max_characters=max_characters, media_types=media_types
-        )
 
     @staticmethod
     def is_member(account: AccountContext) -> bool:

@@ -14,8 +14,8 @@ from tasks.platforms.connecting import (
     CodeExchange,
     NewAccount,
     OAuthConnector,
-    expires_at,
-    granted_from_answer,
+    answered_account,
+    answered_token,
 )
 
 
@@ -23,9 +23,7 @@ class LinkedInConnector(OAuthConnector):
     platform: ClassVar[str] = "linkedin"
 
     async def accounts(self, grant: CodeExchange, answer: dict[str, Any]) -> list[NewAccount]:
-        token = str(answer.get("access_token") or "")
-        if not token:
-            raise AuthorizationFailedError("LinkedIn answered the code without an access token")
+        token = answered_token(answer, refusal="LinkedIn answered the code without an access token")
         me = await self.call(
             "GET",
             f"{self.base_urls['linkedin']}/v2/userinfo",
@@ -36,12 +34,10 @@ class LinkedInConnector(OAuthConnector):
             raise AuthorizationFailedError("LinkedIn did not say who the member is (userinfo)")
         name = str(me.get("name") or "").strip()
         return [
-            NewAccount(
+            answered_account(
+                answer,
+                token=token,
                 external_id=f"urn:li:person:{me['sub']}",
                 handle=name or str(me["sub"]),
-                access_token=token,
-                refresh_token=answer.get("refresh_token") or None,
-                token_expires_at=expires_at(answer.get("expires_in")),
-                granted_scopes=granted_from_answer(answer.get("scope")),
             )
         ]

@@ -25,6 +25,7 @@ from tasks.egress import MediaPolicy
 from tasks.media import FetchedMedia, fetch_platform_media
 from tasks.platforms.base import (
     AccountContext,
+    AdapterBase,
     MetricCounts,
     NeedsReconnectError,
     PermanentError,
@@ -63,9 +64,10 @@ _TAG_RE = re.compile(r"<[^>]+>")
 _REMOTE_MENTION_RE = re.compile(r"(?<![\w@/])@(\w[\w.-]*\w|\w)@[\w-]+(?:\.[\w-]+)+")
 
 
-class MastodonAdapter:
+class MastodonAdapter(AdapterBase):
     platform: ClassVar[str] = "mastodon"
     metrics_batch_size: ClassVar[int] = SPEC.metrics.batch_size if SPEC.metrics else 1
+    content_rules = staticmethod(validate_mastodon)
 
     def __init__(
         self,
@@ -75,23 +77,8 @@ class MastodonAdapter:
         media_policy: MediaPolicy | None = None,
         **_options: Any,
     ) -> None:
-        self.http = http
-        self.base_url = base_url.rstrip("/")
-        #: Where media may be fetched from (production's rules unless told otherwise).
-        self.media_policy = media_policy or MediaPolicy()
+        super().__init__(http=http, base_url=base_url, media_policy=media_policy)
         self._instance_limits: dict[str, int] = {}
-
-    @staticmethod
-    def validate_content(
-        text: str,
-        *,
-        media_count: int,
-        max_characters: int | None = None,
-        media_types: Sequence[str] = (),
-    ) -> list[str]:
-        return validate_mastodon(
-            text, media_count=media_count, max_characters=max_characters, media_types=media_types
-        )
 
     # ------------------------------------------------------------------ publish
     async def publish(

@@ -6,7 +6,6 @@ steps into one call and loses the checkpoint that makes a retry safe.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import httpx
@@ -38,6 +37,7 @@ class ThreadsAdapter(ContainerAdapter):
     #: expired", developers.facebook.com/docs/threads/get-started/long-lived-tokens): a 190/463
     #: means reconnect; the refresh job renews tokens before expiry.
     token_refreshable: ClassVar[bool] = False
+    content_rules = staticmethod(validate_threads)
     spec: ClassVar[ContainerSpec] = ContainerSpec(
         create_edge="threads",
         publish_edge="threads_publish",
@@ -62,18 +62,6 @@ class ThreadsAdapter(ContainerAdapter):
         if not graph_version.startswith("v1."):
             graph_version = THREADS_VERSION
         super().__init__(http=http, base_url=base_url, graph_version=graph_version, **options)
-
-    def validate_content(
-        self,
-        text: str,
-        *,
-        media_count: int,
-        max_characters: int | None = None,
-        media_types: Sequence[str] = (),
-    ) -> list[str]:
-        return validate_threads(
-            text, media_count=media_count, max_characters=max_characters, media_types=media_types
-        )
 
     async def refresh_token(self, *, account: AccountContext) -> TokenSet:
         return await self.refresh_long_lived(account=account, grant_type="th_refresh_token")

@@ -53,6 +53,7 @@ from tasks.media import (
 )
 from tasks.platforms.base import (
     AccountContext,
+    AdapterBase,
     MediaItem,
     MetricCounts,
     NeedsReconnectError,
@@ -93,9 +94,10 @@ MIN_SEGMENT_BYTES = 64 * 1024
 MEDIA_EXPIRY_MARGIN = timedelta(minutes=10)
 
 
-class XAdapter:
+class XAdapter(AdapterBase):
     platform: ClassVar[str] = "x"
     metrics_batch_size: ClassVar[int] = SPEC.metrics.batch_size if SPEC.metrics else 1
+    content_rules = staticmethod(validate_x)
 
     def __init__(
         self,
@@ -111,30 +113,15 @@ class XAdapter:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         **_options: Any,
     ) -> None:
-        self.http = http
-        self.base_url = base_url.rstrip("/")
+        super().__init__(http=http, base_url=base_url, media_policy=media_policy)
         self.client_id = client_id
         self.client_secret = client_secret
-        #: Where media may be fetched from (production's rules unless told otherwise).
-        self.media_policy = media_policy or MediaPolicy()
         self.chunk_bytes = chunk_bytes
         self.processing_budget_seconds = processing_budget_seconds
         #: How the wait for X's processing tells time and waits; tests pass a clock that also
         #: moves the sandbox's, so polling is deterministic and costs no real time.
         self._clock = clock
         self._sleep = sleep
-
-    @staticmethod
-    def validate_content(
-        text: str,
-        *,
-        media_count: int,
-        max_characters: int | None = None,
-        media_types: Sequence[str] = (),
-    ) -> list[str]:
-        return validate_x(
-            text, media_count=media_count, max_characters=max_characters, media_types=media_types
-        )
 
     # ------------------------------------------------------------------ publish
     async def publish(

@@ -13,8 +13,8 @@ from tasks.platforms.connecting import (
     CodeExchange,
     NewAccount,
     OAuthConnector,
-    expires_at,
-    granted_from_answer,
+    answered_account,
+    answered_token,
 )
 
 
@@ -26,9 +26,7 @@ class XConnector(OAuthConnector):
         return await self.accounts(grant, answer)
 
     async def accounts(self, grant: CodeExchange, answer: dict[str, Any]) -> list[NewAccount]:
-        token = str(answer.get("access_token") or "")
-        if not token:
-            raise AuthorizationFailedError("X answered the code without an access token")
+        token = answered_token(answer, refusal="X answered the code without an access token")
         me = await self.call(
             "GET", f"{self.base_urls['x']}/2/users/me", what="the user look-up", token=token
         )
@@ -36,12 +34,10 @@ class XConnector(OAuthConnector):
         if not user.get("id"):
             raise AuthorizationFailedError("X did not say who the user is (GET /2/users/me)")
         return [
-            NewAccount(
+            answered_account(
+                answer,
+                token=token,
                 external_id=str(user["id"]),
                 handle=str(user.get("username") or user["id"]),
-                access_token=token,
-                refresh_token=answer.get("refresh_token") or None,
-                token_expires_at=expires_at(answer.get("expires_in")),
-                granted_scopes=granted_from_answer(answer.get("scope")),
             )
         ]
