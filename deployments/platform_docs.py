@@ -315,7 +315,7 @@ def uploads_table() -> list[str]:
         "Platform",
         "Parts",
         "Processing waited for per attempt",
-        "Looked at again after",
+        "Longest wait between looks",
         "Given up after",
         "Unposted upload lives",
         "Success answers",

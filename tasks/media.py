@@ -308,9 +308,22 @@ def default_ssl_context() -> ssl.SSLContext:
 
 @asynccontextmanager
 async def open_media(
-    url: str, *, policy: MediaPolicy, limits: MediaLimits, deadline: float | None = None
+    url: str,
+    *,
+    policy: MediaPolicy,
+    limits: MediaLimits,
+    deadline: float | None = None,
+    offset: int = 0,
 ) -> AsyncIterator[MediaStream]:
     """Open `url` under `policy` and `limits`; yields a checked `MediaStream`.
+
+    `offset` > 0 resumes an upload in parts that the platform confirmed up to that byte: the
+    stream starts there. It asks for `Range: bytes=<offset>-`; an origin that answers 206 sends
+    only the rest, one that ignores the header (RFC 9110 §14.2 lets a server ignore Range:
+    https://www.rfc-editor.org/rfc/rfc9110#section-14.2) answers 200 with the whole file, and
+    the first `offset` bytes are read and dropped. Either way no byte before `offset` reaches
+    the caller. The type was sniffed when the file was first opened, so a resumed stream is
+    only held to the declared type; `declared_length` stays the whole file's size.
 
     For uploads that go in parts (X APPEND, LinkedIn video parts): read `stream.chunks()` (or
     `stream.read_part(size)` where the platform sets the part sizes) and upload as they come, so
@@ -349,6 +362,7 @@ async def open_media(
                     (b"User-Agent", _USER_AGENT.encode()),
                     (b"Accept", b"image/*, video/*"),
                     (b"Accept-Encoding", b"identity"),
+                    *([(b"Range", f"bytes={offset}-".encode())] if offset else []),
                 ],
             )
             try:
@@ -380,7 +394,7 @@ async def open_media(
                         ) from None
                     continue
                 yield await _checked_stream(
-                    response, limits=limits, deadline=deadline, log_url=log_url
+                    response, limits=limits, deadline=deadline, log_url=log_url, offset=offset
                 )
                 return
             finally:
@@ -388,15 +402,25 @@ async def open_media(
 
 
 async def _checked_stream(
-    response: httpcore.Response, *, limits: MediaLimits, deadline: float, log_url: str
+    response: httpcore.Response,
+    *,
+    limits: MediaLimits,
+    deadline: float,
+    log_url: str,
+    offset: int = 0,
 ) -> MediaStream:
-    if response.status != 200:
+    ranged = offset > 0 and response.status == 206
+    if response.status != 200 and not ranged:
         raise _failure("media_http_error", url=log_url, detail=f"status {response.status}")
     declared = normalize_mime_type(_header(response, b"content-type"))
     if declared not in _GENERIC_TYPES and declared not in limits.mime_types:
         raise _failure("media_bad_type", url=log_url, detail=f"declared {declared!r}")
     length_header = _header(response, b"content-length").strip()
     declared_length = int(length_header) if length_header.isdigit() else None
+    if ranged:
+        declared_length = _range_total(_header(response, b"content-range"), offset=offset)
+        if declared_length is None:
+            raise _failure("media_http_error", url=log_url, detail="unexpected Content-Range")
     if declared_length is not None and declared_length > limits.max_bytes:
         raise _failure(
             "media_too_large",
@@ -413,6 +437,13 @@ async def _checked_stream(
         deadline=deadline,
         log_url=log_url,
     )
+    if offset > 0:
+        if ranged:
+            stream.bytes_read = offset
+        else:
+            await _skip(stream, offset, log_url=log_url)
+        stream.mime_type = declared if declared not in _GENERIC_TYPES else ""
+        return stream
     head = b""
     while len(head) < _SNIFF_BYTES and (chunk := await stream.read_chunk()) is not None:
         head += chunk
@@ -424,6 +455,29 @@ async def _checked_stream(
     stream._head = head
     stream.mime_type = sniffed
     return stream
+
+
+def _range_total(content_range: str, *, offset: int) -> int | None:
+    """The whole file's size from a 206's `Content-Range: bytes <first>-<last>/<size>` that
+    starts at `offset` (RFC 9110 §14.4); None for any other (the rest would be misplaced)."""
+    unit, _, spec = content_range.strip().partition(" ")
+    span, _, size = spec.partition("/")
+    first, _, _last = span.partition("-")
+    if unit.lower() != "bytes" or not first.isdigit() or int(first) != offset:
+        return None
+    return int(size) if size.isdigit() else None
+
+
+async def _skip(stream: MediaStream, count: int, *, log_url: str) -> None:
+    """Read and drop the first `count` bytes (an origin that ignored the Range header)."""
+    dropped = 0
+    while dropped < count:
+        chunk = await stream.read_chunk()
+        if chunk is None:
+            raise _failure("media_http_error", url=log_url, detail=f"ended before byte {count}")
+        dropped += len(chunk)
+    if dropped > count:
+        stream._head = chunk[len(chunk) - (dropped - count) :]
 
 
 async def fetch_media(

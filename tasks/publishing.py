@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -45,6 +46,7 @@ from models.tables import PublishTarget, SocialAccount
 from models.targets import Settlement, find_target, release_claimed_target
 from tasks.accounts import fresh_context, refresh_tokens
 from tasks.platforms.base import (
+    ATTEMPT_DEADLINE,
     MediaItem,
     NeedsReconnectError,
     PlatformAdapter,
@@ -293,6 +295,9 @@ class Publisher:
         state = PlatformState(
             initial, saver=lambda values: self._save_state(target.id, attempt, values)
         )
+        # Processing waits (`poll_until_done`) read the deadline, so they end the attempt
+        # transient in time rather than being cut off with an unknown outcome.
+        deadline = ATTEMPT_DEADLINE.set(time.monotonic() + self.settings.attempt_deadline_seconds)
         try:
             # The attempt ends well inside its lease, so it can never make the platform call
             # after the lease ran out and another attempt took the target over: past the deadline
@@ -318,6 +323,8 @@ class Publisher:
             return await self._settle_error(
                 target=target, attempt=attempt, job=job, error=error, attempt_log=attempt_log
             )
+        finally:
+            ATTEMPT_DEADLINE.reset(deadline)
         settlement = Settlement(
             status=TargetStatus.SUCCESS,
             remote_id=result.remote_id,

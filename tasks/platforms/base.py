@@ -8,10 +8,13 @@ which the task calls instead of a blind re-publish whenever a previous attempt's
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Awaitable, Callable, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, TypeVar
 
 import httpx
 
@@ -309,3 +312,85 @@ def check_content(
     )
     if problems:
         raise PermanentError("; ".join(problems), code="content_invalid")
+
+
+# --------------------------------------------------------------------------- waiting for processing
+#: The end of the running publish attempt, on `time.monotonic()` (None: not inside one). The
+#: publishing task sets it where it starts the attempt's timeout, so a processing wait stops in
+#: time for the attempt to end transient instead of being cut off with an unknown outcome.
+ATTEMPT_DEADLINE: ContextVar[float | None] = ContextVar("attempt_deadline", default=None)
+#: Kept free at the end of the attempt for the post itself and the settlement.
+ATTEMPT_RESERVE_SECONDS = 3.0
+
+_Done = TypeVar("_Done")
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """Growing waits between two looks at media still processing: `first`, doubled each look,
+    never over `longest`. Processing that ends soon is seen soon, and a long one costs few
+    requests; `longest` also bounds when the next attempt looks again."""
+
+    first: float
+    longest: float
+    factor: float = 2.0
+
+    def wait(self, step: int) -> float:
+        return min(self.longest, self.first * self.factor**step)
+
+    @classmethod
+    def of(cls, first: timedelta | None, longest: timedelta | None) -> Backoff:
+        """From a spec's `poll_interval` (the first wait) and `processing_retry` (the longest)."""
+        start = (first or timedelta(seconds=1)).total_seconds()
+        return cls(
+            first=start, longest=max(start, (longest or timedelta(seconds=30)).total_seconds())
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class StillProcessing:
+    """One look's answer while the platform is still at work."""
+
+    #: For the message: the platform's phase or progress ("in_progress, 40%").
+    detail: str = ""
+    #: The platform's own pace, the least to wait before the next look (X's `check_after_secs`).
+    at_least: float = 0.0
+
+
+async def poll_until_done(
+    look: Callable[[], Awaitable[_Done | StillProcessing]],
+    *,
+    backoff: Backoff,
+    deadline: float,
+    what: str,
+    first: _Done | StillProcessing | None = None,
+    code: str = "media_processing",
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> _Done:
+    """Look (`look`, or start from the answer already in hand, `first`) until the platform is
+    done, waiting `backoff`'s growing steps between looks, until `deadline` (on `clock`) or the
+    attempt's own deadline (`ATTEMPT_DEADLINE`), whichever comes first.
+
+    When the next wait would end past that, the attempt ends `TransientError(code)` with
+    `retry_at` = now + that wait: the next attempt resumes polling the stored id at the pace
+    the backoff had reached, instead of a fixed long re-enqueue. Errors `look` raises (a
+    processing failure, a refused read) pass through."""
+    attempt_end = ATTEMPT_DEADLINE.get()
+    if attempt_end is not None and clock is time.monotonic:
+        deadline = min(deadline, attempt_end - ATTEMPT_RESERVE_SECONDS)
+    answer = first if first is not None else await look()
+    step = 0
+    while isinstance(answer, StillProcessing):
+        wait = max(backoff.wait(step), answer.at_least)
+        step += 1
+        if clock() + wait > deadline:
+            detail = f" ({answer.detail})" if answer.detail else ""
+            raise TransientError(
+                f"{what} is still processing{detail}; the next attempt resumes it",
+                code=code,
+                retry_at=datetime.now(UTC) + timedelta(seconds=wait),
+            )
+        await sleep(wait)
+        answer = await look()
+    return answer

@@ -23,6 +23,7 @@ from tasks.egress import MediaPolicy
 from tasks.platforms.base import (
     AccountContext,
     AdapterBase,
+    Backoff,
     MediaItem,
     MetricCounts,
     NeedsReconnectError,
@@ -31,11 +32,13 @@ from tasks.platforms.base import (
     PlatformState,
     PostContent,
     PublishResult,
+    StillProcessing,
     TokenExpiredError,
     TokenSet,
     TransientError,
     UnknownOutcomeError,
     check_content,
+    poll_until_done,
 )
 from tasks.platforms.facebook.spec import GRAPH_RATE_LIMITS, GRAPH_VERSIONS
 from tasks.platforms.reconcile import Page, find_own_post
@@ -340,6 +343,11 @@ def graph_timestamp(value: str) -> datetime | None:
             return None
 
 
+#: The longest wait between two looks at a container still IN_PROGRESS: Instagram recommends
+#: "querying a container's status once per minute, for no more than 5 minutes"
+#: (developers.facebook.com/docs/instagram-platform/content-publishing, "Troubleshooting"), so
+#: the growing waits start short (an image is ready in a moment) and end at that pace.
+CONTAINER_POLL_LONGEST = 60.0
 #: Reconcile reads a Graph edge 100 items a page (the pages and the clock skew are
 #: `reconcile.find_own_post`'s).
 RECONCILE_PAGE_SIZE = 100
@@ -749,13 +757,15 @@ class ContainerAdapter(GraphAdapter):
     async def _wait_finished(
         self, graph: GraphClient, account: AccountContext, container_id: str
     ) -> None:
-        """Poll with short intervals until FINISHED, within `poll_timeout` (the handler must stay
-        shorter than the queue's redelivery timeout; a later attempt resumes the container)."""
-        deadline = time.monotonic() + self.poll_timeout
-        while True:
+        """Poll with growing waits (`poll_until_done`, from `poll_interval` up to
+        `CONTAINER_POLL_LONGEST`) until FINISHED, within `poll_timeout` (the handler must stay
+        shorter than the queue's redelivery timeout; a later attempt resumes the container,
+        looking again after the next wait)."""
+
+        async def look() -> bool | StillProcessing:
             status, detail = await self.container_status(graph, account, container_id)
             if status == "FINISHED":
-                return
+                return True
             if status == "PUBLISHED":
                 raise UnknownOutcomeError(
                     f"container {container_id} is already PUBLISHED", code="PUBLISHED"
@@ -767,14 +777,17 @@ class ContainerAdapter(GraphAdapter):
                 )
             if status == "EXPIRED":
                 raise TransientError(f"container {container_id} expired", code="EXPIRED")
-            if time.monotonic() + self.poll_interval > deadline:
-                raise TransientError(
-                    f"container {container_id} still {status or 'unknown'} after "
-                    f"{self.poll_timeout:g}s",
-                    code="IN_PROGRESS",
-                    retry_at=datetime.now(UTC) + timedelta(seconds=max(self.poll_interval, 5)),
-                )
-            await asyncio.sleep(self.poll_interval)
+            return StillProcessing(status or "unknown")
+
+        await poll_until_done(
+            look,
+            backoff=Backoff(
+                first=self.poll_interval, longest=max(self.poll_interval, CONTAINER_POLL_LONGEST)
+            ),
+            deadline=time.monotonic() + self.poll_timeout,
+            what=f"{self.platform} container {container_id}",
+            code="IN_PROGRESS",
+        )
 
     async def find_published(
         self,

@@ -20,6 +20,7 @@ from starlette.routing import Route
 
 from tests.media.helpers import (
     CHUNK,
+    CLIP,
     GIB,
     INTERNAL_HOST,
     JPEG_HEAD,
@@ -98,6 +99,21 @@ def _media_app(served: Served) -> Starlette:
         body = b"<html>login</html>" if request.query_params.get("html") else PNG
         return Response(body, headers={"Content-Type": request.query_params["type"]})
 
+    async def clip(request: Request) -> Response:
+        """`CLIP`, an MP4; `?ranges=1` honours `Range: bytes=N-` with a 206 (RFC 9110 §14.2),
+        otherwise the whole file is sent whatever the request asked for."""
+        record(request)
+        wanted = request.headers.get("range", "")
+        if request.query_params.get("ranges") and wanted.startswith("bytes="):
+            first = int(wanted.removeprefix("bytes=").split("-", 1)[0])
+            return Response(
+                CLIP[first:],
+                status_code=206,
+                media_type="video/mp4",
+                headers={"Content-Range": f"bytes {first}-{len(CLIP) - 1}/{len(CLIP)}"},
+            )
+        return Response(CLIP, media_type="video/mp4")
+
     async def missing(request: Request) -> Response:
         record(request)
         return PlainTextResponse("internal detail: db at 10.1.2.3 is down", status_code=404)
@@ -111,6 +127,7 @@ def _media_app(served: Served) -> Starlette:
             Route("/hops/{n}", hops),
             Route("/typed", typed),
             Route("/missing", missing),
+            Route("/clip.mp4", clip),
         ]
     )
 

@@ -15,6 +15,8 @@ PNG = b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\rIHDR" + bytes(200)
 JPEG_HEAD = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00"
 MP4_HEAD = b"\x00\x00\x00\x20ftypisom\x00\x00\x02\x00isomiso2avc1mp41"
 CHUNK = 64 * 1024
+#: A 300 kB "video" whose every byte says where it is, so a misplaced resume shows.
+CLIP = (MP4_HEAD + bytes(range(256)) * 1200)[:300_000]
 GIB = 1024**3
 
 

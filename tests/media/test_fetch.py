@@ -18,13 +18,14 @@ from tasks.egress import MediaFetchError, MediaPolicy
 from tasks.media import (
     MAX_BUFFERED_BYTES,
     MediaLimits,
+    _range_total,
     default_ssl_context,
     fetch_media,
     fetch_platform_media,
     open_media,
 )
 from tasks.platforms.base import TransientError
-from tests.media.helpers import CHUNK, PNG, Served
+from tests.media.helpers import CHUNK, CLIP, PNG, Served
 
 IMAGE = MediaLimits(max_bytes=5_000_000, mime_types=frozenset({"image/png", "image/jpeg"}))
 
@@ -224,3 +225,30 @@ async def test_a_closed_port_is_unreachable(dev_policy: MediaPolicy) -> None:
     error = await _code("http://127.0.0.1:9/a.png", policy=dev_policy)
     assert error.code == "media_unreachable"
     assert "Connect" not in error.message and ":9" not in error.message
+
+
+VIDEO = MediaLimits(max_bytes=1_000_000, mime_types=frozenset({"video/mp4"}))
+
+
+@pytest.mark.parametrize("ranges", [True, False])
+async def test_a_resumed_read_starts_at_the_offset(
+    media_host: Served, dev_policy: MediaPolicy, ranges: bool
+) -> None:
+    """A Range request where the origin honours it (206: only the rest travels), the whole
+    file with the first bytes dropped where it does not; the caller sees the same either way."""
+    url = media_host.url("/clip.mp4" + ("?ranges=1" if ranges else ""))
+    offset = 131_072 + 7
+    async with open_media(url, policy=dev_policy, limits=VIDEO, offset=offset) as stream:
+        rest = b"".join([chunk async for chunk in stream.chunks()])
+        assert stream.declared_length == len(CLIP)
+        assert stream.bytes_read == len(CLIP)
+    assert rest == CLIP[offset:]
+    assert media_host.requests[-1]["range"] == f"bytes={offset}-"
+
+
+def test_a_range_answer_from_elsewhere_in_the_file_is_refused() -> None:
+    """A 206 that does not start at the offset asked for would misplace every later byte."""
+    assert _range_total("bytes 100-299/300", offset=100) == 300
+    assert _range_total("bytes 0-299/300", offset=100) is None
+    assert _range_total("bytes 100-299/*", offset=100) is None
+    assert _range_total("items 100-299/300", offset=100) is None

@@ -232,6 +232,50 @@ async def test_processing_spanning_attempts_resumes_without_uploading_again(
     assert len(exchanges.actions("finalizeUpload")) == 1
 
 
+async def test_an_upload_cut_off_at_part_k_sends_only_the_missing_parts(sandbox) -> None:
+    """A dropped connection at part k of n: attempt 1 ends transient with parts 0..k-1 and
+    their ETags stored; attempt 2 re-opens the file at part k, PUTs only k..n-1 and finalizes
+    with every ETag in order: one initializeUpload, one post with the whole file."""
+    exchanges = Exchanges()
+    size, k = 3 * VIDEO_PART_BYTES + 5_000, 2
+    failing = {"left": 1}
+
+    async def fail_part_k(request: httpx.Request) -> None:
+        if request.method == "PUT" and request.url.path.endswith(f"/{k}") and failing["left"]:
+            failing["left"] -= 1
+            # What a dropped connection looks like to the client.
+            raise httpx.RemoteProtocolError("connection dropped", request=request)
+
+    hooks = {"request": [fail_part_k], "response": [exchanges]}
+    account = sandbox_account(sandbox, "linkedin")
+    stored = StoredState()
+    content = PostContent(text="four parts", media=[_video(sandbox, size)])
+    async with sandbox_http(sandbox, timeout=10, event_hooks=hooks) as http:
+        with pytest.raises(TransientError):
+            await _adapter(sandbox, http).publish(
+                account=account, content=content, state=stored.state()
+            )
+        upload = stored.values["video_upload"]
+        assert upload["etags"][:k] == [p.etag for p in exchanges.parts()]
+        assert upload["etags"][k:] == [None, None]
+        first = len(exchanges.parts())
+        await _adapter(sandbox, http).publish(
+            account=account, content=content, state=stored.state()
+        )
+    resumed = exchanges.parts()[first:]
+    assert [p.path.rsplit("/", 1)[1] for p in resumed] == ["2", "3"]
+    assert [p.request_size for p in resumed] == [VIDEO_PART_BYTES, 5_000]
+    served = _served_mp4(size)
+    assert resumed[0].etag is not None
+    assert resumed[0].etag.endswith(_digest(served[k * VIDEO_PART_BYTES : 3 * VIDEO_PART_BYTES]))
+    assert len(exchanges.actions("initializeUpload")) == 1
+    (final,) = exchanges.actions("finalizeUpload")
+    etags = json.loads(final.request_body)["finalizeUploadRequest"]["uploadedPartIds"]
+    assert etags == upload["etags"][:k] + [p.etag for p in resumed]
+    (post,) = sandbox.posts("linkedin")
+    assert post["content"]["media"]["id"] == upload["urn"] == stored.values["video_urn"]
+
+
 async def test_polling_never_runs_past_the_attempts_deadline(sandbox, recorded) -> None:
     """A 1 s attempt polling every 0.3 s reads the status at most 1 + 1/0.3 times, then ends
     transient: it does not wait for LinkedIn past its own deadline."""

@@ -9,6 +9,8 @@ request reaches the platform, so the sandbox never records a post without its me
 from __future__ import annotations
 
 import dataclasses
+import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -132,6 +134,7 @@ async def test_mastodon_video_processing_spanning_two_attempts_resumes_without_r
 
     video = MediaItem(sandbox.media_url("clip.mp4"), "video/mp4")
     first = sandbox_adapter(sandbox, "mastodon", http)
+    first.processing_budget_seconds = 1.0  # type: ignore[attr-defined]
     with pytest.raises(TransientError) as caught:
         await first.publish(
             account=account,
@@ -139,6 +142,8 @@ async def test_mastodon_video_processing_spanning_two_attempts_resumes_without_r
             state=PlatformState(saver=saver),
         )
     assert caught.value.code == "media_processing" and caught.value.retry_at is not None
+    # The next look is the backoff's next step, not a fixed re-enqueue half a minute on.
+    assert caught.value.retry_at - datetime.now(UTC) <= timedelta(seconds=4)
     assert len(stored["media_ids"]) == 1 and sandbox.posts("mastodon") == []
     assert counter.count("/api/v2/media") == 1
     sandbox.advance_clock(600)  # the instance finishes processing before the next attempt
@@ -154,3 +159,32 @@ async def test_mastodon_video_processing_spanning_two_attempts_resumes_without_r
     assert [a["id"] for a in post["media_attachments"]] == stored["media_ids"]
     assert post["media_attachments"][0]["type"] == "video"
     assert counter.count("/api/v2/media") == 1
+
+
+async def test_mastodon_video_goes_out_as_soon_as_the_instance_has_processed_it(
+    sandbox, counted_http
+) -> None:
+    """Processing of a few seconds is waited out inside the attempt with growing waits: the
+    status goes out within processing time + 2 s of the start, after one upload."""
+    http, counter = counted_http
+    processing = 3.0
+    answer = await http.post(
+        f"{sandbox.base_url}/_sandbox/processing",
+        json={"platform": "mastodon", "seconds": processing},
+    )
+    answer.raise_for_status()
+    adapter = sandbox_adapter(sandbox, "mastodon", http)
+    video = MediaItem(sandbox.media_url("clip.mp4"), "video/mp4")
+    started = time.monotonic()
+    await adapter.publish(
+        account=sandbox_account(sandbox, "mastodon"),
+        content=PostContent(text="quick clip", media=[video]),
+        state=PlatformState(),
+    )
+    elapsed = time.monotonic() - started
+    (post,) = sandbox.posts("mastodon")
+    assert post["media_attachments"][0]["type"] == "video"
+    assert processing <= elapsed <= processing + 2
+    assert counter.count("/api/v2/media") == 1
+    # A handful of looks, not one every half second.
+    assert sum("/api/v1/media/" in path for path in counter.paths) <= 5

@@ -47,16 +47,22 @@ def test_the_upload_facts_the_adapters_rely_on() -> None:
     assert x.part_bytes == 1024 * 1024 and x.max_parts == 1000
     assert x.part_bytes * x.max_parts >= 512_000_000
     assert x.processing_budget == timedelta(seconds=18)
-    assert x.processing_retry == timedelta(seconds=30)
+    # Processing waits grow from `poll_interval` to `processing_retry` (`base.Backoff.of`).
+    assert (x.poll_interval, x.processing_retry) == (timedelta(seconds=1), timedelta(seconds=10))
     assert set(x.accepted_statuses) >= {200, 201, 202, 204}
-    assert linkedin.processing_retry == timedelta(seconds=30)
+    assert linkedin.processing_retry == timedelta(seconds=10)
     assert linkedin.poll_interval == timedelta(seconds=2)
     assert linkedin.accepted_statuses == (200, 201)
-    # Mastodon: 5 polls of 0.5 s per attempt; 200 processed at once, 202 still processing.
-    assert mastodon.processing_budget == 5 * mastodon.poll_interval  # type: ignore[operator]
+    # Mastodon: 0.5 s doubling to 4 s for 18 s per attempt; 200 processed at once, 202 still
+    # processing.
+    assert mastodon.processing_budget == timedelta(seconds=18)
+    assert (mastodon.poll_interval, mastodon.processing_retry) == (
+        timedelta(seconds=0.5),
+        timedelta(seconds=4),
+    )
     assert mastodon.accepted_statuses == (200, 202)
     assert (facebook.processing_retry, facebook.processing_limit) == (
-        timedelta(seconds=60),
+        timedelta(seconds=20),
         timedelta(hours=2),
     )
     linkedin_limits = platform_spec("linkedin").rate_limits

@@ -286,6 +286,85 @@ async def test_processing_spanning_two_attempts_resumes_without_uploading_again(
     assert len(appends.segments) == uploaded
 
 
+class DropAppend:
+    """Drops the connection of the `at`-th APPEND (0-based) before it reaches X, once."""
+
+    def __init__(self, at: int) -> None:
+        self.at = at
+        self.seen = 0
+
+    async def __call__(self, request: httpx.Request) -> None:
+        if not request.url.path.endswith("/append"):
+            return
+        self.seen += 1
+        if self.seen == self.at + 1:
+            raise httpx.RemoteProtocolError("connection dropped", request=request)
+
+
+async def test_an_upload_cut_off_at_segment_k_resumes_from_k_under_the_same_media_id(
+    sandbox,
+) -> None:
+    """Attempt 1 sends segments 0..k-1, the connection drops at k: transient, with the session
+    stored. Attempt 2 re-opens the file at byte k*segment (the sandbox's media server ignores
+    Range, so the fetcher skips those bytes), APPENDs k..n-1 to the same media id and posts
+    once with the whole file."""
+    size, segment, k = 300_000, 65536, 2
+    appends, paths, drop = AppendLog(), [], DropAppend(k)
+
+    async def path_hook(request: httpx.Request) -> None:
+        paths.append(request.url.path)
+
+    hooks = {"request": [path_hook, appends, drop]}
+    account = sandbox_account(sandbox, "x")
+    stored = _Stored()
+    content = PostContent(text="resumed upload", media=[_video(sandbox, size)])
+    async with sandbox_http(sandbox, timeout=5, event_hooks=hooks) as http:
+        with pytest.raises(TransientError):
+            await _adapter(sandbox, http, SandboxClock(sandbox), chunk_bytes=segment).publish(
+                account=account, content=content, state=stored.state()
+            )
+        session = stored.values["upload_session"]
+        assert (session["segment"], session["offset"]) == (k, k * segment)
+        assert sandbox.posts("x") == []
+        first = list(appends.segments)
+        await _adapter(sandbox, http, SandboxClock(sandbox), chunk_bytes=segment).publish(
+            account=account, content=content, state=stored.state()
+        )
+    # Attempt 1: 0..k-1 confirmed, k dropped; attempt 2: only k..n-1.
+    assert [index for index, _ in first] == [*range(k), k]
+    resumed = appends.segments[len(first) :]
+    assert [index for index, _ in resumed] == list(range(k, 5))
+    assert sum(length for _, length in resumed) == size - k * segment
+    assert _count(paths, "/2/media/upload/initialize") == 1
+    (post,) = sandbox.posts("x")
+    assert post["media_ids"] == stored.values["media_ids"] == [session["media_id"]]
+    assert post["media"][0]["size"] == size
+    assert stored.values["upload_session"] is None
+
+
+async def test_an_expired_upload_session_starts_over(sandbox) -> None:
+    """Past the media id's `expires_after_secs` the stored session is not resumed: INIT
+    again, every segment sent again."""
+    appends, drop = AppendLog(), DropAppend(1)
+    account = sandbox_account(sandbox, "x")
+    stored = _Stored()
+    content = PostContent(text="too late", media=[_video(sandbox, 200_000)])
+    async with sandbox_http(sandbox, timeout=5, event_hooks={"request": [appends, drop]}) as http:
+        with pytest.raises(TransientError):
+            await _adapter(sandbox, http, SandboxClock(sandbox), chunk_bytes=65536).publish(
+                account=account, content=content, state=stored.state()
+            )
+        old = stored.values["upload_session"]["media_id"]
+        stored.values["media_expires_at"] = "2000-01-01T00:00:00+00:00"
+        before = len(appends.segments)
+        await _adapter(sandbox, http, SandboxClock(sandbox), chunk_bytes=65536).publish(
+            account=account, content=content, state=stored.state()
+        )
+    assert [index for index, _ in appends.segments[before:]] == [0, 1, 2, 3]
+    (post,) = sandbox.posts("x")
+    assert post["media_ids"] != [old] and post["media"][0]["size"] == 200_000
+
+
 async def test_a_stored_media_id_x_no_longer_knows_is_uploaded_again(sandbox, logged_http) -> None:
     http, paths, _ = logged_http
     account = sandbox_account(sandbox, "x")

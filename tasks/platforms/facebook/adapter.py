@@ -36,7 +36,6 @@ durable checkpoint in the platform state:
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
@@ -48,6 +47,7 @@ from tasks.egress import MediaFetchError, MediaUrlError, parse_media_url
 from tasks.media import media_kind
 from tasks.platforms.base import (
     AccountContext,
+    Backoff,
     MediaItem,
     MetricCounts,
     NeedsReconnectError,
@@ -56,11 +56,13 @@ from tasks.platforms.base import (
     PlatformState,
     PostContent,
     PublishResult,
+    StillProcessing,
     TokenSet,
     TransientError,
     UnknownOutcomeError,
     check_content,
     lookup_failed,
+    poll_until_done,
 )
 from tasks.platforms.facebook.spec import SPEC
 from tasks.platforms.graph import (
@@ -95,7 +97,8 @@ VIDEO_FAILED: frozenset[str] = frozenset({"error"})
 VIDEO_FIELDS = "status,post_id,permalink_url"
 assert SPEC.upload is not None and SPEC.upload.processing_retry is not None
 assert SPEC.upload.processing_limit is not None
-#: When to look again at a video Meta is still processing after this attempt's polls.
+#: The longest wait between two looks at a video Meta is still processing, within an attempt
+#: and until the next one.
 _VIDEO_PROCESSING_RETRY = SPEC.upload.processing_retry
 #: A video still "processing" this long after its upload is treated as lost: Meta downloads
 #: within 5 minutes and processes a ≤ 1 GB, ≤ 20 min file well inside this (video-uploads).
@@ -317,28 +320,36 @@ class FacebookAdapter(GraphAdapter):
         the handler must stay inside the queue's dispatch deadline): "ready" is the published
         post; "error" fails the target for good (Meta's own reason in the message); still
         processing ends the attempt transient with `retry_at`, and the next one resumes here
-        from `video_id`."""
-        while True:
+        from `video_id`, after the next of the growing waits (`poll_until_done`)."""
+
+        async def look() -> PublishResult | StillProcessing:
             found = await self._video_outcome(graph, account, state, video_id)
-            if found is not None:
-                return found
-            if time.monotonic() + self.poll_interval > deadline:
-                break
-            await asyncio.sleep(self.poll_interval)
-        uploaded = state.get("video_uploaded_at")
-        if uploaded and datetime.now(UTC) - datetime.fromisoformat(uploaded) > (
-            VIDEO_PROCESSING_LIMIT
-        ):
-            raise PermanentError(
-                f"Facebook was still processing the video {VIDEO_PROCESSING_LIMIT} after "
-                "its upload; giving up",
-                code="video_processing_timeout",
+            return StillProcessing() if found is None else found
+
+        try:
+            return await poll_until_done(
+                look,
+                backoff=Backoff(
+                    first=self.poll_interval,
+                    longest=max(self.poll_interval, _VIDEO_PROCESSING_RETRY.total_seconds()),
+                ),
+                deadline=max(deadline, time.monotonic()),
+                what="Facebook video",
+                code="video_processing",
             )
-        raise TransientError(
-            "Facebook is still processing the video",
-            code="video_processing",
-            retry_at=datetime.now(UTC) + _VIDEO_PROCESSING_RETRY,
-        )
+        except TransientError as exc:
+            if exc.code != "video_processing":
+                raise
+            uploaded = state.get("video_uploaded_at")
+            if uploaded and datetime.now(UTC) - datetime.fromisoformat(uploaded) > (
+                VIDEO_PROCESSING_LIMIT
+            ):
+                raise PermanentError(
+                    f"Facebook was still processing the video {VIDEO_PROCESSING_LIMIT} after "
+                    "its upload; giving up",
+                    code="video_processing_timeout",
+                ) from None
+            raise
 
     async def _video_outcome(
         self, graph: GraphClient, account: AccountContext, state: PlatformState, video_id: str

@@ -138,9 +138,11 @@ SPEC = PlatformSpec(
         ),
     ),
     # `status.video_status`: "ready" publishes, "error" never does; Meta downloads within 5
-    # minutes and processes a <= 1 GB, <= 20 min file well inside the limit below.
+    # minutes and processes a <= 1 GB, <= 20 min file well inside the limit below. Meta states
+    # no pace: the status is looked at after 1 s (GRAPH's poll interval), then twice as long
+    # each time up to 20 s, and the next attempt looks again after the next wait.
     upload=UploadSpec(
-        processing_retry=timedelta(seconds=60),
+        processing_retry=timedelta(seconds=20),
         processing_limit=timedelta(hours=2),
         docs=(
             "https://developers.facebook.com/docs/graph-api/video-uploads",

@@ -13,7 +13,8 @@ Video goes through the Videos API (learn.microsoft.com/en-us/linkedin/marketing/
 community-management/shares/videos-api): `initializeUpload` with the file size → PUT each byte
 range of `uploadInstructions` (4 MB parts) and keep each answer's ETag → `finalizeUpload` with
 the ETags in order → `GET /rest/videos/{urn}` until AVAILABLE → the post names the video urn.
-The file is streamed from the media fetcher part by part (up to 500 MB, never held whole). The
+The file is streamed from the media fetcher part by part (up to 500 MB, never held whole); each
+part's ETag is stored as LinkedIn confirms it, so a retry PUTs only the missing parts. The
 urn is stored in the platform state once finalized, so processing that outlasts one attempt is
 polled again by the next one instead of uploading again; polling stops before the attempt's
 deadline with a transient error. PROCESSING_FAILED is permanent.
@@ -47,6 +48,7 @@ from tasks.media import (
 from tasks.platforms.base import (
     AccountContext,
     AdapterBase,
+    Backoff,
     MediaItem,
     MetricCounts,
     NeedsReconnectError,
@@ -55,12 +57,14 @@ from tasks.platforms.base import (
     PlatformState,
     PostContent,
     PublishResult,
+    StillProcessing,
     TokenSet,
     TransientError,
     UnknownOutcomeError,
     check_content,
     classify_http,
     json_or_text,
+    poll_until_done,
 )
 from tasks.platforms.linkedin.spec import SPEC
 from tasks.platforms.media_support import check_media_support
@@ -85,6 +89,10 @@ _SHORT_THROTTLE_WAIT = SPEC.rate_limits.fallback_wait or timedelta(minutes=5)
 #: deadline when both deadlines are raised for long videos. Waiting for video processing stops
 #: before it; the next attempt resumes from the stored video urn.
 ATTEMPT_MARGIN_SECONDS = 5.0
+#: Waits between looks at a video still PROCESSING (LinkedIn states no pace).
+_BACKOFF = Backoff.of(_UPLOAD.poll_interval, _UPLOAD.processing_retry)
+#: A stored upload whose part URLs expire (`uploadUrlsExpireAt`) within this starts over.
+UPLOAD_URL_MARGIN = timedelta(minutes=10)
 
 
 class LinkedInAdapter(AdapterBase):
@@ -432,7 +440,8 @@ class LinkedInAdapter(AdapterBase):
         A urn stored by an earlier attempt of this target (a post's media never change once
         scheduled) is looked at first: still PROCESSING, it is only polled again; AVAILABLE, it
         is used as is; PROCESSING_FAILED fails again. One LinkedIn no longer knows, or whose
-        upload was never finalized (WAITING_UPLOAD), is uploaded afresh.
+        upload was never finalized (WAITING_UPLOAD), is uploaded afresh, resuming the parts an
+        earlier attempt had confirmed (`video_upload`, see `_upload_video`).
         """
         stored = state.get("video_urn")
         if isinstance(stored, str):
@@ -440,73 +449,155 @@ class LinkedInAdapter(AdapterBase):
             if status is not None and status[0] != "WAITING_UPLOAD":
                 await self._wait_available(account, stored, deadline=deadline, known=status)
                 return stored
-        urn = await self._upload_video(account=account, item=item, deadline=deadline)
+        urn = await self._upload_video(account=account, item=item, state=state, deadline=deadline)
         # Stored before any wait: an attempt that ends while LinkedIn processes leaves the next
         # one only the polling to do.
-        await state.save(video_urn=urn)
+        await state.save(video_urn=urn, video_upload=None)
         await self._wait_available(account, urn, deadline=deadline)
         return urn
 
+    def _stored_upload(self, state: PlatformState, item: MediaItem) -> dict[str, Any] | None:
+        """The unfinished upload of this very file an earlier attempt left, while its upload
+        URLs still work (`uploadUrlsExpireAt`, with a margin); None: initialize afresh."""
+        upload = state.get("video_upload")
+        if not isinstance(upload, dict) or upload.get("source") != item.url:
+            return None
+        expires_ms = upload.get("expires_at_ms")
+        if isinstance(expires_ms, int):
+            margin = UPLOAD_URL_MARGIN.total_seconds() * 1000
+            if expires_ms - margin <= datetime.now(UTC).timestamp() * 1000:
+                return None
+        return upload
+
     async def _upload_video(
-        self, *, account: AccountContext, item: MediaItem, deadline: float
+        self, *, account: AccountContext, item: MediaItem, state: PlatformState, deadline: float
     ) -> str:
-        """initializeUpload → PUT each byte range as it is read from the media stream (ETags
-        kept in order) → finalizeUpload. Returns the video urn. Fetching and uploading share
-        the media fetcher's deadline, itself inside the attempt's."""
-        loop = asyncio.get_running_loop()
-        limits = MediaLimits.for_platform(self.platform, item.mime_type, buffered=False)
-        fetch_deadline = min(deadline, loop.time() + self.media_policy.deadline_seconds)
-        async with open_media(
-            item.url, policy=self.media_policy, limits=limits, deadline=fetch_deadline
-        ) as stream:
-            size = stream.declared_length or item.size_bytes
-            if not size:
-                raise PermanentError(
-                    "LinkedIn needs a video's size before its upload: the media server sent "
-                    "no Content-Length and no sizeBytes was registered",
-                    code="media_size_unknown",
-                )
-            init = await self._rest_action(
-                account,
-                "/rest/videos?action=initializeUpload",
-                body={
-                    "initializeUploadRequest": {
-                        "owner": self.author_urn(account),
-                        "fileSizeBytes": size,
-                        "uploadCaptions": False,
-                        "uploadThumbnail": False,
-                    }
-                },
+        """initializeUpload → PUT each byte range as it is read from the media stream →
+        finalizeUpload with the ETags in order. Returns the video urn. Fetching and uploading
+        share the media fetcher's deadline, itself inside the attempt's.
+
+        The urn, the upload instructions and each part's ETag are stored as LinkedIn confirms
+        them (`video_upload`), so an attempt cut off mid-file leaves the next one to re-open
+        the file at the first part without an ETag (`open_media(offset=)`) and PUT only the
+        missing parts: each part has its own pre-signed URL and is accepted on its own, and
+        finalizeUpload takes the ETags of all of them in order (learn.microsoft.com/en-us/
+        linkedin/marketing/community-management/shares/videos-api, "Upload the Video")."""
+        upload = self._stored_upload(state, item)
+        if upload is None or None in upload["etags"]:
+            upload = await self._send_parts(
+                account=account, item=item, upload=upload, state=state, deadline=deadline
             )
-            try:
-                value = init.json()["value"]
-                urn = str(value["video"])
-                token = str(value.get("uploadToken") or "")
-                parts = _upload_ranges(value["uploadInstructions"], size=size)
-            except (ValueError, KeyError, TypeError) as exc:
-                raise TransientError(
-                    f"LinkedIn's initializeUpload answer is unusable: {exc!r}", code="video_init"
-                ) from exc
-            etags = [
-                await self._upload_part(stream, url=url, length=length, deadline=fetch_deadline)
-                for url, length in parts
-            ]
-            if await stream.read_part(1):
-                raise TransientError(
-                    "The video is longer than its declared size", code="media_size_mismatch"
-                )
+        urn = str(upload["urn"])
         await self._rest_action(
             account,
             "/rest/videos?action=finalizeUpload",
             body={
                 "finalizeUploadRequest": {
                     "video": urn,
-                    "uploadToken": token,
-                    "uploadedPartIds": etags,
+                    "uploadToken": upload["token"],
+                    "uploadedPartIds": upload["etags"],
                 }
             },
         )
         return urn
+
+    async def _initialize_video(
+        self, *, account: AccountContext, item: MediaItem, state: PlatformState, size: int | None
+    ) -> dict[str, Any]:
+        """initializeUpload for the file's size; the stored upload, no part sent yet."""
+        if not size:
+            raise PermanentError(
+                "LinkedIn needs a video's size before its upload: the media server sent "
+                "no Content-Length and no sizeBytes was registered",
+                code="media_size_unknown",
+            )
+        init = await self._rest_action(
+            account,
+            "/rest/videos?action=initializeUpload",
+            body={
+                "initializeUploadRequest": {
+                    "owner": self.author_urn(account),
+                    "fileSizeBytes": size,
+                    "uploadCaptions": False,
+                    "uploadThumbnail": False,
+                }
+            },
+        )
+        try:
+            value = init.json()["value"]
+            parts = _upload_ranges(value["uploadInstructions"], size=size)
+            expires = value.get("uploadUrlsExpireAt")
+            upload = {
+                "source": item.url,
+                "urn": str(value["video"]),
+                "token": str(value.get("uploadToken") or ""),
+                "size": size,
+                "parts": [list(part) for part in parts],
+                "etags": [None] * len(parts),
+                "expires_at_ms": expires if isinstance(expires, int) else None,
+            }
+        except (ValueError, KeyError, TypeError) as exc:
+            raise TransientError(
+                f"LinkedIn's initializeUpload answer is unusable: {exc!r}", code="video_init"
+            ) from exc
+        await state.save(video_upload=upload)
+        return upload
+
+    async def _send_parts(
+        self,
+        *,
+        account: AccountContext,
+        item: MediaItem,
+        upload: dict[str, Any] | None,
+        state: PlatformState,
+        deadline: float,
+    ) -> dict[str, Any]:
+        """Open the file (from the first part without an ETag when resuming `upload`, else
+        from its start, then initializeUpload) and PUT the missing parts; each ETag is stored
+        as it comes back. Returns the upload with every ETag."""
+        loop = asyncio.get_running_loop()
+        limits = MediaLimits.for_platform(self.platform, item.mime_type, buffered=False)
+        fetch_deadline = min(deadline, loop.time() + self.media_policy.deadline_seconds)
+        offset = 0
+        if upload is not None:
+            first = list(upload["etags"]).index(None)
+            offset = sum(int(length) for _, length in upload["parts"][:first])
+        async with open_media(
+            item.url,
+            policy=self.media_policy,
+            limits=limits,
+            deadline=fetch_deadline,
+            offset=offset,
+        ) as stream:
+            if upload is None:
+                size = stream.declared_length or item.size_bytes
+                upload = await self._initialize_video(
+                    account=account, item=item, state=state, size=size
+                )
+            elif stream.declared_length not in (None, upload["size"]):
+                await state.save(video_upload=None)  # the file changed: start over next time
+                raise TransientError(
+                    "The video is not the size it was when its upload began",
+                    code="media_size_mismatch",
+                )
+            parts: list[list[Any]] = upload["parts"]
+            etags: list[str | None] = list(upload["etags"])
+            first_missing = etags.index(None)
+            for index in range(first_missing, len(parts)):
+                url, length = str(parts[index][0]), int(parts[index][1])
+                if etags[index] is not None:
+                    await stream.read_part(length)  # confirmed already: skip its bytes
+                    continue
+                etags[index] = await self._upload_part(
+                    stream, url=url, length=length, deadline=fetch_deadline
+                )
+                upload = upload | {"etags": list(etags)}  # a new value: the stored one is kept
+                await state.save(video_upload=upload)
+            if await stream.read_part(1):
+                raise TransientError(
+                    "The video is longer than its declared size", code="media_size_mismatch"
+                )
+        return upload
 
     async def _upload_part(
         self, stream: MediaStream, *, url: str, length: int, deadline: float
@@ -560,30 +651,37 @@ class LinkedInAdapter(AdapterBase):
         deadline: float,
         known: tuple[str, str] | None = None,
     ) -> None:
-        """Poll until AVAILABLE, never past `deadline`: then the attempt ends transient (the
-        urn is already stored). PROCESSING_FAILED is permanent: the same file would fail
+        """Poll until AVAILABLE with growing waits (`poll_until_done`), never past `deadline`:
+        then the attempt ends transient (the urn is already stored) and the next one looks
+        again after the next wait. PROCESSING_FAILED is permanent: the same file would fail
         again."""
-        loop = asyncio.get_running_loop()
-        status = known
-        while True:
+
+        def judge(status: tuple[str, str] | None) -> bool | StillProcessing:
             if status is None:
-                if loop.time() >= deadline:
-                    raise _still_processing(urn)
-                status = await self._video_status(account, urn)
-                if status is None:
-                    raise TransientError(f"LinkedIn does not know video {urn}", code="video_gone")
+                raise TransientError(f"LinkedIn does not know video {urn}", code="video_gone")
             phase, reason = status
             if phase == "AVAILABLE":
-                return
+                return True
             if phase == "PROCESSING_FAILED":
                 raise PermanentError(
                     f"LinkedIn could not process the video: {reason or 'PROCESSING_FAILED'}",
                     code="video_processing_failed",
                 )
-            if loop.time() + self.video_poll_seconds > deadline:
-                raise _still_processing(urn)
-            await asyncio.sleep(self.video_poll_seconds)
-            status = None
+            return StillProcessing(phase)
+
+        async def look() -> bool | StillProcessing:
+            return judge(await self._video_status(account, urn))
+
+        await poll_until_done(
+            look,
+            backoff=Backoff(
+                first=self.video_poll_seconds,
+                longest=max(self.video_poll_seconds, _BACKOFF.longest),
+            ),
+            deadline=deadline,
+            what=f"LinkedIn video {urn}",
+            first=judge(known) if known is not None else None,
+        )
 
     async def _rest_action(
         self, account: AccountContext, path_and_query: str, *, body: dict[str, Any]
@@ -602,14 +700,6 @@ class LinkedInAdapter(AdapterBase):
 
 async def _once(data: bytes) -> AsyncIterator[bytes]:
     yield data
-
-
-def _still_processing(urn: str) -> TransientError:
-    return TransientError(
-        f"LinkedIn is still processing video {urn}",
-        code="media_processing",
-        retry_at=datetime.now(UTC) + (_UPLOAD.processing_retry or timedelta(seconds=30)),
-    )
 
 
 def _upload_ranges(instructions: Sequence[dict[str, Any]], *, size: int) -> list[tuple[str, int]]:

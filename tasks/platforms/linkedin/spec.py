@@ -137,13 +137,14 @@ SPEC = PlatformSpec(
     ),
     # initializeUpload answers `uploadInstructions` (4 MB byte ranges set by LinkedIn); each
     # PUT answers 200 or 201 with the part's ETag; an upload never finalized stays
-    # WAITING_UPLOAD and is uploaded afresh. A video still PROCESSING is looked at every 2 s
-    # within an attempt (LinkedIn states no pace), then 30 s on by the next attempt.
+    # WAITING_UPLOAD, and its parts are PUT one by one, so a retry sends only the parts without
+    # an ETag. A video still PROCESSING is looked at after 2 s, then twice as long each time up
+    # to 10 s (LinkedIn states no pace); the next attempt looks again after the next wait.
     upload=UploadSpec(
         part_bytes=4 * MIB,
         parts_set_by="platform",
         poll_interval=timedelta(seconds=2),
-        processing_retry=timedelta(seconds=30),
+        processing_retry=timedelta(seconds=10),
         accepted_statuses=(200, 201),
         docs=(_VIDEOS.split(" ", 1)[0], _IMAGES.split(" ", 1)[0]),
     ),

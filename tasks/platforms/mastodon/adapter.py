@@ -14,8 +14,9 @@ from __future__ import annotations
 import asyncio
 import html
 import re
+import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
@@ -26,6 +27,7 @@ from tasks.media import FetchedMedia, fetch_platform_media
 from tasks.platforms.base import (
     AccountContext,
     AdapterBase,
+    Backoff,
     MetricCounts,
     NeedsReconnectError,
     PermanentError,
@@ -33,6 +35,7 @@ from tasks.platforms.base import (
     PlatformState,
     PostContent,
     PublishResult,
+    StillProcessing,
     TokenSet,
     TransientError,
     UnknownOutcomeError,
@@ -40,6 +43,7 @@ from tasks.platforms.base import (
     classify_http,
     error_text,
     json_or_text,
+    poll_until_done,
 )
 from tasks.platforms.mastodon.spec import SPEC
 from tasks.platforms.media_support import check_media_support
@@ -55,10 +59,10 @@ IDEMPOTENCY_WINDOW = timedelta(minutes=55)
 RECONCILE_PAGE_SIZE = 40
 assert SPEC.upload is not None and SPEC.upload.processing_budget and SPEC.upload.poll_interval
 _UPLOAD = SPEC.upload
-#: Polls of a processing upload within one attempt (the spec's budget at its poll interval);
-#: past them the attempt ends transient and the next one resumes from the stored media ids.
-_MEDIA_POLL_SECONDS = _UPLOAD.poll_interval.total_seconds()
-_MEDIA_POLLS = max(1, round(_UPLOAD.processing_budget / _UPLOAD.poll_interval))
+#: Waits between looks at media still processing (Mastodon states no pace); past the
+#: attempt's budget the next attempt resumes from the stored media ids.
+_BACKOFF = Backoff.of(_UPLOAD.poll_interval, _UPLOAD.processing_retry)
+PROCESSING_BUDGET_SECONDS = _UPLOAD.processing_budget.total_seconds()
 _TAG_RE = re.compile(r"<[^>]+>")
 #: `@user@domain`, which Mastodon shows as `@user` (see the module doc).
 _REMOTE_MENTION_RE = re.compile(r"(?<![\w@/])@(\w[\w.-]*\w|\w)@[\w-]+(?:\.[\w-]+)+")
@@ -75,19 +79,29 @@ class MastodonAdapter(AdapterBase):
         http: httpx.AsyncClient,
         base_url: str,
         media_policy: MediaPolicy | None = None,
+        processing_budget_seconds: float = PROCESSING_BUDGET_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         **_options: Any,
     ) -> None:
         super().__init__(http=http, base_url=base_url, media_policy=media_policy)
         self._instance_limits: dict[str, int] = {}
+        #: How long one attempt waits for processing, from the start of `publish`.
+        self.processing_budget_seconds = processing_budget_seconds
+        self._clock = clock
+        self._sleep = sleep
 
     # ------------------------------------------------------------------ publish
     async def publish(
         self, *, account: AccountContext, content: PostContent, state: PlatformState
     ) -> PublishResult:
+        deadline = self._clock() + self.processing_budget_seconds
         limit = account.max_characters or await self.max_characters(account=account)
         check_content(self, content, max_characters=limit)
         check_media_support(self.platform, content.media)
-        media_ids = await self._prepare_media(account=account, content=content, state=state)
+        media_ids = await self._prepare_media(
+            account=account, content=content, state=state, deadline=deadline
+        )
         key = state.get("idempotency_key") or content.idempotency_key or str(uuid.uuid4())
         await state.save(
             idempotency_key=key,
@@ -268,7 +282,12 @@ class MastodonAdapter(AdapterBase):
         return statuses
 
     async def _prepare_media(
-        self, *, account: AccountContext, content: PostContent, state: PlatformState
+        self,
+        *,
+        account: AccountContext,
+        content: PostContent,
+        state: PlatformState,
+        deadline: float,
     ) -> list[str]:
         """The post's media ids, processed and ready to attach.
 
@@ -281,7 +300,9 @@ class MastodonAdapter(AdapterBase):
         if not content.media:
             return []
         stored = [str(i) for i in state.get("media_ids") or []]
-        if len(stored) == len(content.media) and await self._all_processed(account, stored):
+        if len(stored) == len(content.media) and await self._all_processed(
+            account, stored, deadline=deadline
+        ):
             return stored
         fetched = await fetch_platform_media(
             [(item.url, item.mime_type) for item in content.media],
@@ -292,16 +313,27 @@ class MastodonAdapter(AdapterBase):
         media_ids = [media_id for media_id, _ in uploaded]
         await state.save(media_ids=media_ids)
         pending = [media_id for media_id, processing in uploaded if processing]
-        if pending and not await self._all_processed(account, pending):
-            raise TransientError("Mastodon is still processing the media", code="media_processing")
+        if pending and not await self._all_processed(
+            account, pending, deadline=deadline, first=StillProcessing()
+        ):
+            raise TransientError("Mastodon lost the media it just took", code="media_processing")
         return media_ids
 
-    async def _all_processed(self, account: AccountContext, media_ids: Sequence[str]) -> bool:
+    async def _all_processed(
+        self,
+        account: AccountContext,
+        media_ids: Sequence[str],
+        *,
+        deadline: float,
+        first: StillProcessing | None = None,
+    ) -> bool:
         """Poll `GET /api/v1/media/:id` (206 while processing, 200 when done: docs.joinmastodon
-        .org/methods/media/#get) a few times; raises TransientError while any is still being
-        processed after the last poll, False when one is unknown (upload again)."""
+        .org/methods/media/#get) with growing waits until `deadline` (`poll_until_done`, which
+        raises TransientError with the next look's time while any is still processing); False
+        when one is unknown (upload again)."""
         waiting = list(media_ids)
-        for poll in range(_MEDIA_POLLS):
+
+        async def look() -> bool | StillProcessing:
             still: list[str] = []
             for media_id in waiting:
                 try:
@@ -317,15 +349,17 @@ class MastodonAdapter(AdapterBase):
                     still.append(media_id)
                 elif response.status_code != 200:
                     raise _error(response, publish=False)
-            waiting = still
-            if not waiting:
-                return True
-            if poll < _MEDIA_POLLS - 1:
-                await asyncio.sleep(_MEDIA_POLL_SECONDS)
-        raise TransientError(
-            "Mastodon is still processing the media",
-            code="media_processing",
-            retry_at=_now() + (_UPLOAD.processing_retry or timedelta(seconds=30)),
+            waiting[:] = still
+            return StillProcessing(f"{len(still)} of {len(media_ids)}") if still else True
+
+        return await poll_until_done(
+            look,
+            backoff=_BACKOFF,
+            deadline=deadline,
+            what="Mastodon media",
+            first=first,
+            clock=self._clock,
+            sleep=self._sleep,
         )
 
     async def _upload(self, *, account: AccountContext, media: FetchedMedia) -> tuple[str, bool]:

@@ -99,12 +99,14 @@ SPEC = PlatformSpec(
         docs=("https://docs.joinmastodon.org/entities/Status/",),
     ),
     # POST /api/v2/media: 200 when processed at once, 202 while processing (`url: null`);
-    # GET /api/v1/media/:id: 206 while still processing. An attempt polls every 0.5 s for
-    # 2.5 s (Mastodon states no pace), then the next attempt looks again 30 s on.
+    # GET /api/v1/media/:id: 206 while still processing. Mastodon states no pace: an attempt
+    # looks after 0.5 s, then doubles the wait up to 4 s, for up to 18 s from its start (inside
+    # the queue's 30 s dispatch deadline, after a media fetch of at most 15 s); the next attempt
+    # looks again after the next wait, so a video processed in 20 s goes out about then.
     upload=UploadSpec(
-        processing_budget=timedelta(seconds=2.5),
+        processing_budget=timedelta(seconds=18),
         poll_interval=timedelta(seconds=0.5),
-        processing_retry=timedelta(seconds=30),
+        processing_retry=timedelta(seconds=4),
         accepted_statuses=(200, 202),
         docs=("https://docs.joinmastodon.org/methods/media/#v2",),
     ),

@@ -20,11 +20,14 @@ segment size, the segment count and the processing budget are X's spec (`SPEC.up
 segments, and a 413 on an APPEND (X's edge refusing the request body, empty answer) halves the
 segment and sends the same bytes again rather than failing the post. The
 file is streamed from the media fetcher and sent segment by segment as it is read, so a
-512 MB video never sits in memory. The finalized media id is stored in the platform state, so
-an attempt that ends while X is still processing leaves the next attempt only the polling to
-do, not a second download and upload; the tweet is sent only once the media `succeeded`
-("You can not use the media_id to create Tweet ... before the state field is set to
-succeeded", GET media/upload (STATUS)), so the text never goes out without its video.
+512 MB video never sits in memory. Every APPEND X confirmed is checkpointed in the platform
+state (media id, next segment index, byte offset), so an attempt cut off mid-file leaves the
+next one to send only the rest under the same media id. The finalized media id is stored too,
+so an attempt that ends while X is still processing leaves the next attempt only the polling
+(waits growing from 1 s, never under X's `check_after_secs`) to do; the tweet is sent only
+once the media `succeeded` ("You can not use the media_id to create Tweet ... before the state
+field is set to succeeded", GET media/upload (STATUS)), so the text never goes out without its
+video.
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ from tasks.media import (
 from tasks.platforms.base import (
     AccountContext,
     AdapterBase,
+    Backoff,
     MediaItem,
     MetricCounts,
     NeedsReconnectError,
@@ -62,12 +66,14 @@ from tasks.platforms.base import (
     PlatformState,
     PostContent,
     PublishResult,
+    StillProcessing,
     TokenSet,
     TransientError,
     UnknownOutcomeError,
     check_content,
     classify_http,
     json_or_text,
+    poll_until_done,
 )
 from tasks.platforms.media_support import check_media_support
 from tasks.platforms.oauth import refresh_grant
@@ -88,10 +94,15 @@ CHUNKED_CATEGORIES: dict[MediaKind, str] = {"video": "tweet_video", "gif": "twee
 _UPLOAD = SPEC.upload
 assert _UPLOAD is not None and _UPLOAD.part_bytes and _UPLOAD.max_parts
 assert _UPLOAD.processing_budget is not None and _UPLOAD.processing_retry is not None
+#: Waits between STATUS looks; X's `check_after_secs` is the least of each.
+_BACKOFF = Backoff.of(_UPLOAD.poll_interval, _UPLOAD.processing_retry)
 #: The smallest segment a 413 may halve down to; below it the refusal is X's answer.
 MIN_SEGMENT_BYTES = 64 * 1024
 #: A stored media id this close to its `expires_after_secs` is uploaded afresh instead.
 MEDIA_EXPIRY_MARGIN = timedelta(minutes=10)
+#: When INIT states no `expires_after_secs`: the 24 hours X's INIT answers
+#: (docs.x.com/x-api/media/initialize-media-upload, response example).
+_DEFAULT_LIFETIME_SECONDS = 86400
 
 
 class XAdapter(AdapterBase):
@@ -298,33 +309,34 @@ class XAdapter(AdapterBase):
         state: PlatformState,
         deadline: float,
     ) -> str:
-        """Resume the upload an earlier attempt finalized, or upload; then wait until X has
-        processed it, at most until `deadline` (then TransientError, media id kept)."""
+        """Resume the upload an earlier attempt finalized, or upload (resuming the segments
+        an earlier attempt had X confirm); then wait until X has processed it, at most until
+        `deadline` (then TransientError, media id kept)."""
         media_id, info = await self._resume(account=account, item=item, state=state)
         if media_id is None:
-            media_id, info, expires_at = await self._upload_chunked(
-                account=account, item=item, kind=kind
-            )
-            await state.save(
-                media_ids=[media_id],
-                media_source=item.url,
-                media_expires_at=expires_at.isoformat(),
+            media_id, info = await self._upload_chunked(
+                account=account, item=item, kind=kind, state=state
             )
         await self._wait_processed(
             account=account, state=state, media_id=media_id, info=info, kind=kind, deadline=deadline
         )
         return media_id
 
+    def _usable(self, state: PlatformState, item: MediaItem) -> bool:
+        """Whether what the state holds is an upload of this very file that X still keeps
+        (`expires_after_secs` from INIT, with a margin); past it everything starts over."""
+        expires_at = _parse_time(state.get("media_expires_at"))
+        if state.get("media_source") != item.url or expires_at is None:
+            return False
+        return expires_at - MEDIA_EXPIRY_MARGIN > datetime.now(UTC)
+
     async def _resume(
         self, *, account: AccountContext, item: MediaItem, state: PlatformState
     ) -> tuple[str | None, dict[str, Any] | None]:
-        """The stored media id of this very file and its `processing_info`, or (None, None)
-        when there is none, it is about to expire, or X no longer knows it (upload again)."""
+        """The stored, finalized media id of this very file and its `processing_info`, or
+        (None, None) when there is none, it is about to expire, or X no longer knows it."""
         stored = [str(i) for i in state.get("media_ids") or []]
-        expires_at = _parse_time(state.get("media_expires_at"))
-        if len(stored) != 1 or state.get("media_source") != item.url or expires_at is None:
-            return None, None
-        if expires_at - MEDIA_EXPIRY_MARGIN <= datetime.now(UTC):
+        if len(stored) != 1 or not self._usable(state, item):
             return None, None
         try:
             info = await self._status(account=account, media_id=stored[0])
@@ -333,45 +345,104 @@ class XAdapter(AdapterBase):
         return stored[0], info
 
     async def _upload_chunked(
-        self, *, account: AccountContext, item: MediaItem, kind: MediaKind
-    ) -> tuple[str, dict[str, Any] | None, datetime]:
-        """INIT, one APPEND per segment as the file is read, FINALIZE. Returns the media id,
-        FINALIZE's `processing_info` (None: ready at once) and when the id expires."""
-        limits = MediaLimits.for_platform(self.platform, item.mime_type, buffered=False)
-        async with open_media(item.url, policy=self.media_policy, limits=limits) as stream:
-            total = stream.declared_length
-            if total is None:
-                total = item.size_bytes
-            read: Callable[[int], Awaitable[bytes]]
-            if total is None:
-                # X must be told total_bytes before the first segment; a server that does not
-                # say the length gets at most what a buffered fetch may hold.
-                body = await _read_all(stream)
-                total = len(body)
-                read = _reader(body)
-            else:
-                read = stream.read_part
-            init = await self._media_call(
-                "/2/media/upload/initialize",
-                account=account,
-                json={
-                    "media_type": stream.mime_type,
-                    "total_bytes": total,
-                    "media_category": CHUNKED_CATEGORIES[kind],
-                },
-            )
-            media_id = str(init["id"])
-            sent = await self._append_all(
-                account=account, media_id=media_id, read=read, total=total
-            )
-            if sent != total:
-                raise MediaFetchError(
-                    "media_http_error", detail=f"{sent} bytes where {total} were announced"
+        self, *, account: AccountContext, item: MediaItem, kind: MediaKind, state: PlatformState
+    ) -> tuple[str, dict[str, Any] | None]:
+        """INIT, one APPEND per segment as the file is read, FINALIZE. Returns the media id
+        and FINALIZE's `processing_info` (None: ready at once).
+
+        Every step X confirmed is checkpointed (`upload_session`: the media id, the total, the
+        next `segment_index` and byte offset, the segment size a 413 may have halved), so an
+        attempt cut off mid-file (the media fetch's deadline, a dropped connection, a 5xx)
+        leaves the next one to re-open the file at that byte offset (`open_media(offset=)`:
+        a Range request, or skipping what was sent when the origin ignores Range) and APPEND
+        the rest under the same media id: X keeps an upload session until its
+        `expires_after_secs` (docs.x.com/x-api/media/initialize-media-upload) and takes the
+        segments in any order until FINALIZE ("File chunks can be retried individually",
+        docs.x.com/x-api/media/quickstart/media-upload-chunked)."""
+        session = state.get("upload_session") if self._usable(state, item) else None
+        if not isinstance(session, dict) or int(session.get("offset", 0)) > int(
+            session.get("total", 0)
+        ):
+            session = None
+        if session is not None and session["offset"] < session["total"]:
+            try:
+                session = await self._send_segments(
+                    account=account, item=item, kind=kind, state=state, session=session
                 )
+            except PermanentError as exc:
+                if exc.code == "413":
+                    raise
+                # X no longer takes segments for the stored media id: upload afresh.
+                session = None
+        if session is None:
+            session = await self._send_segments(
+                account=account, item=item, kind=kind, state=state, session=None
+            )
+        media_id = str(session["media_id"])
         final = await self._media_call(f"/2/media/upload/{media_id}/finalize", account=account)
-        lifetime = final.get("expires_after_secs", init.get("expires_after_secs")) or 86400
-        expires_at = datetime.now(UTC) + timedelta(seconds=int(lifetime))
-        return media_id, final.get("processing_info"), expires_at
+        await state.save(media_ids=[media_id], upload_session=None)
+        return media_id, final.get("processing_info")
+
+    async def _send_segments(
+        self,
+        *,
+        account: AccountContext,
+        item: MediaItem,
+        kind: MediaKind,
+        state: PlatformState,
+        session: dict[str, Any] | None,
+    ) -> dict[str, Any]:
+        """INIT (unless resuming `session`) and APPEND the bytes X has not confirmed yet;
+        the session with every byte confirmed."""
+        limits = MediaLimits.for_platform(self.platform, item.mime_type, buffered=False)
+        offset = int(session["offset"]) if session else 0
+        async with open_media(
+            item.url, policy=self.media_policy, limits=limits, offset=offset
+        ) as stream:
+            read: Callable[[int], Awaitable[bytes]] = stream.read_part
+            if session is None:
+                total = stream.declared_length
+                if total is None:
+                    total = item.size_bytes
+                if total is None:
+                    # X must be told total_bytes before the first segment; a server that does
+                    # not say the length gets at most what a buffered fetch may hold.
+                    body = await _read_all(stream)
+                    total = len(body)
+                    read = _reader(body)
+                init = await self._media_call(
+                    "/2/media/upload/initialize",
+                    account=account,
+                    json={
+                        "media_type": stream.mime_type,
+                        "total_bytes": total,
+                        "media_category": CHUNKED_CATEGORIES[kind],
+                    },
+                )
+                lifetime = int(init.get("expires_after_secs") or _DEFAULT_LIFETIME_SECONDS)
+                session = {
+                    "media_id": str(init["id"]),
+                    "total": total,
+                    "offset": 0,
+                    "segment": 0,
+                    "segment_bytes": self._part_size(total),
+                }
+                await state.save(
+                    media_ids=[],
+                    media_source=item.url,
+                    media_expires_at=(datetime.now(UTC) + timedelta(seconds=lifetime)).isoformat(),
+                    upload_session=session,
+                )
+            session = await self._append_all(
+                account=account, session=session, read=read, state=state
+            )
+        if session["offset"] != session["total"]:
+            await state.save(upload_session=None)  # the file changed: start over next time
+            raise MediaFetchError(
+                "media_http_error",
+                detail=f"{session['offset']} bytes where {session['total']} were announced",
+            )
+        return session
 
     def _part_size(self, total: int) -> int:
         """The configured segment size, larger only if the file would need over 1000."""
@@ -381,18 +452,20 @@ class XAdapter(AdapterBase):
         self,
         *,
         account: AccountContext,
-        media_id: str,
+        session: dict[str, Any],
         read: Callable[[int], Awaitable[bytes]],
-        total: int,
-    ) -> int:
-        """APPEND the file segment by segment as it is read; the bytes sent.
+        state: PlatformState,
+    ) -> dict[str, Any]:
+        """APPEND the file segment by segment as it is read, from the session's offset and
+        segment index; each segment X confirmed moves the stored session on. Returns it.
 
         A 413 is X's edge refusing the request body before X reads it (an empty answer at
         segment 0 for 5 MB segments, trypostit/trypost#31, where 1 MiB went through): the
         segment is halved and the same bytes sent again under the same index, and later
         segments keep the smaller size, while the 1000 segments still cover the rest."""
-        size = self._part_size(total)
-        sent = index = 0
+        media_id, total = str(session["media_id"]), int(session["total"])
+        size = int(session["segment_bytes"])
+        sent, index = int(session["offset"]), int(session["segment"])
         pending = b""  # bytes read but not yet accepted, after a 413
         while True:
             if pending:
@@ -400,7 +473,7 @@ class XAdapter(AdapterBase):
             else:
                 part = await read(size)
             if not part:
-                return sent
+                return session
             if sent + len(part) > total:
                 raise MediaFetchError(
                     "media_http_error", detail=f"more than the {total} bytes announced"
@@ -420,6 +493,8 @@ class XAdapter(AdapterBase):
             sent += len(part)
             index += 1
             del part
+            session = session | {"offset": sent, "segment": index, "segment_bytes": size}
+            await state.save(upload_session=session)
 
     async def _append(
         self, *, account: AccountContext, media_id: str, index: int, part: bytes
@@ -456,13 +531,17 @@ class XAdapter(AdapterBase):
         kind: MediaKind,
         deadline: float,
     ) -> None:
-        """Poll STATUS as X paces it (`check_after_secs`) until `succeeded`. `failed` is
-        permanent (the file itself is refused); still processing at `deadline` ends the
-        attempt transient without waiting past it."""
-        while info is not None:
+        """Poll STATUS until `succeeded`, with growing waits never shorter than X's own
+        `check_after_secs` (`poll_until_done`). `failed` is permanent (the file itself is
+        refused); still processing at `deadline` ends the attempt transient without waiting
+        past it."""
+
+        async def answer(info: dict[str, Any] | None) -> bool | StillProcessing:
+            if info is None:
+                return True
             phase = str(info.get("state") or "")
             if phase == "succeeded":
-                return
+                return True
             if phase == "failed":
                 # A retry by hand must upload again rather than resume a refused file.
                 await state.save(media_ids=[], media_source=None, media_expires_at=None)
@@ -473,19 +552,24 @@ class XAdapter(AdapterBase):
                     code="media_processing_failed",
                     raw=info,
                 )
-            wait = max(1.0, float(info.get("check_after_secs") or 1))
-            if self._clock() + wait > deadline:
-                progress = info.get("progress_percent")
-                done = f", {progress}%" if progress is not None else ""
-                retry_in = max(timedelta(seconds=wait), _UPLOAD.processing_retry)
-                raise TransientError(
-                    f"X is still processing the {kind} ({phase or 'pending'}{done}); "
-                    "the next attempt resumes it",
-                    code="media_processing",
-                    retry_at=datetime.now(UTC) + retry_in,
-                )
-            await self._sleep(wait)
-            info = await self._status(account=account, media_id=media_id)
+            progress = info.get("progress_percent")
+            done = f", {progress}%" if progress is not None else ""
+            return StillProcessing(
+                f"{phase or 'pending'}{done}", at_least=float(info.get("check_after_secs") or 1)
+            )
+
+        async def look() -> bool | StillProcessing:
+            return await answer(await self._status(account=account, media_id=media_id))
+
+        await poll_until_done(
+            look,
+            backoff=_BACKOFF,
+            deadline=deadline,
+            what=f"X's {kind}",
+            first=await answer(info),
+            clock=self._clock,
+            sleep=self._sleep,
+        )
 
     async def _status(self, *, account: AccountContext, media_id: str) -> dict[str, Any] | None:
         """`processing_info` of an upload (None: nothing to wait for)."""

@@ -124,7 +124,10 @@ SPEC = PlatformSpec(
         max_parts=1000,
         parts_set_by="adapter",
         processing_budget=timedelta(seconds=18),
-        processing_retry=timedelta(seconds=30),
+        # STATUS is looked at after 1 s, then twice as long each time up to 10 s, never sooner
+        # than X's `check_after_secs`; the next attempt looks after the next wait.
+        poll_interval=timedelta(seconds=1),
+        processing_retry=timedelta(seconds=10),
         unposted_lifetime=timedelta(hours=24),
         accepted_statuses=(200, 201, 202, 204),
         docs=(
