@@ -6,6 +6,8 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from tests.support.analytics import (
     SYNC_PLATFORMS,
     children_of,
@@ -114,6 +116,7 @@ def test_trigger_fans_out_one_task_per_company_and_platform(
         assert http.get(f"/api/analytics/posts/{posts[0]}").status_code == 401
 
 
+@pytest.mark.slow  # waits out a 4 s rate-limit reset in real time
 def test_rate_limited_child_waits_for_the_reset_while_others_complete(
     analytics_stack: AnalyticsStack,
 ) -> None:

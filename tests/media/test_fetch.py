@@ -118,6 +118,7 @@ async def test_peak_memory_while_a_capped_gigabyte_download_is_refused(
     assert growth_mib < 2 * limits.max_bytes / 2**20 + 32, report
 
 
+@pytest.mark.slow  # waits out the fetch deadline in real time
 async def test_a_drip_is_cut_off_at_the_deadline(
     media_host: Served, monkeypatch: pytest.MonkeyPatch
 ) -> None:

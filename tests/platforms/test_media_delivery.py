@@ -161,6 +161,7 @@ async def test_mastodon_video_processing_spanning_two_attempts_resumes_without_r
     assert counter.count("/api/v2/media") == 1
 
 
+@pytest.mark.slow  # waits out 3 s of processing in real time
 async def test_mastodon_video_goes_out_as_soon_as_the_instance_has_processed_it(
     sandbox, counted_http
 ) -> None:
