@@ -265,6 +265,18 @@ class MediaStream:
         while (chunk := await self.read_chunk()) is not None:
             yield chunk
 
+    async def read_all(self) -> bytes:
+        """The whole body in memory, refused past `MAX_BUFFERED_BYTES` (the memory ceiling of
+        buffering): for a body of unknown length that an upload must send whole."""
+        body = bytearray()
+        async for chunk in self.chunks():
+            body += chunk
+            if len(body) > MAX_BUFFERED_BYTES:
+                raise MediaFetchError(
+                    "media_too_large", detail="no Content-Length and over the buffered ceiling"
+                )
+        return bytes(body)
+
     async def parts(self, size: int) -> AsyncIterator[bytes]:
         """The whole body as consecutive parts of exactly `size` bytes (the last one shorter):
         what part-wise uploads (X APPEND segments, LinkedIn video parts) send. At most one part

@@ -58,7 +58,6 @@ import httpx
 
 from tasks.egress import MediaFetchError, MediaPolicy
 from tasks.media import (
-    MAX_BUFFERED_BYTES,
     FetchedMedia,
     MediaLimits,
     MediaStream,
@@ -434,7 +433,7 @@ class BlueskyAdapter(AdapterBase):
             body: bytes | AsyncIterator[bytes]
             if length is None:
                 # A server that does not say the length: read whole, within the buffered cap.
-                body = await _read_all(stream)
+                body = await stream.read_all()
                 length = len(body)
                 head += body[:ASPECT_SCAN_BYTES]
             else:
@@ -589,18 +588,6 @@ def _file_name(url: str) -> str:
     """uploadVideo's `name`: the URL's file name when it is a plain `*.mp4`, else video.mp4."""
     name = unquote(urlsplit(url).path.rsplit("/", 1)[-1])
     return name if _FILE_NAME.match(name) else "video.mp4"
-
-
-async def _read_all(stream: MediaStream) -> bytes:
-    """The whole body, refused past `MAX_BUFFERED_BYTES` (the memory ceiling of buffering)."""
-    body = bytearray()
-    async for chunk in stream.chunks():
-        body += chunk
-        if len(body) > MAX_BUFFERED_BYTES:
-            raise MediaFetchError(
-                "media_too_large", detail="no Content-Length and over the buffered ceiling"
-            )
-    return bytes(body)
 
 
 async def _counted(stream: MediaStream, *, expected: int, head: bytearray) -> AsyncIterator[bytes]:

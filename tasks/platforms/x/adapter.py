@@ -45,11 +45,9 @@ import httpx
 
 from tasks.egress import MediaFetchError, MediaPolicy
 from tasks.media import (
-    MAX_BUFFERED_BYTES,
     FetchedMedia,
     MediaKind,
     MediaLimits,
-    MediaStream,
     fetch_platform_media,
     media_kind,
     open_media,
@@ -407,7 +405,7 @@ class XAdapter(AdapterBase):
                 if total is None:
                     # X must be told total_bytes before the first segment; a server that does
                     # not say the length gets at most what a buffered fetch may hold.
-                    body = await _read_all(stream)
+                    body = await stream.read_all()
                     total = len(body)
                     read = _reader(body)
                 init = await self._media_call(
@@ -629,18 +627,6 @@ class XAdapter(AdapterBase):
             # media/upload APPEND), for the simple upload as for the chunked steps.
             raise _error(response, publish=False)
         return str(response.json()["data"]["id"])
-
-
-async def _read_all(stream: MediaStream) -> bytes:
-    """The whole body, refused past `MAX_BUFFERED_BYTES` (the memory ceiling of buffering)."""
-    body = bytearray()
-    async for chunk in stream.chunks():
-        body += chunk
-        if len(body) > MAX_BUFFERED_BYTES:
-            raise MediaFetchError(
-                "media_too_large", detail="no Content-Length and over the buffered ceiling"
-            )
-    return bytes(body)
 
 
 def _reader(body: bytes) -> Callable[[int], Awaitable[bytes]]:
