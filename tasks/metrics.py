@@ -94,7 +94,6 @@ from models.statuses import (
     AccountStatus,
     AttemptKind,
     AttemptOutcome,
-    Platform,
     SyncJobStatus,
 )
 from models.tables import AnalyticsSyncJob, PublishTarget, SocialAccount
@@ -205,22 +204,13 @@ def _outcome(job: AnalyticsSyncJob, kind: MetricsOutcomeKind, **extra: Any) -> M
     return MetricsOutcome(kind=kind, **(values | extra))
 
 
-def _linkedin_kind(external_id: str) -> str:
-    """LinkedIn's rule of `LinkedInAdapter.is_member`: an external id that is not a URN is a
-    member id, and a `urn:li:person:` URN is a member; anything else is an organization."""
-    if not external_id.startswith("urn:li:") or external_id.startswith("urn:li:person:"):
-        return "member"
-    return "organization"
-
-
-#: How to read an account's kind (the key of its platform's `MetricsSpec.unavailable`) from its
-#: external id, for the platforms whose metrics depend on it; the others have one kind.
-ACCOUNT_KINDS: dict[str, Callable[[str], str]] = {Platform.LINKEDIN: _linkedin_kind}
 DEFAULT_ACCOUNT_KIND = "account"
 
 
 def account_kind(account: SocialAccount) -> str:
-    rule = ACCOUNT_KINDS.get(account.platform)
+    """The account's kind by its platform's rule (`MetricsSpec.kind_of`)."""
+    metrics = platform_spec(account.platform).metrics
+    rule = metrics.kind_of if metrics else None
     return rule(account.external_id) if rule else DEFAULT_ACCOUNT_KIND
 
 

@@ -23,7 +23,7 @@ tables from these, so the tables cannot drift from the code.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Literal
@@ -154,6 +154,9 @@ class MetricsSpec:
     batch_size: int
     #: Account kind -> why no metrics are available for it (a restricted permission).
     unavailable: Mapping[str, str] = field(default_factory=dict)
+    #: The account's kind (the key of `unavailable`) read from its external id; None: one kind,
+    #: "account".
+    kind_of: Callable[[str], str] | None = None
     #: Figure -> what the platform calls it, where the name differs ("favourites").
     names: Mapping[Metric, str] = field(default_factory=dict)
     docs: tuple[str, ...] = ()

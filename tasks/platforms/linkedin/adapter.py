@@ -66,7 +66,7 @@ from tasks.platforms.base import (
     json_or_text,
     poll_until_done,
 )
-from tasks.platforms.linkedin.spec import SPEC
+from tasks.platforms.linkedin.spec import SPEC, account_kind
 from tasks.platforms.media_support import check_media_support
 from tasks.platforms.oauth import refresh_grant
 from tasks.platforms.reconcile import CLOCK_SKEW, Page, find_own_post
@@ -134,7 +134,7 @@ class LinkedInAdapter(AdapterBase):
     @staticmethod
     def is_member(account: AccountContext) -> bool:
         """A person author: its posts cannot be read back without restricted permissions."""
-        return LinkedInAdapter.author_urn(account).startswith("urn:li:person:")
+        return account_kind(account.external_id) == "member"
 
     @staticmethod
     def author_urn(account: AccountContext) -> str:

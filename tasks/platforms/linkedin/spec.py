@@ -70,6 +70,16 @@ VERSIONS = ApiVersions(
     ),
 )
 
+
+def account_kind(external_id: str) -> str:
+    """ "member" or "organization": an external id that is not a URN is a member id, and a
+    `urn:li:person:` URN is a member (Posts API authors: `urn:li:person:{id}` or
+    `urn:li:organization:{id}`)."""
+    if not external_id.startswith("urn:li:") or external_id.startswith("urn:li:person:"):
+        return "member"
+    return "organization"
+
+
 SPEC = PlatformSpec(
     name="linkedin",
     title="LinkedIn",
@@ -129,6 +139,7 @@ SPEC = PlatformSpec(
         reported=("likes", "comments"),
         batch_size=20,
         unavailable={"member": "needs LinkedIn's restricted `r_member_social` permission"},
+        kind_of=account_kind,
         names={"likes": "reactions"},
         docs=(
             f"{_SHARES}/network-update-social-actions",
