@@ -9,7 +9,7 @@ import httpx
 
 from models.settings import MediaSettings
 from tasks.egress import MediaPolicy
-from tasks.platforms.base import AccountContext, PlatformAdapter
+from tasks.platforms.base import AccountContext, PlatformAdapter, PlatformState
 from tasks.platforms.http import platform_http_client
 from tasks.platforms.registry import build_adapter
 from tests.support.sandbox import SandboxHandle, sandbox_platforms
@@ -87,3 +87,35 @@ class RequestCounter:
 
     def count(self, suffix: str) -> int:
         return sum(1 for path in self.paths if path.endswith(suffix))
+
+
+class SandboxClock:
+    """An adapter's `clock` and `sleep`: a wait moves this clock and the sandbox's, so a test
+    waits out processing without real time passing."""
+
+    def __init__(self, sandbox: SandboxHandle) -> None:
+        self.sandbox = sandbox
+        self.now = 0.0
+        self.waits: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.waits.append(seconds)
+        self.now += seconds
+        self.sandbox.advance_clock(seconds)
+
+
+class StoredState:
+    """The platform state as the publishing task keeps it between attempts: a saver that keeps
+    what the adapter persisted, and a fresh `PlatformState` of it for the next attempt."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, Any] = {}
+
+    async def __call__(self, values: dict[str, Any]) -> None:
+        self.values = dict(values)
+
+    def state(self) -> PlatformState:
+        return PlatformState(dict(self.values), saver=self)

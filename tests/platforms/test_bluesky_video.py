@@ -30,42 +30,12 @@ from tasks.platforms.bluesky.adapter import (
     BlueskyAdapter,
     mp4_aspect_ratio,
 )
-from tests.platforms.helpers import LOCAL_MEDIA, sandbox_http
+from tests.platforms.helpers import LOCAL_MEDIA, SandboxClock, StoredState, sandbox_http
 from tests.support import clients
 from tests.support.sandbox import SandboxHandle
 
 DID = "did:plc:ewvi7nxzyoun6zhxrhs64oiz"
 TOKEN = "bsky-video-at"
-
-
-class SandboxClock:
-    """The adapter's `clock` and `sleep`: a wait moves this clock and the sandbox's."""
-
-    def __init__(self, sandbox: SandboxHandle) -> None:
-        self.sandbox = sandbox
-        self.now = 0.0
-        self.waits: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.waits.append(seconds)
-        self.now += seconds
-        self.sandbox.advance_clock(seconds)
-
-
-class _Stored:
-    """A saver that keeps what the adapter persisted, as the publishing task would."""
-
-    def __init__(self) -> None:
-        self.values: dict[str, Any] = {}
-
-    async def __call__(self, values: dict[str, Any]) -> None:
-        self.values = dict(values)
-
-    def state(self) -> PlatformState:
-        return PlatformState(dict(self.values), saver=self)
 
 
 @pytest.fixture
@@ -183,7 +153,7 @@ async def test_processing_failure_fails_the_target_before_any_post(sandbox, http
         "/_sandbox/bluesky/video/failures",
         json=failure | {"failureCode": "validation_failure"},
     )
-    stored = _Stored()
+    stored = StoredState()
     content = PostContent(text="broken clip", media=[_clip(sandbox)])
     with pytest.raises(PermanentError) as caught:
         await _adapter(sandbox, http, clock).publish(
@@ -240,7 +210,7 @@ async def test_still_processing_at_the_budget_resumes_without_a_second_upload(
     _processing(sandbox, PROCESSING_BUDGET_SECONDS + 20)
     account = _account(sandbox)
     adapter = _adapter(sandbox, http, clock)
-    stored = _Stored()
+    stored = StoredState()
     content = PostContent(text="long clip", media=[_clip(sandbox)])
     with pytest.raises(TransientError) as caught:
         await adapter.publish(account=account, content=content, state=stored.state())

@@ -15,7 +15,6 @@ import time
 import tracemalloc
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from typing import Any
 
 import httpx
 import pytest
@@ -33,7 +32,7 @@ from tasks.platforms.base import (
 )
 from tasks.platforms.linkedin.adapter import LinkedInAdapter
 from tasks.platforms.media_support import media_problems
-from tests.platforms.helpers import LOCAL_MEDIA, sandbox_account, sandbox_http
+from tests.platforms.helpers import LOCAL_MEDIA, StoredState, sandbox_account, sandbox_http
 from tests.support.sandbox import SandboxHandle
 from tests.support.servers import generated_video_app, serve_in_thread
 
@@ -128,19 +127,6 @@ def _served_mp4(size: int) -> bytes:
 def _digest(data: bytes) -> str:
     """How the sandbox names a received part in its ETag."""
     return hashlib.sha256(data).hexdigest()[:32]
-
-
-class StoredState:
-    """The platform state as the publishing task keeps it between attempts."""
-
-    def __init__(self) -> None:
-        self.values: dict[str, Any] = {}
-
-    async def save(self, values: dict[str, Any]) -> None:
-        self.values = dict(values)
-
-    def state(self) -> PlatformState:
-        return PlatformState(dict(self.values), saver=self.save)
 
 
 async def test_a_video_goes_out_through_the_videos_api(sandbox, recorded) -> None:

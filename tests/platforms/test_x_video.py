@@ -27,7 +27,13 @@ from tasks.platforms.base import (
 )
 from tasks.platforms.x.adapter import XAdapter, _processing_info
 from tasks.platforms.x.spec import SPEC
-from tests.platforms.helpers import LOCAL_MEDIA, sandbox_account, sandbox_http
+from tests.platforms.helpers import (
+    LOCAL_MEDIA,
+    SandboxClock,
+    StoredState,
+    sandbox_account,
+    sandbox_http,
+)
 from tests.support import clients
 from tests.support.sandbox import SandboxHandle
 from tests.support.servers import generated_video_app, serve_in_thread
@@ -36,23 +42,6 @@ MEDIA_ID_PATTERN = re.compile(r"^\d{1,19}$")
 assert SPEC.upload is not None and SPEC.upload.part_bytes and SPEC.upload.processing_budget
 CHUNK_BYTES = SPEC.upload.part_bytes
 PROCESSING_BUDGET_SECONDS = SPEC.upload.processing_budget.total_seconds()
-
-
-class SandboxClock:
-    """The adapter's `clock` and `sleep`: a wait moves this clock and the sandbox's."""
-
-    def __init__(self, sandbox: Any) -> None:
-        self.sandbox = sandbox
-        self.now = 0.0
-        self.waits: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.waits.append(seconds)
-        self.now += seconds
-        self.sandbox.advance_clock(seconds)
 
 
 class AppendLog:
@@ -106,19 +95,6 @@ def _processing(sandbox: Any, seconds: float) -> None:
 
 def _video(sandbox: Any, size: int, *, name: str = "clip.mp4") -> MediaItem:
     return MediaItem(f"{sandbox.media_url(name)}?size={size}", "video/mp4")
-
-
-class _Stored:
-    """A saver that keeps what the adapter persisted, as the publishing task would."""
-
-    def __init__(self) -> None:
-        self.values: dict[str, Any] = {}
-
-    async def __call__(self, values: dict[str, Any]) -> None:
-        self.values = dict(values)
-
-    def state(self) -> PlatformState:
-        return PlatformState(dict(self.values), saver=self)
 
 
 # --------------------------------------------------------------------------- end to end
@@ -261,7 +237,7 @@ async def test_processing_spanning_two_attempts_resumes_without_uploading_again(
     clock = SandboxClock(sandbox)
     _processing(sandbox, 600)
     account = sandbox_account(sandbox, "x")
-    stored = _Stored()
+    stored = StoredState()
     content = PostContent(text="long render", media=[_video(sandbox, 100_000)])
     with pytest.raises(TransientError) as caught:
         await _adapter(sandbox, http, clock).publish(
@@ -316,7 +292,7 @@ async def test_an_upload_cut_off_at_segment_k_resumes_from_k_under_the_same_medi
 
     hooks = {"request": [path_hook, appends, drop]}
     account = sandbox_account(sandbox, "x")
-    stored = _Stored()
+    stored = StoredState()
     content = PostContent(text="resumed upload", media=[_video(sandbox, size)])
     async with sandbox_http(sandbox, timeout=5, event_hooks=hooks) as http:
         with pytest.raises(TransientError):
@@ -347,7 +323,7 @@ async def test_an_expired_upload_session_starts_over(sandbox) -> None:
     again, every segment sent again."""
     appends, drop = AppendLog(), DropAppend(1)
     account = sandbox_account(sandbox, "x")
-    stored = _Stored()
+    stored = StoredState()
     content = PostContent(text="too late", media=[_video(sandbox, 200_000)])
     async with sandbox_http(sandbox, timeout=5, event_hooks={"request": [appends, drop]}) as http:
         with pytest.raises(TransientError):
@@ -406,7 +382,7 @@ async def test_failed_processing_is_permanent_with_x_reason_and_nothing_is_poste
     http, _, _ = logged_http
     sandbox.inject("x", "invalid_content", operation="media_processing")
     account = sandbox_account(sandbox, "x")
-    stored = _Stored()
+    stored = StoredState()
     with pytest.raises(PermanentError) as caught:
         await _adapter(sandbox, http, SandboxClock(sandbox)).publish(
             account=account,
