@@ -30,6 +30,7 @@ from tasks.composition import PlatformClients, use_cases
 from tasks.egress import MediaPolicy
 from tasks.metrics import MetricsSync
 from tasks.publishing import AdapterFactory, Publisher
+from tasks.staging import MediaStager
 
 
 def create_app(
@@ -85,6 +86,13 @@ def create_app(
                 connections=connections,
                 adapters=services.adapters,
                 settings=settings.publishing,
+            )
+            services.stager = MediaStager(
+                sessions=sessions,
+                adapters=services.adapters,
+                settings=settings.staging,
+                queues=settings.queues,
+                refresh_margin_seconds=settings.publishing.refresh_margin_seconds,
             )
             services.metrics = MetricsSync(
                 sessions=sessions, adapters=services.adapters, settings=settings.analytics

@@ -23,6 +23,7 @@ from tasks.dispatcher import TargetDispatcher
 from tasks.metrics import MetricsSync
 from tasks.publishing import AdapterFactory, Publisher
 from tasks.scheduling import Scheduler
+from tasks.staging import MediaStager
 from tasks.sync_fanout import SyncFanOut
 
 
@@ -39,6 +40,7 @@ class Services:
     #: Set by the app's lifespan, which owns the platforms' HTTP clients.
     adapters: AdapterFactory | None = None
     publisher: Publisher | None = None
+    stager: MediaStager | None = None
     metrics: MetricsSync | None = None
     connect: AccountConnect | None = None
 
@@ -56,6 +58,13 @@ async def _publisher(request: Request) -> Publisher:
     if publisher is None:
         raise RuntimeError("the app's lifespan has not started")
     return publisher
+
+
+async def _stager(request: Request) -> MediaStager:
+    stager = request.app.state.services.stager
+    if stager is None:
+        raise RuntimeError("the app's lifespan has not started")
+    return stager
 
 
 async def _metrics(request: Request) -> MetricsSync:
@@ -80,5 +89,6 @@ ServicesDep = Annotated[Services, Depends(services)]
 SettingsDep = Annotated[Settings, Depends(_settings)]
 SchedulerDep = Annotated[Scheduler, Depends(_scheduler)]
 PublisherDep = Annotated[Publisher, Depends(_publisher)]
+StagerDep = Annotated[MediaStager, Depends(_stager)]
 MetricsDep = Annotated[MetricsSync, Depends(_metrics)]
 ConnectDep = Annotated[AccountConnect, Depends(_connect)]

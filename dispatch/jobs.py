@@ -20,17 +20,25 @@ from fastapi import APIRouter, Header, Request, Response
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
-from pydantic import BaseModel, ConfigDict, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from pydantic.alias_generators import to_camel
 
 from dispatch.caller_auth import verify_task_caller
-from dispatch.deps import MetricsDep, PublisherDep, ServicesDep
+from dispatch.deps import MetricsDep, PublisherDep, ServicesDep, StagerDep
 from dispatch.errors import error_body
 from dispatch.openapi import CLOUD_TASKS_CALLER, errors, retried
-from dispatch.schemas import PlatformName, PublishAnswer, SafeText, SyncChildAnswer, SyncStarted
+from dispatch.schemas import (
+    PlatformName,
+    PublishAnswer,
+    SafeText,
+    StagingAnswer,
+    SyncChildAnswer,
+    SyncStarted,
+)
 from tasks.dispatcher import TargetDispatcher
 from tasks.metrics import MetricsJob, MetricsOutcome
 from tasks.publishing import PublishJob, PublishOutcome
+from tasks.staging import StagingJob
 from tasks.sync_fanout import SyncTrigger
 
 log = logging.getLogger(__name__)
@@ -67,6 +75,13 @@ class PublishPostBody(_JobBody):
     platform: PlatformName
     account_id: uuid.UUID
     idempotency_key: Annotated[SafeText, StringConstraints(min_length=1, max_length=300)]
+
+
+class StageMediaBody(PublishPostBody):
+    """The staging task's body: the target, and the staging generation it was enqueued under
+    (a string in the task's JSON, as every value the task specs write)."""
+
+    staging_generation: Annotated[int, Field(ge=0, le=1_000_000)]
 
 
 class SyncTriggerBody(_JobBody):
@@ -193,6 +208,47 @@ def _log_publish_outcome(outcome: PublishOutcome, *, platform: str) -> None:
             "publish outcome",
             extra={"platform": platform, "outcome": counted, "error": outcome.error_code},
         )
+
+
+# --------------------------------------------------------------------------- media staging
+@router.post(
+    "/api/jobs/stage-media",
+    openapi_extra=CLOUD_TASKS_CALLER,
+    responses={
+        200: {"model": StagingAnswer, "description": "Done with this delivery: Cloud Tasks stops."},
+        **retried(StagingAnswer),
+        **errors(400, 401, 404, 413, 422, 503),
+    },
+)
+async def stage_media(
+    body: StageMediaBody,
+    stager: StagerDep,
+    services: ServicesDep,
+    retry_count: RetryCount = 0,
+) -> JSONResponse:
+    """Upload and process one target's media ahead of its post's instant (a staging task)."""
+    outcome = await stager.stage(
+        StagingJob(
+            scheduled_post_id=body.scheduled_post_id,
+            platform=body.platform,
+            account_id=body.account_id,
+            idempotency_key=body.idempotency_key,
+            generation=body.staging_generation,
+            final_attempt=services.settings.queues.staging.is_final_attempt(retry_count),
+        )
+    )
+    if outcome.kind == "not_found":
+        return JSONResponse(error_body("not_found", "no such publish target"), status_code=404)
+    answer = StagingAnswer(
+        outcome=outcome.kind,
+        target_id=outcome.target_id,
+        staged_until=outcome.staged_until,
+        error_code=outcome.error_code,
+        error_message=outcome.error_message,
+    ).model_dump(mode="json", by_alias=True, exclude_none=True)
+    # A transient failure is retried on the staging queue's own backoff (502, never 503:
+    # that would throttle the queue for every company, `answer_publish_outcome`).
+    return JSONResponse(answer, status_code=502 if outcome.kind == "retry" else 200)
 
 
 # --------------------------------------------------------------------------- analytics sync

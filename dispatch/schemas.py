@@ -219,6 +219,20 @@ class PublishAnswer(CamelModel):
     follow_up_at: datetime | SkipJsonSchema[None] = None
 
 
+class StagingAnswer(CamelModel):
+    """What the media staging webhook tells Cloud Tasks (200 stops the task, 502 retries it)."""
+
+    outcome: str = Field(
+        description="staged, nothing_to_stage, failed (the target failed ahead of its instant), "
+        "left_to_publish (retries spent: the publish uploads at the instant), discarded (a "
+        "cancelled target's staged media deleted), skipped, retry (502)"
+    )
+    target_id: uuid.UUID | None = None
+    staged_until: datetime | SkipJsonSchema[None] = None
+    error_code: str | SkipJsonSchema[None] = None
+    error_message: str | SkipJsonSchema[None] = None
+
+
 class SyncStarted(CamelModel):
     """A sync trigger's answer: the parent job and how many children it created."""
 

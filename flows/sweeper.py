@@ -22,9 +22,14 @@ of the local stack). One pass, in this order:
    dispatch generation (conditional UPDATE from the generation read), so the old name's
    tombstone cannot block it and two sweepers cannot both recover it. The publisher's claim and
    reconcile remain the last guard against a double post.
-5. **Fair-dispatch counts.** The per-company rank counts of seconds more than an hour past are
+5. **Media stagings.** A media staging whose lease ran out (its worker died mid-upload) or
+   whose staged handles expired is handed back under a new staging generation, and every open
+   media target due soon without a staging task gets one (`tasks/staging.py`): nothing stays
+   staging or staged past its expiry, and a queue outage at scheduling does not leave a large
+   video to be uploaded at the instant.
+6. **Fair-dispatch counts.** The per-company rank counts of seconds more than an hour past are
    deleted (nothing can be scheduled in the past any more).
-6. **Account servers.** Every active account's own server (`base_url`) is checked with the
+7. **Account servers.** Every active account's own server (`base_url`) is checked with the
    egress guard under the scheduler's policy (`tasks/account_servers.py`); one it refuses is
    marked `needs_reconnect`. The sweep has no platform settings, so it trusts no configured
    server beyond the policy: under the policy a deployment runs with, its own servers pass
@@ -39,7 +44,7 @@ Each pass is an `enqueue-due-posts` run in Prefect with its counts: recorded thr
 run-record outbox (start when the pass starts, end with the counts), or, when the pass runs
 inside the Prefect deployment, as that flow run itself (`record_run=False`; the flow logs them).
 
-7. **Daily publish summary.** The first pass of each UTC day attaches the previous day's publish
+8. **Daily publish summary.** The first pass of each UTC day attaches the previous day's publish
    summary to its run, a Prefect table artifact (`tasks.sweeping.add_publish_summary`: published
    and failed targets per platform, failure reasons, median and p99 lateness), written once per
    day under the day's key; the deployment's flow writes it for its own flow run
@@ -105,6 +110,7 @@ async def _sweep(sweep: Sweep, *, now: datetime) -> SweepReport:
     enqueued = await sweep.enqueue_entered_window(now=now)
     released = await sweep.release_abandoned(now=now)
     recovered = await sweep.recover_lost(now=now)
+    handed_back, staged = await sweep.restage(now=now)
     await sweep.purge_dispatch_slots(now=now)
     refused = await sweep.recheck_servers()
     report = SweepReport(
@@ -113,6 +119,8 @@ async def _sweep(sweep: Sweep, *, now: datetime) -> SweepReport:
         recovered_targets=recovered,
         released_targets=released,
         servers_refused=refused,
+        stagings_handed_back=handed_back,
+        stagings_enqueued=staged,
     )
     log.info("sweep done", extra=report.as_dict())
     return report

@@ -3,7 +3,8 @@ SQL on a psycopg connection of the hot path's own pool (`database.DriverPool`, i
 a single statement is its own transaction):
 
 - the claim: ONE statement claims the target (one conditional UPDATE: a pending target, a
-  `retry` target whose wait is over, or a `processing` target whose lease ran out; `attempts`
+  `retry` target whose wait is over, or a `processing` target whose lease ran out, none while
+  a media staging holds it (`models/staging.py`); `attempts`
   is bumped and is the claim's fencing token; `publish_started_at` is stamped if unset, so the
   "attempting" marker is durable before the platform call, and `earlier` says an EARLIER
   attempt had set it: reconcile first), marks the post `processing`, reads the account and the
@@ -78,6 +79,7 @@ WITH claimed AS (
             OR (t.status = '{TargetStatus.RETRY}'
                 AND (t.next_retry_at IS NULL OR t.next_retry_at <= now()))
             OR (t.status = '{TargetStatus.PROCESSING}' AND t.lease_expires_at < now()))
+       AND (t.staging_lease_expires_at IS NULL OR t.staging_lease_expires_at < now())
  RETURNING t.*, t.publish_started_at < now() AS earlier
 ), post AS (
     UPDATE scheduled_posts AS p

@@ -183,7 +183,8 @@ async def roll_up_post_status(session: AsyncSession, post_id: uuid.UUID) -> str 
 async def reopen_failed_targets(
     session: AsyncSession, *, post_id: uuid.UUID, platforms: Sequence[str] | None
 ) -> list[PublishTarget]:
-    """Move failed targets back to pending with a new dispatch generation (fresh task name)."""
+    """Move failed targets back to pending with new dispatch and staging generations (fresh
+    task names)."""
     conditions = [
         PublishTarget.scheduled_post_id == post_id,
         PublishTarget.status == TargetStatus.FAILED,
@@ -199,6 +200,11 @@ async def reopen_failed_targets(
             next_retry_at=None,
             lease_expires_at=None,
             cloud_task_name=None,
+            # Staged again (a staging that failed the target ahead of its instant, or handles
+            # that have since expired) under a new staging task.
+            staging_generation=PublishTarget.staging_generation + 1,
+            staging_task_name=None,
+            staging_lease_expires_at=None,
         )
         .returning(PublishTarget)
     )

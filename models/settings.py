@@ -110,6 +110,16 @@ class QueueSettings(BaseSettings):
     publish_queue_shards: int = Field(default=1, ge=1, le=64, alias="PUBLISH_QUEUE_SHARDS")
     analytics_queue_id: str = Field(default="analytics", alias="ANALYTICS_TASKS_QUEUE")
     analytics_max_attempts: int = Field(default=5, ge=1, alias="ANALYTICS_MAX_ATTEMPTS")
+    #: Media staging (`tasks/staging.py`): its own queue, so a 500 MB upload never holds a
+    #: publish queue's slot, and its own dispatch deadline, which fits the upload. Cloud Tasks
+    #: takes a `dispatchDeadline` "in the interval [15 seconds, 30 minutes]" for HTTP targets
+    #: (the Task reference: https://cloud.google.com/tasks/docs/reference/rest/v2/
+    #: projects.locations.queues.tasks#Task).
+    staging_queue_id: str = Field(default="staging", alias="STAGING_TASKS_QUEUE")
+    staging_max_attempts: int = Field(default=5, ge=1, alias="STAGING_MAX_ATTEMPTS")
+    staging_dispatch_deadline_seconds: float = Field(
+        default=1800.0, ge=15, le=1800, alias="STAGING_DISPATCH_DEADLINE_SECONDS"
+    )
 
     @property
     def publish(self) -> QueueSpec:
@@ -157,6 +167,21 @@ class QueueSettings(BaseSettings):
         )
 
     @property
+    def staging(self) -> QueueSpec:
+        """Media staging: few at once (each may move hundreds of megabytes), retried after
+        15 s, 30 s, 60 s, 120 s: a staging that keeps failing still ends well before the
+        instant it runs 30 minutes ahead of."""
+        return QueueSpec(
+            queue_id=self.staging_queue_id,
+            max_attempts=self.staging_max_attempts,
+            min_backoff_seconds=15,
+            max_backoff_seconds=120,
+            max_doublings=3,
+            max_dispatches_per_second=20,
+            max_concurrent_dispatches=50,
+        )
+
+    @property
     def dead_letter(self) -> QueueSpec:
         """Where the emulator copies retried-out publish tasks; paused so they wait for a human."""
         return self._dead_letter_of(self.publish)
@@ -178,6 +203,7 @@ class QueueSettings(BaseSettings):
         return (
             *self.publish_shards,
             self.analytics,
+            self.staging,
             *(self._dead_letter_of(shard) for shard in self.publish_shards),
         )
 
@@ -322,6 +348,24 @@ class PublishingSettings(BaseSettings):
     def attempt_deadline_seconds(self) -> float:
         inside_the_lease = max(self.lease_seconds / 2, self.lease_seconds - 10)
         return min(self.attempt_deadline or inside_the_lease, inside_the_lease)
+
+
+class StagingSettings(BaseSettings):
+    """Media staged ahead of the post's instant (`tasks/staging.py`)."""
+
+    model_config = _ENV
+
+    #: How long before the instant a target's media are uploaded and processed; 0 turns staging
+    #: off (the publish attempt uploads at the instant, as before). Shortened per platform to
+    #: fit how long it keeps an unposted upload (its spec's `unposted_lifetime`).
+    lead_seconds: float = Field(default=1800.0, ge=0, le=86400, alias="MEDIA_STAGING_LEAD_SECONDS")
+    #: A staging task's hold on its target: longer than the staging queue's dispatch deadline,
+    #: so a live staging is never taken over; the sweep hands back one whose worker died.
+    lease_seconds: float = Field(default=1900.0, ge=30, alias="MEDIA_STAGING_LEASE_SECONDS")
+
+    @property
+    def enabled(self) -> bool:
+        return self.lead_seconds > 0
 
 
 class AnalyticsSettings(BaseSettings):
@@ -506,6 +550,7 @@ class Settings(BaseModel):
     webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
     scheduling: SchedulingSettings = Field(default_factory=SchedulingSettings)
     publishing: PublishingSettings = Field(default_factory=PublishingSettings)
+    staging: StagingSettings = Field(default_factory=StagingSettings)
     analytics: AnalyticsSettings = Field(default_factory=AnalyticsSettings)
     sweeper: SweeperSettings = Field(default_factory=SweeperSettings)
     reporter: ReporterSettings = Field(default_factory=ReporterSettings)

@@ -214,6 +214,11 @@ class PublishTarget(Timestamped, Base):
         UniqueConstraint("scheduled_post_id", "platform", "account_id"),
         CheckConstraint(check_in("status", TargetStatus), name="publish_logs_status"),
         CheckConstraint(check_in("platform", Platform), name="publish_logs_platform"),
+        Index(
+            "publish_logs_staging_open",
+            "staging_lease_expires_at",
+            postgresql_where=text("staging_lease_expires_at IS NOT NULL"),
+        ),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
@@ -254,6 +259,15 @@ class PublishTarget(Timestamped, Base):
     #: None: taken with fair dispatch off (dispatched at the instant).
     dispatch_rank: Mapped[int | None] = mapped_column(Integer)
     published_at: Mapped[datetime | None]
+    #: Media staging (`tasks/staging.py`): fences a staging task's writes and names its task.
+    staging_generation: Mapped[int] = mapped_column(Integer, server_default="0")
+    #: A staging task is at work until then; the publish claim waits for it.
+    staging_lease_expires_at: Mapped[datetime | None]
+    #: When the media were staged, and until when the platform keeps the handles (which live in
+    #: `platform_state`, under the adapter's `staged_keys`).
+    staged_at: Mapped[datetime | None]
+    staged_until: Mapped[datetime | None]
+    staging_task_name: Mapped[str | None] = mapped_column(String(1000))
 
     post: Mapped[ScheduledPost] = relationship(back_populates="publish_logs", lazy="raise")
 

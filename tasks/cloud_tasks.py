@@ -45,6 +45,8 @@ class TaskSpec:
     oidc_service_account: str | None = None
     #: The token's audience (None = the task's URL).
     oidc_audience: str | None = None
+    #: How long Cloud Tasks waits for the answer (None = `TASKS_DISPATCH_DEADLINE_SECONDS`).
+    dispatch_deadline_seconds: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,7 +170,9 @@ class CloudTasksQueue:
         task = tasks_v2.Task(
             name=self.task_name(spec.task_id, spec.queue),
             http_request=http_request,
-            dispatch_deadline=timedelta(seconds=self.settings.dispatch_deadline_seconds),
+            dispatch_deadline=timedelta(
+                seconds=spec.dispatch_deadline_seconds or self.settings.dispatch_deadline_seconds
+            ),
         )
         if spec.schedule_time is not None:
             when = spec.schedule_time

@@ -53,6 +53,7 @@ def use_cases(
             queues=settings.queues,
             settings=settings.scheduling,
             media_policy=MediaPolicy.from_settings(settings.media),
+            staging=settings.staging,
         ),
         fan_out=SyncFanOut(
             sessions=sessions,

@@ -36,6 +36,7 @@ import logging
 import ssl
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 import httpcore
@@ -58,6 +59,14 @@ logger = logging.getLogger(__name__)
 #: must go through `open_media` and be uploaded chunk by chunk instead of being buffered.
 #: 50 MB is Bluesky's video blob limit, the largest kind any adapter uploads in one request.
 MAX_BUFFERED_BYTES = 50 * MB
+
+#: The end (`asyncio.get_running_loop().time()`) of the staging task running in this context, if
+#: one is (`tasks/staging.py` sets it): media fetched while staging ahead of a post's instant may
+#: take that long (a 500 MB video) instead of `MediaPolicy.deadline_seconds`, which is sized to
+#: fit a publish attempt inside its short dispatch deadline.
+STAGING_FETCH_DEADLINE: ContextVar[float | None] = ContextVar(
+    "staging_fetch_deadline", default=None
+)
 
 _USER_AGENT = "TendSocial-media-fetcher/1.0"
 _SNIFF_BYTES = 16
@@ -318,6 +327,15 @@ def default_ssl_context() -> ssl.SSLContext:
     return httpx.create_ssl_context(trust_env=False)
 
 
+def fetch_deadline(policy: MediaPolicy) -> float:
+    """When a fetch that starts now must be done (loop time): the staging task's end while
+    staging (`STAGING_FETCH_DEADLINE`), else now + `policy.deadline_seconds`."""
+    staging_end = STAGING_FETCH_DEADLINE.get()
+    if staging_end is not None:
+        return staging_end
+    return asyncio.get_running_loop().time() + policy.deadline_seconds
+
+
 @asynccontextmanager
 async def open_media(
     url: str,
@@ -343,8 +361,7 @@ async def open_media(
     `asyncio.get_running_loop().time()`; by default now + `policy.deadline_seconds`. It bounds
     connecting, redirects and every body read (time spent by the caller between reads counts).
     """
-    loop = asyncio.get_running_loop()
-    deadline = deadline if deadline is not None else loop.time() + policy.deadline_seconds
+    deadline = deadline if deadline is not None else fetch_deadline(policy)
     current = url
     try:
         parsed = parse_url(current, policy=policy)
@@ -516,7 +533,7 @@ async def fetch_platform_media(
     for item in content.media]`. Raises `MediaFetchError` (a `TransientError`) on the first
     item that fails, before anything is uploaded or posted.
     """
-    deadline = asyncio.get_running_loop().time() + policy.deadline_seconds
+    deadline = fetch_deadline(policy)
     fetched: list[FetchedMedia] = []
     for url, mime_type in urls_and_types:
         limits = MediaLimits.for_platform(platform, mime_type)

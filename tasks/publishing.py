@@ -25,7 +25,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -60,6 +60,9 @@ from tasks.platforms.base import (
 )
 
 log = logging.getLogger(__name__)
+
+#: How soon a delivery that found the media still being staged comes back.
+STAGING_FOLLOW_UP = timedelta(seconds=2)
 
 OutcomeKind = Literal[
     "published",  # this attempt published (or reconciled an earlier success)
@@ -290,6 +293,13 @@ class Publisher:
         # The claim stamped the first attempt's start durably; adapters that key their
         # reconcile window on it (X, LinkedIn, Mastodon) find it here and need no write.
         initial = dict(target.platform_state or {})
+        expired = target.staged_until is not None and target.staged_until <= _now()
+        if expired and not claimed.earlier_attempt_started:
+            # The platform has forgotten what was staged: upload afresh. Not once an earlier
+            # attempt started the post: a staged handle may be what its reconcile looks for
+            # (an Instagram container), and the adapter checks it anyway.
+            for key in self.adapters(target.platform).staged_keys:
+                initial.pop(key, None)
         if target.publish_started_at is not None:
             initial.setdefault("publish_started_at", target.publish_started_at.isoformat())
         state = PlatformState(
@@ -392,6 +402,17 @@ class Publisher:
                     retry_at=target.lease_expires_at,
                     attempts=target.attempts,
                 )
+        staging_until = target.staging_lease_expires_at
+        if staging_until is not None and staging_until > _now():
+            # The media are still being staged: look again shortly (not at the lease's end,
+            # up to half an hour away), and post as soon as the staging is done.
+            return PublishOutcome(
+                kind="busy",
+                target_id=target.id,
+                status=target.status,
+                retry_at=min(staging_until, _now() + STAGING_FOLLOW_UP),
+                attempts=target.attempts,
+            )
         return _outcome_of(target, "busy")
 
     async def _run_adapter(

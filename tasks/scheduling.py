@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -30,8 +30,8 @@ from models.posts import (
     roll_up_post_status,
 )
 from models.quotas import WAITING_POST_STATUSES, waiting_post_count
-from models.settings import QueueSettings, SchedulingSettings
-from models.statuses import PostStatus
+from models.settings import QueueSettings, SchedulingSettings, StagingSettings
+from models.statuses import PostStatus, TargetStatus
 from models.tables import PublishTarget, ScheduledPost
 from tasks.cloud_tasks import TaskQueue
 from tasks.dispatcher import TargetDispatcher
@@ -50,6 +50,7 @@ from tasks.post_validation import (
     target_row,
     validated_targets,
 )
+from tasks.staging import StagingDispatcher
 from tasks.task_specs import WebhookTarget
 
 #: Importable from here, where the routes and tests have always found them.
@@ -69,12 +70,21 @@ class Scheduler:
         queues: QueueSettings,
         settings: SchedulingSettings,
         media_policy: MediaPolicy,
+        staging: StagingSettings | None = None,
     ) -> None:
         self.sessions = sessions
         self.settings = settings
         self.media_policy = media_policy
         self.dispatcher = TargetDispatcher(
             sessions=sessions, queue=queue, webhook=webhook, queues=queues, settings=settings
+        )
+        #: Media staged ahead of the instant (`tasks/staging.py`).
+        self.staging = StagingDispatcher(
+            sessions=sessions,
+            queue=queue,
+            webhook=webhook,
+            queues=queues,
+            settings=staging or StagingSettings(),
         )
         self.reads = PostReads(sessions=sessions)
         self.media = MediaRegistration(
@@ -127,7 +137,7 @@ class Scheduler:
                 )
         if existing is None:
             raise ConflictError("conflict", "the post was removed while it was being scheduled")
-        await self.dispatcher.enqueue_pending(existing)
+        await self._enqueue_new(existing)
         return await self.load(company_id=company_id, post_id=existing), created
 
     async def cancel(self, *, company_id: uuid.UUID, post_id: uuid.UUID) -> PostSnapshot:
@@ -137,7 +147,7 @@ class Scheduler:
             refuse_if_started(targets, action="cancel")
             await cancel_open_targets(session, post_id)
             await roll_up_post_status(session, post_id)
-        await self.dispatcher.delete_tasks(t.cloud_task_name for t in targets)
+        await self._drop_tasks(targets)
         return await self.load(company_id=company_id, post_id=post_id)
 
     async def reschedule(
@@ -151,7 +161,7 @@ class Scheduler:
         check_schedule_time(scheduled_at, settings=self.settings)
         new_id = uuid.uuid4()
         key = f"reschedule:{post_id}:{scheduled_at.isoformat()}"
-        old_task_names: list[str | None] = []
+        cancelled: list[PublishTarget] = []
         async with unit_of_work(self.sessions) as session:
             existing = await post_id_by_idempotency_key(
                 session, company_id=company_id, idempotency_key=key
@@ -201,11 +211,11 @@ class Scheduler:
                     await self.dispatcher.take_ranks(
                         session, company_id=company_id, post_id=new_id, scheduled_at=scheduled_at
                     )
-                old_task_names = [t.cloud_task_name for t in old_targets]
+                cancelled = old_targets
         if existing is None:
             raise ConflictError("conflict", "the rescheduled post could not be stored; retry")
-        await self.dispatcher.delete_tasks(old_task_names)
-        await self.dispatcher.enqueue_pending(existing)
+        await self._drop_tasks(cancelled)
+        await self._enqueue_new(existing)
         return await self.load(company_id=company_id, post_id=existing), existing == new_id
 
     async def retry(
@@ -223,10 +233,33 @@ class Scheduler:
             if not was_waiting:  # a finished post waits again: one more against the quota
                 await self._refuse_past_waiting_quota(session, company_id=company_id)
             await roll_up_post_status(session, post_id)
-        await self.dispatcher.enqueue_targets(post_id, reopened, run_at=None)
+        if post is None:
+            raise NotFoundError("not_found", "scheduled post not found")
+        # Now, or at the instant when a staging failed the target ahead of it; staged again.
+        run_at = {t.id: self.dispatcher.dispatch_time(post, t) for t in reopened}
+        due = {i: at for i, at in run_at.items() if at > datetime.now(UTC)}
+        await self.dispatcher.enqueue_targets(post_id, reopened, run_at=due or None)
+        horizon = self.dispatcher.horizon(datetime.now(UTC))
+        await self.staging.enqueue(post, reopened, horizon=horizon)
         return await self.load(company_id=company_id, post_id=post_id)
 
     # ----------------------------------------------------------------------- helpers
+    async def _enqueue_new(self, post_id: uuid.UUID) -> None:
+        """A stored post's publish tasks, then its media staging tasks."""
+        await self.dispatcher.enqueue_pending(post_id)
+        horizon = self.dispatcher.horizon(datetime.now(UTC))
+        await self.staging.enqueue_for_post(post_id, horizon=horizon)
+
+    async def _drop_tasks(self, cancelled: Sequence[PublishTarget]) -> None:
+        """The cancelled targets' tasks deleted, and what they staged discarded."""
+        await self.dispatcher.delete_tasks(
+            name for t in cancelled for name in (t.cloud_task_name, t.staging_task_name)
+        )
+        # (Their rows were read before the cancel; a published target has nothing staged.)
+        await self.staging.enqueue_discards(
+            t for t in cancelled if t.status != TargetStatus.SUCCESS
+        )
+
     async def _refuse_past_waiting_quota(
         self, session: AsyncSession, *, company_id: uuid.UUID
     ) -> None:

@@ -42,6 +42,11 @@ from models.outbox import (
 )
 from models.posts import purge_dispatch_slots, roll_up_post_status
 from models.settings import SweeperSettings
+from models.staging import (
+    forget_expired_stagings,
+    hand_back_abandoned_stagings,
+    targets_awaiting_staging,
+)
 from models.statuses import AttemptKind, AttemptOutcome
 from models.targets import (
     bump_dispatch_generation,
@@ -54,6 +59,7 @@ from tasks.account_servers import recheck_account_servers
 from tasks.dispatcher import TargetDispatcher
 from tasks.egress import MediaPolicy
 from tasks.scheduling import Scheduler
+from tasks.staging import StagingDispatcher
 
 __all__ = [
     "PipelineHealth",
@@ -69,6 +75,9 @@ log = logging.getLogger(__name__)
 #: How long the fair-dispatch rank count of a past second is kept: a schedule request validated
 #: just before its instant may still take its ranks a moment after it.
 _SLOT_RETENTION = timedelta(hours=1)
+#: How far past the staging lead the sweep looks for media targets without a staging task:
+#: more than the time between two sweeps (hourly), so none slips between them.
+_STAGING_LOOKAHEAD = timedelta(hours=2)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +92,9 @@ class SweepReport:
     accounts_needing_reconnect: int = 0
     #: Accounts whose own server the egress guard now refuses, marked to reconnect.
     servers_refused: int = 0
+    #: Media stagings handed back (worker gone) or expired, and staging tasks enqueued.
+    stagings_handed_back: int = 0
+    stagings_enqueued: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return {
@@ -93,6 +105,8 @@ class SweepReport:
             "tokensRefreshed": self.tokens_refreshed,
             "accountsNeedingReconnect": self.accounts_needing_reconnect,
             "serversRefused": self.servers_refused,
+            "stagingsHandedBack": self.stagings_handed_back,
+            "stagingsEnqueued": self.stagings_enqueued,
         }
 
 
@@ -111,11 +125,13 @@ class Sweep:
         *,
         sessions: async_sessionmaker[AsyncSession],
         dispatcher: TargetDispatcher,
+        staging: StagingDispatcher,
         server_policy: MediaPolicy,
         settings: SweeperSettings,
     ) -> None:
         self.sessions = sessions
         self.dispatcher = dispatcher
+        self.staging = staging
         self.server_policy = server_policy
         self.settings = settings
 
@@ -126,6 +142,7 @@ class Sweep:
         return cls(
             sessions=scheduler.sessions,
             dispatcher=scheduler.dispatcher,
+            staging=scheduler.staging,
             server_policy=scheduler.media_policy,
             settings=settings,
         )
@@ -212,6 +229,34 @@ class Sweep:
             if isinstance(result, BaseException):
                 log.warning("lost-task recovery failed: %s", type(result).__name__)
         return sum(result is True for result in results)
+
+    async def restage(self, *, now: datetime) -> tuple[int, int]:
+        """Media stagings left behind: a staging whose lease ran out (its worker died mid-upload)
+        or whose handles expired is handed back under a new staging generation; then every
+        media target due within the next `_STAGING_LOOKAHEAD` plus the staging lead and
+        without a staging task gets one (a queue outage at scheduling, a hand-back). Returns
+        (handed back, enqueued)."""
+        async with unit_of_work(self.sessions) as session:
+            handed_back = await hand_back_abandoned_stagings(session, now=now)
+            expired = await forget_expired_stagings(session, now=now)
+        if handed_back or expired:
+            log.warning(
+                "handed back %d abandoned and %d expired media staging(s)",
+                len(handed_back),
+                len(expired),
+            )
+        if not self.staging.settings.enabled:
+            return len(handed_back) + len(expired), 0
+        until = now + timedelta(seconds=self.staging.settings.lead_seconds) + _STAGING_LOOKAHEAD
+        async with self.sessions() as session:
+            awaiting = await targets_awaiting_staging(session, now=now, until=until)
+        horizon = self.dispatcher.horizon(now)
+        enqueued = 0
+        for post_id in {post.id for _, post in awaiting}:
+            post = next(p for _, p in awaiting if p.id == post_id)
+            targets = [t for t, p in awaiting if p.id == post_id]
+            enqueued += await self.staging.enqueue(post, targets, horizon=horizon)
+        return len(handed_back) + len(expired), enqueued
 
     async def purge_dispatch_slots(self, *, now: datetime) -> None:
         """Delete the fair-dispatch rank counts of seconds long past (nothing can be scheduled

@@ -21,6 +21,7 @@ from models.tables import AnalyticsSyncJob, PublishTarget
 from tasks.cloud_tasks import TaskQueue, TaskSpec
 
 PUBLISH_PATH = "/api/jobs/publish-post"
+STAGE_PATH = "/api/jobs/stage-media"
 SYNC_CHILD_PATH = "/api/jobs/sync-analytics/platform"
 
 SettingsT = TypeVar("SettingsT")
@@ -57,6 +58,7 @@ class WebhookTarget:
         body: dict[str, str],
         schedule_time: datetime | None,
         queue: str | None = None,
+        dispatch_deadline_seconds: float | None = None,
     ) -> TaskSpec:
         return TaskSpec(
             task_id=task_id,
@@ -67,6 +69,7 @@ class WebhookTarget:
             queue=queue,
             oidc_service_account=self.oidc_service_account,
             oidc_audience=self.oidc_audience,
+            dispatch_deadline_seconds=dispatch_deadline_seconds,
         )
 
 
@@ -137,6 +140,42 @@ def publish_task_spec(
         },
         schedule_time=run_at,
         queue=queues.publish_queue_for(target.idempotency_key),
+    )
+
+
+# --------------------------------------------------------------------------- media staging
+def staging_task_id(target: PublishTarget, *, discard: bool = False) -> str:
+    """The target's staging task under its staging generation (`discard`: the task that
+    deletes what a cancelled target had staged), hashed first."""
+    action = "discard" if discard else "stage"
+    digest = hashlib.sha256(
+        f"{target.idempotency_key}#{action}#{target.staging_generation}".encode()
+    ).hexdigest()
+    return f"{digest[:32]}-{target.platform}-{action}-g{target.staging_generation}"
+
+
+def staging_task_spec(
+    *,
+    target: PublishTarget,
+    run_at: datetime | None,
+    webhook: WebhookTarget,
+    queues: QueueSettings,
+    discard: bool = False,
+) -> TaskSpec:
+    """A staging task: on the staging queue, with the staging dispatch deadline."""
+    return webhook.spec(
+        path=STAGE_PATH,
+        task_id=staging_task_id(target, discard=discard),
+        body={
+            "scheduledPostId": str(target.scheduled_post_id),
+            "platform": target.platform,
+            "accountId": str(target.account_id),
+            "idempotencyKey": target.idempotency_key,
+            "stagingGeneration": str(target.staging_generation),
+        },
+        schedule_time=run_at,
+        queue=queues.staging_queue_id,
+        dispatch_deadline_seconds=queues.staging_dispatch_deadline_seconds,
     )
 
 

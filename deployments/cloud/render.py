@@ -253,8 +253,11 @@ def manifest(role: Role, *, env: Mapping[str, str]) -> dict[str, Any]:
                     "spec": {
                         "serviceAccountName": sa,
                         "containerConcurrency": CONTAINER_CONCURRENCY,
-                        # The sync trigger fans out every child before answering.
-                        "timeoutSeconds": 60 if public else 300,
+                        # The jobs service answers a media staging task within the staging
+                        # queue's dispatch deadline (up to 30 min: a 500 MB upload and its
+                        # processing); Cloud Run allows a request up to 60 min
+                        # (https://cloud.google.com/run/docs/configuring/request-timeout).
+                        "timeoutSeconds": 60 if public else 1800,
                         "containers": [container],
                     },
                 }

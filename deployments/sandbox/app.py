@@ -21,11 +21,12 @@ import base64
 import importlib
 import json
 import logging
-from collections.abc import AsyncIterator
+import re
+from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Response
+from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -64,16 +65,62 @@ TINY_GIF: bytes = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAAB
 #: served MP4 is filler.
 MP4_FTYP: bytes = b"\x00\x00\x00\x20ftypisom\x00\x00\x02\x00isomiso2avc1mp41"
 DEFAULT_VIDEO_BYTES = 64 * 1024
+#: MP4s larger than this are generated block by block as they are sent, so a 500 MB test video
+#: never sits in the sandbox's memory, and they honour `Range: bytes=N-` (RFC 9110 §14.2,
+#: https://www.rfc-editor.org/rfc/rfc9110#section-14.2) as the CDNs serving large files do.
+#: Smaller ones are one body that ignores Range, which RFC 9110 allows a server as well.
+STREAMED_VIDEO_BYTES = 16 * 2**20
+MEDIA_BLOCK_BYTES = 2**20
+_BYTE_RANGE_FROM = re.compile(r"bytes=(\d+)-")
+
+
+def video_bytes(size: int | None) -> int:
+    """The length of a generated MP4 asked for with `size` (at least its `ftyp` box)."""
+    return max(size or DEFAULT_VIDEO_BYTES, len(MP4_FTYP))
+
+
+def sandbox_video_blocks(total: int, *, start: int = 0) -> Iterator[bytes]:
+    """Bytes `start`.. of the `total`-byte generated MP4, at most `MEDIA_BLOCK_BYTES` at a time
+    (the `ftyp` box, then zeros: `sandbox_media`'s body)."""
+    zeros = bytes(MEDIA_BLOCK_BYTES)
+    position = start
+    while position < total:
+        end = min(total, position + MEDIA_BLOCK_BYTES)
+        head = MP4_FTYP[position:end]
+        length = end - position
+        yield head + zeros[: length - len(head)] if head or length < len(zeros) else zeros
+        position = end
 
 
 def sandbox_media(name: str, *, size: int | None = None) -> tuple[bytes, str]:
     """(body, content type) of `/_sandbox/media/{name}`."""
     if name.endswith(".mp4"):
-        total = max(size or DEFAULT_VIDEO_BYTES, len(MP4_FTYP))
-        return MP4_FTYP + bytes(total - len(MP4_FTYP)), "video/mp4"
+        return b"".join(sandbox_video_blocks(video_bytes(size))), "video/mp4"
     if name.endswith(".gif"):
         return TINY_GIF, "image/gif"
     return TINY_JPEG, "image/jpeg"
+
+
+def streamed_video(total: int, *, range_header: str | None) -> Response:
+    """A large generated MP4, sent as generated: 200 with the whole file, or 206 from byte N
+    for `Range: bytes=N-` (`Content-Range: bytes N-last/total`, RFC 9110 §14.4), 416 for an N
+    past the end (§15.5.17). Any other range form is ignored: the whole file (§14.2)."""
+    matched = _BYTE_RANGE_FROM.fullmatch((range_header or "").strip())
+    start = int(matched.group(1)) if matched else 0
+    headers = {"Accept-Ranges": "bytes"}
+    if matched and start >= total:
+        return Response(status_code=416, headers={**headers, "Content-Range": f"bytes */{total}"})
+
+    async def blocks() -> AsyncIterator[bytes]:
+        for block in sandbox_video_blocks(total, start=start):
+            yield block
+
+    headers["Content-Length"] = str(total - start)
+    if matched:
+        headers["Content-Range"] = f"bytes {start}-{total - 1}/{total}"
+    return StreamingResponse(
+        blocks(), status_code=206 if matched else 200, media_type="video/mp4", headers=headers
+    )
 
 
 class _CamelModel(BaseModel):
@@ -186,15 +233,32 @@ def _control_router() -> APIRouter:
             state.platform_extra(body.platform)["processing_seconds"] = body.seconds
         return {"seconds": body.seconds}
 
+    @router.get("/media-fetches")
+    async def media_fetches(state: SandboxState = Depends(get_sandbox)) -> dict[str, Any]:
+        """How many times each test media name was fetched since the last reset (tests tell
+        an upload reused from one made again)."""
+        return {"fetches": dict(state.platform_extra("media").get("fetches", {}))}
+
     @router.get("/media/{name}")
     async def media(
-        name: str, status: int = 200, size: int | None = None, drip: float | None = None
+        name: str,
+        status: int = 200,
+        size: int | None = None,
+        drip: float | None = None,
+        range_header: Annotated[str | None, Header(alias="Range")] = None,
+        state: SandboxState = Depends(get_sandbox),
     ) -> Response:
-        """Test media served by name: `*.mp4` an MP4 (`size` bytes, default 64 KiB), `*.gif` a
+        """Test media served by name: `*.mp4` an MP4 (`size` bytes, default 64 KiB; over
+        `STREAMED_VIDEO_BYTES` streamed as generated, `Range: bytes=N-` honoured), `*.gif` a
         GIF, anything else the tiny JPEG. `status` answers that status without a body (a
         missing file); `drip` sends the file one byte every `drip` seconds (a slow server)."""
+        async with state.lock:
+            fetches = state.platform_extra("media").setdefault("fetches", {})
+            fetches[name] = fetches.get(name, 0) + 1
         if status != 200:
             return Response(b"not here", status_code=status, media_type="text/plain")
+        if name.endswith(".mp4") and drip is None and video_bytes(size) > STREAMED_VIDEO_BYTES:
+            return streamed_video(video_bytes(size), range_header=range_header)
         body, media_type = sandbox_media(name, size=size)
         if drip is None:
             return Response(body, media_type=media_type)

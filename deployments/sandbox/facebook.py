@@ -27,8 +27,15 @@ Behaviour worth knowing in tests:
   advideos). `published=false` uploads are kept unpublished (no post).
 - `GET /{page-id}/videos` lists the Page's videos newest first (id, description, created_time;
   developers.facebook.com/docs/video-api/guides/get-videos).
+- `DELETE /{photo-id}` deletes a photo of the Page ("Deleting" on the Photo node,
+  developers.facebook.com/docs/graph-api/reference/photo/; facebook-python-business-sdk
+  `Photo.api_delete`, a DELETE on the node) and answers `{"success": true}`, the Graph
+  answer of a node delete (as for a Page post, developers.facebook.com/docs/pages-api/posts,
+  "Delete a Post"). A photo already attached to a post leaves that post too. An id the Page
+  does not own answers Graph's unknown-object error (#100/33). Each delete is counted in
+  `photo_deletes`.
 - Fault operations: `media` (photos), `video` (`/videos` uploads), `publish` (feed), `lookup`
-  (node reads, `published_posts`, the videos list), `metrics`.
+  (node reads, `published_posts`, the videos list), `delete` (node deletes), `metrics`.
 """
 
 from __future__ import annotations
@@ -378,6 +385,30 @@ async def read_node(
         return {"id": node_id, "published": photo["post_id"] is not None}
     post = _own_post(state, account, node_id)
     return _post_fields(state, post, wanted_fields(params, "id"))
+
+
+@router.delete("/{version}/{node_id}")
+async def delete_node(
+    version: str, node_id: str, request: Request, state: SandboxState = Depends(get_sandbox)
+) -> dict[str, Any]:
+    """A photo of the Page, deleted (the only node delete the sandbox models)."""
+    _, account, fault = await graph_call(
+        request, state, version=version, platform=PLATFORM, operation="delete"
+    )
+    async with state.lock:
+        photos = _photos(state)
+        photo = photos.get(node_id)
+        if photo is None or photo["page"] != account.external_id:
+            raise unknown_object(node_id)
+        del photos[node_id]
+        if photo["post_id"] is not None:
+            for post in state.find_posts(PLATFORM, id=photo["post_id"]):
+                post["attached_media"] = [m for m in post["attached_media"] if m != node_id]
+        extra = state.platform_extra(PLATFORM)
+        extra["photo_deletes"] = extra.get("photo_deletes", 0) + 1
+    if fault is not None:
+        await fault_delay(fault)
+    return {"success": True}
 
 
 def _video_fields(state: SandboxState, video: dict[str, Any], fields: list[str]) -> dict[str, Any]:

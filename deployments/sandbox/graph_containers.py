@@ -17,7 +17,12 @@ from deployments.sandbox.graph import (
     wanted_fields,
 )
 
-#: Unpublished containers expire after 24 h, as Meta's do.
+#: Unpublished containers expire after 24 h, as Meta's do: "EXPIRED — The container was not
+#: published within 24 hours and has expired" (Instagram: developers.facebook.com/docs/
+#: instagram-platform/instagram-graph-api/reference/ig-container, `status_code`; Threads:
+#: developers.facebook.com/docs/threads/troubleshooting, "Publishing Does Not Return a Media
+#: ID"). Neither documents a delete of a container (IG Container, "Deleting: This operation is
+#: not supported"), so none is modelled.
 CONTAINER_TTL_SECONDS = 24 * 3600
 DEFAULT_CONTAINER_READY_SECONDS = 0.3
 

@@ -218,6 +218,8 @@ async def create_status(request: Request, state: SandboxState = Depends(get_sand
                 "media_attachments": attachments,
             },
         )
+        for media_id in media_ids:
+            uploads[media_id]["status_id"] = status_id
         if key:
             expires = state.now() + IDEMPOTENCY_TTL
             extra.setdefault("idempotency", {})[(account.external_id, key)] = (post, expires)
@@ -331,7 +333,8 @@ async def instance(request: Request, state: SandboxState = Depends(get_sandbox))
     body = {
         "domain": request.url.hostname,
         "title": "TendSocial sandbox",
-        "version": "4.3.0",
+        # 4.4.0: the release that added `DELETE /api/v1/media/:id` (served below).
+        "version": "4.4.0",
         "configuration": {
             "statuses": {
                 "max_characters": max_characters(state),
@@ -355,7 +358,25 @@ async def instance(request: Request, state: SandboxState = Depends(get_sandbox))
 #: unprocessed media answers 422 "Cannot attach files that have not finished processing. Try
 #: again in a moment!" (mastodon/mastodon config/locales/en.yml,
 #: media_attachments.validations.not_ready).
+#:
+#: Once attached to a status, a media attachment is no longer found by `GET`, and `DELETE
+#: /api/v1/media/:id` (Mastodon 4.4.0+, docs.joinmastodon.org/methods/media/#delete: "Delete a
+#: media attachment that is not currently attached to a status", answering empty) refuses it with
+#: 422 `{"error": "Media attachment is currently used by a status"}`; someone else's or an
+#: unknown id answers 404 (mastodon/mastodon app/controllers/api/v1/media_controller.rb
+#: `set_media_attachment` `where(status_id: nil)`, `destroy`, `in_usage_error`; spec/requests/
+#: api/v1/media_spec.rb: 200 with `{}` on success). Unattached media are otherwise kept a day
+#: (app/workers/scheduler/media_cleanup_scheduler.rb: `unattached.where('created_at < ?',
+#: 1.day.ago)` destroyed), which the sandbox does not play.
+#:
+#: Failed processing: a fault `invalid_content` queued for the operation `processing` makes the
+#: next video or GIF upload fail its processing. Once its processing time is over, `GET
+#: /api/v1/media/:id` answers 422 `{"error": "Error processing thumbnail for uploaded media"}`
+#: (media_controller.rb `check_processing`: `processing_error` when `processing_failed?`; the
+#: #get docs: "422: Unprocessable entity. There was an error processing the media attachment").
 DEFAULT_PROCESSING_SECONDS = 0.0
+PROCESSING_ERROR = "Error processing thumbnail for uploaded media"
+IN_USE_ERROR = "Media attachment is currently used by a status"
 
 
 def _processed(state: SandboxState, media: dict[str, Any]) -> bool:
@@ -387,10 +408,16 @@ async def upload_media(request: Request, state: SandboxState = Depends(get_sandb
         "description": form.get("description"),
     }
     async with state.lock:
+        failing = not is_still and any(
+            planned["operation"] == "processing" for planned in state.faults.pending(PLATFORM)
+        )
+        fault = state.faults.take(PLATFORM, "processing") if failing else None
         extra.setdefault("media", {})[media_id] = {
             "account": account.external_id,
             "entity": entity,
             "ready_at": state.now() + timedelta(seconds=delay),
+            "failed": fault is not None and fault.kind == "invalid_content",
+            "status_id": None,
         }
         extra["uploads"] = extra.get("uploads", 0) + 1
     if is_still:
@@ -402,15 +429,46 @@ async def upload_media(request: Request, state: SandboxState = Depends(get_sandb
 async def get_media(
     media_id: str, request: Request, state: SandboxState = Depends(get_sandbox)
 ) -> Any:
-    early, _, _ = await _authenticate(state, request, "media")
+    early, account, _ = await _authenticate(state, request, "media")
     if early is not None:
         return early
-    media = state.platform_extra(PLATFORM).get("media", {}).get(media_id)
-    if media is None:
+    assert account is not None
+    media = _own_media(state, account, media_id)
+    if media is None or media["status_id"] is not None:
         return _error(state, 404, "Record not found")
     if not _processed(state, media):
         return _answer(state, 206, {**media["entity"], "url": None})
+    if media["failed"]:
+        return _error(state, 422, PROCESSING_ERROR)
     return _answer(state, 200, media["entity"])
+
+
+@router.delete("/api/v1/media/{media_id}")
+async def delete_media(
+    media_id: str, request: Request, state: SandboxState = Depends(get_sandbox)
+) -> Any:
+    early, account, _ = await _authenticate(state, request, "media")
+    if early is not None:
+        return early
+    assert account is not None
+    async with state.lock:
+        media = _own_media(state, account, media_id)
+        if media is None:
+            return _error(state, 404, "Record not found")
+        if media["status_id"] is not None:
+            return _error(state, 422, IN_USE_ERROR)
+        del state.platform_extra(PLATFORM)["media"][media_id]
+    return _answer(state, 200, {})
+
+
+def _own_media(
+    state: SandboxState, account: SandboxAccount, media_id: str
+) -> dict[str, Any] | None:
+    """The caller's media attachment (`current_account.media_attachments`), or None."""
+    media = state.platform_extra(PLATFORM).get("media", {}).get(media_id)
+    if media is None or media["account"] != account.external_id:
+        return None
+    return media
 
 
 # --------------------------------------------------------------------------- OAuth

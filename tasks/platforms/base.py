@@ -237,6 +237,23 @@ class PlatformAdapter(Protocol):
         """Find out whether an earlier attempt already published: its result, or None if not."""
         ...
 
+    async def stage_media(
+        self, *, account: AccountContext, content: PostContent, state: PlatformState
+    ) -> datetime | None:
+        """Ahead of the post's instant (`tasks/staging.py`): upload the media and wait until the
+        platform has processed them, keeping the platform's handles in `state` under
+        `staged_keys`, where `publish` finds them and makes its one call. Returns until when
+        the platform keeps the unposted upload (the spec's `UploadSpec.unposted_lifetime`);
+        None when there is nothing to stage (no media, or none this platform uploads apart).
+        Raises the taxonomy's errors like `publish`; nothing here is ever posted."""
+        ...
+
+    async def discard_media(self, *, account: AccountContext, state: PlatformState) -> None:
+        """The post was cancelled: delete the staged upload where the platform lets us (the
+        rest expires on its own, `unposted_lifetime`). Best effort; never raises for a handle
+        the platform no longer knows."""
+        ...
+
     async def refresh_token(self, *, account: AccountContext) -> TokenSet:
         """Exchange the refresh token for fresh credentials; NeedsReconnectError when refused."""
         ...
@@ -261,6 +278,9 @@ class AdapterBase:
     metrics_batch_size: ClassVar[int] = 1
     #: The platform's content rules; None: nothing to check locally.
     content_rules: ClassVar[ContentRules | None] = None
+    #: The `PlatformState` keys that hold staged media handles (`stage_media`): dropped before
+    #: a publish once the staging's expiry has passed, so the adapter uploads afresh.
+    staged_keys: ClassVar[tuple[str, ...]] = ()
 
     def __init__(
         self,
@@ -292,6 +312,16 @@ class AdapterBase:
             text, media_count=media_count, max_characters=max_characters, media_types=media_types
         )
 
+    async def stage_media(
+        self, *, account: AccountContext, content: PostContent, state: PlatformState
+    ) -> datetime | None:
+        """Nothing to stage: a platform whose media go with the post itself."""
+        return None
+
+    async def discard_media(self, *, account: AccountContext, state: PlatformState) -> None:
+        """Nothing the platform lets us delete: a staged upload expires on its own."""
+        return None
+
 
 def check_content(
     adapter: PlatformAdapter,
@@ -321,6 +351,18 @@ def check_content(
 ATTEMPT_DEADLINE: ContextVar[float | None] = ContextVar("attempt_deadline", default=None)
 #: Kept free at the end of the attempt for the post itself and the settlement.
 ATTEMPT_RESERVE_SECONDS = 3.0
+#: How long a processing wait inside `stage_media` may last when the platform states no
+#: `processing_limit`; `poll_until_done` still ends it at the staging task's deadline
+#: (`ATTEMPT_DEADLINE`, which `tasks/staging.py` sets to its own).
+STAGING_WAIT_SECONDS = 25 * 60.0
+
+
+def staged_until(lifetime: timedelta | None, *, now: datetime | None = None) -> datetime:
+    """When a staged upload made now expires: `now + lifetime` (the spec's
+    `unposted_lifetime`), or one hour when the platform states none (then the stager stages
+    no more than that ahead of the instant)."""
+    return (now or datetime.now(UTC)) + (lifetime or timedelta(hours=1))
+
 
 _Done = TypeVar("_Done")
 

@@ -21,6 +21,7 @@ import httpx
 
 from tasks.egress import MediaPolicy
 from tasks.platforms.base import (
+    STAGING_WAIT_SECONDS,
     AccountContext,
     AdapterBase,
     Backoff,
@@ -38,11 +39,14 @@ from tasks.platforms.base import (
     TransientError,
     UnknownOutcomeError,
     check_content,
+    error_text,
     poll_until_done,
+    staged_until,
 )
 from tasks.platforms.facebook.spec import GRAPH_RATE_LIMITS, GRAPH_VERSIONS
 from tasks.platforms.reconcile import Page, find_own_post
 from tasks.platforms.servers import account_server
+from tasks.platforms.specs import UploadSpec
 
 logger = logging.getLogger(__name__)
 
@@ -348,6 +352,9 @@ def graph_timestamp(value: str) -> datetime | None:
 #: (developers.facebook.com/docs/instagram-platform/content-publishing, "Troubleshooting"), so
 #: the growing waits start short (an image is ready in a moment) and end at that pace.
 CONTAINER_POLL_LONGEST = 60.0
+#: A staged container is kept for a post only while it outlives the post's instant by this
+#: much: the first publish attempt (and a retry or two) still find it unexpired.
+STAGED_MARGIN = timedelta(minutes=10)
 #: Reconcile reads a Graph edge 100 items a page (the pages and the clock skew are
 #: `reconcile.find_own_post`'s).
 RECONCILE_PAGE_SIZE = 100
@@ -394,6 +401,8 @@ class GraphAdapter(AdapterBase):
         poll_timeout: float = 20.0,
         not_ready_retries: int = 2,
         media_policy: MediaPolicy | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         **_options: Any,
     ) -> None:
         """`request_timeout` overrides the client's timeout per call; `poll_*` bound the
@@ -402,7 +411,8 @@ class GraphAdapter(AdapterBase):
         registry settings); `not_ready_retries` is how often a 9007 "not ready" publish is
         polled and retried; `media_policy` is the egress guard's policy an account's own Graph
         host and the media URLs handed to Meta are checked with (`host_url`; None:
-        production's)."""
+        production's); `clock` and `sleep` are how the container waits tell time and wait
+        (tests pass a clock that moves the sandbox's too)."""
         super().__init__(http=http, base_url=base_url, media_policy=media_policy)
         self.graph_version = graph_version
         self.app_id = app_id
@@ -411,6 +421,8 @@ class GraphAdapter(AdapterBase):
         self.poll_interval = poll_interval
         self.poll_timeout = poll_timeout
         self.not_ready_retries = not_ready_retries
+        self._clock = clock
+        self._sleep = sleep
 
     def host_url(self, account: AccountContext) -> str:
         """The Graph host to call for this account: its own `base_url` through the egress guard
@@ -555,11 +567,30 @@ class ContainerSpec:
 class ContainerAdapter(GraphAdapter):
     """Container → poll → publish, with the container id as the idempotency checkpoint.
 
-    State keys: `container_id` (saved right after creation), `container_created_at`,
-    `media_id` (saved once the publish call answered).
+    State keys: `container_id` (saved right after creation), `child_container_ids` (carousel
+    items, saved as made), `container_created_at` (taken just before the post's first container
+    was asked for: the earliest moment the post could have gone out, and when the containers
+    start to expire),
+    `container_ready` (the staging saw the container FINISHED; consumed by the publish call that
+    trusts it), `media_id` (saved once the publish call answered).
+
+    Staging (`stage_media`) makes the containers ahead of the post's instant and waits until
+    Meta has them FINISHED, so the publish at the instant is the one `media_publish` /
+    `threads_publish` call. Nothing deletes a staged container: Meta documents no delete for it
+    (the spec's `upload` docs), and an unpublished one expires by itself (`unposted_lifetime`),
+    so `discard_media` stays `AdapterBase`'s.
     """
 
     spec: ClassVar[ContainerSpec]
+    #: The platform's upload facts (`unposted_lifetime`: how long an unpublished container
+    #: lives; `processing_limit`, where stated, how long a staging waits for one).
+    upload: ClassVar[UploadSpec | None] = None
+    staged_keys: ClassVar[tuple[str, ...]] = (
+        "container_id",
+        "child_container_ids",
+        "container_created_at",
+        "container_ready",
+    )
 
     def container_params(self, content: PostContent) -> dict[str, str]:
         """The (parent) container-creation parameters: a text post, a carousel (its items
@@ -604,21 +635,39 @@ class ContainerAdapter(GraphAdapter):
             return await self.result(graph, account, str(state.get("media_id")))
 
         container_id: str | None = state.get("container_id")
-        if container_id:
+        # A staged container Meta had FINISHED goes straight to the publish call: the stager
+        # hands it over only while it is younger than its lifetime (the publisher drops the
+        # staged keys after that), and a spent one is refused by the publish call itself
+        # (`needs_new_container`). The mark is consumed before that call, so an attempt whose
+        # answer was lost is never re-published on trust: the next one looks at the status.
+        # `publish_started_at` (kept when the staged keys are dropped) lets `reconcile` find
+        # that post even once its container is forgotten.
+        ready = bool(container_id and state.get("container_ready"))
+        if ready:
+            started = state.get("publish_started_at") or datetime.now(UTC).isoformat()
+            await state.save(container_ready=False, publish_started_at=started)
+        elif container_id:
             found = await self._reuse_checkpoint(graph, account, content, state, container_id)
             if isinstance(found, PublishResult):
                 return found
             container_id = found
         if not container_id:
+            deadline = self._clock() + self.poll_timeout
             if children:
-                params = {
-                    **params,
-                    "children": await self._carousel(graph, account, state, children),
-                }
+                made = await self._carousel(graph, account, state, children, deadline=deadline)
+                params = {**params, "children": made}
             container_id = await self._create_container(graph, account, state, params)
 
         for attempt in range(self.not_ready_retries + 1):
-            await self._wait_finished(graph, account, container_id)
+            if not ready:
+                await self._wait_finished(
+                    graph,
+                    account,
+                    state,
+                    container_id,
+                    deadline=self._clock() + self.poll_timeout,
+                )
+            ready = False
             try:
                 body = await graph.call(
                     "POST",
@@ -630,11 +679,11 @@ class ContainerAdapter(GraphAdapter):
             except TransientError as exc:
                 if needs_new_container(exc):
                     logger.info("%s container %s is spent (%s)", self.platform, container_id, exc)
-                    await state.save(container_id=None, child_container_ids=[])
+                    await self._drop_containers(state)
                     raise
                 if is_not_ready(exc) and attempt < self.not_ready_retries:
                     logger.info("%s container %s not ready yet", self.platform, container_id)
-                    await asyncio.sleep(self.poll_interval)
+                    await self._sleep(self.poll_interval)
                     continue
                 raise
             media_id = str(body.get("id", ""))
@@ -644,6 +693,34 @@ class ContainerAdapter(GraphAdapter):
             return await self.result(graph, account, media_id)
         raise TransientError("container never became publishable")  # pragma: no cover
 
+    async def stage_media(
+        self, *, account: AccountContext, content: PostContent, state: PlatformState
+    ) -> datetime | None:
+        """Make the post's containers (carousel items first, then the parent) and wait until
+        Meta has them FINISHED, ready for the one publish call at the instant; returns when
+        the oldest of them expires. None for a text-only post (nothing to stage) and once the
+        post is out."""
+        check_content(self, content, max_characters=account.max_characters)
+        params = self.container_params(content)
+        children = self.carousel_children(content)
+        if not content.media or state.get("media_id"):
+            return None
+        upload = self.upload or UploadSpec()
+        limit = upload.processing_limit
+        deadline = self._clock() + (limit.total_seconds() if limit else STAGING_WAIT_SECONDS)
+        graph = self.graph(account)
+        if not await self._keep_staged(graph, account, content, state):
+            return None
+        container_id: str | None = state.get("container_id")
+        if not container_id:
+            if children:
+                made = await self._carousel(graph, account, state, children, deadline=deadline)
+                params = {**params, "children": made}
+            container_id = await self._create_container(graph, account, state, params)
+        await self._wait_finished(graph, account, state, container_id, deadline=deadline)
+        await state.save(container_ready=True)
+        return staged_until(upload.unposted_lifetime, now=self._created_at(state))
+
     async def reconcile(
         self, *, account: AccountContext, content: PostContent, state: PlatformState
     ) -> PublishResult | None:
@@ -652,7 +729,15 @@ class ContainerAdapter(GraphAdapter):
             return await self.result(graph, account, str(state.get("media_id")))
         container_id = state.get("container_id")
         if not container_id:
-            return None
+            # No container left to ask: none was made, or the staged ones were dropped as
+            # expired, perhaps after a publish call whose answer was lost. The post, if any,
+            # is among the media since the first attempt began.
+            started = state.get("publish_started_at")
+            if not isinstance(started, str) or not started:
+                return None
+            return await self.find_published(
+                graph, account, content, state, since=datetime.fromisoformat(started)
+            )
         try:
             status, _ = await self.container_status(graph, account, container_id)
         except PermanentError:
@@ -668,6 +753,59 @@ class ContainerAdapter(GraphAdapter):
         return found
 
     # ------------------------------------------------------------------ steps
+    async def _keep_staged(
+        self,
+        graph: GraphClient,
+        account: AccountContext,
+        content: PostContent,
+        state: PlatformState,
+    ) -> bool:
+        """Containers an earlier staging (or attempt) made: kept when they outlive the post's
+        instant and Meta still has the parent FINISHED or IN_PROGRESS (so a staging that ran
+        out of time resumes the wait); dropped when they would expire first, or are ERROR,
+        EXPIRED or gone, so fresh ones are made. False: the parent is PUBLISHED already,
+        nothing to stage (the publish attempt reconciles it)."""
+        if not (state.get("container_id") or state.get("child_container_ids")):
+            return True
+        lifetime = (self.upload or UploadSpec()).unposted_lifetime
+        created = self._created_at(state)
+        instant = content.scheduled_at
+        if instant is not None and instant.tzinfo is None:
+            instant = instant.replace(tzinfo=UTC)
+        needed_until = max(instant or datetime.now(UTC), datetime.now(UTC))
+        if created is None or staged_until(lifetime, now=created) <= needed_until + STAGED_MARGIN:
+            logger.info("%s staged containers expire before the post; new ones", self.platform)
+            await self._drop_containers(state)
+            return True
+        container_id = state.get("container_id")
+        if not container_id:
+            return True  # carousel items only: `_carousel` resumes and waits for them
+        try:
+            status, _ = await self.container_status(graph, account, str(container_id))
+        except PermanentError:
+            status = "GONE"
+        if status == "PUBLISHED":
+            return False
+        if status not in ("FINISHED", "IN_PROGRESS"):
+            logger.info("%s container %s is %s; new ones", self.platform, container_id, status)
+            await self._drop_containers(state)
+        return True
+
+    async def _drop_containers(self, state: PlatformState) -> None:
+        """Forget the containers (spent, expired or failed): the next staging or attempt makes
+        new ones. An unpublished container expires on its own."""
+        await state.save(
+            container_id=None,
+            child_container_ids=[],
+            container_created_at=None,
+            container_ready=False,
+        )
+
+    @staticmethod
+    def _created_at(state: PlatformState) -> datetime | None:
+        raw = state.get("container_created_at")
+        return datetime.fromisoformat(raw) if isinstance(raw, str) and raw else None
+
     async def _reuse_checkpoint(
         self,
         graph: GraphClient,
@@ -696,7 +834,7 @@ class ContainerAdapter(GraphAdapter):
         if status in ("FINISHED", "IN_PROGRESS"):
             return container_id
         logger.info("%s container %s is %s; making a new one", self.platform, container_id, status)
-        await state.save(container_id=None, child_container_ids=[])
+        await self._drop_containers(state)
         return None
 
     async def _carousel(
@@ -705,9 +843,15 @@ class ContainerAdapter(GraphAdapter):
         account: AccountContext,
         state: PlatformState,
         children: list[dict[str, str]],
+        *,
+        deadline: float,
     ) -> str:
-        """Create (or resume) the item containers, each saved as made, and wait for them all."""
+        """Create (or resume) the item containers, each saved as made, and wait for them all
+        (until `deadline`, on `clock`). The first item's creation time is the post's
+        `container_created_at`: the items expire first."""
         made: list[str] = list(state.get("child_container_ids") or [])
+        if not made:
+            await state.save(container_created_at=datetime.now(UTC).isoformat())
         for params in children[len(made) :]:
             body = await graph.call(
                 "POST",
@@ -718,7 +862,7 @@ class ContainerAdapter(GraphAdapter):
             made.append(str(body["id"]))
             await state.save(child_container_ids=list(made))
         for child in made:
-            await self._wait_finished(graph, account, child)
+            await self._wait_finished(graph, account, state, child, deadline=deadline)
         return ",".join(made)
 
     async def _create_container(
@@ -728,6 +872,8 @@ class ContainerAdapter(GraphAdapter):
         state: PlatformState,
         params: dict[str, str],
     ) -> str:
+        """The (parent) container. A carousel's `container_created_at` is its first item's
+        (`_carousel`); any other post's is this creation's."""
         created_at = datetime.now(UTC)
         body = await graph.call(
             "POST",
@@ -738,13 +884,17 @@ class ContainerAdapter(GraphAdapter):
         container_id = str(body.get("id", ""))
         if not container_id:
             raise TransientError("container creation answered without an id", raw=body)
-        await state.save(container_id=container_id, container_created_at=created_at.isoformat())
+        if "children" in params and state.get("container_created_at"):
+            await state.save(container_id=container_id)
+        else:
+            await state.save(container_id=container_id, container_created_at=created_at.isoformat())
         return container_id
 
     async def container_status(
         self, graph: GraphClient, account: AccountContext, container_id: str
     ) -> tuple[str, str | None]:
-        """(status, error detail) of a container, e.g. ("ERROR", "FAILED_DOWNLOADING_VIDEO")."""
+        """(status, Meta's reason) of a container, e.g. ("ERROR", "FAILED_DOWNLOADING_VIDEO");
+        the reason is cut to `MAX_ERROR_TEXT` (`error_text`)."""
         extra = "error_message" if self.spec.status_field == "status" else "status"
         fields = f"{self.spec.status_field},{extra}"
         body = await graph.call(
@@ -752,15 +902,25 @@ class ContainerAdapter(GraphAdapter):
         )
         status = str(body.get(self.spec.status_field, "")).upper()
         detail = body.get(extra)
-        return status, str(detail) if detail else None
+        has_detail = isinstance(detail, str) and detail.strip()
+        return status, error_text(body, extra) if has_detail else None
 
     async def _wait_finished(
-        self, graph: GraphClient, account: AccountContext, container_id: str
+        self,
+        graph: GraphClient,
+        account: AccountContext,
+        state: PlatformState,
+        container_id: str,
+        *,
+        deadline: float,
     ) -> None:
         """Poll with growing waits (`poll_until_done`, from `poll_interval` up to
-        `CONTAINER_POLL_LONGEST`) until FINISHED, within `poll_timeout` (the handler must stay
-        shorter than the queue's redelivery timeout; a later attempt resumes the container,
-        looking again after the next wait)."""
+        `CONTAINER_POLL_LONGEST`) until FINISHED, within `deadline` (on `clock`: a publish
+        attempt's `poll_timeout`, as the handler must stay shorter than the queue's redelivery
+        timeout; a staging's much longer wait). A later attempt resumes the container, looking
+        again after the next wait. ERROR fails the post for good with Meta's reason
+        (`media_processing_failed`); EXPIRED drops the containers, so the next attempt or
+        staging makes new ones."""
 
         async def look() -> bool | StillProcessing:
             status, detail = await self.container_status(graph, account, container_id)
@@ -772,10 +932,12 @@ class ContainerAdapter(GraphAdapter):
                 )
             if status == "ERROR":
                 raise PermanentError(
-                    f"container {container_id} failed: {detail or 'ERROR'}",
-                    code="container_error",
+                    f"{self.platform} could not process the media (container {container_id}): "
+                    f"{detail or 'ERROR'}",
+                    code="media_processing_failed",
                 )
             if status == "EXPIRED":
+                await self._drop_containers(state)
                 raise TransientError(f"container {container_id} expired", code="EXPIRED")
             return StillProcessing(status or "unknown")
 
@@ -784,9 +946,11 @@ class ContainerAdapter(GraphAdapter):
             backoff=Backoff(
                 first=self.poll_interval, longest=max(self.poll_interval, CONTAINER_POLL_LONGEST)
             ),
-            deadline=time.monotonic() + self.poll_timeout,
+            deadline=deadline,
             what=f"{self.platform} container {container_id}",
             code="IN_PROGRESS",
+            clock=self._clock,
+            sleep=self._sleep,
         )
 
     async def find_published(
@@ -795,9 +959,11 @@ class ContainerAdapter(GraphAdapter):
         account: AccountContext,
         content: PostContent,
         state: PlatformState,
+        *,
+        since: datetime | None = None,
     ) -> PublishResult | None:
         """The account's media whose text matches ours and that appeared after our first
-        container; the earliest such one is the post an earlier attempt made.
+        container (or `since`); the earliest such one is the post an earlier attempt made.
 
         The edge lists newest first; the shared loop (`reconcile.find_own_post`) reads it page
         by page until media older than our first container show up, so a burst of newer posts
@@ -816,7 +982,8 @@ class ContainerAdapter(GraphAdapter):
             ),
             matches=lambda item: str(item.get(text_field) or "").strip() == expected,
             created_at=lambda item: graph_timestamp(str(item.get("timestamp", ""))),
-            since=datetime.fromisoformat(created_raw) if isinstance(created_raw, str) else None,
+            since=since
+            or (datetime.fromisoformat(created_raw) if isinstance(created_raw, str) else None),
             what="media since the first container",
         )
         if item is None:

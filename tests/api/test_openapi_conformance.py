@@ -101,7 +101,7 @@ def test_every_operation_names_who_may_call_it() -> None:
         else:
             assert operation["security"] == [{COMPANY_KEY: []}], f"{method} {path}"
             seen["company"] += 1
-    assert seen == {"public": 2, "jobs": 3, "company": 15}
+    assert seen == {"public": 2, "jobs": 4, "company": 15}
 
 
 @pytest.mark.parametrize(
@@ -118,7 +118,7 @@ def test_the_job_webhooks_name_the_proof_the_deployment_requires(
     oidc = {"TASKS_OIDC_SERVICE_ACCOUNT": OIDC_CALLER, "TASKS_OIDC_AUDIENCE": OIDC_AUDIENCE}
     spec = document(WEBHOOK_AUTH=mode, **oidc)
     jobs = [op for path, _, op in operations(spec) if path.startswith(JOB_PATH_PREFIX)]
-    assert len(jobs) == 3
+    assert len(jobs) == 4
     assert all(op["security"] == required for op in jobs)
 
 
@@ -322,7 +322,7 @@ def test_schemathesis_finds_no_conformance_failure(
     }
     problems, answers, tested = run_schemathesis(conformance_api.base_url, auth=auth)
     assert problems == [], "\n".join(problems)
-    assert len(tested) == 20, tested
+    assert len(tested) == 21, tested
     # Each credential reached the operations behind it, and was refused when spoiled.
     for credential in ("key", "secret"):
         assert sum(n for (c, s), n in answers.items() if c == credential and s < 300) > 0

@@ -198,6 +198,13 @@ def test_retry_reenqueues_only_failed_targets_with_a_fresh_task_name(
                     )
                     .values(status=status, error_message="boom" if status == "failed" else None)
                 )
+            # They failed at their instant, which has passed: a retry runs at once (one before
+            # the instant waits for it: tests/publishing/test_media_staging.py).
+            s.execute(
+                update(ScheduledPost)
+                .where(ScheduledPost.id == post_id)
+                .values(scheduled_at=datetime.now(UTC) - timedelta(minutes=1))
+            )
             old_names = {
                 log.platform: log.cloud_task_name
                 for log in s.scalars(

@@ -591,6 +591,8 @@ def test_queues_and_final_attempt_settings_come_from_the_same_values(
         assert queues.dispatch_deadline_seconds < publishing.lease_seconds, name
     jobs_spec = docs["tendsocial-jobs"]["spec"]["template"]
     assert jobs_spec["spec"]["timeoutSeconds"] >= QueueSettings().dispatch_deadline_seconds
+    # A staging task may take the staging queue's whole deadline; Cloud Run must not cut it.
+    assert jobs_spec["spec"]["timeoutSeconds"] >= QueueSettings().staging_dispatch_deadline_seconds
     capacity = int(jobs_spec["metadata"]["annotations"]["autoscaling.knative.dev/maxScale"]) * int(
         jobs_spec["spec"]["containerConcurrency"]
     )

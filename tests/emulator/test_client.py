@@ -58,7 +58,8 @@ async def test_apply_queues_is_idempotent(settings: QueueSettings) -> None:
     second = await apply_queues(settings)
     assert [q.name for q in first] == [q.name for q in second]
     by_id = {q.name.rsplit("/", 1)[1]: q for q in second}
-    assert set(by_id) == {"default", "analytics", "default-dlq"}
+    assert set(by_id) == {"default", "analytics", "staging", "default-dlq"}
+    assert by_id["staging"].retry_config.max_attempts == settings.staging_max_attempts
     default = by_id["default"]
     assert default.retry_config.max_attempts == 4
     assert default.retry_config.min_backoff == timedelta(seconds=5)
@@ -67,6 +68,29 @@ async def test_apply_queues_is_idempotent(settings: QueueSettings) -> None:
     assert default.rate_limits.max_concurrent_dispatches == 1000
     assert default.state == tasks_v2.Queue.State.RUNNING
     assert by_id["default-dlq"].state == tasks_v2.Queue.State.PAUSED
+
+
+async def test_a_staging_task_carries_the_staging_queues_long_dispatch_deadline(
+    queue: CloudTasksQueue, settings: QueueSettings, target: Target, hook: str
+) -> None:
+    """Over real gRPC: a media staging task may take 30 minutes (the most Cloud Tasks allows an
+    HTTP target), every other task keeps the short deadline (above)."""
+    await apply_queues(settings)
+    staging = settings.queue_path(settings.staging_queue_id)
+    await queue.client().pause_queue(name=staging)
+    spec = TaskSpec(
+        task_id="stage-1",
+        url=target.url(hook),
+        body={"platform": "x"},
+        queue=settings.staging_queue_id,
+        dispatch_deadline_seconds=settings.staging_dispatch_deadline_seconds,
+    )
+    name = await queue.enqueue(spec)
+    full = await queue.client().get_task(request={"name": name, "response_view": "FULL"})
+    assert "/queues/staging/" in name
+    assert full.dispatch_deadline == timedelta(minutes=30)
+    await queue.client().delete_task(name=name)
+    await queue.client().resume_queue(name=staging)
 
 
 async def test_enqueue_is_idempotent_and_get_cancel(

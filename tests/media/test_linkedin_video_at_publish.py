@@ -105,5 +105,5 @@ def test_a_video_linkedin_cannot_process_fails_the_target_without_a_post(
     answer = publish_stack.deliver(publish_stack.task_for(post_id, "linkedin"), retry_count=0)
     assert answer.status_code == 200 and answer.json()["status"] == "failed", answer.text
     stored = _target(db, post_id)
-    assert stored.status == "failed" and stored.error_code == "video_processing_failed"
+    assert stored.status == "failed" and stored.error_code == "media_processing_failed"
     assert _posts_with(publish_stack, content) == []

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -225,6 +226,23 @@ async def test_still_processing_at_the_budget_resumes_without_a_second_upload(
     (post,) = sandbox.posts("bluesky")
     assert post["uri"] == result.remote_id
     assert post["record"]["embed"]["video"]["size"] == 200_000
+
+
+async def test_still_processing_comes_back_after_the_backoffs_next_wait(sandbox, http) -> None:
+    """No fixed re-enqueue half a minute on: the next attempt looks again after the next of the
+    growing waits (`poll_until_done`), 16 s after the 1 + 2 + 4 + 8 s spent in this one."""
+    clock = SandboxClock(sandbox)
+    _processing(sandbox, 10 * PROCESSING_BUDGET_SECONDS)
+    content = PostContent(text="long clip", media=[_clip(sandbox)])
+    with pytest.raises(TransientError) as caught:
+        await _adapter(sandbox, http, clock).publish(
+            account=_account(sandbox), content=content, state=PlatformState()
+        )
+    assert clock.waits == [1.0, 2.0, 4.0, 8.0]
+    assert caught.value.code == "media_processing" and caught.value.retry_at is not None
+    left = caught.value.retry_at - datetime.now(UTC)
+    assert timedelta(seconds=15) < left <= timedelta(seconds=16)
+    assert "JOB_STATE_ENCODING" in caught.value.message
 
 
 async def test_a_file_already_processed_reuses_the_earlier_job(sandbox, logged_http) -> None:

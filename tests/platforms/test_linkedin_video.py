@@ -287,7 +287,7 @@ async def test_a_video_that_fails_processing_fails_for_good(sandbox, recorded) -
         await _adapter(sandbox, http).publish(
             account=account, content=content, state=stored.state()
         )
-    assert caught.value.code == "video_processing_failed"
+    assert caught.value.code == "media_processing_failed"
     # A later attempt (e.g. a manual retry) reads the stored video's status; no new upload.
     with pytest.raises(PermanentError):
         await _adapter(sandbox, http).publish(

@@ -18,7 +18,7 @@ from tasks.platforms.base import (
     UnknownOutcomeError,
 )
 from tasks.platforms.mastodon.adapter import MastodonAdapter
-from tests.platforms.helpers import LOCAL_MEDIA
+from tests.platforms.helpers import LOCAL_MEDIA, SandboxClock
 
 
 def _account(sandbox, *, max_characters: int | None = None) -> AccountContext:
@@ -157,6 +157,32 @@ async def test_image_is_uploaded_then_attached(sandbox, http) -> None:
         account=_account(sandbox), content=content, state=PlatformState()
     )
     assert sandbox.posts("mastodon")[0]["media_attachments"][0]["type"] == "image"
+
+
+async def test_a_failed_processing_fails_the_publish_before_the_status(sandbox, http) -> None:
+    """`GET /api/v1/media/:id` answers 422 for media whose processing failed: the target fails
+    for good with the instance's reason (`media_processing_failed`), nothing is posted."""
+    clock = SandboxClock(sandbox)
+    answer = await http.post(
+        f"{sandbox.base_url}/_sandbox/processing", json={"platform": "mastodon", "seconds": 2}
+    )
+    answer.raise_for_status()
+    sandbox.inject("mastodon", "invalid_content", operation="processing")
+    adapter = MastodonAdapter(
+        http=http,
+        base_url=sandbox.url("mastodon"),
+        media_policy=LOCAL_MEDIA,
+        clock=clock,
+        sleep=clock.sleep,
+    )
+    content = PostContent(
+        text="clip", media=[MediaItem(sandbox.media_url("clip.mp4"), "video/mp4")]
+    )
+    with pytest.raises(PermanentError) as caught:
+        await adapter.publish(account=_account(sandbox), content=content, state=PlatformState())
+    assert caught.value.code == "media_processing_failed"
+    assert "Error processing thumbnail for uploaded media" in caught.value.message
+    assert sandbox.posts("mastodon") == []
 
 
 async def test_metrics_use_the_batch_endpoint(sandbox, counted_http) -> None:

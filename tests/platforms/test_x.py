@@ -196,4 +196,5 @@ async def test_simple_image_upload_takes_any_2xx_as_success(status: int) -> None
         adapter = XAdapter(http=http, base_url="https://api.x.test")
         account = AccountContext(account_id="a", external_id="1", handle="h", access_token="t")
         media = FetchedMedia(content=b"\xff\xd8\xff", mime_type="image/jpeg", size_bytes=3)
-        assert await adapter._upload(account=account, media=media) == "710511363345354753"
+        # X's answer states no `expires_after_secs` here: the 24 h its examples answer.
+        assert await adapter._upload(account=account, media=media) == ("710511363345354753", 86400)

@@ -28,6 +28,12 @@ class SandboxHandle:
     def media_url(self, name: str = "pixel.jpg") -> str:
         return f"{self.base_url}/_sandbox/media/{name}"
 
+    def media_fetches(self, name: str) -> int:
+        """How often `media_url(name)` was fetched since the last reset."""
+        answer = self._control.get("/_sandbox/media-fetches")
+        answer.raise_for_status()
+        return int(answer.json()["fetches"].get(name, 0))
+
     def reset(self) -> None:
         self._control.post("/_sandbox/reset", json={}).raise_for_status()
 

@@ -36,6 +36,7 @@ from tasks.cloud_tasks import CloudTasksQueue, InMemoryTaskQueue, TaskSpec
 from tasks.platforms.base import PlatformAdapter
 from tasks.platforms.registry import build_adapter
 from tasks.publishing import Publisher, PublishJob, PublishOutcome
+from tasks.task_specs import PUBLISH_PATH, STAGE_PATH
 from tests.support import clients
 from tests.support.ports import free_port
 from tests.support.sandbox import SandboxHandle, sandbox_platforms
@@ -92,6 +93,7 @@ class PublishStack(Stack):
             if t.body["scheduledPostId"] == post_id
             and t.body["platform"] == platform
             and not t.task_id.endswith("-f")  # the target's own task, not a busy follow-up
+            and t.url.endswith(PUBLISH_PATH)  # not its media staging task
         ]
         assert matches, f"no task for {platform}"
         return max(matches, key=lambda t: t.task_id.rsplit("-g", 1)[-1])
@@ -132,6 +134,18 @@ class PublishStack(Stack):
                 )
             )
 
+    def staging_task_for(self, post_id: str, platform: str) -> TaskSpec:
+        """The newest media staging (or discard) task enqueued for the target."""
+        matches = [
+            t
+            for t in self.queue.tasks.values()
+            if t.body["scheduledPostId"] == post_id
+            and t.body["platform"] == platform
+            and t.url.endswith(STAGE_PATH)
+        ]
+        assert matches, f"no staging task for {platform}"
+        return max(matches, key=lambda t: int(t.body["stagingGeneration"]))
+
     def deliver(
         self, task: TaskSpec, *, retry_count: int = 0, client: httpx.Client | None = None
     ) -> httpx.Response:
@@ -145,9 +159,9 @@ class PublishStack(Stack):
         }
         sender = client or clients.client(timeout=60)
         try:
-            return sender.post(
-                self.base_url + "/api/jobs/publish-post", json=task.body, headers=headers
-            )
+            # The task's own webhook (publish or media staging), on this stack.
+            path = httpx.URL(task.url).path
+            return sender.post(self.base_url + path, json=task.body, headers=headers)
         finally:
             if client is None:
                 sender.close()

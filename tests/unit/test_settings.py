@@ -14,12 +14,15 @@ def test_the_final_attempt_rule_and_the_queue_definition_agree(
 ) -> None:
     monkeypatch.setenv("PUBLISH_MAX_ATTEMPTS", "7")
     monkeypatch.setenv("ANALYTICS_MAX_ATTEMPTS", "3")
+    monkeypatch.setenv("STAGING_MAX_ATTEMPTS", "4")
     monkeypatch.setenv("GCP_TASKS_QUEUE", "publish-eu")
     queues = QueueSettings()
     stored = {spec.queue_id: to_queue(spec, parent=queues.parent) for spec in queues.all}
-    assert set(stored) == {"publish-eu", "analytics", "publish-eu-dlq"}
+    assert set(stored) == {"publish-eu", "analytics", "staging", "publish-eu-dlq"}
     assert stored["publish-eu"].retry_config.max_attempts == 7
     assert stored["analytics"].retry_config.max_attempts == 3
+    assert stored["staging"].retry_config.max_attempts == 4
+    assert [queues.staging.is_final_attempt(n) for n in range(4)] == [False] * 3 + [True]
     assert [queues.publish.is_final_attempt(n) for n in range(7)] == [False] * 6 + [True]
     assert [queues.analytics.is_final_attempt(n) for n in range(3)] == [False, False, True]
     assert queues.dead_letter.paused and not queues.publish.paused

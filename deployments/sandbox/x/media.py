@@ -3,7 +3,9 @@
 Behaviours and where they come from:
 - `POST /2/media/upload` takes images only (`media_category` ∈ tweet_image, dm_image,
   subtitles: docs.x.com/x-api/media/upload-media); video/GIF must use the chunked flow, which
-  the sandbox answers with 400 here as X does for a wrong category.
+  the sandbox answers with 400 here as X does for a wrong category. Its answer states
+  `expires_after_secs` (86400 in the page's response example): past that, on the sandbox clock,
+  a post naming the id is refused like any unknown media id (below).
 - Chunked upload (video, GIF), the v2 dedicated endpoints of X's API reference: `POST
   /2/media/upload/initialize` (JSON `media_type`, `total_bytes`, `media_category`;
   docs.x.com/x-api/media/initialize-media-upload), `POST /2/media/upload/{id}/append` (multipart
@@ -87,12 +89,14 @@ async def upload_media(request: Request, state: SandboxState = Depends(get_sandb
         return answer(state, 400, problem(400, "Invalid Request", detail))
     content = await upload.read()
     media_id = state.new_numeric_id()
+    expires_at = state.now() + timedelta(seconds=EXPIRES_AFTER_SECS)
     async with state.lock:
-        state.platform_extra(PLATFORM).setdefault("media", {})[media_id] = len(content)
+        images = state.platform_extra(PLATFORM).setdefault("media", {})
+        images[media_id] = {"size": len(content), "expires_at": expires_at}
     data = {
         "id": media_id,
         "media_key": f"3_{media_id}",
-        "expires_after_secs": 86400,
+        "expires_after_secs": EXPIRES_AFTER_SECS,
         "size": len(content),
     }
     return answer(state, 200, {"data": data})
@@ -237,13 +241,15 @@ def _upload_data(
 def attachable_media(
     state: SandboxState, account: SandboxAccount, media_ids: list[str]
 ) -> list[dict[str, Any]] | None:
-    """What a tweet may attach: simple-upload images, and chunked uploads of this account that
-    finished processing. None when any id is not usable."""
+    """What a tweet may attach: simple-upload images not yet expired, and chunked uploads of
+    this account that finished processing. None when any id is not usable."""
     images = state.platform_extra(PLATFORM).get("media", {})
     attached: list[dict[str, Any]] = []
     for media_id in media_ids:
         media_id = str(media_id)
         if media_id in images:
+            if state.now() >= images[media_id]["expires_at"]:
+                return None
             attached.append({"media_key": f"3_{media_id}", "type": "photo"})
             continue
         upload = _own_upload(state, account, media_id)

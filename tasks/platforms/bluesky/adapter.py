@@ -30,13 +30,20 @@ posted:
    #jobStatus); a file the service already processed answers 409 `already_exists` with that job
    and its blob (the tutorial's note), which is used as is. The job id is stored in the platform
    state before any wait;
-4. `app.bsky.video.getJobStatus?jobId=` with backoff until the job has its `blob`, at most the
-   attempt's processing budget: still processing then ends the attempt transient and the next
-   one resumes polling the stored job (no second upload). `JOB_STATE_FAILED` fails the target
-   permanently (`media_processing_failed`, with the job's `error`/`message`) before any post;
+4. `app.bsky.video.getJobStatus?jobId=` with growing waits (`poll_until_done`, the spec's
+   `poll_interval` to `processing_retry`) until the job has its `blob`, at most the attempt's
+   processing budget: still processing then ends the attempt transient and the next one resumes
+   polling the stored job after the next wait (no second upload). `JOB_STATE_FAILED` fails the
+   target permanently (`media_processing_failed`, with the job's `error`/`message`) before any
+   post;
 5. only then createRecord with `app.bsky.embed.video` (lexicons/app/bsky/embed/video.json: the
    job's `blob`, video/mp4 up to 300,000,000 bytes; `aspectRatio` when the MP4's track header
    gives one).
+
+Staged ahead of the post (`stage_media`), the images' blobs or the video's processed blob are
+kept in the platform state, so `publish` makes only the record. Nothing deletes a staged blob
+when the post is cancelled (`discard_media` is AdapterBase's): atproto has no call to delete an
+unreferenced blob, and the PDS garbage-collects it (the spec's `unposted_lifetime`).
 """
 
 from __future__ import annotations
@@ -65,8 +72,10 @@ from tasks.media import (
     open_media,
 )
 from tasks.platforms.base import (
+    STAGING_WAIT_SECONDS,
     AccountContext,
     AdapterBase,
+    Backoff,
     MediaItem,
     MetricCounts,
     NeedsReconnectError,
@@ -75,6 +84,7 @@ from tasks.platforms.base import (
     PlatformState,
     PostContent,
     PublishResult,
+    StillProcessing,
     TokenExpiredError,
     TokenSet,
     TransientError,
@@ -84,6 +94,8 @@ from tasks.platforms.base import (
     error_text,
     json_or_text,
     lookup_failed,
+    poll_until_done,
+    staged_until,
 )
 from tasks.platforms.bluesky.spec import SPEC
 from tasks.platforms.media_support import check_media_support
@@ -118,13 +130,17 @@ JOB_FAILED = "JOB_STATE_FAILED"
 ALREADY_EXISTS = "already_exists"
 _UPLOAD = SPEC.upload
 assert _UPLOAD is not None and _UPLOAD.processing_budget and _UPLOAD.processing_retry
-#: How long after an attempt's publish began it may still wait for the video service, and when
-#: to come back for a job still processing: Bluesky's spec (`SPEC.upload`).
+#: How long after an attempt's publish began it may still wait for the video service: Bluesky's
+#: spec (`SPEC.upload`).
 PROCESSING_BUDGET_SECONDS = _UPLOAD.processing_budget.total_seconds()
-VIDEO_PROCESSING_RETRY = _UPLOAD.processing_retry
-#: getJobStatus backoff: the first wait, doubled after each poll up to the last.
-POLL_FIRST_SECONDS = 1.0
-POLL_MAX_SECONDS = 4.0
+#: getJobStatus waits: the spec's `poll_interval`, doubled after each look up to its
+#: `processing_retry`; the next attempt looks again after the next of them.
+_BACKOFF = Backoff.of(_UPLOAD.poll_interval, _UPLOAD.processing_retry)
+#: How long `stage_media` waits for the video service: the spec states no limit, so the
+#: staging task's own time (`poll_until_done` also stops at its deadline).
+STAGING_PROCESSING_SECONDS = (
+    _UPLOAD.processing_limit.total_seconds() if _UPLOAD.processing_limit else STAGING_WAIT_SECONDS
+)
 #: How much of an MP4's start is kept to read its track header for `aspectRatio`.
 ASPECT_SCAN_BYTES = 1 << 20
 #: The DID document's service entry of an account's PDS (atproto.com/specs/did).
@@ -150,6 +166,18 @@ class BlueskyAdapter(AdapterBase):
     platform: ClassVar[str] = "bluesky"
     metrics_batch_size: ClassVar[int] = SPEC.metrics.batch_size if SPEC.metrics else 1
     content_rules = staticmethod(validate_bluesky)
+    #: The staged media: the images' blobs and the URLs they came from, the video's job, its
+    #: processed blob and source, and when the upload began (the PDS's garbage collection of
+    #: unreferenced blobs counts from about then: `unposted_lifetime`).
+    staged_keys: ClassVar[tuple[str, ...]] = (
+        "image_blobs",
+        "image_sources",
+        "video_job_id",
+        "video_source",
+        "video_aspect",
+        "video_blob",
+        "media_uploaded_at",
+    )
 
     def __init__(
         self,
@@ -204,12 +232,7 @@ class BlueskyAdapter(AdapterBase):
         elif content.media:
             # Fetched before any upload or post: a media failure raises MediaFetchError
             # (transient) and the record is never created without its media.
-            fetched = await fetch_platform_media(
-                [(item.url, item.mime_type) for item in content.media],
-                platform=self.platform,
-                policy=self.media_policy,
-            )
-            blobs = [await self._upload_blob(account=account, media=media) for media in fetched]
+            blobs, _ = await self._image_blobs(account=account, content=content, state=state)
             images = [{"alt": "", "image": blob} for blob in blobs]
             record["embed"] = {"$type": "app.bsky.embed.images", "images": images}
         if rkey is None:
@@ -237,6 +260,34 @@ class BlueskyAdapter(AdapterBase):
             data = response.json()
             return self._result(account, uri=data["uri"], raw=data)
         raise _error(response, publish=True)
+
+    async def stage_media(
+        self, *, account: AccountContext, content: PostContent, state: PlatformState
+    ) -> datetime | None:
+        """Ahead of the post: the images uploaded with uploadBlob, or the video through the
+        video service until its job completes (waiting as long as the staging task may), their
+        blobs kept in the state for `publish`. Nothing is posted here."""
+        if not content.media:
+            return None
+        check_content(self, content, media_types=[m.mime_type for m in content.media])
+        check_media_support(self.platform, content.media)
+        if content.media[0].mime_type.startswith("video/"):
+            item = content.media[0]
+            deadline = self._clock() + STAGING_PROCESSING_SECONDS
+            blob = await self._video_blob(
+                account=account, item=item, state=state, deadline=deadline
+            )
+            await state.save(video_blob=blob)
+        else:
+            blobs, uploaded = await self._image_blobs(account=account, content=content, state=state)
+            if uploaded is not None:
+                await state.save(
+                    image_blobs=blobs,
+                    image_sources=[m.url for m in content.media],
+                    media_uploaded_at=uploaded.isoformat(),
+                )
+        uploaded_at = _parse_time(state.get("media_uploaded_at"))
+        return staged_until(_UPLOAD.unposted_lifetime, now=uploaded_at)
 
     async def reconcile(
         self, *, account: AccountContext, content: PostContent, state: PlatformState
@@ -341,6 +392,28 @@ class BlueskyAdapter(AdapterBase):
             remote_id=uri, remote_url=f"https://bsky.app/profile/{profile}/post/{rkey}", raw=raw
         )
 
+    async def _image_blobs(
+        self, *, account: AccountContext, content: PostContent, state: PlatformState
+    ) -> tuple[list[dict[str, Any]], datetime | None]:
+        """The images' blobs: those staged for these very URLs, else fetched and uploaded now;
+        and when that upload began (None: staged earlier)."""
+        sources = [item.url for item in content.media]
+        staged = state.get("image_blobs")
+        if (
+            isinstance(staged, list)
+            and len(staged) == len(sources)
+            and state.get("image_sources") == sources
+        ):
+            return [dict(blob) for blob in staged], None
+        fetched = await fetch_platform_media(
+            [(item.url, item.mime_type) for item in content.media],
+            platform=self.platform,
+            policy=self.media_policy,
+        )
+        uploaded_at = _now()
+        blobs = [await self._upload_blob(account=account, media=media) for media in fetched]
+        return blobs, uploaded_at
+
     async def _upload_blob(self, *, account: AccountContext, media: FetchedMedia) -> dict[str, Any]:
         """uploadBlob of bytes already fetched; content-addressed, so safe to redo."""
         try:
@@ -359,22 +432,39 @@ class BlueskyAdapter(AdapterBase):
     async def _video_embed(
         self, *, account: AccountContext, item: MediaItem, state: PlatformState, deadline: float
     ) -> dict[str, Any]:
-        """The `app.bsky.embed.video` of a processed video: the stored job resumed, or the file
-        uploaded to the video service; then the job polled until its blob (see the module doc)."""
-        job = await self._resume_job(item=item, state=state)
-        if job is None:
-            await self._check_upload_limits(account)
-            job, aspect = await self._upload_video(account=account, item=item)
-            await state.save(
-                video_job_id=str(job["jobId"]), video_source=item.url, video_aspect=aspect
-            )
-        blob = await self._wait_for_blob(job=job, state=state, deadline=deadline)
+        """The `app.bsky.embed.video` of a processed video (`_video_blob`)."""
+        blob = await self._video_blob(account=account, item=item, state=state, deadline=deadline)
         embed: dict[str, Any] = {"$type": "app.bsky.embed.video", "video": blob}
         aspect = state.get("video_aspect")
         if isinstance(aspect, list) and len(aspect) == 2:
             # lexicons/app/bsky/embed/defs.json #aspectRatio: integers ≥ 1.
             embed["aspectRatio"] = {"width": int(aspect[0]), "height": int(aspect[1])}
         return embed
+
+    async def _video_blob(
+        self, *, account: AccountContext, item: MediaItem, state: PlatformState, deadline: float
+    ) -> dict[str, Any]:
+        """The processed video's blob: the one staging saw for this very file (no call: the
+        staging's expiry bounds how long it is used), else the stored job resumed, or the file
+        uploaded to the video service; then the job polled until its blob (see the module doc)."""
+        staged = state.get("video_blob")
+        if isinstance(staged, dict) and state.get("video_source") == item.url:
+            return dict(staged)
+        job = await self._resume_job(item=item, state=state)
+        if job is None:
+            await self._check_upload_limits(account)
+            uploaded_at = _now()
+            job, aspect = await self._upload_video(account=account, item=item)
+            # The expiry counts from here. A 409 `already_exists` hands back an earlier job's
+            # blob, which is older: unreferenced, the PDS may collect it before that expiry.
+            await state.save(
+                video_job_id=str(job["jobId"]),
+                video_source=item.url,
+                video_aspect=aspect,
+                video_blob=None,
+                media_uploaded_at=uploaded_at.isoformat(),
+            )
+        return await self._wait_for_blob(job=job, state=state, deadline=deadline)
 
     async def _resume_job(self, *, item: MediaItem, state: PlatformState) -> dict[str, Any] | None:
         """The job an earlier attempt started for this very file, as the service reports it
@@ -462,39 +552,44 @@ class BlueskyAdapter(AdapterBase):
     async def _wait_for_blob(
         self, *, job: dict[str, Any], state: PlatformState, deadline: float
     ) -> dict[str, Any]:
-        """Poll getJobStatus (backoff doubling to `POLL_MAX_SECONDS`) until the job has its
-        blob. A failed job is permanent; still processing at `deadline` ends the attempt
-        transient, job id kept, without waiting past it."""
-        wait = POLL_FIRST_SECONDS
-        while True:
-            blob = job.get("blob")
+        """Poll getJobStatus with growing waits (`poll_until_done`) until the job has its blob.
+        A failed job is permanent; still processing at `deadline` ends the attempt transient,
+        job id kept, with the next look after the backoff's next wait."""
+        job_id = str(job["jobId"])
+
+        async def settle(current: dict[str, Any]) -> dict[str, Any] | StillProcessing:
+            blob = current.get("blob")
             if isinstance(blob, dict):
-                return blob
-            phase = str(job.get("state") or "")
-            error = str(job.get("error") or "")
+                return dict(blob)
+            phase = str(current.get("state") or "")
+            error = str(current.get("error") or "")
             if phase in (JOB_FAILED, JOB_COMPLETED) or (error and error != ALREADY_EXISTS):
                 # A retry by hand must upload again rather than resume a refused job.
                 await state.save(video_job_id=None, video_source=None, video_aspect=None)
-                reason = error_text(job, "message", "error")
+                reason = error_text(current, "message", "error")
                 if phase == JOB_COMPLETED:
                     reason = "the job completed without a video blob"
                 raise PermanentError(
                     f"Bluesky could not process the video: {reason}",
                     code="media_processing_failed",
-                    raw=job,
+                    raw=current,
                 )
-            if self._clock() + wait > deadline:
-                progress = job.get("progress")
-                done = f", {progress}%" if isinstance(progress, int) else ""
-                raise TransientError(
-                    f"Bluesky is still processing the video ({phase or 'pending'}{done}); "
-                    "the next attempt resumes it",
-                    code="media_processing",
-                    retry_at=datetime.now(UTC) + VIDEO_PROCESSING_RETRY,
-                )
-            await self._sleep(wait)
-            wait = min(wait * 2, POLL_MAX_SECONDS)
-            job = await self._job_status(str(job["jobId"]))
+            progress = current.get("progress")
+            done = f", {progress}%" if isinstance(progress, int) else ""
+            return StillProcessing(f"{phase or 'pending'}{done}")
+
+        async def look() -> dict[str, Any] | StillProcessing:
+            return await settle(await self._job_status(job_id))
+
+        return await poll_until_done(
+            look,
+            backoff=_BACKOFF,
+            deadline=deadline,
+            what="Bluesky's video",
+            first=await settle(job),
+            clock=self._clock,
+            sleep=self._sleep,
+        )
 
     async def _job_status(self, job_id: str) -> dict[str, Any]:
         """getJobStatus (no auth: the job id is the handle, as Bluesky's own app calls it)."""
@@ -621,6 +716,20 @@ def mp4_aspect_ratio(head: bytes) -> list[int] | None:
         if width >= 1 and height >= 1:
             return [width, height]
     return None
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _parse_time(value: Any) -> datetime | None:
+    """A stored ISO-8601 instant, or None when there is none (or it does not parse)."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        return None
 
 
 def _iso_millis(value: str | None) -> str:

@@ -86,14 +86,29 @@ SPEC = PlatformSpec(
     ),
     # Video goes through the video service ("Recommended method" of the tutorial): one
     # uploadVideo request with the whole file (200 with the job, or 409 `already_exists` with
-    # the earlier job of the same file), then getJobStatus until the job's `blob`. An
-    # attempt polls at most `processing_budget` (inside the queue's 30 s dispatch deadline, with
-    # room for createRecord), then ends transient; the next resumes from the stored job id.
+    # the earlier job of the same file), then getJobStatus until the job's `blob`: looked at
+    # after 1 s (the tutorial's loop waits a second between looks), then twice as long each time
+    # up to 30 s. An attempt polls at most `processing_budget` (inside the queue's 30 s dispatch
+    # deadline, with room for createRecord), then ends transient; the next resumes from the
+    # stored job id after the next wait.
+    # An uploaded blob (an image's uploadBlob, or the processed video the service puts on the
+    # PDS) stays "temporary" until a record references it, and the PDS garbage-collects it after
+    # a while: uploadBlob's lexicon says only "within a time window (eg, minutes)", the blob
+    # spec recommends "several hours of grace time before 'garbage collecting', with at least
+    # one hour a firm lower bound" (Usage and Implementation Guidelines). A PDS is the user's
+    # choice, so a staged blob is counted good for that firm hour only, from its upload.
     upload=UploadSpec(
         processing_budget=timedelta(seconds=18),
+        poll_interval=timedelta(seconds=1),
         processing_retry=timedelta(seconds=30),
+        unposted_lifetime=timedelta(hours=1),
         accepted_statuses=(200,),
-        docs=(_VIDEO_TUTORIAL, _VIDEO_LEXICONS),
+        docs=(
+            _VIDEO_TUTORIAL,
+            _VIDEO_LEXICONS,
+            "https://atproto.com/specs/blob",
+            "https://docs.bsky.app/docs/api/com-atproto-repo-upload-blob",
+        ),
     ),
     rate_limits=RateLimits(
         reset_from="`ratelimit-reset` (epoch seconds)",

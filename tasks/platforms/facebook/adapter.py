@@ -32,6 +32,15 @@ durable checkpoint in the platform state:
   uploads), which a tenant's Page token is not. An *unpublished* upload published later was
   ruled out too: unpublished Page videos are for advertising and need the ADVERTISE task and
   `pages_manage_ads` (page/videos reference, "Requirements").
+
+**Staging ahead of the instant** (`stage_media`): the photos only. They are uploaded unpublished
+(`photo_ids`, `photos_uploaded_at`), so the post at the instant is the one `/feed` call, and a
+cancelled post's photos are deleted (`discard_media`: `DELETE /{photo-id}`, the Photo node's
+"Deleting", in the spec's `upload.docs`). A video is not staged: its upload
+*is* the post (above), and the one documented way to upload it without posting it is the
+advertising one just ruled out, so no document this adapter relies on shows a Page video
+uploaded now and made a post by one call later. Nothing is invented in its place:
+`stage_media` answers None for a video, which is uploaded and processed at the instant as before.
 """
 
 from __future__ import annotations
@@ -63,9 +72,11 @@ from tasks.platforms.base import (
     check_content,
     lookup_failed,
     poll_until_done,
+    staged_until,
 )
 from tasks.platforms.facebook.spec import SPEC
 from tasks.platforms.graph import (
+    STAGED_MARGIN,
     GraphAdapter,
     GraphClient,
     as_int,
@@ -103,21 +114,26 @@ _VIDEO_PROCESSING_RETRY = SPEC.upload.processing_retry
 #: A video still "processing" this long after its upload is treated as lost: Meta downloads
 #: within 5 minutes and processes a ≤ 1 GB, ≤ 20 min file well inside this (video-uploads).
 VIDEO_PROCESSING_LIMIT = SPEC.upload.processing_limit
+#: How long an unpublished photo stays attachable (the spec's `unposted_lifetime`, a chosen
+#: value: Meta states none).
+PHOTO_LIFETIME = SPEC.upload.unposted_lifetime
 
 
 class FacebookAdapter(GraphAdapter):
     """Text, link, photo and video posts on a Page (`external_id` = page id, token = Page
     access token; video needs its `publish_video` permission too, pages-api/posts).
 
-    State keys: `photo_ids` (image URL → unpublished photo id), `feed_attempted_at` (saved right
-    before the `/feed` call), `video_attempted_at` (right before `/videos`), `video_id` (once
-    `/videos` answered), `post_id` (once the post exists).
+    State keys: `photo_ids` (image URL → unpublished photo id), `photos_uploaded_at` (when the
+    first of them went up), `feed_attempted_at` (saved right before the `/feed` call),
+    `video_attempted_at` (right before `/videos`), `video_id` (once `/videos` answered),
+    `post_id` (once the post exists).
     """
 
     platform: ClassVar[str] = "facebook"
     metrics_batch_size: ClassVar[int] = SPEC.metrics.batch_size if SPEC.metrics else 1
     token_refreshable: ClassVar[bool] = False
     content_rules = staticmethod(validate_facebook)
+    staged_keys: ClassVar[tuple[str, ...]] = ("photo_ids", "photos_uploaded_at")
 
     async def publish(
         self, *, account: AccountContext, content: PostContent, state: PlatformState
@@ -164,6 +180,33 @@ class FacebookAdapter(GraphAdapter):
             raise PermanentError("/feed answered without an id", code="no_id", raw=body)
         await state.save(post_id=post_id)
         return await self._result(graph, account, post_id)
+
+    async def stage_media(
+        self, *, account: AccountContext, content: PostContent, state: PlatformState
+    ) -> datetime | None:
+        """Upload the post's photos unpublished ahead of its instant, so the post is the one
+        `/feed` call; returns until when they are taken to stay attachable (`PHOTO_LIFETIME`
+        from the first upload). None for a text or link post, for a video (not staged: see the
+        module's "Staging"), and once a post attempt has begun."""
+        check_content(self, content, max_characters=account.max_characters)
+        check_media_support(self.platform, content.media)
+        if not content.media or _the_video(content.media) is not None:
+            return None
+        if state.get("post_id") or state.get("feed_attempted_at"):
+            return None
+        graph = self.graph(account)
+        await self._drop_stale_photos(graph, account, content, state)
+        await self._upload_photos(graph, account, content, state)
+        return staged_until(PHOTO_LIFETIME, now=_uploaded_at(state))
+
+    async def discard_media(self, *, account: AccountContext, state: PlatformState) -> None:
+        """Delete the staged unpublished photos of a cancelled post (`DELETE /{photo-id}`).
+        Never once a `/feed` call was made: the photos may be part of a live post then."""
+        if state.get("post_id") or state.get("feed_attempted_at"):
+            return
+        photo_ids = state.get("photo_ids") or {}
+        if photo_ids:
+            await self._delete_photos(self.graph(account), account, list(photo_ids.values()))
 
     async def reconcile(
         self, *, account: AccountContext, content: PostContent, state: PlatformState
@@ -234,21 +277,66 @@ class FacebookAdapter(GraphAdapter):
         content: PostContent,
         state: PlatformState,
     ) -> list[str]:
-        """Upload each image unpublished (invisible, so safe to redo), saving ids as we go."""
+        """Upload each image unpublished (invisible, so safe to redo), saving ids as we go and,
+        with the first, when they went up (`photos_uploaded_at`, from which a staging's
+        expiry counts)."""
         saved: dict[str, str] = dict(state.get("photo_ids") or {})
         ids: list[str] = []
         for media in content.media:
             if media.url not in saved:
+                uploaded_at = datetime.now(UTC).isoformat()
                 body = await graph.call(
                     "POST",
                     f"{account.external_id}/photos",
                     token=account.access_token,
                     data={"url": self._meta_url(media), "published": "false"},
                 )
+                first = not saved
                 saved[media.url] = str(body["id"])
-                await state.save(photo_ids=dict(saved))
+                if first:
+                    await state.save(photo_ids=dict(saved), photos_uploaded_at=uploaded_at)
+                else:
+                    await state.save(photo_ids=dict(saved))
             ids.append(saved[media.url])
         return ids
+
+    async def _drop_stale_photos(
+        self,
+        graph: GraphClient,
+        account: AccountContext,
+        content: PostContent,
+        state: PlatformState,
+    ) -> None:
+        """Photos an earlier staging uploaded are kept while they are taken to outlive the
+        post's instant; older ones (or of unknown age) are deleted and forgotten, so fresh
+        ones are uploaded."""
+        photo_ids: dict[str, str] = dict(state.get("photo_ids") or {})
+        if not photo_ids:
+            return
+        uploaded = _uploaded_at(state)
+        instant = content.scheduled_at
+        if instant is not None and instant.tzinfo is None:
+            instant = instant.replace(tzinfo=UTC)
+        needed_until = max(instant or datetime.now(UTC), datetime.now(UTC)) + STAGED_MARGIN
+        if uploaded is not None and staged_until(PHOTO_LIFETIME, now=uploaded) > needed_until:
+            return
+        logger.info("facebook staged photos are too old for the post; uploading new ones")
+        await self._delete_photos(graph, account, list(photo_ids.values()))
+        await state.save(photo_ids={}, photos_uploaded_at=None)
+
+    async def _delete_photos(
+        self, graph: GraphClient, account: AccountContext, photo_ids: Sequence[str]
+    ) -> None:
+        """`DELETE /{photo-id}` each, best effort: a photo Meta no longer knows, or any refusal,
+        is logged and left (an unpublished photo is invisible); only a transport failure is
+        raised, so the caller's retry deletes the rest."""
+        for photo_id in photo_ids:
+            try:
+                await graph.call("DELETE", photo_id, token=account.access_token)
+            except PlatformError as exc:
+                if exc.code == "network":
+                    raise
+                logger.info("facebook photo %s not deleted: %s", photo_id, exc.message)
 
     # ------------------------------------------------------------------ video
     def _meta_url(self, media: MediaItem) -> str:
@@ -489,6 +577,11 @@ def _the_video(media: Sequence[MediaItem]) -> MediaItem | None:
         if media_kind(item.mime_type) == "video":
             return item
     return None
+
+
+def _uploaded_at(state: PlatformState) -> datetime | None:
+    raw = state.get("photos_uploaded_at")
+    return datetime.fromisoformat(raw) if isinstance(raw, str) and raw else None
 
 
 def _video_error(status: dict[str, Any]) -> str:

@@ -141,12 +141,26 @@ SPEC = PlatformSpec(
     # minutes and processes a <= 1 GB, <= 20 min file well inside the limit below. Meta states
     # no pace: the status is looked at after 1 s (GRAPH's poll interval), then twice as long
     # each time up to 20 s, and the next attempt looks again after the next wait.
+    #
+    # `unposted_lifetime` is the staged *photos'* (`published=false` uploads attached at the
+    # post's instant; a video is not staged, tasks/platforms/facebook/adapter.py "Staging").
+    # Meta documents no lifetime for an unpublished Page photo (neither the page/photos nor the
+    # Photo reference says how long one stays attachable), so the value is chosen: 24 hours,
+    # the lifetime Meta documents for the unpublished uploads of its other publishing APIs
+    # (Instagram and Threads containers). Short on purpose: Meta fetches a photo in a
+    # moment, so a staging need not run more than a day ahead, while a photo gone by the
+    # instant would fail the post; a longer guess would only raise that risk. A cancelled
+    # post's photos are deleted, `DELETE /{photo-id}` (Photo reference, "Deleting";
+    # facebook-python-business-sdk `Photo.api_delete`).
     upload=UploadSpec(
         processing_retry=timedelta(seconds=20),
         processing_limit=timedelta(hours=2),
+        unposted_lifetime=timedelta(hours=24),
         docs=(
             "https://developers.facebook.com/docs/graph-api/video-uploads",
             "https://developers.facebook.com/docs/graph-api/reference/video-status",
+            "https://developers.facebook.com/docs/graph-api/reference/page/photos/",
+            "https://developers.facebook.com/docs/graph-api/reference/photo/",
         ),
     ),
     adapter_class="FacebookAdapter",

@@ -65,6 +65,7 @@ class InstagramAdapter(ContainerAdapter):
     metrics_batch_size: ClassVar[int] = SPEC.metrics.batch_size if SPEC.metrics else 1
     token_refreshable: ClassVar[bool] = False
     content_rules = staticmethod(validate_instagram)
+    upload = SPEC.upload
 
     def __init__(
         self,

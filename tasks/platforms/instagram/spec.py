@@ -38,6 +38,7 @@ from tasks.platforms.specs import (
     PlatformSpec,
     RefreshPolicy,
     TextRule,
+    UploadSpec,
     media_cap,
 )
 
@@ -57,6 +58,10 @@ _PUBLISHING = "https://developers.facebook.com/docs/instagram-platform/content-p
 _MEDIA = (
     "https://developers.facebook.com/docs/instagram-platform/instagram-graph-api/reference/"
     "ig-user/media (image JPEG 8 MB; Reels MOV/MP4 300 MB)"
+)
+_CONTAINER = (
+    "https://developers.facebook.com/docs/instagram-platform/instagram-graph-api/reference/"
+    "ig-container"
 )
 
 SPEC = PlatformSpec(
@@ -125,6 +130,13 @@ SPEC = PlatformSpec(
         docs=(_PUBLISHING, _MEDIA.split(" ", 1)[0]),
     ),
     versions=GRAPH_VERSIONS,
+    # A media container made ahead of the post (staging) lives 24 hours: IG Container
+    # `status_code` "EXPIRED — The container was not published within 24 hours and has
+    # expired"; the same reference has no Deleting ("This operation is not supported"), so an
+    # unpublished container is left to expire. Meta states no processing limit (only "once per
+    # minute, for no more than 5 minutes" as the pace of status queries): a staging waits its
+    # own `STAGING_WAIT_SECONDS`.
+    upload=UploadSpec(unposted_lifetime=timedelta(hours=24), docs=(_CONTAINER, _PUBLISHING)),
     rate_limits=dataclasses.replace(
         GRAPH_RATE_LIMITS,
         publish_quota="100 API-published posts per rolling 24 h (`content_publishing_limit`)",

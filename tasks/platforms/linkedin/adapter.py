@@ -19,6 +19,13 @@ urn is stored in the platform state once finalized, so processing that outlasts 
 polled again by the next one instead of uploading again; polling stops before the attempt's
 deadline with a transient error. PROCESSING_FAILED is permanent.
 
+Staging (`stage_media`, ahead of the post's instant) uploads the images, or uploads the video
+and waits until it is AVAILABLE for as long as the staging task may last, and leaves the urns in
+the state where `publish` finds them: it then reads each one's status once before the post
+(`GET /rest/images/{urn}`, `GET /rest/videos/{urn}`), because LinkedIn documents no lifetime for
+an uploaded but unposted image or video, so one it no longer knows is uploaded afresh rather
+than named in a post LinkedIn would refuse.
+
 Link previews (article posts) are not sent: LinkedIn's Article Post API "does not support url
 scraping", the post must carry the article's title, description and thumbnail itself
 (learn.microsoft.com/.../advertising-targeting/version/article-ads-integrations), and the
@@ -29,8 +36,9 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime, time, timedelta
+from time import monotonic
 from typing import Any, ClassVar
 from urllib.parse import quote
 
@@ -41,11 +49,14 @@ from tasks.media import (
     FetchedMedia,
     MediaLimits,
     MediaStream,
+    fetch_deadline,
     fetch_platform_media,
     media_kind,
     open_media,
 )
 from tasks.platforms.base import (
+    MAX_ERROR_TEXT,
+    STAGING_WAIT_SECONDS,
     AccountContext,
     AdapterBase,
     Backoff,
@@ -65,6 +76,7 @@ from tasks.platforms.base import (
     classify_http,
     json_or_text,
     poll_until_done,
+    staged_until,
 )
 from tasks.platforms.linkedin.spec import SPEC, account_kind
 from tasks.platforms.media_support import check_media_support
@@ -93,12 +105,29 @@ ATTEMPT_MARGIN_SECONDS = 5.0
 _BACKOFF = Backoff.of(_UPLOAD.poll_interval, _UPLOAD.processing_retry)
 #: A stored upload whose part URLs expire (`uploadUrlsExpireAt`) within this starts over.
 UPLOAD_URL_MARGIN = timedelta(minutes=10)
+#: How long staging uploads and waits for processing: LinkedIn states no processing limit.
+_STAGING_WAIT = (
+    _UPLOAD.processing_limit.total_seconds() if _UPLOAD.processing_limit else STAGING_WAIT_SECONDS
+)
+#: The code of a video LinkedIn could not process, at staging and at publish alike: the one
+#: every adapter uses (it was `video_processing_failed` before media staging; docs/platforms.md).
+PROCESSING_FAILED = "media_processing_failed"
 
 
 class LinkedInAdapter(AdapterBase):
     platform: ClassVar[str] = "linkedin"
     metrics_batch_size: ClassVar[int] = SPEC.metrics.batch_size if SPEC.metrics else 1
     content_rules = staticmethod(validate_linkedin)
+    #: The uploads `stage_media` leaves for `publish`: the image urns and their sources, or the
+    #: video urn and an unfinished upload. `discard_media` stays the default: the
+    #: Images and Videos APIs the spec cites document no delete for an unposted upload; it is
+    #: left to LinkedIn, which documents no lifetime for it either (`unposted_lifetime`).
+    staged_keys: ClassVar[tuple[str, ...]] = (
+        "image_urns",
+        "image_sources",
+        "video_urn",
+        "video_upload",
+    )
 
     def __init__(
         self,
@@ -112,6 +141,8 @@ class LinkedInAdapter(AdapterBase):
         media_policy: MediaPolicy | None = None,
         attempt_seconds: float | None = None,
         video_poll_seconds: float | None = None,
+        clock: Callable[[], float] = monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         **_options: Any,
     ) -> None:
         super().__init__(http=http, base_url=base_url, media_policy=media_policy)
@@ -122,6 +153,9 @@ class LinkedInAdapter(AdapterBase):
         if video_poll_seconds is None:
             video_poll_seconds = (_UPLOAD.poll_interval or timedelta(seconds=2)).total_seconds()
         self.video_poll_seconds = video_poll_seconds
+        #: How the wait for processing tells time and waits (tests pass the sandbox's clock).
+        self._clock = clock
+        self._sleep = sleep
         self.version = version
         self.client_id = client_id
         self.client_secret = client_secret
@@ -147,8 +181,7 @@ class LinkedInAdapter(AdapterBase):
     async def publish(
         self, *, account: AccountContext, content: PostContent, state: PlatformState
     ) -> PublishResult:
-        check_content(self, content, media_types=[m.mime_type for m in content.media])
-        check_media_support(self.platform, content.media)
+        self._preflight(content)
         body: dict[str, Any] = {
             "author": self.author_urn(account),
             "commentary": escape_little_text(content.text),
@@ -161,13 +194,19 @@ class LinkedInAdapter(AdapterBase):
             "lifecycleState": "PUBLISHED",
             "isReshareDisabledByAuthor": False,
         }
-        deadline = asyncio.get_running_loop().time() + self.attempt_seconds
-        video = next((m for m in content.media if media_kind(m.mime_type) == "video"), None)
+        upload_by = asyncio.get_running_loop().time() + self.attempt_seconds
+        wait_until = self._clock() + self.attempt_seconds
+        video = _video_of(content)
         if video is not None:
             # A video is its post's one media item (media_support); the post names it only
             # once LinkedIn reports it AVAILABLE, else this raises and nothing is posted.
             urn = await self._prepare_video(
-                account=account, item=video, state=state, deadline=deadline
+                account=account,
+                item=video,
+                state=state,
+                upload_by=upload_by,
+                wait_until=wait_until,
+                failed_code=PROCESSING_FAILED,
             )
             body["content"] = {"media": {"id": urn}}
         elif content.media:
@@ -197,6 +236,34 @@ class LinkedInAdapter(AdapterBase):
             if match is not None:
                 return await self._duplicate(account, match.group(1), state, json_or_text(response))
         raise _error(response, publish=True)
+
+    async def stage_media(
+        self, *, account: AccountContext, content: PostContent, state: PlatformState
+    ) -> datetime | None:
+        """Upload the images, or upload the video and wait until LinkedIn reports it AVAILABLE,
+        for as long as the staging task may last rather than a publish attempt's budget;
+        `publish` then finds the urns in the state. Until `SPEC.upload.unposted_lifetime`."""
+        if not content.media:
+            return None
+        self._preflight(content)
+        video = _video_of(content)
+        if video is not None:
+            await self._prepare_video(
+                account=account,
+                item=video,
+                state=state,
+                upload_by=asyncio.get_running_loop().time() + _STAGING_WAIT,
+                wait_until=self._clock() + _STAGING_WAIT,
+                failed_code=PROCESSING_FAILED,
+            )
+        else:
+            await self._prepare_images(account=account, content=content, state=state)
+        return staged_until(_UPLOAD.unposted_lifetime)
+
+    def _preflight(self, content: PostContent) -> None:
+        """The local checks before any call, the same for staging and publishing."""
+        check_content(self, content, media_types=[m.mime_type for m in content.media])
+        check_media_support(self.platform, content.media)
 
     async def _duplicate(
         self, account: AccountContext, urn: str, state: PlatformState, raw: Any
@@ -433,13 +500,22 @@ class LinkedInAdapter(AdapterBase):
 
     # ------------------------------------------------------------------ video
     async def _prepare_video(
-        self, *, account: AccountContext, item: MediaItem, state: PlatformState, deadline: float
+        self,
+        *,
+        account: AccountContext,
+        item: MediaItem,
+        state: PlatformState,
+        upload_by: float,
+        wait_until: float,
+        failed_code: str,
     ) -> str:
-        """The urn of this post's video, AVAILABLE on LinkedIn.
+        """The urn of this post's video, AVAILABLE on LinkedIn. The upload must end by
+        `upload_by` (loop time), the wait for processing by `wait_until` (`self._clock`).
 
-        A urn stored by an earlier attempt of this target (a post's media never change once
-        scheduled) is looked at first: still PROCESSING, it is only polled again; AVAILABLE, it
-        is used as is; PROCESSING_FAILED fails again. One LinkedIn no longer knows, or whose
+        A urn stored by staging or an earlier attempt of this target (a post's media never
+        change once scheduled) is looked at first: one status read, since LinkedIn documents no
+        lifetime for an unposted video. Still PROCESSING, it is only polled again; AVAILABLE,
+        it is used as is; PROCESSING_FAILED fails again. One LinkedIn no longer knows, or whose
         upload was never finalized (WAITING_UPLOAD), is uploaded afresh, resuming the parts an
         earlier attempt had confirmed (`video_upload`, see `_upload_video`).
         """
@@ -447,13 +523,15 @@ class LinkedInAdapter(AdapterBase):
         if isinstance(stored, str):
             status = await self._video_status(account, stored)
             if status is not None and status[0] != "WAITING_UPLOAD":
-                await self._wait_available(account, stored, deadline=deadline, known=status)
+                await self._wait_available(
+                    account, stored, deadline=wait_until, known=status, failed_code=failed_code
+                )
                 return stored
-        urn = await self._upload_video(account=account, item=item, state=state, deadline=deadline)
+        urn = await self._upload_video(account=account, item=item, state=state, deadline=upload_by)
         # Stored before any wait: an attempt that ends while LinkedIn processes leaves the next
         # one only the polling to do.
         await state.save(video_urn=urn, video_upload=None)
-        await self._wait_available(account, urn, deadline=deadline)
+        await self._wait_available(account, urn, deadline=wait_until, failed_code=failed_code)
         return urn
 
     def _stored_upload(self, state: PlatformState, item: MediaItem) -> dict[str, Any] | None:
@@ -555,9 +633,9 @@ class LinkedInAdapter(AdapterBase):
         """Open the file (from the first part without an ETag when resuming `upload`, else
         from its start, then initializeUpload) and PUT the missing parts; each ETag is stored
         as it comes back. Returns the upload with every ETag."""
-        loop = asyncio.get_running_loop()
         limits = MediaLimits.for_platform(self.platform, item.mime_type, buffered=False)
-        fetch_deadline = min(deadline, loop.time() + self.media_policy.deadline_seconds)
+        # The fetcher's own deadline (the whole staging time while staging) within `deadline`.
+        fetch_by = min(deadline, fetch_deadline(self.media_policy))
         offset = 0
         if upload is not None:
             first = list(upload["etags"]).index(None)
@@ -566,7 +644,7 @@ class LinkedInAdapter(AdapterBase):
             item.url,
             policy=self.media_policy,
             limits=limits,
-            deadline=fetch_deadline,
+            deadline=fetch_by,
             offset=offset,
         ) as stream:
             if upload is None:
@@ -589,7 +667,7 @@ class LinkedInAdapter(AdapterBase):
                     await stream.read_part(length)  # confirmed already: skip its bytes
                     continue
                 etags[index] = await self._upload_part(
-                    stream, url=url, length=length, deadline=fetch_deadline
+                    stream, url=url, length=length, deadline=fetch_by
                 )
                 upload = upload | {"etags": list(etags)}  # a new value: the stored one is kept
                 await state.save(video_upload=upload)
@@ -649,12 +727,13 @@ class LinkedInAdapter(AdapterBase):
         urn: str,
         *,
         deadline: float,
+        failed_code: str,
         known: tuple[str, str] | None = None,
     ) -> None:
         """Poll until AVAILABLE with growing waits (`poll_until_done`), never past `deadline`:
         then the attempt ends transient (the urn is already stored) and the next one looks
-        again after the next wait. PROCESSING_FAILED is permanent: the same file would fail
-        again."""
+        again after the next wait. PROCESSING_FAILED is permanent (`failed_code`, with
+        LinkedIn's `processingFailureReason`): the same file would fail again."""
 
         def judge(status: tuple[str, str] | None) -> bool | StillProcessing:
             if status is None:
@@ -663,9 +742,9 @@ class LinkedInAdapter(AdapterBase):
             if phase == "AVAILABLE":
                 return True
             if phase == "PROCESSING_FAILED":
+                why = reason[:MAX_ERROR_TEXT] or "PROCESSING_FAILED"
                 raise PermanentError(
-                    f"LinkedIn could not process the video: {reason or 'PROCESSING_FAILED'}",
-                    code="video_processing_failed",
+                    f"LinkedIn could not process the video: {why}", code=failed_code
                 )
             return StillProcessing(phase)
 
@@ -681,6 +760,8 @@ class LinkedInAdapter(AdapterBase):
             deadline=deadline,
             what=f"LinkedIn video {urn}",
             first=judge(known) if known is not None else None,
+            clock=self._clock,
+            sleep=self._sleep,
         )
 
     async def _rest_action(
@@ -696,6 +777,11 @@ class LinkedInAdapter(AdapterBase):
         if response.status_code != 200:
             raise _error(response, publish=False)
         return response
+
+
+def _video_of(content: PostContent) -> MediaItem | None:
+    """The post's video: its one media item when there is one (media_support)."""
+    return next((m for m in content.media if media_kind(m.mime_type) == "video"), None)
 
 
 async def _once(data: bytes) -> AsyncIterator[bytes]:

@@ -151,11 +151,20 @@ SPEC = PlatformSpec(
     # WAITING_UPLOAD, and its parts are PUT one by one, so a retry sends only the parts without
     # an ETag. A video still PROCESSING is looked at after 2 s, then twice as long each time up
     # to 10 s (LinkedIn states no pace); the next attempt looks again after the next wait.
+    #
+    # Staging: neither the Images nor the Videos API states how long an uploaded image or video
+    # that no post names stays usable (their `uploadUrlExpiresAt` / `uploadUrlsExpireAt` is when
+    # the upload URLs stop taking bytes, not the asset's end), and neither documents a delete
+    # for one. 24 h is a conservative pick: it bounds how far ahead of the post media are
+    # staged (a day covers any processing), and `publish` reads each staged urn's status once
+    # before the post, so one LinkedIn dropped earlier is uploaded again instead of failing the
+    # post. No processing limit is documented either.
     upload=UploadSpec(
         part_bytes=4 * MIB,
         parts_set_by="platform",
         poll_interval=timedelta(seconds=2),
         processing_retry=timedelta(seconds=10),
+        unposted_lifetime=timedelta(hours=24),
         accepted_statuses=(200, 201),
         docs=(_VIDEOS.split(" ", 1)[0], _IMAGES.split(" ", 1)[0]),
     ),

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import html
+import logging
 import re
 import time
 import uuid
@@ -25,6 +26,7 @@ import httpx
 from tasks.egress import MediaPolicy
 from tasks.media import FetchedMedia, fetch_platform_media
 from tasks.platforms.base import (
+    STAGING_WAIT_SECONDS,
     AccountContext,
     AdapterBase,
     Backoff,
@@ -44,6 +46,7 @@ from tasks.platforms.base import (
     error_text,
     json_or_text,
     poll_until_done,
+    staged_until,
 )
 from tasks.platforms.mastodon.spec import SPEC
 from tasks.platforms.media_support import check_media_support
@@ -63,6 +66,16 @@ _UPLOAD = SPEC.upload
 #: attempt's budget the next attempt resumes from the stored media ids.
 _BACKOFF = Backoff.of(_UPLOAD.poll_interval, _UPLOAD.processing_retry)
 PROCESSING_BUDGET_SECONDS = _UPLOAD.processing_budget.total_seconds()
+#: How long `stage_media` waits for processing: Mastodon states no limit, so the staging
+#: task's own time (`poll_until_done` also stops at its deadline).
+STAGING_PROCESSING_SECONDS = (
+    _UPLOAD.processing_limit.total_seconds() if _UPLOAD.processing_limit else STAGING_WAIT_SECONDS
+)
+#: `GET /api/v1/media/:id` answers 422 for media whose processing failed, `DELETE` (4.4+) 422 for
+#: media attached to a status; both 404 for an id the instance does not know (the spec's docs).
+_PROCESSING_FAILED = 422
+_DISCARD_FINE = frozenset({200, 404, 422})
+logger = logging.getLogger(__name__)
 _TAG_RE = re.compile(r"<[^>]+>")
 #: `@user@domain`, which Mastodon shows as `@user` (see the module doc).
 _REMOTE_MENTION_RE = re.compile(r"(?<![\w@/])@(\w[\w.-]*\w|\w)@[\w-]+(?:\.[\w-]+)+")
@@ -72,6 +85,10 @@ class MastodonAdapter(AdapterBase):
     platform: ClassVar[str] = "mastodon"
     metrics_batch_size: ClassVar[int] = SPEC.metrics.batch_size if SPEC.metrics else 1
     content_rules = staticmethod(validate_mastodon)
+    #: The staged uploads: the ids, those the instance was seen to have processed (publish
+    #: then posts without looking again), and when they were uploaded (the instance's cleanup
+    #: counts from then: `unposted_lifetime`).
+    staged_keys: ClassVar[tuple[str, ...]] = ("media_ids", "media_processed", "media_uploaded_at")
 
     def __init__(
         self,
@@ -106,11 +123,61 @@ class MastodonAdapter(AdapterBase):
         await state.save(
             idempotency_key=key,
             media_ids=media_ids,
+            media_processed=media_ids,
             publish_started_at=state.get("publish_started_at") or _now().isoformat(),
         )
         return await self._post_status(
             account=account, content=content, media_ids=media_ids, key=key
         )
+
+    async def stage_media(
+        self, *, account: AccountContext, content: PostContent, state: PlatformState
+    ) -> datetime | None:
+        """Upload the media ahead of the post and wait, as long as the staging task may, until
+        the instance has processed every one; `publish` then posts with the stored ids without
+        looking at them again. Nothing is posted here."""
+        if not content.media:
+            return None
+        limit = account.max_characters or await self.max_characters(account=account)
+        check_content(self, content, max_characters=limit)
+        check_media_support(self.platform, content.media)
+        media_ids = await self._prepare_media(
+            account=account,
+            content=content,
+            state=state,
+            deadline=self._clock() + STAGING_PROCESSING_SECONDS,
+        )
+        await state.save(media_processed=media_ids)
+        uploaded_at = _parse_time(state.get("media_uploaded_at"))
+        return staged_until(_UPLOAD.unposted_lifetime, now=uploaded_at)
+
+    async def discard_media(self, *, account: AccountContext, state: PlatformState) -> None:
+        """`DELETE /api/v1/media/:id` for each staged upload of a cancelled post (Mastodon 4.4+).
+        An id the instance no longer knows, or an older instance without the method, answers
+        404, one already attached to a status 422: both are left as they are, as is anything
+        the instance refuses; the instance's own cleanup of unattached media removes what stays
+        (`unposted_lifetime`). A connection failure raises, so the caller may try again."""
+        media_ids = [str(i) for i in state.get("media_ids") or []]
+        if not media_ids:
+            return
+        for media_id in media_ids:
+            try:
+                response = await self.http.delete(
+                    f"{self._base(account)}/api/v1/media/{media_id}", headers=self._auth(account)
+                )
+            except httpx.TransportError as exc:
+                raise TransientError(f"Mastodon media delete failed in transit: {exc!r}") from exc
+            except (httpx.HTTPError, NeedsReconnectError, PermanentError) as exc:
+                logger.info("Mastodon media %s not deleted: %s", media_id, type(exc).__name__)
+                continue
+            if response.status_code not in _DISCARD_FINE:
+                logger.info(
+                    "Mastodon media %s not deleted: %s %s",
+                    media_id,
+                    response.status_code,
+                    _message(response),
+                )
+        await state.save(media_ids=None, media_processed=None, media_uploaded_at=None)
 
     async def reconcile(
         self, *, account: AccountContext, content: PostContent, state: PlatformState
@@ -293,28 +360,34 @@ class MastodonAdapter(AdapterBase):
 
         Uploads are remembered in the platform state (`media_ids`) as soon as they are made,
         so an attempt that ends while the instance is still processing a video leaves the next
-        attempt only the polling to do, not a second download and upload. An instance that no
-        longer knows a stored id (unattached media are cleaned up after a day) gets a fresh
-        upload.
+        attempt only the polling to do, not a second download and upload. Ids already seen
+        processed (`media_processed`: staged, or an attempt that got as far as the post) are
+        taken as they are: the instance keeps unattached media a day (`unposted_lifetime`), and
+        staged ones past that are dropped before publish. An instance that no longer knows a
+        stored id gets a fresh upload.
         """
         if not content.media:
             return []
         stored = [str(i) for i in state.get("media_ids") or []]
-        if len(stored) == len(content.media) and await self._all_processed(
-            account, stored, deadline=deadline
-        ):
-            return stored
+        if len(stored) == len(content.media):
+            if stored == [str(i) for i in state.get("media_processed") or []]:
+                return stored
+            if await self._all_processed(account, stored, deadline=deadline, state=state):
+                return stored
         fetched = await fetch_platform_media(
             [(item.url, item.mime_type) for item in content.media],
             platform=self.platform,
             policy=self.media_policy,
         )
+        uploaded_at = _now()
         uploaded = [await self._upload(account=account, media=media) for media in fetched]
         media_ids = [media_id for media_id, _ in uploaded]
-        await state.save(media_ids=media_ids)
+        await state.save(
+            media_ids=media_ids, media_processed=None, media_uploaded_at=uploaded_at.isoformat()
+        )
         pending = [media_id for media_id, processing in uploaded if processing]
         if pending and not await self._all_processed(
-            account, pending, deadline=deadline, first=StillProcessing()
+            account, pending, deadline=deadline, state=state, first=StillProcessing()
         ):
             raise TransientError("Mastodon lost the media it just took", code="media_processing")
         return media_ids
@@ -325,12 +398,15 @@ class MastodonAdapter(AdapterBase):
         media_ids: Sequence[str],
         *,
         deadline: float,
+        state: PlatformState,
         first: StillProcessing | None = None,
     ) -> bool:
         """Poll `GET /api/v1/media/:id` (206 while processing, 200 when done: docs.joinmastodon
         .org/methods/media/#get) with growing waits until `deadline` (`poll_until_done`, which
         raises TransientError with the next look's time while any is still processing); False
-        when one is unknown (upload again)."""
+        when one is unknown (upload again). A failed processing (422) fails the target for good
+        (`media_processing_failed`, with the instance's reason) and forgets the ids, so a retry
+        by hand uploads afresh."""
         waiting = list(media_ids)
 
         async def look() -> bool | StillProcessing:
@@ -347,6 +423,13 @@ class MastodonAdapter(AdapterBase):
                     return False
                 if response.status_code == 206:
                     still.append(media_id)
+                elif response.status_code == _PROCESSING_FAILED:
+                    await state.save(media_ids=None, media_processed=None, media_uploaded_at=None)
+                    raise PermanentError(
+                        f"Mastodon could not process the media: {_message(response)}",
+                        code="media_processing_failed",
+                        raw=json_or_text(response),
+                    )
                 elif response.status_code != 200:
                     raise _error(response, publish=False)
             waiting[:] = still

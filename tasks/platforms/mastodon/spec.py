@@ -103,12 +103,23 @@ SPEC = PlatformSpec(
     # looks after 0.5 s, then doubles the wait up to 4 s, for up to 18 s from its start (inside
     # the queue's 30 s dispatch deadline, after a media fetch of at most 15 s); the next attempt
     # looks again after the next wait, so a video processed in 20 s goes out about then.
+    # Staged ahead of the post, an upload is kept a day: the instance destroys unattached media
+    # created over a day ago (mastodon/mastodon app/workers/scheduler/
+    # media_cleanup_scheduler.rb, `MediaAttachment.unattached.where('created_at < ?',
+    # 1.day.ago)`), counted from the upload; `DELETE /api/v1/media/:id` (4.4.0+) removes one
+    # sooner when the post is cancelled.
     upload=UploadSpec(
         processing_budget=timedelta(seconds=18),
         poll_interval=timedelta(seconds=0.5),
         processing_retry=timedelta(seconds=4),
+        unposted_lifetime=timedelta(days=1),
         accepted_statuses=(200, 202),
-        docs=("https://docs.joinmastodon.org/methods/media/#v2",),
+        docs=(
+            "https://docs.joinmastodon.org/methods/media/#v2",
+            "https://docs.joinmastodon.org/methods/media/#get",
+            "https://docs.joinmastodon.org/methods/media/#delete",
+            "https://github.com/mastodon/mastodon/blob/main/app/workers/scheduler/media_cleanup_scheduler.rb",
+        ),
     ),
     adapter_class="MastodonAdapter",
     connector_class="MastodonConnector",

@@ -38,6 +38,7 @@ class ThreadsAdapter(ContainerAdapter):
     #: means reconnect; the refresh job renews tokens before expiry.
     token_refreshable: ClassVar[bool] = False
     content_rules = staticmethod(validate_threads)
+    upload = SPEC.upload
     spec: ClassVar[ContainerSpec] = ContainerSpec(
         create_edge="threads",
         publish_edge="threads_publish",

@@ -27,6 +27,7 @@ from tasks.platforms.specs import (
     PlatformSpec,
     RefreshPolicy,
     TextRule,
+    UploadSpec,
     media_cap,
 )
 
@@ -96,6 +97,16 @@ SPEC = PlatformSpec(
             _MEDIA.split(" ", 1)[0],
             "https://developers.facebook.com/docs/threads/posts#carousel-posts",
         ),
+    ),
+    # A media container made ahead of the post (staging) lives 24 hours: "EXPIRED — The
+    # container was not published within 24 hours and has expired" (Threads API
+    # Troubleshooting, "Publishing Does Not Return a Media ID", the `GET /{threads-container-id}`
+    # statuses). Meta's Threads pages document no delete for an unpublished container, so it is
+    # left to expire, and no processing limit ("once per minute, for no more than 5 minutes" is
+    # the pace of status queries): a staging waits its own `STAGING_WAIT_SECONDS`.
+    upload=UploadSpec(
+        unposted_lifetime=timedelta(hours=24),
+        docs=("https://developers.facebook.com/docs/threads/troubleshooting",),
     ),
     # Threads has its own API versions, only `v1.0` so far; no retirement is published.
     versions=ApiVersions(

@@ -28,6 +28,13 @@ so an attempt that ends while X is still processing leaves the next attempt only
 once the media `succeeded` ("You can not use the media_id to create Tweet ... before the state
 field is set to succeeded", GET media/upload (STATUS)), so the text never goes out without its
 video.
+
+Staging (`stage_media`, ahead of the post's instant) runs the same uploads and waits for
+`succeeded` as long as the staging task may last; the media ids, their sources and the expiry X
+stated (`expires_after_secs`) stay in the state, images included, so `publish` only tweets. A
+video X already reported `succeeded` is not asked about again: X keeps a media id until its
+`expires_after_secs`, and a post X refuses for ids it dropped all the same ("Your media IDs are
+invalid.", a 400: nothing went out) uploads afresh and posts once more.
 """
 
 from __future__ import annotations
@@ -53,6 +60,8 @@ from tasks.media import (
     open_media,
 )
 from tasks.platforms.base import (
+    MAX_ERROR_TEXT,
+    STAGING_WAIT_SECONDS,
     AccountContext,
     AdapterBase,
     Backoff,
@@ -72,6 +81,7 @@ from tasks.platforms.base import (
     classify_http,
     json_or_text,
     poll_until_done,
+    staged_until,
 )
 from tasks.platforms.media_support import check_media_support
 from tasks.platforms.oauth import refresh_grant
@@ -101,12 +111,32 @@ MEDIA_EXPIRY_MARGIN = timedelta(minutes=10)
 #: When INIT states no `expires_after_secs`: the 24 hours X's INIT answers
 #: (docs.x.com/x-api/media/initialize-media-upload, response example).
 _DEFAULT_LIFETIME_SECONDS = 86400
+#: How long staging waits for X's processing: X states no limit (`processing_limit` is None).
+_STAGING_WAIT = (
+    _UPLOAD.processing_limit.total_seconds() if _UPLOAD.processing_limit else STAGING_WAIT_SECONDS
+)
+#: What X answers (400) to a post naming media ids it does not (or no longer) know.
+_MEDIA_IDS_REFUSED = "your media ids are invalid"
 
 
 class XAdapter(AdapterBase):
     platform: ClassVar[str] = "x"
     metrics_batch_size: ClassVar[int] = SPEC.metrics.batch_size if SPEC.metrics else 1
     content_rules = staticmethod(validate_x)
+    #: The uploads `stage_media` leaves for `publish`: the media ids, where they came from
+    #: (`media_source` for the one video or GIF, `image_sources` for images), X's expiry, whether
+    #: X reported the video `succeeded`, and an unfinished chunked upload. `discard_media` stays
+    #: the default: X documents no delete for an uploaded media id (the media endpoints cited in
+    #: the spec are upload, INIT, APPEND, FINALIZE and STATUS); an unposted id expires on its own
+    #: after `expires_after_secs`, 24 h (`SPEC.upload.unposted_lifetime`).
+    staged_keys: ClassVar[tuple[str, ...]] = (
+        "media_ids",
+        "media_source",
+        "image_sources",
+        "media_expires_at",
+        "media_processed",
+        "upload_session",
+    )
 
     def __init__(
         self,
@@ -137,28 +167,26 @@ class XAdapter(AdapterBase):
         self, *, account: AccountContext, content: PostContent, state: PlatformState
     ) -> PublishResult:
         deadline = self._clock() + self.processing_budget_seconds
-        media_types = [m.mime_type for m in content.media]
-        check_content(self, content, max_characters=account.max_characters, media_types=media_types)
-        check_media_support(self.platform, content.media)
+        self._preflight(account, content)
+        kept = [str(i) for i in state.get("media_ids") or []]
         # The media are ready (uploaded and, for video, processed) before the tweet is sent: a
         # media failure raises (MediaFetchError or a processing error) and nothing is posted.
         media_ids = await self._prepare_media(
             account=account, content=content, state=state, deadline=deadline
         )
-        body: dict[str, Any] = {"text": content.text}
-        if media_ids:
-            body["media"] = {"media_ids": media_ids}
         await state.save(
             publish_started_at=state.get("publish_started_at") or datetime.now(UTC).isoformat()
         )
-        try:
-            response = await self.http.post(
-                f"{self.base_url}/2/tweets", json=body, headers=self._auth(account)
+        response = await self._post_tweet(account, text=content.text, media_ids=media_ids)
+        if media_ids and media_ids == kept and _media_ids_refused(response):
+            # Ids kept from staging or an earlier attempt that X dropped before their
+            # `expires_after_secs` all the same: the 400 posted nothing, so upload afresh and
+            # post once more.
+            await state.save(**dict.fromkeys(self.staged_keys))
+            media_ids = await self._prepare_media(
+                account=account, content=content, state=state, deadline=deadline
             )
-        except httpx.TimeoutException as exc:
-            raise UnknownOutcomeError(f"X did not answer the post in time: {exc!r}") from exc
-        except httpx.TransportError as exc:
-            raise UnknownOutcomeError(f"X connection failed during the post: {exc!r}") from exc
+            response = await self._post_tweet(account, text=content.text, media_ids=media_ids)
         if response.status_code in (200, 201):
             tweet_id = str(response.json()["data"]["id"])
             return self._result(account, tweet_id, response.json())
@@ -172,6 +200,45 @@ class XAdapter(AdapterBase):
                 raw=json_or_text(response),
             )
         raise _error(response, publish=True)
+
+    async def stage_media(
+        self, *, account: AccountContext, content: PostContent, state: PlatformState
+    ) -> datetime | None:
+        """Upload the media ahead of the post and, for a video or GIF, wait until X reports
+        `succeeded`, for as long as the staging task may last rather than a publish attempt's
+        budget; `publish` then finds the ids in the state and only tweets. Until the earlier
+        of the spec's lifetime and the expiry X stated for these ids."""
+        if not content.media:
+            return None
+        self._preflight(account, content)
+        await self._prepare_media(
+            account=account, content=content, state=state, deadline=self._clock() + _STAGING_WAIT
+        )
+        until = staged_until(_UPLOAD.unposted_lifetime)
+        expires_at = _parse_time(state.get("media_expires_at"))
+        return until if expires_at is None else min(until, expires_at)
+
+    def _preflight(self, account: AccountContext, content: PostContent) -> None:
+        """The local checks before any call, the same for staging and publishing."""
+        media_types = [m.mime_type for m in content.media]
+        check_content(self, content, max_characters=account.max_characters, media_types=media_types)
+        check_media_support(self.platform, content.media)
+
+    async def _post_tweet(
+        self, account: AccountContext, *, text: str, media_ids: list[str]
+    ) -> httpx.Response:
+        """The one non-idempotent call: X's answer, or an unknown outcome when it never came."""
+        body: dict[str, Any] = {"text": text}
+        if media_ids:
+            body["media"] = {"media_ids": media_ids}
+        try:
+            return await self.http.post(
+                f"{self.base_url}/2/tweets", json=body, headers=self._auth(account)
+            )
+        except httpx.TimeoutException as exc:
+            raise UnknownOutcomeError(f"X did not answer the post in time: {exc!r}") from exc
+        except httpx.TransportError as exc:
+            raise UnknownOutcomeError(f"X connection failed during the post: {exc!r}") from exc
 
     async def reconcile(
         self, *, account: AccountContext, content: PostContent, state: PlatformState
@@ -280,7 +347,7 @@ class XAdapter(AdapterBase):
     ) -> list[str]:
         """The post's media ids, ready to attach. A video or GIF is the post's one item
         (`check_media_support` refuses anything else) and goes by the chunked upload; images
-        are all fetched first, then uploaded one request each."""
+        are all fetched first, then uploaded one request each (`_images`)."""
         if not content.media:
             return []
         first = content.media[0]
@@ -291,12 +358,34 @@ class XAdapter(AdapterBase):
                 account=account, item=first, kind=kind, state=state, deadline=deadline
             )
             return [media_id]
+        return await self._images(account=account, content=content, state=state)
+
+    async def _images(
+        self, *, account: AccountContext, content: PostContent, state: PlatformState
+    ) -> list[str]:
+        """The ids of images an earlier call (staging, or an attempt whose post failed)
+        uploaded from these very URLs while X still keeps them (`expires_after_secs`, with a
+        margin), else fresh uploads, kept in the state with the earliest expiry X stated."""
+        sources = [item.url for item in content.media]
+        kept = [str(i) for i in state.get("media_ids") or []]
+        if state.get("image_sources") == sources and len(kept) == len(sources) and _fresh(state):
+            return kept
         fetched = await fetch_platform_media(
             [(item.url, item.mime_type) for item in content.media],
             platform=self.platform,
             policy=self.media_policy,
         )
-        return [await self._upload(account=account, media=media) for media in fetched]
+        uploaded = [await self._upload(account=account, media=media) for media in fetched]
+        media_ids = [media_id for media_id, _ in uploaded]
+        await state.save(
+            media_ids=media_ids,
+            image_sources=sources,
+            media_source=None,
+            media_expires_at=_expiry(min(lifetime for _, lifetime in uploaded)),
+            media_processed=None,
+            upload_session=None,
+        )
+        return media_ids
 
     async def _chunked_media(
         self,
@@ -323,10 +412,7 @@ class XAdapter(AdapterBase):
     def _usable(self, state: PlatformState, item: MediaItem) -> bool:
         """Whether what the state holds is an upload of this very file that X still keeps
         (`expires_after_secs` from INIT, with a margin); past it everything starts over."""
-        expires_at = _parse_time(state.get("media_expires_at"))
-        if state.get("media_source") != item.url or expires_at is None:
-            return False
-        return expires_at - MEDIA_EXPIRY_MARGIN > datetime.now(UTC)
+        return state.get("media_source") == item.url and _fresh(state)
 
     async def _resume(
         self, *, account: AccountContext, item: MediaItem, state: PlatformState
@@ -336,6 +422,12 @@ class XAdapter(AdapterBase):
         stored = [str(i) for i in state.get("media_ids") or []]
         if len(stored) != 1 or not self._usable(state, item):
             return None, None
+        if state.get("media_processed"):
+            # X reported this id `succeeded` (staging, or an attempt whose post failed), and
+            # processing never goes back; X keeps the id until `expires_after_secs`, which
+            # `_usable` checked. Nothing to ask: should X have dropped it all the same, its
+            # 400 to the post makes `publish` upload afresh.
+            return stored[0], None
         try:
             info = await self._status(account=account, media_id=stored[0])
         except PermanentError:
@@ -428,7 +520,9 @@ class XAdapter(AdapterBase):
                 await state.save(
                     media_ids=[],
                     media_source=item.url,
-                    media_expires_at=(datetime.now(UTC) + timedelta(seconds=lifetime)).isoformat(),
+                    image_sources=None,
+                    media_expires_at=_expiry(lifetime),
+                    media_processed=None,
                     upload_session=session,
                 )
             session = await self._append_all(
@@ -542,11 +636,13 @@ class XAdapter(AdapterBase):
                 return True
             if phase == "failed":
                 # A retry by hand must upload again rather than resume a refused file.
-                await state.save(media_ids=[], media_source=None, media_expires_at=None)
+                await state.save(
+                    media_ids=[], media_source=None, media_expires_at=None, media_processed=None
+                )
                 error = info.get("error") or {}
                 reason = error.get("message") or error.get("name") or "no reason given"
                 raise PermanentError(
-                    f"X could not process the {kind}: {reason}",
+                    f"X could not process the {kind}: {str(reason)[:MAX_ERROR_TEXT]}",
                     code="media_processing_failed",
                     raw=info,
                 )
@@ -568,6 +664,7 @@ class XAdapter(AdapterBase):
             clock=self._clock,
             sleep=self._sleep,
         )
+        await state.save(media_processed=True)
 
     async def _status(self, *, account: AccountContext, media_id: str) -> dict[str, Any] | None:
         """`processing_info` of an upload (None: nothing to wait for)."""
@@ -610,9 +707,10 @@ class XAdapter(AdapterBase):
             data["processing_info"] = info
         return data
 
-    async def _upload(self, *, account: AccountContext, media: FetchedMedia) -> str:
-        """Simple v2 image upload of bytes already fetched; safe to redo (an unused media id
-        just expires)."""
+    async def _upload(self, *, account: AccountContext, media: FetchedMedia) -> tuple[str, int]:
+        """Simple v2 image upload of bytes already fetched: the media id and the seconds X
+        keeps it (`expires_after_secs`, docs.x.com/x-api/media/upload-media). Safe to redo (an
+        unused media id just expires)."""
         try:
             response = await self.http.post(
                 f"{self.base_url}/2/media/upload",
@@ -626,7 +724,24 @@ class XAdapter(AdapterBase):
             # Any 2xx X sends is success ("A successful response returns HTTP 2xx", POST
             # media/upload APPEND), for the simple upload as for the chunked steps.
             raise _error(response, publish=False)
-        return str(response.json()["data"]["id"])
+        data = response.json()["data"]
+        return str(data["id"]), int(data.get("expires_after_secs") or _DEFAULT_LIFETIME_SECONDS)
+
+
+def _fresh(state: PlatformState) -> bool:
+    """Whether the kept media ids are further than the margin from the expiry X stated."""
+    expires_at = _parse_time(state.get("media_expires_at"))
+    return expires_at is not None and expires_at - MEDIA_EXPIRY_MARGIN > datetime.now(UTC)
+
+
+def _expiry(lifetime_seconds: int) -> str:
+    """When media X keeps `lifetime_seconds` from now expire, as the state keeps it."""
+    return (datetime.now(UTC) + timedelta(seconds=lifetime_seconds)).isoformat()
+
+
+def _media_ids_refused(response: httpx.Response) -> bool:
+    """X's 400 to a post naming media ids it does not know (any more): nothing was posted."""
+    return response.status_code == 400 and _MEDIA_IDS_REFUSED in _detail(response).lower()
 
 
 def _reader(body: bytes) -> Callable[[int], Awaitable[bytes]]:

@@ -128,9 +128,15 @@ SPEC = PlatformSpec(
         # than X's `check_after_secs`; the next attempt looks after the next wait.
         poll_interval=timedelta(seconds=1),
         processing_retry=timedelta(seconds=10),
+        # An uploaded, unposted media id is usable for the `expires_after_secs` of X's answer:
+        # 86400 (24 h) in the INIT and simple-upload answers (initialize-media-upload,
+        # upload-media, response examples). X documents no processing limit, so staging waits
+        # as long as its task may (`STAGING_WAIT_SECONDS`), and no delete for an uploaded id.
         unposted_lifetime=timedelta(hours=24),
         accepted_statuses=(200, 201, 202, 204),
         docs=(
+            "https://docs.x.com/x-api/media/initialize-media-upload",
+            "https://docs.x.com/x-api/media/upload-media",
             "https://docs.x.com/x-api/media/append-media-upload",
             "https://docs.x.com/x-api/media/quickstart/media-upload-chunked",
             "https://developer.x.com/en/docs/x-api/v1/media/upload-media/api-reference/post-media-upload-append",
