@@ -22,7 +22,8 @@ Automations (`/automations/`, `prefect/server/events/schemas/automations.py`). P
 open-source server has event triggers only (reactive and proactive, compound, sequence; metric
 triggers are Prefect Cloud's), and they see what flow-run *events* carry: the state name, the
 flow, the tags; not the run's labels. Hence:
-- "publish failed for good": reactive, on `prefect.flow-run.Failed` of the `publish-post` flow.
+- "publish failed for good": reactive, on `prefect.flow-run.Failed` of the `publish-post` flow
+  or of the `stage-media` flow (a media staging failed its target ahead of the instant).
   Only a final failure reaches Failed: a retry is `AwaitingRetry` (a Scheduled state), a crashed
   attempt `Crashed` (its target is released and retried).
 - "run left open (reporter behind)": proactive, for each `publish-post` or
@@ -69,6 +70,8 @@ from tasks.accounts import EXPIRY_WARNING
 from tasks.token_refresh import ACCOUNTS_RESOURCE_ID, EXPIRING_EVENT
 
 PUBLISH_FLOW = "publish-post"
+#: A media staging: when it fails, its target failed for good, ahead of the instant.
+STAGE_FLOW = "stage-media"
 SYNC_FLOW = "sync-analytics"
 SYNC_CHILD_FLOW = "sync-platform-analytics"
 
@@ -138,11 +141,13 @@ def saved_views(*, now: datetime, companies: Mapping[str, str] | None = None) ->
     a platform shows no numbers, nothing to act on), sync coverage (the last day, and per
     window). `companies` maps company id (the `company:` tag) to a display name."""
     failed = ("Failed",)
-    views = [SavedView(f"{VIEW_PREFIX}failed publishes", flows=(PUBLISH_FLOW,), states=failed)]
+    views = [
+        SavedView(f"{VIEW_PREFIX}failed publishes", flows=(PUBLISH_FLOW, STAGE_FLOW), states=failed)
+    ]
     views += [
         SavedView(
             f"{VIEW_PREFIX}failed publishes · platform:{platform.value}",
-            flows=(PUBLISH_FLOW,),
+            flows=(PUBLISH_FLOW, STAGE_FLOW),
             tags=(f"platform:{platform.value}",),
             states=failed,
         )
@@ -151,7 +156,7 @@ def saved_views(*, now: datetime, companies: Mapping[str, str] | None = None) ->
     views += [
         SavedView(
             f"{VIEW_PREFIX}failed publishes · company:{name} ({company_id[:8]})",
-            flows=(PUBLISH_FLOW,),
+            flows=(PUBLISH_FLOW, STAGE_FLOW),
             tags=(f"company:{company_id}",),
             states=failed,
         )
@@ -206,7 +211,8 @@ def automation_definitions(*, webhook_block_id: str | None = None) -> list[dict[
         {
             "name": f"{VIEW_PREFIX}publish failed for good",
             "description": "A publish-post run entered Failed: the target is failed, no retry "
-            "is left. Its tags say the company, platform and post.",
+            "is left; or a stage-media run did: the target failed ahead of its instant (its "
+            "media cannot be posted). Its tags say the company, platform and post.",
             "enabled": True,
             "tags": ["tendsocial"],
             "trigger": {
@@ -214,7 +220,7 @@ def automation_definitions(*, webhook_block_id: str | None = None) -> list[dict[
                 "posture": "Reactive",
                 "expect": ["prefect.flow-run.Failed"],
                 "match": {"prefect.resource.id": "prefect.flow-run.*"},
-                "match_related": _flow_match(PUBLISH_FLOW),
+                "match_related": _flow_match(PUBLISH_FLOW, STAGE_FLOW),
                 "threshold": 1,
                 "within": 0,
             },

@@ -89,6 +89,8 @@ class AttemptKind(StrEnum):
     SYNC_PLATFORM = "sync-platform"
     SWEEP = "sweep"
     TOKEN_REFRESH = "token-refresh"
+    #: A target's media uploaded and processed ahead of its instant (`tasks/staging.py`).
+    STAGE_MEDIA = "stage-media"
 
 
 class RunPhase(StrEnum):

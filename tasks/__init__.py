@@ -3,7 +3,8 @@
 - scheduling a company's posts: the commands (`scheduling`), their checks (`post_validation`),
   the reads (`post_reads`), media registration (`media_registration`), and the one way targets
   go on the queue (`dispatcher`, with fair dispatch);
-- publishing one target (`publishing`); the sweep's decisions (`sweeping`);
+- staging a target's media ahead of its instant (`staging`); publishing one target
+  (`publishing`); the sweep's decisions (`sweeping`);
 - analytics: the sync fan-out (`sync_fanout`), one company × platform (`metrics`), the reads
   (`analytics_reads`);
 - the token lifecycle (`accounts`, `token_refresh`, `account_connect`, `account_servers`) and

@@ -34,13 +34,14 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from models.database import unit_of_work
+from models.outbox import AttemptRecord, LogLine, RunStart, add_run_record, add_run_start
 from models.posts import post_targets, roll_up_post_status
 from models.settings import QueueSettings, StagingSettings
 from models.staging import (
@@ -52,7 +53,13 @@ from models.staging import (
     record_staging_task_names,
     save_staging_state,
 )
-from models.statuses import OPEN_TARGET_STATUSES, AccountStatus, TargetStatus
+from models.statuses import (
+    OPEN_TARGET_STATUSES,
+    AccountStatus,
+    AttemptKind,
+    AttemptOutcome,
+    TargetStatus,
+)
 from models.tables import PublishTarget, ScheduledPost, SocialAccount
 from models.targets import find_target
 from tasks.accounts import fresh_context, refresh_tokens
@@ -78,6 +85,7 @@ log = logging.getLogger(__name__)
 EXPIRY_MARGIN = timedelta(minutes=10)
 #: Kept free at the end of the staging task's dispatch deadline to record its outcome.
 DEADLINE_RESERVE_SECONDS = 30.0
+_DONE = AttemptOutcome.SUCCEEDED
 
 StagingKind = Literal[
     "staged",  # the handles are stored; `staged_until` says until when
@@ -115,6 +123,65 @@ class StagingOutcome:
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class StagingRun:
+    """One claimed staging as a run in Prefect (the `stage-media` flow): its start committed
+    with the claim, its end with its outcome, so the data team sees a staging at work, and a
+    staging that failed its target is a Failed run like a publish that did."""
+
+    job: StagingJob
+    company_id: uuid.UUID
+    started_at: datetime = field(default_factory=_now)
+    run_id: uuid.UUID = field(default_factory=uuid.uuid4)
+
+    @property
+    def name(self) -> str:
+        return f"{self.job.platform} · {str(self.job.scheduled_post_id)[:8]} · staging"
+
+    @property
+    def tags(self) -> list[str]:
+        return [
+            f"company:{self.company_id}",
+            f"platform:{self.job.platform}",
+            f"post:{self.job.scheduled_post_id}",
+        ]
+
+    @property
+    def parameters(self) -> dict[str, Any]:
+        return {
+            "scheduled_post_id": str(self.job.scheduled_post_id),
+            "platform": self.job.platform,
+            "staging_generation": self.job.generation,
+            "final_attempt": self.job.final_attempt,
+        }
+
+    def start(self) -> RunStart:
+        return RunStart(
+            run_id=self.run_id,
+            kind=AttemptKind.STAGE_MEDIA,
+            name=self.name,
+            started_at=self.started_at,
+            tags=self.tags,
+            parameters=self.parameters,
+        )
+
+    def end(self, outcome: AttemptOutcome, message: str) -> AttemptRecord:
+        ended = _now()
+        level = logging.WARNING if outcome != AttemptOutcome.SUCCEEDED else logging.INFO
+        return AttemptRecord(
+            kind=AttemptKind.STAGE_MEDIA,
+            name=self.name,
+            outcome=outcome,
+            started_at=self.started_at,
+            ended_at=ended,
+            tags=self.tags,
+            parameters=self.parameters,
+            message=message,
+            logs=[LogLine(level, message, ended)],
+            run_id=self.run_id,
+        )
 
 
 def staging_lead(platform: str, *, settings: StagingSettings) -> timedelta:
@@ -245,13 +312,17 @@ class MediaStager:
                 lease_seconds=self.settings.lease_seconds,
                 still_staged_after=_now() + EXPIRY_MARGIN,
             )
-        if claimed is None:
+            run = StagingRun(job=job, company_id=claimed.post.company_id) if claimed else None
+            if run is not None:
+                await add_run_start(session, run.start())
+        if claimed is None or run is None:
             return await self._unclaimed(job)
         target = claimed.target
         content = _content(claimed)
         if not content.media or claimed.account.status != AccountStatus.ACTIVE:
             # No media; or an account to reconnect, which the publish attempt reports.
-            await self._finish(target, job, staged_until=None)
+            why = "nothing to stage" if not content.media else "the account needs reconnecting"
+            await self._finish(target, job, staged_until=None, record=run.end(_DONE, why))
             return StagingOutcome(kind="nothing_to_stage", target_id=target.id)
         adapter = self.adapters(target.platform)
         state = PlatformState(
@@ -263,13 +334,13 @@ class MediaStager:
                 adapter=adapter, account=claimed.account, content=content, state=state
             )
         except TimeoutError:
-            return await self._transient(
-                target,
-                job,
-                error=PlatformError("staging ran out of time", code="staging_deadline"),
-            )
+            error = PlatformError("staging ran out of time", code="staging_deadline")
+            return await self._transient(target, job, run=run, error=error)
         except NeedsReconnectError as error:
-            await self._finish(target, job, staged_until=None)
+            why = f"left to the publish attempt, which reports it: {error.message}"
+            await self._finish(
+                target, job, staged_until=None, record=run.end(AttemptOutcome.SUPERSEDED, why)
+            )
             return StagingOutcome(
                 kind="left_to_publish",
                 target_id=target.id,
@@ -277,12 +348,15 @@ class MediaStager:
                 error_message=error.message,
             )
         except PermanentError as error:
-            return await self._fail(target, job, error=error)
+            return await self._fail(target, job, run=run, error=error)
         except PlatformError as error:
             if job.final_attempt and isinstance(error, MediaFetchError):
-                return await self._fail(target, job, error=error)
-            return await self._transient(target, job, error=error)
-        await self._finish(target, job, staged_until=staged_until)
+                return await self._fail(target, job, run=run, error=error)
+            return await self._transient(target, job, run=run, error=error)
+        done = (
+            f"staged until {staged_until:%Y-%m-%d %H:%M}Z" if staged_until else "nothing to stage"
+        )
+        await self._finish(target, job, staged_until=staged_until, record=run.end(_DONE, done))
         kind: StagingKind = "staged" if staged_until is not None else "nothing_to_stage"
         log.info(
             "media staged" if staged_until else "nothing to stage",
@@ -333,19 +407,32 @@ class MediaStager:
             raise PermanentError("the staging lost its target", code="staging_superseded")
 
     async def _finish(
-        self, target: PublishTarget, job: StagingJob, *, staged_until: datetime | None
+        self,
+        target: PublishTarget,
+        job: StagingJob,
+        *,
+        staged_until: datetime | None,
+        record: AttemptRecord,
     ) -> None:
+        """The lease handed back (and `staged_until` stored) with the run's end, in one
+        transaction."""
         async with unit_of_work(self.sessions) as session:
             await finish_staging(
                 session, target_id=target.id, generation=job.generation, staged_until=staged_until
             )
+            await add_run_record(session, record)
 
     async def _transient(
-        self, target: PublishTarget, job: StagingJob, *, error: PlatformError
+        self, target: PublishTarget, job: StagingJob, *, run: StagingRun, error: PlatformError
     ) -> StagingOutcome:
         """Hand the lease back; retried by the queue, or, its retries spent, left to the
         publish attempt at the instant."""
-        await self._finish(target, job, staged_until=None)
+        if job.final_attempt:
+            why = f"retries spent; the publish attempt uploads at the instant: {error.message}"
+            record = run.end(AttemptOutcome.SUPERSEDED, why)
+        else:
+            record = run.end(AttemptOutcome.RETRYING, error.message)
+        await self._finish(target, job, staged_until=None, record=record)
         log.warning(
             "staging did not finish: %s",
             error.message,
@@ -359,24 +446,28 @@ class MediaStager:
         )
 
     async def _fail(
-        self, target: PublishTarget, job: StagingJob, *, error: PlatformError
+        self, target: PublishTarget, job: StagingJob, *, run: StagingRun, error: PlatformError
     ) -> StagingOutcome:
         """Fail the target now, before its instant, with the error's code and reason."""
-        if error.code == "staging_superseded":
-            return StagingOutcome(kind="skipped", target_id=target.id)
         code = error.code or "media_staging_failed"
         message = f"media staging failed: {error.message}"
         async with unit_of_work(self.sessions) as session:
-            failed = await fail_staged_target(
-                session,
-                target_id=target.id,
-                generation=job.generation,
-                error_code=code,
-                message=message,
-                raw=_raw(error.raw),
-            )
+            failed = None
+            if code != "staging_superseded":
+                failed = await fail_staged_target(
+                    session,
+                    target_id=target.id,
+                    generation=job.generation,
+                    error_code=code,
+                    message=message,
+                    raw=_raw(error.raw),
+                )
             if failed is not None:
                 await roll_up_post_status(session, target.scheduled_post_id)
+                await add_run_record(session, run.end(AttemptOutcome.FAILED, message))
+            else:
+                why = "the target was cancelled, published or staged again meanwhile"
+                await add_run_record(session, run.end(AttemptOutcome.SUPERSEDED, why))
         if failed is None:
             return StagingOutcome(kind="skipped", target_id=target.id)
         log.warning(

@@ -25,6 +25,7 @@ FLOW_NAMES: dict[AttemptKind, str] = {
     AttemptKind.SYNC_PLATFORM: "sync-platform-analytics",
     AttemptKind.SWEEP: "enqueue-due-posts",
     AttemptKind.TOKEN_REFRESH: "refresh-expiring-tokens",
+    AttemptKind.STAGE_MEDIA: "stage-media",
 }
 
 #: The Prefect state type of each final outcome (`RETRYING` is a SCHEDULED state by name).

@@ -183,7 +183,7 @@ async def test_processing_error_fails_for_good_with_metas_reason(sandbox, http) 
     assert await fb.reconcile(account=acc, content=content, state=again) is None
     with pytest.raises(PermanentError) as caught:
         await fb.publish(account=acc, content=content, state=again)
-    assert caught.value.code == "video_processing_failed"
+    assert caught.value.code == "media_processing_failed"
     assert caught.value.message == (
         "Facebook could not process the video: There was a problem uploading your video file. "
         "Please try again with another file."

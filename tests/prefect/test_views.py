@@ -22,6 +22,7 @@ from sqlalchemy.engine import URL
 from deployments.prefect_views import (
     ALERT_BLOCK_NAME,
     PUBLISH_FLOW,
+    STAGE_FLOW,
     VIEW_PREFIX,
     WINDOW_VIEW_PREFIX,
     apply_views,
@@ -129,7 +130,8 @@ def test_applying_twice_leaves_one_of_each_and_the_filters_select_their_runs(
     failed_alert = next(a for a in automations if a["name"].endswith("publish failed for good"))
     trigger = failed_alert["trigger"]
     assert (trigger["posture"], trigger["expect"]) == ("Reactive", ["prefect.flow-run.Failed"])
-    assert trigger["match_related"]["prefect.resource.name"] == [PUBLISH_FLOW]
+    # A staging that fails its target ahead of the instant is as final as a failed publish.
+    assert trigger["match_related"]["prefect.resource.name"] == [PUBLISH_FLOW, STAGE_FLOW]
     assert [action["type"] for action in failed_alert["actions"]] == ["do-nothing"]
     open_alert = next(a for a in automations if a["name"].endswith("(reporter behind)"))
     assert open_alert["trigger"]["posture"] == "Proactive"

@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from models.database import async_session_factory
 from models.settings import QueueSettings, StagingSettings
-from models.tables import PublishTarget
+from models.tables import PublishTarget, RunRecord
 from tasks.egress import MediaPolicy
 from tasks.scheduling import Scheduler
 from tasks.staging import staging_lead
@@ -93,6 +93,17 @@ def _set(db: Engine, post_id: str, **values: Any) -> None:
         )
 
 
+def _staging_runs(db: Engine, post_id: str) -> list[tuple[str, str | None, str | None]]:
+    """The post's `stage-media` run records: (phase, outcome, message), oldest first."""
+    with Session(db) as session:
+        rows = session.execute(
+            select(RunRecord.phase, RunRecord.outcome, RunRecord.state_message)
+            .where(RunRecord.kind == "stage-media", RunRecord.tags.contains([f"post:{post_id}"]))
+            .order_by(RunRecord.sequence)
+        )
+        return [tuple(row) for row in rows]
+
+
 def _strings(value: Any) -> set[str]:
     """Every id-like string in a platform state (media ids, URNs, blob CIDs)."""
     if isinstance(value, dict):
@@ -156,6 +167,10 @@ def test_staged_media_go_out_at_the_instant_without_being_fetched_again(
     assert target.staged_until > instant  # staged within the lead: still held at the instant
     assert publish_stack.sandbox.media_fetches(name) == 1
     assert _ours(publish_stack, platform, content) == []  # staging never posts
+    # A run in Prefect: opened with the claim, ended with the outcome.
+    (start, end) = _staging_runs(db, post_id)
+    assert start[0] == "start" and end[:2] == ("end", "succeeded")
+    assert end[2] is not None and end[2].startswith("staged until")
 
     # A second delivery of the same staging task finds the media staged: nothing again.
     again = publish_stack.deliver(publish_stack.staging_task_for(post_id, platform))
@@ -241,6 +256,9 @@ def test_media_that_cannot_be_staged_fail_the_target_before_its_instant_and_retr
     with publish_stack.client(tenant.api_key) as http:
         post = http.get(f"/api/social-posts/{post_id}").json()
     assert post["status"] == "failed"  # visible an hour ahead of the instant
+    # In Prefect: a retrying run, then a failed one (the "publish failed for good" alert's).
+    outcomes = [outcome for phase, outcome, _ in _staging_runs(db, post_id) if phase == "end"]
+    assert outcomes == ["retrying", "failed"]
     # The publish task, when it comes, finds the target settled and posts nothing.
     settled = publish_stack.deliver(publish_stack.task_for(post_id, "mastodon"))
     assert settled.json()["outcome"] == "settled"

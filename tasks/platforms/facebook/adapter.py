@@ -456,7 +456,7 @@ class FacebookAdapter(GraphAdapter):
         if video_status in VIDEO_FAILED or publishing_status == "error":
             raise PermanentError(
                 f"Facebook could not process the video: {_video_error(status)}",
-                code="video_processing_failed",
+                code="media_processing_failed",
                 raw=body,
             )
         if video_status != VIDEO_READY or publishing_status != "complete":
@@ -492,7 +492,7 @@ class FacebookAdapter(GraphAdapter):
         try:
             return await self._video_outcome(graph, account, state, str(video_id))
         except PermanentError as exc:
-            if exc.code == "video_processing_failed":
+            if exc.code == "media_processing_failed":
                 return None
             raise lookup_failed(exc, what=f"video {video_id}") from exc
 
