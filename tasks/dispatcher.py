@@ -40,7 +40,7 @@ from models.statuses import TargetStatus
 from models.tables import PublishTarget, ScheduledPost
 from tasks.cloud_tasks import TaskSpec
 from tasks.errors import NotFoundError
-from tasks.task_specs import Enqueuer, publish_task_spec
+from tasks.task_specs import Enqueuer, enqueue_each, publish_task_spec
 
 log = logging.getLogger(__name__)
 
@@ -127,22 +127,7 @@ class TargetDispatcher(Enqueuer[SchedulingSettings]):
             )
             for t in targets
         }
-        results = await asyncio.gather(
-            *(self.queue.enqueue(spec) for spec in specs.values()), return_exceptions=True
-        )
-        names: dict[uuid.UUID, str] = {}
-        for target_id, result in zip(specs, results, strict=True):
-            if isinstance(result, BaseException):
-                log.warning(
-                    "enqueue failed; the sweeper will retry",
-                    extra={
-                        "post_id": str(post_id),
-                        "target_id": str(target_id),
-                        "error": type(result).__name__,
-                    },
-                )
-            else:
-                names[target_id] = result
+        names = await enqueue_each(self.queue, specs, what=f"publish (post {post_id})")
         if names:
             async with unit_of_work(self.sessions) as session:
                 await record_task_names(session, post_id=post_id, names=names)

@@ -33,7 +33,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -77,7 +77,7 @@ from tasks.platforms.base import (
     TokenExpiredError,
 )
 from tasks.platforms.specs import platform_spec
-from tasks.task_specs import Enqueuer, staging_task_spec
+from tasks.task_specs import Enqueuer, enqueue_each, staging_task_spec
 
 log = logging.getLogger(__name__)
 
@@ -227,7 +227,7 @@ class StagingDispatcher(Enqueuer[StagingSettings]):
         return await self.enqueue(post, targets, horizon=horizon)
 
     async def enqueue(
-        self, post: ScheduledPost, targets: Iterable[PublishTarget], *, horizon: datetime
+        self, post: ScheduledPost, targets: Sequence[PublishTarget], *, horizon: datetime
     ) -> int:
         """Each target's staging task at its staging time (within the queue's horizon)."""
         when = {t.id: self.staging_time(post, t) for t in targets}
@@ -246,33 +246,23 @@ class StagingDispatcher(Enqueuer[StagingSettings]):
         run_at: Mapping[uuid.UUID, datetime | None],
         discard: bool = False,
     ) -> int:
-        wanted = list(targets)
-        specs = [
-            staging_task_spec(
+        specs = {
+            t.id: staging_task_spec(
                 target=t,
                 run_at=run_at.get(t.id),
                 webhook=self.webhook,
                 queues=self.queues,
                 discard=discard,
             )
-            for t in wanted
-        ]
-        results = await asyncio.gather(
-            *(self.queue.enqueue(spec) for spec in specs), return_exceptions=True
-        )
-        names: dict[uuid.UUID, str] = {}
-        for target, result in zip(wanted, results, strict=True):
-            if isinstance(result, BaseException):
-                log.warning(
-                    "staging enqueue failed; the sweeper will retry",
-                    extra={"target_id": str(target.id), "error": type(result).__name__},
-                )
-            elif not discard:
-                names[target.id] = result
+            for t in targets
+        }
+        names = await enqueue_each(self.queue, specs, what="discard" if discard else "staging")
+        if discard:
+            return len(names)
         if names:
             async with unit_of_work(self.sessions) as session:
                 await record_staging_task_names(session, names=names)
-        return len(names) if not discard else len(wanted)
+        return len(names)
 
 
 # --------------------------------------------------------------------------- running

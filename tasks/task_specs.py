@@ -8,8 +8,11 @@ name, so the tombstone Cloud Tasks keeps of the old task cannot block it.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import logging
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Generic, TypeVar
@@ -25,6 +28,8 @@ STAGE_PATH = "/api/jobs/stage-media"
 SYNC_CHILD_PATH = "/api/jobs/sync-analytics/platform"
 
 SettingsT = TypeVar("SettingsT")
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +76,28 @@ class WebhookTarget:
             oidc_audience=self.oidc_audience,
             dispatch_deadline_seconds=dispatch_deadline_seconds,
         )
+
+
+async def enqueue_each(
+    queue: TaskQueue, specs: Mapping[uuid.UUID, TaskSpec], *, what: str
+) -> dict[uuid.UUID, str]:
+    """Create every row's task concurrently; the names of those created, by row id. A queue
+    outage is logged, not raised: the rows stay without a task name and the sweep enqueues
+    them later."""
+    results = await asyncio.gather(
+        *(queue.enqueue(spec) for spec in specs.values()), return_exceptions=True
+    )
+    names: dict[uuid.UUID, str] = {}
+    for row_id, result in zip(specs, results, strict=True):
+        if isinstance(result, BaseException):
+            log.warning(
+                "%s enqueue failed; the sweeper will retry",
+                what,
+                extra={"target_id": str(row_id), "error": type(result).__name__},
+            )
+        else:
+            names[row_id] = result
+    return names
 
 
 class Enqueuer(Generic[SettingsT]):
