@@ -12,6 +12,7 @@ import time
 
 import httpx
 import pytest
+from python_multipart.multipart import MultipartParser, parse_options_header
 
 from models.settings import MediaSettings
 from tasks.egress import MediaFetchError, MediaPolicy
@@ -253,3 +254,43 @@ def test_a_range_answer_from_elsewhere_in_the_file_is_refused() -> None:
     assert _range_total("bytes 0-299/300", offset=100) is None
     assert _range_total("bytes 100-299/*", offset=100) is None
     assert _range_total("items 100-299/300", offset=100) is None
+
+
+async def test_a_body_streams_into_a_multipart_form_whole_and_with_its_length(
+    media_host: Served, dev_policy: MediaPolicy
+) -> None:
+    """`MediaStream.as_form_file`: what Mastodon's `POST /api/v2/media` receives, parsed back
+    by python-multipart (Starlette's own form parser): the one file field, byte for byte, with
+    the Content-Length the request announces."""
+    video = MediaLimits(max_bytes=1_000_000, mime_types=frozenset({"video/mp4"}))
+    async with open_media(media_host.url("/clip.mp4"), policy=dev_policy, limits=video) as stream:
+        headers, body = stream.as_form_file(field="file", filename="media")
+        sent = b"".join([chunk async for chunk in body])
+    assert int(headers["Content-Length"]) == len(sent)
+    content_type, options = parse_options_header(headers["Content-Type"])
+    assert content_type == b"multipart/form-data"
+    parts: list[dict[str, bytes]] = []
+
+    def on_part_begin() -> None:
+        parts.append({"headers": b"", "data": b""})
+
+    def on_header_value(data: bytes, start: int, end: int) -> None:
+        parts[-1]["headers"] += data[start:end] + b"\n"
+
+    def on_part_data(data: bytes, start: int, end: int) -> None:
+        parts[-1]["data"] += data[start:end]
+
+    parser = MultipartParser(
+        options[b"boundary"],
+        callbacks={
+            "on_part_begin": on_part_begin,
+            "on_header_value": on_header_value,
+            "on_part_data": on_part_data,
+        },
+    )
+    parser.write(sent)
+    parser.finalize()
+    (part,) = parts
+    assert part["data"] == CLIP
+    assert b'form-data; name="file"; filename="media"' in part["headers"]
+    assert b"video/mp4" in part["headers"]

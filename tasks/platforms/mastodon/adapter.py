@@ -12,6 +12,7 @@ methods/statuses/#source); an older instance's 404 leaves the rendered compariso
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import html
 import logging
 import re
@@ -24,7 +25,7 @@ from typing import Any, ClassVar
 import httpx
 
 from tasks.egress import MediaPolicy
-from tasks.media import FetchedMedia, fetch_platform_media
+from tasks.media import MediaLimits, MediaStream, fetch_deadline, open_media
 from tasks.platforms.base import (
     STAGING_WAIT_SECONDS,
     AccountContext,
@@ -374,13 +375,26 @@ class MastodonAdapter(AdapterBase):
                 return stored
             if await self._all_processed(account, stored, deadline=deadline, state=state):
                 return stored
-        fetched = await fetch_platform_media(
-            [(item.url, item.mime_type) for item in content.media],
-            platform=self.platform,
-            policy=self.media_policy,
-        )
         uploaded_at = _now()
-        uploaded = [await self._upload(account=account, media=media) for media in fetched]
+        # Every file is opened (reached, its status, type and declared size checked) before
+        # the first is uploaded, so one that cannot be fetched stops them all; then each
+        # streams into its upload. One deadline for them all (the staging's when staging).
+        fetch_until = fetch_deadline(self.media_policy)
+        async with contextlib.AsyncExitStack() as opened:
+            streams = [
+                await opened.enter_async_context(
+                    open_media(
+                        item.url,
+                        policy=self.media_policy,
+                        limits=MediaLimits.for_platform(
+                            self.platform, item.mime_type, buffered=False
+                        ),
+                        deadline=fetch_until,
+                    )
+                )
+                for item in content.media
+            ]
+            uploaded = [await self._upload(account=account, stream=s) for s in streams]
         media_ids = [media_id for media_id, _ in uploaded]
         await state.save(
             media_ids=media_ids, media_processed=None, media_uploaded_at=uploaded_at.isoformat()
@@ -445,15 +459,18 @@ class MastodonAdapter(AdapterBase):
             sleep=self._sleep,
         )
 
-    async def _upload(self, *, account: AccountContext, media: FetchedMedia) -> tuple[str, bool]:
-        """`POST /api/v2/media`: 200 when processed at once, 202 with `url: null` while the
-        instance processes it (docs.joinmastodon.org/methods/media/#v2). Returns (id, still
-        processing)."""
+    async def _upload(self, *, account: AccountContext, stream: MediaStream) -> tuple[str, bool]:
+        """`POST /api/v2/media` (multipart `file`): 200 when processed at once, 202 with
+        `url: null` while the instance processes it (docs.joinmastodon.org/methods/media/#v2).
+        The file streams from its origin into the form as it is read
+        (`MediaStream.as_form_file`), so a 99 MiB video costs one chunk of memory, not two
+        copies. Returns (id, still processing)."""
+        form_headers, body = stream.as_form_file(field="file", filename="media")
         try:
             response = await self.http.post(
                 f"{self._base(account)}/api/v2/media",
-                files={"file": ("media", media.content, media.mime_type)},
-                headers=self._auth(account),
+                content=body,
+                headers={**self._auth(account), **form_headers},
             )
         except httpx.HTTPError as exc:
             raise TransientError(f"Mastodon media upload failed in transit: {exc!r}") from exc
