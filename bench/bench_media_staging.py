@@ -43,6 +43,9 @@ What the sandbox does not play: the media and the uploads cross the loopback at 
 and only Mastodon's processing is set (X's sandbox processes any video in 1 s, LinkedIn's at
 once, Instagram's containers are ready after 0.3 s and never fetch the file), so the unstaged
 figures are what the upload and processing cost with no network in between: a lower bound.
+`--origin-mbps N` serves the media at N Mbit/s (the sandbox's `rate`), an origin behind a real
+network: then a publish attempt's 15 s fetch deadline cuts a large video short, and the next
+attempt resumes it after the queue's backoff, as in production.
 """
 
 from __future__ import annotations
@@ -188,9 +191,18 @@ def queue_settings(mode: Mode, emulator: str) -> QueueSettings:
 
 
 # --------------------------------------------------------------------------- the run
-def schedule(app: App, tenant: Tenant, post: Post, *, sandbox: SandboxHandle, ahead: float) -> None:
-    """Register the post's video (its own name, so fetches are told apart) and schedule it
-    `ahead` seconds from now, through the mode's app."""
+def schedule(
+    app: App,
+    tenant: Tenant,
+    post: Post,
+    *,
+    sandbox: SandboxHandle,
+    ahead: float,
+    origin_rate: float | None,
+) -> None:
+    """Register the post's video (its own name, so fetches are told apart; served at
+    `origin_rate` bytes per second, or as fast as the loopback goes) and schedule it `ahead`
+    seconds from now, through the mode's app."""
     name = f"{post.mode}-{post.scenario.platform}.mp4"
     with clients.client(
         base_url=app.process.url, headers={"Authorization": f"Bearer {tenant.api_key}"}, timeout=60
@@ -198,7 +210,8 @@ def schedule(app: App, tenant: Tenant, post: Post, *, sandbox: SandboxHandle, ah
         asset = api.post(
             "/api/media-assets",
             json={
-                "url": f"{sandbox.media_url(name)}?size={post.scenario.size}",
+                "url": f"{sandbox.media_url(name)}?size={post.scenario.size}"
+                + (f"&rate={origin_rate:.0f}" if origin_rate else ""),
                 "mimeType": "video/mp4",
                 "sizeBytes": post.scenario.size,
             },
@@ -300,7 +313,14 @@ def _run_posts(
         now = time.monotonic()
         for post in posts:
             if post.post_id is None and now >= post.due_to_schedule:
-                schedule(apps[post.mode], tenant, post, sandbox=sandbox, ahead=args.ahead)
+                schedule(
+                    apps[post.mode],
+                    tenant,
+                    post,
+                    sandbox=sandbox,
+                    ahead=args.ahead,
+                    origin_rate=args.origin_mbps * 125_000 if args.origin_mbps else None,
+                )
                 assert post.scheduled_at is not None
                 _say(f"scheduled {post.mode:<8} {post.scenario.label} for {post.scheduled_at:%T}")
         for app in apps.values():
@@ -473,6 +493,12 @@ def main() -> None:
     parser.add_argument("--small", action="store_true", help="files /10, 60 s ahead, 8 s gap")
     parser.add_argument("--gap", type=float, default=None, help="seconds between posts (20)")
     parser.add_argument("--processing-seconds", type=float, default=20.0, help="Mastodon's")
+    parser.add_argument(
+        "--origin-mbps",
+        type=float,
+        default=0.0,
+        help="the media origin's speed in Mbit/s (0: as fast as the loopback goes)",
+    )
     parser.add_argument(
         "--settle", type=float, default=240.0, help="most seconds to wait after the last instant"
     )

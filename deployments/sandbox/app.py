@@ -22,11 +22,12 @@ import importlib
 import json
 import logging
 import re
+import time
 from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Response
+from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -101,10 +102,11 @@ def sandbox_media(name: str, *, size: int | None = None) -> tuple[bytes, str]:
     return TINY_JPEG, "image/jpeg"
 
 
-def streamed_video(total: int, *, range_header: str | None) -> Response:
+def streamed_video(total: int, *, range_header: str | None, rate: float | None = None) -> Response:
     """A large generated MP4, sent as generated: 200 with the whole file, or 206 from byte N
     for `Range: bytes=N-` (`Content-Range: bytes N-last/total`, RFC 9110 §14.4), 416 for an N
-    past the end (§15.5.17). Any other range form is ignored: the whole file (§14.2)."""
+    past the end (§15.5.17). Any other range form is ignored: the whole file (§14.2). `rate`
+    (bytes per second) plays an origin behind a network of that speed."""
     matched = _BYTE_RANGE_FROM.fullmatch((range_header or "").strip())
     start = int(matched.group(1)) if matched else 0
     headers = {"Accept-Ranges": "bytes"}
@@ -112,8 +114,13 @@ def streamed_video(total: int, *, range_header: str | None) -> Response:
         return Response(status_code=416, headers={**headers, "Content-Range": f"bytes */{total}"})
 
     async def blocks() -> AsyncIterator[bytes]:
+        started, sent = time.monotonic(), 0
         for block in sandbox_video_blocks(total, start=start):
             yield block
+            sent += len(block)
+            if rate:
+                # The slow network being played, not a test's wait.
+                await asyncio.sleep(max(0.0, started + sent / rate - time.monotonic()))
 
     headers["Content-Length"] = str(total - start)
     if matched:
@@ -245,20 +252,23 @@ def _control_router() -> APIRouter:
         status: int = 200,
         size: int | None = None,
         drip: float | None = None,
+        rate: Annotated[float | None, Query(gt=0)] = None,
         range_header: Annotated[str | None, Header(alias="Range")] = None,
         state: SandboxState = Depends(get_sandbox),
     ) -> Response:
         """Test media served by name: `*.mp4` an MP4 (`size` bytes, default 64 KiB; over
         `STREAMED_VIDEO_BYTES` streamed as generated, `Range: bytes=N-` honoured), `*.gif` a
         GIF, anything else the tiny JPEG. `status` answers that status without a body (a
-        missing file); `drip` sends the file one byte every `drip` seconds (a slow server)."""
+        missing file); `drip` sends the file one byte every `drip` seconds (a slow server);
+        `rate` sends a streamed MP4 at that many bytes per second (a network of that speed)."""
         async with state.lock:
             fetches = state.platform_extra("media").setdefault("fetches", {})
             fetches[name] = fetches.get(name, 0) + 1
         if status != 200:
             return Response(b"not here", status_code=status, media_type="text/plain")
-        if name.endswith(".mp4") and drip is None and video_bytes(size) > STREAMED_VIDEO_BYTES:
-            return streamed_video(video_bytes(size), range_header=range_header)
+        large = video_bytes(size) > STREAMED_VIDEO_BYTES
+        if name.endswith(".mp4") and drip is None and (large or rate):
+            return streamed_video(video_bytes(size), range_header=range_header, rate=rate)
         body, media_type = sandbox_media(name, size=size)
         if drip is None:
             return Response(body, media_type=media_type)
