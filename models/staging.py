@@ -76,11 +76,7 @@ async def claim_staging(
                 PublishTarget.staged_until <= still_staged_after,
             ),
         )
-        .values(
-            staging_lease_expires_at=_now + timedelta(seconds=lease_seconds),
-            staged_until=None,
-            staged_at=None,
-        )
+        .values(staging_lease_expires_at=_now + timedelta(seconds=lease_seconds))
         .returning(PublishTarget)
         .execution_options(synchronize_session=False)
     )
@@ -124,17 +120,21 @@ async def finish_staging(
     target_id: uuid.UUID,
     generation: int,
     staged_until: datetime | None,
+    release_only: bool = False,
 ) -> bool:
-    """The lease handed back; `staged_until` set when there was something to stage."""
+    """The lease handed back, with `staged_until` (None: nothing was staged); `release_only`
+    hands the lease back and leaves what an earlier staging stored as it was (a staging that
+    did not finish)."""
+    values: dict[str, Any] = {"staging_lease_expires_at": None, "updated_at": _now}
+    if not release_only:
+        values |= {
+            "staged_until": staged_until,
+            "staged_at": _now if staged_until is not None else None,
+        }
     done = await session.scalar(
         update(PublishTarget)
         .where(_open_under(target_id, generation))
-        .values(
-            staging_lease_expires_at=None,
-            staged_until=staged_until,
-            staged_at=_now if staged_until is not None else None,
-            updated_at=_now,
-        )
+        .values(**values)
         .returning(PublishTarget.id)
     )
     return done is not None

@@ -205,6 +205,7 @@ class StagingDispatcher(Enqueuer[StagingSettings]):
         return at if at > _now() else None
 
     def wants_staging(self, post: ScheduledPost, target: PublishTarget) -> bool:
+        """Staging on, the post has media and is still ahead, the target open."""
         return (
             self.settings.enabled
             and bool(post.media_asset_ids)
@@ -220,18 +221,18 @@ class StagingDispatcher(Enqueuer[StagingSettings]):
             if post is None:
                 return 0
             targets = [
-                t
-                for t in await post_targets(session, post_id)
-                if self.wants_staging(post, t) and t.staging_task_name is None
+                t for t in await post_targets(session, post_id) if t.staging_task_name is None
             ]
         return await self.enqueue(post, targets, horizon=horizon)
 
     async def enqueue(
         self, post: ScheduledPost, targets: Sequence[PublishTarget], *, horizon: datetime
     ) -> int:
-        """Each target's staging task at its staging time (within the queue's horizon)."""
-        when = {t.id: self.staging_time(post, t) for t in targets}
-        due = [t for t in targets if (when[t.id] or _now()) <= horizon]
+        """Each target's staging task at its staging time (within the queue's horizon), for
+        the targets that want one: staging on, the post has media and is still ahead."""
+        wanted = [t for t in targets if self.wants_staging(post, t)]
+        when = {t.id: self.staging_time(post, t) for t in wanted}
+        due = [t for t in wanted if (when[t.id] or _now()) <= horizon]
         return await self._enqueue_all(due, run_at=when)
 
     async def enqueue_discards(self, targets: Iterable[PublishTarget]) -> int:
@@ -312,7 +313,13 @@ class MediaStager:
         if not content.media or claimed.account.status != AccountStatus.ACTIVE:
             # No media; or an account to reconnect, which the publish attempt reports.
             why = "nothing to stage" if not content.media else "the account needs reconnecting"
-            await self._finish(target, job, staged_until=None, record=run.end(_DONE, why))
+            await self._finish(
+                target,
+                job,
+                staged_until=None,
+                record=run.end(_DONE, why),
+                release_only=bool(content.media),
+            )
             return StagingOutcome(kind="nothing_to_stage", target_id=target.id)
         adapter = self.adapters(target.platform)
         state = PlatformState(
@@ -329,7 +336,11 @@ class MediaStager:
         except NeedsReconnectError as error:
             why = f"left to the publish attempt, which reports it: {error.message}"
             await self._finish(
-                target, job, staged_until=None, record=run.end(AttemptOutcome.SUPERSEDED, why)
+                target,
+                job,
+                staged_until=None,
+                record=run.end(AttemptOutcome.SUPERSEDED, why),
+                release_only=True,
             )
             return StagingOutcome(
                 kind="left_to_publish",
@@ -403,12 +414,17 @@ class MediaStager:
         *,
         staged_until: datetime | None,
         record: AttemptRecord,
+        release_only: bool = False,
     ) -> None:
-        """The lease handed back (and `staged_until` stored) with the run's end, in one
-        transaction."""
+        """The lease handed back (and `staged_until` stored, unless `release_only`) with the
+        run's end, in one transaction."""
         async with unit_of_work(self.sessions) as session:
             await finish_staging(
-                session, target_id=target.id, generation=job.generation, staged_until=staged_until
+                session,
+                target_id=target.id,
+                generation=job.generation,
+                staged_until=staged_until,
+                release_only=release_only,
             )
             await add_run_record(session, record)
 
@@ -422,7 +438,7 @@ class MediaStager:
             record = run.end(AttemptOutcome.SUPERSEDED, why)
         else:
             record = run.end(AttemptOutcome.RETRYING, error.message)
-        await self._finish(target, job, staged_until=None, record=record)
+        await self._finish(target, job, staged_until=None, record=record, release_only=True)
         log.warning(
             "staging did not finish: %s",
             error.message,

@@ -140,10 +140,15 @@ def test_a_media_post_is_staged_on_its_own_queue_its_lead_ahead_of_the_instant(
     assert publish_stack.staging_task_for(soon, "x").schedule_time is None
 
 
-def test_a_post_without_media_gets_no_staging_task(
-    publish_stack: PublishStack, tenant: Tenant
+def test_a_post_without_media_gets_no_staging_task_not_even_when_retried(
+    publish_stack: PublishStack, tenant: Tenant, db: Engine
 ) -> None:
     post_id, _, _ = _schedule(publish_stack, tenant, "x", media=[], ahead=timedelta(hours=1))
+    with pytest.raises(AssertionError, match="no staging task"):
+        publish_stack.staging_task_for(post_id, "x")
+    _set(db, post_id, status="failed")
+    with publish_stack.client(tenant.api_key) as http:
+        assert http.post(f"/api/social-posts/{post_id}/retry", json={}).status_code == 200
     with pytest.raises(AssertionError, match="no staging task"):
         publish_stack.staging_task_for(post_id, "x")
 
