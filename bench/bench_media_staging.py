@@ -1,4 +1,4 @@
-"""Large media posted at their instant: staged ahead (issue 26) beside the same posts without
+"""Large media posted at their instant: staged ahead beside the same posts without
 staging, through the emulator path — one run, side by side.
 
     .venv/bin/python bench/bench_media_staging.py [--ahead 600] [--small] [--gap 20]

@@ -7,8 +7,9 @@ Starts `tendsocial dev` on free ports with a data folder of its own (a temporary
 analytics sync the Cloud Scheduler way, applies the data team's views, waits until the reporter
 has shipped every run and the sync's table artifacts to Prefect (polling Prefect's API, `POST
 /api/flow_runs/filter` and `POST /api/artifacts/filter`), then photographs the Prefect UI (the
-publish runs, a failed run, the sync's graph, its children with LinkedIn's "Not available", its
-table artifact, a saved filter, the deployments) and the demo's terminal output, draws the
+publish runs, one post's staging and publish runs, a failed staging, the sync's graph, its
+children with LinkedIn's "Not available", its table artifact, a saved filter, the deployments)
+and the demo's terminal output, draws the
 metrics chart on the same stack (`metrics_chart.py`; `--no-chart` skips it), and stops the stack
 with SIGINT (what Ctrl-C does). Needs `chromium` on the PATH (Debian: `apt-get install -y
 chromium fonts-noto-color-emoji`, the latter for the demo's ✅/❌).
@@ -243,9 +244,11 @@ def run_the_demos(stack: Stack) -> dict[str, Any]:
     run_cli("flows", "views", "apply", env=env | {"PREFECT_API_URL": f"{prefect.ui_url}/api"})
 
     post_id = re.search(r"tag=post:([0-9a-f-]{36})", failing).group(1)  # type: ignore[union-attr]
+    # Its media staged on each platform (Instagram's staging fails the target ahead of the
+    # instant), then LinkedIn's and X's publish: 5 runs.
     failed_post = wait_for(
-        "the failing demo's 3 runs",
-        lambda: prefect.settled(prefect.runs(tags={"all_": [f"post:{post_id}"]}), 3),
+        "the failing demo's 5 runs",
+        lambda: prefect.settled(prefect.runs(tags={"all_": [f"post:{post_id}"]}), 5),
         timeout=120,
     )
     wait_for(
@@ -289,7 +292,12 @@ def run_the_demos(stack: Stack) -> dict[str, Any]:
         raise SystemExit(f"the LinkedIn child is {linkedin['state_name']}, not Not available")
     return {
         "failing": failing,
-        "instagram": next(r for r in failed_post if "platform:instagram" in r["tags"]),
+        "post_id": post_id,
+        "instagram": next(
+            r
+            for r in failed_post
+            if "platform:instagram" in r["tags"] and r["state_type"] == "FAILED"
+        ),
         "parent": parent,
         "sync_table": sync_table,
         "window": next(t for t in parent["tags"] if t.startswith("sync-window:")),
@@ -318,12 +326,19 @@ def take(out: Path, *, budget_ms: int, chart: bool) -> None:
         instagram, parent = ran["instagram"], ran["parent"]
         run_name = instagram["name"]
         shots = [
-            (f"{ui}/runs?flow={publish_flow}", "prefect-runs.png", "1440,1290", run_name),
+            (f"{ui}/runs?flow={publish_flow}", "prefect-runs.png", "1440,1290", "publish-post"),
+            # One post's runs: each platform's media staged ahead, then its publish.
+            (
+                f"{ui}/runs?tag=post:{ran['post_id']}",
+                "prefect-post-runs.png",
+                "1440,760",
+                run_name,
+            ),
             (
                 f"{ui}/runs/flow-run/{instagram['id']}",
                 "prefect-publish-run.png",
                 "1440,900",
-                "step ",
+                "media staging failed",
             ),
             (f"{ui}/runs/flow-run/{parent['id']}", "prefect-sync-run.png", "1440,860", "child job"),
             # The sync's children listed with their states: LinkedIn's is "Not available".
@@ -337,7 +352,8 @@ def take(out: Path, *, budget_ms: int, chart: bool) -> None:
                 "r_member_social",
             ),
             (
-                f"{ui}/runs?flow={publish_flow}&tag=platform:instagram&state=Failed"
+                f"{ui}/runs?flow={publish_flow}&flow={prefect.flow_id('stage-media')}"
+                "&tag=platform:instagram&state=Failed"
                 "&type=span&seconds=-604800",  # = the saved filter of failed Instagram publishes
                 "prefect-saved-filter.png",
                 "1440,900",

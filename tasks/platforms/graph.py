@@ -646,6 +646,16 @@ class ContainerAdapter(GraphAdapter):
         if ready:
             started = state.get("publish_started_at") or datetime.now(UTC).isoformat()
             await state.save(container_ready=False, publish_started_at=started)
+            try:
+                return await self._publish_container(
+                    graph, account, state, str(container_id), ready=True
+                )
+            except PermanentError as exc:
+                # Meta refused the staged container outright (an explicit 4xx: nothing went
+                # out), e.g. one it no longer knows: make it again, once, and publish that.
+                logger.info("%s staged container refused (%s); making it again", self.platform, exc)
+                await self._drop_containers(state)
+                container_id = None
         elif container_id:
             found = await self._reuse_checkpoint(graph, account, content, state, container_id)
             if isinstance(found, PublishResult):
@@ -657,7 +667,19 @@ class ContainerAdapter(GraphAdapter):
                 made = await self._carousel(graph, account, state, children, deadline=deadline)
                 params = {**params, "children": made}
             container_id = await self._create_container(graph, account, state, params)
+        return await self._publish_container(graph, account, state, container_id, ready=False)
 
+    async def _publish_container(
+        self,
+        graph: GraphClient,
+        account: AccountContext,
+        state: PlatformState,
+        container_id: str,
+        *,
+        ready: bool,
+    ) -> PublishResult:
+        """The one publish call for `container_id` (waiting until it is FINISHED first, unless
+        `ready`); a container not ready yet is looked at again a few times."""
         for attempt in range(self.not_ready_retries + 1):
             if not ready:
                 await self._wait_finished(

@@ -58,7 +58,7 @@ OIDC_AUDIENCE = "https://tendsocial-jobs.conformance.example"
 OIDC_ISSUER = "https://accounts.google.com"
 TOKEN_KEY = "hVLHEu9XQ1hHtcvhyh3GuYKrhhHoVqAx9BKw8IYEYDA="
 PUBLIC = {"/healthz", "/readyz"}
-JOBS = ("publish-post", "sync-analytics", "sync-analytics/platform")
+JOBS = ("publish-post", "stage-media", "sync-analytics", "sync-analytics/platform")
 #: A fixed id (the same in every xdist worker's collection).
 SOME_ID = "3f0c2a4e-8d1b-4c6f-9a7e-5b2d1e0f4c3a"
 

@@ -207,6 +207,27 @@ async def test_dropped_handles_make_a_new_container_at_publish(sandbox, counted)
     assert len(calls.to("POST", f"/{IG_USER}/media")) == 2
 
 
+async def test_a_staged_container_meta_refuses_is_made_again_and_posted_once(
+    sandbox, counted
+) -> None:
+    """Meta answers the publish of a staged container it does not know with #100 (an explicit
+    refusal: nothing went out): the publish makes a container of its own and posts once."""
+    http, calls = counted
+    clock = SandboxClock(sandbox)
+    ig, acc = instagram(sandbox, http, clock, container_ready_seconds=0.5)
+    content = PostContent(text="forgotten", media=images(sandbox, "a.jpg"))
+    store = StoredState()
+    await ig.stage_media(account=acc, content=content, state=store.state())
+    store.values["container_id"] = "17900000000000000"  # one Meta no longer knows
+
+    result = await ig.publish(account=acc, content=content, state=store.state())
+    [post] = sandbox.posts("instagram")
+    assert result.remote_id == post["id"] and not post["double_publish"]
+    assert post["container_id"] == store.values["container_id"] != "17900000000000000"
+    assert len(calls.to("POST", f"/{IG_USER}/media_publish")) == 2
+    assert len(calls.to("POST", f"/{IG_USER}/media")) == 2
+
+
 async def test_an_expired_container_is_made_again_at_the_next_staging(sandbox, counted) -> None:
     """Meta says EXPIRED (the sandbox's day passed, ours did not): the ids are dropped and a
     new container is made and waited for."""

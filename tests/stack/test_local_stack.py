@@ -208,8 +208,13 @@ def test_dev_stack_publishes_shows_runs_and_survives_a_restart(
         post = _wait_published(demo, post_id)
         assert post["summary"] == "3 of 3 platforms published", post
         assert _sandbox_posts(demo, content) == {"linkedin": 1, "x": 1, "instagram": 1}
-        runs = _final_runs(stack, demo, post_id, expected=3)
+        # A media post: each platform's media staged ahead of the instant, then its publish.
+        runs = _final_runs(stack, demo, post_id, expected=6)
         assert {r["state_type"] for r in runs} == {"COMPLETED"}, runs
+        assert sorted(r["name"].split(" · ")[0] for r in runs) == sorted(
+            ["instagram", "linkedin", "x"] * 2
+        )
+        assert sum(r["name"].endswith(" · staging") for r in runs) == 3, runs
         _commands_beside_the_stack_use_it(stack, demo)
         _connect_an_account(demo)
         _retry_from_the_printed_command(stack, demo)
@@ -222,7 +227,9 @@ def test_dev_stack_publishes_shows_runs_and_survives_a_restart(
     demo = stack.demo()
     try:
         post = _wait_published(demo, pending_id, within=90)
-        assert post["summary"] == "3 of 3 platforms published", post
+        assert post["summary"] == "3 of 3 platforms published", [
+            (t["platform"], t.get("errorCode"), t.get("errorMessage")) for t in post["platforms"]
+        ]
         assert _sandbox_posts(demo, pending_content) == {"linkedin": 1, "x": 1, "instagram": 1}
     finally:
         stack.stop()
