@@ -144,7 +144,7 @@ def test_a_video_is_staged_on_the_staging_queue_and_posted_at_its_instant(
     cloud_stack: CloudStack, deliveries: DeliveryLog, tenant: Tenant, db: Engine
 ) -> None:
     name = f"story-{uuid.uuid4().hex[:8]}.mp4"
-    post_id, instant, content = _schedule_video(cloud_stack, tenant, name=name, ahead=40)
+    post_id, instant, content = _schedule_video(cloud_stack, tenant, name=name, ahead=25)
 
     staged = wait_until(
         lambda: (t := _target(db, post_id)).staged_until is not None and t,
@@ -184,7 +184,7 @@ def test_a_video_the_platform_fails_to_process_fails_its_target_before_the_insta
 ) -> None:
     cloud_stack.sandbox.inject("mastodon", "invalid_content", operation="processing")
     name = f"refused-{uuid.uuid4().hex[:8]}.mp4"
-    post_id, instant, content = _schedule_video(cloud_stack, tenant, name=name, ahead=45)
+    post_id, instant, content = _schedule_video(cloud_stack, tenant, name=name, ahead=25)
 
     failed = wait_until(
         lambda: (t := _target(db, post_id)).status in SETTLED_TARGET_STATUSES and t,

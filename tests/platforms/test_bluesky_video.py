@@ -89,12 +89,6 @@ def _control(sandbox: SandboxHandle, method: str, path: str, **kwargs: Any) -> A
         return answer.json()
 
 
-def _processing(sandbox: SandboxHandle, seconds: float) -> None:
-    _control(
-        sandbox, "POST", "/_sandbox/processing", json={"platform": "bluesky", "seconds": seconds}
-    )
-
-
 def _jobs(sandbox: SandboxHandle) -> list[dict[str, Any]]:
     return _control(sandbox, "GET", "/_sandbox/bluesky/video/jobs")["jobs"]
 
@@ -111,7 +105,7 @@ def _count(paths: list[str], suffix: str) -> int:
 async def test_video_post_goes_out_with_the_processed_blob(sandbox, logged_http) -> None:
     http, paths = logged_http
     clock = SandboxClock(sandbox)
-    _processing(sandbox, 6)
+    sandbox.set_processing("bluesky", 6)
     account = _account(sandbox)
     content = PostContent(text="clip", media=[_clip(sandbox)])
     result = await _adapter(sandbox, http, clock).publish(
@@ -208,7 +202,7 @@ async def test_still_processing_at_the_budget_resumes_without_a_second_upload(
 ) -> None:
     http, paths = logged_http
     clock = SandboxClock(sandbox)
-    _processing(sandbox, PROCESSING_BUDGET_SECONDS + 20)
+    sandbox.set_processing("bluesky", PROCESSING_BUDGET_SECONDS + 20)
     account = _account(sandbox)
     adapter = _adapter(sandbox, http, clock)
     stored = StoredState()
@@ -232,7 +226,7 @@ async def test_still_processing_comes_back_after_the_backoffs_next_wait(sandbox,
     """No fixed re-enqueue half a minute on: the next attempt looks again after the next of the
     growing waits (`poll_until_done`), 16 s after the 1 + 2 + 4 + 8 s spent in this one."""
     clock = SandboxClock(sandbox)
-    _processing(sandbox, 10 * PROCESSING_BUDGET_SECONDS)
+    sandbox.set_processing("bluesky", 10 * PROCESSING_BUDGET_SECONDS)
     content = PostContent(text="long clip", media=[_clip(sandbox)])
     with pytest.raises(TransientError) as caught:
         await _adapter(sandbox, http, clock).publish(

@@ -32,7 +32,6 @@ from tests.platforms.helpers import (
     sandbox_account,
     sandbox_http,
 )
-from tests.support import clients
 from tests.support.sandbox import SandboxHandle
 
 #: What one publish attempt may take by default (twice the fetch deadline, less the margin).
@@ -90,12 +89,6 @@ def _adapter(
         clock=clock,
         sleep=clock.sleep,
     )
-
-
-def _processing(sandbox: SandboxHandle, seconds: float) -> None:
-    with clients.client(base_url=sandbox.base_url) as control:
-        body = {"platform": "linkedin", "seconds": seconds}
-        control.post("/_sandbox/processing", json=body).raise_for_status()
 
 
 def _video(sandbox: SandboxHandle, size: int = 200_000) -> MediaItem:
@@ -172,7 +165,7 @@ async def test_a_staged_video_is_processed_then_posted_after_one_status_read(
     """Staging waits out processing longer than a publish attempt may; the publish reads the
     stored video's status once and posts it: no second download, upload or wait."""
     http, calls = logged
-    _processing(sandbox, 120)
+    sandbox.set_processing("linkedin", 120)
     account = sandbox_account(sandbox, "linkedin")
     stored = StoredState()
     content = PostContent(text="staged video", media=[_video(sandbox)])
@@ -241,7 +234,7 @@ async def test_processing_outlasting_the_staging_leaves_the_urn_for_publish(
     """Still PROCESSING at staging's own deadline: transient with the urn kept; the publish
     polls it and posts without uploading again."""
     http, calls = logged
-    _processing(sandbox, 3 * 3600)
+    sandbox.set_processing("linkedin", 3 * 3600)
     account = sandbox_account(sandbox, "linkedin")
     stored = StoredState()
     content = PostContent(text="very long encode", media=[_video(sandbox)])

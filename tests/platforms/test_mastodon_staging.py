@@ -72,14 +72,6 @@ def _adapter(
     )
 
 
-def _processing(sandbox: SandboxHandle, seconds: float) -> None:
-    answer = httpx.post(
-        f"{sandbox.base_url}/_sandbox/processing",
-        json={"platform": "mastodon", "seconds": seconds},
-    )
-    answer.raise_for_status()
-
-
 def _clip(sandbox: SandboxHandle, *, gone: bool = False) -> MediaItem:
     url = sandbox.media_url("clip.mp4") + ("?status=404" if gone else "")
     return MediaItem(url, "video/mp4")
@@ -106,7 +98,7 @@ async def test_staging_waits_out_processing_longer_than_a_publish_attempt(sandbo
     http, calls = logged
     clock = SandboxClock(sandbox)
     processing = 3 * PROCESSING_BUDGET_SECONDS  # past what one publish attempt would wait
-    _processing(sandbox, processing)
+    sandbox.set_processing("mastodon", processing)
     stored = StoredState()
     before = datetime.now(UTC)
     until = await _adapter(sandbox, http, clock).stage_media(
@@ -134,7 +126,7 @@ async def test_staging_waits_out_processing_longer_than_a_publish_attempt(sandbo
 async def test_publish_after_staging_posts_with_the_staged_ids_alone(sandbox, logged) -> None:
     http, calls = logged
     clock = SandboxClock(sandbox)
-    _processing(sandbox, 40)
+    sandbox.set_processing("mastodon", 40)
     account, stored = _account(sandbox), StoredState()
     await _adapter(sandbox, http, clock).stage_media(
         account=account,
@@ -195,7 +187,7 @@ async def test_dropped_staged_keys_upload_again_at_publish(sandbox, logged) -> N
 async def test_a_processing_failure_fails_staging_with_the_instance_reason(sandbox, logged) -> None:
     http, calls = logged
     clock = SandboxClock(sandbox)
-    _processing(sandbox, 5)
+    sandbox.set_processing("mastodon", 5)
     sandbox.inject("mastodon", "invalid_content", operation="processing")
     stored = StoredState()
     with pytest.raises(PermanentError) as caught:

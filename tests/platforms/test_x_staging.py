@@ -33,7 +33,6 @@ from tests.platforms.helpers import (
     sandbox_account,
     sandbox_http,
 )
-from tests.support import clients
 from tests.support.sandbox import SandboxHandle
 
 assert SPEC.upload is not None and SPEC.upload.processing_budget is not None
@@ -80,12 +79,6 @@ def _adapter(
         clock=clock,
         sleep=clock.sleep,
     )
-
-
-def _processing(sandbox: SandboxHandle, seconds: float) -> None:
-    with clients.client(base_url=sandbox.base_url) as control:
-        answer = control.post("/_sandbox/processing", json={"platform": "x", "seconds": seconds})
-        answer.raise_for_status()
 
 
 def _video(sandbox: SandboxHandle, size: int = 100_000) -> MediaItem:
@@ -191,7 +184,7 @@ async def test_a_staged_video_is_processed_then_published_without_asking_x_again
     """Staging waits out processing that outlasts a publish attempt's budget; the publish
     then tweets the stored id without a STATUS call: X reported it `succeeded`."""
     http, calls = logged
-    _processing(sandbox, 60)
+    sandbox.set_processing("x", 60)
     account = sandbox_account(sandbox, "x")
     stored = StoredState()
     content = PostContent(text="staged video", media=[_video(sandbox)])
@@ -276,7 +269,7 @@ async def test_processing_outlasting_the_staging_leaves_the_id_for_publish(sandb
     """Still processing when staging's own deadline comes: transient, the id kept; the
     publish polls it (X had not said `succeeded`) and posts, without uploading again."""
     http, calls = logged
-    _processing(sandbox, 3 * 3600)
+    sandbox.set_processing("x", 3 * 3600)
     account = sandbox_account(sandbox, "x")
     stored = StoredState()
     content = PostContent(text="very long render", media=[_video(sandbox)])

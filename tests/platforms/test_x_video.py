@@ -87,12 +87,6 @@ def _adapter(
     return XAdapter(http=http, base_url=sandbox.url("x"), clock=clock, sleep=clock.sleep, **options)
 
 
-def _processing(sandbox: Any, seconds: float) -> None:
-    with clients.client(base_url=sandbox.base_url) as control:
-        answer = control.post("/_sandbox/processing", json={"platform": "x", "seconds": seconds})
-        answer.raise_for_status()
-
-
 def _video(sandbox: Any, size: int, *, name: str = "clip.mp4") -> MediaItem:
     return MediaItem(f"{sandbox.media_url(name)}?size={size}", "video/mp4")
 
@@ -101,7 +95,7 @@ def _video(sandbox: Any, size: int, *, name: str = "clip.mp4") -> MediaItem:
 async def test_video_goes_up_in_segments_is_processed_then_posted(sandbox, logged_http) -> None:
     http, paths, appends = logged_http
     clock = SandboxClock(sandbox)
-    _processing(sandbox, 7)
+    sandbox.set_processing("x", 7)
     account = sandbox_account(sandbox, "x")
     adapter = _adapter(sandbox, http, clock, chunk_bytes=65536)
     content = PostContent(text="launch video", media=[_video(sandbox, 200_000)])
@@ -235,7 +229,7 @@ async def test_processing_spanning_two_attempts_resumes_without_uploading_again(
     media id stored; attempt 2 polls the stored id once more and posts: one INIT in all."""
     http, paths, appends = logged_http
     clock = SandboxClock(sandbox)
-    _processing(sandbox, 600)
+    sandbox.set_processing("x", 600)
     account = sandbox_account(sandbox, "x")
     stored = StoredState()
     content = PostContent(text="long render", media=[_video(sandbox, 100_000)])
@@ -462,7 +456,7 @@ def raw_x(sandbox) -> Any:
 
 
 def test_sandbox_refuses_a_tweet_with_media_still_processing(sandbox, raw_x) -> None:
-    _processing(sandbox, 30)
+    sandbox.set_processing("x", 30)
     media_id = raw_x.init(10).json()["data"]["id"]
     assert raw_x.append(media_id, 0, 10).status_code == 200
     finalized = raw_x.finalize(media_id).json()["data"]

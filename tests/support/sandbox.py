@@ -28,6 +28,13 @@ class SandboxHandle:
     def media_url(self, name: str = "pixel.jpg") -> str:
         return f"{self.base_url}/_sandbox/media/{name}"
 
+    def set_processing(self, platform: str, seconds: float) -> None:
+        """How long the platform's sandbox takes to process uploaded media (on its clock)."""
+        answer = self._control.post(
+            "/_sandbox/processing", json={"platform": platform, "seconds": seconds}
+        )
+        answer.raise_for_status()
+
     def media_fetches(self, name: str) -> int:
         """How often `media_url(name)` was fetched since the last reset."""
         answer = self._control.get("/_sandbox/media-fetches")
