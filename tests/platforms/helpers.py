@@ -10,6 +10,7 @@ import httpx
 from models.settings import MediaSettings
 from tasks.egress import MediaPolicy
 from tasks.platforms.base import AccountContext, PlatformAdapter, PlatformState
+from tasks.platforms.bluesky.adapter import BlueskyAdapter
 from tasks.platforms.http import platform_http_client
 from tasks.platforms.registry import build_adapter
 from tests.support.sandbox import SandboxHandle, sandbox_platforms
@@ -119,3 +120,41 @@ class StoredState:
 
     def state(self) -> PlatformState:
         return PlatformState(dict(self.values), saver=self)
+
+
+# --------------------------------------------------------------------------- Bluesky video
+BLUESKY_DID = "did:plc:ewvi7nxzyoun6zhxrhs64oiz"
+
+
+def bluesky_account(sandbox: SandboxHandle, *, token: str, **extra: Any) -> AccountContext:
+    """A Bluesky account on the sandbox's PDS (`extra`: the sandbox account's own settings)."""
+    sandbox.add_account(
+        "bluesky",
+        external_id=BLUESKY_DID,
+        handle="tend.bsky.social",
+        access_token=token,
+        refresh_token="bsky-rt",
+        extra=extra or None,
+    )
+    return AccountContext(
+        account_id="acc-bsky",
+        external_id=BLUESKY_DID,
+        handle="tend.bsky.social",
+        access_token=token,
+        refresh_token="bsky-rt",
+        base_url=sandbox.url("bluesky"),
+    )
+
+
+def bluesky_video_adapter(
+    sandbox: SandboxHandle, http: httpx.AsyncClient, clock: SandboxClock
+) -> BlueskyAdapter:
+    """The Bluesky adapter with the sandbox's video service, on `clock` (no real waits)."""
+    return BlueskyAdapter(
+        http=http,
+        base_url="http://127.0.0.1:9/unused",
+        media_policy=LOCAL_MEDIA,
+        video_service_url=sandbox.url("bluesky-video"),
+        clock=clock,
+        sleep=clock.sleep,
+    )

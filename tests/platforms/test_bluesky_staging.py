@@ -15,7 +15,13 @@ import pytest
 from tasks.platforms.base import AccountContext, MediaItem, PermanentError, PostContent
 from tasks.platforms.bluesky.adapter import PROCESSING_BUDGET_SECONDS, BlueskyAdapter
 from tasks.platforms.bluesky.spec import SPEC
-from tests.platforms.helpers import LOCAL_MEDIA, SandboxClock, StoredState, sandbox_http
+from tests.platforms.helpers import (
+    SandboxClock,
+    StoredState,
+    bluesky_account,
+    bluesky_video_adapter,
+    sandbox_http,
+)
 from tests.support import clients
 from tests.support.sandbox import SandboxHandle
 
@@ -35,35 +41,11 @@ async def logged(sandbox: SandboxHandle) -> AsyncIterator[tuple[httpx.AsyncClien
         yield client, methods
 
 
-def _account(sandbox: SandboxHandle) -> AccountContext:
-    sandbox.add_account(
-        "bluesky",
-        external_id=DID,
-        handle="tend.bsky.social",
-        access_token=TOKEN,
-        refresh_token="bsky-rt",
-    )
-    return AccountContext(
-        account_id="acc-bsky",
-        external_id=DID,
-        handle="tend.bsky.social",
-        access_token=TOKEN,
-        refresh_token="bsky-rt",
-        base_url=sandbox.url("bluesky"),
-    )
+def _account(sandbox: SandboxHandle, **extra: Any) -> AccountContext:
+    return bluesky_account(sandbox, token=TOKEN, **extra)
 
 
-def _adapter(
-    sandbox: SandboxHandle, http: httpx.AsyncClient, clock: SandboxClock
-) -> BlueskyAdapter:
-    return BlueskyAdapter(
-        http=http,
-        base_url="http://127.0.0.1:9/unused",
-        media_policy=LOCAL_MEDIA,
-        video_service_url=sandbox.url("bluesky-video"),
-        clock=clock,
-        sleep=clock.sleep,
-    )
+_adapter = bluesky_video_adapter
 
 
 def _control(sandbox: SandboxHandle, path: str, body: dict[str, Any]) -> None:

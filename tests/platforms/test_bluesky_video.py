@@ -28,10 +28,15 @@ from tasks.platforms.base import (
 )
 from tasks.platforms.bluesky.adapter import (
     PROCESSING_BUDGET_SECONDS,
-    BlueskyAdapter,
     mp4_aspect_ratio,
 )
-from tests.platforms.helpers import LOCAL_MEDIA, SandboxClock, StoredState, sandbox_http
+from tests.platforms.helpers import (
+    SandboxClock,
+    StoredState,
+    bluesky_account,
+    bluesky_video_adapter,
+    sandbox_http,
+)
 from tests.support import clients
 from tests.support.sandbox import SandboxHandle
 
@@ -51,35 +56,10 @@ async def logged_http(sandbox: SandboxHandle) -> AsyncIterator[tuple[httpx.Async
 
 
 def _account(sandbox: SandboxHandle, **extra: Any) -> AccountContext:
-    sandbox.add_account(
-        "bluesky",
-        external_id=DID,
-        handle="tend.bsky.social",
-        access_token=TOKEN,
-        refresh_token="bsky-rt",
-        extra=extra or None,
-    )
-    return AccountContext(
-        account_id="acc-bsky",
-        external_id=DID,
-        handle="tend.bsky.social",
-        access_token=TOKEN,
-        refresh_token="bsky-rt",
-        base_url=sandbox.url("bluesky"),
-    )
+    return bluesky_account(sandbox, token=TOKEN, **extra)
 
 
-def _adapter(
-    sandbox: SandboxHandle, http: httpx.AsyncClient, clock: SandboxClock
-) -> BlueskyAdapter:
-    return BlueskyAdapter(
-        http=http,
-        base_url="http://127.0.0.1:9/unused",
-        media_policy=LOCAL_MEDIA,
-        video_service_url=sandbox.url("bluesky-video"),
-        clock=clock,
-        sleep=clock.sleep,
-    )
+_adapter = bluesky_video_adapter
 
 
 def _control(sandbox: SandboxHandle, method: str, path: str, **kwargs: Any) -> Any:
