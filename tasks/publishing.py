@@ -23,7 +23,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -42,7 +42,7 @@ from models.database import DriverPool, unit_of_work
 from models.outbox import AttemptRecord, LogLine, add_run_record
 from models.settings import PublishingSettings
 from models.statuses import AccountStatus, AttemptKind, AttemptOutcome, TargetStatus
-from models.tables import PublishTarget, SocialAccount
+from models.tables import MediaAsset, PublishTarget, ScheduledPost, SocialAccount
 from models.targets import Settlement, find_target, release_claimed_target
 from tasks.accounts import fresh_context, refresh_tokens
 from tasks.platforms.base import (
@@ -232,7 +232,24 @@ def _outcome_of(target: PublishTarget, kind: OutcomeKind) -> PublishOutcome:
     )
 
 
-def _raw(value: Any) -> dict[str, Any] | None:
+def target_content(
+    target: PublishTarget, post: ScheduledPost, media: Sequence[MediaAsset]
+) -> PostContent:
+    """What the platform gets for this target: its own text or the post's, and the post's media
+    (the staging and the publish attempt hand adapters the same)."""
+    return PostContent(
+        text=target.custom_content if target.custom_content is not None else post.content,
+        media=tuple(
+            MediaItem(url=m.url, mime_type=m.mime_type, size_bytes=m.size_bytes) for m in media
+        ),
+        idempotency_key=target.idempotency_key,
+        scheduled_at=post.scheduled_at,
+    )
+
+
+def stored_raw(value: Any) -> dict[str, Any] | None:
+    """A platform's answer as the target's `raw_response` (a JSON object column): an object
+    as it is, anything else under `body`."""
     if value is None:
         return None
     return value if isinstance(value, dict) else {"body": value}
@@ -274,14 +291,7 @@ class Publisher:
             logging.INFO, "attempt %d claimed the %s target", attempt, job.platform, target=target
         )
         attempt_log.step("claim", target=target)
-        content = PostContent(
-            text=target.custom_content if target.custom_content is not None else post.content,
-            media=tuple(
-                MediaItem(url=m.url, mime_type=m.mime_type, size_bytes=m.size_bytes) for m in media
-            ),
-            idempotency_key=target.idempotency_key,
-            scheduled_at=post.scheduled_at,
-        )
+        content = target_content(target, post, media)
         if account.status != AccountStatus.ACTIVE:
             error = NeedsReconnectError(
                 f"the {account.platform} account @{account.handle} needs reconnecting",
@@ -339,7 +349,7 @@ class Publisher:
             status=TargetStatus.SUCCESS,
             remote_id=result.remote_id,
             remote_url=result.remote_url,
-            raw_response=_raw(result.raw),
+            raw_response=stored_raw(result.raw),
             published_at=_now(),
         )
         return await self._record(
@@ -490,7 +500,7 @@ class Publisher:
                 status=TargetStatus.RETRY,
                 error_code=code,
                 error_message=error.message,
-                raw_response=_raw(error.raw),
+                raw_response=stored_raw(error.raw),
                 next_retry_at=retry_at,
                 # At a platform's reset the webhook re-enqueues under a fresh task name.
                 new_dispatch_generation=(
@@ -512,7 +522,7 @@ class Publisher:
             status=TargetStatus.FAILED,
             error_code=code,
             error_message=message,
-            raw_response=_raw(error.raw),
+            raw_response=stored_raw(error.raw),
         )
         return await self._record(
             target=target,

@@ -33,7 +33,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -45,7 +45,6 @@ from models.outbox import AttemptRecord, LogLine, RunStart, add_run_record, add_
 from models.posts import post_targets, roll_up_post_status
 from models.settings import QueueSettings, StagingSettings
 from models.staging import (
-    ClaimedStaging,
     claim_staging,
     clear_discarded_media,
     fail_staged_target,
@@ -67,7 +66,6 @@ from tasks.egress import MediaFetchError
 from tasks.media import STAGING_FETCH_DEADLINE
 from tasks.platforms.base import (
     ATTEMPT_DEADLINE,
-    MediaItem,
     NeedsReconnectError,
     PermanentError,
     PlatformAdapter,
@@ -77,6 +75,7 @@ from tasks.platforms.base import (
     TokenExpiredError,
 )
 from tasks.platforms.specs import platform_spec
+from tasks.publishing import AdapterFactory, stored_raw, target_content
 from tasks.task_specs import Enqueuer, enqueue_each, staging_task_spec
 
 log = logging.getLogger(__name__)
@@ -267,7 +266,6 @@ class StagingDispatcher(Enqueuer[StagingSettings]):
 
 
 # --------------------------------------------------------------------------- running
-AdapterFactory = Callable[[str], PlatformAdapter]
 
 
 class MediaStager:
@@ -309,7 +307,7 @@ class MediaStager:
         if claimed is None or run is None:
             return await self._unclaimed(job)
         target = claimed.target
-        content = _content(claimed)
+        content = target_content(claimed.target, claimed.post, claimed.media)
         if not content.media or claimed.account.status != AccountStatus.ACTIVE:
             # No media; or an account to reconnect, which the publish attempt reports.
             why = "nothing to stage" if not content.media else "the account needs reconnecting"
@@ -466,7 +464,7 @@ class MediaStager:
                     generation=job.generation,
                     error_code=code,
                     message=message,
-                    raw=_raw(error.raw),
+                    raw=stored_raw(error.raw),
                 )
             if failed is not None:
                 await roll_up_post_status(session, target.scheduled_post_id)
@@ -522,22 +520,3 @@ class MediaStager:
             log.info("staged media not deleted: %s", error.message)
         async with unit_of_work(self.sessions) as session:
             await clear_discarded_media(session, target_id=target.id, keys=keys)
-
-
-def _content(claimed: ClaimedStaging) -> PostContent:
-    target, post = claimed.target, claimed.post
-    return PostContent(
-        text=target.custom_content if target.custom_content is not None else post.content,
-        media=tuple(
-            MediaItem(url=m.url, mime_type=m.mime_type, size_bytes=m.size_bytes)
-            for m in claimed.media
-        ),
-        idempotency_key=target.idempotency_key,
-        scheduled_at=post.scheduled_at,
-    )
-
-
-def _raw(value: Any) -> dict[str, Any] | None:
-    if value is None:
-        return None
-    return value if isinstance(value, dict) else {"body": value}
